@@ -1,0 +1,93 @@
+//! The reference evaluator: runs any supported graph on the CPU with each op's plain
+//! `eval`. Slow and obviously correct; every faster path (training engine, runtime kernels,
+//! ONNX Runtime after export) is tested against it.
+
+use crate::error::{GraphError, Result};
+use crate::graph::Graph;
+use crate::shape::Dim;
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+
+/// Checks a fed tensor against the declared input shape (any size for the batch dimension).
+fn check_feed(graph: &Graph, name: &str, t: &Tensor) -> Result<()> {
+    let info = graph
+        .inputs
+        .iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| GraphError::Input { name: name.into(), message: "the graph has no such input".into() })?;
+    let ok = info.shape.rank() == t.rank()
+        && info.shape.dims().iter().zip(t.shape()).all(|(d, &n)| match d {
+            Dim::Batch => true,
+            Dim::Known(k) => *k == n,
+        });
+    if !ok {
+        return Err(GraphError::Input {
+            name: name.into(),
+            message: format!("expected shape {}, got {:?}", info.shape, t.shape()),
+        });
+    }
+    Ok(())
+}
+
+/// Evaluates the graph and returns every value by name.
+pub fn evaluate_all(graph: &Graph, feeds: &[(&str, Tensor)]) -> Result<HashMap<String, Tensor>> {
+    let mut values: HashMap<String, Tensor> = HashMap::new();
+    for (name, t) in feeds {
+        check_feed(graph, name, t)?;
+        values.insert(name.to_string(), t.clone());
+    }
+    for input in &graph.inputs {
+        if !values.contains_key(&input.name) {
+            return Err(GraphError::Input { name: input.name.clone(), message: "no tensor was supplied".into() });
+        }
+    }
+    for node in &graph.nodes {
+        let outs = {
+            let mut ins = Vec::with_capacity(node.inputs.len());
+            for v in &node.inputs {
+                let t = values
+                    .get(v)
+                    .or_else(|| graph.initializers.get(v))
+                    .ok_or_else(|| GraphError::UndefinedValue { value: v.clone(), node: node.name.clone() })?;
+                ins.push(t);
+            }
+            let shapes: Vec<_> = ins.iter().map(|t| crate::Shape::known(t.shape())).collect();
+            graph.infer_node(node, &shapes)?;
+            node.op.sem().eval(&ins).map_err(|e| GraphError::Op {
+                node: node.name.clone(),
+                op: node.op.op_type(),
+                message: e.0,
+            })?
+        };
+        for (name, t) in node.outputs.iter().zip(outs) {
+            values.insert(name.clone(), t);
+        }
+    }
+    Ok(values)
+}
+
+/// Evaluates the graph and returns its outputs in order.
+///
+/// ```
+/// use secateur_graph::{evaluate, Graph, Op, Relu, Shape, Tensor};
+/// let mut g = Graph::new("relu");
+/// g.add_input("x", Shape::batched(&[2]));
+/// g.add_node("r", Op::Relu(Relu), &["x"], &["y"]);
+/// g.outputs.push("y".into());
+/// let x = Tensor::new(vec![1, 2], vec![-1.0, 2.0]).unwrap();
+/// let y = evaluate(&g, &[("x", x)]).unwrap();
+/// assert_eq!(y[0].data(), &[0.0, 2.0]);
+/// ```
+pub fn evaluate(graph: &Graph, feeds: &[(&str, Tensor)]) -> Result<Vec<Tensor>> {
+    let mut values = evaluate_all(graph, feeds)?;
+    graph
+        .outputs
+        .iter()
+        .map(|o| {
+            values
+                .remove(o)
+                .or_else(|| graph.initializers.get(o).cloned())
+                .ok_or_else(|| GraphError::MissingOutput(o.clone()))
+        })
+        .collect()
+}

@@ -1,0 +1,29 @@
+//! secateur's graph IR: the single representation of a model that every stage reads or
+//! rewrites. ONNX import fills it, training runs on it, pruning returns patched copies of it,
+//! cost models and the runtime read it, export writes it.
+//!
+//! A [`Graph`] holds [`Node`]s applying [`Op`]s to named values, weights as named [`Tensor`]s,
+//! and weight [`Mask`]s. Each op declares its own semantics through [`OpSemantics`]; in
+//! particular [`OpSemantics::axis_links`] tells which axes of its inputs and outputs index the
+//! same channels, from which structured pruning derives its dependency groups.
+
+pub mod builder;
+pub mod error;
+pub mod eval;
+pub mod graph;
+pub mod mask;
+pub mod ops;
+pub mod shape;
+pub mod summary;
+pub mod tensor;
+pub mod zoo;
+
+pub use error::{GraphError, OpError, Result};
+pub use builder::{Activation, GraphBuilder};
+pub use eval::{evaluate, evaluate_all};
+pub use graph::{Graph, Node, NodeShapes, ValueInfo};
+pub use mask::{Mask, MaskPattern, MatrixView};
+pub use ops::*;
+pub use shape::{Dim, Shape};
+pub use summary::{GraphSummary, LayerSummary, summarize};
+pub use tensor::{Tensor, numel, strides};

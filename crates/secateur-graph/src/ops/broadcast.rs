@@ -1,0 +1,136 @@
+//! Binary element-wise operators with NumPy broadcasting: `Add` (residual connections, where
+//! both branches' channels become one group) and `Mul` (gating, squeeze-excitation). Every output
+//! axis is linked to the matching axis of each input that is not broadcast along it.
+
+use super::{AxisLink, OpSemantics, Port};
+use crate::error::OpError;
+use crate::op_bail;
+use crate::shape::{Dim, Shape};
+use crate::tensor::{Tensor, strides};
+use serde::{Deserialize, Serialize};
+use std::ops::RangeInclusive;
+
+/// Broadcast output shape of two shapes, aligned at the right.
+pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Result<Shape, OpError> {
+    let r = a.rank().max(b.rank());
+    let dim_at = |s: &Shape, i: usize| -> Dim {
+        let off = r - s.rank();
+        if i < off { Dim::Known(1) } else { s.0[i - off] }
+    };
+    let mut out = Vec::with_capacity(r);
+    for i in 0..r {
+        let (x, y) = (dim_at(a, i), dim_at(b, i));
+        out.push(match (x, y) {
+            (x, y) if x == y => x,
+            (Dim::Known(1), y) => y,
+            (x, Dim::Known(1)) => x,
+            _ => op_bail!("shapes {a} and {b} do not broadcast (axis {i}: {x} vs {y})"),
+        });
+    }
+    Ok(Shape(out))
+}
+
+fn broadcast_links(inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
+    let out = &outputs[0];
+    let mut links = Vec::new();
+    for (i, s) in inputs.iter().enumerate() {
+        let off = out.rank() - s.rank();
+        for ax in 0..s.rank() {
+            if s.0[ax] == out.0[ax + off] {
+                links.push(AxisLink::identity((Port::Input(i), ax), (Port::Output(0), ax + off)));
+            }
+        }
+    }
+    links
+}
+
+fn broadcast_eval(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tensor, OpError> {
+    let sa = Shape::known(a.shape());
+    let sb = Shape::known(b.shape());
+    let out_shape = broadcast_shapes(&sa, &sb)?.resolve(1);
+    let r = out_shape.len();
+    let padded = |s: &[usize]| -> Vec<usize> {
+        let mut p = vec![1; r - s.len()];
+        p.extend_from_slice(s);
+        p
+    };
+    let (pa, pb) = (padded(a.shape()), padded(b.shape()));
+    let (st_a, st_b) = (strides(&pa), strides(&pb));
+    let st_o = strides(&out_shape);
+    let n: usize = out_shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    for flat in 0..n {
+        let (mut ia, mut ib) = (0, 0);
+        for ax in 0..r {
+            let idx = (flat / st_o[ax]) % out_shape[ax];
+            if pa[ax] != 1 {
+                ia += idx * st_a[ax];
+            }
+            if pb[ax] != 1 {
+                ib += idx * st_b[ax];
+            }
+        }
+        out.push(f(a.data()[ia], b.data()[ib]));
+    }
+    Tensor::new(out_shape, out).map_err(|e| OpError::new(e.to_string()))
+}
+
+macro_rules! binary_op {
+    ($name:ident, $onnx:literal, $doc:literal, $f:expr) => {
+        #[doc = $doc]
+        #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+        pub struct $name;
+
+        impl OpSemantics for $name {
+            fn op_type(&self) -> &'static str {
+                $onnx
+            }
+
+            fn input_count(&self) -> RangeInclusive<usize> {
+                2..=2
+            }
+
+            fn infer(&self, inputs: &[Shape]) -> Result<Vec<Shape>, OpError> {
+                Ok(vec![broadcast_shapes(&inputs[0], &inputs[1])?])
+            }
+
+            fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
+                broadcast_links(inputs, outputs)
+            }
+
+            fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+                Ok(vec![broadcast_eval(inputs[0], inputs[1], $f)?])
+            }
+        }
+    };
+}
+
+binary_op!(Add, "Add", "Element-wise sum with broadcasting.", |x, y| x + y);
+binary_op!(Mul, "Mul", "Element-wise product with broadcasting.", |x, y| x * y);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_rules() {
+        let s = broadcast_shapes(&Shape::batched(&[8, 4, 4]), &Shape::known(&[8, 1, 1])).unwrap();
+        assert_eq!(s, Shape::batched(&[8, 4, 4]));
+        assert!(broadcast_shapes(&Shape::known(&[3]), &Shape::known(&[4])).is_err());
+        let a = Tensor::from_fn(vec![2, 3], |i| i as f32);
+        let b = Tensor::new(vec![3], vec![10., 20., 30.]).unwrap();
+        assert_eq!(Add.eval(&[&a, &b]).unwrap()[0].data(), &[10., 21., 32., 13., 24., 35.]);
+        let c = Tensor::new(vec![2, 1], vec![2., 3.]).unwrap();
+        assert_eq!(Mul.eval(&[&a, &c]).unwrap()[0].data(), &[0., 2., 4., 9., 12., 15.]);
+    }
+
+    #[test]
+    fn broadcast_axis_is_not_linked() {
+        let links = Mul.axis_links(
+            &[Shape::batched(&[8, 4, 4]), Shape::batched(&[8, 1, 1])],
+            &[Shape::batched(&[8, 4, 4])],
+        );
+        assert!(links.iter().any(|l| l.a == (Port::Input(1), 1)));
+        assert!(!links.iter().any(|l| l.a == (Port::Input(1), 2)));
+    }
+}

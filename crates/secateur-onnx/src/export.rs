@@ -1,0 +1,106 @@
+//! IR → ONNX export at opset 14 (IR version 7): weights as raw initializers, the batch as the
+//! symbolic dimension `N`, every node through its registry converter, masks and metadata in
+//! `metadata_props`. Writing is atomic: a temporary file in the target directory is renamed
+//! over the destination only once complete.
+
+use crate::error::{OnnxError, Result};
+use crate::mask_codec;
+use crate::ops::{ExportCtx, registry};
+use crate::proto::*;
+use crate::tensor_proto::encode_f32;
+use secateur_graph::{Dim, Graph, Shape};
+use std::path::Path;
+
+/// Opset version written on export.
+pub const EXPORT_OPSET: i64 = 14;
+
+pub(crate) fn value_info(name: &str, shape: &Shape) -> ValueInfoProto {
+    let dim = shape
+        .dims()
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => DimensionProto { dim_value: Some(*n as i64), ..Default::default() },
+            Dim::Batch => DimensionProto { dim_param: Some("N".into()), ..Default::default() },
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto { elem_type: data_type::FLOAT, shape: Some(TensorShapeProto { dim }) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Builds the ONNX model of a graph.
+pub fn export_model(graph: &Graph) -> Result<ModelProto> {
+    graph.check()?;
+    let shapes = graph.infer_shapes()?;
+    let mut ctx = ExportCtx { initializers: Vec::new() };
+    let mut nodes = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let op_type = node.op.op_type();
+        let conv = registry().get(op_type).ok_or_else(|| OnnxError::Node {
+            node: node.name.clone(),
+            op_type: op_type.into(),
+            message: "no ONNX converter is registered for this op".into(),
+        })?;
+        let exported = conv.export(node, &mut ctx).map_err(|message| OnnxError::Node {
+            node: node.name.clone(),
+            op_type: op_type.into(),
+            message,
+        })?;
+        nodes.push(NodeProto {
+            input: exported.inputs,
+            output: node.outputs.clone(),
+            name: node.name.clone(),
+            op_type: exported.op_type.into(),
+            attribute: exported.attributes,
+            ..Default::default()
+        });
+    }
+    let mut initializer: Vec<TensorProto> = graph.initializers.iter().map(|(n, t)| encode_f32(n, t)).collect();
+    initializer.extend(ctx.initializers);
+    let mut metadata_props: Vec<StringStringEntryProto> = graph
+        .metadata
+        .iter()
+        .map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() })
+        .collect();
+    metadata_props.extend(graph.masks.iter().map(|(w, m)| StringStringEntryProto {
+        key: format!("{}{w}", mask_codec::PREFIX),
+        value: mask_codec::encode(m),
+    }));
+    let gp = GraphProto {
+        node: nodes,
+        name: graph.name.clone(),
+        initializer,
+        input: graph.inputs.iter().map(|i| value_info(&i.name, &i.shape)).collect(),
+        output: graph.outputs.iter().map(|o| value_info(o, &shapes[o])).collect(),
+        ..Default::default()
+    };
+    Ok(ModelProto {
+        ir_version: 7,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: EXPORT_OPSET }],
+        producer_name: "secateur".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(gp),
+        metadata_props,
+        ..Default::default()
+    })
+}
+
+/// Writes bytes to `path` atomically (temporary file in the same directory, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let werr = |source| OnnxError::Write { path: path.to_path_buf(), source };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(werr)?;
+    tmp.write_all(bytes).map_err(werr)?;
+    tmp.as_file().sync_all().map_err(werr)?;
+    tmp.persist(path).map_err(|e| werr(e.error))?;
+    Ok(())
+}

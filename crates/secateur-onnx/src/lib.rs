@@ -1,0 +1,53 @@
+//! ONNX as secateur's door in and out: [`load_model`] / [`import_model`] turn an ONNX file
+//! into the graph IR, [`save_model`] / [`export_model`] write one back, through a registry with
+//! one converter per op type ([`ops::registry`]). The protobuf messages are declared in
+//! [`proto`] with `prost`; nothing is generated and no system `protoc` is needed.
+
+pub mod attrs;
+pub mod error;
+pub mod export;
+pub mod import;
+pub mod mask_codec;
+pub mod ops;
+pub mod proto;
+pub mod tensor_proto;
+
+pub use error::{OnnxError, Result};
+pub use export::{EXPORT_OPSET, export_model, write_atomic};
+pub use import::{OPSETS, import_model};
+pub use ops::supported_ops;
+
+use prost::Message;
+use secateur_graph::Graph;
+use std::path::Path;
+
+/// Decodes ONNX bytes; `origin` names the source in errors.
+pub fn decode_model(bytes: &[u8], origin: &Path) -> Result<proto::ModelProto> {
+    proto::ModelProto::decode(bytes).map_err(|e| OnnxError::Decode { path: origin.to_path_buf(), message: e.to_string() })
+}
+
+/// Imports ONNX bytes into a graph.
+pub fn import_bytes(bytes: &[u8], origin: &Path) -> Result<Graph> {
+    let model = decode_model(bytes, origin)?;
+    import_model(&model).map_err(|e| match e {
+        OnnxError::Model(m) => OnnxError::Model(format!("{}: {m}", origin.display())),
+        other => other,
+    })
+}
+
+/// Reads and imports an ONNX file.
+pub fn load_model(path: impl AsRef<Path>) -> Result<Graph> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Read { path: path.to_path_buf(), source })?;
+    import_bytes(&bytes, path)
+}
+
+/// Serialises a graph to ONNX bytes.
+pub fn to_bytes(graph: &Graph) -> Result<Vec<u8>> {
+    Ok(export_model(graph)?.encode_to_vec())
+}
+
+/// Exports a graph and writes it atomically to `path`.
+pub fn save_model(graph: &Graph, path: impl AsRef<Path>) -> Result<()> {
+    write_atomic(path.as_ref(), &to_bytes(graph)?)
+}

@@ -1,0 +1,57 @@
+//! `Gemm` and `MatMul` converters.
+
+use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
+use crate::attrs;
+use secateur_graph::{Gemm, MatMul, Node, Op};
+
+struct GemmConverter;
+struct MatMulConverter;
+
+pub(super) const CONVERTERS: &[&dyn super::Converter] = &[&GemmConverter, &MatMulConverter];
+
+impl Converter for GemmConverter {
+    fn op_type(&self) -> &'static str {
+        "Gemm"
+    }
+
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        let a = &ctx.attrs;
+        if ctx.inputs.len() == 3 && ctx.inputs[2].is_empty() {
+            ctx.inputs.truncate(2);
+        }
+        Ok(Op::Gemm(Gemm {
+            alpha: a.float("alpha", 1.0)?,
+            beta: a.float("beta", 1.0)?,
+            trans_a: a.int("transA", 0)? != 0,
+            trans_b: a.int("transB", 0)? != 0,
+        }))
+    }
+
+    fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        let Op::Gemm(g) = &node.op else { return Err("not a Gemm".into()) };
+        Ok(ExportedNode::plain(
+            "Gemm",
+            node,
+            vec![
+                attrs::float("alpha", g.alpha),
+                attrs::float("beta", g.beta),
+                attrs::int("transA", g.trans_a as i64),
+                attrs::int("transB", g.trans_b as i64),
+            ],
+        ))
+    }
+}
+
+impl Converter for MatMulConverter {
+    fn op_type(&self) -> &'static str {
+        "MatMul"
+    }
+
+    fn import(&self, _ctx: &mut ImportCtx) -> Result<Op, String> {
+        Ok(Op::MatMul(MatMul))
+    }
+
+    fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        Ok(ExportedNode::plain("MatMul", node, vec![]))
+    }
+}

@@ -1,0 +1,111 @@
+//! The converter registry: one entry per ONNX op type, each knowing how to turn a `NodeProto`
+//! into an IR [`Op`] (reading attributes and constant inputs) and back. Adding an op to the IR
+//! means adding one converter here.
+
+mod activation;
+mod conv;
+mod elementwise;
+mod gemm;
+mod norm;
+mod pool;
+mod shape;
+
+use crate::attrs::Attrs;
+use crate::import::SymConst;
+use crate::proto::{AttributeProto, NodeProto, TensorProto};
+use secateur_graph::{Node, Op, Shape, Tensor};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// What an import converter sees of a node.
+pub struct ImportCtx<'a> {
+    pub node: &'a NodeProto,
+    pub attrs: Attrs<'a>,
+    /// Default-domain opset version of the model.
+    pub opset: i64,
+    /// Input names (aliases resolved); converters drop those they turn into attributes.
+    pub inputs: Vec<String>,
+    /// Shapes of the inputs, where known.
+    pub shapes: Vec<Option<Shape>>,
+    /// Integer constants available at import (shape arguments, axes).
+    pub int_consts: &'a HashMap<String, SymConst>,
+    /// Float constants (initializers), for scalar arguments such as Clip bounds.
+    pub float_consts: &'a HashMap<String, Tensor>,
+}
+
+impl ImportCtx<'_> {
+    /// The float scalar in input `i`, if that input is present and constant.
+    pub fn float_scalar_input(&self, i: usize) -> Result<Option<f32>, String> {
+        match self.inputs.get(i) {
+            None => Ok(None),
+            Some(n) if n.is_empty() => Ok(None),
+            Some(n) => match self.float_consts.get(n) {
+                Some(t) if t.len() == 1 => Ok(Some(t.data()[0])),
+                Some(t) => Err(format!("input '{n}' must be a scalar, has shape {:?}", t.shape())),
+                None => Err(format!("input '{n}' must be a constant (computed bounds are not supported)")),
+            },
+        }
+    }
+
+    /// The integer constant in input `i`.
+    pub fn int_input(&self, i: usize) -> Result<&SymConst, String> {
+        let n = self.inputs.get(i).ok_or_else(|| format!("missing input {i}"))?;
+        self.int_consts
+            .get(n)
+            .ok_or_else(|| format!("input '{n}' must be a constant integer tensor known at import"))
+    }
+}
+
+/// What an export converter writes besides the node itself.
+pub struct ExportCtx {
+    pub initializers: Vec<TensorProto>,
+}
+
+/// Converts one op type in both directions.
+pub trait Converter: Sync {
+    /// The ONNX op type (default domain).
+    fn op_type(&self) -> &'static str;
+    /// Builds the IR op; may remove inputs from `ctx.inputs` that became attributes.
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String>;
+    /// Attributes and extra constant inputs of the exported node.
+    fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String>;
+}
+
+/// A node as written to ONNX: attributes and the full input list.
+pub struct ExportedNode {
+    pub op_type: &'static str,
+    pub attributes: Vec<AttributeProto>,
+    pub inputs: Vec<String>,
+}
+
+impl ExportedNode {
+    /// Same inputs as the IR node, given attributes.
+    pub fn plain(op_type: &'static str, node: &Node, attributes: Vec<AttributeProto>) -> Self {
+        ExportedNode { op_type, attributes, inputs: node.inputs.clone() }
+    }
+}
+
+fn all_converters() -> Vec<&'static dyn Converter> {
+    let mut v: Vec<&'static dyn Converter> = Vec::new();
+    v.extend(conv::CONVERTERS);
+    v.extend(gemm::CONVERTERS);
+    v.extend(norm::CONVERTERS);
+    v.extend(activation::CONVERTERS);
+    v.extend(pool::CONVERTERS);
+    v.extend(elementwise::CONVERTERS);
+    v.extend(shape::CONVERTERS);
+    v
+}
+
+/// The registry, by op type.
+pub fn registry() -> &'static HashMap<&'static str, &'static dyn Converter> {
+    static REG: OnceLock<HashMap<&'static str, &'static dyn Converter>> = OnceLock::new();
+    REG.get_or_init(|| all_converters().into_iter().map(|c| (c.op_type(), c)).collect())
+}
+
+/// Sorted list of supported op types, for error messages and `--help`.
+pub fn supported_ops() -> Vec<&'static str> {
+    let mut v: Vec<_> = registry().keys().copied().collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,88 @@
+//! Shape-changing converters: `Flatten`, `Reshape` (target from a constant, possibly computed
+//! from the input's shape at import, with the batch dimension kept symbolic) and `Concat`.
+
+use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
+use crate::attrs;
+use crate::import::SymInt;
+use crate::tensor_proto::encode_i64;
+use secateur_graph::{Concat, Flatten, Node, Op, Reshape};
+
+struct FlattenConverter;
+struct ReshapeConverter;
+struct ConcatConverter;
+
+pub(super) const CONVERTERS: &[&dyn super::Converter] = &[&FlattenConverter, &ReshapeConverter, &ConcatConverter];
+
+impl Converter for FlattenConverter {
+    fn op_type(&self) -> &'static str {
+        "Flatten"
+    }
+
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        Ok(Op::Flatten(Flatten { axis: ctx.attrs.int("axis", 1)? }))
+    }
+
+    fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        let Op::Flatten(f) = &node.op else { return Err("not a Flatten".into()) };
+        Ok(ExportedNode::plain("Flatten", node, vec![attrs::int("axis", f.axis)]))
+    }
+}
+
+impl Converter for ReshapeConverter {
+    fn op_type(&self) -> &'static str {
+        "Reshape"
+    }
+
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        if ctx.opset < 5 || ctx.inputs.len() < 2 {
+            return Err("Reshape needs its target shape as the second input (opset >= 5)".into());
+        }
+        let allowzero = ctx.attrs.int("allowzero", 0)? != 0;
+        let target = ctx.int_input(1)?;
+        let input_rank = ctx.shapes.first().cloned().flatten().map(|s| s.rank());
+        let mut shape = Vec::with_capacity(target.values.len());
+        for (i, v) in target.values.iter().enumerate() {
+            shape.push(match v {
+                SymInt::Known(n) => *n,
+                // a dimension computed from the input's batch size: copy it when it stays in
+                // place, otherwise let it be inferred
+                SymInt::Batch if i == 0 && input_rank.is_some() && !allowzero => 0,
+                SymInt::Batch => -1,
+            });
+        }
+        if shape.iter().filter(|d| **d == -1).count() > 1 {
+            return Err(format!("target shape {:?} would need more than one inferred dimension", target.values));
+        }
+        ctx.inputs.truncate(1);
+        Ok(Op::Reshape(Reshape { shape, allowzero }))
+    }
+
+    fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        let Op::Reshape(r) = &node.op else { return Err("not a Reshape".into()) };
+        let name = format!("{}__shape", node.name);
+        ctx.initializers.push(encode_i64(&name, &[r.shape.len()], &r.shape));
+        let mut attributes = vec![];
+        if r.allowzero {
+            attributes.push(attrs::int("allowzero", 1));
+        }
+        Ok(ExportedNode { op_type: "Reshape", attributes, inputs: vec![node.inputs[0].clone(), name] })
+    }
+}
+
+impl Converter for ConcatConverter {
+    fn op_type(&self) -> &'static str {
+        "Concat"
+    }
+
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        if !ctx.attrs.has("axis") {
+            return Err("attribute 'axis' is required".into());
+        }
+        Ok(Op::Concat(Concat { axis: ctx.attrs.int("axis", 1)? }))
+    }
+
+    fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        let Op::Concat(c) = &node.op else { return Err("not a Concat".into()) };
+        Ok(ExportedNode::plain("Concat", node, vec![attrs::int("axis", c.axis)]))
+    }
+}

@@ -1,0 +1,25 @@
+"""Validates an ONNX model with onnx.checker (full check) and runs it in ONNX Runtime.
+
+usage: ort_run.py MODEL INPUT_NAME INPUT.bin SHAPE OUT_DIR
+INPUT.bin holds little-endian float32 values of the comma-separated SHAPE. Every output is
+written to OUT_DIR/<index>.bin, and a JSON list of output shapes is printed on stdout.
+"""
+import json
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+model_path, input_name, input_path, shape, out_dir = sys.argv[1:6]
+onnx.checker.check_model(onnx.load(model_path), full_check=True)
+x = np.fromfile(input_path, dtype="<f4").reshape([int(d) for d in shape.split(",")])
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = 1
+sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+outs = sess.run(None, {input_name: x})
+shapes = []
+for i, o in enumerate(outs):
+    np.asarray(o, dtype="<f4").tofile(f"{out_dir}/{i}.bin")
+    shapes.append(list(o.shape))
+print(json.dumps(shapes))

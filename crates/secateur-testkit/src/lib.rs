@@ -1,0 +1,112 @@
+//! Helpers shared by the test suites of secateur's crates: locating the project's Python
+//! environment (with `onnx` and `onnxruntime`), running an exported model in ONNX Runtime after
+//! `onnx.checker`'s full check, random tensors, and the CI rule that a test whose validator or
+//! data is missing fails under `CI=true` and is skipped (loudly) elsewhere.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use secateur_graph::Tensor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// Whether the tests run under CI (`CI=true`), where missing prerequisites are failures.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips (returns `None`) or, under CI, fails when a prerequisite is missing.
+pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
+    if found.is_none() {
+        if in_ci() {
+            panic!("{what} is required under CI=true but is missing; .ci/run installs it");
+        }
+        eprintln!("SKIPPED: {what} is missing (run .ci/run or see README to install it)");
+    }
+    found
+}
+
+/// The Python interpreter with onnx and onnxruntime: `$SECATEUR_PYTHON`, else `.venv/bin/python`.
+pub fn python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("SECATEUR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    let ok = Command::new(&candidate)
+        .args(["-c", "import onnx, onnxruntime, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(candidate)
+}
+
+/// Python with ONNX Runtime, or skip/fail per [`require`].
+pub fn require_python() -> Option<PathBuf> {
+    require("Python with onnx and onnxruntime (.venv)", python())
+}
+
+/// Runs ONNX model bytes in ONNX Runtime (after `onnx.checker.check_model(full_check=True)`)
+/// on one input; returns the outputs.
+pub fn ort_run(python: &Path, model: &[u8], input_name: &str, input: &Tensor) -> Result<Vec<Tensor>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let model_path = dir.path().join("model.onnx");
+    let in_path = dir.path().join("input.bin");
+    std::fs::write(&model_path, model).map_err(|e| e.to_string())?;
+    let bytes: Vec<u8> = input.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&in_path, bytes).map_err(|e| e.to_string())?;
+    let shape: Vec<String> = input.shape().iter().map(|d| d.to_string()).collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ort_run.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&model_path)
+        .arg(input_name)
+        .arg(&in_path)
+        .arg(shape.join(","))
+        .arg(dir.path())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let shapes: Vec<Vec<usize>> = serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    shapes
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let raw = std::fs::read(dir.path().join(format!("{i}.bin"))).map_err(|e| e.to_string())?;
+            let data = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            Tensor::new(s, data).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// A tensor of uniform values in [-1, 1) from a seed.
+pub fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Tensor::from_fn(shape.to_vec(), |_| rng.random_range(-1.0..1.0))
+}
+
+/// Randomises every weight of a graph (keeping BN variances positive) so that equivalence
+/// tests do not pass by accident on freshly initialised, symmetric weights.
+pub fn randomize_weights(graph: &mut secateur_graph::Graph, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let roles = graph.initializer_roles();
+    for (name, t) in graph.initializers.iter_mut() {
+        use secateur_graph::InputRole;
+        let role = roles.get(name).copied().unwrap_or(InputRole::Data);
+        // weights at the scale of a trained network (about 1/sqrt(fan-in)) keep activations
+        // O(1), so that float rounding stays at the 1e-6 level the equivalence tests demand
+        let fan_in = if t.rank() > 1 { t.len() / t.shape()[0] } else { 1 };
+        let bound = (3.0 / fan_in as f32).sqrt();
+        for v in t.data_mut() {
+            *v = match role {
+                InputRole::BnVar => rng.random_range(0.5..1.5),
+                InputRole::BnScale => rng.random_range(0.5..1.5) * if rng.random_bool(0.5) { 1.0 } else { -1.0 },
+                InputRole::Weight => rng.random_range(-bound..bound),
+                _ => rng.random_range(-0.2..0.2),
+            };
+        }
+    }
+}
