@@ -1,0 +1,24 @@
+//! Dataset errors: each names the file and says what was expected, or how to obtain a missing
+//! data set.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DataError {
+    #[error("cannot read '{path}': {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("'{path}': {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{0}")]
+    Missing(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+pub(crate) fn format_err(path: &std::path::Path, message: impl Into<String>) -> DataError {
+    DataError::Format { path: path.to_path_buf(), message: message.into() }
+}

@@ -1,0 +1,32 @@
+//! Resolving the MODEL argument of the command line: an ONNX file path, or the name of a
+//! built-in zoo model (built for the data set's input geometry when one is known).
+
+use secateur_graph::Graph;
+use secateur_graph::zoo::{self, ZooConfig, ZooModel};
+use std::path::Path;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ModelRefError {
+    #[error(transparent)]
+    Onnx(#[from] secateur_onnx::OnnxError),
+    #[error("'{0}' is neither an existing .onnx file nor a built-in model ({1})")]
+    Unknown(String, String),
+    #[error(transparent)]
+    Graph(#[from] secateur_graph::GraphError),
+}
+
+/// Loads an ONNX file or builds a zoo model.
+pub fn load_model(spec: &str, cfg: &ZooConfig) -> Result<Graph, ModelRefError> {
+    let path = Path::new(spec);
+    if path.exists() || spec.ends_with(".onnx") {
+        return Ok(secateur_onnx::load_model(path)?);
+    }
+    match spec.parse::<ZooModel>() {
+        Ok(m) => Ok(zoo::build(m, cfg)?),
+        Err(_) => {
+            let names: Vec<_> = ZooModel::ALL.iter().map(|m| m.name()).collect();
+            Err(ModelRefError::Unknown(spec.into(), names.join(", ")))
+        }
+    }
+}
