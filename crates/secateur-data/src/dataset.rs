@@ -44,22 +44,34 @@ pub struct Normalization {
 impl Normalization {
     /// No normalisation beyond byte scaling.
     pub fn identity(channels: usize) -> Self {
-        Normalization { mean: vec![0.0; channels], std: vec![1.0; channels] }
+        Normalization {
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
     }
 
     /// Fashion-MNIST's standard statistics (mean 0.286, std 0.353).
     pub fn fashion_mnist() -> Self {
-        Normalization { mean: vec![0.286], std: vec![0.353] }
+        Normalization {
+            mean: vec![0.286],
+            std: vec![0.353],
+        }
     }
 
     /// MNIST's standard statistics.
     pub fn mnist() -> Self {
-        Normalization { mean: vec![0.1307], std: vec![0.3081] }
+        Normalization {
+            mean: vec![0.1307],
+            std: vec![0.3081],
+        }
     }
 
     /// CIFAR-10's standard statistics.
     pub fn cifar10() -> Self {
-        Normalization { mean: vec![0.4914, 0.4822, 0.4465], std: vec![0.2470, 0.2435, 0.2616] }
+        Normalization {
+            mean: vec![0.4914, 0.4822, 0.4465],
+            std: vec![0.2470, 0.2435, 0.2616],
+        }
     }
 
     /// Checks lengths against a channel count and that every std is positive.
@@ -73,10 +85,14 @@ impl Normalization {
             )));
         }
         if let Some(s) = self.std.iter().find(|s| !(**s > 0.0) || !s.is_finite()) {
-            return Err(DataError::Invalid(format!("normalisation std must be positive and finite, got {s}")));
+            return Err(DataError::Invalid(format!(
+                "normalisation std must be positive and finite, got {s}"
+            )));
         }
         if self.mean.iter().any(|m| !m.is_finite()) {
-            return Err(DataError::Invalid("normalisation mean must be finite".into()));
+            return Err(DataError::Invalid(
+                "normalisation mean must be finite".into(),
+            ));
         }
         Ok(())
     }
@@ -89,15 +105,27 @@ impl Normalization {
 
     /// `"m1,m2;s1,s2"`, stored in model metadata.
     pub fn to_metadata(&self) -> String {
-        let j = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        let j = |v: &[f32]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         format!("{};{}", j(&self.mean), j(&self.std))
     }
 
     /// Parses [`Normalization::to_metadata`].
     pub fn from_metadata(s: &str) -> Option<Self> {
         let (m, sd) = s.split_once(';')?;
-        let p = |t: &str| t.split(',').map(|x| x.trim().parse::<f32>().ok()).collect::<Option<Vec<_>>>();
-        Some(Normalization { mean: p(m)?, std: p(sd)? })
+        let p = |t: &str| {
+            t.split(',')
+                .map(|x| x.trim().parse::<f32>().ok())
+                .collect::<Option<Vec<_>>>()
+        };
+        Some(Normalization {
+            mean: p(m)?,
+            std: p(sd)?,
+        })
     }
 }
 
@@ -106,7 +134,13 @@ pub const NORMALIZATION_KEY: &str = "secateur.normalization";
 
 impl Dataset {
     /// Builds a data set, checking that sizes agree.
-    pub fn new(name: impl Into<String>, sample_shape: Vec<usize>, samples: Samples, labels: Vec<u32>, class_names: Vec<String>) -> Result<Self> {
+    pub fn new(
+        name: impl Into<String>,
+        sample_shape: Vec<usize>,
+        samples: Samples,
+        labels: Vec<u32>,
+        class_names: Vec<String>,
+    ) -> Result<Self> {
         let per: usize = sample_shape.iter().product();
         let n = match &samples {
             Samples::U8(v) => v.len(),
@@ -121,9 +155,18 @@ impl Dataset {
             )));
         }
         if let Some(bad) = labels.iter().find(|&&l| l as usize >= class_names.len()) {
-            return Err(DataError::Invalid(format!("data set '{name}': label {bad} but only {} classes", class_names.len())));
+            return Err(DataError::Invalid(format!(
+                "data set '{name}': label {bad} but only {} classes",
+                class_names.len()
+            )));
         }
-        Ok(Dataset { name, sample_shape, samples, labels, class_names })
+        Ok(Dataset {
+            name,
+            sample_shape,
+            samples,
+            labels,
+            class_names,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -144,15 +187,29 @@ impl Dataset {
 
     /// Channels of an image sample (first axis), 1 for vectors.
     pub fn channels(&self) -> usize {
-        if self.sample_shape.len() == 3 { self.sample_shape[0] } else { 1 }
+        if self.sample_shape.len() == 3 {
+            self.sample_shape[0]
+        } else {
+            1
+        }
     }
 
     /// The samples at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
         let per = self.sample_len();
         let samples = match &self.samples {
-            Samples::U8(v) => Samples::U8(indices.iter().flat_map(|&i| v[i * per..(i + 1) * per].iter().copied()).collect()),
-            Samples::F32(v) => Samples::F32(indices.iter().flat_map(|&i| v[i * per..(i + 1) * per].iter().copied()).collect()),
+            Samples::U8(v) => Samples::U8(
+                indices
+                    .iter()
+                    .flat_map(|&i| v[i * per..(i + 1) * per].iter().copied())
+                    .collect(),
+            ),
+            Samples::F32(v) => Samples::F32(
+                indices
+                    .iter()
+                    .flat_map(|&i| v[i * per..(i + 1) * per].iter().copied())
+                    .collect(),
+            ),
         };
         Dataset {
             name: self.name.clone(),

@@ -8,7 +8,10 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum DataError {
     #[error("cannot read '{path}': {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("'{path}': {message}")]
     Format { path: PathBuf, message: String },
     #[error("{0}")]
@@ -20,5 +23,8 @@ pub enum DataError {
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
 
 pub(crate) fn format_err(path: &std::path::Path, message: impl Into<String>) -> DataError {
-    DataError::Format { path: path.to_path_buf(), message: message.into() }
+    DataError::Format {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }

@@ -20,28 +20,60 @@ pub fn parse(raw: &[u8], path: &Path, ndims: usize) -> Result<IdxArray> {
         return Err(format_err(path, "file is too short for an IDX header"));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(format_err(path, format!("bad IDX magic {:02x}{:02x}{:02x}{:02x}: expected 0x0000 followed by type and rank", bytes[0], bytes[1], bytes[2], bytes[3])));
+        return Err(format_err(
+            path,
+            format!(
+                "bad IDX magic {:02x}{:02x}{:02x}{:02x}: expected 0x0000 followed by type and rank",
+                bytes[0], bytes[1], bytes[2], bytes[3]
+            ),
+        ));
     }
     if bytes[2] != 0x08 {
-        return Err(format_err(path, format!("IDX element type 0x{:02x} is not supported (expected 0x08, unsigned byte)", bytes[2])));
+        return Err(format_err(
+            path,
+            format!(
+                "IDX element type 0x{:02x} is not supported (expected 0x08, unsigned byte)",
+                bytes[2]
+            ),
+        ));
     }
     if bytes[3] as usize != ndims {
-        return Err(format_err(path, format!("IDX file has {} dimensions, expected {ndims}", bytes[3])));
+        return Err(format_err(
+            path,
+            format!("IDX file has {} dimensions, expected {ndims}", bytes[3]),
+        ));
     }
     let header = 4 + 4 * ndims;
     if bytes.len() < header {
         return Err(format_err(path, "truncated IDX header"));
     }
     let dims: Vec<usize> = (0..ndims)
-        .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
+        .map(|i| {
+            u32::from_be_bytes([
+                bytes[4 + 4 * i],
+                bytes[5 + 4 * i],
+                bytes[6 + 4 * i],
+                bytes[7 + 4 * i],
+            ]) as usize
+        })
         .collect();
     let n: usize = dims.iter().product();
     let body = bytes.len() - header;
     if body != n {
-        let what = if body < n { "truncated" } else { "has trailing bytes" };
-        return Err(format_err(path, format!("IDX file {what}: dimensions {dims:?} need {n} bytes, found {body}")));
+        let what = if body < n {
+            "truncated"
+        } else {
+            "has trailing bytes"
+        };
+        return Err(format_err(
+            path,
+            format!("IDX file {what}: dimensions {dims:?} need {n} bytes, found {body}"),
+        ));
     }
-    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 /// Reads an images file and a labels file and checks they agree.
@@ -52,11 +84,22 @@ pub fn read_pair(images: &Path, labels: &Path) -> Result<(Vec<usize>, Vec<u8>, V
 }
 
 /// Checks image and label arrays against each other.
-pub fn from_arrays(img: IdxArray, lab: IdxArray, labels_path: &Path) -> Result<(Vec<usize>, Vec<u8>, Vec<u32>)> {
+pub fn from_arrays(
+    img: IdxArray,
+    lab: IdxArray,
+    labels_path: &Path,
+) -> Result<(Vec<usize>, Vec<u8>, Vec<u32>)> {
     if img.dims[0] != lab.dims[0] {
-        return Err(format_err(labels_path, format!("{} labels for {} images", lab.dims[0], img.dims[0])));
+        return Err(format_err(
+            labels_path,
+            format!("{} labels for {} images", lab.dims[0], img.dims[0]),
+        ));
     }
-    Ok((vec![1, img.dims[1], img.dims[2]], img.data, lab.data.iter().map(|&l| l as u32).collect()))
+    Ok((
+        vec![1, img.dims[1], img.dims[2]],
+        img.data,
+        lab.data.iter().map(|&l| l as u32).collect(),
+    ))
 }
 
 /// Encodes an IDX array (used by tests and by the subset tool).
@@ -78,13 +121,28 @@ mod tests {
         let p = Path::new("x.idx");
         let good = encode(&[2, 2, 2], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(parse(&good, p, 3).unwrap().dims, vec![2, 2, 2]);
-        assert!(parse(&good[..good.len() - 1], p, 3).unwrap_err().to_string().contains("truncated"));
+        assert!(
+            parse(&good[..good.len() - 1], p, 3)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
         let mut bad = good.clone();
         bad[0] = 1;
         assert!(parse(&bad, p, 3).unwrap_err().to_string().contains("magic"));
-        assert!(parse(&good, p, 1).unwrap_err().to_string().contains("dimensions"));
+        assert!(
+            parse(&good, p, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("dimensions")
+        );
         let mut extra = good.clone();
         extra.push(0);
-        assert!(parse(&extra, p, 3).unwrap_err().to_string().contains("trailing"));
+        assert!(
+            parse(&extra, p, 3)
+                .unwrap_err()
+                .to_string()
+                .contains("trailing")
+        );
     }
 }

@@ -7,7 +7,10 @@ use std::path::Path;
 
 /// Reads a file, decompressing it when it is gzipped.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Read { path: path.to_path_buf(), source })?;
+    let raw = std::fs::read(path).map_err(|source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     gunzip_if_needed(&raw, path)
 }
 

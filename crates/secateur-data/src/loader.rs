@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 /// Indices `0..n` in the order of epoch `epoch` for a seed.
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     idx.shuffle(&mut rng);
     idx
 }
@@ -56,7 +57,11 @@ impl Augment {
                         let sy = y as i64 + dy;
                         let sx0 = if flip { (w - 1 - x) as i64 } else { x as i64 };
                         let sx = sx0 + dx;
-                        plane[y * w + x] = if sy >= 0 && sy < h as i64 && sx >= 0 && sx < w as i64 { src[sy as usize * w + sx as usize] } else { 0.0 };
+                        plane[y * w + x] = if sy >= 0 && sy < h as i64 && sx >= 0 && sx < w as i64 {
+                            src[sy as usize * w + sx as usize]
+                        } else {
+                            0.0
+                        };
                     }
                 }
                 batch.data_mut()[base..base + h * w].copy_from_slice(&plane);
@@ -82,7 +87,10 @@ mod tests {
     #[test]
     fn flip_only_mirrors() {
         let mut t = Tensor::from_fn(vec![1, 1, 1, 4], |i| i as f32);
-        let aug = Augment { crop_pad: 0, flip: true };
+        let aug = Augment {
+            crop_pad: 0,
+            flip: true,
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut seen_flip = false;
         for _ in 0..8 {

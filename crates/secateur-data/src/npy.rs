@@ -29,7 +29,10 @@ fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 /// Parses `.npy` bytes.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<NpyArray> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(format_err(path, "not a .npy file (missing \\x93NUMPY magic)"));
+        return Err(format_err(
+            path,
+            "not a .npy file (missing \\x93NUMPY magic)",
+        ));
     }
     let major = bytes[6];
     let (hlen, hstart): (usize, usize) = match major {
@@ -38,19 +41,34 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<NpyArray> {
             if bytes.len() < 12 {
                 return Err(format_err(path, "truncated .npy header"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
-        v => return Err(format_err(path, format!(".npy format version {v} is not supported"))),
+        v => {
+            return Err(format_err(
+                path,
+                format!(".npy format version {v} is not supported"),
+            ));
+        }
     };
-    let hend = hstart.checked_add(hlen).filter(|&e| e <= bytes.len()).ok_or_else(|| format_err(path, "truncated .npy header"))?;
-    let header = std::str::from_utf8(&bytes[hstart..hend]).map_err(|_| format_err(path, ".npy header is not text"))?;
+    let hend = hstart
+        .checked_add(hlen)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| format_err(path, "truncated .npy header"))?;
+    let header = std::str::from_utf8(&bytes[hstart..hend])
+        .map_err(|_| format_err(path, ".npy header is not text"))?;
     let descr = header_value(header, "descr")
         .and_then(|v| v.strip_prefix('\''))
         .and_then(|v| v.split('\'').next())
         .ok_or_else(|| format_err(path, "header has no 'descr'"))?
         .to_string();
     if header_value(header, "fortran_order").is_some_and(|v| v.starts_with("True")) {
-        return Err(format_err(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"));
+        return Err(format_err(
+            path,
+            "Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
+        ));
     }
     let shape_txt = header_value(header, "shape")
         .and_then(|v| v.strip_prefix('('))
@@ -69,7 +87,14 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<NpyArray> {
     let big = endian == ">";
     let need = |size: usize| -> Result<()> {
         if body.len() != n * size {
-            return Err(format_err(path, format!("shape {shape:?} of {descr} needs {} data bytes, found {} (truncated or corrupt)", n * size, body.len())));
+            return Err(format_err(
+                path,
+                format!(
+                    "shape {shape:?} of {descr} needs {} data bytes, found {} (truncated or corrupt)",
+                    n * size,
+                    body.len()
+                ),
+            ));
         }
         Ok(())
     };
@@ -79,7 +104,11 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<NpyArray> {
             body.chunks_exact($size)
                 .map(|c| {
                     let a: [u8; $size] = c.try_into().expect("chunk size");
-                    if big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }
+                    if big {
+                        <$t>::from_be_bytes(a)
+                    } else {
+                        <$t>::from_le_bytes(a)
+                    }
                 })
                 .collect::<Vec<$t>>()
         }};
@@ -98,9 +127,18 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<NpyArray> {
             need(1)?;
             NpyData::I64(body.iter().map(|&b| b as i8 as i64).collect())
         }
-        _ => return Err(format_err(path, format!("dtype '{descr}' is not supported (u1, i1, i4, u4, i8, f4, f8 are)"))),
+        _ => {
+            return Err(format_err(
+                path,
+                format!("dtype '{descr}' is not supported (u1, i1, i4, u4, i8, f4, f8 are)"),
+            ));
+        }
     };
-    Ok(NpyArray { shape, dtype: descr, data })
+    Ok(NpyArray {
+        shape,
+        dtype: descr,
+        data,
+    })
 }
 
 /// Reads a `.npy` file.
@@ -116,8 +154,13 @@ pub fn encode(shape: &[usize], data: &NpyData) -> Vec<u8> {
         NpyData::I64(_) => "<i8",
     };
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    let shape_txt = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -144,8 +187,18 @@ mod tests {
         let a = parse(&bytes, p).unwrap();
         assert_eq!(a.shape, vec![2, 3]);
         assert_eq!(a.data, NpyData::F32(vec![1., 2., 3., 4., 5., 6.]));
-        assert!(parse(&bytes[..bytes.len() - 2], p).unwrap_err().to_string().contains("truncated"));
-        assert!(parse(b"hello world", p).unwrap_err().to_string().contains("magic"));
+        assert!(
+            parse(&bytes[..bytes.len() - 2], p)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
+        assert!(
+            parse(b"hello world", p)
+                .unwrap_err()
+                .to_string()
+                .contains("magic")
+        );
         let l = encode(&[3], &NpyData::I64(vec![0, 9, 4]));
         assert_eq!(parse(&l, p).unwrap().data, NpyData::I64(vec![0, 9, 4]));
     }

@@ -10,12 +10,27 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub const FASHION_CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+pub const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 
-const MINI_TRAIN_IMAGES: &[u8] = include_bytes!("../data/fashion-mnist-mini/train-images-idx3-ubyte.gz");
-const MINI_TRAIN_LABELS: &[u8] = include_bytes!("../data/fashion-mnist-mini/train-labels-idx1-ubyte.gz");
-const MINI_TEST_IMAGES: &[u8] = include_bytes!("../data/fashion-mnist-mini/t10k-images-idx3-ubyte.gz");
-const MINI_TEST_LABELS: &[u8] = include_bytes!("../data/fashion-mnist-mini/t10k-labels-idx1-ubyte.gz");
+const MINI_TRAIN_IMAGES: &[u8] =
+    include_bytes!("../data/fashion-mnist-mini/train-images-idx3-ubyte.gz");
+const MINI_TRAIN_LABELS: &[u8] =
+    include_bytes!("../data/fashion-mnist-mini/train-labels-idx1-ubyte.gz");
+const MINI_TEST_IMAGES: &[u8] =
+    include_bytes!("../data/fashion-mnist-mini/t10k-images-idx3-ubyte.gz");
+const MINI_TEST_LABELS: &[u8] =
+    include_bytes!("../data/fashion-mnist-mini/t10k-labels-idx1-ubyte.gz");
 
 /// A data set the user can name on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,30 +80,53 @@ impl FromStr for DataSource {
 }
 
 fn idx_names(prefix: &str) -> [String; 2] {
-    [format!("{prefix}-images-idx3-ubyte"), format!("{prefix}-labels-idx1-ubyte")]
+    [
+        format!("{prefix}-images-idx3-ubyte"),
+        format!("{prefix}-labels-idx1-ubyte"),
+    ]
 }
 
 /// The path of `name` or `name.gz` in `dir`.
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    [dir.join(name), dir.join(format!("{name}.gz"))].into_iter().find(|p| p.is_file())
+    [dir.join(name), dir.join(format!("{name}.gz"))]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 fn has_idx(dir: &Path) -> bool {
-    idx_names("train").iter().chain(idx_names("t10k").iter()).all(|n| find_file(dir, n).is_some())
+    idx_names("train")
+        .iter()
+        .chain(idx_names("t10k").iter())
+        .all(|n| find_file(dir, n).is_some())
 }
 
 fn idx_split(dir: &Path, name: &str, classes: &[&str], norm: Normalization) -> Result<Split> {
     let load = |prefix: &str| -> Result<Dataset> {
         let [i, l] = idx_names(prefix);
-        let ip = find_file(dir, &i).ok_or_else(|| DataError::Missing(format!("{} is missing {i}[.gz]", dir.display())))?;
-        let lp = find_file(dir, &l).ok_or_else(|| DataError::Missing(format!("{} is missing {l}[.gz]", dir.display())))?;
+        let ip = find_file(dir, &i)
+            .ok_or_else(|| DataError::Missing(format!("{} is missing {i}[.gz]", dir.display())))?;
+        let lp = find_file(dir, &l)
+            .ok_or_else(|| DataError::Missing(format!("{} is missing {l}[.gz]", dir.display())))?;
         let (shape, px, labels) = idx::read_pair(&ip, &lp)?;
         if let Some(bad) = labels.iter().find(|&&x| x as usize >= classes.len()) {
-            return Err(format_err(&lp, format!("label {bad} is out of range for {} classes", classes.len())));
+            return Err(format_err(
+                &lp,
+                format!("label {bad} is out of range for {} classes", classes.len()),
+            ));
         }
-        Dataset::new(format!("{name}/{prefix}"), shape, Samples::U8(px), labels, classes.iter().map(|s| s.to_string()).collect())
+        Dataset::new(
+            format!("{name}/{prefix}"),
+            shape,
+            Samples::U8(px),
+            labels,
+            classes.iter().map(|s| s.to_string()).collect(),
+        )
     };
-    Ok(Split { train: load("train")?, test: load("t10k")?, normalization: norm })
+    Ok(Split {
+        train: load("train")?,
+        test: load("t10k")?,
+        normalization: norm,
+    })
 }
 
 /// Directories searched for a named data set: `$SECATEUR_DATA/<dir>`, then `/usr/share/datasets/<dir>`.
@@ -106,7 +144,10 @@ fn locate(dir_name: &str, found: impl Fn(&Path) -> bool, how: &str) -> Result<Pa
     let dirs = search_dirs(dir_name);
     dirs.iter().find(|d| found(d)).cloned().ok_or_else(|| {
         let tried: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-        DataError::Missing(format!("{dir_name} was not found (looked in: {}). {how}", tried.join(", ")))
+        DataError::Missing(format!(
+            "{dir_name} was not found (looked in: {}). {how}",
+            tried.join(", ")
+        ))
     })
 }
 
@@ -116,16 +157,33 @@ impl DataSource {
         match self {
             DataSource::FashionMnistMini => load_mini(),
             DataSource::FashionMnist => {
-                let dir = locate("fashion-mnist", has_idx, "Install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz from the Fashion-MNIST project (github.com/zalandoresearch/fashion-mnist) into $SECATEUR_DATA/fashion-mnist/. The embedded subset is always available as --data fashion-mnist-mini.")?;
-                idx_split(&dir, "fashion-mnist", &FASHION_CLASSES, Normalization::fashion_mnist())
+                let dir = locate(
+                    "fashion-mnist",
+                    has_idx,
+                    "Install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz from the Fashion-MNIST project (github.com/zalandoresearch/fashion-mnist) into $SECATEUR_DATA/fashion-mnist/. The embedded subset is always available as --data fashion-mnist-mini.",
+                )?;
+                idx_split(
+                    &dir,
+                    "fashion-mnist",
+                    &FASHION_CLASSES,
+                    Normalization::fashion_mnist(),
+                )
             }
             DataSource::Mnist => {
-                let dir = locate("mnist", has_idx, "Put the four MNIST IDX files (train-images-idx3-ubyte.gz ... t10k-labels-idx1-ubyte.gz) into $SECATEUR_DATA/mnist/.")?;
+                let dir = locate(
+                    "mnist",
+                    has_idx,
+                    "Put the four MNIST IDX files (train-images-idx3-ubyte.gz ... t10k-labels-idx1-ubyte.gz) into $SECATEUR_DATA/mnist/.",
+                )?;
                 let digits = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
                 idx_split(&dir, "mnist", &digits, Normalization::mnist())
             }
             DataSource::Cifar10 => {
-                let dir = locate("cifar-10-batches-bin", |d| d.join("data_batch_1.bin").is_file(), "Download the CIFAR-10 binary version (cifar-10-binary.tar.gz from the University of Toronto's CIFAR page) and extract it into $SECATEUR_DATA/ (it creates cifar-10-batches-bin/).")?;
+                let dir = locate(
+                    "cifar-10-batches-bin",
+                    |d| d.join("data_batch_1.bin").is_file(),
+                    "Download the CIFAR-10 binary version (cifar-10-binary.tar.gz from the University of Toronto's CIFAR page) and extract it into $SECATEUR_DATA/ (it creates cifar-10-batches-bin/).",
+                )?;
                 load_cifar_dir(&dir)
             }
             DataSource::Dir(dir) => load_dir(dir),
@@ -140,7 +198,13 @@ pub fn load_mini() -> Result<Split> {
         let i = idx::parse(imgs, path, 3)?;
         let l = idx::parse(labs, path, 1)?;
         let (shape, px, labels) = idx::from_arrays(i, l, path)?;
-        Dataset::new(format!("fashion-mnist-mini/{split}"), shape, Samples::U8(px), labels, FASHION_CLASSES.iter().map(|s| s.to_string()).collect())
+        Dataset::new(
+            format!("fashion-mnist-mini/{split}"),
+            shape,
+            Samples::U8(px),
+            labels,
+            FASHION_CLASSES.iter().map(|s| s.to_string()).collect(),
+        )
     };
     Ok(Split {
         train: load(MINI_TRAIN_IMAGES, MINI_TRAIN_LABELS, "train")?,
@@ -150,17 +214,35 @@ pub fn load_mini() -> Result<Split> {
 }
 
 fn load_cifar_dir(dir: &Path) -> Result<Split> {
-    let train: Vec<PathBuf> = (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).filter(|p| p.is_file()).collect();
+    let train: Vec<PathBuf> = (1..=5)
+        .map(|i| dir.join(format!("data_batch_{i}.bin")))
+        .filter(|p| p.is_file())
+        .collect();
     let test = dir.join("test_batch.bin");
     if train.is_empty() || !test.is_file() {
-        return Err(DataError::Missing(format!("{} needs data_batch_1.bin..data_batch_5.bin and test_batch.bin", dir.display())));
+        return Err(DataError::Missing(format!(
+            "{} needs data_batch_1.bin..data_batch_5.bin and test_batch.bin",
+            dir.display()
+        )));
     }
     let names: Vec<String> = cifar::CLASSES.iter().map(|s| s.to_string()).collect();
     let (px, lb) = cifar::read_batches(&train)?;
     let (tpx, tlb) = cifar::read_batches(&[test])?;
     Ok(Split {
-        train: Dataset::new("cifar10/train", vec![3, 32, 32], Samples::U8(px), lb, names.clone())?,
-        test: Dataset::new("cifar10/test", vec![3, 32, 32], Samples::U8(tpx), tlb, names)?,
+        train: Dataset::new(
+            "cifar10/train",
+            vec![3, 32, 32],
+            Samples::U8(px),
+            lb,
+            names.clone(),
+        )?,
+        test: Dataset::new(
+            "cifar10/test",
+            vec![3, 32, 32],
+            Samples::U8(tpx),
+            tlb,
+            names,
+        )?,
         normalization: Normalization::cifar10(),
     })
 }
@@ -169,14 +251,25 @@ fn npy_dataset(x_path: &Path, y_path: &Path, name: &str, classes: usize) -> Resu
     let x = npy::read(x_path)?;
     let y = npy::read(y_path)?;
     if x.shape.is_empty() || y.shape.len() != 1 || x.shape[0] != y.shape[0] {
-        return Err(format_err(y_path, format!("labels of shape {:?} do not match samples of shape {:?} (expected [N] for [N, ...])", y.shape, x.shape)));
+        return Err(format_err(
+            y_path,
+            format!(
+                "labels of shape {:?} do not match samples of shape {:?} (expected [N] for [N, ...])",
+                y.shape, x.shape
+            ),
+        ));
     }
     let sample_shape = match &x.shape[1..] {
         [h, w] => vec![1, *h, *w],
         rest => rest.to_vec(),
     };
     let labels: Vec<u32> = match y.data {
-        npy::NpyData::I64(v) => v.iter().map(|&l| u32::try_from(l).map_err(|_| format_err(y_path, format!("negative label {l}")))).collect::<Result<_>>()?,
+        npy::NpyData::I64(v) => v
+            .iter()
+            .map(|&l| {
+                u32::try_from(l).map_err(|_| format_err(y_path, format!("negative label {l}")))
+            })
+            .collect::<Result<_>>()?,
         npy::NpyData::U8(v) => v.iter().map(|&l| l as u32).collect(),
         npy::NpyData::F32(_) => return Err(format_err(y_path, "labels must be integers")),
     };
@@ -193,8 +286,16 @@ fn load_dir(dir: &Path) -> Result<Split> {
     if has_idx(dir) {
         let ten: Vec<String> = (0..10).map(|c| c.to_string()).collect();
         let refs: Vec<&str> = ten.iter().map(String::as_str).collect();
-        let mut s = idx_split(dir, &dir.display().to_string(), &refs, Normalization::identity(1))?;
-        s.normalization = Normalization { mean: vec![0.5], std: vec![0.5] };
+        let mut s = idx_split(
+            dir,
+            &dir.display().to_string(),
+            &refs,
+            Normalization::identity(1),
+        )?;
+        s.normalization = Normalization {
+            mean: vec![0.5],
+            std: vec![0.5],
+        };
         return Ok(s);
     }
     if dir.join("data_batch_1.bin").is_file() {
@@ -209,10 +310,24 @@ fn load_dir(dir: &Path) -> Result<Split> {
             npy::NpyData::F32(_) => 0,
         };
         let classes = max_label + 1;
-        let train = npy_dataset(&dir.join("x_train.npy"), &dir.join("y_train.npy"), "npy/train", classes)?;
-        let test = npy_dataset(&dir.join("x_test.npy"), &dir.join("y_test.npy"), "npy/test", classes)?;
+        let train = npy_dataset(
+            &dir.join("x_train.npy"),
+            &dir.join("y_train.npy"),
+            "npy/train",
+            classes,
+        )?;
+        let test = npy_dataset(
+            &dir.join("x_test.npy"),
+            &dir.join("y_test.npy"),
+            "npy/test",
+            classes,
+        )?;
         let normalization = Normalization::identity(train.channels());
-        return Ok(Split { train, test, normalization });
+        return Ok(Split {
+            train,
+            test,
+            normalization,
+        });
     }
     Err(DataError::Missing(format!(
         "{} holds no recognised data set: expected IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...), CIFAR-10 binary batches (data_batch_1.bin, test_batch.bin) or NPY arrays (x_train.npy, y_train.npy, x_test.npy, y_test.npy)",

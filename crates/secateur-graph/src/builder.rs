@@ -27,7 +27,14 @@ impl GraphBuilder {
         graph.add_input("input", shape.clone());
         let mut shapes = HashMap::new();
         shapes.insert("input".to_string(), shape);
-        (GraphBuilder { graph, shapes, rng: ChaCha8Rng::seed_from_u64(seed) }, "input".to_string())
+        (
+            GraphBuilder {
+                graph,
+                shapes,
+                rng: ChaCha8Rng::seed_from_u64(seed),
+            },
+            "input".to_string(),
+        )
     }
 
     /// Shape of a value built so far.
@@ -46,7 +53,13 @@ impl GraphBuilder {
     }
 
     /// Adds a node with the given weights (created as initializers `<name>.<suffix>`).
-    pub fn node(&mut self, name: &str, op: Op, inputs: &[&str], weights: Vec<(&str, Tensor)>) -> Result<String> {
+    pub fn node(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: &[&str],
+        weights: Vec<(&str, Tensor)>,
+    ) -> Result<String> {
         let mut all: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
         for (suffix, t) in weights {
             let wname = format!("{name}.{suffix}");
@@ -55,11 +68,24 @@ impl GraphBuilder {
             all.push(wname);
         }
         let out = format!("{name}_out");
-        let node = crate::graph::Node { name: name.to_string(), op, inputs: all, outputs: vec![out.clone()] };
+        let node = crate::graph::Node {
+            name: name.to_string(),
+            op,
+            inputs: all,
+            outputs: vec![out.clone()],
+        };
         let in_shapes: Vec<Shape> = node
             .inputs
             .iter()
-            .map(|v| self.shapes.get(v).cloned().ok_or_else(|| GraphError::UndefinedValue { value: v.clone(), node: name.into() }))
+            .map(|v| {
+                self.shapes
+                    .get(v)
+                    .cloned()
+                    .ok_or_else(|| GraphError::UndefinedValue {
+                        value: v.clone(),
+                        node: name.into(),
+                    })
+            })
             .collect::<Result<_>>()?;
         let outs = self.graph.infer_node(&node, &in_shapes)?;
         self.shapes.insert(out.clone(), outs[0].clone());
@@ -69,7 +95,17 @@ impl GraphBuilder {
 
     /// A convolution `c_in → c_out` with a square kernel; PyTorch initialisation.
     #[allow(clippy::too_many_arguments)]
-    pub fn conv(&mut self, name: &str, x: &str, c_out: usize, k: usize, stride: usize, pad: usize, groups: usize, bias: bool) -> Result<String> {
+    pub fn conv(
+        &mut self,
+        name: &str,
+        x: &str,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+        bias: bool,
+    ) -> Result<String> {
         let c_in = self.channels(x);
         let fan_in = (c_in / groups.max(1)) * k * k;
         let bound = 1.0 / (fan_in as f32).sqrt();
@@ -78,7 +114,13 @@ impl GraphBuilder {
         if bias {
             weights.push(("bias", self.uniform(vec![c_out], bound)));
         }
-        let op = Op::Conv(Conv { kernel: [k, k], strides: [stride; 2], pads: [pad; 4], dilations: [1, 1], groups });
+        let op = Op::Conv(Conv {
+            kernel: [k, k],
+            strides: [stride; 2],
+            pads: [pad; 4],
+            dilations: [1, 1],
+            groups,
+        });
         self.node(name, op, &[x], weights)
     }
 
@@ -100,7 +142,12 @@ impl GraphBuilder {
         let bound = 1.0 / (fan_in as f32).sqrt();
         let w = self.uniform(vec![out, fan_in], bound);
         let b = self.uniform(vec![out], bound);
-        self.node(name, Op::Gemm(Gemm::linear()), &[x], vec![("weight", w), ("bias", b)])
+        self.node(
+            name,
+            Op::Gemm(Gemm::linear()),
+            &[x],
+            vec![("weight", w), ("bias", b)],
+        )
     }
 
     pub fn relu(&mut self, name: &str, x: &str) -> Result<String> {
@@ -112,7 +159,14 @@ impl GraphBuilder {
     }
 
     pub fn max_pool(&mut self, name: &str, x: &str, k: usize) -> Result<String> {
-        self.node(name, Op::MaxPool(MaxPool { geometry: PoolGeometry::square(k) }), &[x], vec![])
+        self.node(
+            name,
+            Op::MaxPool(MaxPool {
+                geometry: PoolGeometry::square(k),
+            }),
+            &[x],
+            vec![],
+        )
     }
 
     pub fn global_avg_pool(&mut self, name: &str, x: &str) -> Result<String> {
@@ -133,8 +187,26 @@ impl GraphBuilder {
 
     /// Conv → BN → (ReLU | ReLU6 | nothing), the usual block.
     #[allow(clippy::too_many_arguments)]
-    pub fn conv_bn(&mut self, name: &str, x: &str, c_out: usize, k: usize, stride: usize, groups: usize, act: Activation) -> Result<String> {
-        let y = self.conv(&format!("{name}.conv"), x, c_out, k, stride, k / 2, groups, false)?;
+    pub fn conv_bn(
+        &mut self,
+        name: &str,
+        x: &str,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+        act: Activation,
+    ) -> Result<String> {
+        let y = self.conv(
+            &format!("{name}.conv"),
+            x,
+            c_out,
+            k,
+            stride,
+            k / 2,
+            groups,
+            false,
+        )?;
         let y = self.batch_norm(&format!("{name}.bn"), &y)?;
         match act {
             Activation::Relu => self.relu(&format!("{name}.relu"), &y),

@@ -23,7 +23,9 @@ pub enum GraphError {
         actual: usize,
     },
     /// A value is read before anything produces it.
-    #[error("value '{value}' used by node '{node}' is neither a graph input, a weight nor the output of an earlier node")]
+    #[error(
+        "value '{value}' used by node '{node}' is neither a graph input, a weight nor the output of an earlier node"
+    )]
     UndefinedValue { value: String, node: String },
     /// Two producers for one value name.
     #[error("value '{0}' is defined more than once")]

@@ -14,12 +14,20 @@ fn check_feed(graph: &Graph, name: &str, t: &Tensor) -> Result<()> {
         .inputs
         .iter()
         .find(|i| i.name == name)
-        .ok_or_else(|| GraphError::Input { name: name.into(), message: "the graph has no such input".into() })?;
+        .ok_or_else(|| GraphError::Input {
+            name: name.into(),
+            message: "the graph has no such input".into(),
+        })?;
     let ok = info.shape.rank() == t.rank()
-        && info.shape.dims().iter().zip(t.shape()).all(|(d, &n)| match d {
-            Dim::Batch => true,
-            Dim::Known(k) => *k == n,
-        });
+        && info
+            .shape
+            .dims()
+            .iter()
+            .zip(t.shape())
+            .all(|(d, &n)| match d {
+                Dim::Batch => true,
+                Dim::Known(k) => *k == n,
+            });
     if !ok {
         return Err(GraphError::Input {
             name: name.into(),
@@ -38,7 +46,10 @@ pub fn evaluate_all(graph: &Graph, feeds: &[(&str, Tensor)]) -> Result<HashMap<S
     }
     for input in &graph.inputs {
         if !values.contains_key(&input.name) {
-            return Err(GraphError::Input { name: input.name.clone(), message: "no tensor was supplied".into() });
+            return Err(GraphError::Input {
+                name: input.name.clone(),
+                message: "no tensor was supplied".into(),
+            });
         }
     }
     for node in &graph.nodes {
@@ -48,7 +59,10 @@ pub fn evaluate_all(graph: &Graph, feeds: &[(&str, Tensor)]) -> Result<HashMap<S
                 let t = values
                     .get(v)
                     .or_else(|| graph.initializers.get(v))
-                    .ok_or_else(|| GraphError::UndefinedValue { value: v.clone(), node: node.name.clone() })?;
+                    .ok_or_else(|| GraphError::UndefinedValue {
+                        value: v.clone(),
+                        node: node.name.clone(),
+                    })?;
                 ins.push(t);
             }
             let shapes: Vec<_> = ins.iter().map(|t| crate::Shape::known(t.shape())).collect();

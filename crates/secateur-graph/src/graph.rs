@@ -101,7 +101,9 @@ impl Graph {
 
     /// The node producing a value, if any.
     pub fn producer(&self, value: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.outputs.iter().any(|o| o == value))
+        self.nodes
+            .iter()
+            .position(|n| n.outputs.iter().any(|o| o == value))
     }
 
     /// Indices of the nodes reading a value.
@@ -126,9 +128,11 @@ impl Graph {
         let mut remaining: Vec<Node> = std::mem::take(&mut self.nodes);
         let mut ordered = Vec::with_capacity(remaining.len());
         while !remaining.is_empty() {
-            let pos = remaining
-                .iter()
-                .position(|n| n.inputs.iter().all(|i| i.is_empty() || available.contains(i)));
+            let pos = remaining.iter().position(|n| {
+                n.inputs
+                    .iter()
+                    .all(|i| i.is_empty() || available.contains(i))
+            });
             match pos {
                 Some(p) => {
                     let node = remaining.remove(p);
@@ -139,10 +143,9 @@ impl Graph {
                     let stuck = &remaining[0];
                     let produced: HashSet<&String> =
                         remaining.iter().flat_map(|n| n.outputs.iter()).collect();
-                    let missing = stuck
-                        .inputs
-                        .iter()
-                        .find(|i| !i.is_empty() && !available.contains(*i) && !produced.contains(i));
+                    let missing = stuck.inputs.iter().find(|i| {
+                        !i.is_empty() && !available.contains(*i) && !produced.contains(i)
+                    });
                     let err = match missing {
                         Some(v) => GraphError::UndefinedValue {
                             value: v.clone(),
@@ -173,10 +176,13 @@ impl Graph {
                 .inputs
                 .iter()
                 .map(|v| {
-                    shapes.get(v).cloned().ok_or_else(|| GraphError::UndefinedValue {
-                        value: v.clone(),
-                        node: node.name.clone(),
-                    })
+                    shapes
+                        .get(v)
+                        .cloned()
+                        .ok_or_else(|| GraphError::UndefinedValue {
+                            value: v.clone(),
+                            node: node.name.clone(),
+                        })
                 })
                 .collect::<Result<Vec<_>>>()?;
             let outs = self.infer_node(node, &ins)?;
@@ -257,7 +263,10 @@ impl Graph {
         let mut node_names = HashSet::new();
         for node in &self.nodes {
             if !node_names.insert(&node.name) {
-                return Err(GraphError::Invalid(format!("node name '{}' is used twice", node.name)));
+                return Err(GraphError::Invalid(format!(
+                    "node name '{}' is used twice",
+                    node.name
+                )));
             }
             for v in &node.inputs {
                 if !defined.contains(v.as_str()) {
@@ -292,10 +301,13 @@ impl Graph {
         }
         self.infer_shapes()?;
         for (name, mask) in &self.masks {
-            let w = self.initializers.get(name).ok_or_else(|| GraphError::Mask {
-                name: name.clone(),
-                message: "no weight of that name".into(),
-            })?;
+            let w = self
+                .initializers
+                .get(name)
+                .ok_or_else(|| GraphError::Mask {
+                    name: name.clone(),
+                    message: "no weight of that name".into(),
+                })?;
             mask.check_against(name, w)?;
         }
         Ok(())
@@ -304,10 +316,13 @@ impl Graph {
     /// Zeroes every masked weight element (call after an update that may have touched them).
     pub fn apply_masks(&mut self) -> Result<()> {
         for (name, mask) in &self.masks {
-            let w = self.initializers.get_mut(name).ok_or_else(|| GraphError::Mask {
-                name: name.clone(),
-                message: "no weight of that name".into(),
-            })?;
+            let w = self
+                .initializers
+                .get_mut(name)
+                .ok_or_else(|| GraphError::Mask {
+                    name: name.clone(),
+                    message: "no weight of that name".into(),
+                })?;
             mask.apply(name, w)?;
         }
         Ok(())
@@ -331,7 +346,10 @@ impl Graph {
     /// The node that reads a weight, with the input slot.
     pub fn weight_consumer(&self, weight: &str) -> Option<(usize, usize)> {
         self.nodes.iter().enumerate().find_map(|(ni, n)| {
-            n.inputs.iter().position(|v| v == weight).map(|slot| (ni, slot))
+            n.inputs
+                .iter()
+                .position(|v| v == weight)
+                .map(|slot| (ni, slot))
         })
     }
 

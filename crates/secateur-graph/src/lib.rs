@@ -11,6 +11,7 @@ pub mod builder;
 pub mod error;
 pub mod eval;
 pub mod graph;
+pub mod io;
 pub mod mask;
 pub mod ops;
 pub mod shape;
@@ -18,8 +19,8 @@ pub mod summary;
 pub mod tensor;
 pub mod zoo;
 
-pub use error::{GraphError, OpError, Result};
 pub use builder::{Activation, GraphBuilder};
+pub use error::{GraphError, OpError, Result};
 pub use eval::{evaluate, evaluate_all};
 pub use graph::{Graph, Node, NodeShapes, ValueInfo};
 pub use mask::{Mask, MaskPattern, MatrixView};

@@ -53,11 +53,21 @@ impl MatrixView {
             )));
         }
         let rows = shape[out_axis];
-        let cols = if rows == 0 { 0 } else { n / rows };
+        let cols = n.checked_div(rows).unwrap_or(0);
         if out_axis == 0 {
-            Ok(MatrixView { rows, cols, row_stride: cols, col_stride: 1 })
+            Ok(MatrixView {
+                rows,
+                cols,
+                row_stride: cols,
+                col_stride: 1,
+            })
         } else if out_axis == shape.len() - 1 {
-            Ok(MatrixView { rows, cols, row_stride: 1, col_stride: rows })
+            Ok(MatrixView {
+                rows,
+                cols,
+                row_stride: 1,
+                col_stride: rows,
+            })
         } else {
             Err(GraphError::Invalid(format!(
                 "weight of shape {shape:?}: output axis {out_axis} must be the first or the last"
@@ -84,7 +94,11 @@ pub struct Mask {
 impl Mask {
     /// A mask keeping everything.
     pub fn dense(len: usize, out_axis: usize) -> Self {
-        Mask { keep: vec![true; len], pattern: MaskPattern::Unstructured, out_axis }
+        Mask {
+            keep: vec![true; len],
+            pattern: MaskPattern::Unstructured,
+            out_axis,
+        }
     }
 
     /// Number of kept elements.
@@ -104,7 +118,14 @@ impl Mask {
     /// Zeroes the pruned elements of `weight`.
     pub fn apply(&self, name: &str, weight: &mut Tensor) -> Result<()> {
         if weight.len() != self.keep.len() {
-            return Err(self.err(name, format!("has {} flags but the weight has {} elements", self.keep.len(), weight.len())));
+            return Err(self.err(
+                name,
+                format!(
+                    "has {} flags but the weight has {} elements",
+                    self.keep.len(),
+                    weight.len()
+                ),
+            ));
         }
         for (w, &k) in weight.data_mut().iter_mut().zip(&self.keep) {
             if !k {
@@ -115,16 +136,34 @@ impl Mask {
     }
 
     fn err(&self, name: &str, message: String) -> GraphError {
-        GraphError::Mask { name: name.to_string(), message }
+        GraphError::Mask {
+            name: name.to_string(),
+            message,
+        }
     }
 
     /// Checks that the mask fits the weight, that pruned weights are zero, and the pattern.
     pub fn check_against(&self, name: &str, weight: &Tensor) -> Result<()> {
         if weight.len() != self.keep.len() {
-            return Err(self.err(name, format!("has {} flags but the weight has {} elements", self.keep.len(), weight.len())));
+            return Err(self.err(
+                name,
+                format!(
+                    "has {} flags but the weight has {} elements",
+                    self.keep.len(),
+                    weight.len()
+                ),
+            ));
         }
-        if let Some(i) = self.keep.iter().zip(weight.data()).position(|(k, w)| !k && *w != 0.0) {
-            return Err(self.err(name, format!("element {i} is masked but non-zero ({})", weight.data()[i])));
+        if let Some(i) = self
+            .keep
+            .iter()
+            .zip(weight.data())
+            .position(|(k, w)| !k && *w != 0.0)
+        {
+            return Err(self.err(
+                name,
+                format!("element {i} is masked but non-zero ({})", weight.data()[i]),
+            ));
         }
         self.check_pattern(name, weight.shape())
     }
@@ -139,13 +178,23 @@ impl Mask {
                     return Err(self.err(name, format!("N:M needs 0 <= N < M, got {n}:{m}")));
                 }
                 if view.cols % m != 0 {
-                    return Err(self.err(name, format!("row length {} is not a multiple of M={m}", view.cols)));
+                    return Err(self.err(
+                        name,
+                        format!("row length {} is not a multiple of M={m}", view.cols),
+                    ));
                 }
                 for r in 0..view.rows {
                     for g in 0..view.cols / m {
-                        let kept = (0..m).filter(|j| self.keep[view.index(r, g * m + j)]).count();
+                        let kept = (0..m)
+                            .filter(|j| self.keep[view.index(r, g * m + j)])
+                            .count();
                         if kept != n {
-                            return Err(self.err(name, format!("row {r}, group {g} keeps {kept} of {m}, expected exactly {n}")));
+                            return Err(self.err(
+                                name,
+                                format!(
+                                    "row {r}, group {g} keeps {kept} of {m}, expected exactly {n}"
+                                ),
+                            ));
                         }
                     }
                 }
@@ -153,7 +202,13 @@ impl Mask {
             }
             MaskPattern::Block { rows, cols } => {
                 if rows == 0 || cols == 0 || view.rows % rows != 0 || view.cols % cols != 0 {
-                    return Err(self.err(name, format!("block {rows}x{cols} does not divide the {}x{} matrix view", view.rows, view.cols)));
+                    return Err(self.err(
+                        name,
+                        format!(
+                            "block {rows}x{cols} does not divide the {}x{} matrix view",
+                            view.rows, view.cols
+                        ),
+                    ));
                 }
                 for br in 0..view.rows / rows {
                     for bc in 0..view.cols / cols {
@@ -161,7 +216,10 @@ impl Mask {
                         for i in 0..rows {
                             for j in 0..cols {
                                 if self.keep[view.index(br * rows + i, bc * cols + j)] != first {
-                                    return Err(self.err(name, format!("block ({br}, {bc}) is partly pruned")));
+                                    return Err(self.err(
+                                        name,
+                                        format!("block ({br}, {bc}) is partly pruned"),
+                                    ));
                                 }
                             }
                         }
@@ -181,7 +239,11 @@ mod tests {
     fn nm_pattern_checked_on_rows() {
         // 2 outputs x 4 inputs, 2:4
         let keep = vec![true, false, true, false, false, true, true, false];
-        let m = Mask { keep, pattern: MaskPattern::NM { n: 2, m: 4 }, out_axis: 0 };
+        let m = Mask {
+            keep,
+            pattern: MaskPattern::NM { n: 2, m: 4 },
+            out_axis: 0,
+        };
         assert!(m.check_pattern("w", &[2, 4]).is_ok());
         let mut bad = m.clone();
         bad.keep[1] = true;
@@ -193,10 +255,17 @@ mod tests {
     #[test]
     fn block_pattern_and_apply() {
         let keep = vec![true, true, false, false, true, true, false, false];
-        let m = Mask { keep, pattern: MaskPattern::Block { rows: 2, cols: 2 }, out_axis: 0 };
+        let m = Mask {
+            keep,
+            pattern: MaskPattern::Block { rows: 2, cols: 2 },
+            out_axis: 0,
+        };
         assert!(m.check_pattern("w", &[2, 4]).is_ok());
         assert!(m.check_pattern("w", &[2, 2, 2]).is_ok());
-        let wrong = Mask { pattern: MaskPattern::Block { rows: 4, cols: 1 }, ..m.clone() };
+        let wrong = Mask {
+            pattern: MaskPattern::Block { rows: 4, cols: 1 },
+            ..m.clone()
+        };
         assert!(wrong.check_pattern("w", &[2, 4]).is_err());
         let mut w = Tensor::full(vec![2, 4], 1.0);
         m.apply("w", &mut w).unwrap();

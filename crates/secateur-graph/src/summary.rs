@@ -56,7 +56,11 @@ pub fn summarize(graph: &Graph) -> Result<GraphSummary> {
         layers.push(LayerSummary {
             node: node.name.clone(),
             op: node.op.op_type().to_string(),
-            output_shape: node.outputs.first().map(|o| shapes[o].to_string()).unwrap_or_default(),
+            output_shape: node
+                .outputs
+                .first()
+                .map(|o| shapes[o].to_string())
+                .unwrap_or_default(),
             params,
             nonzero_params: nonzero,
             macs: sem.macs(&ins, &outs),
@@ -64,8 +68,21 @@ pub fn summarize(graph: &Graph) -> Result<GraphSummary> {
     }
     Ok(GraphSummary {
         name: graph.name.clone(),
-        inputs: graph.inputs.iter().map(|i| (i.name.clone(), i.shape.to_string())).collect(),
-        outputs: graph.outputs.iter().map(|o| (o.clone(), shapes.get(o).map(|s| s.to_string()).unwrap_or_default())).collect(),
+        inputs: graph
+            .inputs
+            .iter()
+            .map(|i| (i.name.clone(), i.shape.to_string()))
+            .collect(),
+        outputs: graph
+            .outputs
+            .iter()
+            .map(|o| {
+                (
+                    o.clone(),
+                    shapes.get(o).map(|s| s.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect(),
         total_params: layers.iter().map(|l| l.params).sum(),
         total_nonzero_params: layers.iter().map(|l| l.nonzero_params).sum(),
         total_macs: layers.iter().map(|l| l.macs).sum(),

@@ -21,7 +21,13 @@ pub enum ZooModel {
 }
 
 impl ZooModel {
-    pub const ALL: [ZooModel; 5] = [ZooModel::Mlp, ZooModel::Lenet5Bn, ZooModel::Resnet8, ZooModel::Resnet20, ZooModel::MobilenetV2];
+    pub const ALL: [ZooModel; 5] = [
+        ZooModel::Mlp,
+        ZooModel::Lenet5Bn,
+        ZooModel::Resnet8,
+        ZooModel::Resnet20,
+        ZooModel::MobilenetV2,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -44,10 +50,16 @@ impl FromStr for ZooModel {
     type Err = GraphError;
 
     fn from_str(s: &str) -> Result<Self> {
-        ZooModel::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
-            let names: Vec<_> = ZooModel::ALL.iter().map(|m| m.name()).collect();
-            GraphError::Invalid(format!("unknown model '{s}'; built-in models: {}", names.join(", ")))
-        })
+        ZooModel::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = ZooModel::ALL.iter().map(|m| m.name()).collect();
+                GraphError::Invalid(format!(
+                    "unknown model '{s}'; built-in models: {}",
+                    names.join(", ")
+                ))
+            })
     }
 }
 
@@ -64,7 +76,13 @@ pub struct ZooConfig {
 impl Default for ZooConfig {
     /// Fashion-MNIST: 1×28×28, 10 classes.
     fn default() -> Self {
-        ZooConfig { channels: 1, height: 28, width: 28, classes: 10, seed: 0 }
+        ZooConfig {
+            channels: 1,
+            height: 28,
+            width: 28,
+            classes: 10,
+            seed: 0,
+        }
     }
 }
 
@@ -77,7 +95,9 @@ impl Default for ZooConfig {
 /// ```
 pub fn build(model: ZooModel, cfg: &ZooConfig) -> Result<Graph> {
     if cfg.channels == 0 || cfg.height < 8 || cfg.width < 8 || cfg.classes < 2 {
-        return Err(GraphError::Invalid(format!("zoo model {model} needs at least 1×8×8 inputs and 2 classes, got {cfg:?}")));
+        return Err(GraphError::Invalid(format!(
+            "zoo model {model} needs at least 1×8×8 inputs and 2 classes, got {cfg:?}"
+        )));
     }
     let mut g = match model {
         ZooModel::Mlp => mlp(cfg),
@@ -86,7 +106,8 @@ pub fn build(model: ZooModel, cfg: &ZooConfig) -> Result<Graph> {
         ZooModel::Resnet20 => resnet(cfg, 3, "resnet20"),
         ZooModel::MobilenetV2 => mobilenet_v2(cfg),
     }?;
-    g.metadata.insert("secateur.zoo".into(), model.name().into());
+    g.metadata
+        .insert("secateur.zoo".into(), model.name().into());
     Ok(g)
 }
 
@@ -102,7 +123,11 @@ fn mlp(cfg: &ZooConfig) -> Result<Graph> {
 }
 
 fn lenet5_bn(cfg: &ZooConfig) -> Result<Graph> {
-    let (mut b, x) = GraphBuilder::new("lenet5-bn", &[cfg.channels, cfg.height, cfg.width], cfg.seed);
+    let (mut b, x) = GraphBuilder::new(
+        "lenet5-bn",
+        &[cfg.channels, cfg.height, cfg.width],
+        cfg.seed,
+    );
     let x = b.conv("conv1", &x, 32, 5, 1, 0, 1, true)?;
     let x = b.batch_norm("bn1", &x)?;
     let x = b.relu("relu1", &x)?;
@@ -130,7 +155,15 @@ fn resnet(cfg: &ZooConfig, n: usize, name: &str) -> Result<Graph> {
             let y = b.conv_bn(&format!("{p}.a"), &x, width, 3, stride, 1, Activation::Relu)?;
             let y = b.conv_bn(&format!("{p}.b"), &y, width, 3, 1, 1, Activation::None)?;
             let shortcut = if stride != 1 || b.channels(&x) != width {
-                b.conv_bn(&format!("{p}.shortcut"), &x, width, 1, stride, 1, Activation::None)?
+                b.conv_bn(
+                    &format!("{p}.shortcut"),
+                    &x,
+                    width,
+                    1,
+                    stride,
+                    1,
+                    Activation::None,
+                )?
             } else {
                 x.clone()
             };
@@ -148,9 +181,18 @@ fn resnet(cfg: &ZooConfig, n: usize, name: &str) -> Result<Graph> {
 /// channels, inverted residual stages `(expansion, channels, blocks, stride)` =
 /// (1,16,1,1), (4,24,2,2), (4,32,2,2), (4,64,2,1), a 1×1 conv to 128, global pooling, linear.
 fn mobilenet_v2(cfg: &ZooConfig) -> Result<Graph> {
-    let (mut b, x) = GraphBuilder::new("mobilenet-v2", &[cfg.channels, cfg.height, cfg.width], cfg.seed);
+    let (mut b, x) = GraphBuilder::new(
+        "mobilenet-v2",
+        &[cfg.channels, cfg.height, cfg.width],
+        cfg.seed,
+    );
     let mut x = b.conv_bn("stem", &x, 16, 3, 1, 1, Activation::Relu6)?;
-    let stages = [(1usize, 16usize, 1usize, 1usize), (4, 24, 2, 2), (4, 32, 2, 2), (4, 64, 2, 1)];
+    let stages = [
+        (1usize, 16usize, 1usize, 1usize),
+        (4, 24, 2, 2),
+        (4, 32, 2, 2),
+        (4, 64, 2, 1),
+    ];
     for (si, (t, c, n, s)) in stages.into_iter().enumerate() {
         for i in 0..n {
             let stride = if i == 0 { s } else { 1 };
@@ -159,11 +201,31 @@ fn mobilenet_v2(cfg: &ZooConfig) -> Result<Graph> {
             let hidden = c_in * t;
             let mut y = x.clone();
             if t != 1 {
-                y = b.conv_bn(&format!("{p}.expand"), &y, hidden, 1, 1, 1, Activation::Relu6)?;
+                y = b.conv_bn(
+                    &format!("{p}.expand"),
+                    &y,
+                    hidden,
+                    1,
+                    1,
+                    1,
+                    Activation::Relu6,
+                )?;
             }
-            y = b.conv_bn(&format!("{p}.dw"), &y, hidden, 3, stride, hidden, Activation::Relu6)?;
+            y = b.conv_bn(
+                &format!("{p}.dw"),
+                &y,
+                hidden,
+                3,
+                stride,
+                hidden,
+                Activation::Relu6,
+            )?;
             y = b.conv_bn(&format!("{p}.project"), &y, c, 1, 1, 1, Activation::None)?;
-            x = if stride == 1 && c_in == c { b.add(&format!("{p}.add"), &y, &x)? } else { y };
+            x = if stride == 1 && c_in == c {
+                b.add(&format!("{p}.add"), &y, &x)?
+            } else {
+                y
+            };
         }
     }
     let x = b.conv_bn("head", &x, 128, 1, 1, 1, Activation::Relu6)?;
@@ -195,14 +257,25 @@ mod tests {
     fn mlp_hand_count() {
         let g = build(ZooModel::Mlp, &ZooConfig::default()).unwrap();
         let s = summarize(&g).unwrap();
-        assert_eq!(s.total_params, 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10);
+        assert_eq!(
+            s.total_params,
+            784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+        );
         assert_eq!(s.total_macs, 784 * 300 + 300 * 100 + 100 * 10);
     }
 
     #[test]
     fn every_zoo_model_builds_for_both_geometries() {
         for m in ZooModel::ALL {
-            for cfg in [ZooConfig::default(), ZooConfig { channels: 3, height: 32, width: 32, ..Default::default() }] {
+            for cfg in [
+                ZooConfig::default(),
+                ZooConfig {
+                    channels: 3,
+                    height: 32,
+                    width: 32,
+                    ..Default::default()
+                },
+            ] {
                 let g = build(m, &cfg).unwrap();
                 let shapes = g.infer_shapes().unwrap();
                 assert_eq!(shapes["logits"], crate::Shape::batched(&[10]), "{m}");
@@ -213,8 +286,21 @@ mod tests {
 
     #[test]
     fn resnet20_has_twenty_weighted_layers() {
-        let g = build(ZooModel::Resnet20, &ZooConfig { channels: 3, height: 32, width: 32, ..Default::default() }).unwrap();
-        let convs = g.nodes.iter().filter(|n| n.name.ends_with(".conv") && !n.name.contains("shortcut")).count();
+        let g = build(
+            ZooModel::Resnet20,
+            &ZooConfig {
+                channels: 3,
+                height: 32,
+                width: 32,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let convs = g
+            .nodes
+            .iter()
+            .filter(|n| n.name.ends_with(".conv") && !n.name.contains("shortcut"))
+            .count();
         let fcs = g.nodes.iter().filter(|n| n.op.op_type() == "Gemm").count();
         assert_eq!(convs + fcs, 20);
     }

@@ -24,7 +24,10 @@ impl<'a> Attrs<'a> {
         match self.get(name) {
             None => Ok(default),
             Some(a) if a.r#type == attribute_type::INT || a.r#type == 0 => Ok(a.i),
-            Some(a) => Err(format!("attribute '{name}' must be an int, has type {}", a.r#type)),
+            Some(a) => Err(format!(
+                "attribute '{name}' must be an int, has type {}",
+                a.r#type
+            )),
         }
     }
 
@@ -32,15 +35,23 @@ impl<'a> Attrs<'a> {
         match self.get(name) {
             None => Ok(default),
             Some(a) if a.r#type == attribute_type::FLOAT || a.r#type == 0 => Ok(a.f),
-            Some(a) => Err(format!("attribute '{name}' must be a float, has type {}", a.r#type)),
+            Some(a) => Err(format!(
+                "attribute '{name}' must be a float, has type {}",
+                a.r#type
+            )),
         }
     }
 
     pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
         match self.get(name) {
             None => Ok(None),
-            Some(a) if a.r#type == attribute_type::INTS || a.r#type == 0 => Ok(Some(a.ints.clone())),
-            Some(a) => Err(format!("attribute '{name}' must be a list of ints, has type {}", a.r#type)),
+            Some(a) if a.r#type == attribute_type::INTS || a.r#type == 0 => {
+                Ok(Some(a.ints.clone()))
+            }
+            Some(a) => Err(format!(
+                "attribute '{name}' must be a list of ints, has type {}",
+                a.r#type
+            )),
         }
     }
 
@@ -48,34 +59,55 @@ impl<'a> Attrs<'a> {
         match self.get(name) {
             None => Ok(default.to_string()),
             Some(a) if a.r#type == attribute_type::STRING || a.r#type == 0 => {
-                String::from_utf8(a.s.clone()).map_err(|_| format!("attribute '{name}' is not UTF-8"))
+                String::from_utf8(a.s.clone())
+                    .map_err(|_| format!("attribute '{name}' is not UTF-8"))
             }
-            Some(a) => Err(format!("attribute '{name}' must be a string, has type {}", a.r#type)),
+            Some(a) => Err(format!(
+                "attribute '{name}' must be a string, has type {}",
+                a.r#type
+            )),
         }
     }
 
     /// A list of non-negative sizes of an expected length (kernel, strides, pads...).
-    pub fn sizes<const N: usize>(&self, name: &str, default: [usize; N]) -> Result<[usize; N], String> {
+    pub fn sizes<const N: usize>(
+        &self,
+        name: &str,
+        default: [usize; N],
+    ) -> Result<[usize; N], String> {
         let Some(v) = self.ints(name)? else {
             return Ok(default);
         };
         if v.len() != N {
-            return Err(format!("attribute '{name}' must have {N} values (2-D only), got {v:?}"));
+            return Err(format!(
+                "attribute '{name}' must have {N} values (2-D only), got {v:?}"
+            ));
         }
         let mut out = [0usize; N];
         for (o, x) in out.iter_mut().zip(&v) {
-            *o = usize::try_from(*x).map_err(|_| format!("attribute '{name}' has a negative value: {v:?}"))?;
+            *o = usize::try_from(*x)
+                .map_err(|_| format!("attribute '{name}' has a negative value: {v:?}"))?;
         }
         Ok(out)
     }
 }
 
 pub fn int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::INT, i, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INT,
+        i,
+        ..Default::default()
+    }
 }
 
 pub fn float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::FLOAT, f, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::FLOAT,
+        f,
+        ..Default::default()
+    }
 }
 
 pub fn ints(name: &str, v: &[usize]) -> AttributeProto {

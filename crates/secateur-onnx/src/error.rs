@@ -18,9 +18,13 @@ pub enum OnnxError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("'{path}' is not a valid ONNX model (protobuf decoding failed: {message}); is the file truncated or not an .onnx file?")]
+    #[error(
+        "'{path}' is not a valid ONNX model (protobuf decoding failed: {message}); is the file truncated or not an .onnx file?"
+    )]
     Decode { path: PathBuf, message: String },
-    #[error("node '{node}': op type '{op_type}' (domain '{domain}') is not supported; supported ops: {supported}")]
+    #[error(
+        "node '{node}': op type '{op_type}' (domain '{domain}') is not supported; supported ops: {supported}"
+    )]
     UnsupportedOp {
         node: String,
         op_type: String,

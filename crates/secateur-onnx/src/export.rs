@@ -19,14 +19,23 @@ pub(crate) fn value_info(name: &str, shape: &Shape) -> ValueInfoProto {
         .dims()
         .iter()
         .map(|d| match d {
-            Dim::Known(n) => DimensionProto { dim_value: Some(*n as i64), ..Default::default() },
-            Dim::Batch => DimensionProto { dim_param: Some("N".into()), ..Default::default() },
+            Dim::Known(n) => DimensionProto {
+                dim_value: Some(*n as i64),
+                ..Default::default()
+            },
+            Dim::Batch => DimensionProto {
+                dim_param: Some("N".into()),
+                ..Default::default()
+            },
         })
         .collect();
     ValueInfoProto {
         name: name.to_string(),
         r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto { elem_type: data_type::FLOAT, shape: Some(TensorShapeProto { dim }) }),
+            tensor_type: Some(TensorTypeProto {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto { dim }),
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -37,7 +46,9 @@ pub(crate) fn value_info(name: &str, shape: &Shape) -> ValueInfoProto {
 pub fn export_model(graph: &Graph) -> Result<ModelProto> {
     graph.check()?;
     let shapes = graph.infer_shapes()?;
-    let mut ctx = ExportCtx { initializers: Vec::new() };
+    let mut ctx = ExportCtx {
+        initializers: Vec::new(),
+    };
     let mut nodes = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
         let op_type = node.op.op_type();
@@ -46,11 +57,13 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
             op_type: op_type.into(),
             message: "no ONNX converter is registered for this op".into(),
         })?;
-        let exported = conv.export(node, &mut ctx).map_err(|message| OnnxError::Node {
-            node: node.name.clone(),
-            op_type: op_type.into(),
-            message,
-        })?;
+        let exported = conv
+            .export(node, &mut ctx)
+            .map_err(|message| OnnxError::Node {
+                node: node.name.clone(),
+                op_type: op_type.into(),
+                message,
+            })?;
         nodes.push(NodeProto {
             input: exported.inputs,
             output: node.outputs.clone(),
@@ -60,12 +73,19 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
             ..Default::default()
         });
     }
-    let mut initializer: Vec<TensorProto> = graph.initializers.iter().map(|(n, t)| encode_f32(n, t)).collect();
+    let mut initializer: Vec<TensorProto> = graph
+        .initializers
+        .iter()
+        .map(|(n, t)| encode_f32(n, t))
+        .collect();
     initializer.extend(ctx.initializers);
     let mut metadata_props: Vec<StringStringEntryProto> = graph
         .metadata
         .iter()
-        .map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() })
+        .map(|(k, v)| StringStringEntryProto {
+            key: k.clone(),
+            value: v.clone(),
+        })
         .collect();
     metadata_props.extend(graph.masks.iter().map(|(w, m)| StringStringEntryProto {
         key: format!("{}{w}", mask_codec::PREFIX),
@@ -75,13 +95,24 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
         node: nodes,
         name: graph.name.clone(),
         initializer,
-        input: graph.inputs.iter().map(|i| value_info(&i.name, &i.shape)).collect(),
-        output: graph.outputs.iter().map(|o| value_info(o, &shapes[o])).collect(),
+        input: graph
+            .inputs
+            .iter()
+            .map(|i| value_info(&i.name, &i.shape))
+            .collect(),
+        output: graph
+            .outputs
+            .iter()
+            .map(|o| value_info(o, &shapes[o]))
+            .collect(),
         ..Default::default()
     };
     Ok(ModelProto {
         ir_version: 7,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: EXPORT_OPSET }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: EXPORT_OPSET,
+        }],
         producer_name: "secateur".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(gp),
@@ -92,15 +123,8 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
 
 /// Writes bytes to `path` atomically (temporary file in the same directory, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let werr = |source| OnnxError::Write { path: path.to_path_buf(), source };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(werr)?;
-    tmp.write_all(bytes).map_err(werr)?;
-    tmp.as_file().sync_all().map_err(werr)?;
-    tmp.persist(path).map_err(|e| werr(e.error))?;
-    Ok(())
+    secateur_graph::io::write_atomic(path, bytes).map_err(|source| OnnxError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -32,14 +32,20 @@ pub struct SymConst {
 
 impl SymConst {
     fn known(dims: Vec<usize>, values: &[i64]) -> Self {
-        SymConst { dims, values: values.iter().map(|&v| SymInt::Known(v)).collect() }
+        SymConst {
+            dims,
+            values: values.iter().map(|&v| SymInt::Known(v)).collect(),
+        }
     }
 
     fn known_values(&self) -> Option<Vec<i64>> {
-        self.values.iter().map(|v| match v {
-            SymInt::Known(n) => Some(*n),
-            SymInt::Batch => None,
-        }).collect()
+        self.values
+            .iter()
+            .map(|v| match v {
+                SymInt::Known(n) => Some(*n),
+                SymInt::Batch => None,
+            })
+            .collect()
     }
 }
 
@@ -54,7 +60,11 @@ struct Importer {
 }
 
 fn node_err(node: &NodeProto, message: impl Into<String>) -> OnnxError {
-    OnnxError::Node { node: node.name.clone(), op_type: node.op_type.clone(), message: message.into() }
+    OnnxError::Node {
+        node: node.name.clone(),
+        op_type: node.op_type.clone(),
+        message: message.into(),
+    }
 }
 
 fn input_shape(v: &crate::proto::ValueInfoProto) -> Result<Shape> {
@@ -109,19 +119,25 @@ impl Importer {
     fn add_constant(&mut self, name: &str, t: &TensorProto) -> Result<()> {
         match decode(t)? {
             Constant::Float(f) => {
-                self.shapes.insert(name.to_string(), Shape::known(f.shape()));
+                self.shapes
+                    .insert(name.to_string(), Shape::known(f.shape()));
                 self.float_consts.insert(name.to_string(), f.clone());
                 self.graph.add_initializer(name, f);
             }
             Constant::Int { dims, values } => {
-                self.int_consts.insert(name.to_string(), SymConst::known(dims, &values));
+                self.int_consts
+                    .insert(name.to_string(), SymConst::known(dims, &values));
             }
         }
         Ok(())
     }
 
     fn unique_name(&mut self, node: &NodeProto, index: usize) -> String {
-        let base = if node.name.is_empty() { format!("{}_{index}", node.op_type) } else { node.name.clone() };
+        let base = if node.name.is_empty() {
+            format!("{}_{index}", node.op_type)
+        } else {
+            node.name.clone()
+        };
         let mut name = base.clone();
         let mut k = 1;
         while !self.node_names.insert(name.clone()) {
@@ -152,33 +168,55 @@ impl Importer {
                         Dim::Batch => SymInt::Batch,
                     })
                     .collect();
-                SymConst { dims: vec![values.len()], values }
+                SymConst {
+                    dims: vec![values.len()],
+                    values,
+                }
             }
             "Gather" => {
-                let (Some(data), Some(idx)) = (int_in(0), int_in(1)) else { return Ok(false) };
+                let (Some(data), Some(idx)) = (int_in(0), int_in(1)) else {
+                    return Ok(false);
+                };
                 if data.dims.len() != 1 || a.int("axis", 0).map_err(|m| node_err(node, m))? != 0 {
-                    return Err(node_err(node, "only gathering from a 1-D integer constant along axis 0 is supported"));
+                    return Err(node_err(
+                        node,
+                        "only gathering from a 1-D integer constant along axis 0 is supported",
+                    ));
                 }
-                let idx_vals = idx.known_values().ok_or_else(|| node_err(node, "indices depend on the batch size"))?;
+                let idx_vals = idx
+                    .known_values()
+                    .ok_or_else(|| node_err(node, "indices depend on the batch size"))?;
                 let n = data.values.len() as i64;
                 let mut values = Vec::new();
                 for i in idx_vals {
                     let j = if i < 0 { i + n } else { i };
-                    values.push(*data.values.get(j as usize).ok_or_else(|| node_err(node, format!("index {i} out of range for {n} values")))?);
+                    values.push(*data.values.get(j as usize).ok_or_else(|| {
+                        node_err(node, format!("index {i} out of range for {n} values"))
+                    })?);
                 }
-                SymConst { dims: idx.dims.clone(), values }
+                SymConst {
+                    dims: idx.dims.clone(),
+                    values,
+                }
             }
             "Unsqueeze" | "Squeeze" => {
-                let Some(data) = int_in(0) else { return Ok(false) };
+                let Some(data) = int_in(0) else {
+                    return Ok(false);
+                };
                 let axes = if self.opset >= 13 {
                     int_in(1).and_then(|c| c.known_values()).unwrap_or_default()
                 } else {
-                    a.ints("axes").map_err(|m| node_err(node, m))?.unwrap_or_default()
+                    a.ints("axes")
+                        .map_err(|m| node_err(node, m))?
+                        .unwrap_or_default()
                 };
                 let mut dims = data.dims.clone();
                 if node.op_type == "Unsqueeze" {
                     let rank = (dims.len() + axes.len()) as i64;
-                    let mut axes: Vec<usize> = axes.iter().map(|&x| (if x < 0 { x + rank } else { x }) as usize).collect();
+                    let mut axes: Vec<usize> = axes
+                        .iter()
+                        .map(|&x| (if x < 0 { x + rank } else { x }) as usize)
+                        .collect();
                     axes.sort();
                     for ax in axes {
                         if ax > dims.len() {
@@ -189,17 +227,28 @@ impl Importer {
                 } else {
                     dims.retain(|&d| d != 1);
                 }
-                SymConst { dims, values: data.values.clone() }
+                SymConst {
+                    dims,
+                    values: data.values.clone(),
+                }
             }
             "Cast" => {
-                let Some(data) = int_in(0) else { return Ok(false) };
+                let Some(data) = int_in(0) else {
+                    return Ok(false);
+                };
                 data.clone()
             }
             "Concat" => {
                 let parts: Option<Vec<&SymConst>> = (0..inputs.len()).map(int_in).collect();
                 let Some(parts) = parts else { return Ok(false) };
-                let values: Vec<SymInt> = parts.iter().flat_map(|p| p.values.iter().copied()).collect();
-                SymConst { dims: vec![values.len()], values }
+                let values: Vec<SymInt> = parts
+                    .iter()
+                    .flat_map(|p| p.values.iter().copied())
+                    .collect();
+                SymConst {
+                    dims: vec![values.len()],
+                    values,
+                }
             }
             _ => return Ok(false),
         };
@@ -216,49 +265,83 @@ impl Importer {
                 supported: supported_ops().join(", "),
             });
         }
-        let inputs: Vec<String> = node.input.iter().map(|i| if i.is_empty() { String::new() } else { self.resolve(i) }).collect();
+        let inputs: Vec<String> = node
+            .input
+            .iter()
+            .map(|i| {
+                if i.is_empty() {
+                    String::new()
+                } else {
+                    self.resolve(i)
+                }
+            })
+            .collect();
         let out0 = node.output.first().cloned().unwrap_or_default();
         if node.op_type == "Constant" {
             let a = Attrs::new(node);
-            let attr = node.attribute.first().ok_or_else(|| node_err(node, "Constant has no value attribute"))?;
+            let attr = node
+                .attribute
+                .first()
+                .ok_or_else(|| node_err(node, "Constant has no value attribute"))?;
             match attr.name.as_str() {
                 "value" => {
-                    let mut t = attr.t.clone().ok_or_else(|| node_err(node, "Constant value is not a tensor"))?;
+                    let mut t = attr
+                        .t
+                        .clone()
+                        .ok_or_else(|| node_err(node, "Constant value is not a tensor"))?;
                     t.name = out0.clone();
                     self.add_constant(&out0, &t)?;
                 }
                 "value_float" => {
                     let v = a.float("value_float", 0.0).map_err(|m| node_err(node, m))?;
-                    self.add_constant(&out0, &crate::tensor_proto::encode_f32(&out0, &Tensor::scalar(v)))?;
+                    self.add_constant(
+                        &out0,
+                        &crate::tensor_proto::encode_f32(&out0, &Tensor::scalar(v)),
+                    )?;
                 }
                 "value_floats" => {
-                    let t = Tensor::new(vec![attr.floats.len()], attr.floats.clone()).map_err(OnnxError::Graph)?;
+                    let t = Tensor::new(vec![attr.floats.len()], attr.floats.clone())
+                        .map_err(OnnxError::Graph)?;
                     self.add_constant(&out0, &crate::tensor_proto::encode_f32(&out0, &t))?;
                 }
                 "value_int" => {
-                    self.int_consts.insert(out0, SymConst::known(vec![], &[attr.i]));
+                    self.int_consts
+                        .insert(out0, SymConst::known(vec![], &[attr.i]));
                 }
                 "value_ints" => {
-                    self.int_consts.insert(out0, SymConst::known(vec![attr.ints.len()], &attr.ints));
+                    self.int_consts
+                        .insert(out0, SymConst::known(vec![attr.ints.len()], &attr.ints));
                 }
-                other => return Err(node_err(node, format!("Constant attribute '{other}' is not supported"))),
+                other => {
+                    return Err(node_err(
+                        node,
+                        format!("Constant attribute '{other}' is not supported"),
+                    ));
+                }
             }
             return Ok(());
         }
         if self.fold_int(node, &inputs)? {
             return Ok(());
         }
-        let is_const = |n: &String| self.float_consts.contains_key(n) || self.int_consts.contains_key(n);
-        if node.op_type == "Identity" && inputs.first().is_some_and(is_const) && !self.graph.outputs.contains(&out0) {
+        let is_const =
+            |n: &String| self.float_consts.contains_key(n) || self.int_consts.contains_key(n);
+        if node.op_type == "Identity"
+            && inputs.first().is_some_and(is_const)
+            && !self.graph.outputs.contains(&out0)
+        {
             self.aliases.insert(out0, inputs[0].clone());
             return Ok(());
         }
-        let conv = registry().get(node.op_type.as_str()).ok_or_else(|| OnnxError::UnsupportedOp {
-            node: node.name.clone(),
-            op_type: node.op_type.clone(),
-            domain: node.domain.clone(),
-            supported: supported_ops().join(", "),
-        })?;
+        let conv =
+            registry()
+                .get(node.op_type.as_str())
+                .ok_or_else(|| OnnxError::UnsupportedOp {
+                    node: node.name.clone(),
+                    op_type: node.op_type.clone(),
+                    domain: node.domain.clone(),
+                    supported: supported_ops().join(", "),
+                })?;
         let shapes = inputs.iter().map(|n| self.shapes.get(n).cloned()).collect();
         let mut ctx = ImportCtx {
             node,
@@ -273,16 +356,34 @@ impl Importer {
         let kept_inputs = ctx.inputs;
         for i in &kept_inputs {
             if i.is_empty() {
-                return Err(node_err(node, "optional inputs left empty in the middle are not supported"));
+                return Err(node_err(
+                    node,
+                    "optional inputs left empty in the middle are not supported",
+                ));
             }
             if !self.shapes.contains_key(i) {
-                let what = if self.int_consts.contains_key(i) { "an integer constant, which this input cannot take" } else { "not defined before this node" };
+                let what = if self.int_consts.contains_key(i) {
+                    "an integer constant, which this input cannot take"
+                } else {
+                    "not defined before this node"
+                };
                 return Err(node_err(node, format!("input '{i}' is {what}")));
             }
         }
-        let outputs: Vec<String> = node.output.iter().take_while(|o| !o.is_empty()).take(1).cloned().collect();
+        let outputs: Vec<String> = node
+            .output
+            .iter()
+            .take_while(|o| !o.is_empty())
+            .take(1)
+            .cloned()
+            .collect();
         let name = self.unique_name(node, index);
-        let ir = Node { name, op, inputs: kept_inputs, outputs };
+        let ir = Node {
+            name,
+            op,
+            inputs: kept_inputs,
+            outputs,
+        };
         let in_shapes: Vec<Shape> = ir.inputs.iter().map(|i| self.shapes[i].clone()).collect();
         let out_shapes = self.graph.infer_node(&ir, &in_shapes)?;
         for (o, s) in ir.outputs.iter().zip(out_shapes) {
@@ -332,12 +433,21 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
             OPSETS.end()
         )));
     }
-    let gp = model.graph.as_ref().ok_or_else(|| OnnxError::Model("the model has no graph".into()))?;
+    let gp = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::Model("the model has no graph".into()))?;
     if !gp.sparse_initializer.is_empty() {
-        return Err(OnnxError::Model("sparse initializers are not supported".into()));
+        return Err(OnnxError::Model(
+            "sparse initializers are not supported".into(),
+        ));
     }
     let mut imp = Importer {
-        graph: Graph::new(if gp.name.is_empty() { "model" } else { &gp.name }),
+        graph: Graph::new(if gp.name.is_empty() {
+            "model"
+        } else {
+            &gp.name
+        }),
         opset,
         shapes: HashMap::new(),
         float_consts: HashMap::new(),
@@ -361,7 +471,9 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
         imp.graph.add_input(v.name.clone(), shape);
     }
     if imp.graph.inputs.is_empty() {
-        return Err(OnnxError::Model("the graph has no (non-initializer) inputs".into()));
+        return Err(OnnxError::Model(
+            "the graph has no (non-initializer) inputs".into(),
+        ));
     }
     let mut defined: HashSet<String> = imp.shapes.keys().cloned().collect();
     defined.extend(imp.int_consts.keys().cloned());
@@ -375,7 +487,9 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
             let mask = mask_codec::decode(weight, &prop.value)?;
             imp.graph.masks.insert(weight.to_string(), mask);
         } else {
-            imp.graph.metadata.insert(prop.key.clone(), prop.value.clone());
+            imp.graph
+                .metadata
+                .insert(prop.key.clone(), prop.value.clone());
         }
     }
     let mut graph = imp.graph;

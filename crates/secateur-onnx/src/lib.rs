@@ -23,7 +23,10 @@ use std::path::Path;
 
 /// Decodes ONNX bytes; `origin` names the source in errors.
 pub fn decode_model(bytes: &[u8], origin: &Path) -> Result<proto::ModelProto> {
-    proto::ModelProto::decode(bytes).map_err(|e| OnnxError::Decode { path: origin.to_path_buf(), message: e.to_string() })
+    proto::ModelProto::decode(bytes).map_err(|e| OnnxError::Decode {
+        path: origin.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Imports ONNX bytes into a graph.
@@ -38,7 +41,10 @@ pub fn import_bytes(bytes: &[u8], origin: &Path) -> Result<Graph> {
 /// Reads and imports an ONNX file.
 pub fn load_model(path: impl AsRef<Path>) -> Result<Graph> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Read { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     import_bytes(&bytes, path)
 }
 

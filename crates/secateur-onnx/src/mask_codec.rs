@@ -22,8 +22,14 @@ fn parse_pattern(s: &str) -> Option<MaskPattern> {
     let parts: Vec<&str> = s.split(':').collect();
     match parts.as_slice() {
         ["unstructured"] => Some(MaskPattern::Unstructured),
-        ["nm", n, m] => Some(MaskPattern::NM { n: n.parse().ok()?, m: m.parse().ok()? }),
-        ["block", r, c] => Some(MaskPattern::Block { rows: r.parse().ok()?, cols: c.parse().ok()? }),
+        ["nm", n, m] => Some(MaskPattern::NM {
+            n: n.parse().ok()?,
+            m: m.parse().ok()?,
+        }),
+        ["block", r, c] => Some(MaskPattern::Block {
+            rows: r.parse().ok()?,
+            cols: c.parse().ok()?,
+        }),
         _ => None,
     }
 }
@@ -36,12 +42,22 @@ pub fn encode(mask: &Mask) -> String {
             bytes[i / 8] |= 1 << (i % 8);
         }
     }
-    format!("{}|{}|{}|{}", pattern_str(mask.pattern), mask.out_axis, mask.keep.len(), STANDARD.encode(bytes))
+    format!(
+        "{}|{}|{}|{}",
+        pattern_str(mask.pattern),
+        mask.out_axis,
+        mask.keep.len(),
+        STANDARD.encode(bytes)
+    )
 }
 
 /// Decodes a metadata value back into a mask.
 pub fn decode(weight: &str, value: &str) -> Result<Mask> {
-    let bad = |m: &str| OnnxError::Model(format!("mask metadata for weight '{weight}' is malformed: {m}"));
+    let bad = |m: &str| {
+        OnnxError::Model(format!(
+            "mask metadata for weight '{weight}' is malformed: {m}"
+        ))
+    };
     let parts: Vec<&str> = value.split('|').collect();
     let [pattern, axis, len, bits] = parts.as_slice() else {
         return Err(bad("expected pattern|out_axis|length|bits"));
@@ -49,12 +65,20 @@ pub fn decode(weight: &str, value: &str) -> Result<Mask> {
     let pattern = parse_pattern(pattern).ok_or_else(|| bad("unknown pattern"))?;
     let out_axis = axis.parse().map_err(|_| bad("out_axis is not a number"))?;
     let len: usize = len.parse().map_err(|_| bad("length is not a number"))?;
-    let bytes = STANDARD.decode(bits).map_err(|_| bad("bits are not base64"))?;
+    let bytes = STANDARD
+        .decode(bits)
+        .map_err(|_| bad("bits are not base64"))?;
     if bytes.len() != len.div_ceil(8) {
         return Err(bad("bit count does not match the length"));
     }
-    let keep = (0..len).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect();
-    Ok(Mask { keep, pattern, out_axis })
+    let keep = (0..len)
+        .map(|i| bytes[i / 8] & (1 << (i % 8)) != 0)
+        .collect();
+    Ok(Mask {
+        keep,
+        pattern,
+        out_axis,
+    })
 }
 
 #[cfg(test)]
@@ -63,7 +87,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let m = Mask { keep: vec![true, false, false, true, true, false, true, false, true], pattern: MaskPattern::NM { n: 1, m: 3 }, out_axis: 0 };
+        let m = Mask {
+            keep: vec![true, false, false, true, true, false, true, false, true],
+            pattern: MaskPattern::NM { n: 1, m: 3 },
+            out_axis: 0,
+        };
         assert_eq!(decode("w", &encode(&m)).unwrap(), m);
         assert!(decode("w", "nm:1:3|0|9|!!").is_err());
         assert!(decode("w", "weird|0|9|AAA=").is_err());

@@ -40,10 +40,13 @@ fn check_len(t: &TensorProto, got: usize, expected: usize) -> Result<()> {
 
 fn raw_chunks<const N: usize>(t: &TensorProto, n: usize) -> Result<Vec<[u8; N]>> {
     check_len(t, t.raw_data.len() / N, n)?;
-    if t.raw_data.len() % N != 0 {
+    if !t.raw_data.len().is_multiple_of(N) {
         return Err(OnnxError::Tensor {
             name: t.name.clone(),
-            message: format!("raw_data length {} is not a multiple of {N}", t.raw_data.len()),
+            message: format!(
+                "raw_data length {} is not a multiple of {N}",
+                t.raw_data.len()
+            ),
         });
     }
     Ok(t.raw_data
@@ -70,7 +73,10 @@ pub fn decode(t: &TensorProto) -> Result<Constant> {
     match t.data_type {
         data_type::FLOAT => {
             let data: Vec<f32> = if raw {
-                raw_chunks::<4>(t, n)?.into_iter().map(f32::from_le_bytes).collect()
+                raw_chunks::<4>(t, n)?
+                    .into_iter()
+                    .map(f32::from_le_bytes)
+                    .collect()
             } else {
                 check_len(t, t.float_data.len(), n)?;
                 t.float_data.clone()
@@ -79,7 +85,10 @@ pub fn decode(t: &TensorProto) -> Result<Constant> {
         }
         data_type::DOUBLE => {
             let data: Vec<f32> = if raw {
-                raw_chunks::<8>(t, n)?.into_iter().map(|b| f64::from_le_bytes(b) as f32).collect()
+                raw_chunks::<8>(t, n)?
+                    .into_iter()
+                    .map(|b| f64::from_le_bytes(b) as f32)
+                    .collect()
             } else {
                 check_len(t, t.double_data.len(), n)?;
                 t.double_data.iter().map(|&v| v as f32).collect()
@@ -88,7 +97,10 @@ pub fn decode(t: &TensorProto) -> Result<Constant> {
         }
         data_type::INT64 => {
             let values = if raw {
-                raw_chunks::<8>(t, n)?.into_iter().map(i64::from_le_bytes).collect()
+                raw_chunks::<8>(t, n)?
+                    .into_iter()
+                    .map(i64::from_le_bytes)
+                    .collect()
             } else {
                 check_len(t, t.int64_data.len(), n)?;
                 t.int64_data.clone()
@@ -97,7 +109,10 @@ pub fn decode(t: &TensorProto) -> Result<Constant> {
         }
         data_type::INT32 => {
             let values = if raw {
-                raw_chunks::<4>(t, n)?.into_iter().map(|b| i32::from_le_bytes(b) as i64).collect()
+                raw_chunks::<4>(t, n)?
+                    .into_iter()
+                    .map(|b| i32::from_le_bytes(b) as i64)
+                    .collect()
             } else {
                 check_len(t, t.int32_data.len(), n)?;
                 t.int32_data.iter().map(|&v| v as i64).collect()
@@ -106,7 +121,10 @@ pub fn decode(t: &TensorProto) -> Result<Constant> {
         }
         other => Err(OnnxError::Tensor {
             name: t.name.clone(),
-            message: format!("data type {} ({other}) is not supported (FLOAT, DOUBLE, INT32, INT64 are)", data_type::name(other)),
+            message: format!(
+                "data type {} ({other}) is not supported (FLOAT, DOUBLE, INT32, INT64 are)",
+                data_type::name(other)
+            ),
         }),
     }
 }
@@ -138,7 +156,11 @@ pub fn encode_i8(name: &str, dims: &[usize], values: &[i8], signed: bool) -> Ten
     TensorProto {
         name: name.to_string(),
         dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: if signed { data_type::INT8 } else { data_type::UINT8 },
+        data_type: if signed {
+            data_type::INT8
+        } else {
+            data_type::UINT8
+        },
         raw_data: values.iter().map(|&v| v as u8).collect(),
         ..Default::default()
     }
@@ -162,10 +184,27 @@ mod tests {
     #[test]
     fn ints_and_float_data() {
         let p = encode_i64("s", &[2], &[-1, 1024]);
-        assert_eq!(decode(&p).unwrap(), Constant::Int { dims: vec![2], values: vec![-1, 1024] });
-        let f = TensorProto { name: "f".into(), dims: vec![2], data_type: data_type::FLOAT, float_data: vec![1.0, 2.0], ..Default::default() };
+        assert_eq!(
+            decode(&p).unwrap(),
+            Constant::Int {
+                dims: vec![2],
+                values: vec![-1, 1024]
+            }
+        );
+        let f = TensorProto {
+            name: "f".into(),
+            dims: vec![2],
+            data_type: data_type::FLOAT,
+            float_data: vec![1.0, 2.0],
+            ..Default::default()
+        };
         assert!(matches!(decode(&f).unwrap(), Constant::Float(_)));
-        let bad = TensorProto { name: "b".into(), dims: vec![1], data_type: 9, ..Default::default() };
+        let bad = TensorProto {
+            name: "b".into(),
+            dims: vec![1],
+            data_type: 9,
+            ..Default::default()
+        };
         assert!(decode(&bad).unwrap_err().to_string().contains("BOOL"));
     }
 }

@@ -1,9 +1,9 @@
 //! Clear errors for unsupported ops, bad attributes, external data and wrong opsets.
 
+use secateur_graph::Tensor;
 use secateur_onnx::proto::*;
 use secateur_onnx::tensor_proto::encode_f32;
 use secateur_onnx::{OnnxError, import_model};
-use secateur_graph::Tensor;
 
 fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, opset: i64) -> ModelProto {
     let vi = |name: &str, dims: &[i64]| ValueInfoProto {
@@ -11,7 +11,15 @@ fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, opset: i64) -> ModelPro
         r#type: Some(TypeProto {
             tensor_type: Some(TensorTypeProto {
                 elem_type: 1,
-                shape: Some(TensorShapeProto { dim: dims.iter().map(|&d| DimensionProto { dim_value: Some(d), ..Default::default() }).collect() }),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| DimensionProto {
+                            dim_value: Some(d),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
             }),
             ..Default::default()
         }),
@@ -19,14 +27,29 @@ fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, opset: i64) -> ModelPro
     };
     ModelProto {
         ir_version: 7,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: opset }],
-        graph: Some(GraphProto { node: nodes, input: vec![vi("x", &[1, 4])], output: vec![vi("y", &[1, 4])], initializer: inits, ..Default::default() }),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            input: vec![vi("x", &[1, 4])],
+            output: vec![vi("y", &[1, 4])],
+            initializer: inits,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
 
 fn node(op: &str, name: &str, inputs: &[&str]) -> NodeProto {
-    NodeProto { op_type: op.into(), name: name.into(), input: inputs.iter().map(|s| s.to_string()).collect(), output: vec!["y".into()], ..Default::default() }
+    NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec!["y".into()],
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -34,20 +57,27 @@ fn unsupported_op_names_node_and_type() {
     let e = import_model(&model(vec![node("LSTM", "rnn_0", &["x"])], vec![], 13)).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, OnnxError::UnsupportedOp { .. }));
-    assert!(msg.contains("rnn_0") && msg.contains("LSTM") && msg.contains("Conv"), "{msg}");
+    assert!(
+        msg.contains("rnn_0") && msg.contains("LSTM") && msg.contains("Conv"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn custom_domain_is_unsupported() {
     let mut n = node("Relu", "r", &["x"]);
     n.domain = "com.microsoft".into();
-    let msg = import_model(&model(vec![n], vec![], 13)).unwrap_err().to_string();
+    let msg = import_model(&model(vec![n], vec![], 13))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("com.microsoft"), "{msg}");
 }
 
 #[test]
 fn opset_out_of_range() {
-    let msg = import_model(&model(vec![node("Relu", "r", &["x"])], vec![], 7)).unwrap_err().to_string();
+    let msg = import_model(&model(vec![node("Relu", "r", &["x"])], vec![], 7))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("opset 7"), "{msg}");
 }
 
@@ -55,17 +85,34 @@ fn opset_out_of_range() {
 fn shape_mismatch_names_the_node() {
     let w = encode_f32("w", &Tensor::zeros(vec![3, 5]));
     let mut n = node("Gemm", "fc_bad", &["x", "w"]);
-    n.attribute.push(AttributeProto { name: "transB".into(), r#type: 2, i: 1, ..Default::default() });
-    let msg = import_model(&model(vec![n], vec![w], 13)).unwrap_err().to_string();
-    assert!(msg.contains("fc_bad") && msg.contains("Gemm") && msg.contains("features"), "{msg}");
+    n.attribute.push(AttributeProto {
+        name: "transB".into(),
+        r#type: 2,
+        i: 1,
+        ..Default::default()
+    });
+    let msg = import_model(&model(vec![n], vec![w], 13))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("fc_bad") && msg.contains("Gemm") && msg.contains("features"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn nan_weights_are_rejected() {
     let w = encode_f32("w", &Tensor::new(vec![4, 4], vec![f32::NAN; 16]).unwrap());
     let mut n = node("Gemm", "fc", &["x", "w"]);
-    n.attribute.push(AttributeProto { name: "transB".into(), r#type: 2, i: 1, ..Default::default() });
-    let msg = import_model(&model(vec![n], vec![w], 13)).unwrap_err().to_string();
+    n.attribute.push(AttributeProto {
+        name: "transB".into(),
+        r#type: 2,
+        i: 1,
+        ..Default::default()
+    });
+    let msg = import_model(&model(vec![n], vec![w], 13))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("'w'") && msg.contains("NaN"), "{msg}");
 }
 
@@ -75,13 +122,26 @@ fn external_data_is_rejected_clearly() {
     w.raw_data.clear();
     w.data_location = 1;
     let mut n = node("Gemm", "fc", &["x", "w"]);
-    n.attribute.push(AttributeProto { name: "transB".into(), r#type: 2, i: 1, ..Default::default() });
-    let msg = import_model(&model(vec![n], vec![w], 13)).unwrap_err().to_string();
+    n.attribute.push(AttributeProto {
+        name: "transB".into(),
+        r#type: 2,
+        i: 1,
+        ..Default::default()
+    });
+    let msg = import_model(&model(vec![n], vec![w], 13))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("external"), "{msg}");
 }
 
 #[test]
 fn undefined_input_is_reported() {
-    let msg = import_model(&model(vec![node("Add", "add", &["x", "ghost"])], vec![], 13)).unwrap_err().to_string();
+    let msg = import_model(&model(
+        vec![node("Add", "add", &["x", "ghost"])],
+        vec![],
+        13,
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(msg.contains("ghost"), "{msg}");
 }

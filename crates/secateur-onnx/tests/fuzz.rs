@@ -23,7 +23,11 @@ fn every_truncation_is_an_error() {
         }
         // truncation can only succeed at a message boundary that still forms a whole model
         if r.is_ok() {
-            assert!(cut > bytes.len() / 2, "a model cut at {cut} of {} imported", bytes.len());
+            assert!(
+                cut > bytes.len() / 2,
+                "a model cut at {cut} of {} imported",
+                bytes.len()
+            );
         }
     }
 }
@@ -48,6 +52,8 @@ proptest! {
 
 #[test]
 fn garbage_file_names_the_path() {
-    let e = import_bytes(b"this is not onnx at all", Path::new("notes.txt")).unwrap_err().to_string();
+    let e = import_bytes(b"this is not onnx at all", Path::new("notes.txt"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("notes.txt"), "{e}");
 }

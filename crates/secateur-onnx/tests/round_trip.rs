@@ -15,10 +15,15 @@ fn import_of_export_is_the_same_graph() {
         let w = g.weights_in_role(secateur_graph::InputRole::Weight)[0].clone();
         let len = g.initializers[&w].len();
         let keep: Vec<bool> = (0..len).map(|i| i % 3 != 0).collect();
-        let mask = Mask { keep, pattern: MaskPattern::Unstructured, out_axis: 0 };
+        let mask = Mask {
+            keep,
+            pattern: MaskPattern::Unstructured,
+            out_axis: 0,
+        };
         g.masks.insert(w.clone(), mask);
         g.apply_masks().unwrap();
-        g.metadata.insert("secateur.normalize".into(), "0.286;0.353".into());
+        g.metadata
+            .insert("secateur.normalize".into(), "0.286;0.353".into());
         let bytes = to_bytes(&g).unwrap();
         let back = import_bytes(&bytes, Path::new(&name)).unwrap();
         assert_eq!(back, g, "{name}: round trip changed the graph");
@@ -39,6 +44,9 @@ fn exported_models_match_the_reference_in_onnx_runtime() {
         let theirs = ort_run(&py, &bytes, "input", &x).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(theirs.len(), 1);
         let diff = ours[0].max_abs_diff(&theirs[0]);
-        assert!(diff <= 1e-5, "{name}: max abs diff {diff} between the reference evaluator and ONNX Runtime");
+        assert!(
+            diff <= 1e-5,
+            "{name}: max abs diff {diff} between the reference evaluator and ONNX Runtime"
+        );
     }
 }

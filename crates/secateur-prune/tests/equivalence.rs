@@ -14,7 +14,9 @@ fn concat_net() -> Graph {
     let (mut b, x) = GraphBuilder::new("concat-net", &[3, 12, 12], 7);
     let s = b.conv_bn("stem", &x, 8, 3, 1, 1, Activation::Relu).unwrap();
     let l = b.conv_bn("left", &s, 6, 1, 1, 1, Activation::Relu).unwrap();
-    let r = b.conv_bn("right", &s, 10, 3, 1, 1, Activation::Relu).unwrap();
+    let r = b
+        .conv_bn("right", &s, 10, 3, 1, 1, Activation::Relu)
+        .unwrap();
     let c = b.concat("cat", &[&l, &r]).unwrap();
     let m = b.conv_bn("mix", &c, 12, 3, 2, 1, Activation::Relu).unwrap();
     let p = b.global_avg_pool("pool", &m).unwrap();
@@ -53,16 +55,25 @@ fn check_group_equivalence(name: &str, g: &Graph, input: &[usize], rng: &mut Cha
         keep.sort();
         let mut plan = Plan::default();
         plan.keep(group, keep);
-        let pruned = apply_plan(g, &deps, &plan).unwrap_or_else(|e| panic!("{name}/{}: {e}", group.name));
+        let pruned =
+            apply_plan(g, &deps, &plan).unwrap_or_else(|e| panic!("{name}/{}: {e}", group.name));
         let mut zeroed = g.clone();
         zero_channels(&mut zeroed, group, removed).unwrap();
         let a = evaluate(&pruned, &[("input", x.clone())]).unwrap();
         let b = evaluate(&zeroed, &[("input", x.clone())]).unwrap();
         let diff = a[0].max_abs_diff(&b[0]);
-        assert!(diff <= 1e-5, "{name}/{}: pruned and zero-masked outputs differ by {diff}", group.name);
+        assert!(
+            diff <= 1e-5,
+            "{name}/{}: pruned and zero-masked outputs differ by {diff}",
+            group.name
+        );
         let (p0, _) = g.parameter_counts();
         let (p1, _) = pruned.parameter_counts();
-        assert!(p1 < p0, "{name}/{}: pruning removed no parameters", group.name);
+        assert!(
+            p1 < p0,
+            "{name}/{}: pruning removed no parameters",
+            group.name
+        );
     }
 }
 
@@ -83,16 +94,30 @@ fn expected_groups_on_lenet_and_resnet() {
     let conv2 = deps.group("conv2").unwrap();
     assert_eq!(conv2.channels(), 64);
     // each conv2 channel covers 16 inputs of fc1 after flattening 64x4x4
-    let fc1_w = conv2.members.iter().position(|m| m.at.value == "fc1.weight").unwrap();
+    let fc1_w = conv2
+        .members
+        .iter()
+        .position(|m| m.at.value == "fc1.weight")
+        .unwrap();
     assert_eq!(conv2.indices[3][fc1_w], (48..64).collect::<Vec<_>>());
     assert_eq!(deps.protected, vec!["fc2".to_string()]);
 
     let r = zoo::build(ZooModel::Resnet8, &ZooConfig::default()).unwrap();
     let deps = DependencyGraph::build(&r).unwrap();
     // the stem and the first block's second conv are tied by the residual add
-    assert!(deps.groups.iter().any(|g| g.name == "stem.conv+layer1.0.b.conv"), "{:?}", deps.groups.iter().map(|g| &g.name).collect::<Vec<_>>());
+    assert!(
+        deps.groups
+            .iter()
+            .any(|g| g.name == "stem.conv+layer1.0.b.conv"),
+        "{:?}",
+        deps.groups.iter().map(|g| &g.name).collect::<Vec<_>>()
+    );
     let m = zoo::build(ZooModel::MobilenetV2, &ZooConfig::default()).unwrap();
     let deps = DependencyGraph::build(&m).unwrap();
     // the expansion conv and the depthwise conv after it are one group
-    assert!(deps.groups.iter().any(|g| g.name == "block2.0.expand.conv+block2.0.dw.conv"));
+    assert!(
+        deps.groups
+            .iter()
+            .any(|g| g.name == "block2.0.expand.conv+block2.0.dw.conv")
+    );
 }

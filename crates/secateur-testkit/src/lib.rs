@@ -11,7 +11,10 @@ use std::process::Command;
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 /// Whether the tests run under CI (`CI=true`), where missing prerequisites are failures.
@@ -49,7 +52,12 @@ pub fn require_python() -> Option<PathBuf> {
 
 /// Runs ONNX model bytes in ONNX Runtime (after `onnx.checker.check_model(full_check=True)`)
 /// on one input; returns the outputs.
-pub fn ort_run(python: &Path, model: &[u8], input_name: &str, input: &Tensor) -> Result<Vec<Tensor>, String> {
+pub fn ort_run(
+    python: &Path,
+    model: &[u8],
+    input_name: &str,
+    input: &Tensor,
+) -> Result<Vec<Tensor>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let model_path = dir.path().join("model.onnx");
     let in_path = dir.path().join("input.bin");
@@ -70,13 +78,18 @@ pub fn ort_run(python: &Path, model: &[u8], input_name: &str, input: &Tensor) ->
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
-    let shapes: Vec<Vec<usize>> = serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let shapes: Vec<Vec<usize>> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
     shapes
         .into_iter()
         .enumerate()
         .map(|(i, s)| {
-            let raw = std::fs::read(dir.path().join(format!("{i}.bin"))).map_err(|e| e.to_string())?;
-            let data = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let raw =
+                std::fs::read(dir.path().join(format!("{i}.bin"))).map_err(|e| e.to_string())?;
+            let data = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             Tensor::new(s, data).map_err(|e| e.to_string())
         })
         .collect()
@@ -98,15 +111,87 @@ pub fn randomize_weights(graph: &mut secateur_graph::Graph, seed: u64) {
         let role = roles.get(name).copied().unwrap_or(InputRole::Data);
         // weights at the scale of a trained network (about 1/sqrt(fan-in)) keep activations
         // O(1), so that float rounding stays at the 1e-6 level the equivalence tests demand
-        let fan_in = if t.rank() > 1 { t.len() / t.shape()[0] } else { 1 };
+        let fan_in = if t.rank() > 1 {
+            t.len() / t.shape()[0]
+        } else {
+            1
+        };
         let bound = (3.0 / fan_in as f32).sqrt();
         for v in t.data_mut() {
             *v = match role {
                 InputRole::BnVar => rng.random_range(0.5..1.5),
-                InputRole::BnScale => rng.random_range(0.5..1.5) * if rng.random_bool(0.5) { 1.0 } else { -1.0 },
+                InputRole::BnScale => {
+                    rng.random_range(0.5..1.5) * if rng.random_bool(0.5) { 1.0 } else { -1.0 }
+                }
                 InputRole::Weight => rng.random_range(-bound..bound),
                 _ => rng.random_range(-0.2..0.2),
             };
         }
     }
+}
+
+/// Accuracy and predictions of an ONNX classifier in ONNX Runtime on normalised samples
+/// `inputs` (`[N, ...]`) and labels.
+pub fn ort_accuracy(
+    python: &Path,
+    model: &Path,
+    inputs: &Tensor,
+    labels: &[u32],
+) -> Result<(f64, Vec<u32>), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let xs = dir.path().join("x.npy");
+    let ys = dir.path().join("y.npy");
+    std::fs::write(&xs, npy_f32(inputs.shape(), inputs.data())).map_err(|e| e.to_string())?;
+    std::fs::write(&ys, npy_i64(labels)).map_err(|e| e.to_string())?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ort_accuracy.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(model)
+        .arg(&xs)
+        .arg(&ys)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let acc = v["accuracy"].as_f64().ok_or("no accuracy")?;
+    let preds = v["predictions"]
+        .as_array()
+        .ok_or("no predictions")?
+        .iter()
+        .map(|p| p.as_u64().unwrap_or(0) as u32)
+        .collect();
+    Ok((acc, preds))
+}
+
+fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_txt = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out
+}
+
+fn npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let mut out = npy_header("<f4", shape);
+    out.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+fn npy_i64(labels: &[u32]) -> Vec<u8> {
+    let mut out = npy_header("<i8", &[labels.len()]);
+    out.extend(labels.iter().flat_map(|&v| (v as i64).to_le_bytes()));
+    out
 }

@@ -1,11 +1,21 @@
 //! Command-line definitions (clap).
 
-use crate::commands::{convert::ConvertArgs, inspect::InspectArgs};
+use crate::commands::{
+    bench_train::BenchTrainArgs, convert::ConvertArgs, eval::EvalArgs, inspect::InspectArgs,
+    train::TrainArgs,
+};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "secateur", version, about = "Multi-objective neural-network pruning: accuracy vs latency, energy and size, measured.")]
+#[command(
+    name = "secateur",
+    version,
+    about = "Multi-objective neural-network pruning: accuracy vs latency, energy and size, measured."
+)]
 pub struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -16,4 +26,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Round-trip an ONNX model through secateur's IR.
     Convert(ConvertArgs),
+    /// Train a model (zoo name or ONNX) and export it.
+    Train(TrainArgs),
+    /// Evaluate a model: accuracy, per-class accuracy, loss, agreement.
+    Eval(EvalArgs),
+    /// Measure training and evaluation throughput.
+    BenchTrain(BenchTrainArgs),
 }

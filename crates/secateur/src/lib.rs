@@ -4,7 +4,10 @@
 
 pub mod cli;
 pub mod commands;
+pub mod data_args;
 pub mod model_ref;
+pub mod progress;
+pub mod train_args;
 
 use anyhow::{Result, bail};
 use std::path::Path;
@@ -15,7 +18,10 @@ pub fn guard_output(output: &Path, inputs: &[&str]) -> Result<()> {
     for i in inputs {
         let p = Path::new(i);
         if p.exists() && (out.is_some() && std::fs::canonicalize(p).ok() == out) {
-            bail!("refusing to overwrite the input '{}' with the output; choose another --out", p.display());
+            bail!(
+                "refusing to overwrite the input '{}' with the output; choose another --out",
+                p.display()
+            );
         }
     }
     Ok(())

@@ -7,9 +7,20 @@ use secateur::commands;
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(n) = cli.threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+    {
+        eprintln!("error: cannot set {n} threads: {e}");
+        std::process::exit(1);
+    }
     let result = match &cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Convert(a) => commands::convert::run(a),
+        Command::Train(a) => commands::train::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::BenchTrain(a) => commands::bench_train::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -4,13 +4,20 @@
 use std::process::Command;
 
 fn secateur(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_secateur")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_secateur"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn inspect_lenet_matches_hand_count() {
     let out = secateur(&["inspect", "lenet5-bn", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // conv1 32·25+32, bn1 2·32, conv2 64·32·25+64, bn2 2·64, fc1 1024·256+256, fc2 256·10+10
     let params = 832 + 64 + 51_264 + 128 + 262_400 + 2_570;
@@ -18,7 +25,12 @@ fn inspect_lenet_matches_hand_count() {
     let macs = 460_800 + 3_276_800 + 262_144 + 2_560;
     assert_eq!(v["total_params"], params);
     assert_eq!(v["total_macs"], macs);
-    let conv2 = v["layers"].as_array().unwrap().iter().find(|l| l["node"] == "conv2").unwrap();
+    let conv2 = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["node"] == "conv2")
+        .unwrap();
     assert_eq!(conv2["macs"], 3_276_800);
     assert_eq!(conv2["output_shape"], "[N, 64, 8, 8]");
 }
@@ -28,12 +40,23 @@ fn convert_round_trips_and_inspect_reads_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.onnx");
     let b = dir.path().join("b.onnx");
-    assert!(secateur(&["convert", "resnet8", a.to_str().unwrap()]).status.success());
+    assert!(
+        secateur(&["convert", "resnet8", a.to_str().unwrap()])
+            .status
+            .success()
+    );
     let out = secateur(&["convert", a.to_str().unwrap(), b.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     let text = String::from_utf8(secateur(&["inspect", b.to_str().unwrap()]).stdout).unwrap();
-    assert!(text.contains("layer1.0.add") && text.contains("total"), "{text}");
+    assert!(
+        text.contains("layer1.0.add") && text.contains("total"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -51,7 +74,11 @@ fn errors_are_clear_and_non_zero() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("lenet5-bn"));
 
     let a = dir.path().join("a.onnx");
-    assert!(secateur(&["convert", "mlp", a.to_str().unwrap()]).status.success());
+    assert!(
+        secateur(&["convert", "mlp", a.to_str().unwrap()])
+            .status
+            .success()
+    );
     let before = std::fs::read(&a).unwrap();
     let out = secateur(&["convert", a.to_str().unwrap(), a.to_str().unwrap()]);
     assert!(!out.status.success());

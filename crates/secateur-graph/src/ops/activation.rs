@@ -43,7 +43,8 @@ macro_rules! unary_op {
 }
 
 unary_op!(Relu, "Relu", "`max(x, 0)`.", |s, v| v.max(0.0));
-unary_op!(Sigmoid, "Sigmoid", "`1 / (1 + e^-x)`.", |s, v| 1.0 / (1.0 + (-v).exp()));
+unary_op!(Sigmoid, "Sigmoid", "`1 / (1 + e^-x)`.", |s, v| 1.0
+    / (1.0 + (-v).exp()));
 unary_op!(Identity, "Identity", "Passes its input through.", |s, v| v);
 
 /// `min(max(x, min), max)`; `Clip(0, 6)` is ReLU6.
@@ -82,10 +83,17 @@ mod tests {
     fn unary_values() {
         let x = Tensor::new(vec![4], vec![-2., 0., 3., 8.]).unwrap();
         assert_eq!(Relu.eval(&[&x]).unwrap()[0].data(), &[0., 0., 3., 8.]);
-        assert_eq!(Clip { min: 0., max: 6. }.eval(&[&x]).unwrap()[0].data(), &[0., 0., 3., 6.]);
+        assert_eq!(
+            Clip { min: 0., max: 6. }.eval(&[&x]).unwrap()[0].data(),
+            &[0., 0., 3., 6.]
+        );
         let s = Sigmoid.eval(&[&x]).unwrap().remove(0);
         assert!((s.data()[1] - 0.5).abs() < 1e-7);
         assert!((s.data()[0] - 0.119_202_92).abs() < 1e-6);
-        assert!(Clip { min: 1., max: 0. }.infer(&[Shape::known(&[4])]).is_err());
+        assert!(
+            Clip { min: 1., max: 0. }
+                .infer(&[Shape::known(&[4])])
+                .is_err()
+        );
     }
 }

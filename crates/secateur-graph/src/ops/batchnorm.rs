@@ -80,7 +80,12 @@ impl OpSemantics for BatchNorm {
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let x = inputs[0];
-        let (scale, shift, mean, var) = (inputs[1].data(), inputs[2].data(), inputs[3].data(), inputs[4].data());
+        let (scale, shift, mean, var) = (
+            inputs[1].data(),
+            inputs[2].data(),
+            inputs[3].data(),
+            inputs[4].data(),
+        );
         let c = x.shape()[1];
         let inner: usize = x.shape()[2..].iter().product();
         let mut out = x.clone();
@@ -100,12 +105,24 @@ mod tests {
     fn normalises_per_channel() {
         let x = Tensor::new(vec![1, 2, 1, 2], vec![1., 3., 10., 20.]).unwrap();
         let p = |v: [f32; 2]| Tensor::new(vec![2], v.to_vec()).unwrap();
-        let bn = BatchNorm { epsilon: 0.0, momentum: 0.9 };
+        let bn = BatchNorm {
+            epsilon: 0.0,
+            momentum: 0.9,
+        };
         let y = bn
             .eval(&[&x, &p([2., 1.]), &p([1., 0.]), &p([2., 15.]), &p([1., 25.])])
             .unwrap()
             .remove(0);
         assert_eq!(y.data(), &[-1., 3., -1., 1.]);
-        assert!(bn.infer(&[Shape::batched(&[3, 4, 4]), Shape::known(&[2]), Shape::known(&[3]), Shape::known(&[3]), Shape::known(&[3])]).is_err());
+        assert!(
+            bn.infer(&[
+                Shape::batched(&[3, 4, 4]),
+                Shape::known(&[2]),
+                Shape::known(&[3]),
+                Shape::known(&[3]),
+                Shape::known(&[3])
+            ])
+            .is_err()
+        );
     }
 }

@@ -37,7 +37,10 @@ fn broadcast_links(inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
         let off = out.rank() - s.rank();
         for ax in 0..s.rank() {
             if s.0[ax] == out.0[ax + off] {
-                links.push(AxisLink::identity((Port::Input(i), ax), (Port::Output(0), ax + off)));
+                links.push(AxisLink::identity(
+                    (Port::Input(i), ax),
+                    (Port::Output(0), ax + off),
+                ));
             }
         }
     }
@@ -105,8 +108,14 @@ macro_rules! binary_op {
     };
 }
 
-binary_op!(Add, "Add", "Element-wise sum with broadcasting.", |x, y| x + y);
-binary_op!(Mul, "Mul", "Element-wise product with broadcasting.", |x, y| x * y);
+binary_op!(Add, "Add", "Element-wise sum with broadcasting.", |x, y| x
+    + y);
+binary_op!(
+    Mul,
+    "Mul",
+    "Element-wise product with broadcasting.",
+    |x, y| x * y
+);
 
 #[cfg(test)]
 mod tests {
@@ -119,9 +128,15 @@ mod tests {
         assert!(broadcast_shapes(&Shape::known(&[3]), &Shape::known(&[4])).is_err());
         let a = Tensor::from_fn(vec![2, 3], |i| i as f32);
         let b = Tensor::new(vec![3], vec![10., 20., 30.]).unwrap();
-        assert_eq!(Add.eval(&[&a, &b]).unwrap()[0].data(), &[10., 21., 32., 13., 24., 35.]);
+        assert_eq!(
+            Add.eval(&[&a, &b]).unwrap()[0].data(),
+            &[10., 21., 32., 13., 24., 35.]
+        );
         let c = Tensor::new(vec![2, 1], vec![2., 3.]).unwrap();
-        assert_eq!(Mul.eval(&[&a, &c]).unwrap()[0].data(), &[0., 2., 4., 9., 12., 15.]);
+        assert_eq!(
+            Mul.eval(&[&a, &c]).unwrap()[0].data(),
+            &[0., 2., 4., 9., 12., 15.]
+        );
     }
 
     #[test]

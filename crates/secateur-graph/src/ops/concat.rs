@@ -39,11 +39,17 @@ impl OpSemantics for Concat {
         let mut total = 0;
         for (i, s) in inputs.iter().enumerate() {
             if s.rank() != first.rank() {
-                op_bail!("input {i} has rank {} but input 0 has rank {}", s.rank(), first.rank());
+                op_bail!(
+                    "input {i} has rank {} but input 0 has rank {}",
+                    s.rank(),
+                    first.rank()
+                );
             }
             for ax in 0..s.rank() {
                 if ax != axis && s.0[ax] != first.0[ax] {
-                    op_bail!("input {i} shape {s} differs from input 0 shape {first} outside axis {axis}");
+                    op_bail!(
+                        "input {i} shape {s} differs from input 0 shape {first} outside axis {axis}"
+                    );
                 }
             }
             total += s.dim(axis).ok_or_else(|| {
@@ -64,8 +70,16 @@ impl OpSemantics for Concat {
         let mut offset = 0;
         for (i, s) in inputs.iter().enumerate() {
             for ax in 0..rank {
-                let map = if ax == axis { IndexMap::offset(offset) } else { IndexMap::IDENTITY };
-                links.push(AxisLink { a: (Port::Input(i), ax), b: (Port::Output(0), ax), map });
+                let map = if ax == axis {
+                    IndexMap::offset(offset)
+                } else {
+                    IndexMap::IDENTITY
+                };
+                links.push(AxisLink {
+                    a: (Port::Input(i), ax),
+                    b: (Port::Output(0), ax),
+                    map,
+                });
             }
             offset += s.dim(axis).unwrap_or(0);
         }
@@ -89,7 +103,9 @@ impl OpSemantics for Concat {
                 data.extend_from_slice(&t.data()[o * chunk..(o + 1) * chunk]);
             }
         }
-        Ok(vec![Tensor::new(shape, data).map_err(|e| OpError::new(e.to_string()))?])
+        Ok(vec![
+            Tensor::new(shape, data).map_err(|e| OpError::new(e.to_string()))?,
+        ])
     }
 }
 
@@ -108,6 +124,10 @@ mod tests {
             .infer(&[Shape::batched(&[2, 4, 4]), Shape::batched(&[3, 4, 4])])
             .unwrap();
         assert_eq!(s[0], Shape::batched(&[5, 4, 4]));
-        assert!(Concat { axis: 1 }.infer(&[Shape::batched(&[2, 4, 4]), Shape::batched(&[3, 4, 5])]).is_err());
+        assert!(
+            Concat { axis: 1 }
+                .infer(&[Shape::batched(&[2, 4, 4]), Shape::batched(&[3, 4, 5])])
+                .is_err()
+        );
     }
 }

@@ -3,9 +3,7 @@
 //! to the weight's second axis, or, for a depthwise convolution, directly to the output channels
 //! (channel `c` feeds output channels `c·k .. c·k+k` for a channel multiplier `k`).
 
-use super::{
-    AxisLink, AxisRole, IndexMap, InputRole, OpSemantics, Port, expect_rank, known_dim,
-};
+use super::{AxisLink, AxisRole, IndexMap, InputRole, OpSemantics, Port, expect_rank, known_dim};
 use crate::error::OpError;
 use crate::op_bail;
 use crate::shape::{Dim, Shape};
@@ -93,9 +91,15 @@ impl OpSemantics for Conv {
         let c_in = known_dim(x, 1, "Conv input X")?;
         let m = known_dim(w, 0, "Conv weight W")?;
         let w_in = known_dim(w, 1, "Conv weight W")?;
-        let kernel = [known_dim(w, 2, "Conv weight W")?, known_dim(w, 3, "Conv weight W")?];
+        let kernel = [
+            known_dim(w, 2, "Conv weight W")?,
+            known_dim(w, 3, "Conv weight W")?,
+        ];
         if kernel != self.kernel {
-            op_bail!("weight kernel {kernel:?} differs from kernel_shape {:?}", self.kernel);
+            op_bail!(
+                "weight kernel {kernel:?} differs from kernel_shape {:?}",
+                self.kernel
+            );
         }
         if self.groups == 0 || c_in % self.groups != 0 || m % self.groups != 0 {
             op_bail!(
@@ -192,8 +196,12 @@ impl OpSemantics for Conv {
         let cg = ws[1];
         let g = self.groups;
         let mg = m / g;
-        let ho = self.out_size(h, 0).ok_or_else(|| OpError::new("kernel does not fit"))?;
-        let wo = self.out_size(wd, 1).ok_or_else(|| OpError::new("kernel does not fit"))?;
+        let ho = self
+            .out_size(h, 0)
+            .ok_or_else(|| OpError::new("kernel does not fit"))?;
+        let wo = self
+            .out_size(wd, 1)
+            .ok_or_else(|| OpError::new("kernel does not fit"))?;
         let [kh, kw] = self.kernel;
         let bias = inputs.get(2).map(|b| b.data());
         let mut out = vec![0.0f32; n * m * ho * wo];
@@ -221,7 +229,8 @@ impl OpSemantics for Conv {
                                     if ix < 0 || ix >= wd as isize {
                                         continue;
                                     }
-                                    let xv = xd[((b * c + ic) * h + iy as usize) * wd + ix as usize];
+                                    let xv =
+                                        xd[((b * c + ic) * h + iy as usize) * wd + ix as usize];
                                     let wv = wdta[((oc * cg + icg) * kh + ky) * kw + kx];
                                     acc += xv * wv;
                                 }
@@ -232,7 +241,9 @@ impl OpSemantics for Conv {
                 }
             }
         }
-        Ok(vec![Tensor::new(vec![n, m, ho, wo], out).map_err(|e| OpError::new(e.to_string()))?])
+        Ok(vec![
+            Tensor::new(vec![n, m, ho, wo], out).map_err(|e| OpError::new(e.to_string()))?,
+        ])
     }
 }
 
@@ -267,7 +278,13 @@ mod tests {
         assert_eq!(y.shape(), &[1, 1, 2, 2]);
         assert_eq!(y.data()[0], 12.0); // 3 channels x 2x2
         assert_eq!(y.data()[3], 27.0); // (1,1) centred at (2,2): full 3x3
-        assert_eq!(conv.macs(&[vec![1, 3, 32, 32], vec![8, 3, 3, 3]], &[vec![1, 8, 16, 16]]), 8 * 256 * 27);
+        assert_eq!(
+            conv.macs(
+                &[vec![1, 3, 32, 32], vec![8, 3, 3, 3]],
+                &[vec![1, 8, 16, 16]]
+            ),
+            8 * 256 * 27
+        );
     }
 
     #[test]
@@ -277,7 +294,9 @@ mod tests {
         conv.dilations = [2, 2];
         let x = Tensor::from_fn(vec![1, 2, 5, 5], |i| (i % 7) as f32);
         let w = Tensor::from_fn(vec![2, 1, 3, 3], |i| (i % 3) as f32 - 1.0);
-        let out = conv.infer(&[Shape::batched(&[2, 5, 5]), Shape::known(&[2, 1, 3, 3])]).unwrap();
+        let out = conv
+            .infer(&[Shape::batched(&[2, 5, 5]), Shape::known(&[2, 1, 3, 3])])
+            .unwrap();
         assert_eq!(out[0], Shape::batched(&[2, 5, 5]));
         let y = conv.eval(&[&x, &w]).unwrap().remove(0);
         // channel 1 output at (2,2): taps at rows/cols 0,2,4 of channel 1

@@ -84,7 +84,10 @@ impl OpSemantics for Gemm {
         let k = known_dim(a, ak, "Gemm input A")?;
         let kb = known_dim(b, self.b_in_axis(), "Gemm input B")?;
         if k != kb {
-            op_bail!("A has {k} input features but B expects {kb} (A {a}, B {b}, transB={})", self.trans_b);
+            op_bail!(
+                "A has {k} input features but B expects {kb} (A {a}, B {b}, transB={})",
+                self.trans_b
+            );
         }
         let n = known_dim(b, self.b_out_axis(), "Gemm input B")?;
         if let Some(c) = inputs.get(2) {
@@ -142,10 +145,18 @@ impl OpSemantics for Gemm {
         let k = a.shape()[ak];
         let n = b.shape()[self.b_out_axis()];
         let a_at = |i: usize, p: usize| {
-            if self.trans_a { a.data()[p * m + i] } else { a.data()[i * k + p] }
+            if self.trans_a {
+                a.data()[p * m + i]
+            } else {
+                a.data()[i * k + p]
+            }
         };
         let b_at = |p: usize, j: usize| {
-            if self.trans_b { b.data()[j * k + p] } else { b.data()[p * n + j] }
+            if self.trans_b {
+                b.data()[j * k + p]
+            } else {
+                b.data()[p * n + j]
+            }
         };
         let mut out = vec![0.0f32; m * n];
         for i in 0..m {
@@ -163,7 +174,13 @@ impl OpSemantics for Gemm {
                 for j in 0..n {
                     let ci = match cs.len() {
                         0 => 0,
-                        1 => if cs[0] == 1 { 0 } else { j },
+                        1 => {
+                            if cs[0] == 1 {
+                                0
+                            } else {
+                                j
+                            }
+                        }
                         _ => {
                             let r = if cs[0] == 1 { 0 } else { i };
                             let col = if cs[1] == 1 { 0 } else { j };
@@ -174,7 +191,9 @@ impl OpSemantics for Gemm {
                 }
             }
         }
-        Ok(vec![Tensor::new(vec![m, n], out).map_err(|e| OpError::new(e.to_string()))?])
+        Ok(vec![
+            Tensor::new(vec![m, n], out).map_err(|e| OpError::new(e.to_string()))?,
+        ])
     }
 }
 
@@ -204,7 +223,11 @@ impl OpSemantics for MatMul {
         if a.rank() < 2 {
             op_bail!("MatMul input A must have rank >= 2, got {a}");
         }
-        expect_rank(b, 2, "MatMul input B (only a 2-D right-hand side is supported)")?;
+        expect_rank(
+            b,
+            2,
+            "MatMul input B (only a 2-D right-hand side is supported)",
+        )?;
         let k = known_dim(a, a.rank() - 1, "MatMul input A")?;
         let kb = known_dim(b, 0, "MatMul input B")?;
         if k != kb {
@@ -223,7 +246,10 @@ impl OpSemantics for MatMul {
             AxisLink::identity((Port::Output(0), r - 1), (Port::Input(1), 1)),
         ];
         for ax in 0..r - 1 {
-            links.push(AxisLink::identity((Port::Input(0), ax), (Port::Output(0), ax)));
+            links.push(AxisLink::identity(
+                (Port::Input(0), ax),
+                (Port::Output(0), ax),
+            ));
         }
         links
     }
@@ -254,7 +280,9 @@ impl OpSemantics for MatMul {
         let mut shape = a.shape().to_vec();
         let last = shape.len() - 1;
         shape[last] = n;
-        Ok(vec![Tensor::new(shape, out).map_err(|e| OpError::new(e.to_string()))?])
+        Ok(vec![
+            Tensor::new(shape, out).map_err(|e| OpError::new(e.to_string()))?,
+        ])
     }
 }
 
@@ -271,20 +299,32 @@ mod tests {
         let y = Gemm::linear().eval(&[&a, &b, &c]).unwrap().remove(0);
         assert_eq!(y.data(), &[2., 5., 7., 4., 9., 11.]);
         let s = Gemm::linear()
-            .infer(&[Shape::batched(&[2]), Shape::known(&[3, 2]), Shape::known(&[3])])
+            .infer(&[
+                Shape::batched(&[2]),
+                Shape::known(&[3, 2]),
+                Shape::known(&[3]),
+            ])
             .unwrap();
         assert_eq!(s[0], Shape::batched(&[3]));
     }
 
     #[test]
     fn gemm_alpha_beta_no_transpose() {
-        let g = Gemm { alpha: 2.0, beta: 0.5, trans_a: false, trans_b: false };
+        let g = Gemm {
+            alpha: 2.0,
+            beta: 0.5,
+            trans_a: false,
+            trans_b: false,
+        };
         let a = Tensor::new(vec![1, 2], vec![1., 1.]).unwrap();
         let b = Tensor::new(vec![2, 2], vec![1., 2., 3., 4.]).unwrap();
         let c = Tensor::new(vec![1, 2], vec![2., 4.]).unwrap();
         let y = g.eval(&[&a, &b, &c]).unwrap().remove(0);
         assert_eq!(y.data(), &[2.0 * 4.0 + 1.0, 2.0 * 6.0 + 2.0]);
-        assert!(g.infer(&[Shape::known(&[1, 3]), Shape::known(&[2, 2])]).is_err());
+        assert!(
+            g.infer(&[Shape::known(&[1, 3]), Shape::known(&[2, 2])])
+                .is_err()
+        );
     }
 
     #[test]

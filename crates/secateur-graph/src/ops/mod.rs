@@ -180,7 +180,10 @@ pub trait OpSemantics {
 
     /// Other arithmetic operations (comparisons, additions, exponentials) per inference.
     fn elementwise_ops(&self, _inputs: &[Vec<usize>], outputs: &[Vec<usize>]) -> u64 {
-        outputs.iter().map(|s| s.iter().product::<usize>() as u64).sum()
+        outputs
+            .iter()
+            .map(|s| s.iter().product::<usize>() as u64)
+            .sum()
     }
 
     /// Reference evaluation with obvious loops: the oracle every faster path is tested against.

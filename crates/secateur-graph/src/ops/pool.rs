@@ -41,7 +41,11 @@ impl PoolGeometry {
             return None;
         }
         let num = padded - span;
-        let mut out = if self.ceil_mode { num.div_ceil(s) + 1 } else { num / s + 1 };
+        let mut out = if self.ceil_mode {
+            num.div_ceil(s) + 1
+        } else {
+            num / s + 1
+        };
         if self.ceil_mode && (out - 1) * s >= input + self.pads[axis] {
             out -= 1;
         }
@@ -82,8 +86,8 @@ impl PoolGeometry {
                     for kx in 0..self.kernel[1] {
                         let ix = (ox * self.strides[1] + kx * self.dilations[1]) as isize
                             - self.pads[1] as isize;
-                        let in_padded = iy < (h + self.pads[2]) as isize
-                            && ix < (w + self.pads[3]) as isize;
+                        let in_padded =
+                            iy < (h + self.pads[2]) as isize && ix < (w + self.pads[3]) as isize;
                         if in_padded {
                             padded_count += 1;
                         }
@@ -98,14 +102,22 @@ impl PoolGeometry {
         (ho, wo)
     }
 
-    fn eval(&self, x: &Tensor, reduce: impl Fn(&[f32], &[usize], usize) -> f32) -> Result<Tensor, OpError> {
+    fn eval(
+        &self,
+        x: &Tensor,
+        reduce: impl Fn(&[f32], &[usize], usize) -> f32,
+    ) -> Result<Tensor, OpError> {
         let s = x.shape();
         if s.len() != 4 {
             op_bail!("pooling needs a rank-4 input, got {:?}", s);
         }
         let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-        let ho = self.out_size(h, 0).ok_or_else(|| OpError::new("window does not fit"))?;
-        let wo = self.out_size(w, 1).ok_or_else(|| OpError::new("window does not fit"))?;
+        let ho = self
+            .out_size(h, 0)
+            .ok_or_else(|| OpError::new("window does not fit"))?;
+        let wo = self
+            .out_size(w, 1)
+            .ok_or_else(|| OpError::new("window does not fit"))?;
         let mut out = vec![0.0; n * c * ho * wo];
         for plane in 0..n * c {
             let src = &x.data()[plane * h * w..(plane + 1) * h * w];
@@ -150,7 +162,9 @@ impl OpSemantics for MaxPool {
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         Ok(vec![self.geometry.eval(inputs[0], |src, taps, _| {
-            taps.iter().map(|&t| src[t]).fold(f32::NEG_INFINITY, f32::max)
+            taps.iter()
+                .map(|&t| src[t])
+                .fold(f32::NEG_INFINITY, f32::max)
         })?])
     }
 }
@@ -182,11 +196,14 @@ impl OpSemantics for AveragePool {
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let include = self.count_include_pad;
-        Ok(vec![self.geometry.eval(inputs[0], |src, taps, padded| {
-            let sum: f32 = taps.iter().map(|&t| src[t]).sum();
-            let count = if include { padded } else { taps.len() };
-            if count == 0 { 0.0 } else { sum / count as f32 }
-        })?])
+        Ok(vec![self.geometry.eval(
+            inputs[0],
+            |src, taps, padded| {
+                let sum: f32 = taps.iter().map(|&t| src[t]).sum();
+                let count = if include { padded } else { taps.len() };
+                if count == 0 { 0.0 } else { sum / count as f32 }
+            },
+        )?])
     }
 }
 
@@ -227,7 +244,9 @@ impl OpSemantics for GlobalAveragePool {
             .collect();
         let mut shape = vec![s[0], s[1]];
         shape.extend(std::iter::repeat_n(1, s.len() - 2));
-        Ok(vec![Tensor::new(shape, data).map_err(|e| OpError::new(e.to_string()))?])
+        Ok(vec![
+            Tensor::new(shape, data).map_err(|e| OpError::new(e.to_string()))?,
+        ])
     }
 }
 
@@ -238,9 +257,14 @@ mod tests {
     #[test]
     fn max_and_average_pool_values() {
         let x = Tensor::from_fn(vec![1, 1, 4, 4], |i| i as f32);
-        let mp = MaxPool { geometry: PoolGeometry::square(2) };
+        let mp = MaxPool {
+            geometry: PoolGeometry::square(2),
+        };
         assert_eq!(mp.eval(&[&x]).unwrap()[0].data(), &[5., 7., 13., 15.]);
-        let ap = AveragePool { geometry: PoolGeometry::square(2), count_include_pad: false };
+        let ap = AveragePool {
+            geometry: PoolGeometry::square(2),
+            count_include_pad: false,
+        };
         assert_eq!(ap.eval(&[&x]).unwrap()[0].data(), &[2.5, 4.5, 10.5, 12.5]);
         let g = GlobalAveragePool.eval(&[&x]).unwrap().remove(0);
         assert_eq!(g.shape(), &[1, 1, 1, 1]);
@@ -264,8 +288,14 @@ mod tests {
         geo.kernel = [3, 3];
         geo.ceil_mode = false;
         let x = Tensor::full(vec![1, 1, 4, 4], 1.0);
-        let with_pad = AveragePool { geometry: geo.clone(), count_include_pad: true };
-        let without = AveragePool { geometry: geo, count_include_pad: false };
+        let with_pad = AveragePool {
+            geometry: geo.clone(),
+            count_include_pad: true,
+        };
+        let without = AveragePool {
+            geometry: geo,
+            count_include_pad: false,
+        };
         // top-left window covers 2x2 real pixels out of 3x3
         assert!((with_pad.eval(&[&x]).unwrap()[0].data()[0] - 4.0 / 9.0).abs() < 1e-6);
         assert_eq!(without.eval(&[&x]).unwrap()[0].data()[0], 1.0);

@@ -40,7 +40,10 @@ fn decompose(input: &Shape, output: &Shape) -> Option<Vec<AxisGroup>> {
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
         if i < a.len() && j < b.len() && a[i] == Dim::Batch && b[j] == Dim::Batch {
-            groups.push(AxisGroup { inputs: i..i + 1, outputs: j..j + 1 });
+            groups.push(AxisGroup {
+                inputs: i..i + 1,
+                outputs: j..j + 1,
+            });
             i += 1;
             j += 1;
             continue;
@@ -69,7 +72,10 @@ fn decompose(input: &Shape, output: &Shape) -> Option<Vec<AxisGroup>> {
         if pa != pb {
             return None;
         }
-        groups.push(AxisGroup { inputs: i0..i, outputs: j0..j });
+        groups.push(AxisGroup {
+            inputs: i0..i,
+            outputs: j0..j,
+        });
     }
     Some(groups)
 }
@@ -86,7 +92,9 @@ fn reshape_links(input: &Shape, output: &Shape) -> Vec<AxisLink> {
                 (Port::Output(0), g.outputs.start),
             )),
             (n, 1) if n > 1 => {
-                let inner = input.known_product(g.inputs.start + 1..g.inputs.end).unwrap_or(0);
+                let inner = input
+                    .known_product(g.inputs.start + 1..g.inputs.end)
+                    .unwrap_or(0);
                 links.push(AxisLink {
                     a: (Port::Input(0), g.inputs.start),
                     b: (Port::Output(0), g.outputs.start),
@@ -94,7 +102,9 @@ fn reshape_links(input: &Shape, output: &Shape) -> Vec<AxisLink> {
                 });
             }
             (1, n) if n > 1 => {
-                let inner = output.known_product(g.outputs.start + 1..g.outputs.end).unwrap_or(0);
+                let inner = output
+                    .known_product(g.outputs.start + 1..g.outputs.end)
+                    .unwrap_or(0);
                 links.push(AxisLink {
                     a: (Port::Output(0), g.outputs.start),
                     b: (Port::Input(0), g.inputs.start),
@@ -108,12 +118,20 @@ fn reshape_links(input: &Shape, output: &Shape) -> Vec<AxisLink> {
 }
 
 fn reshape_eval(x: &Tensor, shape: Vec<usize>) -> Result<Vec<Tensor>, OpError> {
-    Ok(vec![x.clone().reshape(shape).map_err(|e| OpError::new(e.to_string()))?])
+    Ok(vec![
+        x.clone()
+            .reshape(shape)
+            .map_err(|e| OpError::new(e.to_string()))?,
+    ])
 }
 
 impl Flatten {
     fn split(&self, rank: usize) -> Result<usize, OpError> {
-        let a = if self.axis < 0 { self.axis + rank as i64 } else { self.axis };
+        let a = if self.axis < 0 {
+            self.axis + rank as i64
+        } else {
+            self.axis
+        };
         if a < 0 || a > rank as i64 {
             op_bail!("axis {} is out of range for rank {rank}", self.axis);
         }
@@ -146,7 +164,10 @@ impl OpSemantics for Flatten {
     fn infer(&self, inputs: &[Shape]) -> Result<Vec<Shape>, OpError> {
         let x = &inputs[0];
         let k = self.split(x.rank())?;
-        Ok(vec![Shape(vec![product_dim(&x.0[..k])?, product_dim(&x.0[k..])?])])
+        Ok(vec![Shape(vec![
+            product_dim(&x.0[..k])?,
+            product_dim(&x.0[k..])?,
+        ])])
     }
 
     fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
@@ -160,7 +181,10 @@ impl OpSemantics for Flatten {
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let s = inputs[0].shape();
         let k = self.split(s.len())?;
-        reshape_eval(inputs[0], vec![s[..k].iter().product(), s[k..].iter().product()])
+        reshape_eval(
+            inputs[0],
+            vec![s[..k].iter().product(), s[k..].iter().product()],
+        )
     }
 }
 
@@ -177,7 +201,10 @@ impl Reshape {
                     out.push(Dim::Known(1));
                 }
                 0 if !self.allowzero => out.push(*x.0.get(i).ok_or_else(|| {
-                    OpError::new(format!("shape {:?} copies axis {i} that input {x} lacks", self.shape))
+                    OpError::new(format!(
+                        "shape {:?} copies axis {i} that input {x} lacks",
+                        self.shape
+                    ))
                 })?),
                 d if d < 0 => op_bail!("invalid dimension {d} in shape {:?}", self.shape),
                 d => out.push(Dim::Known(d as usize)),
@@ -188,17 +215,26 @@ impl Reshape {
         let in_known: usize = x.0.iter().filter_map(|d| d.known()).product();
         let out_known: usize = out.iter().filter_map(|d| d.known()).product();
         if let Some(i) = infer_at {
-            if out_known == 0 || in_known % out_known != 0 {
-                op_bail!("cannot infer -1 in {:?}: {in_known} elements are not divisible by {out_known}", self.shape);
+            if out_known == 0 || !in_known.is_multiple_of(out_known) {
+                op_bail!(
+                    "cannot infer -1 in {:?}: {in_known} elements are not divisible by {out_known}",
+                    self.shape
+                );
             }
             let rest = in_known / out_known;
             out[i] = match (in_batch, out_batch) {
                 (true, false) if rest == 1 => Dim::Batch,
-                (true, false) => op_bail!("reshape {:?} of {x} merges the batch with {rest} other elements", self.shape),
+                (true, false) => op_bail!(
+                    "reshape {:?} of {x} merges the batch with {rest} other elements",
+                    self.shape
+                ),
                 _ => Dim::Known(rest),
             };
         } else if in_batch != out_batch || in_known != out_known {
-            op_bail!("cannot reshape {x} into {:?}: element counts differ", self.shape);
+            op_bail!(
+                "cannot reshape {x} into {:?}: element counts differ",
+                self.shape
+            );
         }
         Ok(Shape(out))
     }
@@ -228,7 +264,9 @@ impl OpSemantics for Reshape {
             if g.outputs.len() == 1 {
                 new_out[g.outputs.start] = product_dim(new_in)?;
             } else if g.inputs.len() == 1 {
-                let rest = old_out.known_product(g.outputs.start + 1..g.outputs.end).unwrap_or(1);
+                let rest = old_out
+                    .known_product(g.outputs.start + 1..g.outputs.end)
+                    .unwrap_or(1);
                 if let Dim::Known(n) = new_in[0] {
                     new_out[g.outputs.start] = Dim::Known(n / rest.max(1));
                 }
@@ -262,7 +300,7 @@ mod tests {
     fn flatten_links_channels_to_feature_blocks() {
         let x = Shape::batched(&[64, 4, 4]);
         let f = Flatten { axis: 1 };
-        let out = f.infer(&[x.clone()]).unwrap();
+        let out = f.infer(std::slice::from_ref(&x)).unwrap();
         assert_eq!(out[0], Shape::batched(&[1024]));
         let links = f.axis_links(&[x], &out);
         assert_eq!(links.len(), 2);
@@ -273,24 +311,55 @@ mod tests {
 
     #[test]
     fn reshape_targets() {
-        let r = Reshape { shape: vec![-1, 1024], allowzero: false };
-        assert_eq!(r.infer(&[Shape::batched(&[64, 4, 4])]).unwrap()[0], Shape::batched(&[1024]));
-        let r0 = Reshape { shape: vec![0, -1], allowzero: false };
-        assert_eq!(r0.infer(&[Shape::batched(&[8, 1, 1])]).unwrap()[0], Shape::batched(&[8]));
-        let bad = Reshape { shape: vec![-1, 1000], allowzero: false };
+        let r = Reshape {
+            shape: vec![-1, 1024],
+            allowzero: false,
+        };
+        assert_eq!(
+            r.infer(&[Shape::batched(&[64, 4, 4])]).unwrap()[0],
+            Shape::batched(&[1024])
+        );
+        let r0 = Reshape {
+            shape: vec![0, -1],
+            allowzero: false,
+        };
+        assert_eq!(
+            r0.infer(&[Shape::batched(&[8, 1, 1])]).unwrap()[0],
+            Shape::batched(&[8])
+        );
+        let bad = Reshape {
+            shape: vec![-1, 1000],
+            allowzero: false,
+        };
         assert!(bad.infer(&[Shape::batched(&[64, 4, 4])]).is_err());
         // [N, 8, 1, 1] -> [N, 8]: channels identity, trailing ones dropped
         let links = r0.axis_links(&[Shape::batched(&[8, 1, 1])], &[Shape::batched(&[8])]);
-        assert!(links.iter().any(|l| l.a == (Port::Input(0), 1) && l.map == IndexMap::IDENTITY));
+        assert!(
+            links
+                .iter()
+                .any(|l| l.a == (Port::Input(0), 1) && l.map == IndexMap::IDENTITY)
+        );
     }
 
     #[test]
     fn reshape_refit_updates_literals() {
-        let mut r = Reshape { shape: vec![-1, 1024], allowzero: false };
-        r.refit(&[Shape::batched(&[64, 4, 4])], &[Shape::batched(&[32, 4, 4])]).unwrap();
+        let mut r = Reshape {
+            shape: vec![-1, 1024],
+            allowzero: false,
+        };
+        r.refit(
+            &[Shape::batched(&[64, 4, 4])],
+            &[Shape::batched(&[32, 4, 4])],
+        )
+        .unwrap();
         assert_eq!(r.shape, vec![-1, 512]);
-        let mut split = Reshape { shape: vec![0, 64, 4, 4], allowzero: false };
-        split.refit(&[Shape::batched(&[1024])], &[Shape::batched(&[512])]).unwrap();
+        let mut split = Reshape {
+            shape: vec![0, 64, 4, 4],
+            allowzero: false,
+        };
+        split
+            .refit(&[Shape::batched(&[1024])], &[Shape::batched(&[512])])
+            .unwrap();
         assert_eq!(split.shape, vec![0, 32, 4, 4]);
     }
 }

@@ -60,7 +60,9 @@ impl OpSemantics for Softmax {
         for o in 0..outer {
             for i in 0..inner {
                 let idx = |r: usize| (o * red + r) * inner + i;
-                let m = (0..red).map(|r| d[idx(r)]).fold(f32::NEG_INFINITY, f32::max);
+                let m = (0..red)
+                    .map(|r| d[idx(r)])
+                    .fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0;
                 for r in 0..red {
                     let e = (d[idx(r)] - m).exp();
@@ -83,11 +85,21 @@ mod tests {
     #[test]
     fn softmax_rows_sum_to_one() {
         let x = Tensor::new(vec![2, 2], vec![0., 0., 0., (3.0f32).ln()]).unwrap();
-        let y = Softmax { axis: -1, legacy: false }.eval(&[&x]).unwrap().remove(0);
+        let y = Softmax {
+            axis: -1,
+            legacy: false,
+        }
+        .eval(&[&x])
+        .unwrap()
+        .remove(0);
         for (a, b) in y.data().iter().zip([0.5, 0.5, 0.25, 0.75]) {
             assert!((a - b).abs() < 1e-6);
         }
-        let links = Softmax { axis: 1, legacy: false }.axis_links(&[Shape::batched(&[10])], &[Shape::batched(&[10])]);
+        let links = Softmax {
+            axis: 1,
+            legacy: false,
+        }
+        .axis_links(&[Shape::batched(&[10])], &[Shape::batched(&[10])]);
         assert_eq!(links.len(), 1);
     }
 }

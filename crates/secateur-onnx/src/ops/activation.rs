@@ -46,7 +46,10 @@ impl Converter for ClipConverter {
 
     fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
         let (min, max) = if ctx.opset < 11 {
-            (ctx.attrs.float("min", f32::MIN)?, ctx.attrs.float("max", f32::MAX)?)
+            (
+                ctx.attrs.float("min", f32::MIN)?,
+                ctx.attrs.float("max", f32::MAX)?,
+            )
         } else {
             let min = ctx.float_scalar_input(1)?.unwrap_or(f32::MIN);
             let max = ctx.float_scalar_input(2)?.unwrap_or(f32::MAX);
@@ -57,11 +60,15 @@ impl Converter for ClipConverter {
     }
 
     fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        let Op::Clip(c) = &node.op else { return Err("not a Clip".into()) };
+        let Op::Clip(c) = &node.op else {
+            return Err("not a Clip".into());
+        };
         let min_name = format!("{}__min", node.name);
         let max_name = format!("{}__max", node.name);
-        ctx.initializers.push(encode_f32(&min_name, &Tensor::scalar(c.min)));
-        ctx.initializers.push(encode_f32(&max_name, &Tensor::scalar(c.max)));
+        ctx.initializers
+            .push(encode_f32(&min_name, &Tensor::scalar(c.min)));
+        ctx.initializers
+            .push(encode_f32(&max_name, &Tensor::scalar(c.max)));
         Ok(ExportedNode {
             op_type: "Clip",
             attributes: vec![],
@@ -107,10 +114,16 @@ impl Converter for SoftmaxConverter {
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        let Op::Softmax(s) = &node.op else { return Err("not a Softmax".into()) };
+        let Op::Softmax(s) = &node.op else {
+            return Err("not a Softmax".into());
+        };
         if s.legacy {
             return Err("a legacy (opset < 13) Softmax over several axes cannot be exported at opset 14; flatten first".into());
         }
-        Ok(ExportedNode::plain("Softmax", node, vec![attrs::int("axis", s.axis)]))
+        Ok(ExportedNode::plain(
+            "Softmax",
+            node,
+            vec![attrs::int("axis", s.axis)],
+        ))
     }
 }

@@ -13,7 +13,11 @@ impl Converter for Binary {
     }
 
     fn import(&self, _ctx: &mut ImportCtx) -> Result<Op, String> {
-        Ok(if self.0 == "Add" { Op::Add(Add) } else { Op::Mul(Mul) })
+        Ok(if self.0 == "Add" {
+            Op::Add(Add)
+        } else {
+            Op::Mul(Mul)
+        })
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {

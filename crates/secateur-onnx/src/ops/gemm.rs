@@ -28,7 +28,9 @@ impl Converter for GemmConverter {
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        let Op::Gemm(g) = &node.op else { return Err("not a Gemm".into()) };
+        let Op::Gemm(g) = &node.op else {
+            return Err("not a Gemm".into());
+        };
         Ok(ExportedNode::plain(
             "Gemm",
             node,

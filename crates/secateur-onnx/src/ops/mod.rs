@@ -41,15 +41,23 @@ impl ImportCtx<'_> {
             Some(n) if n.is_empty() => Ok(None),
             Some(n) => match self.float_consts.get(n) {
                 Some(t) if t.len() == 1 => Ok(Some(t.data()[0])),
-                Some(t) => Err(format!("input '{n}' must be a scalar, has shape {:?}", t.shape())),
-                None => Err(format!("input '{n}' must be a constant (computed bounds are not supported)")),
+                Some(t) => Err(format!(
+                    "input '{n}' must be a scalar, has shape {:?}",
+                    t.shape()
+                )),
+                None => Err(format!(
+                    "input '{n}' must be a constant (computed bounds are not supported)"
+                )),
             },
         }
     }
 
     /// The integer constant in input `i`.
     pub fn int_input(&self, i: usize) -> Result<&SymConst, String> {
-        let n = self.inputs.get(i).ok_or_else(|| format!("missing input {i}"))?;
+        let n = self
+            .inputs
+            .get(i)
+            .ok_or_else(|| format!("missing input {i}"))?;
         self.int_consts
             .get(n)
             .ok_or_else(|| format!("input '{n}' must be a constant integer tensor known at import"))
@@ -81,7 +89,11 @@ pub struct ExportedNode {
 impl ExportedNode {
     /// Same inputs as the IR node, given attributes.
     pub fn plain(op_type: &'static str, node: &Node, attributes: Vec<AttributeProto>) -> Self {
-        ExportedNode { op_type, attributes, inputs: node.inputs.clone() }
+        ExportedNode {
+            op_type,
+            attributes,
+            inputs: node.inputs.clone(),
+        }
     }
 }
 
@@ -100,7 +112,12 @@ fn all_converters() -> Vec<&'static dyn Converter> {
 /// The registry, by op type.
 pub fn registry() -> &'static HashMap<&'static str, &'static dyn Converter> {
     static REG: OnceLock<HashMap<&'static str, &'static dyn Converter>> = OnceLock::new();
-    REG.get_or_init(|| all_converters().into_iter().map(|c| (c.op_type(), c)).collect())
+    REG.get_or_init(|| {
+        all_converters()
+            .into_iter()
+            .map(|c| (c.op_type(), c))
+            .collect()
+    })
 }
 
 /// Sorted list of supported op types, for error messages and `--help`.

@@ -22,7 +22,9 @@ impl Converter for BatchNormConverter {
             return Err("spatial=0 is not supported".into());
         }
         if ctx.node.output.iter().skip(1).any(|o| !o.is_empty()) {
-            return Err("the optional running-statistics outputs are not supported (training mode)".into());
+            return Err(
+                "the optional running-statistics outputs are not supported (training mode)".into(),
+            );
         }
         Ok(Op::BatchNorm(BatchNorm {
             epsilon: a.float("epsilon", 1e-5)?,
@@ -31,11 +33,16 @@ impl Converter for BatchNormConverter {
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        let Op::BatchNorm(b) = &node.op else { return Err("not a BatchNormalization".into()) };
+        let Op::BatchNorm(b) = &node.op else {
+            return Err("not a BatchNormalization".into());
+        };
         Ok(ExportedNode::plain(
             "BatchNormalization",
             node,
-            vec![attrs::float("epsilon", b.epsilon), attrs::float("momentum", b.momentum)],
+            vec![
+                attrs::float("epsilon", b.epsilon),
+                attrs::float("momentum", b.momentum),
+            ],
         ))
     }
 }

@@ -8,8 +8,11 @@ struct MaxPoolConverter;
 struct AveragePoolConverter;
 struct GlobalAveragePoolConverter;
 
-pub(super) const CONVERTERS: &[&dyn super::Converter] =
-    &[&MaxPoolConverter, &AveragePoolConverter, &GlobalAveragePoolConverter];
+pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
+    &MaxPoolConverter,
+    &AveragePoolConverter,
+    &GlobalAveragePoolConverter,
+];
 
 fn geometry(a: &Attrs, ctx_node: &crate::proto::NodeProto) -> Result<PoolGeometry, String> {
     if !a.has("kernel_shape") {
@@ -20,7 +23,11 @@ fn geometry(a: &Attrs, ctx_node: &crate::proto::NodeProto) -> Result<PoolGeometr
     }
     match a.string("auto_pad", "NOTSET")?.as_str() {
         "NOTSET" | "" | "VALID" => {}
-        other => return Err(format!("auto_pad '{other}' is not supported for pooling; use explicit pads")),
+        other => {
+            return Err(format!(
+                "auto_pad '{other}' is not supported for pooling; use explicit pads"
+            ));
+        }
     }
     let kernel = a.sizes("kernel_shape", [1, 1])?;
     Ok(PoolGeometry {
@@ -51,12 +58,20 @@ impl Converter for MaxPoolConverter {
     }
 
     fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
-        Ok(Op::MaxPool(MaxPool { geometry: geometry(&ctx.attrs, ctx.node)? }))
+        Ok(Op::MaxPool(MaxPool {
+            geometry: geometry(&ctx.attrs, ctx.node)?,
+        }))
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        let Op::MaxPool(p) = &node.op else { return Err("not a MaxPool".into()) };
-        Ok(ExportedNode::plain("MaxPool", node, geometry_attrs(&p.geometry)))
+        let Op::MaxPool(p) = &node.op else {
+            return Err("not a MaxPool".into());
+        };
+        Ok(ExportedNode::plain(
+            "MaxPool",
+            node,
+            geometry_attrs(&p.geometry),
+        ))
     }
 }
 
@@ -77,7 +92,9 @@ impl Converter for AveragePoolConverter {
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        let Op::AveragePool(p) = &node.op else { return Err("not an AveragePool".into()) };
+        let Op::AveragePool(p) = &node.op else {
+            return Err("not an AveragePool".into());
+        };
         let mut a = geometry_attrs(&p.geometry);
         a.push(attrs::int("count_include_pad", p.count_include_pad as i64));
         Ok(ExportedNode::plain("AveragePool", node, a))

@@ -11,7 +11,8 @@ struct FlattenConverter;
 struct ReshapeConverter;
 struct ConcatConverter;
 
-pub(super) const CONVERTERS: &[&dyn super::Converter] = &[&FlattenConverter, &ReshapeConverter, &ConcatConverter];
+pub(super) const CONVERTERS: &[&dyn super::Converter] =
+    &[&FlattenConverter, &ReshapeConverter, &ConcatConverter];
 
 impl Converter for FlattenConverter {
     fn op_type(&self) -> &'static str {
@@ -19,12 +20,20 @@ impl Converter for FlattenConverter {
     }
 
     fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
-        Ok(Op::Flatten(Flatten { axis: ctx.attrs.int("axis", 1)? }))
+        Ok(Op::Flatten(Flatten {
+            axis: ctx.attrs.int("axis", 1)?,
+        }))
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        let Op::Flatten(f) = &node.op else { return Err("not a Flatten".into()) };
-        Ok(ExportedNode::plain("Flatten", node, vec![attrs::int("axis", f.axis)]))
+        let Op::Flatten(f) = &node.op else {
+            return Err("not a Flatten".into());
+        };
+        Ok(ExportedNode::plain(
+            "Flatten",
+            node,
+            vec![attrs::int("axis", f.axis)],
+        ))
     }
 }
 
@@ -51,21 +60,31 @@ impl Converter for ReshapeConverter {
             });
         }
         if shape.iter().filter(|d| **d == -1).count() > 1 {
-            return Err(format!("target shape {:?} would need more than one inferred dimension", target.values));
+            return Err(format!(
+                "target shape {:?} would need more than one inferred dimension",
+                target.values
+            ));
         }
         ctx.inputs.truncate(1);
         Ok(Op::Reshape(Reshape { shape, allowzero }))
     }
 
     fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        let Op::Reshape(r) = &node.op else { return Err("not a Reshape".into()) };
+        let Op::Reshape(r) = &node.op else {
+            return Err("not a Reshape".into());
+        };
         let name = format!("{}__shape", node.name);
-        ctx.initializers.push(encode_i64(&name, &[r.shape.len()], &r.shape));
+        ctx.initializers
+            .push(encode_i64(&name, &[r.shape.len()], &r.shape));
         let mut attributes = vec![];
         if r.allowzero {
             attributes.push(attrs::int("allowzero", 1));
         }
-        Ok(ExportedNode { op_type: "Reshape", attributes, inputs: vec![node.inputs[0].clone(), name] })
+        Ok(ExportedNode {
+            op_type: "Reshape",
+            attributes,
+            inputs: vec![node.inputs[0].clone(), name],
+        })
     }
 }
 
@@ -78,11 +97,19 @@ impl Converter for ConcatConverter {
         if !ctx.attrs.has("axis") {
             return Err("attribute 'axis' is required".into());
         }
-        Ok(Op::Concat(Concat { axis: ctx.attrs.int("axis", 1)? }))
+        Ok(Op::Concat(Concat {
+            axis: ctx.attrs.int("axis", 1)?,
+        }))
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        let Op::Concat(c) = &node.op else { return Err("not a Concat".into()) };
-        Ok(ExportedNode::plain("Concat", node, vec![attrs::int("axis", c.axis)]))
+        let Op::Concat(c) = &node.op else {
+            return Err("not a Concat".into());
+        };
+        Ok(ExportedNode::plain(
+            "Concat",
+            node,
+            vec![attrs::int("axis", c.axis)],
+        ))
     }
 }

@@ -9,7 +9,9 @@ pub fn concat_net() -> Graph {
     let (mut b, x) = GraphBuilder::new("concat-net", &[3, 12, 12], 7);
     let s = b.conv_bn("stem", &x, 8, 3, 1, 1, Activation::Relu).unwrap();
     let l = b.conv_bn("left", &s, 6, 1, 1, 1, Activation::Relu).unwrap();
-    let r = b.conv_bn("right", &s, 10, 3, 1, 1, Activation::Relu).unwrap();
+    let r = b
+        .conv_bn("right", &s, 10, 3, 1, 1, Activation::Relu)
+        .unwrap();
     let c = b.concat("cat", &[&l, &r]).unwrap();
     let m = b.conv_bn("mix", &c, 12, 3, 2, 1, Activation::Relu).unwrap();
     let p = b.global_avg_pool("pool", &m).unwrap();
@@ -22,12 +24,26 @@ pub fn concat_net() -> Graph {
 /// MobileNet-style net (depthwise, Clip, residual) and a graph with Concat.
 pub fn test_models() -> Vec<(String, Graph, Vec<usize>)> {
     let fm = ZooConfig::default();
-    let cifar = ZooConfig { channels: 3, height: 32, width: 32, ..Default::default() };
+    let cifar = ZooConfig {
+        channels: 3,
+        height: 32,
+        width: 32,
+        ..Default::default()
+    };
     let mut v = Vec::new();
-    for (m, cfg) in [(ZooModel::Mlp, fm), (ZooModel::Lenet5Bn, fm), (ZooModel::Resnet8, cifar), (ZooModel::MobilenetV2, fm)] {
+    for (m, cfg) in [
+        (ZooModel::Mlp, fm),
+        (ZooModel::Lenet5Bn, fm),
+        (ZooModel::Resnet8, cifar),
+        (ZooModel::MobilenetV2, fm),
+    ] {
         let mut g = zoo::build(m, &cfg).unwrap();
         secateur_testkit::randomize_weights(&mut g, 11);
-        v.push((m.name().to_string(), g, vec![cfg.channels, cfg.height, cfg.width]));
+        v.push((
+            m.name().to_string(),
+            g,
+            vec![cfg.channels, cfg.height, cfg.width],
+        ));
     }
     let mut c = concat_net();
     secateur_testkit::randomize_weights(&mut c, 12);

@@ -51,7 +51,11 @@ impl Group {
 
     /// Members that are parameters producing the channels (filters, neurons).
     pub fn producers(&self) -> impl Iterator<Item = (usize, &Member)> {
-        self.members.iter().enumerate().filter(|(_, m)| m.param.as_ref().is_some_and(|p| p.axis == AxisRole::OutChannels))
+        self.members.iter().enumerate().filter(|(_, m)| {
+            m.param
+                .as_ref()
+                .is_some_and(|p| p.axis == AxisRole::OutChannels)
+        })
     }
 }
 
@@ -69,7 +73,9 @@ struct UnionFind {
 
 impl UnionFind {
     fn new(n: usize) -> Self {
-        UnionFind { parent: (0..n as u32).collect() }
+        UnionFind {
+            parent: (0..n as u32).collect(),
+        }
     }
     fn find(&mut self, mut x: u32) -> u32 {
         while self.parent[x as usize] != x {
@@ -100,13 +106,21 @@ impl Elements {
     fn build(shapes: &HashMap<String, Shape>) -> Self {
         let mut names: Vec<&String> = shapes.keys().collect();
         names.sort();
-        let mut e = Elements { base: HashMap::new(), owner: Vec::new(), keys: Vec::new(), total: 0 };
+        let mut e = Elements {
+            base: HashMap::new(),
+            owner: Vec::new(),
+            keys: Vec::new(),
+            total: 0,
+        };
         for name in names {
             for (axis, d) in shapes[name].dims().iter().enumerate() {
                 if let Dim::Known(n) = d {
                     e.base.insert((name.clone(), axis), (e.total, *n));
                     e.owner.push((e.total, *n));
-                    e.keys.push(AxisRef { value: name.clone(), axis });
+                    e.keys.push(AxisRef {
+                        value: name.clone(),
+                        axis,
+                    });
                     e.total += *n as u32;
                 }
             }
@@ -157,7 +171,8 @@ impl DependencyGraph {
                 linked.insert(l.a);
                 linked.insert(l.b);
                 let (va, vb) = (value_of(l.a.0), value_of(l.b.0));
-                let (Some((ba, na)), Some((bb, nb))) = (elems.get(va, l.a.1), elems.get(vb, l.b.1)) else {
+                let (Some((ba, na)), Some((bb, nb))) = (elems.get(va, l.a.1), elems.get(vb, l.b.1))
+                else {
                     continue; // a batch axis
                 };
                 for i in 0..na {
@@ -173,7 +188,9 @@ impl DependencyGraph {
                     }
                 }
             }
-            let ports = (0..node.inputs.len()).map(Port::Input).chain((0..node.outputs.len()).map(Port::Output));
+            let ports = (0..node.inputs.len())
+                .map(Port::Input)
+                .chain((0..node.outputs.len()).map(Port::Output));
             for p in ports {
                 let v = value_of(p);
                 let rank = shapes[v].rank();
@@ -190,7 +207,11 @@ impl DependencyGraph {
                     continue;
                 }
                 for (ax, r) in axes.into_iter().enumerate() {
-                    param_roles.entry((v.clone(), ax)).or_insert(ParamRole { node: node.name.clone(), input: roles[idx], axis: r });
+                    param_roles.entry((v.clone(), ax)).or_insert(ParamRole {
+                        node: node.name.clone(),
+                        input: roles[idx],
+                        axis: r,
+                    });
                 }
             }
         }
@@ -210,11 +231,15 @@ impl DependencyGraph {
                 per_key.entry(k).or_default().push(idx);
             }
             let keys: Vec<&AxisRef> = per_key.keys().map(|&k| &elems.keys[k]).collect();
-            let touches_param = keys.iter().any(|a| param_roles.contains_key(&(a.value.clone(), a.axis)));
+            let touches_param = keys
+                .iter()
+                .any(|a| param_roles.contains_key(&(a.value.clone(), a.axis)));
             if !touches_param {
                 continue;
             }
-            let is_pinned = keys.iter().any(|a| pinned.contains(&(a.value.clone(), a.axis)));
+            let is_pinned = keys
+                .iter()
+                .any(|a| pinned.contains(&(a.value.clone(), a.axis)));
             if is_pinned {
                 for a in keys {
                     if let Some(r) = param_roles.get(&(a.value.clone(), a.axis))
@@ -225,7 +250,10 @@ impl DependencyGraph {
                 }
                 continue;
             }
-            by_sig.entry(per_key.keys().copied().collect()).or_default().push(per_key);
+            by_sig
+                .entry(per_key.keys().copied().collect())
+                .or_default()
+                .push(per_key);
         }
         let mut groups = Vec::new();
         for (sig, mut chans) in by_sig {
@@ -240,16 +268,37 @@ impl DependencyGraph {
                 .collect();
             let mut producers: Vec<String> = members
                 .iter()
-                .filter_map(|m| m.param.as_ref().filter(|p| p.axis == AxisRole::OutChannels).map(|p| p.node.clone()))
+                .filter_map(|m| {
+                    m.param
+                        .as_ref()
+                        .filter(|p| p.axis == AxisRole::OutChannels)
+                        .map(|p| p.node.clone())
+                })
                 .collect();
             producers.sort_by_key(|n| graph.node_index(n));
             producers.dedup();
-            let name = if producers.is_empty() { members[0].at.value.clone() } else { producers.join("+") };
-            let indices = chans.into_iter().map(|c| sig.iter().map(|k| c[k].clone()).collect()).collect();
-            groups.push(Group { name, members, indices });
+            let name = if producers.is_empty() {
+                members[0].at.value.clone()
+            } else {
+                producers.join("+")
+            };
+            let indices = chans
+                .into_iter()
+                .map(|c| sig.iter().map(|k| c[k].clone()).collect())
+                .collect();
+            groups.push(Group {
+                name,
+                members,
+                indices,
+            });
         }
         groups.sort_by(|a, b| {
-            let pos = |g: &Group| g.producers().filter_map(|(_, m)| m.param.as_ref().and_then(|p| graph.node_index(&p.node))).min().unwrap_or(usize::MAX);
+            let pos = |g: &Group| {
+                g.producers()
+                    .filter_map(|(_, m)| m.param.as_ref().and_then(|p| graph.node_index(&p.node)))
+                    .min()
+                    .unwrap_or(usize::MAX)
+            };
             pos(a).cmp(&pos(b)).then(a.name.cmp(&b.name))
         });
         // keep names unique
@@ -261,14 +310,20 @@ impl DependencyGraph {
             }
             *n += 1;
         }
-        Ok(DependencyGraph { groups, protected: protected_producers.into_iter().collect() })
+        Ok(DependencyGraph {
+            groups,
+            protected: protected_producers.into_iter().collect(),
+        })
     }
 
     /// A group by name.
     pub fn group(&self, name: &str) -> Result<&Group> {
         self.groups.iter().find(|g| g.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.groups.iter().map(|g| g.name.as_str()).collect();
-            PruneError::Invalid(format!("no prunable group '{name}'; groups: {}", names.join(", ")))
+            PruneError::Invalid(format!(
+                "no prunable group '{name}'; groups: {}",
+                names.join(", ")
+            ))
         })
     }
 }

@@ -31,7 +31,11 @@ impl Plan {
     pub fn keep(&mut self, group: &Group, mut keep: Vec<usize>) {
         keep.sort_unstable();
         keep.dedup();
-        self.entries.push(PlanEntry { group: group.name.clone(), channels: group.channels(), keep });
+        self.entries.push(PlanEntry {
+            group: group.name.clone(),
+            channels: group.channels(),
+            keep,
+        });
     }
 
     /// Human-readable summary, one line per pruned group.
@@ -46,22 +50,44 @@ impl Plan {
 }
 
 /// Per (value, axis): the indices kept.
-fn kept_indices(deps: &DependencyGraph, plan: &Plan, shapes: &HashMap<String, Shape>) -> Result<BTreeMap<(String, usize), Vec<usize>>> {
+fn kept_indices(
+    deps: &DependencyGraph,
+    plan: &Plan,
+    shapes: &HashMap<String, Shape>,
+) -> Result<BTreeMap<(String, usize), Vec<usize>>> {
     let mut removed: BTreeMap<(String, usize), BTreeSet<usize>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for e in &plan.entries {
         let g = deps.group(&e.group)?;
         if !seen.insert(&e.group) {
-            return Err(PruneError::Group { group: e.group.clone(), message: "appears twice in the plan".into() });
+            return Err(PruneError::Group {
+                group: e.group.clone(),
+                message: "appears twice in the plan".into(),
+            });
         }
         if g.channels() != e.channels {
-            return Err(PruneError::Group { group: e.group.clone(), message: format!("plan was made for {} channels, the model has {}", e.channels, g.channels()) });
+            return Err(PruneError::Group {
+                group: e.group.clone(),
+                message: format!(
+                    "plan was made for {} channels, the model has {}",
+                    e.channels,
+                    g.channels()
+                ),
+            });
         }
         if e.keep.is_empty() {
-            return Err(PruneError::Group { group: e.group.clone(), message: "a group cannot be pruned to zero channels".into() });
+            return Err(PruneError::Group {
+                group: e.group.clone(),
+                message: "a group cannot be pruned to zero channels".into(),
+            });
         }
-        if e.keep.windows(2).any(|w| w[0] >= w[1]) || e.keep.last().is_some_and(|&k| k >= g.channels()) {
-            return Err(PruneError::Group { group: e.group.clone(), message: format!("kept channels must be ascending and below {}", g.channels()) });
+        if e.keep.windows(2).any(|w| w[0] >= w[1])
+            || e.keep.last().is_some_and(|&k| k >= g.channels())
+        {
+            return Err(PruneError::Group {
+                group: e.group.clone(),
+                message: format!("kept channels must be ascending and below {}", g.channels()),
+            });
         }
         let keep: BTreeSet<usize> = e.keep.iter().copied().collect();
         for (k, per_member) in g.indices.iter().enumerate() {
@@ -70,7 +96,10 @@ fn kept_indices(deps: &DependencyGraph, plan: &Plan, shapes: &HashMap<String, Sh
             }
             for (m, idx) in per_member.iter().enumerate() {
                 let at = &g.members[m].at;
-                removed.entry((at.value.clone(), at.axis)).or_default().extend(idx.iter().copied());
+                removed
+                    .entry((at.value.clone(), at.axis))
+                    .or_default()
+                    .extend(idx.iter().copied());
             }
         }
     }
@@ -96,7 +125,10 @@ pub fn apply_plan(graph: &Graph, deps: &DependencyGraph, plan: &Plan) -> Result<
             let sliced = t.select_axis(*axis, idx)?;
             if let Some(m) = g.masks.get(value) {
                 let mt = mask_to_tensor(m, t.shape()).select_axis(*axis, idx)?;
-                let new_mask = Mask { keep: mt.data().iter().map(|v| *v != 0.0).collect(), ..m.clone() };
+                let new_mask = Mask {
+                    keep: mt.data().iter().map(|v| *v != 0.0).collect(),
+                    ..m.clone()
+                };
                 g.masks.insert(value.clone(), new_mask);
             }
             g.initializers.insert(value.clone(), sliced);
@@ -119,7 +151,15 @@ pub fn apply_plan(graph: &Graph, deps: &DependencyGraph, plan: &Plan) -> Result<
         let name = g.nodes[ni].name.clone();
         let op_type = g.nodes[ni].op.op_type();
         if old_in != new_in {
-            g.nodes[ni].op.sem_mut().refit(&old_in, &new_in).map_err(|e| secateur_graph::GraphError::Op { node: name.clone(), op: op_type, message: e.0 })?;
+            g.nodes[ni]
+                .op
+                .sem_mut()
+                .refit(&old_in, &new_in)
+                .map_err(|e| secateur_graph::GraphError::Op {
+                    node: name.clone(),
+                    op: op_type,
+                    message: e.0,
+                })?;
         }
         let outs = g.infer_node(&g.nodes[ni], &new_in)?;
         for (o, s) in g.nodes[ni].outputs.clone().into_iter().zip(outs) {
@@ -131,7 +171,9 @@ pub fn apply_plan(graph: &Graph, deps: &DependencyGraph, plan: &Plan) -> Result<
                     None => old.dims()[ax],
                 };
                 if *d != expect {
-                    return Err(PruneError::Invalid(format!("after pruning, '{o}' axis {ax} has size {d}, expected {expect} (node '{name}')")));
+                    return Err(PruneError::Invalid(format!(
+                        "after pruning, '{o}' axis {ax} has size {d}, expected {expect} (node '{name}')"
+                    )));
                 }
             }
             shapes.insert(o, s);
@@ -145,7 +187,10 @@ pub fn apply_plan(graph: &Graph, deps: &DependencyGraph, plan: &Plan) -> Result<
 /// equivalence: a physically pruned model must compute what this zero-masked model computes).
 pub fn zero_channels(graph: &mut Graph, group: &Group, channels: &[usize]) -> Result<()> {
     for &k in channels {
-        let per_member = group.indices.get(k).ok_or_else(|| PruneError::Group { group: group.name.clone(), message: format!("channel {k} out of range") })?;
+        let per_member = group.indices.get(k).ok_or_else(|| PruneError::Group {
+            group: group.name.clone(),
+            message: format!("channel {k} out of range"),
+        })?;
         for (m, idx) in per_member.iter().enumerate() {
             let member = &group.members[m];
             if member.param.is_none() {

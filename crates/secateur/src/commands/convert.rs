@@ -20,6 +20,11 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
         bail!("the model has no nodes");
     }
     secateur_onnx::save_model(&g, &args.output)?;
-    println!("wrote {} ({} nodes, {} weights)", args.output.display(), g.nodes.len(), g.initializers.len());
+    println!(
+        "wrote {} ({} nodes, {} weights)",
+        args.output.display(),
+        g.nodes.len(),
+        g.initializers.len()
+    );
     Ok(())
 }

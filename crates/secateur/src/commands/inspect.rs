@@ -22,12 +22,26 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    println!("model {}  inputs {}  outputs {}", s.name, fmt_pairs(&s.inputs), fmt_pairs(&s.outputs));
-    println!("{:<28} {:<20} {:<18} {:>10} {:>10} {:>12}", "node", "op", "output", "params", "nonzero", "MACs");
+    println!(
+        "model {}  inputs {}  outputs {}",
+        s.name,
+        fmt_pairs(&s.inputs),
+        fmt_pairs(&s.outputs)
+    );
+    println!(
+        "{:<28} {:<20} {:<18} {:>10} {:>10} {:>12}",
+        "node", "op", "output", "params", "nonzero", "MACs"
+    );
     for l in &s.layers {
-        println!("{:<28} {:<20} {:<18} {:>10} {:>10} {:>12}", l.node, l.op, l.output_shape, l.params, l.nonzero_params, l.macs);
+        println!(
+            "{:<28} {:<20} {:<18} {:>10} {:>10} {:>12}",
+            l.node, l.op, l.output_shape, l.params, l.nonzero_params, l.macs
+        );
     }
-    println!("{:<68} {:>10} {:>10} {:>12}", "total", s.total_params, s.total_nonzero_params, s.total_macs);
+    println!(
+        "{:<68} {:>10} {:>10} {:>12}",
+        "total", s.total_params, s.total_nonzero_params, s.total_macs
+    );
     if !g.masks.is_empty() {
         println!("{} masked weight tensors", g.masks.len());
     }
@@ -35,5 +49,8 @@ pub fn run(args: &InspectArgs) -> Result<()> {
 }
 
 fn fmt_pairs(v: &[(String, String)]) -> String {
-    v.iter().map(|(n, s)| format!("{n}{s}")).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|(n, s)| format!("{n}{s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

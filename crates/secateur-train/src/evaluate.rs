@@ -1,0 +1,116 @@
+//! Evaluation of a graph on a data set: accuracy, per-class accuracy, mean cross-entropy, the
+//! predictions (for top-1 agreement between two models), optionally with fake quantization.
+
+use crate::batch::{check_fit, labels_tensor, to_value};
+use crate::error::{Result, TrainError};
+use crate::forward::{ForwardCtx, check_trainable, forward};
+use crate::loss::cross_entropy;
+use crate::params::ParamStore;
+use crate::program::Program;
+use crate::quant::FakeQuant;
+use burn::tensor::Device;
+use secateur_data::{Dataset, Normalization};
+use secateur_graph::Graph;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// Results of an evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub samples: usize,
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    pub per_class_accuracy: Vec<f64>,
+    pub class_names: Vec<String>,
+    /// Top-1 prediction per sample.
+    #[serde(skip)]
+    pub predictions: Vec<u32>,
+}
+
+impl EvalReport {
+    /// Fraction of samples on which two evaluations predict the same class.
+    pub fn agreement(&self, other: &EvalReport) -> Option<f64> {
+        if self.predictions.len() != other.predictions.len() || self.predictions.is_empty() {
+            return None;
+        }
+        let same = self
+            .predictions
+            .iter()
+            .zip(&other.predictions)
+            .filter(|(a, b)| a == b)
+            .count();
+        Some(same as f64 / self.predictions.len() as f64)
+    }
+}
+
+/// Evaluates `graph` on `data` in batches.
+pub fn evaluate(
+    graph: &Graph,
+    data: &Dataset,
+    norm: &Normalization,
+    batch: usize,
+    device: &Device,
+    quant: Option<&FakeQuant>,
+) -> Result<EvalReport> {
+    check_fit(graph, data)?;
+    check_trainable(graph)?;
+    norm.validate(data.channels())?;
+    if data.is_empty() {
+        return Err(TrainError::DataMismatch(format!(
+            "data set '{}' is empty",
+            data.name
+        )));
+    }
+    let store = ParamStore::from_graph(graph, device, &HashSet::new())?;
+    let program = Program::compile(graph, &store)?;
+    let classes = data.classes();
+    let mut correct = vec![0usize; classes];
+    let mut seen = vec![0usize; classes];
+    let mut loss_sum = 0.0f64;
+    let mut predictions = Vec::with_capacity(data.len());
+    let order: Vec<usize> = (0..data.len()).collect();
+    for chunk in order.chunks(batch.max(1)) {
+        let (x, y) = data.batch(chunk, norm);
+        let input = to_value(x, device)?;
+        let (_, logits, _) = forward(
+            graph,
+            &program,
+            &store.values,
+            &store.shapes,
+            input,
+            &mut ForwardCtx {
+                train: false,
+                quant,
+                observer: None,
+            },
+        )?;
+        let logits = logits.into_r2().ok_or_else(|| {
+            TrainError::DataMismatch("the model's logits are not [N, classes]".into())
+        })?;
+        let loss =
+            cross_entropy(logits.clone(), labels_tensor(&y, device)).into_scalar::<f32>() as f64;
+        loss_sum += loss * chunk.len() as f64;
+        let pred = logits.argmax(1).try_to_vec_as::<i64>().unwrap_or_default();
+        for (p, &l) in pred.iter().zip(&y) {
+            seen[l as usize] += 1;
+            if *p as u32 == l {
+                correct[l as usize] += 1;
+            }
+            predictions.push(*p as u32);
+        }
+    }
+    let total_correct: usize = correct.iter().sum();
+    Ok(EvalReport {
+        samples: data.len(),
+        accuracy: total_correct as f64 / data.len() as f64,
+        loss: loss_sum / data.len() as f64,
+        per_class_accuracy: correct
+            .iter()
+            .zip(&seen)
+            .map(|(&c, &s)| if s == 0 { 0.0 } else { c as f64 / s as f64 })
+            .collect(),
+        class_names: data.class_names.clone(),
+        predictions,
+    })
+}

@@ -1,0 +1,252 @@
+//! Gradients of every op match central finite differences: each op is placed after a
+//! parameterised layer so that the gradient of that layer's weights flows through it.
+
+use burn::tensor::Tensor;
+use secateur_graph::*;
+use secateur_testkit::{random_tensor, randomize_weights};
+use secateur_train::batch::to_value;
+use secateur_train::forward::{ForwardCtx, forward};
+use secateur_train::params::{ParamKind, ParamStore, to_host};
+use secateur_train::program::Program;
+use std::collections::HashSet;
+
+/// loss = Σ output ⊙ R for a fixed random R.
+fn loss_of(
+    graph: &Graph,
+    store: &ParamStore,
+    program: &Program,
+    params: &[Tensor<1>],
+    x: &secateur_graph::Tensor,
+    r: &[f32],
+    train: bool,
+) -> Tensor<1> {
+    let dev = store.device.clone();
+    let input = to_value(x.clone(), &dev).unwrap();
+    let mut ctx = ForwardCtx {
+        train,
+        quant: None,
+        observer: None,
+    };
+    let (out, _, _) = forward(graph, program, params, &store.shapes, input, &mut ctx).unwrap();
+    let dims = out.dims();
+    let n: usize = dims.iter().product();
+    let flat = out.reshape(&[n]).unwrap();
+    let secateur_train::value::Value::R1(flat) = flat else {
+        panic!()
+    };
+    let rt = Tensor::<1>::from_data(burn::tensor::TensorData::new(r.to_vec(), [n]), &dev);
+    (flat * rt).sum()
+}
+
+fn gradcheck(name: &str, graph: &Graph, input_shape: &[usize], train: bool) {
+    let dev = secateur_train::cpu();
+    let store = ParamStore::from_graph(graph, &dev, &HashSet::new()).unwrap();
+    let program = Program::compile(graph, &store).unwrap();
+    let x = random_tensor(input_shape, 1);
+    let shapes = graph.infer_shapes().unwrap();
+    let out_n: usize = shapes[&graph.outputs[0]]
+        .resolve(input_shape[0])
+        .iter()
+        .product();
+    let r: Vec<f32> = random_tensor(&[out_n], 2).into_data();
+    let leaves: Vec<Tensor<1>> = store
+        .values
+        .iter()
+        .zip(&store.kinds)
+        .map(|(v, k)| {
+            if *k == ParamKind::Trainable {
+                v.clone().autodiff().require_grad()
+            } else {
+                v.clone()
+            }
+        })
+        .collect();
+    let loss = loss_of(graph, &store, &program, &leaves, &x, &r, train);
+    let grads = loss.backward();
+    let mut checked = 0;
+    for (i, leaf) in leaves.iter().enumerate() {
+        if store.kinds[i] != ParamKind::Trainable {
+            continue;
+        }
+        let g = to_host(
+            &leaf
+                .grad(&grads)
+                .unwrap_or_else(|| panic!("{name}: no gradient for {}", store.names[i])),
+        );
+        let base = store.host(i);
+        // check a few coordinates of every parameter
+        for &j in &[0, base.len() / 3, base.len() / 2, base.len() - 1] {
+            let eps = 1e-3f32;
+            let eval_at = |v: f32| {
+                let mut p = store.values.clone();
+                let mut host = base.clone();
+                host[j] = v;
+                p[i] = Tensor::from_data(burn::tensor::TensorData::new(host, [base.len()]), &dev);
+                loss_of(graph, &store, &program, &p, &x, &r, train).into_scalar::<f32>() as f64
+            };
+            let fd = (eval_at(base[j] + eps) - eval_at(base[j] - eps)) / (2.0 * eps as f64);
+            let an = g[j] as f64;
+            let tol = 3e-2 * (1.0 + fd.abs().max(an.abs()));
+            assert!(
+                (fd - an).abs() <= tol,
+                "{name}: d loss / d {}[{j}]: autodiff {an}, finite differences {fd}",
+                store.names[i]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "{name}: nothing checked");
+}
+
+/// conv → op → linear head: the op sits between two parameterised layers.
+fn around(op_builder: impl FnOnce(&mut GraphBuilder, &str) -> String, channels: usize) -> Graph {
+    let (mut b, x) = GraphBuilder::new("g", &[2, 6, 6], 3);
+    let c = b.conv("conv", &x, channels, 3, 1, 1, 1, true).unwrap();
+    let y = op_builder(&mut b, &c);
+    let f = b.flatten("flat", &y).unwrap();
+    let o = b.linear("fc", &f, 3).unwrap();
+    let mut g = b.finish(&o).unwrap();
+    randomize_weights(&mut g, 5);
+    g
+}
+
+#[test]
+fn every_op_has_correct_gradients() {
+    let cases: Vec<(&str, Graph, bool)> = vec![
+        ("conv+gemm", around(|_, c| c.to_string(), 4), false),
+        ("relu", around(|b, c| b.relu("r", c).unwrap(), 4), false),
+        ("clip", around(|b, c| b.relu6("r6", c).unwrap(), 4), false),
+        (
+            "sigmoid",
+            around(
+                |b, c| b.node("s", Op::Sigmoid(Sigmoid), &[c], vec![]).unwrap(),
+                4,
+            ),
+            false,
+        ),
+        (
+            "batchnorm-eval",
+            around(|b, c| b.batch_norm("bn", c).unwrap(), 4),
+            false,
+        ),
+        (
+            "batchnorm-train",
+            around(|b, c| b.batch_norm("bn", c).unwrap(), 4),
+            true,
+        ),
+        (
+            "maxpool",
+            around(|b, c| b.max_pool("mp", c, 2).unwrap(), 4),
+            false,
+        ),
+        (
+            "avgpool",
+            around(
+                |b, c| {
+                    b.node(
+                        "ap",
+                        Op::AveragePool(AveragePool {
+                            geometry: PoolGeometry {
+                                kernel: [3, 3],
+                                strides: [2, 2],
+                                pads: [1, 1, 1, 1],
+                                dilations: [1, 1],
+                                ceil_mode: false,
+                            },
+                            count_include_pad: false,
+                        }),
+                        &[c],
+                        vec![],
+                    )
+                    .unwrap()
+                },
+                4,
+            ),
+            false,
+        ),
+        (
+            "gap",
+            around(|b, c| b.global_avg_pool("gap", c).unwrap(), 4),
+            false,
+        ),
+        (
+            "add",
+            around(
+                |b, c| {
+                    let d = b.conv("conv2", c, 4, 3, 1, 1, 1, false).unwrap();
+                    b.add("add", &d, c).unwrap()
+                },
+                4,
+            ),
+            false,
+        ),
+        (
+            "mul",
+            around(
+                |b, c| {
+                    let s = b.node("sig", Op::Sigmoid(Sigmoid), &[c], vec![]).unwrap();
+                    b.node("mul", Op::Mul(Mul), &[c, &s], vec![]).unwrap()
+                },
+                4,
+            ),
+            false,
+        ),
+        (
+            "concat",
+            around(
+                |b, c| {
+                    let d = b.conv("conv2", c, 3, 1, 1, 0, 1, true).unwrap();
+                    b.concat("cat", &[c, &d]).unwrap()
+                },
+                4,
+            ),
+            false,
+        ),
+        (
+            "depthwise",
+            around(|b, c| b.conv("dw", c, 4, 3, 2, 1, 4, true).unwrap(), 4),
+            false,
+        ),
+        (
+            "reshape",
+            around(
+                |b, c| {
+                    b.node(
+                        "rs",
+                        Op::Reshape(Reshape {
+                            shape: vec![0, -1, 1, 1],
+                            allowzero: false,
+                        }),
+                        &[c],
+                        vec![],
+                    )
+                    .unwrap()
+                },
+                4,
+            ),
+            false,
+        ),
+    ];
+    for (name, g, train) in cases {
+        gradcheck(name, &g, &[3, 2, 6, 6], train);
+    }
+    // softmax at the output and a MatMul layer
+    let (mut b, x) = GraphBuilder::new("m", &[5], 1);
+    let w = secateur_testkit::random_tensor(&[5, 4], 3);
+    let h = b
+        .node("mm", Op::MatMul(MatMul), &[&x], vec![("weight", w)])
+        .unwrap();
+    let s = b
+        .node(
+            "sm",
+            Op::Softmax(Softmax {
+                axis: -1,
+                legacy: false,
+            }),
+            &[&h],
+            vec![],
+        )
+        .unwrap();
+    let g = b.finish(&s).unwrap();
+    gradcheck("matmul+softmax", &g, &[3, 5], false);
+}
