@@ -54,8 +54,11 @@ pub fn evaluate_all(graph: &Graph, feeds: &[(&str, Tensor)]) -> Result<HashMap<S
     }
     for node in &graph.nodes {
         let outs = {
+            // quantized weights and activations are simulated as ONNX QDQ computes them
+            let quant = graph.quantization.as_ref();
+            let mut simulated: Vec<Option<Tensor>> = vec![None; node.inputs.len()];
             let mut ins = Vec::with_capacity(node.inputs.len());
-            for v in &node.inputs {
+            for (k, v) in node.inputs.iter().enumerate() {
                 let t = values
                     .get(v)
                     .or_else(|| graph.initializers.get(v))
@@ -63,7 +66,21 @@ pub fn evaluate_all(graph: &Graph, feeds: &[(&str, Tensor)]) -> Result<HashMap<S
                         value: v.clone(),
                         node: node.name.clone(),
                     })?;
+                if let Some(q) = quant {
+                    if let Some(axis) = q.weights.get(v) {
+                        simulated[k] = Some(crate::quant::fake_quant_weight(t, *axis));
+                    } else if let (0, Some(a)) = (k, q.activations.get(&node.name)) {
+                        let mut x = t.clone();
+                        x.data_mut().iter_mut().for_each(|e| *e = a.fake(*e));
+                        simulated[k] = Some(x);
+                    }
+                }
                 ins.push(t);
+            }
+            for (slot, s) in ins.iter_mut().zip(&simulated) {
+                if let Some(s) = s {
+                    *slot = s;
+                }
             }
             let shapes: Vec<_> = ins.iter().map(|t| crate::Shape::known(t.shape())).collect();
             graph.infer_node(node, &shapes)?;

@@ -45,6 +45,9 @@ pub struct Graph {
     pub masks: BTreeMap<String, Mask>,
     /// Free key/value metadata (input normalisation, class names, provenance).
     pub metadata: BTreeMap<String, String>,
+    /// Int8 quantization annotations, when the model is quantized.
+    #[serde(default)]
+    pub quantization: Option<crate::quant::Quantization>,
 }
 
 /// Shapes of a node's inputs and outputs.

@@ -50,6 +50,12 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
         initializers: Vec::new(),
     };
     let mut nodes = Vec::with_capacity(graph.nodes.len());
+    let quant = graph.quantization.as_ref();
+    if let Some(q) = quant {
+        let (n, i) = crate::qdq::weight_dequantizers(graph, q);
+        nodes.extend(n);
+        ctx.initializers.extend(i);
+    }
     for node in &graph.nodes {
         let op_type = node.op.op_type();
         let conv = registry().get(op_type).ok_or_else(|| OnnxError::Node {
@@ -64,8 +70,17 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
                 op_type: op_type.into(),
                 message,
             })?;
+        let mut inputs = exported.inputs;
+        if let Some(a) = quant.and_then(|q| q.activations.get(&node.name))
+            && let Some(first) = inputs.first().cloned()
+        {
+            let (n, i, dq) = crate::qdq::activation_qdq(&node.name, &first, a.scale, a.zero_point);
+            nodes.extend(n);
+            ctx.initializers.extend(i);
+            inputs[0] = dq;
+        }
         nodes.push(NodeProto {
-            input: exported.inputs,
+            input: inputs,
             output: node.outputs.clone(),
             name: node.name.clone(),
             op_type: exported.op_type.into(),
@@ -76,6 +91,7 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
     let mut initializer: Vec<TensorProto> = graph
         .initializers
         .iter()
+        .filter(|(n, _)| !quant.is_some_and(|q| q.weights.contains_key(*n)))
         .map(|(n, t)| encode_f32(n, t))
         .collect();
     initializer.extend(ctx.initializers);

@@ -10,7 +10,7 @@ use crate::mask_codec;
 use crate::ops::{ImportCtx, registry, supported_ops};
 use crate::proto::{ModelProto, NodeProto, TensorProto, data_type};
 use crate::tensor_proto::{Constant, decode};
-use secateur_graph::{Dim, Graph, Node, Shape, Tensor};
+use secateur_graph::{ActQuant, Dim, Graph, Node, Quantization, Shape, Tensor};
 use std::collections::{HashMap, HashSet};
 
 /// Supported range of default-domain opset versions.
@@ -57,6 +57,14 @@ struct Importer {
     int_consts: HashMap<String, SymConst>,
     aliases: HashMap<String, String>,
     node_names: HashSet<String>,
+    /// 8-bit constants (quantized weights and zero points).
+    byte_consts: HashMap<String, (Vec<usize>, Vec<i32>)>,
+    /// `QuantizeLinear` outputs of activations: (input, parameters).
+    pending_q: HashMap<String, (String, ActQuant)>,
+    /// `DequantizeLinear` outputs standing for a quantized activation.
+    act_alias: HashMap<String, (String, ActQuant)>,
+    quant: Quantization,
+    dropped_qdq: usize,
 }
 
 fn node_err(node: &NodeProto, message: impl Into<String>) -> OnnxError {
@@ -127,6 +135,9 @@ impl Importer {
             Constant::Int { dims, values } => {
                 self.int_consts
                     .insert(name.to_string(), SymConst::known(dims, &values));
+            }
+            Constant::Byte { dims, values, .. } => {
+                self.byte_consts.insert(name.to_string(), (dims, values));
             }
         }
         Ok(())
@@ -256,6 +267,132 @@ impl Importer {
         Ok(true)
     }
 
+    /// Integer values of a constant (8-bit or wider) with its dims.
+    fn int_values(&self, name: &str) -> Option<(Vec<usize>, Vec<i64>)> {
+        if let Some((d, v)) = self.byte_consts.get(name) {
+            return Some((d.clone(), v.iter().map(|&x| x as i64).collect()));
+        }
+        let c = self.int_consts.get(name)?;
+        Some((c.dims.clone(), c.known_values()?))
+    }
+
+    /// Folds `QuantizeLinear` / `DequantizeLinear`: quantized weights become float weights
+    /// annotated as int8, activation QDQ pairs become activation annotations.
+    fn import_qdq(&mut self, node: &NodeProto, inputs: &[String]) -> Result<()> {
+        let a = Attrs::new(node);
+        let out = node.output.first().cloned().unwrap_or_default();
+        let scale = inputs
+            .get(1)
+            .and_then(|n| self.float_consts.get(n))
+            .cloned()
+            .ok_or_else(|| node_err(node, "the scale must be a constant"))?;
+        let zp = match inputs.get(2).filter(|n| !n.is_empty()) {
+            Some(n) => {
+                self.int_values(n)
+                    .ok_or_else(|| node_err(node, "the zero point must be a constant"))?
+                    .1
+            }
+            None => vec![0],
+        };
+        let zp_signed = inputs
+            .get(2)
+            .and_then(|n| self.byte_consts.get(n))
+            .is_some_and(|_| {
+                inputs
+                    .get(2)
+                    .and_then(|n| self.byte_consts.get(n))
+                    .is_some_and(|(_, v)| v.iter().any(|&x| x < 0))
+            });
+        let x = inputs.first().cloned().unwrap_or_default();
+        let per_axis = |dims: &[usize]| -> Result<(usize, usize, usize)> {
+            let rank = dims.len() as i64;
+            let axis = a.int("axis", 1).map_err(|m| node_err(node, m))?;
+            let axis = if scale.len() == 1 {
+                0
+            } else {
+                (if axis < 0 { axis + rank } else { axis }) as usize
+            };
+            let inner: usize = dims.get(axis + 1..).map_or(1, |d| d.iter().product());
+            let ch = if scale.len() == 1 {
+                1
+            } else {
+                dims.get(axis).copied().unwrap_or(1)
+            };
+            if scale.len() != ch {
+                return Err(node_err(
+                    node,
+                    format!("{} scales for {ch} channels", scale.len()),
+                ));
+            }
+            Ok((axis, inner, ch))
+        };
+        if node.op_type == "DequantizeLinear" {
+            if let Some((dims, q)) = self.int_values(&x) {
+                let (axis, inner, ch) = per_axis(&dims)?;
+                let c_of = |i: usize| if ch == 1 { 0 } else { (i / inner.max(1)) % ch };
+                let zp_of = |c: usize| if zp.len() == 1 { zp[0] } else { zp[c] };
+                let vals: Vec<f32> = q
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (v - zp_of(c_of(i))) as f32 * scale.data()[c_of(i)])
+                    .collect();
+                let t = Tensor::new(dims, vals)?;
+                self.shapes.insert(out.clone(), Shape::known(t.shape()));
+                self.float_consts.insert(out.clone(), t.clone());
+                self.graph.add_initializer(out.clone(), t);
+                if self.byte_consts.contains_key(&x) && zp.iter().all(|&z| z == 0) {
+                    self.quant.weights.insert(out, axis);
+                }
+                return Ok(());
+            }
+            if let Some((src, aq)) = self.pending_q.get(&x).cloned() {
+                self.act_alias.insert(out, (src, aq));
+                return Ok(());
+            }
+            return Err(node_err(
+                node,
+                "only dequantization of constants or of a QuantizeLinear output is supported",
+            ));
+        }
+        // QuantizeLinear
+        if scale.len() != 1 && !self.float_consts.contains_key(&x) {
+            return Err(node_err(
+                node,
+                "per-axis quantization of activations is not supported",
+            ));
+        }
+        if let Some(w) = self.float_consts.get(&x).cloned() {
+            let (_, inner, ch) = per_axis(w.shape())?;
+            let c_of = |i: usize| if ch == 1 { 0 } else { (i / inner.max(1)) % ch };
+            let zp_of = |c: usize| if zp.len() == 1 { zp[0] } else { zp[c] };
+            let (lo, hi) = if zp_signed || zp.iter().all(|&z| z <= 0) {
+                (-128, 127)
+            } else {
+                (0, 255)
+            };
+            let q: Vec<i32> = w
+                .data()
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    ((v / scale.data()[c_of(i)]).round_ties_even() as i64 + zp_of(c_of(i)))
+                        .clamp(lo, hi) as i32
+                })
+                .collect();
+            self.byte_consts.insert(out, (w.shape().to_vec(), q));
+            return Ok(());
+        }
+        let z = zp[0];
+        // an int8 activation equals a uint8 one with the zero point shifted by 128
+        let zp_u8 = if zp_signed || (z < 0) { z + 128 } else { z };
+        let aq = ActQuant {
+            scale: scale.data()[0],
+            zero_point: zp_u8.clamp(0, 255) as u8,
+        };
+        self.pending_q.insert(out, (x, aq));
+        Ok(())
+    }
+
     fn import_node(&mut self, node: &NodeProto, index: usize) -> Result<()> {
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
             return Err(OnnxError::UnsupportedOp {
@@ -321,8 +458,24 @@ impl Importer {
             }
             return Ok(());
         }
+        if node.op_type == "QuantizeLinear" || node.op_type == "DequantizeLinear" {
+            return self.import_qdq(node, &inputs);
+        }
         if self.fold_int(node, &inputs)? {
             return Ok(());
+        }
+        // activations behind a QuantizeLinear -> DequantizeLinear pair
+        let mut inputs = inputs;
+        let mut act_quant = None;
+        for (k, i) in inputs.iter_mut().enumerate() {
+            if let Some((src, aq)) = self.act_alias.get(i.as_str()).cloned() {
+                *i = src;
+                if k == 0 {
+                    act_quant = Some(aq);
+                } else {
+                    self.dropped_qdq += 1;
+                }
+            }
         }
         let is_const =
             |n: &String| self.float_consts.contains_key(n) || self.int_consts.contains_key(n);
@@ -378,6 +531,9 @@ impl Importer {
             .cloned()
             .collect();
         let name = self.unique_name(node, index);
+        if let Some(aq) = act_quant {
+            self.quant.activations.insert(name.clone(), aq);
+        }
         let ir = Node {
             name,
             op,
@@ -454,6 +610,11 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
         int_consts: HashMap::new(),
         aliases: HashMap::new(),
         node_names: HashSet::new(),
+        byte_consts: HashMap::new(),
+        pending_q: HashMap::new(),
+        act_alias: HashMap::new(),
+        quant: Quantization::default(),
+        dropped_qdq: 0,
     };
     imp.graph.outputs = gp.output.iter().map(|o| o.name.clone()).collect();
     for t in &gp.initializer {
@@ -482,6 +643,12 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
     }
     let outputs: Vec<String> = imp.graph.outputs.iter().map(|o| imp.resolve(o)).collect();
     imp.graph.outputs = outputs;
+    if !imp.quant.weights.is_empty() || !imp.quant.activations.is_empty() {
+        imp.graph.quantization = Some(std::mem::take(&mut imp.quant));
+    }
+    if imp.dropped_qdq > 0 {
+        imp.graph.metadata.insert("secateur.import.note".into(), format!("{} quantize/dequantize pairs on inputs other than the first were folded away (their rounding is not simulated)", imp.dropped_qdq));
+    }
     for prop in &model.metadata_props {
         if let Some(weight) = prop.key.strip_prefix(mask_codec::PREFIX) {
             let mask = mask_codec::decode(weight, &prop.value)?;

@@ -10,6 +10,7 @@ pub mod import;
 pub mod mask_codec;
 pub mod ops;
 pub mod proto;
+pub mod qdq;
 pub mod tensor_proto;
 
 pub use error::{OnnxError, Result};

@@ -10,7 +10,16 @@ use secateur_graph::Tensor;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Constant {
     Float(Tensor),
-    Int { dims: Vec<usize>, values: Vec<i64> },
+    Int {
+        dims: Vec<usize>,
+        values: Vec<i64>,
+    },
+    /// 8-bit integers (quantized weights, zero points).
+    Byte {
+        dims: Vec<usize>,
+        values: Vec<i32>,
+        signed: bool,
+    },
 }
 
 fn dims_of(t: &TensorProto) -> Result<Vec<usize>> {
@@ -118,6 +127,24 @@ pub fn decode(t: &TensorProto) -> Result<Constant> {
                 t.int32_data.iter().map(|&v| v as i64).collect()
             };
             Ok(Constant::Int { dims, values })
+        }
+        data_type::INT8 | data_type::UINT8 => {
+            let signed = t.data_type == data_type::INT8;
+            let values: Vec<i32> = if raw {
+                check_len(t, t.raw_data.len(), n)?;
+                t.raw_data
+                    .iter()
+                    .map(|&b| if signed { b as i8 as i32 } else { b as i32 })
+                    .collect()
+            } else {
+                check_len(t, t.int32_data.len(), n)?;
+                t.int32_data.clone()
+            };
+            Ok(Constant::Byte {
+                dims,
+                values,
+                signed,
+            })
         }
         other => Err(OnnxError::Tensor {
             name: t.name.clone(),

@@ -5,5 +5,6 @@
 
 pub mod error;
 pub mod structured;
+pub mod weights;
 
 pub use error::{PruneError, Result};

@@ -64,6 +64,11 @@ pub fn evaluate(
     }
     let store = ParamStore::from_graph(graph, device, &HashSet::new())?;
     let program = Program::compile(graph, &store)?;
+    let from_graph = match (quant, &graph.quantization) {
+        (None, Some(spec)) => Some(FakeQuant::from_spec(graph, &store, spec)),
+        _ => None,
+    };
+    let quant = quant.or(from_graph.as_ref());
     let classes = data.classes();
     let mut correct = vec![0usize; classes];
     let mut seen = vec![0usize; classes];
@@ -113,4 +118,42 @@ pub fn evaluate(
         class_names: data.class_names.clone(),
         predictions,
     })
+}
+
+/// Logits of every sample of `data` (row-major `[N, classes]`), in evaluation mode.
+pub fn predict_logits(
+    graph: &Graph,
+    data: &Dataset,
+    norm: &Normalization,
+    batch: usize,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    check_fit(graph, data)?;
+    check_trainable(graph)?;
+    let store = ParamStore::from_graph(graph, device, &HashSet::new())?;
+    let program = Program::compile(graph, &store)?;
+    let quant = graph
+        .quantization
+        .as_ref()
+        .map(|q| FakeQuant::from_spec(graph, &store, q));
+    let mut out = Vec::new();
+    let order: Vec<usize> = (0..data.len()).collect();
+    for chunk in order.chunks(batch.max(1)) {
+        let (x, _) = data.batch(chunk, norm);
+        let mut ctx = ForwardCtx {
+            train: false,
+            quant: quant.as_ref(),
+            observer: None,
+        };
+        let (_, logits, _) = forward(
+            graph,
+            &program,
+            &store.values,
+            &store.shapes,
+            to_value(x, device)?,
+            &mut ctx,
+        )?;
+        out.extend(logits.to_vec());
+    }
+    Ok(out)
 }

@@ -6,7 +6,7 @@
 
 use crate::error::{Result, TrainError};
 use crate::program::{Program, Source};
-use crate::quant::{FakeQuant, RangeObserver};
+use crate::quant::FakeQuant;
 use crate::value::{BinaryOp, Value, broadcast_binary, on_value};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, sigmoid, softmax};
@@ -24,11 +24,16 @@ pub struct BnBatchStats {
     pub var: Tensor<1>,
 }
 
+/// Sees the data input of every Conv/Gemm/MatMul node during a forward pass (calibration).
+pub trait ActivationObserver {
+    fn observe(&mut self, node: usize, x: &Value);
+}
+
 /// How to run the forward pass.
 pub struct ForwardCtx<'a> {
     pub train: bool,
     pub quant: Option<&'a FakeQuant>,
-    pub observer: Option<&'a mut RangeObserver>,
+    pub observer: Option<&'a mut dyn ActivationObserver>,
 }
 
 impl ForwardCtx<'_> {
@@ -125,14 +130,16 @@ pub fn forward(
             };
             args.push(v);
         }
-        if matches!(node.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_)) {
-            if let Some(obs) = ctx.observer.as_deref_mut() {
-                obs.observe(step.node, &args[0]);
-            }
-            if let Some(q) = ctx.quant {
-                let a = args.remove(0);
-                args.insert(0, q.activation(step.node, a));
-            }
+        if matches!(node.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_))
+            && let Some(obs) = ctx.observer.as_deref_mut()
+        {
+            obs.observe(step.node, &args[0]);
+        }
+        if let Some(q) = ctx.quant
+            && q.activations.contains_key(&step.node)
+        {
+            let a = args.remove(0);
+            args.insert(0, q.activation(step.node, a));
         }
         let out_dims = step.out_shape.resolve(batch);
         let y = run_op(

@@ -4,6 +4,7 @@
 //! burn does not leak out of this crate except through the hook types of the training loop.
 
 pub mod batch;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod error;
 pub mod evaluate;
@@ -22,7 +23,7 @@ pub use error::{Result, TrainError};
 pub use evaluate::{EvalReport, evaluate};
 pub use loss::DistillConfig;
 pub use optim::{OptimizerConfig, OptimizerKind};
-pub use quant::{ActQuant, FakeQuant, RangeObserver, weight_scales};
+pub use quant::{ActQuant, FakeQuant, RangeObserver};
 pub use schedule::{LrDecay, LrSchedule};
 pub use trainer::{NoHook, Progress, StepInfo, TrainConfig, TrainHook, Trainer};
 

@@ -107,6 +107,13 @@ impl ParamStore {
         self.masks[i] = Some(mt);
     }
 
+    /// Host copy of the keep mask of parameter `i`, if it has one.
+    pub fn mask_host(&self, i: usize) -> Option<Vec<bool>> {
+        self.masks[i]
+            .as_ref()
+            .map(|m| to_host(m).iter().map(|v| *v != 0.0).collect())
+    }
+
     /// Host copy of parameter `i`.
     pub fn host(&self, i: usize) -> Vec<f32> {
         to_host(&self.values[i])

@@ -8,30 +8,11 @@
 use crate::params::ParamStore;
 use crate::value::{Value, on_value};
 use burn::tensor::Tensor;
-use secateur_graph::{AxisRole, Graph, InputRole, Op};
+use secateur_graph::{AxisRole, Graph, InputRole, Op, Quantization};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-/// Per-tensor affine parameters of an unsigned 8-bit activation.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ActQuant {
-    pub scale: f32,
-    pub zero_point: u8,
-}
-
-impl ActQuant {
-    /// Parameters covering `[lo, hi]` (extended to include 0, as ONNX requires).
-    pub fn from_range(lo: f32, hi: f32) -> Self {
-        let lo = lo.min(0.0);
-        let hi = hi.max(0.0);
-        let scale = ((hi - lo) / 255.0).max(1e-8);
-        let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as u8;
-        ActQuant {
-            scale,
-            zero_point: zp,
-        }
-    }
-}
+pub use secateur_graph::ActQuant;
 
 /// How a weight is laid out for per-channel quantization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +29,8 @@ pub struct RangeObserver {
     pub ranges: BTreeMap<usize, (f32, f32)>,
 }
 
-impl RangeObserver {
-    pub fn observe(&mut self, node: usize, x: &Value) {
+impl crate::forward::ActivationObserver for RangeObserver {
+    fn observe(&mut self, node: usize, x: &Value) {
         let v = x.to_vec();
         let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
         let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -64,20 +45,6 @@ impl RangeObserver {
 pub struct FakeQuant {
     weights: HashMap<usize, WeightLayout>,
     pub activations: BTreeMap<usize, ActQuant>,
-}
-
-/// Per-channel symmetric int8 scales of a weight whose rows (or columns, if `!out_first`) are
-/// output channels. Shared by training and export so both quantize identically.
-pub fn weight_scales(values: &[f32], rows: usize, cols: usize, out_first: bool) -> Vec<f32> {
-    let mut maxabs = vec![0.0f32; rows];
-    for (i, v) in values.iter().enumerate() {
-        let ch = if out_first { i / cols } else { i % rows };
-        maxabs[ch] = maxabs[ch].max(v.abs());
-    }
-    maxabs
-        .into_iter()
-        .map(|m| if m > 0.0 { m / 127.0 } else { 1.0 })
-        .collect()
 }
 
 impl FakeQuant {
@@ -178,6 +145,62 @@ impl FakeQuant {
                 * s;
             t.clone() + (q - t).detach()
         })
+    }
+
+    /// The graph annotation equivalent to this state (for export and evaluation).
+    pub fn to_spec(&self, graph: &Graph, store: &ParamStore) -> Quantization {
+        let weights = self
+            .weights
+            .iter()
+            .map(|(&p, l)| {
+                (
+                    store.names[p].clone(),
+                    if l.out_first {
+                        0
+                    } else {
+                        store.shapes[p].len() - 1
+                    },
+                )
+            })
+            .collect();
+        let activations = self
+            .activations
+            .iter()
+            .map(|(&n, a)| (graph.nodes[n].name.clone(), *a))
+            .collect();
+        Quantization {
+            weights,
+            activations,
+        }
+    }
+
+    /// Rebuilds the state from a graph annotation.
+    pub fn from_spec(graph: &Graph, store: &ParamStore, spec: &Quantization) -> Self {
+        let mut weights = HashMap::new();
+        for (w, &axis) in &spec.weights {
+            if let Some(p) = store.index_of(w) {
+                let shape = &store.shapes[p];
+                let rows = shape[axis];
+                let n: usize = shape.iter().product();
+                weights.insert(
+                    p,
+                    WeightLayout {
+                        rows,
+                        cols: n / rows.max(1),
+                        out_first: axis == 0,
+                    },
+                );
+            }
+        }
+        let activations = spec
+            .activations
+            .iter()
+            .filter_map(|(name, a)| graph.node_index(name).map(|i| (i, *a)))
+            .collect();
+        FakeQuant {
+            weights,
+            activations,
+        }
     }
 
     /// The layout of a quantized weight: rows, columns and whether output channels come first.

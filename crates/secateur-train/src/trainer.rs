@@ -167,6 +167,10 @@ impl Trainer {
         let store = ParamStore::from_graph(&graph, &device, &frozen)?;
         let program = Program::compile(&graph, &store)?;
         let optimizer = Optimizer::new(config.optimizer, store.len());
+        let quant = graph
+            .quantization
+            .as_ref()
+            .map(|q| FakeQuant::from_spec(&graph, &store, q));
         let workers = config
             .micro_batches
             .min(rayon::current_num_threads())
@@ -184,7 +188,7 @@ impl Trainer {
             store,
             program,
             optimizer,
-            quant: None,
+            quant,
             teacher: None,
             device,
             config,
@@ -519,9 +523,12 @@ impl Trainer {
             .unwrap_or(0.9)
     }
 
-    /// Copies the current parameters into `self.graph`.
+    /// Copies the current parameters (and quantization annotations) into `self.graph`.
     pub fn sync_graph(&mut self) -> Result<&Graph> {
         self.store.write_to_graph(&mut self.graph)?;
+        if let Some(q) = &self.quant {
+            self.graph.quantization = Some(q.to_spec(&self.graph, &self.store));
+        }
         for (i, name) in self.store.names.iter().enumerate() {
             if let (Some(m), Some(mask)) = (&self.store.masks[i], self.graph.masks.get_mut(name)) {
                 mask.keep = crate::params::to_host(m)

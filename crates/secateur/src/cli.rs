@@ -2,7 +2,7 @@
 
 use crate::commands::{
     bench_train::BenchTrainArgs, convert::ConvertArgs, eval::EvalArgs, inspect::InspectArgs,
-    train::TrainArgs,
+    prune::PruneArgs, train::TrainArgs,
 };
 use clap::{Parser, Subcommand};
 
@@ -30,6 +30,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a model: accuracy, per-class accuracy, loss, agreement.
     Eval(EvalArgs),
+    /// Prune a model: structured (channels, layers) and/or weights (unstructured, N:M, blocks).
+    Prune(Box<PruneArgs>),
     /// Measure training and evaluation throughput.
     BenchTrain(BenchTrainArgs),
 }

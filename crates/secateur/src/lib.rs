@@ -6,7 +6,10 @@ pub mod cli;
 pub mod commands;
 pub mod data_args;
 pub mod model_ref;
+pub mod pipeline;
 pub mod progress;
+pub mod recipe;
+pub mod recipe_structured;
 pub mod train_args;
 
 use anyhow::{Result, bail};

@@ -20,6 +20,7 @@ fn main() {
         Command::Convert(a) => commands::convert::run(a),
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Prune(a) => commands::prune::run_cmd(a),
         Command::BenchTrain(a) => commands::bench_train::run(a),
     };
     if let Err(e) = result {

@@ -1,8 +1,16 @@
-//! Structured pruning: dependency groups derived from axis links, plans of kept channels, and
-//! their application to the graph.
+//! Structured pruning: dependency groups derived from axis links, channel importance, plans of
+//! kept channels and their application, and depth pruning (block and layer removal).
 
+pub mod depth;
 pub mod groups;
+pub mod importance;
 pub mod plan;
+pub mod select;
 
+pub use depth::{
+    BlockCandidate, identity_layers, rank_blocks, remove_block, remove_blocks, residual_blocks,
+};
 pub use groups::{AxisRef, DependencyGraph, Group, Member, ParamRole};
+pub use importance::{GroupCriterion, Normalizer, Reduction, group_scores};
 pub use plan::{Plan, PlanEntry, apply_plan, zero_channels};
+pub use select::{Allocation, ChannelPruneConfig, StructuredTarget, plan_channels};

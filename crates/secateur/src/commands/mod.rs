@@ -5,4 +5,5 @@ pub mod bench_train;
 pub mod convert;
 pub mod eval;
 pub mod inspect;
+pub mod prune;
 pub mod train;

@@ -1,0 +1,103 @@
+//! Fine-tuning inside pipelines: a training run from a recipe's fine-tune settings, with
+//! optional distillation from a teacher, optional int8 quantization-aware training (or, with
+//! zero epochs, post-training calibration), and a pruning hook.
+
+use crate::progress::Reporter;
+use crate::recipe::FinetuneRecipe;
+use anyhow::{Result, bail};
+use secateur_data::{Normalization, Split};
+use secateur_graph::Graph;
+use secateur_train::{
+    Device, DistillConfig, LrDecay, LrSchedule, OptimizerConfig, OptimizerKind, TrainConfig,
+    TrainHook, Trainer,
+};
+
+/// The training configuration of a fine-tune recipe.
+pub fn train_config(f: &FinetuneRecipe, epochs: usize, seed: u64) -> Result<TrainConfig> {
+    let kind = match f.optimizer.as_str() {
+        "sgd" => OptimizerKind::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+        },
+        "adam" => OptimizerKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        "adamw" => OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        o => bail!("fine-tune optimizer '{o}' is not one of sgd, adam, adamw"),
+    };
+    let decay = match f.lr_schedule.as_str() {
+        "constant" => LrDecay::Constant,
+        "cosine" => LrDecay::Cosine { min_lr: 0.0 },
+        o => bail!("fine-tune lr_schedule '{o}' is not one of constant, cosine"),
+    };
+    let cfg = TrainConfig {
+        epochs,
+        batch_size: f.batch,
+        optimizer: OptimizerConfig {
+            kind,
+            lr: f.lr,
+            weight_decay: f.weight_decay,
+        },
+        schedule: LrSchedule {
+            decay,
+            warmup_steps: 0,
+        },
+        seed,
+        distill: f.distill.then_some(DistillConfig {
+            temperature: f.temperature,
+            alpha: f.alpha,
+        }),
+        ..Default::default()
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// What a fine-tuning run needs besides the graph.
+pub struct Finetune<'a> {
+    pub split: &'a Split,
+    pub norm: &'a Normalization,
+    pub device: &'a Device,
+    pub recipe: &'a FinetuneRecipe,
+    pub teacher: Option<&'a Graph>,
+    /// Quantization-aware training with this many calibration batches.
+    pub quantize: Option<usize>,
+    pub seed: u64,
+    pub label: &'a str,
+}
+
+impl Finetune<'_> {
+    /// Trains `graph` for `epochs` epochs with `hook`; returns the trained graph.
+    pub fn run(&self, graph: Graph, epochs: usize, hook: &mut dyn TrainHook) -> Result<Graph> {
+        let cfg = train_config(self.recipe, epochs, self.seed)?;
+        let mut t = Trainer::new(graph, cfg, self.device.clone())?;
+        if let (Some(teacher), true) = (self.teacher, self.recipe.distill) {
+            t.set_teacher(teacher.clone())?;
+        }
+        if let Some(batches) = self.quantize
+            && t.quant.is_none()
+        {
+            t.enable_quantization(&self.split.train, self.norm, batches)?;
+        }
+        if epochs > 0 {
+            let mut bar = Reporter::new(self.label, 1);
+            let mut progress = |p: &secateur_train::Progress| {
+                bar.update(
+                    ((p.epoch * p.batches) + p.batch) as u64,
+                    (p.epochs * p.batches) as u64,
+                    &format!("epoch {}/{} loss {:.4}", p.epoch + 1, p.epochs, p.loss),
+                    false,
+                );
+            };
+            t.fit(&self.split.train, self.norm, hook, &mut progress)?;
+            bar.finish();
+        }
+        Ok(t.into_graph()?)
+    }
+}

@@ -1,0 +1,396 @@
+//! The pruning pipeline a recipe describes: evaluate the dense model, prune structurally
+//! (channels by dependency groups, or depth), prune weights (one-shot, iterative, AGP or
+//! RigL), fine-tune with optional distillation and int8 quantization-aware training, then
+//! evaluate again (float and int8) and report per-layer sparsity, shapes, parameters and MACs.
+
+use super::finetune::Finetune;
+use super::hooks::{AgpHook, RiglHook};
+use crate::recipe::{Recipe, ScheduleKind};
+use crate::recipe_structured::{BlockCriterion, StructuredKind, StructuredRecipe};
+use anyhow::{Context, Result, bail};
+use secateur_data::{Normalization, Split};
+use secateur_graph::{Graph, summarize};
+use secateur_prune::structured::{DependencyGraph, Plan, apply_plan, plan_channels, remove_blocks};
+use secateur_prune::weights::{
+    Agp, CriterionData, LayerSparsity, WeightPruneConfig, apply_masks, compute_masks,
+    iterative_target, sparsity_report,
+};
+use secateur_train::calibrate::{input_channel_norms, taylor_scores};
+use secateur_train::evaluate::predict_logits;
+use secateur_train::{Device, NoHook, evaluate};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Where the data comes from (absent for data-free pruning).
+pub struct PruneContext<'a> {
+    pub split: Option<&'a Split>,
+    pub norm: Normalization,
+    pub device: Device,
+}
+
+/// Accuracy and loss of one evaluation.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalSummary {
+    pub accuracy: f64,
+    pub loss: f64,
+}
+
+/// How a layer's output shape changed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShapeChange {
+    pub node: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// Everything a pruning run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct PruneOutcome {
+    #[serde(skip)]
+    pub graph: Graph,
+    pub before: Option<EvalSummary>,
+    pub after: Option<EvalSummary>,
+    /// Accuracy of the int8 (fake-quantized) model, when quantized.
+    pub after_int8: Option<EvalSummary>,
+    pub params_before: u64,
+    pub params_after: u64,
+    pub nonzero_params_after: u64,
+    pub macs_before: u64,
+    pub macs_after: u64,
+    pub layers: Vec<LayerSparsity>,
+    pub shape_changes: Vec<ShapeChange>,
+    pub plan: Option<Plan>,
+    pub removed_blocks: Vec<(String, f64)>,
+    pub notes: Vec<String>,
+}
+
+fn eval_summary(graph: &Graph, ctx: &PruneContext) -> Result<Option<EvalSummary>> {
+    let Some(split) = ctx.split else {
+        return Ok(None);
+    };
+    let r = evaluate(graph, &split.test, &ctx.norm, 256, &ctx.device, None)?;
+    Ok(Some(EvalSummary {
+        accuracy: r.accuracy,
+        loss: r.loss,
+    }))
+}
+
+fn need_split<'a>(ctx: &PruneContext<'a>, why: &str) -> Result<&'a Split> {
+    ctx.split
+        .with_context(|| format!("{why} needs data: pass --data"))
+}
+
+/// Runs a recipe on a model.
+pub fn run(
+    model: Graph,
+    recipe: &Recipe,
+    ctx: &PruneContext,
+    log: &mut dyn FnMut(&str),
+) -> Result<PruneOutcome> {
+    recipe.validate()?;
+    let dense = model.clone();
+    let before = eval_summary(&model, ctx)?;
+    let s0 = summarize(&model)?;
+    let mut notes = Vec::new();
+    let mut g = model;
+    let mut plan = None;
+    let mut removed = Vec::new();
+    if let Some(s) = &recipe.structured {
+        match s.kind {
+            StructuredKind::Channels => {
+                let (pg, p) = structured_channels(&g, s, recipe.seed, ctx)?;
+                log(&format!(
+                    "structured: {}",
+                    if p.describe().is_empty() {
+                        "nothing pruned".to_string()
+                    } else {
+                        p.describe().replace('\n', "; ")
+                    }
+                ));
+                g = pg;
+                plan = Some(p);
+            }
+            StructuredKind::Layers => {
+                let (pg, r) = structured_layers(&g, s, ctx)?;
+                for (b, d) in &r {
+                    log(&format!("removed block {b} (damage {d:.5})"));
+                }
+                g = pg;
+                removed = r;
+            }
+        }
+    }
+    let split = ctx.split;
+    let quantize = recipe.quantize.as_ref().map(|q| q.calibration_batches);
+    let ft = |label: &'static str| -> Result<Finetune> {
+        Ok(Finetune {
+            split: need_split(ctx, "fine-tuning")?,
+            norm: &ctx.norm,
+            device: &ctx.device,
+            recipe: &recipe.finetune,
+            teacher: Some(&dense),
+            quantize,
+            seed: recipe.seed,
+            label,
+        })
+    };
+    let epochs = recipe.finetune.epochs;
+    if let Some(w) = &recipe.weights {
+        let mut cfg = WeightPruneConfig {
+            criterion: w.criterion()?,
+            granularity: w.granularity()?,
+            sparsity: w.sparsity,
+            scope: w.scope(),
+            exclude: w.exclude.clone(),
+            seed: recipe.seed,
+        };
+        let data = criterion_data(
+            &g,
+            w.criterion()?.needs_data(),
+            w.calibration_batches,
+            recipe.finetune.batch,
+            ctx,
+        )?;
+        match w.schedule {
+            ScheduleKind::Oneshot => {
+                let masks = compute_masks(&g, &cfg, &data)?;
+                apply_masks(&mut g, masks)?;
+                log(&format!(
+                    "weights: {} {} one-shot",
+                    cfg.criterion, cfg.granularity
+                ));
+                if epochs > 0 || quantize.is_some() {
+                    g = ft("fine-tune")?.run(g, epochs, &mut NoHook)?;
+                }
+            }
+            ScheduleKind::Iterative => {
+                let target = cfg
+                    .sparsity
+                    .context("iterative pruning needs a sparsity target")?;
+                let per_round = epochs / w.rounds;
+                for r in 1..=w.rounds {
+                    cfg.sparsity = Some(iterative_target(target, r, w.rounds));
+                    let data = criterion_data(
+                        &g,
+                        cfg.criterion.needs_data(),
+                        w.calibration_batches,
+                        recipe.finetune.batch,
+                        ctx,
+                    )?;
+                    let masks = compute_masks(&g, &cfg, &data)?;
+                    apply_masks(&mut g, masks)?;
+                    let e = if r == w.rounds {
+                        epochs - per_round * (w.rounds - 1)
+                    } else {
+                        per_round
+                    };
+                    let q = if r == w.rounds { quantize } else { None };
+                    let mut f = ft("fine-tune")?;
+                    f.quantize = q;
+                    g = f.run(g, e, &mut NoHook)?;
+                    log(&format!(
+                        "round {r}/{}: sparsity {:.3}, {e} epochs",
+                        w.rounds,
+                        cfg.sparsity.unwrap_or(0.0)
+                    ));
+                }
+            }
+            ScheduleKind::Agp => {
+                let split = need_split(ctx, "AGP")?;
+                let per_epoch = split.train.len().div_ceil(recipe.finetune.batch);
+                let total = per_epoch * epochs;
+                let end = ((total as f64) * w.end_fraction) as usize;
+                let mut hook = AgpHook {
+                    schedule: Agp {
+                        initial: 0.0,
+                        final_: cfg.sparsity.unwrap_or(0.0),
+                        start: 0,
+                        end,
+                        frequency: w.frequency,
+                    },
+                    config: cfg.clone(),
+                    data,
+                    template: g.clone(),
+                    log: Vec::new(),
+                };
+                g = ft("agp")?.run(g, epochs, &mut hook)?;
+                notes.push(format!(
+                    "AGP: {} mask updates, final sparsity {:.3} at step {end}",
+                    hook.log.len(),
+                    hook.log.last().map_or(0.0, |l| l.1)
+                ));
+            }
+            ScheduleKind::Rigl => {
+                let split = need_split(ctx, "RigL")?;
+                let masks = compute_masks(&g, &cfg, &data)?;
+                let names: Vec<String> = masks.keys().cloned().collect();
+                apply_masks(&mut g, masks)?;
+                let per_epoch = split.train.len().div_ceil(recipe.finetune.batch);
+                let end_step = ((per_epoch * epochs) as f64 * w.end_fraction) as usize;
+                let store = secateur_train::params::ParamStore::from_graph(
+                    &g,
+                    &ctx.device,
+                    &Default::default(),
+                )?;
+                let params = names.iter().filter_map(|n| store.index_of(n)).collect();
+                let mut hook = RiglHook {
+                    params,
+                    alpha: w.rigl_alpha,
+                    interval: w.frequency,
+                    end_step,
+                    updates: 0,
+                };
+                g = ft("rigl")?.run(g, epochs, &mut hook)?;
+                notes.push(format!(
+                    "RigL: {} drop/grow updates until step {end_step}",
+                    hook.updates
+                ));
+            }
+        }
+    } else if epochs > 0 || quantize.is_some() {
+        g = ft("fine-tune")?.run(g, epochs, &mut NoHook)?;
+    }
+    let _ = split;
+    let (after, after_int8) = if g.quantization.is_some() {
+        let mut float = g.clone();
+        float.quantization = None;
+        (eval_summary(&float, ctx)?, eval_summary(&g, ctx)?)
+    } else {
+        (eval_summary(&g, ctx)?, None)
+    };
+    let s1 = summarize(&g)?;
+    let mut shape_changes = Vec::new();
+    for l in &s0.layers {
+        if let Some(n) = s1.layers.iter().find(|x| x.node == l.node) {
+            if n.output_shape != l.output_shape {
+                shape_changes.push(ShapeChange {
+                    node: l.node.clone(),
+                    before: l.output_shape.clone(),
+                    after: n.output_shape.clone(),
+                });
+            }
+        } else {
+            shape_changes.push(ShapeChange {
+                node: l.node.clone(),
+                before: l.output_shape.clone(),
+                after: "removed".into(),
+            });
+        }
+    }
+    Ok(PruneOutcome {
+        layers: sparsity_report(&g)?,
+        graph: g,
+        before,
+        after,
+        after_int8,
+        params_before: s0.total_params,
+        params_after: s1.total_params,
+        nonzero_params_after: s1.total_nonzero_params,
+        macs_before: s0.total_macs,
+        macs_after: s1.total_macs,
+        shape_changes,
+        plan,
+        removed_blocks: removed,
+        notes,
+    })
+}
+
+fn criterion_data(
+    g: &Graph,
+    needed: bool,
+    batches: usize,
+    batch: usize,
+    ctx: &PruneContext,
+) -> Result<CriterionData> {
+    if !needed {
+        return Ok(CriterionData::default());
+    }
+    let split = need_split(ctx, "this criterion")?;
+    Ok(CriterionData {
+        taylor: taylor_scores(g, &split.train, &ctx.norm, batch, batches, &ctx.device)?,
+        input_norms: input_channel_norms(g, &split.train, &ctx.norm, batch, batches, &ctx.device)?,
+    })
+}
+
+fn structured_channels(
+    g: &Graph,
+    s: &StructuredRecipe,
+    seed: u64,
+    ctx: &PruneContext,
+) -> Result<(Graph, Plan)> {
+    let deps = DependencyGraph::build(g)?;
+    let plan = match &s.plan {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading plan '{}'", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("plan '{}' is not a valid plan", path.display()))?
+        }
+        None => {
+            let cfg = s.channel_config(seed)?;
+            let taylor = if cfg.criterion.needs_data() {
+                let split = need_split(ctx, "Taylor importance")?;
+                taylor_scores(
+                    g,
+                    &split.train,
+                    &ctx.norm,
+                    128,
+                    s.calibration_batches,
+                    &ctx.device,
+                )?
+            } else {
+                HashMap::new()
+            };
+            plan_channels(g, &deps, &cfg, &taylor)?
+        }
+    };
+    let pruned = apply_plan(g, &deps, &plan)?;
+    Ok((pruned, plan))
+}
+
+fn structured_layers(
+    g: &Graph,
+    s: &StructuredRecipe,
+    ctx: &PruneContext,
+) -> Result<(Graph, Vec<(String, f64)>)> {
+    let split = need_split(ctx, "depth pruning")?;
+    let calib = split.train.take(128 * s.calibration_batches.max(1));
+    let base_logits = predict_logits(g, &calib, &ctx.norm, 256, &ctx.device)?;
+    let base_acc = evaluate(g, &calib, &ctx.norm, 256, &ctx.device, None)?.accuracy;
+    let mut damage = |cand: &Graph| -> secateur_prune::Result<f64> {
+        let r = match s.block_criterion {
+            BlockCriterion::OutputChange => {
+                predict_logits(cand, &calib, &ctx.norm, 256, &ctx.device).map(|l| {
+                    l.iter()
+                        .zip(&base_logits)
+                        .map(|(a, b)| ((a - b) as f64).powi(2))
+                        .sum::<f64>()
+                        / l.len().max(1) as f64
+                })
+            }
+            BlockCriterion::Accuracy => evaluate(cand, &calib, &ctx.norm, 256, &ctx.device, None)
+                .map(|r| base_acc - r.accuracy),
+        };
+        r.map_err(|e| secateur_prune::PruneError::Invalid(e.to_string()))
+    };
+    if let Some(n) = s.blocks {
+        return Ok(remove_blocks(g, n, s.include_layers, &mut damage)?);
+    }
+    let goal = s.target_macs.unwrap_or(1.0) * summarize(g)?.total_macs as f64;
+    let mut cur = g.clone();
+    let mut removed = Vec::new();
+    while (summarize(&cur)?.total_macs as f64) > goal {
+        let (next, r) = remove_blocks(&cur, 1, s.include_layers, &mut damage).map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (while aiming for {:.1}% of the MACs)",
+                s.target_macs.unwrap_or(1.0) * 100.0
+            )
+        })?;
+        cur = next;
+        removed.extend(r);
+    }
+    if removed.is_empty() {
+        bail!("the model already meets the MACs target; nothing removed");
+    }
+    Ok((cur, removed))
+}

@@ -1,0 +1,168 @@
+//! The structured part of a pruning recipe: channel pruning (criterion, target ratio / MACs /
+//! parameters, allocation, rounding, exclusions, or a saved plan to replay) or depth pruning
+//! (removing residual blocks and shape-preserving layers).
+
+use anyhow::{Result, bail};
+use secateur_prune::structured::{
+    Allocation, ChannelPruneConfig, GroupCriterion, Normalizer, Reduction, StructuredTarget,
+};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What structured pruning removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StructuredKind {
+    /// Channels, filters and neurons (dependency groups).
+    Channels,
+    /// Whole residual blocks and shape-preserving layers.
+    Layers,
+}
+
+/// How the damage of removing a block is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockCriterion {
+    /// Mean squared change of the logits on a calibration batch.
+    #[default]
+    OutputChange,
+    /// Drop of accuracy on a calibration subset.
+    Accuracy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StructuredRecipe {
+    pub kind: StructuredKind,
+    /// l1, l2, bn-scale, fpgm, taylor, random
+    #[serde(default = "default_criterion")]
+    pub criterion: String,
+    /// mean, sum, max
+    #[serde(default = "default_mean")]
+    pub reduction: String,
+    /// none, mean, max
+    #[serde(default = "default_mean")]
+    pub normalizer: String,
+    #[serde(default)]
+    pub allocation: Allocation,
+    /// Fraction of channels to remove.
+    pub ratio: Option<f64>,
+    /// Fraction of the original MACs to keep.
+    pub target_macs: Option<f64>,
+    /// Fraction of the original parameters to keep.
+    pub target_params: Option<f64>,
+    #[serde(default = "default_round")]
+    pub round_to: usize,
+    #[serde(default = "default_min_keep")]
+    pub min_keep: f64,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Replay a saved plan (JSON) instead of computing one.
+    pub plan: Option<PathBuf>,
+    /// Depth pruning: number of blocks or layers to remove (or use target_macs).
+    pub blocks: Option<usize>,
+    /// Depth pruning: also consider shape-preserving Conv/Gemm layers, not only residual blocks.
+    #[serde(default)]
+    pub include_layers: bool,
+    #[serde(default)]
+    pub block_criterion: BlockCriterion,
+    #[serde(default = "default_calibration")]
+    pub calibration_batches: usize,
+}
+
+fn default_criterion() -> String {
+    "l1".into()
+}
+fn default_mean() -> String {
+    "mean".into()
+}
+fn default_round() -> usize {
+    1
+}
+fn default_min_keep() -> f64 {
+    0.05
+}
+fn default_calibration() -> usize {
+    4
+}
+
+impl StructuredRecipe {
+    /// A channel recipe with defaults.
+    pub fn channels() -> Self {
+        StructuredRecipe {
+            kind: StructuredKind::Channels,
+            criterion: default_criterion(),
+            reduction: default_mean(),
+            normalizer: default_mean(),
+            allocation: Allocation::Uniform,
+            ratio: None,
+            target_macs: None,
+            target_params: None,
+            round_to: 1,
+            min_keep: default_min_keep(),
+            exclude: Vec::new(),
+            plan: None,
+            blocks: None,
+            include_layers: false,
+            block_criterion: BlockCriterion::OutputChange,
+            calibration_batches: default_calibration(),
+        }
+    }
+
+    pub fn criterion(&self) -> Result<GroupCriterion> {
+        Ok(self.criterion.parse()?)
+    }
+
+    pub fn needs_data(&self) -> bool {
+        match self.kind {
+            StructuredKind::Channels => self.criterion().is_ok_and(|c| c.needs_data()),
+            StructuredKind::Layers => true,
+        }
+    }
+
+    /// The channel-pruning configuration.
+    pub fn channel_config(&self, seed: u64) -> Result<ChannelPruneConfig> {
+        let target = match (self.ratio, self.target_macs, self.target_params) {
+            (Some(r), None, None) => StructuredTarget::Ratio(r),
+            (None, Some(m), None) => StructuredTarget::Macs(m),
+            (None, None, Some(p)) => StructuredTarget::Params(p),
+            _ => bail!(
+                "give exactly one of --ratio, --target-macs, --target-params for channel pruning"
+            ),
+        };
+        let cfg = ChannelPruneConfig {
+            criterion: self.criterion()?,
+            reduction: self.reduction.parse::<Reduction>()?,
+            normalizer: self.normalizer.parse::<Normalizer>()?,
+            target,
+            allocation: self.allocation,
+            round_to: self.round_to,
+            min_keep: self.min_keep,
+            exclude: self.exclude.clone(),
+            seed,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        match self.kind {
+            StructuredKind::Channels => {
+                if self.plan.is_none() {
+                    self.channel_config(0)?;
+                }
+            }
+            StructuredKind::Layers => {
+                if self.blocks.is_none() == self.target_macs.is_none() {
+                    bail!("depth pruning needs exactly one of --blocks N or --target-macs F");
+                }
+                if let Some(f) = self.target_macs
+                    && !(f > 0.0 && f <= 1.0)
+                {
+                    bail!("--target-macs must be in (0, 1], got {f}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
