@@ -53,6 +53,9 @@ pub struct WeightsRecipe {
     /// Iterative: number of prune / fine-tune rounds.
     #[serde(default = "default_rounds")]
     pub rounds: usize,
+    /// AGP: fraction of the fine-tuning steps after which pruning starts.
+    #[serde(default)]
+    pub start_fraction: f64,
     /// AGP and RigL: fraction of the fine-tuning steps after which masks stop changing.
     #[serde(default = "default_end")]
     pub end_fraction: f64,
@@ -238,6 +241,12 @@ impl Recipe {
                 bail!(
                     "weights.end_fraction must be in (0, 1], got {}",
                     w.end_fraction
+                );
+            }
+            if !(w.start_fraction >= 0.0 && w.start_fraction < w.end_fraction) {
+                bail!(
+                    "weights.start_fraction must be in [0, end_fraction), got {}",
+                    w.start_fraction
                 );
             }
             if w.frequency == 0 {

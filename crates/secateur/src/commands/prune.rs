@@ -51,6 +51,9 @@ pub struct PruneArgs {
     /// Iterative: rounds of prune + fine-tune.
     #[arg(long)]
     pub rounds: Option<usize>,
+    /// AGP: fraction of fine-tuning after which pruning starts.
+    #[arg(long)]
+    pub start_fraction: Option<f64>,
     /// AGP / RigL: fraction of fine-tuning after which masks stop changing.
     #[arg(long)]
     pub end_fraction: Option<f64>,
@@ -195,6 +198,7 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
             exclude: Vec::new(),
             schedule: ScheduleKind::Oneshot,
             rounds: 3,
+            start_fraction: 0.0,
             end_fraction: 0.75,
             frequency: 50,
             rigl_alpha: 0.3,
@@ -216,6 +220,7 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
         }
         set!(w.schedule, a.schedule);
         set!(w.rounds, a.rounds);
+        set!(w.start_fraction, a.start_fraction);
         set!(w.end_fraction, a.end_fraction);
         set!(w.frequency, a.frequency);
         set!(w.rigl_alpha, a.rigl_alpha);

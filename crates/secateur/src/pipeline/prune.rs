@@ -200,11 +200,12 @@ pub fn run(
                 let per_epoch = split.train.len().div_ceil(recipe.finetune.batch);
                 let total = per_epoch * epochs;
                 let end = ((total as f64) * w.end_fraction) as usize;
+                let start = ((total as f64) * w.start_fraction) as usize;
                 let mut hook = AgpHook {
                     schedule: Agp {
                         initial: 0.0,
                         final_: cfg.sparsity.unwrap_or(0.0),
-                        start: 0,
+                        start,
                         end,
                         frequency: w.frequency,
                     },

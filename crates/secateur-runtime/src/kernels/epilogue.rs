@@ -1,0 +1,61 @@
+//! What a kernel does to each output value before storing it: add the row's bias (a folded
+//! batch norm ends up here) and apply the activation, so a Conv/Gemm + BN + ReLU is one pass.
+
+use serde::{Deserialize, Serialize};
+
+/// An activation fused into a kernel's store.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Activation {
+    None,
+    Relu,
+    Clip { min: f32, max: f32 },
+}
+
+impl Activation {
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::None => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Clip { min, max } => v.max(min).min(max),
+        }
+    }
+}
+
+/// Bias (one value per output row) and activation.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+impl Epilogue<'_> {
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        act: Activation::None,
+    };
+
+    #[inline(always)]
+    pub fn bias(&self, row: usize) -> f32 {
+        self.bias.map_or(0.0, |b| b[row])
+    }
+
+    /// Applies bias and activation to rows `r0..` of a row-major output with `n` columns.
+    pub fn apply_rows(&self, y: &mut [f32], n: usize, r0: usize) {
+        if self.bias.is_none() && self.act == Activation::None {
+            return;
+        }
+        for (i, row) in y.chunks_mut(n.max(1)).enumerate() {
+            let b = self.bias(r0 + i);
+            for v in row {
+                *v = self.act.apply(*v + b);
+            }
+        }
+    }
+}
+
+/// `a · b + c`, fused where the instruction set has FMA.
+#[inline(always)]
+pub fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}

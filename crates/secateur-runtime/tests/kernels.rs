@@ -1,0 +1,185 @@
+//! Every kernel, on every instruction set this CPU has, equals the naive reference on random
+//! shapes and sparsities, including ragged edges (sizes that are not multiples of the vector
+//! width or of the block shape) and with fused bias and activations.
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use secateur_runtime::kernels::*;
+
+fn sparse_matrix(rows: usize, cols: usize, density: f64, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..rows * cols)
+        .map(|_| {
+            if rng.random_bool(density) {
+                rng.random_range(-1.0..1.0)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Zeroes whole r×c blocks so that about `density` of the blocks survive.
+fn block_matrix(rows: usize, cols: usize, r: usize, c: usize, density: f64, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w: Vec<f32> = (0..rows * cols)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    for br in 0..rows.div_ceil(r) {
+        for bc in 0..cols.div_ceil(c) {
+            if !rng.random_bool(density) {
+                for i in br * r..((br + 1) * r).min(rows) {
+                    for j in bc * c..((bc + 1) * c).min(cols) {
+                        w[i * cols + j] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+    w
+}
+
+/// Keeps the N largest of every M along rows.
+fn nm_matrix(rows: usize, cols: usize, n: usize, m: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w: Vec<f32> = (0..rows * cols)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    for r in 0..rows {
+        for g in 0..cols / m {
+            let base = r * cols + g * m;
+            let mut idx: Vec<usize> = (0..m).collect();
+            idx.sort_by(|&a, &b| w[base + b].abs().total_cmp(&w[base + a].abs()));
+            for &j in &idx[n..] {
+                w[base + j] = 0.0;
+            }
+        }
+    }
+    w
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    format: Format,
+    n: usize,
+    act: Activation,
+    threads: usize,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 77);
+    let x: Vec<f32> = (0..cols * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let bias: Vec<f32> = (0..rows).map(|_| rng.random_range(-0.5..0.5)).collect();
+    let ep = Epilogue {
+        bias: Some(&bias),
+        act,
+    };
+    let expect = reference_matmul(w, rows, cols, &x, n, &ep);
+    let k = WeightKernel::build(format, rows, cols, w).expect("format fits");
+    for isa in Isa::available() {
+        let mut y = vec![f32::NAN; rows * n];
+        k.matmul(isa, &x, n, &mut y, &ep, threads);
+        for (i, (a, b)) in y.iter().zip(&expect).enumerate() {
+            let tol = 1e-4 * (1.0 + b.abs()) * (cols as f32).sqrt();
+            assert!(
+                (a - b).abs() <= tol,
+                "{format} {isa} {rows}x{cols}x{n} threads {threads}: y[{i}] = {a}, reference {b}"
+            );
+        }
+    }
+}
+
+fn act_of(i: u8) -> Activation {
+    match i % 3 {
+        0 => Activation::None,
+        1 => Activation::Relu,
+        _ => Activation::Clip { min: 0.0, max: 0.5 },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn dense_and_csr_match_reference(rows in 1usize..70, cols in 1usize..90, n in 1usize..150, density in 0.0f64..1.0, a in 0u8..3, threads in 1usize..3, seed in 0u64..1000) {
+        let w = sparse_matrix(rows, cols, density, seed);
+        check(&w, rows, cols, Format::Dense, n, act_of(a), threads, seed);
+        check(&w, rows, cols, Format::Csr, n, act_of(a), threads, seed);
+    }
+
+    #[test]
+    fn blocks_match_reference(rows in 1usize..40, cols in 1usize..40, n in 1usize..100, shape in 0usize..4, density in 0.05f64..1.0, a in 0u8..3, threads in 1usize..3, seed in 0u64..1000) {
+        let (r, c) = [(4, 1), (1, 4), (8, 1), (2, 3)][shape];
+        let w = block_matrix(rows, cols, r, c, density, seed);
+        check(&w, rows, cols, Format::Block { r, c }, n, act_of(a), threads, seed);
+        // unstructured weights in a block format: zeros inside stored blocks are fill-in
+        let u = sparse_matrix(rows, cols, density, seed + 1);
+        check(&u, rows, cols, Format::Block { r, c }, n, act_of(a), threads, seed);
+    }
+
+    #[test]
+    fn nm_matches_reference(rows in 1usize..40, groups in 1usize..12, n in 1usize..100, pat in 0usize..3, a in 0u8..3, seed in 0u64..1000) {
+        let (keep, m) = [(2, 4), (1, 4), (4, 8)][pat];
+        let cols = groups * m;
+        let w = nm_matrix(rows, cols, keep, m, seed);
+        check(&w, rows, cols, Format::Nm { n: keep, m }, n, act_of(a), 1, seed);
+    }
+}
+
+#[test]
+fn large_index_space_uses_u32() {
+    let cols = 70_000;
+    let mut w = vec![0.0f32; 2 * cols];
+    w[cols - 1] = 1.0;
+    w[cols + 69_999] = 2.0;
+    let c = Csr::from_dense(2, cols, &w);
+    assert!(matches!(c.idx, Indices::U32(_)));
+    check(&w, 2, cols, Format::Csr, 3, Activation::None, 1, 1);
+    let small = Csr::from_dense(2, 100, &w[..200]);
+    assert!(matches!(small.idx, Indices::U16(_)));
+}
+
+#[test]
+fn nm_rejects_matrices_that_break_the_pattern() {
+    let w = vec![1.0f32; 8];
+    assert!(NmSparse::from_dense(1, 8, &w, 2, 4).is_none());
+    assert!(NmSparse::from_dense(1, 6, &w[..6], 2, 4).is_none());
+}
+
+#[test]
+fn chunked_csr_layouts_match_reference() {
+    for (rows, cols, n) in [
+        (37, 300, 1),
+        (37, 300, 20),
+        (64, 700, 70),
+        (5, 1000, 64),
+        (9, 513, 17),
+    ] {
+        for density in [0.05, 0.3] {
+            let w = sparse_matrix(rows, cols, density, rows as u64);
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let x: Vec<f32> = (0..cols * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let ep = Epilogue {
+                bias: None,
+                act: Activation::Relu,
+            };
+            let expect = reference_matmul(&w, rows, cols, &x, n, &ep);
+            let k = WeightKernel::build_for(Format::Csr, rows, cols, &w, n).unwrap();
+            for isa in Isa::available() {
+                for threads in [1, 2] {
+                    let mut y = vec![f32::NAN; rows * n];
+                    k.matmul(isa, &x, n, &mut y, &ep, threads);
+                    for (a, b) in y.iter().zip(&expect) {
+                        assert!(
+                            (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                            "{rows}x{cols}x{n} {isa}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
