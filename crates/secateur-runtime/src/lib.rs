@@ -6,6 +6,7 @@
 pub mod error;
 pub mod fold;
 pub mod harness;
+pub mod kernel_bench;
 pub mod kernels;
 pub mod ops;
 pub mod plan;

@@ -19,28 +19,47 @@ pub fn im2col(
 ) {
     let [kh, kw] = conv.kernel;
     let p = ho * wo;
+    let (sy, sx) = (conv.strides[0], conv.strides[1]);
+    let (dy, dx) = (conv.dilations[0], conv.dilations[1]);
+    let (py, px) = (conv.pads[0] as isize, conv.pads[1] as isize);
     for ch in 0..c {
         for ky in 0..kh {
             for kx in 0..kw {
                 let row = (ch * kh + ky) * kw + kx;
                 let dst = &mut cols[row * p..(row + 1) * p];
+                // output columns whose input column is inside the image: ox in [lo, hi)
+                let off = (kx * dx) as isize - px;
+                let lo = if off >= 0 {
+                    0
+                } else {
+                    ((-off) as usize).div_ceil(sx)
+                };
+                let hi = if (w as isize) <= off {
+                    0
+                } else {
+                    ((w as isize - off) as usize).div_ceil(sx)
+                };
+                let hi = hi.min(wo).max(lo);
                 for oy in 0..ho {
-                    let iy = (oy * conv.strides[0] + ky * conv.dilations[0]) as isize
-                        - conv.pads[0] as isize;
+                    let iy = (oy * sy + ky * dy) as isize - py;
                     let d = &mut dst[oy * wo..(oy + 1) * wo];
                     if iy < 0 || iy >= h as isize {
                         d.fill(0.0);
                         continue;
                     }
                     let src = &x[(ch * h + iy as usize) * w..(ch * h + iy as usize + 1) * w];
-                    for (ox, dv) in d.iter_mut().enumerate() {
-                        let ix = (ox * conv.strides[1] + kx * conv.dilations[1]) as isize
-                            - conv.pads[1] as isize;
-                        *dv = if ix >= 0 && (ix as usize) < w {
-                            src[ix as usize]
-                        } else {
-                            0.0
-                        };
+                    d[..lo].fill(0.0);
+                    d[hi..].fill(0.0);
+                    if sx == 1 {
+                        // short rows: an element loop beats a memcpy call per row
+                        let start = (lo as isize + off) as usize;
+                        for (dv, sv) in d[lo..hi].iter_mut().zip(&src[start..start + (hi - lo)]) {
+                            *dv = *sv;
+                        }
+                    } else {
+                        for (i, dv) in d[lo..hi].iter_mut().enumerate() {
+                            *dv = src[(((lo + i) * sx) as isize + off) as usize];
+                        }
                     }
                 }
             }
@@ -109,6 +128,51 @@ pub fn pool(
     wo: usize,
     y: &mut [f32],
 ) {
+    // the common 2×2, stride-2, unpadded max pool without bounds checks per tap
+    if max
+        && g.kernel == [2, 2]
+        && g.strides == [2, 2]
+        && g.pads == [0; 4]
+        && g.dilations == [1, 1]
+        && ho * 2 <= h
+        && wo * 2 <= w
+    {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F detected; every row read is inside its plane (2·wo ≤ w, 2·ho ≤ h).
+            unsafe { max_pool_2x2_avx512(x, planes, h, w, ho, wo, y) };
+            return;
+        }
+        for pl in 0..planes {
+            let src = &x[pl * h * w..(pl + 1) * h * w];
+            let dst = &mut y[pl * ho * wo..(pl + 1) * ho * wo];
+            let mut m = [0.0f32; 256];
+            for oy in 0..ho {
+                let (r0, r1) = (
+                    &src[2 * oy * w..(2 * oy + 1) * w],
+                    &src[(2 * oy + 1) * w..(2 * oy + 2) * w],
+                );
+                let d = &mut dst[oy * wo..(oy + 1) * wo];
+                if w <= m.len() {
+                    // vertical maxima first (vectorised), then pairs
+                    for ((mv, a), b) in m[..w].iter_mut().zip(r0).zip(r1) {
+                        *mv = a.max(*b);
+                    }
+                    for (dv, pair) in d.iter_mut().zip(m.chunks_exact(2)) {
+                        *dv = pair[0].max(pair[1]);
+                    }
+                } else {
+                    for (ox, dv) in d.iter_mut().enumerate() {
+                        *dv = r0[2 * ox]
+                            .max(r0[2 * ox + 1])
+                            .max(r1[2 * ox])
+                            .max(r1[2 * ox + 1]);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for pl in 0..planes {
         let src = &x[pl * h * w..(pl + 1) * h * w];
         let dst = &mut y[pl * ho * wo..(pl + 1) * ho * wo];
@@ -209,6 +273,48 @@ pub fn softmax(x: &[f32], outer: usize, red: usize, inner: usize, y: &mut [f32])
             }
             for r in 0..red {
                 y[at(r)] /= s;
+            }
+        }
+    }
+}
+
+/// 2×2 / stride 2 max pooling: 16 inputs of two rows give 8 outputs per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_pool_2x2_avx512(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    y: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    unsafe {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
+        for pl in 0..planes {
+            let src = x.as_ptr().add(pl * h * w);
+            let dst = y.as_mut_ptr().add(pl * ho * wo);
+            for oy in 0..ho {
+                let r0 = src.add(2 * oy * w);
+                let r1 = src.add((2 * oy + 1) * w);
+                let d = dst.add(oy * wo);
+                let mut ox = 0;
+                while ox < wo {
+                    let n_out = (wo - ox).min(8);
+                    let m_in: __mmask16 = ((1u32 << (2 * n_out)) - 1) as __mmask16;
+                    let a = _mm512_maskz_loadu_ps(m_in, r0.add(2 * ox));
+                    let b = _mm512_maskz_loadu_ps(m_in, r1.add(2 * ox));
+                    let v = _mm512_max_ps(a, b);
+                    let m = _mm512_max_ps(
+                        _mm512_permutexvar_ps(even, v),
+                        _mm512_permutexvar_ps(odd, v),
+                    );
+                    _mm512_mask_storeu_ps(d.add(ox), ((1u32 << n_out) - 1) as __mmask16, m);
+                    ox += n_out;
+                }
             }
         }
     }

@@ -8,6 +8,8 @@
 use crate::error::{Result, RuntimeError};
 use crate::fold::{FusedLayer, fuse_layer};
 use crate::harness::{Budget, measure_interleaved, probe};
+use crate::kernels::direct_conv::DirectConv;
+use crate::kernels::sparse_conv::SparseConv;
 use crate::kernels::{Activation, Epilogue, Format, Isa, WeightKernel, dense};
 use crate::ops;
 use rayon::prelude::*;
@@ -81,6 +83,8 @@ struct Linear {
     threads: usize,
     xt: Vec<f32>,
     yt: Vec<f32>,
+    /// Wᵀ row-major for the dense path.
+    wt: Vec<f32>,
 }
 
 struct ConvStep {
@@ -95,6 +99,8 @@ struct ConvStep {
     ho: usize,
     wo: usize,
     direct: bool,
+    direct_conv: Option<DirectConv>,
+    sparse_conv: Option<SparseConv>,
     kernel_threads: usize,
     scratch: Vec<Vec<f32>>,
 }
@@ -270,13 +276,20 @@ fn weight_matrix(graph: &Graph, ni: usize) -> Result<(Tensor, Vec<f32>, Option<M
 }
 
 /// Candidate formats for a weight of this sparsity and mask pattern.
-fn candidates(sparsity: f64, pattern: Option<MaskPattern>, policy: FormatPolicy) -> Vec<Format> {
+fn candidates(
+    sparsity: f64,
+    cols: usize,
+    pattern: Option<MaskPattern>,
+    policy: FormatPolicy,
+) -> Vec<Format> {
     match policy {
         FormatPolicy::Dense => vec![Format::Dense],
         FormatPolicy::Force(f) => vec![f, Format::Dense],
         FormatPolicy::Measure => {
             let mut v = vec![Format::Dense];
-            if sparsity >= 0.3 {
+            // CSR also competes on dense layers with a short reduction (e.g. a first convolution
+            // with 25 inputs per filter), where a general GEMM is far from peak
+            if sparsity >= 0.3 || cols <= 64 {
                 v.push(Format::Csr);
             }
             if sparsity >= 0.5 {
@@ -392,6 +405,74 @@ fn choose(
         dense_ms,
         chosen_ms,
     }
+}
+
+/// A way to run one sample of a convolution.
+enum ConvVariant<'a> {
+    Im2col(&'a WeightKernel),
+    Direct(&'a DirectConv),
+    Sparse(&'a SparseConv),
+}
+
+/// Milliseconds per sample of each variant (im2col included where it is used), interleaved.
+#[allow(clippy::too_many_arguments)]
+fn time_conv_variants(
+    isa: Isa,
+    conv: &Conv,
+    variants: &[ConvVariant],
+    c_in: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    unit_1x1: bool,
+) -> Vec<f64> {
+    let x: Vec<f32> = (0..c_in * h * w)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let p = ho * wo;
+    let ep = Epilogue::NONE;
+    let mut runners: Vec<Box<dyn FnMut() + '_>> = Vec::new();
+    for v in variants {
+        let x = &x;
+        match v {
+            ConvVariant::Im2col(k) => {
+                let mut cols = vec![0.0f32; k.cols() * p];
+                let mut y = vec![0.0f32; k.rows() * p];
+                runners.push(Box::new(move || {
+                    if unit_1x1 {
+                        k.matmul(isa, x, p, &mut y, &ep, 1);
+                    } else {
+                        ops::im2col(x, c_in, h, w, conv, ho, wo, &mut cols);
+                        k.matmul(isa, &cols, p, &mut y, &ep, 1);
+                    }
+                }));
+            }
+            ConvVariant::Direct(d) => {
+                let mut y = vec![0.0f32; d.c_out * p];
+                let mut scratch = vec![0.0f32; d.scratch_len(h, w)];
+                runners.push(Box::new(move || {
+                    d.run(x, h, w, ho, wo, &mut y, &ep, &mut scratch)
+                }));
+            }
+            ConvVariant::Sparse(sc) => {
+                let mut y = vec![0.0f32; sc.c_out * p];
+                let mut scratch = vec![0.0f32; sc.scratch_len()];
+                runners.push(Box::new(move || {
+                    sc.run(x, h, w, ho, wo, &mut y, &ep, &mut scratch)
+                }));
+            }
+        }
+    }
+    let one = probe(&mut *runners[0]);
+    let mut refs: Vec<&mut dyn FnMut()> = runners
+        .iter_mut()
+        .map(|r| &mut **r as &mut dyn FnMut())
+        .collect();
+    measure_interleaved(&mut refs, Budget::for_duration(one, 40.0))
+        .into_iter()
+        .map(|s| s.median_ms)
+        .collect()
 }
 
 impl ExecPlan {
@@ -563,7 +644,7 @@ impl ExecPlan {
                                 &wg,
                                 p,
                                 kernel_threads,
-                                &candidates(sparsity, pattern, config.policy),
+                                &candidates(sparsity, cols, pattern, config.policy),
                                 measure && gi == 0,
                             );
                             if gi == 0 {
@@ -591,11 +672,86 @@ impl ExecPlan {
                         }
                         let executed: usize =
                             kernels.iter().map(|k| k.macs_per_column()).sum::<usize>() * p * b;
+                        // a dense convolution may run faster without im2col: time both on one
+                        // sample, im2col included
+                        let mut direct_conv = None;
+                        let mut sparse_conv = None;
+                        let may_choose =
+                            matches!(config.policy, FormatPolicy::Measure | FormatPolicy::Dense);
+                        if g == 1 && may_choose {
+                            // whole-sample timings (im2col included) of every way to run this layer
+                            let dc = DirectConv::new(c, xs[1], c_out, fused.weight.data());
+                            let sc = if config.policy == FormatPolicy::Measure {
+                                SparseConv::new(c, xs[1], c_out, xs[2], xs[3], fused.weight.data())
+                            } else {
+                                None
+                            };
+                            let dense_kernel = if kernels[0].format() == Format::Dense {
+                                None
+                            } else {
+                                WeightKernel::build_for(
+                                    Format::Dense,
+                                    rows,
+                                    cols,
+                                    fused.weight.data(),
+                                    p,
+                                )
+                            };
+                            let mut variants = vec![ConvVariant::Im2col(&kernels[0])];
+                            let mut names = vec![format!("im2col+{}", kernels[0].format())];
+                            if let Some(dk) = &dense_kernel {
+                                variants.push(ConvVariant::Im2col(dk));
+                                names.push("im2col+dense".into());
+                            }
+                            if config.isa == Isa::Avx512 {
+                                variants.push(ConvVariant::Direct(&dc));
+                                names.push("direct".into());
+                            }
+                            if let Some(s) = &sc {
+                                variants.push(ConvVariant::Sparse(s));
+                                names.push("sparse-direct".into());
+                            }
+                            let times = time_conv_variants(
+                                config.isa, c, &variants, xs[1], xs[2], xs[3], ho, wo, direct,
+                            );
+                            let per = |ms: f64| ms * b as f64 / config.threads.min(b).max(1) as f64;
+                            cands = names
+                                .iter()
+                                .zip(&times)
+                                .map(|(n, t)| (n.clone(), 1, per(*t)))
+                                .collect();
+                            dense_ms = names
+                                .iter()
+                                .zip(&times)
+                                .filter(|(n, _)| *n == "im2col+dense" || *n == "direct")
+                                .map(|(_, t)| per(*t))
+                                .fold(f64::INFINITY, f64::min);
+                            let best = (0..times.len())
+                                .min_by(|&a, &b| times[a].total_cmp(&times[b]))
+                                .unwrap_or(0);
+                            chosen_ms = per(times[best]);
+                            match names[best].as_str() {
+                                "direct" => direct_conv = Some(dc),
+                                "sparse-direct" => sparse_conv = sc,
+                                "im2col+dense" => {
+                                    if let Some(dk) = dense_kernel {
+                                        kernels[0] = dk;
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
                         layers.push(LayerChoice {
                             node: name.clone(),
                             op: "Conv".into(),
                             fused: fused_names,
-                            format: kernels[0].format().to_string(),
+                            format: if direct_conv.is_some() {
+                                "direct".to_string()
+                            } else if sparse_conv.is_some() {
+                                "sparse-direct".to_string()
+                            } else {
+                                kernels[0].format().to_string()
+                            },
                             threads: if kernel_threads == 1 {
                                 config.threads
                             } else {
@@ -614,11 +770,13 @@ impl ExecPlan {
                         } else {
                             1
                         };
-                        let scratch = if direct {
-                            Vec::new()
-                        } else {
-                            vec![vec![0.0f32; cols * p]; workers]
+                        let scratch_len = match (&direct_conv, &sparse_conv) {
+                            (Some(dc), _) => dc.scratch_len(xs[2], xs[3]),
+                            (_, Some(sc)) => sc.scratch_len(),
+                            _ if direct => 0,
+                            _ => cols * p,
                         };
+                        let scratch = vec![vec![0.0f32; scratch_len]; workers];
                         StepKind::Conv(Box::new(ConvStep {
                             conv: c.clone(),
                             kernels,
@@ -631,6 +789,8 @@ impl ExecPlan {
                             ho,
                             wo,
                             direct,
+                            direct_conv,
+                            sparse_conv,
                             kernel_threads: if kernel_threads == 1 { 1 } else { kt },
                             scratch,
                         }))
@@ -650,7 +810,7 @@ impl ExecPlan {
                             &fused.weight,
                             n_rows,
                             config.threads,
-                            &candidates(sparsity, pattern, config.policy),
+                            &candidates(sparsity, cols, pattern, config.policy),
                             measure,
                         );
                         layers.push(LayerChoice {
@@ -668,6 +828,14 @@ impl ExecPlan {
                             weight_bytes: kernel.bytes(),
                         });
                         let sparse = kernel.format() != Format::Dense && n_rows > 1;
+                        let wt = match &kernel {
+                            WeightKernel::Dense { .. } => fused
+                                .weight
+                                .transpose2()
+                                .map_err(|e| err(&name, e.to_string()))?
+                                .into_data(),
+                            _ => Vec::new(),
+                        };
                         StepKind::Linear(Box::new(Linear {
                             xt: if sparse {
                                 vec![0.0; k * n_rows]
@@ -679,6 +847,7 @@ impl ExecPlan {
                             } else {
                                 Vec::new()
                             },
+                            wt,
                             kernel,
                             bias: fused.bias,
                             act: fused.act,
@@ -984,6 +1153,22 @@ fn run_step(step: &mut Step, buffers: &[Vec<f32>], out: &mut [f32], isa: Isa, ba
             let c = &mut **c;
             let sample = |s: usize, y: &mut [f32], scratch: &mut Vec<f32>| {
                 let xs = &x[s * per_in..(s + 1) * per_in];
+                if let Some(dc) = &c.direct_conv {
+                    let ep = Epilogue {
+                        bias: Some(&c.bias),
+                        act: c.act,
+                    };
+                    dc.run(xs, c.h, c.w, c.ho, c.wo, y, &ep, scratch);
+                    return;
+                }
+                if let Some(sc) = &c.sparse_conv {
+                    let ep = Epilogue {
+                        bias: Some(&c.bias),
+                        act: c.act,
+                    };
+                    sc.run(xs, c.h, c.w, c.ho, c.wo, y, &ep, scratch);
+                    return;
+                }
                 for gi in 0..g {
                     let xg = &xs[gi * cg * c.h * c.w..(gi + 1) * cg * c.h * c.w];
                     let cols: &[f32] = if c.direct {
@@ -1067,8 +1252,8 @@ fn run_step(step: &mut Step, buffers: &[Vec<f32>], out: &mut [f32], isa: Isa, ba
             };
             let (k, m, n) = (l.k, l.m, l.rows);
             match &l.kernel {
-                WeightKernel::Dense { w, .. } => {
-                    dense::matmul_transposed(w, x, out, m, k, n, &ep, l.threads)
+                WeightKernel::Dense { .. } => {
+                    dense::matmul_pretransposed(&l.wt, x, out, m, k, n, &ep, l.threads)
                 }
                 sparse if n == 1 => sparse.matmul(isa, &x[..k], 1, &mut out[..m], &ep, l.threads),
                 sparse => {

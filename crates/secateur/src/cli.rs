@@ -1,8 +1,8 @@
 //! Command-line definitions (clap).
 
 use crate::commands::{
-    bench_train::BenchTrainArgs, convert::ConvertArgs, eval::EvalArgs, inspect::InspectArgs,
-    prune::PruneArgs, train::TrainArgs,
+    bench::BenchArgs, bench_kernels::BenchKernelsArgs, bench_train::BenchTrainArgs,
+    convert::ConvertArgs, eval::EvalArgs, inspect::InspectArgs, prune::PruneArgs, train::TrainArgs,
 };
 use clap::{Parser, Subcommand};
 
@@ -32,6 +32,10 @@ pub enum Command {
     Eval(EvalArgs),
     /// Prune a model: structured (channels, layers) and/or weights (unstructured, N:M, blocks).
     Prune(Box<PruneArgs>),
+    /// Latency of models in secateur's runtime (and ONNX Runtime with --compare-ort).
+    Bench(BenchArgs),
+    /// Sparse kernel speed-ups against the dense path.
+    BenchKernels(BenchKernelsArgs),
     /// Measure training and evaluation throughput.
     BenchTrain(BenchTrainArgs),
 }

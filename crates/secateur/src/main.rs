@@ -22,6 +22,8 @@ fn main() {
         Command::Eval(a) => commands::eval::run(a),
         Command::Prune(a) => commands::prune::run_cmd(a),
         Command::BenchTrain(a) => commands::bench_train::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+        Command::BenchKernels(a) => commands::bench_kernels::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

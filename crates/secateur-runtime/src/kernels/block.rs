@@ -1,10 +1,12 @@
 //! Block-sparse matrices: non-zero `R×C` blocks (4×1, 1×4, 8×1, or any user shape) stored
 //! per block row with one index per block, and their product with a dense activation. An R×1
 //! block reuses one row of X for R output rows (R× fewer loads per multiply than CSR); a 1×C
-//! block shares one index among C weights. Ragged edges (rows or columns not multiples of the
-//! block) are padded with zeros in storage and never written or read beyond the matrix.
+//! block shares one index among C weights. Like CSR, blocks are grouped by column chunk so a
+//! chunk of X stays in L1 while every block row streams through it. Ragged edges (rows or
+//! columns not multiples of the block) are padded with zeros in storage and never written or
+//! read beyond the matrix.
 
-use super::csr::Indices;
+use super::csr::{CHUNK_COLS, Index, Indices};
 use super::epilogue::{Epilogue, fma};
 use super::isa::{Isa, dispatch};
 
@@ -15,8 +17,9 @@ pub struct BlockSparse {
     pub cols: usize,
     pub r: usize,
     pub c: usize,
-    /// Start of each block row's blocks.
-    pub(crate) brow_ptr: Vec<u32>,
+    pub(crate) chunks: usize,
+    /// `ptr[ch·(brows+1) + br]`: first block of block row `br` in column chunk `ch`.
+    pub(crate) ptr: Vec<u32>,
     /// Block column of each block (in units of `c`).
     pub(crate) bcol: Indices,
     /// `r·c` values per block, row-major within the block.
@@ -27,8 +30,21 @@ impl BlockSparse {
     /// From a dense row-major matrix: every block with a non-zero is stored (zeros inside a
     /// stored block are kept as fill-in).
     pub fn from_dense(rows: usize, cols: usize, w: &[f32], r: usize, c: usize) -> Self {
+        Self::for_columns(rows, cols, w, r, c, 64)
+    }
+
+    /// Like [`BlockSparse::from_dense`], laid out for products with `n` columns.
+    pub fn for_columns(rows: usize, cols: usize, w: &[f32], r: usize, c: usize, n: usize) -> Self {
         let brows = rows.div_ceil(r);
         let bcols = cols.div_ceil(c);
+        // R×1 blocks already reuse each row of X for R outputs and run at the FMA limit; chunking
+        // only pays for blocks with one row
+        let chunk_b = if cols > 2 * CHUNK_COLS && n >= 16 && r < 4 {
+            (CHUNK_COLS / c).max(1)
+        } else {
+            bcols.max(1)
+        };
+        let chunks = bcols.div_ceil(chunk_b).max(1);
         let at = |i: usize, j: usize| {
             if i < rows && j < cols {
                 w[i * cols + j]
@@ -36,29 +52,33 @@ impl BlockSparse {
                 0.0
             }
         };
-        let mut brow_ptr = vec![0u32];
+        let mut ptr = Vec::with_capacity(chunks * (brows + 1));
         let mut bcol = Vec::new();
         let mut values = Vec::new();
-        for br in 0..brows {
-            for bc in 0..bcols {
-                let nonzero = (0..r).any(|i| (0..c).any(|j| at(br * r + i, bc * c + j) != 0.0));
-                if nonzero {
-                    bcol.push(bc);
-                    for i in 0..r {
-                        for j in 0..c {
-                            values.push(at(br * r + i, bc * c + j));
+        for ch in 0..chunks {
+            ptr.push(bcol.len() as u32);
+            for br in 0..brows {
+                for bc in ch * chunk_b..((ch + 1) * chunk_b).min(bcols) {
+                    let nonzero = (0..r).any(|i| (0..c).any(|j| at(br * r + i, bc * c + j) != 0.0));
+                    if nonzero {
+                        bcol.push(bc);
+                        for i in 0..r {
+                            for j in 0..c {
+                                values.push(at(br * r + i, bc * c + j));
+                            }
                         }
                     }
                 }
+                ptr.push(bcol.len() as u32);
             }
-            brow_ptr.push(bcol.len() as u32);
         }
         BlockSparse {
             rows,
             cols,
             r,
             c,
-            brow_ptr,
+            chunks,
+            ptr,
             bcol: Indices::from_usize(bcol, bcols),
             values,
         }
@@ -75,7 +95,7 @@ impl BlockSparse {
     }
 
     pub fn bytes(&self) -> usize {
-        self.values.len() * 4 + self.bcol.bytes() + self.brow_ptr.len() * 4
+        self.values.len() * 4 + self.bcol.bytes() + self.ptr.len() * 4
     }
 
     /// `y = epilogue(W · x)` for block rows covering rows `r0..r1` (`r0` a multiple of `r`).
@@ -98,6 +118,12 @@ impl BlockSparse {
             self.rows,
             self.cols
         );
+        let shape = Shape {
+            rows: self.rows,
+            cols: self.cols,
+            brows: self.rows.div_ceil(self.r),
+            chunks: self.chunks,
+        };
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512
             && std::is_x86_feature_detected!("avx512f")
@@ -109,10 +135,10 @@ impl BlockSparse {
             unsafe {
                 match (&self.bcol, self.r) {
                     (Indices::U16(i), 4) => super::avx512::blocks_rx1::<_, 4, 4>(
-                        &self.brow_ptr,
+                        shape,
+                        &self.ptr,
                         i,
                         &self.values,
-                        self.rows,
                         x,
                         n,
                         y,
@@ -121,10 +147,10 @@ impl BlockSparse {
                         ep,
                     ),
                     (Indices::U16(i), _) => super::avx512::blocks_rx1::<_, 8, 2>(
-                        &self.brow_ptr,
+                        shape,
+                        &self.ptr,
                         i,
                         &self.values,
-                        self.rows,
                         x,
                         n,
                         y,
@@ -133,10 +159,10 @@ impl BlockSparse {
                         ep,
                     ),
                     (Indices::U32(i), 4) => super::avx512::blocks_rx1::<_, 4, 4>(
-                        &self.brow_ptr,
+                        shape,
+                        &self.ptr,
                         i,
                         &self.values,
-                        self.rows,
                         x,
                         n,
                         y,
@@ -145,10 +171,10 @@ impl BlockSparse {
                         ep,
                     ),
                     (Indices::U32(i), _) => super::avx512::blocks_rx1::<_, 8, 2>(
-                        &self.brow_ptr,
+                        shape,
+                        &self.ptr,
                         i,
                         &self.values,
-                        self.rows,
                         x,
                         n,
                         y,
@@ -164,11 +190,10 @@ impl BlockSparse {
             ($R:literal, $C:literal, $idx:expr) => {
                 block_kernel::<_, $R, $C>(
                     isa,
-                    &self.brow_ptr,
+                    shape,
+                    &self.ptr,
                     $idx,
                     &self.values,
-                    self.rows,
-                    self.cols,
                     x,
                     n,
                     y,
@@ -185,26 +210,22 @@ impl BlockSparse {
             (Indices::U32(i), 4, 1) => go!(4, 1, i),
             (Indices::U32(i), 1, 4) => go!(1, 4, i),
             (Indices::U32(i), 8, 1) => go!(8, 1, i),
-            _ => {
-                let idx: Vec<usize> = match &self.bcol {
-                    Indices::U16(v) => v.iter().map(|&x| x as usize).collect(),
-                    Indices::U32(v) => v.iter().map(|&x| x as usize).collect(),
-                };
-                generic_blocks(self, &idx, x, n, y, r0, r1, ep);
-            }
+            _ => generic_blocks(self, shape, x, n, y, r0, r1, ep),
         }
     }
 }
 
+/// Dimensions a block kernel needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub rows: usize,
+    pub cols: usize,
+    pub brows: usize,
+    pub chunks: usize,
+}
+
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn block_tile<
-    I: super::csr::Index,
-    const R: usize,
-    const C: usize,
-    const T: usize,
-    const FMA: bool,
->(
+fn block_tile<I: Index, const R: usize, const C: usize, const T: usize, const FMA: bool>(
     bidx: &[I],
     vals: &[f32],
     s: usize,
@@ -233,13 +254,11 @@ fn block_tile<
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn block_body<I: super::csr::Index, const R: usize, const C: usize, const FMA: bool>(
-    brow_ptr: &[u32],
+fn block_body<I: Index, const R: usize, const C: usize, const FMA: bool>(
+    shape: Shape,
+    ptr: &[u32],
     bidx: &[I],
     vals: &[f32],
-    rows: usize,
-    cols: usize,
     x: &[f32],
     n: usize,
     y: &mut [f32],
@@ -247,57 +266,75 @@ fn block_body<I: super::csr::Index, const R: usize, const C: usize, const FMA: b
     r1: usize,
     ep: &Epilogue,
 ) {
-    let br0 = r0 / R;
-    let br1 = r1.div_ceil(R);
-    for br in br0..br1 {
-        let (s, e) = (brow_ptr[br] as usize, brow_ptr[br + 1] as usize);
-        let mut c = 0;
-        macro_rules! run_tile {
-            ($T:literal) => {
-                while c + $T <= n {
-                    let mut acc = [[0.0f32; $T]; R];
-                    for i in 0..R {
-                        let row = br * R + i;
-                        if row < rows {
-                            acc[i] = [ep.bias(row); $T];
+    let Shape {
+        rows,
+        cols,
+        brows,
+        chunks,
+    } = shape;
+    let mut c = 0;
+    macro_rules! run_tile {
+        ($T:literal) => {
+            while c + $T <= n {
+                for ch in 0..chunks {
+                    let (first, last) = (ch == 0, ch + 1 == chunks);
+                    for br in r0 / R..r1.div_ceil(R) {
+                        let (s, e) = (
+                            ptr[ch * (brows + 1) + br] as usize,
+                            ptr[ch * (brows + 1) + br + 1] as usize,
+                        );
+                        let mut acc = [[0.0f32; $T]; R];
+                        for i in 0..R {
+                            let row = br * R + i;
+                            if row < r1.min(rows) {
+                                acc[i] = if first {
+                                    [ep.bias(row); $T]
+                                } else {
+                                    y[(row - r0) * n + c..(row - r0) * n + c + $T]
+                                        .try_into()
+                                        .expect("tile")
+                                };
+                            }
+                        }
+                        block_tile::<I, R, C, $T, FMA>(bidx, vals, s, e, cols, x, n, c, &mut acc);
+                        for i in 0..R {
+                            let row = br * R + i;
+                            if row >= r1.min(rows) {
+                                break;
+                            }
+                            let yr = &mut y[(row - r0) * n + c..(row - r0) * n + c + $T];
+                            for t in 0..$T {
+                                yr[t] = if last {
+                                    ep.act.apply(acc[i][t])
+                                } else {
+                                    acc[i][t]
+                                };
+                            }
                         }
                     }
-                    block_tile::<I, R, C, $T, FMA>(bidx, vals, s, e, cols, x, n, c, &mut acc);
-                    for i in 0..R {
-                        let row = br * R + i;
-                        if row >= r1 || row >= rows {
-                            break;
-                        }
-                        let yr = &mut y[(row - r0) * n..(row - r0 + 1) * n];
-                        for t in 0..$T {
-                            yr[c + t] = ep.act.apply(acc[i][t]);
-                        }
-                    }
-                    c += $T;
                 }
-            };
-        }
-        if R >= 8 {
-            run_tile!(32);
-        } else {
-            run_tile!(64);
-        }
-        run_tile!(16);
-        run_tile!(4);
-        run_tile!(1);
+                c += $T;
+            }
+        };
     }
+    if R >= 8 {
+        run_tile!(32);
+    } else {
+        run_tile!(64);
+    }
+    run_tile!(16);
+    run_tile!(4);
+    run_tile!(1);
 }
 
 dispatch!(
-    #[allow(clippy::too_many_arguments)]
-    fn block_kernel [I: super::csr::Index, const R: usize, const C: usize] [I, R, C,] (brow_ptr: &[u32], bidx: &[I], vals: &[f32], rows: usize, cols: usize, x: &[f32], n: usize, y: &mut [f32], r0: usize, r1: usize, ep: &Epilogue) => block_body
+    fn block_kernel [I: Index, const R: usize, const C: usize] [I, R, C,] (shape: Shape, ptr: &[u32], bidx: &[I], vals: &[f32], x: &[f32], n: usize, y: &mut [f32], r0: usize, r1: usize, ep: &Epilogue) => block_body
 );
 
 /// Any block shape, scalar code (user-defined shapes other than the specialised ones).
-#[allow(clippy::too_many_arguments)]
 fn generic_blocks(
     m: &BlockSparse,
-    idx: &[usize],
+    shape: Shape,
     x: &[f32],
     n: usize,
     y: &mut [f32],
@@ -305,27 +342,34 @@ fn generic_blocks(
     r1: usize,
     ep: &Epilogue,
 ) {
+    let idx: Vec<usize> = match &m.bcol {
+        Indices::U16(v) => v.iter().map(|&x| x as usize).collect(),
+        Indices::U32(v) => v.iter().map(|&x| x as usize).collect(),
+    };
     for row in r0..r1 {
         let b = ep.bias(row);
         y[(row - r0) * n..(row - r0 + 1) * n].fill(b);
     }
     let (r, c) = (m.r, m.c);
-    for br in r0 / r..r1.div_ceil(r) {
-        for b in m.brow_ptr[br] as usize..m.brow_ptr[br + 1] as usize {
-            for i in 0..r {
-                let row = br * r + i;
-                if row < r0 || row >= r1 || row >= m.rows {
-                    continue;
-                }
-                for j in 0..c {
-                    let col = idx[b] * c + j;
-                    if col >= m.cols {
+    for ch in 0..shape.chunks {
+        for br in r0 / r..r1.div_ceil(r) {
+            let base = ch * (shape.brows + 1) + br;
+            for b in m.ptr[base] as usize..m.ptr[base + 1] as usize {
+                for i in 0..r {
+                    let row = br * r + i;
+                    if row < r0 || row >= r1 || row >= m.rows {
                         continue;
                     }
-                    let v = m.values[b * r * c + i * c + j];
-                    let yr = &mut y[(row - r0) * n..(row - r0 + 1) * n];
-                    for (t, yv) in yr.iter_mut().enumerate() {
-                        *yv += v * x[col * n + t];
+                    for j in 0..c {
+                        let col = idx[b] * c + j;
+                        if col >= m.cols {
+                            continue;
+                        }
+                        let v = m.values[b * r * c + i * c + j];
+                        let yr = &mut y[(row - r0) * n..(row - r0 + 1) * n];
+                        for (t, yv) in yr.iter_mut().enumerate() {
+                            *yv += v * x[col * n + t];
+                        }
                     }
                 }
             }

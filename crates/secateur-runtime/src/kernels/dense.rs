@@ -103,3 +103,25 @@ pub fn matmul_transposed(
         }
     }
 }
+
+/// `y[N×M] = x[N×K] · wt[K×M] + bias (per column), activation`, with `wt = Wᵀ` stored
+/// row-major (fully connected layers: no strided operand for the GEMM).
+pub fn matmul_pretransposed(
+    wt: &[f32],
+    x: &[f32],
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    ep: &Epilogue,
+    threads: usize,
+) {
+    matmul(x, wt, y, n, k, m, &Epilogue::NONE, threads);
+    if ep.bias.is_some() || ep.act != super::Activation::None {
+        for row in y[..m * n].chunks_mut(m) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = ep.act.apply(*v + ep.bias(j));
+            }
+        }
+    }
+}

@@ -15,9 +15,11 @@ pub mod avx512;
 pub mod block;
 pub mod csr;
 pub mod dense;
+pub mod direct_conv;
 pub mod epilogue;
 pub mod isa;
 pub mod nm;
+pub mod sparse_conv;
 
 pub use block::BlockSparse;
 pub use csr::{Csr, Indices};
@@ -85,7 +87,7 @@ impl WeightKernel {
             },
             Format::Csr => WeightKernel::Csr(Csr::for_columns(rows, cols, w, n)),
             Format::Block { r, c } => {
-                WeightKernel::Block(BlockSparse::from_dense(rows, cols, w, r, c))
+                WeightKernel::Block(BlockSparse::for_columns(rows, cols, w, r, c, n))
             }
             Format::Nm { n, m } => WeightKernel::Nm(NmSparse::from_dense(rows, cols, w, n, m)?),
         })

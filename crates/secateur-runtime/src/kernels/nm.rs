@@ -76,20 +76,43 @@ impl NmSparse {
             x.len() >= self.cols * n && y.len() >= (r1 - r0) * n && r1 <= self.rows,
             "N:M matmul: buffers do not match"
         );
-        nm_kernel(
-            isa,
-            &self.values,
-            &self.offsets,
-            self.cols,
-            self.n,
-            self.m,
-            x,
-            n,
-            y,
-            r0,
-            r1,
-            ep,
-        )
+        {
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 && std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F detected; offsets are < m by construction and the buffer
+                // sizes were checked above.
+                unsafe {
+                    super::avx512::nm(
+                        &self.values,
+                        &self.offsets,
+                        self.cols,
+                        self.n,
+                        self.m,
+                        x,
+                        n,
+                        y,
+                        r0,
+                        r1,
+                        ep,
+                    )
+                };
+                return;
+            }
+            nm_kernel(
+                isa,
+                &self.values,
+                &self.offsets,
+                self.cols,
+                self.n,
+                self.m,
+                x,
+                n,
+                y,
+                r0,
+                r1,
+                ep,
+            )
+        }
     }
 }
 

@@ -1,0 +1,304 @@
+//! `secateur bench MODEL...`: latency of models in secateur's runtime (median, p10, p90, FPS)
+//! at each batch size and thread count, the kernel chosen for every layer and its share of the
+//! time, and with `--compare-ort` the same ONNX files in ONNX Runtime, measured in interleaved
+//! rounds in the same run, with the ratios.
+
+use crate::model_ref::load_model;
+use anyhow::{Context, Result, bail};
+use secateur_graph::Graph;
+use secateur_graph::zoo::ZooConfig;
+use secateur_runtime::harness::{Stats, probe};
+use secateur_runtime::kernels::Format;
+use secateur_runtime::{ExecPlan, FormatPolicy, LayerChoice, PlanConfig};
+use serde::Serialize;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Models (.onnx files or built-in names).
+    #[arg(required = true)]
+    pub models: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    pub batch: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub threads: Vec<usize>,
+    /// Weight formats: measure (default), dense, csr, block4x1, block8x1, nm2:4.
+    #[arg(long, default_value = "measure")]
+    pub formats: String,
+    /// Also run ONNX Runtime on the same files (needs Python with onnxruntime).
+    #[arg(long)]
+    pub compare_ort: bool,
+    /// Milliseconds of timed runs per model and setting.
+    #[arg(long, default_value_t = 1500.0)]
+    pub budget_ms: f64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One model at one batch size and thread count.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub latency: Stats,
+    pub images_per_sec: f64,
+    pub ort: Option<Stats>,
+    /// ONNX Runtime median latency / secateur median latency.
+    pub speedup_vs_ort: Option<f64>,
+    pub layers: Vec<LayerChoice>,
+    /// Per step: name and share of the run time.
+    pub time_share: Vec<(String, f64)>,
+    pub activation_bytes: usize,
+    pub weight_bytes: usize,
+}
+
+fn policy(s: &str) -> Result<FormatPolicy> {
+    Ok(match s {
+        "measure" => FormatPolicy::Measure,
+        "dense" => FormatPolicy::Dense,
+        "csr" => FormatPolicy::Force(Format::Csr),
+        "block4x1" => FormatPolicy::Force(Format::Block { r: 4, c: 1 }),
+        "block8x1" => FormatPolicy::Force(Format::Block { r: 8, c: 1 }),
+        "nm2:4" => FormatPolicy::Force(Format::Nm { n: 2, m: 4 }),
+        o => bail!("--formats '{o}' is not one of measure, dense, csr, block4x1, block8x1, nm2:4"),
+    })
+}
+
+/// The Python interpreter with onnxruntime.
+pub fn python() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("SECATEUR_PYTHON").map(PathBuf::from),
+        Some(PathBuf::from(".venv/bin/python")),
+        Some(PathBuf::from("python3")),
+    ];
+    candidates.into_iter().flatten().find(|p| {
+        Command::new(p)
+            .args(["-c", "import onnxruntime, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// A running ONNX Runtime latency server.
+pub struct OrtServer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    _script: tempfile::TempPath,
+}
+
+impl OrtServer {
+    pub fn start(python: &Path, model: &Path, batch: usize, threads: usize) -> Result<Self> {
+        let mut f = tempfile::Builder::new().suffix(".py").tempfile()?;
+        f.write_all(include_str!("../../assets/ort_bench.py").as_bytes())?;
+        let script = f.into_temp_path();
+        let mut child = Command::new(python)
+            .arg(&script)
+            .arg(model)
+            .arg(batch.to_string())
+            .arg(threads.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ONNX Runtime")?;
+        let stdin = child.stdin.take().context("ORT stdin")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("ORT stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!("ONNX Runtime could not load '{}': {err}", model.display());
+        }
+        Ok(OrtServer {
+            child,
+            stdin,
+            stdout,
+            _script: script,
+        })
+    }
+
+    /// Runs the model `n` times; per-run milliseconds.
+    pub fn run(&mut self, n: usize) -> Result<Vec<f64>> {
+        writeln!(self.stdin, "{n}")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        serde_json::from_str(&line).context("reading ONNX Runtime timings")
+    }
+}
+
+impl Drop for OrtServer {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.wait();
+    }
+}
+
+/// Benchmarks one graph; `onnx` is its file for ONNX Runtime.
+#[allow(clippy::too_many_arguments)]
+pub fn bench_graph(
+    name: &str,
+    g: &Graph,
+    onnx: Option<&Path>,
+    batch: usize,
+    threads: usize,
+    policy: FormatPolicy,
+    budget_ms: f64,
+    python: Option<&Path>,
+) -> Result<BenchResult> {
+    let mut plan = ExecPlan::compile(
+        g,
+        PlanConfig {
+            policy,
+            ..PlanConfig::new(batch, threads)
+        },
+    )?;
+    let n: usize = plan.input_shape.iter().product();
+    let input: Vec<f32> = (0..n)
+        .map(|i| ((i * 31) % 255) as f32 / 255.0 - 0.5)
+        .collect();
+    let one = probe(&mut || {
+        plan.run(&input).expect("input size checked");
+    });
+    let runs_per_round = ((budget_ms / 7.0) / one.max(1e-3)).clamp(3.0, 500.0) as usize;
+    let mut ort = match (onnx, python) {
+        (Some(p), Some(py)) => {
+            let mut s = OrtServer::start(py, p, batch, threads)?;
+            s.run(runs_per_round.min(20))?;
+            Some(s)
+        }
+        _ => None,
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        for _ in 0..runs_per_round {
+            let t = Instant::now();
+            plan.run(&input)?;
+            ours.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        if let Some(s) = ort.as_mut() {
+            theirs.extend(s.run(runs_per_round)?);
+        }
+    }
+    // time share per step, averaged over a few profiled runs
+    let mut shares: Vec<(String, f64)> = Vec::new();
+    for _ in 0..5 {
+        for (i, (name, ms)) in plan.run_profiled(&input)?.into_iter().enumerate() {
+            if shares.len() <= i {
+                shares.push((name, 0.0));
+            }
+            shares[i].1 += ms;
+        }
+    }
+    let total: f64 = shares.iter().map(|s| s.1).sum::<f64>().max(1e-12);
+    shares.iter_mut().for_each(|s| s.1 /= total);
+    let latency = Stats::from_samples(ours);
+    let ort_stats = (!theirs.is_empty()).then(|| Stats::from_samples(theirs));
+    let mem = plan.memory();
+    Ok(BenchResult {
+        model: name.to_string(),
+        batch,
+        threads,
+        images_per_sec: batch as f64 / (latency.median_ms / 1e3),
+        speedup_vs_ort: ort_stats.as_ref().map(|o| o.median_ms / latency.median_ms),
+        latency,
+        ort: ort_stats,
+        layers: plan.layers.clone(),
+        time_share: shares,
+        activation_bytes: mem.activation_bytes + mem.scratch_bytes,
+        weight_bytes: mem.weight_bytes,
+    })
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let policy = policy(&args.formats)?;
+    let python = if args.compare_ort {
+        Some(python().context("--compare-ort needs Python with onnxruntime (python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt, or set SECATEUR_PYTHON)")?)
+    } else {
+        None
+    };
+    let tmp = tempfile::tempdir()?;
+    let mut results = Vec::new();
+    for spec in &args.models {
+        let g = load_model(spec, &ZooConfig::default())?;
+        let onnx = if Path::new(spec).exists() {
+            PathBuf::from(spec)
+        } else {
+            let p = tmp.path().join(format!("{spec}.onnx"));
+            secateur_onnx::save_model(&g, &p)?;
+            p
+        };
+        for &b in &args.batch {
+            for &t in &args.threads {
+                let r = bench_graph(
+                    spec,
+                    &g,
+                    Some(&onnx),
+                    b,
+                    t,
+                    policy,
+                    args.budget_ms,
+                    python.as_deref(),
+                )?;
+                if !args.json {
+                    print_result(&r);
+                }
+                results.push(r);
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(())
+}
+
+fn print_result(r: &BenchResult) {
+    let l = &r.latency;
+    print!(
+        "{}  batch {}  threads {}: median {:.3} ms (p10 {:.3}, p90 {:.3}), {:.0} images/s",
+        r.model, r.batch, r.threads, l.median_ms, l.p10_ms, l.p90_ms, r.images_per_sec
+    );
+    if let (Some(o), Some(s)) = (&r.ort, r.speedup_vs_ort) {
+        print!("; ONNX Runtime {:.3} ms -> {s:.2}x", o.median_ms);
+    }
+    println!();
+    println!(
+        "  {:<22} {:<10} {:>7} {:>8} {:>9} {:>9} {:>7}",
+        "layer", "kernel", "threads", "sparsity", "dense ms", "chosen ms", "time"
+    );
+    for (name, share) in &r.time_share {
+        if let Some(c) = r.layers.iter().find(|c| c.node == *name) {
+            println!(
+                "  {:<22} {:<10} {:>7} {:>7.1}% {:>9.4} {:>9.4} {:>6.1}%",
+                c.node,
+                c.format,
+                c.threads,
+                c.sparsity * 100.0,
+                c.dense_ms,
+                c.chosen_ms,
+                share * 100.0
+            );
+        } else if *share > 0.02 {
+            println!(
+                "  {:<22} {:<10} {:>7} {:>8} {:>9} {:>9} {:>6.1}%",
+                name,
+                "-",
+                "",
+                "",
+                "",
+                "",
+                share * 100.0
+            );
+        }
+    }
+}
