@@ -1071,6 +1071,23 @@ impl ExecPlan {
         Ok(&self.buffers[self.output][..n])
     }
 
+    /// Median time of every step over `reps` profiled runs (name, milliseconds).
+    pub fn time_steps(&mut self, input: &[f32], reps: usize) -> Result<Vec<(String, f64)>> {
+        let mut samples: Vec<(String, Vec<f64>)> = Vec::new();
+        for _ in 0..reps.max(1) {
+            for (i, (name, ms)) in self.run_profiled(input)?.into_iter().enumerate() {
+                if samples.len() <= i {
+                    samples.push((name, Vec::new()));
+                }
+                samples[i].1.push(ms);
+            }
+        }
+        Ok(samples
+            .into_iter()
+            .map(|(n, v)| (n, crate::harness::Stats::from_samples(v).median_ms))
+            .collect())
+    }
+
     /// Runs the plan and returns the time spent in each step (name, milliseconds).
     pub fn run_profiled(&mut self, input: &[f32]) -> Result<Vec<(String, f64)>> {
         let mut times = Vec::with_capacity(self.steps.len());

@@ -1,8 +1,9 @@
 //! Command-line definitions (clap).
 
 use crate::commands::{
-    bench::BenchArgs, bench_kernels::BenchKernelsArgs, bench_train::BenchTrainArgs,
-    convert::ConvertArgs, eval::EvalArgs, inspect::InspectArgs, prune::PruneArgs, train::TrainArgs,
+    bench::BenchArgs, bench_kernels::BenchKernelsArgs, bench_predict::BenchPredictArgs,
+    bench_train::BenchTrainArgs, convert::ConvertArgs, eval::EvalArgs, inspect::InspectArgs,
+    profile::ProfileArgs, prune::PruneArgs, train::TrainArgs,
 };
 use clap::{Parser, Subcommand};
 
@@ -32,8 +33,12 @@ pub enum Command {
     Eval(EvalArgs),
     /// Prune a model: structured (channels, layers) and/or weights (unstructured, N:M, blocks).
     Prune(Box<PruneArgs>),
+    /// Costs, energy and latency of a model on a hardware profile.
+    Profile(ProfileArgs),
     /// Latency of models in secateur's runtime (and ONNX Runtime with --compare-ort).
     Bench(BenchArgs),
+    /// Latency lookup table: build on this machine and check predictions on held-out variants.
+    BenchPredict(BenchPredictArgs),
     /// Sparse kernel speed-ups against the dense path.
     BenchKernels(BenchKernelsArgs),
     /// Measure training and evaluation throughput.

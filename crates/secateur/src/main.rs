@@ -23,6 +23,8 @@ fn main() {
         Command::Prune(a) => commands::prune::run_cmd(a),
         Command::BenchTrain(a) => commands::bench_train::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::BenchPredict(a) => commands::bench_predict::run(a),
+        Command::Profile(a) => commands::profile::run(a),
         Command::BenchKernels(a) => commands::bench_kernels::run(a),
     };
     if let Err(e) = result {

@@ -3,9 +3,11 @@
 
 pub mod bench;
 pub mod bench_kernels;
+pub mod bench_predict;
 pub mod bench_train;
 pub mod convert;
 pub mod eval;
 pub mod inspect;
+pub mod profile;
 pub mod prune;
 pub mod train;

@@ -1,0 +1,368 @@
+//! Latency prediction NetAdapt-style: a lookup table of measured per-layer latencies on the
+//! target, keyed by what determines a layer's cost (op, geometry, channels, weight density,
+//! batch, threads). A candidate's latency is predicted as the sum of its layers' entries
+//! without running it: exact matches are used as they are, other layers are interpolated
+//! between the measured layers of the same op and geometry by work (executed MACs, or output
+//! size for MAC-free ops), and anything unseen falls back to the profile's roofline scaled by
+//! the table's median measured/modelled ratio. Tables are built from plans timed step by step
+//! on this machine and saved as JSON.
+
+use crate::error::{CostError, Result};
+use crate::profile::HardwareProfile;
+use secateur_graph::{Graph, Op, summarize};
+use secateur_runtime::{ExecPlan, PlanConfig};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What determines one layer's latency.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerSig {
+    pub node: String,
+    pub kind: String,
+    /// Kernel, strides, pads, groups and input spatial size (channels excluded).
+    pub geometry: String,
+    pub in_ch: usize,
+    pub out_ch: usize,
+    pub density: f64,
+    /// Executed MACs per sample (sparse when density < 0.7) or output elements for MAC-free ops.
+    pub work: f64,
+    /// Dense MACs per sample (for the roofline fallback).
+    pub macs: u64,
+}
+
+/// One measured layer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub sig: LayerSig,
+    pub batch: usize,
+    pub threads: usize,
+    pub ms: f64,
+}
+
+/// A latency lookup table for one machine.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyTable {
+    pub machine: String,
+    pub entries: Vec<Entry>,
+}
+
+/// Signatures of the layers that a runtime plan executes as steps (batch norm and activations
+/// right after a Conv/Gemm are fused into it and have no step of their own).
+pub fn signatures(graph: &Graph) -> secateur_graph::Result<Vec<LayerSig>> {
+    let shapes = graph.infer_shapes()?;
+    let summary = summarize(graph)?;
+    let mut absorbed = vec![false; graph.nodes.len()];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        if !matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_)) {
+            continue;
+        }
+        let mut out = n.outputs[0].clone();
+        for allow in [
+            matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_)),
+            true,
+        ] {
+            let c = graph.consumers(&out);
+            if c.len() != 1 || graph.outputs.contains(&out) {
+                break;
+            }
+            let next = &graph.nodes[c[0]];
+            let fusable = match &next.op {
+                Op::BatchNorm(_) => allow && !absorbed[c[0]],
+                Op::Relu(_) | Op::Clip(_) => true,
+                _ => false,
+            };
+            if !fusable {
+                break;
+            }
+            absorbed[c[0]] = true;
+            out = next.outputs[0].clone();
+            if matches!(next.op, Op::Relu(_) | Op::Clip(_)) {
+                break;
+            }
+            let _ = i;
+        }
+    }
+    let mut sigs = Vec::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        if absorbed[i]
+            || matches!(
+                n.op,
+                Op::Flatten(_) | Op::Reshape(_) | Op::Identity(_) | Op::Dropout(_)
+            )
+        {
+            continue;
+        }
+        let ins = shapes[&n.inputs[0]].resolve(1);
+        let outs = shapes[&n.outputs[0]].resolve(1);
+        let (in_ch, out_ch) = (
+            ins.get(1).copied().unwrap_or(1),
+            outs.get(1).copied().unwrap_or(1),
+        );
+        let (kind, geometry) = match &n.op {
+            Op::Conv(c) => (
+                if c.groups > 1 && c.groups == in_ch {
+                    "Conv-dw"
+                } else {
+                    "Conv"
+                },
+                format!(
+                    "k{:?} s{:?} p{:?} d{:?} g{} in{:?}",
+                    c.kernel,
+                    c.strides,
+                    c.pads,
+                    c.dilations,
+                    if c.groups > 1 {
+                        "x".to_string()
+                    } else {
+                        "1".to_string()
+                    },
+                    &ins[2..]
+                ),
+            ),
+            Op::MaxPool(p) => (
+                "MaxPool",
+                format!(
+                    "k{:?} s{:?} p{:?} in{:?}",
+                    p.geometry.kernel,
+                    p.geometry.strides,
+                    p.geometry.pads,
+                    &ins[2..]
+                ),
+            ),
+            Op::AveragePool(p) => (
+                "AveragePool",
+                format!(
+                    "k{:?} s{:?} p{:?} in{:?}",
+                    p.geometry.kernel,
+                    p.geometry.strides,
+                    p.geometry.pads,
+                    &ins[2..]
+                ),
+            ),
+            other => (
+                other.op_type(),
+                format!("in{:?}", &ins.get(2..).unwrap_or(&[])),
+            ),
+        };
+        let mut density = 1.0;
+        if let Some(w) = n.inputs.get(1).and_then(|w| graph.initializers.get(w))
+            && matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_))
+        {
+            density = 1.0 - w.count_zeros() as f64 / w.len().max(1) as f64;
+        }
+        let macs = summary.layers[i].macs;
+        let work = if macs > 0 {
+            if density < 0.7 {
+                macs as f64 * density
+            } else {
+                macs as f64
+            }
+        } else {
+            outs.iter().product::<usize>() as f64
+        };
+        sigs.push(LayerSig {
+            node: n.name.clone(),
+            kind: kind.to_string(),
+            geometry,
+            in_ch,
+            out_ch,
+            density,
+            work,
+            macs,
+        });
+    }
+    Ok(sigs)
+}
+
+impl LatencyTable {
+    /// Measures every step of `graph`'s plan (median of `reps` runs) and records it.
+    pub fn record_model(
+        &mut self,
+        graph: &Graph,
+        batch: usize,
+        threads: usize,
+        reps: usize,
+    ) -> Result<()> {
+        let sigs = signatures(graph)?;
+        let mut plan = ExecPlan::compile(graph, PlanConfig::new(batch, threads))?;
+        let n: usize = plan.input_shape.iter().product();
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 31) % 255) as f32 / 255.0 - 0.5)
+            .collect();
+        let times = plan.time_steps(&x, reps)?;
+        for s in sigs {
+            let ms: f64 = times
+                .iter()
+                .filter(|(name, _)| {
+                    *name == s.node || name.strip_suffix(".quantize_input") == Some(&s.node)
+                })
+                .map(|(_, t)| t)
+                .sum();
+            if ms > 0.0 {
+                self.entries.push(Entry {
+                    sig: s,
+                    batch,
+                    threads,
+                    ms,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn same_family<'a>(
+        &'a self,
+        s: &'a LayerSig,
+        batch: usize,
+        threads: usize,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.entries.iter().filter(move |e| {
+            e.batch == batch
+                && e.threads == threads
+                && e.sig.kind == s.kind
+                && e.sig.geometry == s.geometry
+        })
+    }
+
+    /// Predicted latency of one layer, and how it was obtained. Within the layers measured
+    /// with the same op, geometry and widths, latency is interpolated piecewise-linearly in
+    /// weight density; between widths it is interpolated in dense MACs (or output size).
+    pub fn predict_layer(
+        &self,
+        s: &LayerSig,
+        batch: usize,
+        threads: usize,
+        profile: &HardwareProfile,
+    ) -> (f64, &'static str) {
+        let fam: Vec<&Entry> = self.same_family(s, batch, threads).collect();
+        if fam.is_empty() {
+            let roofline = |sig: &LayerSig| {
+                batch as f64 * sig.work / (profile.macs_per_second(false) * 0.9) * 1e3
+            };
+            let mut ratios: Vec<f64> = self
+                .entries
+                .iter()
+                .filter(|e| e.batch == batch && e.threads == threads)
+                .map(|e| e.ms / roofline(&e.sig).max(1e-12))
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let k = ratios.get(ratios.len() / 2).copied().unwrap_or(1.0);
+            return (roofline(s) * k, "roofline");
+        }
+        // size of a width configuration: dense MACs, or output elements for MAC-free ops
+        let size = |sig: &LayerSig| {
+            if sig.macs > 0 {
+                sig.macs as f64
+            } else {
+                sig.work
+            }
+        };
+        let mut widths: Vec<(usize, usize, f64)> = Vec::new();
+        for e in &fam {
+            if !widths
+                .iter()
+                .any(|w| w.0 == e.sig.in_ch && w.1 == e.sig.out_ch)
+            {
+                widths.push((e.sig.in_ch, e.sig.out_ch, size(&e.sig)));
+            }
+        }
+        // latency of width (i, o) at the query's density
+        let at_density = |i: usize, o: usize| -> f64 {
+            let mut pts: Vec<(f64, f64)> = fam
+                .iter()
+                .filter(|e| e.sig.in_ch == i && e.sig.out_ch == o)
+                .map(|e| (e.sig.density, e.ms))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            interpolate(&pts, s.density)
+        };
+        if widths.iter().any(|w| w.0 == s.in_ch && w.1 == s.out_ch) {
+            let exact = fam.iter().any(|e| {
+                e.sig.in_ch == s.in_ch
+                    && e.sig.out_ch == s.out_ch
+                    && (e.sig.density - s.density).abs() < 0.02
+            });
+            return (
+                at_density(s.in_ch, s.out_ch),
+                if exact { "table" } else { "interpolated" },
+            );
+        }
+        let q = size(s);
+        let below = widths
+            .iter()
+            .filter(|w| w.2 <= q)
+            .max_by(|a, b| a.2.total_cmp(&b.2));
+        let above = widths
+            .iter()
+            .filter(|w| w.2 > q)
+            .min_by(|a, b| a.2.total_cmp(&b.2));
+        match (below, above) {
+            (Some(a), Some(b)) => {
+                let (ta, tb) = (at_density(a.0, a.1), at_density(b.0, b.1));
+                let t = (q - a.2) / (b.2 - a.2).max(1e-12);
+                (ta + t * (tb - ta), "interpolated")
+            }
+            (Some(a), None) | (None, Some(a)) => {
+                (at_density(a.0, a.1) * q / a.2.max(1e-12), "scaled")
+            }
+            (None, None) => unreachable!("family is not empty"),
+        }
+    }
+
+    /// Predicted latency of a graph (sum over its layers).
+    pub fn predict(
+        &self,
+        graph: &Graph,
+        batch: usize,
+        threads: usize,
+        profile: &HardwareProfile,
+    ) -> Result<f64> {
+        Ok(signatures(graph)?
+            .iter()
+            .map(|s| self.predict_layer(s, batch, threads, profile).0)
+            .sum())
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| CostError::Table {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        secateur_graph::io::write_atomic(path, text.as_bytes()).map_err(|e| CostError::Table {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| CostError::Table {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        serde_json::from_str(&text).map_err(|e| CostError::Table {
+            path: path.display().to_string(),
+            message: format!("not a latency table: {e}"),
+        })
+    }
+}
+
+/// Piecewise-linear interpolation of sorted `(x, y)` points at `x`, extrapolating linearly
+/// from the two nearest points outside their range.
+fn interpolate(pts: &[(f64, f64)], x: f64) -> f64 {
+    match pts.len() {
+        0 => 0.0,
+        1 => pts[0].1,
+        n => {
+            let k = pts
+                .iter()
+                .position(|p| p.0 >= x)
+                .unwrap_or(n - 1)
+                .clamp(1, n - 1);
+            let (a, b) = (pts[k - 1], pts[k]);
+            if (b.0 - a.0).abs() < 1e-12 {
+                return b.1;
+            }
+            (a.1 + (x - a.0) / (b.0 - a.0) * (b.1 - a.1)).max(0.0)
+        }
+    }
+}
