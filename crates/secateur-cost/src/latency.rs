@@ -24,6 +24,10 @@ pub struct LayerSig {
     pub in_ch: usize,
     pub out_ch: usize,
     pub density: f64,
+    /// Mask pattern of the weight (`unstructured`, `2:4`, `block 4x1`; empty when dense):
+    /// kernels differ per pattern, so latencies are only interpolated within one.
+    #[serde(default)]
+    pub pattern: String,
     /// Executed MACs per sample (sparse when density < 0.7) or output elements for MAC-free ops.
     pub work: f64,
     /// Dense MACs per sample (for the roofline fallback).
@@ -145,10 +149,17 @@ pub fn signatures(graph: &Graph) -> secateur_graph::Result<Vec<LayerSig>> {
             ),
         };
         let mut density = 1.0;
+        let mut pattern = String::new();
         if let Some(w) = n.inputs.get(1).and_then(|w| graph.initializers.get(w))
             && matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_))
         {
             density = 1.0 - w.count_zeros() as f64 / w.len().max(1) as f64;
+            if density < 0.99 {
+                pattern = graph
+                    .masks
+                    .get(&n.inputs[1])
+                    .map_or_else(|| "unstructured".to_string(), |m| m.pattern.to_string());
+            }
         }
         let macs = summary.layers[i].macs;
         let work = if macs > 0 {
@@ -167,6 +178,7 @@ pub fn signatures(graph: &Graph) -> secateur_graph::Result<Vec<LayerSig>> {
             in_ch,
             out_ch,
             density,
+            pattern,
             work,
             macs,
         });
@@ -221,6 +233,7 @@ impl LatencyTable {
                 && e.threads == threads
                 && e.sig.kind == s.kind
                 && e.sig.geometry == s.geometry
+                && (e.sig.pattern == s.pattern || e.sig.pattern.is_empty())
         })
     }
 

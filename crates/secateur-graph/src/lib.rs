@@ -8,6 +8,7 @@
 //! same channels, from which structured pruning derives its dependency groups.
 
 pub mod builder;
+pub mod ensemble;
 pub mod error;
 pub mod eval;
 pub mod graph;
@@ -21,6 +22,7 @@ pub mod tensor;
 pub mod zoo;
 
 pub use builder::{Activation, GraphBuilder};
+pub use ensemble::ensemble;
 pub use error::{GraphError, OpError, Result};
 pub use eval::{evaluate, evaluate_all};
 pub use graph::{Graph, Node, NodeShapes, ValueInfo};

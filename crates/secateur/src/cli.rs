@@ -3,7 +3,7 @@
 use crate::commands::{
     bench::BenchArgs, bench_kernels::BenchKernelsArgs, bench_predict::BenchPredictArgs,
     bench_train::BenchTrainArgs, convert::ConvertArgs, eval::EvalArgs, inspect::InspectArgs,
-    profile::ProfileArgs, prune::PruneArgs, train::TrainArgs,
+    optimize::OptimizeArgs, profile::ProfileArgs, prune::PruneArgs, train::TrainArgs,
 };
 use clap::{Parser, Subcommand};
 
@@ -23,6 +23,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The main job: a Pareto front of pruned / int8 / ensembled models, exported and reported.
+    Optimize(Box<OptimizeArgs>),
     /// Show ops, shapes, parameters and MACs per layer.
     Inspect(InspectArgs),
     /// Round-trip an ONNX model through secateur's IR.

@@ -8,6 +8,7 @@ pub mod data_args;
 pub mod model_ref;
 pub mod pipeline;
 pub mod progress;
+pub mod python;
 pub mod recipe;
 pub mod recipe_structured;
 pub mod train_args;

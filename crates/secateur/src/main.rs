@@ -16,6 +16,7 @@ fn main() {
         std::process::exit(1);
     }
     let result = match &cli.command {
+        Command::Optimize(a) => commands::optimize::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Train(a) => commands::train::run(a),

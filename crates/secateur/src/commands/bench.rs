@@ -68,20 +68,7 @@ fn policy(s: &str) -> Result<FormatPolicy> {
     })
 }
 
-/// The Python interpreter with onnxruntime.
-pub fn python() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("SECATEUR_PYTHON").map(PathBuf::from),
-        Some(PathBuf::from(".venv/bin/python")),
-        Some(PathBuf::from("python3")),
-    ];
-    candidates.into_iter().flatten().find(|p| {
-        Command::new(p)
-            .args(["-c", "import onnxruntime, numpy"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
+pub use crate::python::find as python;
 
 /// A running ONNX Runtime latency server.
 pub struct OrtServer {

@@ -8,6 +8,7 @@ pub mod bench_train;
 pub mod convert;
 pub mod eval;
 pub mod inspect;
+pub mod optimize;
 pub mod profile;
 pub mod prune;
 pub mod train;

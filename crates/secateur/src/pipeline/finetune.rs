@@ -70,6 +70,8 @@ pub struct Finetune<'a> {
     pub quantize: Option<usize>,
     pub seed: u64,
     pub label: &'a str,
+    /// No progress display (for fine-tunes running in parallel).
+    pub quiet: bool,
 }
 
 impl Finetune<'_> {
@@ -85,7 +87,9 @@ impl Finetune<'_> {
         {
             t.enable_quantization(&self.split.train, self.norm, batches)?;
         }
-        if epochs > 0 {
+        if epochs > 0 && self.quiet {
+            t.fit(&self.split.train, self.norm, hook, &mut |_| {})?;
+        } else if epochs > 0 {
             let mut bar = Reporter::new(self.label, 1);
             let mut progress = |p: &secateur_train::Progress| {
                 bar.update(

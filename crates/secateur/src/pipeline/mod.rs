@@ -3,4 +3,5 @@
 
 pub mod finetune;
 pub mod hooks;
+pub mod optimize;
 pub mod prune;

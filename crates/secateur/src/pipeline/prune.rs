@@ -132,6 +132,7 @@ pub fn run(
             quantize,
             seed: recipe.seed,
             label,
+            quiet: false,
         })
     };
     let epochs = recipe.finetune.epochs;

@@ -1,0 +1,321 @@
+//! NSGA-II (Deb et al. 2002) as an ask/tell loop: `ask` hands out the genomes to evaluate
+//! (the initial population, then each generation's offspring), the caller evaluates them —
+//! in parallel, from a cache, however it likes — and `tell`s the objectives back; the
+//! algorithm keeps the best `population` by constrained non-dominated rank and crowding
+//! distance. Offspring come from binary tournaments, simulated binary crossover and polynomial
+//! mutation for real and integer genes, uniform crossover and random reset for choices. The
+//! whole state, random generator included, is serialisable, so a run resumes exactly.
+
+use crate::error::{Result, SearchError};
+use crate::pareto::{crowding, non_dominated_sort};
+use crate::space::{Gene, Space};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// How often a rejected genome is perturbed before it is taken anyway.
+pub const REJECTION_TRIES: usize = 16;
+
+/// Settings of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Nsga2Config {
+    pub population: usize,
+    pub generations: usize,
+    pub crossover_prob: f64,
+    /// Distribution indices of SBX crossover and polynomial mutation.
+    pub eta_crossover: f64,
+    pub eta_mutation: f64,
+    pub seed: u64,
+}
+
+impl Default for Nsga2Config {
+    fn default() -> Self {
+        Nsga2Config {
+            population: 12,
+            generations: 5,
+            crossover_prob: 0.9,
+            eta_crossover: 15.0,
+            eta_mutation: 20.0,
+            seed: 0,
+        }
+    }
+}
+
+impl Nsga2Config {
+    pub fn validate(&self) -> Result<()> {
+        if self.population < 4 || !self.population.is_multiple_of(2) {
+            return Err(SearchError::Config(format!(
+                "population must be an even number >= 4, got {}",
+                self.population
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.crossover_prob) {
+            return Err(SearchError::Config(format!(
+                "crossover probability must be in [0, 1], got {}",
+                self.crossover_prob
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An evaluated genome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Individual {
+    pub genome: Vec<f64>,
+    /// Objectives to minimise.
+    pub objectives: Vec<f64>,
+    /// Total constraint violation (0 when feasible).
+    pub violation: f64,
+}
+
+/// The state of a run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Nsga2 {
+    pub config: Nsga2Config,
+    pub space: Space,
+    rng: ChaCha8Rng,
+    /// Current parents (empty before the first `tell`).
+    pub population: Vec<Individual>,
+    /// Generations completed.
+    pub generation: usize,
+    /// Genomes handed out by the last `ask` and not yet told.
+    pending: Vec<Vec<f64>>,
+    seeds: Vec<Vec<f64>>,
+}
+
+impl Nsga2 {
+    /// A new run; `seeds` are genomes placed in the initial population before random ones.
+    pub fn new(space: Space, config: Nsga2Config, seeds: Vec<Vec<f64>>) -> Result<Self> {
+        config.validate()?;
+        if space.is_empty() {
+            return Err(SearchError::Config("the search space has no genes".into()));
+        }
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        Ok(Nsga2 {
+            config,
+            space,
+            rng,
+            population: Vec::new(),
+            generation: 0,
+            pending: Vec::new(),
+            seeds,
+        })
+    }
+
+    /// Whether all generations are done.
+    pub fn finished(&self) -> bool {
+        self.generation > self.config.generations
+    }
+
+    /// The genomes to evaluate next (repeats the last answer until `tell` is called).
+    pub fn ask(&mut self) -> Vec<Vec<f64>> {
+        self.ask_filtered(&mut |_| true)
+    }
+
+    /// Like [`ask`](Self::ask), but a new genome that `accept` rejects (typically: it stands
+    /// for a solution evaluated before, or already in this batch) is perturbed, gene by gene,
+    /// up to [`REJECTION_TRIES`] times before it is taken anyway. `accept` must depend only on
+    /// state that is the same when a run is resumed, for the run to stay deterministic.
+    pub fn ask_filtered(&mut self, accept: &mut dyn FnMut(&[f64]) -> bool) -> Vec<Vec<f64>> {
+        if !self.pending.is_empty() {
+            return self.pending.clone();
+        }
+        let n = self.config.population;
+        let mut out: Vec<Vec<f64>> = Vec::with_capacity(n);
+        if self.population.is_empty() {
+            for s in self.seeds.clone().iter().take(n) {
+                let mut g = s.clone();
+                self.space.repair(&mut g);
+                self.admit(&mut g, accept);
+                out.push(g);
+            }
+            while out.len() < n {
+                let mut g = self.space.random(&mut self.rng);
+                self.admit(&mut g, accept);
+                out.push(g);
+            }
+        } else {
+            let ranks = self.ranks();
+            while out.len() < n {
+                let a = self.tournament(&ranks);
+                let b = self.tournament(&ranks);
+                let (mut c1, mut c2) = self.crossover(
+                    &self.population[a].genome.clone(),
+                    &self.population[b].genome.clone(),
+                );
+                self.mutate(&mut c1);
+                self.mutate(&mut c2);
+                for mut c in [c1, c2] {
+                    if out.len() < n {
+                        self.admit(&mut c, accept);
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        self.pending = out.clone();
+        out
+    }
+
+    fn admit(&mut self, g: &mut [f64], accept: &mut dyn FnMut(&[f64]) -> bool) {
+        for attempt in 0..REJECTION_TRIES {
+            if accept(g) {
+                return;
+            }
+            self.perturb(g, attempt);
+        }
+    }
+
+    /// Reports the evaluations of the last `ask` (in any order) and advances a generation.
+    pub fn tell(&mut self, evaluated: Vec<Individual>) -> Result<()> {
+        if evaluated.len() != self.pending.len() {
+            return Err(SearchError::Config(format!(
+                "told {} evaluations for {} asked genomes",
+                evaluated.len(),
+                self.pending.len()
+            )));
+        }
+        let mut all = std::mem::take(&mut self.population);
+        all.extend(evaluated);
+        self.population = self.select(all, self.config.population);
+        self.pending.clear();
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// (rank, crowding) of every parent.
+    fn ranks(&self) -> Vec<(usize, f64)> {
+        let objs: Vec<Vec<f64>> = self
+            .population
+            .iter()
+            .map(|i| i.objectives.clone())
+            .collect();
+        let viol: Vec<f64> = self.population.iter().map(|i| i.violation).collect();
+        let mut out = vec![(0, 0.0); objs.len()];
+        for (r, front) in non_dominated_sort(&objs, &viol).iter().enumerate() {
+            for (k, d) in front.iter().zip(crowding(&objs, front)) {
+                out[*k] = (r, d);
+            }
+        }
+        out
+    }
+
+    fn tournament(&mut self, ranks: &[(usize, f64)]) -> usize {
+        let n = ranks.len();
+        let (a, b) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
+        let better = |x: usize, y: usize| {
+            ranks[x].0 < ranks[y].0 || (ranks[x].0 == ranks[y].0 && ranks[x].1 > ranks[y].1)
+        };
+        if better(b, a) { b } else { a }
+    }
+
+    fn crossover(&mut self, p1: &[f64], p2: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (mut c1, mut c2) = (p1.to_vec(), p2.to_vec());
+        if !self.rng.random_bool(self.config.crossover_prob) {
+            return (c1, c2);
+        }
+        let eta = self.config.eta_crossover;
+        for (k, gene) in self.space.genes.iter().enumerate() {
+            match gene {
+                Gene::Choice { .. } => {
+                    if self.rng.random_bool(0.5) {
+                        std::mem::swap(&mut c1[k], &mut c2[k]);
+                    }
+                }
+                _ => {
+                    if !self.rng.random_bool(0.5) || (p1[k] - p2[k]).abs() < 1e-12 {
+                        continue;
+                    }
+                    let u: f64 = self.rng.random();
+                    let beta = if u <= 0.5 {
+                        (2.0 * u).powf(1.0 / (eta + 1.0))
+                    } else {
+                        (1.0 / (2.0 * (1.0 - u))).powf(1.0 / (eta + 1.0))
+                    };
+                    c1[k] = 0.5 * ((1.0 + beta) * p1[k] + (1.0 - beta) * p2[k]);
+                    c2[k] = 0.5 * ((1.0 - beta) * p1[k] + (1.0 + beta) * p2[k]);
+                }
+            }
+        }
+        self.space.repair(&mut c1);
+        self.space.repair(&mut c2);
+        (c1, c2)
+    }
+
+    fn mutate(&mut self, g: &mut [f64]) {
+        let p = 1.0 / self.space.len() as f64;
+        for k in 0..self.space.len() {
+            if self.rng.random_bool(p) {
+                self.mutate_gene(g, k);
+            }
+        }
+        self.space.repair(g);
+    }
+
+    /// Moves a rejected child elsewhere: a polynomial mutation of one random gene at first,
+    /// a random reset of one or more genes after repeated rejections.
+    fn perturb(&mut self, g: &mut [f64], attempt: usize) {
+        let genes = 1 + attempt / 4;
+        for _ in 0..genes {
+            let k = self.rng.random_range(0..self.space.len());
+            if attempt < REJECTION_TRIES / 2 {
+                self.mutate_gene(g, k);
+            } else {
+                g[k] = self.space.genes[k].random(&mut self.rng);
+            }
+        }
+        self.space.repair(g);
+    }
+
+    /// Polynomial mutation of a real or integer gene; a random option for a choice.
+    fn mutate_gene(&mut self, g: &mut [f64], k: usize) {
+        let gene = &self.space.genes[k];
+        let eta = self.config.eta_mutation;
+        match gene {
+            Gene::Choice { .. } => g[k] = gene.random(&mut self.rng),
+            _ => {
+                let (lo, hi) = gene.bounds();
+                if hi <= lo {
+                    return;
+                }
+                let u: f64 = self.rng.random();
+                let delta = if u < 0.5 {
+                    (2.0 * u).powf(1.0 / (eta + 1.0)) - 1.0
+                } else {
+                    1.0 - (2.0 * (1.0 - u)).powf(1.0 / (eta + 1.0))
+                };
+                let step = delta * (hi - lo);
+                // integers must move by at least one
+                let step = if matches!(gene, Gene::Int { .. }) && step.abs() < 1.0 {
+                    step.signum()
+                } else {
+                    step
+                };
+                g[k] += step;
+            }
+        }
+    }
+
+    /// Environmental selection: whole fronts, then the most crowded-out members of the last.
+    fn select(&self, all: Vec<Individual>, n: usize) -> Vec<Individual> {
+        let objs: Vec<Vec<f64>> = all.iter().map(|i| i.objectives.clone()).collect();
+        let viol: Vec<f64> = all.iter().map(|i| i.violation).collect();
+        let mut chosen = Vec::with_capacity(n);
+        for front in non_dominated_sort(&objs, &viol) {
+            if chosen.len() + front.len() <= n {
+                chosen.extend(front);
+            } else {
+                let d = crowding(&objs, &front);
+                let mut order: Vec<usize> = (0..front.len()).collect();
+                order.sort_by(|&a, &b| d[b].total_cmp(&d[a]).then(front[a].cmp(&front[b])));
+                chosen.extend(order.into_iter().take(n - chosen.len()).map(|k| front[k]));
+                break;
+            }
+            if chosen.len() == n {
+                break;
+            }
+        }
+        chosen.into_iter().map(|k| all[k].clone()).collect()
+    }
+}

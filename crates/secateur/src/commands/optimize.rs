@@ -1,0 +1,257 @@
+//! `secateur optimize [MODEL]`: the main job. Searches pruned / int8 / ensembled variants of a
+//! model for the best trade-offs between accuracy, latency, energy, size and memory, and writes
+//! a report directory (front.json, report.html, every front member as ONNX). With no
+//! arguments it trains the built-in `lenet5-bn` on the embedded `fashion-mnist-mini` and
+//! searches in a few minutes. Settings: built-in defaults < `--config FILE` < flags. Runs
+//! resume from their directory after a kill.
+
+use crate::data_args::{DataArgs, zoo_config_for};
+use crate::model_ref::load_model;
+use crate::pipeline::optimize::config::{OptimizeConfig, OptimizeFile};
+use crate::pipeline::optimize::objectives::{Constraint, ObjectiveKind};
+use crate::pipeline::optimize::parallel::default_workers;
+use crate::pipeline::optimize::{OptimizeInputs, OptimizeOutcome, run as run_optimize};
+use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct OptimizeArgs {
+    /// Model: .onnx file (trained) or built-in name (trained first).
+    #[arg(default_value = "lenet5-bn")]
+    pub model: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Settings file (TOML); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Objectives: any of accuracy, latency, energy, bytes, memory.
+    #[arg(long, value_delimiter = ',')]
+    pub objectives: Option<Vec<String>>,
+    /// Constraint such as latency<=2ms, bytes<=256KiB, accuracy>=0.88 (repeatable).
+    #[arg(long = "constraint")]
+    pub constraints: Vec<String>,
+    /// Hardware for latency: host (measured here) or a profile (embedded, mobile, cloud, .toml).
+    #[arg(long)]
+    pub hardware: Option<String>,
+    /// Hardware profile for energy per inference.
+    #[arg(long)]
+    pub energy_hardware: Option<String>,
+    /// Batch size of latency, energy and memory.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Search budget in evaluations (sets the generations for the population).
+    #[arg(long)]
+    pub budget: Option<usize>,
+    #[arg(long)]
+    pub population: Option<usize>,
+    #[arg(long)]
+    pub generations: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Training images of each candidate's short fine-tune.
+    #[arg(long)]
+    pub search_samples: Option<usize>,
+    #[arg(long)]
+    pub search_epochs: Option<usize>,
+    /// Training images held out to estimate accuracy during the search.
+    #[arg(long)]
+    pub val_samples: Option<usize>,
+    /// Epochs of the final fine-tune of front members.
+    #[arg(long)]
+    pub final_epochs: Option<usize>,
+    /// Epochs to train the model before searching (default: 8 for built-in models, 0 for ONNX).
+    #[arg(long)]
+    pub dense_epochs: Option<usize>,
+    /// Fine-tuning learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Distil fine-tunes from the dense model.
+    #[arg(long)]
+    pub distill: bool,
+    /// Leave int8 out of the search space.
+    #[arg(long)]
+    pub no_int8: bool,
+    /// Largest ensemble (2 or 3; 0 disables ensembles).
+    #[arg(long)]
+    pub ensemble_size: Option<usize>,
+    /// Skip the uniform-ratio baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Re-train at most this many front members.
+    #[arg(long)]
+    pub max_final: Option<usize>,
+    /// Accuracy drop (before fine-tuning) beyond which a layer's ratio is out of the space.
+    #[arg(long)]
+    pub sensitivity_drop: Option<f64>,
+    /// Output directory (resumed when it holds an unfinished run with the same settings).
+    #[arg(long, default_value = "secateur-out")]
+    pub out: PathBuf,
+    /// Start over, removing an earlier run's files from the output directory.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Candidates evaluated in parallel (default: the available cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+/// Settings from defaults, the file and the flags.
+pub fn config(args: &OptimizeArgs, model_is_file: bool) -> Result<OptimizeConfig> {
+    let mut c = OptimizeConfig {
+        dense_epochs: if model_is_file { 0 } else { 8 },
+        ..Default::default()
+    };
+    if let Some(p) = &args.config {
+        OptimizeFile::load(p)?.apply(&mut c)?;
+    }
+    if let Some(o) = &args.objectives {
+        c.objectives = o
+            .iter()
+            .map(|s| s.parse::<ObjectiveKind>())
+            .collect::<Result<_>>()?;
+    }
+    if !args.constraints.is_empty() {
+        c.constraints = args
+            .constraints
+            .iter()
+            .map(|s| s.parse::<Constraint>())
+            .collect::<Result<_>>()?;
+    }
+    macro_rules! flag {
+        ($($field:ident => $target:expr),* $(,)?) => {
+            $(if let Some(v) = &args.$field { $target = v.clone(); })*
+        };
+    }
+    flag!(
+        hardware => c.latency_hardware,
+        energy_hardware => c.energy_hardware,
+        batch => c.batch,
+        population => c.population,
+        generations => c.generations,
+        seed => c.seed,
+        search_samples => c.search_samples,
+        search_epochs => c.search_epochs,
+        val_samples => c.val_samples,
+        final_epochs => c.final_epochs,
+        dense_epochs => c.dense_epochs,
+        lr => c.finetune.lr,
+        ensemble_size => c.ensemble_size,
+        max_final => c.max_final,
+        sensitivity_drop => c.sensitivity_drop,
+    );
+    if let Some(b) = args.budget {
+        if b < 2 * c.population {
+            bail!(
+                "--budget {b} is less than two generations of the population ({})",
+                c.population
+            );
+        }
+        c.generations = b / c.population - 1;
+    }
+    if args.distill {
+        c.finetune.distill = true;
+    }
+    if args.no_int8 {
+        c.int8 = false;
+    }
+    if args.no_baseline {
+        c.baseline = false;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// Refuses an output directory that holds the input model (it could be overwritten).
+fn check_paths(model: &str, out: &Path) -> Result<()> {
+    let m = Path::new(model);
+    if m.exists()
+        && let (Ok(mc), Ok(oc)) = (m.canonicalize(), out.canonicalize())
+        && mc.starts_with(&oc)
+    {
+        bail!(
+            "the input model {} lies inside the output directory {}; choose another --out so that it cannot be overwritten",
+            m.display(),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+fn summary(o: &OptimizeOutcome) {
+    let r = &o.report;
+    let mut front: Vec<_> = r.front().collect();
+    front.sort_by(|a, b| {
+        b.values
+            .get("accuracy")
+            .unwrap_or(&0.0)
+            .total_cmp(a.values.get("accuracy").unwrap_or(&0.0))
+    });
+    println!(
+        "Pareto front of {} on {}: {} models (hypervolume {:.4}, uniform-ratio baseline {:.4})",
+        r.model,
+        r.data,
+        front.len(),
+        r.front_hypervolume,
+        r.baseline_hypervolume
+    );
+    print!("{:<12}", "id");
+    for ob in &r.objectives {
+        print!(
+            " {:>14}",
+            format!("{} ({})", ob.key, ob.unit)
+                .chars()
+                .take(14)
+                .collect::<String>()
+        );
+    }
+    println!("  {:<10} configuration", "verified");
+    for p in &front {
+        print!(
+            "{:<12}",
+            format!("{}{}", p.id, if p.knee { "*" } else { "" })
+        );
+        for ob in &r.objectives {
+            print!(
+                " {:>14.4}",
+                p.values.get(&ob.key).copied().unwrap_or(f64::NAN)
+            );
+        }
+        let v = p
+            .verification
+            .as_ref()
+            .and_then(|v| v.onnx_runtime_accuracy)
+            .map_or("-".to_string(), |a| format!("{a:.4}"));
+        println!("  {v:<10} {}", p.label);
+    }
+    println!(
+        "(* knee point)  report: {}",
+        o.dir.join("report.html").display()
+    );
+}
+
+pub fn run(args: &OptimizeArgs) -> Result<()> {
+    let model_is_file = Path::new(&args.model).exists() || args.model.ends_with(".onnx");
+    let cfg = config(args, model_is_file)?;
+    check_paths(&args.model, &args.out)?;
+    let split = args.data.load()?;
+    let graph = load_model(&args.model, &zoo_config_for(&split, cfg.seed))?;
+    let norm = args.data.normalization(&split, Some(&graph))?;
+    let inputs = OptimizeInputs {
+        model: graph,
+        model_label: args.model.clone(),
+        data_label: args.data.data.clone(),
+        split,
+        norm,
+        out: args.out.clone(),
+        fresh: args.fresh,
+        workers: args.workers.unwrap_or_else(default_workers),
+    };
+    let outcome = run_optimize(&cfg, inputs, &mut |m| eprintln!("{m}"))?;
+    if let Some(msg) = &outcome.unmet {
+        bail!(
+            "{msg}\n(the report with every evaluated candidate is in {})",
+            outcome.dir.display()
+        );
+    }
+    summary(&outcome);
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Evaluating one candidate: decode its genome against the trained dense model, compute the
+//! cheap objectives first, and only when they break no constraint fine-tune it briefly on a
+//! fixed subset of the training split and measure accuracy on the held-out validation split
+//! (the search's accuracy estimate). The final evaluation of a front member fine-tunes it with
+//! the full budget on the whole training split and measures accuracy on the test split.
+//! Training is seeded by the run's seed, so an evaluation is a pure function of the genome.
+
+use super::config::OptimizeConfig;
+use super::costing::Costing;
+use super::objectives::ObjectiveKind;
+use super::space::{Decoded, Ratios, SearchSpace, key_of};
+use super::store::Evaluation;
+use crate::pipeline::finetune::Finetune;
+use anyhow::{Context, Result};
+use secateur_data::{Dataset, Normalization, Split};
+use secateur_graph::Graph;
+use secateur_train::{Device, NoHook, evaluate};
+use std::collections::BTreeMap;
+
+/// Everything an evaluation reads.
+pub struct EvalContext<'a> {
+    pub config: &'a OptimizeConfig,
+    /// The trained dense model.
+    pub base: &'a Graph,
+    pub space: &'a SearchSpace,
+    pub costing: &'a Costing,
+    /// Search fine-tuning subset (train) and validation split (test) of the training data.
+    pub search: &'a Split,
+    /// The full data (final fine-tune on `train`, accuracy on `test`).
+    pub full: &'a Split,
+    pub norm: &'a Normalization,
+    pub device: &'a Device,
+}
+
+/// Calibration batches of quantization-aware fine-tuning.
+const CALIBRATION_BATCHES: usize = 4;
+
+impl EvalContext<'_> {
+    fn finetune(&self, d: &Decoded, split: &Split, epochs: usize, label: &str) -> Result<Graph> {
+        let ft = Finetune {
+            split,
+            norm: self.norm,
+            device: self.device,
+            recipe: &self.config.finetune,
+            teacher: self.config.finetune.distill.then_some(self.base),
+            quantize: d.int8.then_some(CALIBRATION_BATCHES),
+            seed: self.config.seed,
+            label,
+            quiet: true,
+        };
+        ft.run(d.graph.clone(), epochs, &mut NoHook)
+    }
+
+    fn accuracy(&self, g: &Graph, data: &Dataset) -> Result<f64> {
+        Ok(evaluate(g, data, self.norm, 256, self.device, None)?.accuracy)
+    }
+
+    /// Whether cheap `values` already break a constraint on a cost.
+    fn breaks_cost_constraint(&self, values: &BTreeMap<String, f64>) -> bool {
+        self.config
+            .constraints
+            .iter()
+            .any(|c| c.kind != ObjectiveKind::Accuracy && c.violation(values) > 0.0)
+    }
+
+    /// The search's evaluation of a genome.
+    pub fn evaluate(&self, genome: &[f64]) -> Result<Evaluation> {
+        let d = self.space.decode(self.base, genome)?;
+        let key = key_of(&d.description);
+        let mut values = self.costing.cheap(&d.graph, d.int8)?;
+        let finetuned = !self.breaks_cost_constraint(&values);
+        let graph = if finetuned {
+            self.finetune(&d, self.search, self.config.search_epochs, "candidate")
+                .with_context(|| format!("fine-tuning candidate {key}"))?
+        } else {
+            d.graph.clone()
+        };
+        let acc = self.accuracy(&graph, &self.search.test)?;
+        values.insert("accuracy".into(), acc);
+        Ok(Evaluation {
+            key,
+            genome: genome.to_vec(),
+            values,
+            description: d.description,
+            layer_keep: d.layer_keep,
+            int8: d.int8,
+            finetuned,
+        })
+    }
+
+    /// Accuracy on the validation split of the model pruned with `ratios`, not fine-tuned.
+    pub fn accuracy_untrained(&self, ratios: &Ratios) -> Result<f64> {
+        let d = self.space.apply(self.base, ratios)?;
+        self.accuracy(&d.graph, &self.search.test)
+    }
+
+    /// The final fine-tune of a front member: the trained graph and its quantities (accuracy
+    /// on the test split; latency still predicted, measured later on a quiet machine).
+    pub fn final_train(&self, genome: &[f64]) -> Result<(Graph, BTreeMap<String, f64>)> {
+        let d = self.space.decode(self.base, genome)?;
+        let graph = if self.config.final_epochs > 0 || d.int8 {
+            self.finetune(&d, self.full, self.config.final_epochs, "final")?
+        } else {
+            d.graph.clone()
+        };
+        let mut values = self.costing.cheap(&graph, d.int8)?;
+        let r = evaluate(&graph, &self.full.test, self.norm, 256, self.device, None)?;
+        values.insert("accuracy".into(), r.accuracy);
+        Ok((graph, values))
+    }
+}

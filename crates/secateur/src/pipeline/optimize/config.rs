@@ -1,0 +1,318 @@
+//! Settings of an `optimize` run: objectives and constraints, hardware for latency and energy,
+//! the search budget (population, generations, fine-tuning per candidate), what the space may
+//! use (int8, block removal, ensembles) and the final re-training. `validate()` rejects
+//! settings that cannot work, including constraints that contradict each other; the
+//! fingerprint guards a resumed run against changed settings.
+
+use super::objectives::{Constraint, ObjectiveKind};
+use crate::recipe::FinetuneRecipe;
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Everything that determines the result of a run (the worker count does not).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimizeConfig {
+    pub objectives: Vec<ObjectiveKind>,
+    pub constraints: Vec<Constraint>,
+    /// Profile for latency: `host` is this machine (lookup table, then measured); any other
+    /// profile is modelled.
+    pub latency_hardware: String,
+    /// Profile for energy per inference.
+    pub energy_hardware: String,
+    /// Batch size of the latency, energy and memory figures.
+    pub batch: usize,
+    /// Threads of the runtime when measuring latency.
+    pub threads: usize,
+    pub population: usize,
+    pub generations: usize,
+    pub seed: u64,
+    /// Training images of the short fine-tune that estimates a candidate's accuracy.
+    pub search_samples: usize,
+    pub search_epochs: usize,
+    /// Images held out of the training split to estimate accuracy during the search.
+    pub val_samples: usize,
+    /// Epochs of the final fine-tune of every front member (on the training split).
+    pub final_epochs: usize,
+    /// Epochs to train the model first (built-in models start untrained).
+    pub dense_epochs: usize,
+    pub finetune: FinetuneRecipe,
+    pub int8: bool,
+    pub remove_blocks: bool,
+    /// Largest ensemble (2 or 3); below 2, no ensembles.
+    pub ensemble_size: usize,
+    /// Ensembles are formed from this many of the most accurate front members.
+    pub ensemble_pool: usize,
+    /// Run the uniform-ratio baseline with the same number of evaluations.
+    pub baseline: bool,
+    /// At most this many front members are re-trained at the end.
+    pub max_final: usize,
+    /// Channel counts are rounded up to multiples of this.
+    pub round_to: usize,
+    /// A layer whose accuracy drops by more than this (before fine-tuning) at a ratio limits
+    /// the search to smaller ratios.
+    pub sensitivity_drop: f64,
+}
+
+impl Default for OptimizeConfig {
+    fn default() -> Self {
+        OptimizeConfig {
+            objectives: vec![
+                ObjectiveKind::Accuracy,
+                ObjectiveKind::Latency,
+                ObjectiveKind::Energy,
+                ObjectiveKind::Bytes,
+            ],
+            constraints: Vec::new(),
+            latency_hardware: "host".into(),
+            energy_hardware: "mobile".into(),
+            batch: 64,
+            threads: 1,
+            population: 12,
+            generations: 5,
+            seed: 0,
+            search_samples: 1500,
+            search_epochs: 1,
+            val_samples: 1000,
+            final_epochs: 3,
+            dense_epochs: 8,
+            finetune: FinetuneRecipe::default(),
+            int8: true,
+            remove_blocks: true,
+            ensemble_size: 2,
+            ensemble_pool: 4,
+            baseline: true,
+            max_final: 12,
+            round_to: 1,
+            sensitivity_drop: 0.3,
+        }
+    }
+}
+
+impl OptimizeConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.objectives.is_empty() {
+            bail!("objectives: give at least one of accuracy, latency, energy, bytes, memory");
+        }
+        for (i, o) in self.objectives.iter().enumerate() {
+            if self.objectives[..i].contains(o) {
+                bail!("objectives: '{o}' is listed twice");
+            }
+        }
+        if self.population < 4 || !self.population.is_multiple_of(2) {
+            bail!(
+                "population must be an even number >= 4, got {}",
+                self.population
+            );
+        }
+        if self.batch == 0 || self.threads == 0 {
+            bail!("batch and threads must be at least 1");
+        }
+        if self.search_samples < 64 || self.val_samples < 50 {
+            bail!(
+                "search-samples must be >= 64 and val-samples >= 50 (got {} and {})",
+                self.search_samples,
+                self.val_samples
+            );
+        }
+        if self.search_epochs == 0 {
+            bail!("search-epochs must be at least 1");
+        }
+        if self.ensemble_size > 3 {
+            bail!(
+                "ensemble-size must be 0, 2 or 3, got {}",
+                self.ensemble_size
+            );
+        }
+        if self.ensemble_size >= 2 && self.ensemble_pool < self.ensemble_size {
+            bail!(
+                "ensemble-pool ({}) must be at least ensemble-size ({})",
+                self.ensemble_pool,
+                self.ensemble_size
+            );
+        }
+        if self.max_final == 0 {
+            bail!("max-final must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.sensitivity_drop) {
+            bail!(
+                "sensitivity-drop must be in [0, 1], got {}",
+                self.sensitivity_drop
+            );
+        }
+        self.check_constraints()
+    }
+
+    /// Rejects pairs of constraints on one quantity that no value can meet together.
+    fn check_constraints(&self) -> Result<()> {
+        for a in &self.constraints {
+            if a.kind == ObjectiveKind::Accuracy && !a.at_most && a.bound > 1.0 {
+                bail!(
+                    "constraint '{}' cannot be met: accuracy is at most 1",
+                    a.text
+                );
+            }
+            if a.kind != ObjectiveKind::Accuracy && a.at_most && a.bound <= 0.0 {
+                bail!(
+                    "constraint '{}' cannot be met: {} is always positive",
+                    a.text,
+                    a.kind
+                );
+            }
+            for b in &self.constraints {
+                if a.kind == b.kind && a.at_most && !b.at_most && a.bound < b.bound {
+                    bail!(
+                        "constraints '{}' and '{}' contradict each other: no {} is both at most {} and at least {} {}",
+                        a.text,
+                        b.text,
+                        a.kind,
+                        a.bound,
+                        b.bound,
+                        a.kind.unit()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A digest of the settings that determine the result.
+    pub fn fingerprint(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        // FNV-1a, stable across builds and platforms
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// Whether latency is measured on this machine.
+    pub fn latency_on_host(&self) -> bool {
+        self.latency_hardware == "host"
+    }
+}
+
+/// The settings a TOML file may give (`optimize --config FILE`); unset fields keep their
+/// defaults, and command-line flags override the file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizeFile {
+    /// e.g. `["accuracy", "latency", "energy", "bytes"]`
+    pub objectives: Option<Vec<String>>,
+    /// e.g. `["latency<=2ms", "accuracy>=0.88"]`
+    pub constraints: Option<Vec<String>>,
+    pub hardware: Option<String>,
+    pub energy_hardware: Option<String>,
+    pub batch: Option<usize>,
+    pub threads: Option<usize>,
+    pub population: Option<usize>,
+    pub generations: Option<usize>,
+    pub seed: Option<u64>,
+    pub search_samples: Option<usize>,
+    pub search_epochs: Option<usize>,
+    pub val_samples: Option<usize>,
+    pub final_epochs: Option<usize>,
+    pub dense_epochs: Option<usize>,
+    pub lr: Option<f64>,
+    pub distill: Option<bool>,
+    pub int8: Option<bool>,
+    pub remove_blocks: Option<bool>,
+    pub ensemble_size: Option<usize>,
+    pub ensemble_pool: Option<usize>,
+    pub baseline: Option<bool>,
+    pub max_final: Option<usize>,
+    pub round_to: Option<usize>,
+    pub sensitivity_drop: Option<f64>,
+}
+
+impl OptimizeFile {
+    /// Reads a settings file.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read settings file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("settings file {}: {e}", path.display()))
+    }
+
+    /// Applies the file's settings to `c`.
+    pub fn apply(&self, c: &mut OptimizeConfig) -> Result<()> {
+        if let Some(o) = &self.objectives {
+            c.objectives = o.iter().map(|s| s.parse()).collect::<Result<_>>()?;
+        }
+        if let Some(k) = &self.constraints {
+            c.constraints = k.iter().map(|s| s.parse()).collect::<Result<_>>()?;
+        }
+        macro_rules! set {
+            ($($field:ident => $target:expr),* $(,)?) => {
+                $(if let Some(v) = &self.$field { $target = v.clone(); })*
+            };
+        }
+        set!(
+            hardware => c.latency_hardware,
+            energy_hardware => c.energy_hardware,
+            batch => c.batch,
+            threads => c.threads,
+            population => c.population,
+            generations => c.generations,
+            seed => c.seed,
+            search_samples => c.search_samples,
+            search_epochs => c.search_epochs,
+            val_samples => c.val_samples,
+            final_epochs => c.final_epochs,
+            dense_epochs => c.dense_epochs,
+            lr => c.finetune.lr,
+            distill => c.finetune.distill,
+            int8 => c.int8,
+            remove_blocks => c.remove_blocks,
+            ensemble_size => c.ensemble_size,
+            ensemble_pool => c.ensemble_pool,
+            baseline => c.baseline,
+            max_final => c.max_final,
+            round_to => c.round_to,
+            sensitivity_drop => c.sensitivity_drop,
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_contradictory_constraints() {
+        let mut c = OptimizeConfig {
+            constraints: vec![
+                "latency<=1ms".parse().unwrap(),
+                "latency>=2ms".parse().unwrap(),
+            ],
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("latency<=1ms") && e.contains("latency>=2ms"),
+            "{e}"
+        );
+        c.constraints = vec!["accuracy>=1.2".parse().unwrap()];
+        assert!(c.validate().is_err());
+        c.constraints = vec!["accuracy>=0.8".parse().unwrap()];
+        c.validate().unwrap();
+        let f: OptimizeFile = toml::from_str(
+            "objectives = [\"accuracy\", \"bytes\"]\nconstraints = [\"bytes<=64KiB\"]\npopulation = 8",
+        )
+        .unwrap();
+        let mut d = OptimizeConfig::default();
+        f.apply(&mut d).unwrap();
+        assert_eq!(
+            d.objectives,
+            vec![ObjectiveKind::Accuracy, ObjectiveKind::Bytes]
+        );
+        assert_eq!((d.population, d.constraints[0].bound), (8, 64.0));
+        assert!(toml::from_str::<OptimizeFile>("populaton = 8").is_err());
+        assert_ne!(
+            c.fingerprint(),
+            OptimizeConfig::default().fingerprint(),
+            "constraints are part of the fingerprint"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The cheap objectives of a candidate, computed without training: model bytes (smallest
+//! deployable storage: sparse formats where they are smaller, int8 when quantized), energy per
+//! inference (the energy model of a profile), latency (on the host, predicted from a lookup
+//! table measured on this machine at the start of the run; elsewhere, the profile's roofline),
+//! peak activation memory (liveness-planned buffers of the runtime), MACs and parameters. Also
+//! latency measurement on the host, used for the final front.
+
+use anyhow::{Context, Result};
+use secateur_cost::{HardwareProfile, LatencyTable, layer_counts, model, totals};
+use secateur_graph::{Graph, Quantization};
+use secateur_prune::structured::{
+    ChannelPruneConfig, DependencyGraph, StructuredTarget, apply_plan, plan_channels,
+};
+use secateur_prune::weights::{
+    Criterion, CriterionData, Granularity, Scope, WeightPruneConfig, apply_masks, compute_masks,
+    prunable_weights,
+};
+use secateur_runtime::harness::{Budget, measure};
+use secateur_runtime::{ExecPlan, FormatPolicy, PlanConfig};
+use std::collections::{BTreeMap, HashMap};
+
+/// How latency is obtained.
+pub enum LatencySource {
+    /// Lookup table measured on this machine.
+    Table(LatencyTable),
+    /// Roofline of another profile.
+    Modelled,
+}
+
+/// Cost model of a run.
+pub struct Costing {
+    pub latency_profile: HardwareProfile,
+    pub energy_profile: HardwareProfile,
+    pub latency: LatencySource,
+    pub batch: usize,
+    pub threads: usize,
+}
+
+/// Marks every Conv/Gemm weight of `g` as int8 (per output channel) so that counts and the
+/// energy model see an int8 model before quantization-aware training calibrates it.
+pub fn provisional_int8(g: &Graph) -> Result<Graph> {
+    let mut q = Quantization::default();
+    for w in prunable_weights(g)? {
+        q.weights.insert(w.weight, w.out_axis);
+    }
+    let mut out = g.clone();
+    out.quantization = Some(q);
+    Ok(out)
+}
+
+/// A variant of `base` for the latency table: a uniform fraction of channels kept, then weights
+/// pruned per layer with one granularity.
+fn table_variant(base: &Graph, keep: f64, gran: Option<(Granularity, f64)>) -> Result<Graph> {
+    let mut g = base.clone();
+    if keep < 1.0 {
+        let deps = DependencyGraph::build(&g)?;
+        let cfg = ChannelPruneConfig {
+            target: StructuredTarget::Ratio(1.0 - keep),
+            ..Default::default()
+        };
+        let plan = plan_channels(&g, &deps, &cfg, &HashMap::new())?;
+        g = apply_plan(&g, &deps, &plan)?;
+    }
+    if let Some((granularity, sparsity)) = gran {
+        let cfg = WeightPruneConfig {
+            criterion: Criterion::Magnitude { l2: false },
+            granularity,
+            sparsity: Some(sparsity),
+            scope: if matches!(granularity, Granularity::NM { .. }) {
+                Scope::Global
+            } else {
+                Scope::PerLayer
+            },
+            exclude: vec![],
+            seed: 0,
+        };
+        let m = compute_masks(&g, &cfg, &CriterionData::default())?;
+        apply_masks(&mut g, m)?;
+    }
+    Ok(g)
+}
+
+/// Measures the lookup table for `base` on this machine: widths × (dense, unstructured and
+/// 4×1-block sparsities, 2:4), every layer timed in its plan. `progress(done, total)`.
+pub fn build_latency_table(
+    base: &Graph,
+    batch: usize,
+    threads: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LatencyTable> {
+    let mut table = LatencyTable {
+        machine: "host".into(),
+        entries: vec![],
+    };
+    let block = Granularity::Block { rows: 4, cols: 1 };
+    let mut grans: Vec<Option<(Granularity, f64)>> = vec![None];
+    for s in [0.5, 0.8, 0.95] {
+        grans.push(Some((Granularity::Unstructured, s)));
+        grans.push(Some((block, s)));
+    }
+    grans.push(Some((Granularity::NM { n: 2, m: 4 }, 0.5)));
+    let keeps = [1.0, 0.7, 0.45, 0.2];
+    let total = keeps.len() * grans.len();
+    let mut done = 0;
+    for &keep in &keeps {
+        for gran in &grans {
+            // a granularity that does not fit the model's shapes is skipped
+            if let Ok(v) = table_variant(base, keep, *gran) {
+                table
+                    .record_model(&v, batch, threads, 12)
+                    .with_context(|| format!("timing a variant keeping {keep} of the channels"))?;
+            }
+            done += 1;
+            progress(done, total);
+        }
+    }
+    Ok(table)
+}
+
+impl Costing {
+    /// How the latency figure is obtained (for the report).
+    pub fn latency_method(&self, final_front: bool) -> String {
+        match (&self.latency, final_front) {
+            (LatencySource::Table(_), false) => format!(
+                "predicted from a per-layer lookup table measured on this machine (batch {}, {} thread(s))",
+                self.batch, self.threads
+            ),
+            (LatencySource::Table(_), true) => format!(
+                "measured on this machine by secateur's runtime (batch {}, {} thread(s), median)",
+                self.batch, self.threads
+            ),
+            (LatencySource::Modelled, _) => format!(
+                "modelled: roofline of the {} profile (batch {})",
+                self.latency_profile.name, self.batch
+            ),
+        }
+    }
+
+    pub fn energy_method(&self) -> String {
+        format!(
+            "modelled: energy model of the {} profile (compute + data movement; constants and their sources in the profile)",
+            self.energy_profile.name
+        )
+    }
+
+    /// Every cheap quantity of `g` (quantized when `int8`).
+    pub fn cheap(&self, g: &Graph, int8: bool) -> Result<BTreeMap<String, f64>> {
+        let q;
+        let g = if int8 && g.quantization.is_none() {
+            q = provisional_int8(g)?;
+            &q
+        } else {
+            g
+        };
+        let counts = layer_counts(g)?;
+        let t = totals(&counts);
+        let bytes: u64 = counts
+            .iter()
+            .map(|l| l.weight.best(l.int8) + l.other_param_bytes)
+            .sum();
+        let energy = model(&counts, &self.energy_profile, self.batch, &HashMap::new());
+        let latency_ms = match &self.latency {
+            LatencySource::Table(table) => {
+                table.predict(g, self.batch, self.threads, &self.latency_profile)?
+            }
+            LatencySource::Modelled => {
+                model(&counts, &self.latency_profile, self.batch, &HashMap::new()).latency_ms
+            }
+        };
+        let mut plan_cfg = PlanConfig::new(self.batch, self.threads);
+        plan_cfg.policy = FormatPolicy::Dense;
+        let plan = ExecPlan::compile(g, plan_cfg)?;
+        let mem = plan.memory();
+        let mut v = BTreeMap::new();
+        v.insert("model_kib".into(), bytes as f64 / 1024.0);
+        v.insert("energy_mj".into(), energy.joules_per_inference * 1e3);
+        v.insert("latency_ms".into(), latency_ms);
+        v.insert(
+            "fps".into(),
+            self.batch as f64 / (latency_ms / 1e3).max(1e-12),
+        );
+        v.insert(
+            "peak_memory_kib".into(),
+            mem.activation_bytes as f64 / 1024.0,
+        );
+        v.insert("macs".into(), t.macs as f64);
+        v.insert("sparse_macs".into(), t.sparse_macs as f64);
+        v.insert("params".into(), t.params as f64);
+        v.insert("nonzero_params".into(), t.nonzero_params as f64);
+        Ok(v)
+    }
+
+    /// Latency of `g` measured on this machine (median, ms per batch).
+    pub fn measure_latency(&self, g: &Graph) -> Result<f64> {
+        let mut plan = ExecPlan::compile(g, PlanConfig::new(self.batch, self.threads))?;
+        let n: usize = plan.input_shape.iter().product();
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 31) % 255) as f32 / 255.0 - 0.5)
+            .collect();
+        plan.run(&x)?;
+        let stats = measure(
+            &mut || {
+                plan.run(&x).expect("input sized by the plan");
+            },
+            Budget::default(),
+        );
+        Ok(stats.median_ms)
+    }
+}

@@ -1,0 +1,133 @@
+//! Genomes chosen by rule rather than by the search: seeds of the initial population (the dense
+//! model and uniform-ratio models of each method), and the uniform-ratio baseline the search is
+//! compared with — the same pruning methods with one global ratio swept, as a user without a
+//! search would do.
+
+use super::space::SearchSpace;
+use secateur_search::Gene;
+
+/// A pruning method for uniform-ratio genomes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Method {
+    pub channels: bool,
+    /// Index into [`super::space::GRANULARITIES`], or `None` for no weight pruning.
+    pub granularity: Option<usize>,
+    pub int8: bool,
+}
+
+/// The genome that applies one global level `t` ∈ [0, 1] of the space's range with `method`:
+/// every group loses the same fraction of its channels and every weight gets the same sparsity
+/// (each clamped to its sensitivity bound); residual blocks are kept.
+pub fn uniform_ratio(space: &SearchSpace, t: f64, method: Method) -> Vec<f64> {
+    let mut g = space.dense_genome();
+    for (i, gene) in space.space.genes.iter().enumerate() {
+        let Gene::Real { name, hi, .. } = gene else {
+            continue;
+        };
+        if (name == "channels" && method.channels)
+            || (name == "weights" && method.granularity.is_some())
+        {
+            g[i] = t.clamp(0.0, 1.0) * hi;
+        }
+    }
+    if let (Some(k), Some(gr)) = (space.index("granularity"), method.granularity) {
+        g[k] = gr as f64;
+    }
+    if let Some(k) = space.index("precision") {
+        g[k] = if method.int8 { 1.0 } else { 0.0 };
+    }
+    g
+}
+
+/// The methods of the baseline (int8 variants only when the space has int8).
+pub fn baseline_methods(space: &SearchSpace) -> Vec<Method> {
+    let mut m = vec![
+        Method {
+            channels: true,
+            granularity: None,
+            int8: false,
+        },
+        Method {
+            channels: false,
+            granularity: Some(0),
+            int8: false,
+        },
+        Method {
+            channels: false,
+            granularity: Some(1),
+            int8: false,
+        },
+        Method {
+            channels: true,
+            granularity: Some(0),
+            int8: false,
+        },
+    ];
+    if space.int8 {
+        m.push(Method {
+            channels: true,
+            granularity: None,
+            int8: true,
+        });
+        m.push(Method {
+            channels: false,
+            granularity: Some(0),
+            int8: true,
+        });
+    }
+    m
+}
+
+/// The `i`-th level of a coarse-to-fine sweep of (0, 1]: 1, 1/2, 1/4, 3/4, 1/8, 5/8, ...
+/// (the van der Corput sequence after 1), so that any prefix covers the range evenly.
+pub fn level(i: usize) -> f64 {
+    if i == 0 {
+        return 1.0;
+    }
+    let (mut k, mut t, mut f) = (i, 0.0, 0.5);
+    while k > 0 {
+        if k & 1 == 1 {
+            t += f;
+        }
+        k >>= 1;
+        f /= 2.0;
+    }
+    t
+}
+
+/// `n` baseline genomes: every method at the levels of a coarse-to-fine sweep.
+pub fn baseline_genomes(space: &SearchSpace, n: usize) -> Vec<Vec<f64>> {
+    let methods = baseline_methods(space);
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while out.len() < n {
+        for m in &methods {
+            if out.len() == n {
+                break;
+            }
+            out.push(uniform_ratio(space, level(i), *m));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Seeds of the initial population: the dense model, then uniform-ratio models of every
+/// method at the first levels of the sweep (a coarse baseline the search then refines),
+/// filling the whole population.
+pub fn seeds(space: &SearchSpace, population: usize) -> Vec<Vec<f64>> {
+    let mut out = vec![space.dense_genome()];
+    out.extend(baseline_genomes(space, population.saturating_sub(1)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::level;
+
+    #[test]
+    fn levels_go_coarse_to_fine() {
+        let l: Vec<f64> = (0..6).map(level).collect();
+        assert_eq!(l, vec![1.0, 0.5, 0.25, 0.75, 0.125, 0.625]);
+    }
+}
