@@ -685,6 +685,7 @@ impl ExecPlan {
                         if g == 1 && may_choose {
                             // whole-sample timings (im2col included) of every way to run this layer
                             let dc = DirectConv::new(c, xs[1], c_out, fused.weight.data());
+                            let dcp = DirectConv::pixels(c, xs[1], c_out, fused.weight.data());
                             let sc = if config.policy == FormatPolicy::Measure {
                                 SparseConv::new(c, xs[1], c_out, xs[2], xs[3], fused.weight.data())
                             } else {
@@ -710,6 +711,10 @@ impl ExecPlan {
                             if config.isa == Isa::Avx512 {
                                 variants.push(ConvVariant::Direct(&dc));
                                 names.push("direct".into());
+                                if let Some(d) = &dcp {
+                                    variants.push(ConvVariant::Direct(d));
+                                    names.push("direct-pixels".into());
+                                }
                             }
                             if let Some(s) = &sc {
                                 variants.push(ConvVariant::Sparse(s));
@@ -727,7 +732,7 @@ impl ExecPlan {
                             dense_ms = names
                                 .iter()
                                 .zip(&times)
-                                .filter(|(n, _)| *n == "im2col+dense" || *n == "direct")
+                                .filter(|(n, _)| *n == "im2col+dense" || n.starts_with("direct"))
                                 .map(|(_, t)| per(*t))
                                 .fold(f64::INFINITY, f64::min);
                             let best = (0..times.len())
@@ -736,6 +741,7 @@ impl ExecPlan {
                             chosen_ms = per(times[best]);
                             match names[best].as_str() {
                                 "direct" => direct_conv = Some(dc),
+                                "direct-pixels" => direct_conv = dcp,
                                 "sparse-direct" => sparse_conv = sc,
                                 "im2col+dense" => {
                                     if let Some(dk) = dense_kernel {
@@ -749,8 +755,8 @@ impl ExecPlan {
                             node: name.clone(),
                             op: "Conv".into(),
                             fused: fused_names,
-                            format: if direct_conv.is_some() {
-                                "direct".to_string()
+                            format: if let Some(d) = &direct_conv {
+                                d.label().to_string()
                             } else if sparse_conv.is_some() {
                                 "sparse-direct".to_string()
                             } else {

@@ -8,6 +8,6 @@ pub mod pareto;
 pub mod space;
 
 pub use error::{Result, SearchError};
-pub use nsga2::{Individual, Nsga2, Nsga2Config};
+pub use nsga2::{Individual, Nsga2, Nsga2Config, Truncation};
 pub use pareto::{dominates, hypervolume, knee, non_dominated_sort, pareto_front};
 pub use space::{Gene, Space};

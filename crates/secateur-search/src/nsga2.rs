@@ -7,7 +7,7 @@
 //! whole state, random generator included, is serialisable, so a run resumes exactly.
 
 use crate::error::{Result, SearchError};
-use crate::pareto::{crowding, non_dominated_sort};
+use crate::pareto::{crowding, hypervolume, non_dominated_sort};
 use crate::space::{Gene, Space};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,6 +26,21 @@ pub struct Nsga2Config {
     pub eta_crossover: f64,
     pub eta_mutation: f64,
     pub seed: u64,
+    /// How the last front that does not fit is cut down.
+    #[serde(default)]
+    pub truncation: Truncation,
+}
+
+/// Truncation of the last front in environmental selection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Truncation {
+    /// Crowding distance (Deb et al. 2002): keeps the front spread out.
+    #[default]
+    Crowding,
+    /// Smallest exclusive hypervolume contribution removed first, one at a time (as in
+    /// SMS-EMOA): maximises the hypervolume of what is kept, and stays discriminating with
+    /// four or more objectives, where crowding distance does not.
+    Hypervolume,
 }
 
 impl Default for Nsga2Config {
@@ -37,6 +52,7 @@ impl Default for Nsga2Config {
             eta_crossover: 15.0,
             eta_mutation: 20.0,
             seed: 0,
+            truncation: Truncation::Crowding,
         }
     }
 }
@@ -305,6 +321,11 @@ impl Nsga2 {
         for front in non_dominated_sort(&objs, &viol) {
             if chosen.len() + front.len() <= n {
                 chosen.extend(front);
+            } else if self.config.truncation == Truncation::Hypervolume
+                && front.iter().all(|&k| viol[k] <= 0.0)
+            {
+                chosen.extend(hv_truncate(&objs, &front, n - chosen.len()));
+                break;
             } else {
                 let d = crowding(&objs, &front);
                 let mut order: Vec<usize> = (0..front.len()).collect();
@@ -318,4 +339,62 @@ impl Nsga2 {
         }
         chosen.into_iter().map(|k| all[k].clone()).collect()
     }
+}
+
+/// Removes the member of `front` with the smallest exclusive hypervolume contribution until
+/// `keep` remain (objectives normalised over the front, reference point 1.1 in each).
+fn hv_truncate(objs: &[Vec<f64>], front: &[usize], keep: usize) -> Vec<usize> {
+    let m = objs[front[0]].len();
+    let lo: Vec<f64> = (0..m)
+        .map(|k| {
+            front
+                .iter()
+                .map(|&i| objs[i][k])
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    let hi: Vec<f64> = (0..m)
+        .map(|k| {
+            front
+                .iter()
+                .map(|&i| objs[i][k])
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .collect();
+    let norm = |i: usize| -> Vec<f64> {
+        (0..m)
+            .map(|k| {
+                if hi[k] > lo[k] {
+                    (objs[i][k] - lo[k]) / (hi[k] - lo[k])
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    };
+    let reference = vec![1.1; m];
+    let mut members: Vec<(usize, Vec<f64>)> = front.iter().map(|&i| (i, norm(i))).collect();
+    while members.len() > keep {
+        let pts: Vec<Vec<f64>> = members.iter().map(|x| x.1.clone()).collect();
+        let total = hypervolume(&pts, &reference);
+        let worst = (0..members.len())
+            .map(|j| {
+                let rest: Vec<Vec<f64>> = pts
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| *k != j)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                (j, total - hypervolume(&rest, &reference))
+            })
+            // smallest contribution; among equals the later individual goes
+            .min_by(|a, b| {
+                a.1.total_cmp(&b.1)
+                    .then(members[b.0].0.cmp(&members[a.0].0))
+            })
+            .map(|x| x.0)
+            .expect("members is not empty");
+        members.remove(worst);
+    }
+    members.into_iter().map(|x| x.0).collect()
 }

@@ -83,6 +83,10 @@ pub struct OptimizeArgs {
     /// Accuracy drop (before fine-tuning) beyond which a layer's ratio is out of the space.
     #[arg(long)]
     pub sensitivity_drop: Option<f64>,
+    /// Candidates losing more accuracy than this against the dense model are infeasible
+    /// (default 0.1; 1 disables).
+    #[arg(long)]
+    pub max_accuracy_drop: Option<f64>,
     /// Output directory (resumed when it holds an unfinished run with the same settings).
     #[arg(long, default_value = "secateur-out")]
     pub out: PathBuf,
@@ -137,6 +141,7 @@ pub fn config(args: &OptimizeArgs, model_is_file: bool) -> Result<OptimizeConfig
         ensemble_size => c.ensemble_size,
         max_final => c.max_final,
         sensitivity_drop => c.sensitivity_drop,
+        max_accuracy_drop => c.max_accuracy_drop,
     );
     if let Some(b) = args.budget {
         if b < 2 * c.population {

@@ -51,6 +51,9 @@ pub struct OptimizeConfig {
     /// A layer whose accuracy drops by more than this (before fine-tuning) at a ratio limits
     /// the search to smaller ratios.
     pub sensitivity_drop: f64,
+    /// Candidates more than this below the dense model's accuracy are infeasible (an implicit
+    /// constraint: collapsed models are not trade-offs); 1 disables it.
+    pub max_accuracy_drop: f64,
 }
 
 impl Default for OptimizeConfig {
@@ -84,6 +87,7 @@ impl Default for OptimizeConfig {
             max_final: 12,
             round_to: 1,
             sensitivity_drop: 0.3,
+            max_accuracy_drop: 0.1,
         }
     }
 }
@@ -132,6 +136,12 @@ impl OptimizeConfig {
         }
         if self.max_final == 0 {
             bail!("max-final must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.max_accuracy_drop) {
+            bail!(
+                "max-accuracy-drop must be in [0, 1], got {}",
+                self.max_accuracy_drop
+            );
         }
         if !(0.0..=1.0).contains(&self.sensitivity_drop) {
             bail!(
@@ -224,6 +234,7 @@ pub struct OptimizeFile {
     pub max_final: Option<usize>,
     pub round_to: Option<usize>,
     pub sensitivity_drop: Option<f64>,
+    pub max_accuracy_drop: Option<f64>,
 }
 
 impl OptimizeFile {
@@ -270,6 +281,7 @@ impl OptimizeFile {
             max_final => c.max_final,
             round_to => c.round_to,
             sensitivity_drop => c.sensitivity_drop,
+            max_accuracy_drop => c.max_accuracy_drop,
         );
         Ok(())
     }

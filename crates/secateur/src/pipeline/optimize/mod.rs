@@ -32,7 +32,7 @@ use secateur_cost::{HardwareProfile, LatencyTable};
 use secateur_data::{Dataset, NORMALIZATION_KEY, Normalization, Split, epoch_order};
 use secateur_graph::Graph;
 use secateur_report::{Point, Report, Verification};
-use secateur_search::{Individual, Nsga2, Nsga2Config, knee};
+use secateur_search::{Individual, Nsga2, Nsga2Config, Truncation, knee};
 use secateur_train::{Device, NoHook, Trainer};
 use sensitivity::Sensitivity;
 use space::SearchSpace;
@@ -396,9 +396,27 @@ pub fn run(
         norm: &inp.norm,
         device: &device,
     };
+    // the user's constraints, plus the accuracy floor relative to the dense model
+    let floor = |dense: f64| {
+        let mut c = cfg.constraints.clone();
+        if cfg.max_accuracy_drop < 1.0 {
+            c.push(objectives::Constraint {
+                kind: ObjectiveKind::Accuracy,
+                at_most: false,
+                bound: dense - cfg.max_accuracy_drop,
+                text: format!(
+                    "accuracy>={:.4} (dense model {dense:.4} − {})",
+                    dense - cfg.max_accuracy_drop,
+                    cfg.max_accuracy_drop
+                ),
+            });
+        }
+        c
+    };
+    let search_constraints = floor(sens.dense_accuracy);
     let scoring = Scoring {
         objectives: &cfg.objectives,
-        constraints: &cfg.constraints,
+        constraints: &search_constraints,
     };
 
     // the search
@@ -414,6 +432,7 @@ pub fn run(
                     population: cfg.population,
                     generations: cfg.generations,
                     seed: cfg.seed,
+                    truncation: Truncation::Hypervolume,
                     ..Default::default()
                 },
                 seeding::seeds(&space, cfg.population),
@@ -621,6 +640,7 @@ pub fn run(
             baseline_points,
             hv,
             sens.curves.clone(),
+            &search_constraints,
             notes,
             workers,
         );
@@ -643,6 +663,14 @@ pub fn run(
         bar.update(d as u64, n as u64, what, true)
     })?;
     bar.finish();
+    // the final models are judged on the test split, against the dense model's test accuracy
+    let dense_test =
+        secateur_train::evaluate(&base, &full_split.test, &inp.norm, 256, &device, None)?.accuracy;
+    let final_constraints = floor(dense_test);
+    let scoring = Scoring {
+        objectives: &cfg.objectives,
+        constraints: &final_constraints,
+    };
     let fv: Vec<&BTreeMap<String, f64>> = finals.iter().map(|r| &r.values).collect();
     let final_front = scoring.front(&fv);
     let front_vecs: Vec<Vec<f64>> = final_front.iter().map(|&i| scoring.vector(fv[i])).collect();
@@ -704,6 +732,7 @@ pub fn run(
         baseline_points,
         hv,
         sens.curves.clone(),
+        &final_constraints,
         notes,
         workers,
     );

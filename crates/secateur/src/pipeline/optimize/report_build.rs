@@ -186,6 +186,17 @@ pub fn settings(cfg: &OptimizeConfig, workers: usize) -> Vec<(String, String)> {
             "sensitivity threshold".into(),
             format!("accuracy drop {} before fine-tuning", cfg.sensitivity_drop),
         ),
+        (
+            "accuracy floor".into(),
+            if cfg.max_accuracy_drop < 1.0 {
+                format!(
+                    "at most {} below the dense model (accuracy constraint)",
+                    cfg.max_accuracy_drop
+                )
+            } else {
+                "none".into()
+            },
+        ),
         ("workers".into(), workers.to_string()),
     ]
 }
@@ -202,6 +213,7 @@ pub fn assemble(
     baseline: Vec<Point>,
     hv: (Vec<(usize, f64)>, f64, f64, Vec<f64>),
     sensitivity: Vec<SensitivityCurve>,
+    constraints: &[super::objectives::Constraint],
     notes: Vec<String>,
     workers: usize,
 ) -> Report {
@@ -212,7 +224,7 @@ pub fn assemble(
         created: crate::pipeline::optimize::timestamp(),
         settings: settings(cfg, workers),
         objectives,
-        constraints: cfg.constraints.iter().map(|c| c.text.clone()).collect(),
+        constraints: constraints.iter().map(|c| c.text.clone()).collect(),
         points,
         baseline,
         hypervolume_history: hv.0,

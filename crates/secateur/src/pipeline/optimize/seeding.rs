@@ -112,12 +112,16 @@ pub fn baseline_genomes(space: &SearchSpace, n: usize) -> Vec<Vec<f64>> {
     out
 }
 
-/// Seeds of the initial population: the dense model, then uniform-ratio models of every
-/// method at the first levels of the sweep (a coarse baseline the search then refines),
-/// filling the whole population.
+/// Seeds of the initial population: the dense model, then uniform-ratio models, each seed a
+/// different method at a level from a golden-ratio sequence over [0.15, 0.95] (every method at
+/// a different level: a coarse, stratified cover of the space the search then refines).
 pub fn seeds(space: &SearchSpace, population: usize) -> Vec<Vec<f64>> {
+    let methods = baseline_methods(space);
     let mut out = vec![space.dense_genome()];
-    out.extend(baseline_genomes(space, population.saturating_sub(1)));
+    for j in 0..population.saturating_sub(1) {
+        let t = 0.15 + 0.8 * ((j as f64 + 0.5) * 0.618_033_988_75).fract();
+        out.push(uniform_ratio(space, t, methods[j % methods.len()]));
+    }
     out
 }
 
