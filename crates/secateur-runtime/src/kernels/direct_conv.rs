@@ -202,10 +202,11 @@ unsafe fn avx512_run(
     }
 }
 
-/// Pixel-vectorised direct convolution (unit stride and dilation): for each block of 8 output
-/// channels and each output row, 32 output pixels (two vectors, the tail masked) accumulate
-/// `input row segment × broadcast weight` over every tap; bias and activation are applied on
-/// the vectors before they are stored.
+/// Pixel-vectorised direct convolution (unit stride and dilation): for each block of up to 8
+/// output channels, 32 consecutive output pixels (two vectors, the tail masked) accumulate
+/// `input segment × broadcast weight` over every tap; bias and activation are applied on the
+/// vectors before they are stored. Suits layers with few input channels (a network's first
+/// conv), where the channel-vectorised kernel has too little to put in its lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -238,7 +239,7 @@ unsafe fn avx512_pixels(
     }
 }
 
-/// Output channels `o0 .. o0+NO` for all pixels, 32 pixels of a row at a time; returns `NO`.
+/// Output channels `o0 .. o0+NO` for all pixels, 32 output pixels at a time; returns `NO`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
