@@ -267,10 +267,14 @@ pub fn keep_ratios(report: &Report) -> DrawResult<String> {
     };
     let layers: Vec<String> = first.layer_keep.iter().map(|l| l.0.clone()).collect();
     {
-        let root = SVGBackend::with_string(&mut s, (W, H)).into_drawing_area();
+        // the legend goes below the chart, one row per member, so it never hides the lines
+        const ROW: u32 = 18;
+        let legend_h = ROW * sel.len() as u32 + 12;
+        let root = SVGBackend::with_string(&mut s, (W, H + legend_h)).into_drawing_area();
         root.fill(&WHITE)?;
+        let (plot_area, legend_area) = root.split_vertically(H);
         let n = layers.len().max(1) as f64;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(&plot_area)
             .caption(
                 "fraction of each layer kept (front members)",
                 ("sans-serif", 16),
@@ -301,23 +305,16 @@ pub fn keep_ratios(report: &Report) -> DrawResult<String> {
                 .enumerate()
                 .map(|(i, l)| (i as f64, l.1))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?
-                .label(p.label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?;
             chart.draw_series(
                 line.iter()
                     .map(|&(x, y)| Circle::new((x, y), 3, c.filled())),
             )?;
+            let y = (ROW * k as u32 + ROW / 2 + 4) as i32;
+            legend_area.draw(&PathElement::new(vec![(60, y), (84, y)], c.stroke_width(2)))?;
+            legend_area.draw(&Circle::new((72, y), 3, c.filled()))?;
+            legend_area.draw(&Text::new(p.label.clone(), (92, y - 6), ("sans-serif", 12)))?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::LowerLeft)
-            .draw()?;
         root.present()?;
     }
     Ok(s)
