@@ -198,15 +198,11 @@ fn summary(o: &OptimizeOutcome) {
         r.front_hypervolume,
         r.baseline_hypervolume
     );
+    // one column per objective, headed by its key (the key carries the unit: latency_ms, ...)
+    let widths: Vec<usize> = r.objectives.iter().map(|ob| ob.key.len().max(10)).collect();
     print!("{:<12}", "id");
-    for ob in &r.objectives {
-        print!(
-            " {:>14}",
-            format!("{} ({})", ob.key, ob.unit)
-                .chars()
-                .take(14)
-                .collect::<String>()
-        );
+    for (ob, w) in r.objectives.iter().zip(&widths) {
+        print!(" {:>w$}", ob.key);
     }
     println!("  {:<10} configuration", "verified");
     for p in &front {
@@ -214,9 +210,9 @@ fn summary(o: &OptimizeOutcome) {
             "{:<12}",
             format!("{}{}", p.id, if p.knee { "*" } else { "" })
         );
-        for ob in &r.objectives {
+        for (ob, w) in r.objectives.iter().zip(&widths) {
             print!(
-                " {:>14.4}",
+                " {:>w$.4}",
                 p.values.get(&ob.key).copied().unwrap_or(f64::NAN)
             );
         }
@@ -228,7 +224,7 @@ fn summary(o: &OptimizeOutcome) {
         println!("  {v:<10} {}", p.label);
     }
     println!(
-        "(* knee point)  report: {}",
+        "(* knee point; verified: accuracy of the exported ONNX file, re-evaluated in ONNX Runtime when available)\nreport: {}",
         o.dir.join("report.html").display()
     );
 }
