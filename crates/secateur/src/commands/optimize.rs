@@ -7,7 +7,7 @@
 
 use crate::data_args::{DataArgs, zoo_config_for};
 use crate::model_ref::load_model;
-use crate::pipeline::optimize::config::{OptimizeConfig, OptimizeFile};
+use crate::pipeline::optimize::config::{OptimizeConfig, OptimizeFile, ValSource};
 use crate::pipeline::optimize::objectives::{Constraint, ObjectiveKind};
 use crate::pipeline::optimize::parallel::default_workers;
 use crate::pipeline::optimize::{OptimizeInputs, OptimizeOutcome, run as run_optimize};
@@ -53,9 +53,13 @@ pub struct OptimizeArgs {
     pub search_samples: Option<usize>,
     #[arg(long)]
     pub search_epochs: Option<usize>,
-    /// Training images held out to estimate accuracy during the search.
+    /// Images held out to estimate accuracy during the search.
     #[arg(long)]
     pub val_samples: Option<usize>,
+    /// Split the validation images come from: auto (train for built-in models, test for
+    /// models given as trained), train, or test (final accuracies then use the rest of it).
+    #[arg(long, value_enum)]
+    pub val_from: Option<ValSource>,
     /// Epochs of the final fine-tune of front members.
     #[arg(long)]
     pub final_epochs: Option<usize>,
@@ -135,6 +139,7 @@ pub fn config(args: &OptimizeArgs, model_is_file: bool) -> Result<OptimizeConfig
         search_samples => c.search_samples,
         search_epochs => c.search_epochs,
         val_samples => c.val_samples,
+        val_from => c.val_from,
         final_epochs => c.final_epochs,
         dense_epochs => c.dense_epochs,
         lr => c.finetune.lr,

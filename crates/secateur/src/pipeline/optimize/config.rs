@@ -9,6 +9,30 @@ use crate::recipe::FinetuneRecipe;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
+/// Where the validation images that score candidates during the search come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ValSource {
+    /// `train` for a model secateur trains itself (the images are held out of its training),
+    /// `test` for a model given as trained (its training data may include any training image).
+    #[default]
+    Auto,
+    /// Held out of the training split.
+    Train,
+    /// Held out of the test split; final accuracies use the rest of the test split.
+    Test,
+}
+
+impl std::fmt::Display for ValSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ValSource::Auto => "auto",
+            ValSource::Train => "train",
+            ValSource::Test => "test",
+        })
+    }
+}
+
 /// Everything that determines the result of a run (the worker count does not).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OptimizeConfig {
@@ -29,8 +53,11 @@ pub struct OptimizeConfig {
     /// Training images of the short fine-tune that estimates a candidate's accuracy.
     pub search_samples: usize,
     pub search_epochs: usize,
-    /// Images held out of the training split to estimate accuracy during the search.
+    /// Images held out to estimate accuracy during the search.
     pub val_samples: usize,
+    /// Which split the validation images are held out of.
+    #[serde(default)]
+    pub val_from: ValSource,
     /// Epochs of the final fine-tune of every front member (on the training split).
     pub final_epochs: usize,
     /// Epochs to train the model first (built-in models start untrained).
@@ -76,6 +103,7 @@ impl Default for OptimizeConfig {
             search_samples: 1500,
             search_epochs: 1,
             val_samples: 1000,
+            val_from: ValSource::Auto,
             final_epochs: 3,
             dense_epochs: 8,
             finetune: FinetuneRecipe::default(),
@@ -197,6 +225,16 @@ impl OptimizeConfig {
         format!("{h:016x}")
     }
 
+    /// The validation source after resolving `auto`: a model taken as trained (no dense
+    /// epochs) may have seen every training image, so its validation comes from the test split.
+    pub fn val_source(&self) -> ValSource {
+        match self.val_from {
+            ValSource::Auto if self.dense_epochs == 0 => ValSource::Test,
+            ValSource::Auto => ValSource::Train,
+            v => v,
+        }
+    }
+
     /// Whether latency is measured on this machine.
     pub fn latency_on_host(&self) -> bool {
         self.latency_hardware == "host"
@@ -222,6 +260,8 @@ pub struct OptimizeFile {
     pub search_samples: Option<usize>,
     pub search_epochs: Option<usize>,
     pub val_samples: Option<usize>,
+    /// `auto`, `train` or `test`
+    pub val_from: Option<ValSource>,
     pub final_epochs: Option<usize>,
     pub dense_epochs: Option<usize>,
     pub lr: Option<f64>,
@@ -269,6 +309,7 @@ impl OptimizeFile {
             search_samples => c.search_samples,
             search_epochs => c.search_epochs,
             val_samples => c.val_samples,
+            val_from => c.val_from,
             final_epochs => c.final_epochs,
             dense_epochs => c.dense_epochs,
             lr => c.finetune.lr,

@@ -24,12 +24,12 @@ use crate::pipeline::finetune::train_config;
 use crate::progress::Reporter;
 use anyhow::{Context, Result, bail};
 use candidate::EvalContext;
-use config::OptimizeConfig;
+use config::{OptimizeConfig, ValSource};
 use costing::{Costing, LatencySource, build_latency_table};
 use objectives::ObjectiveKind;
 use scoring::{HvFrame, Scoring};
 use secateur_cost::{HardwareProfile, LatencyTable};
-use secateur_data::{Dataset, NORMALIZATION_KEY, Normalization, Split, epoch_order};
+use secateur_data::{NORMALIZATION_KEY, Normalization, Split, epoch_order};
 use secateur_graph::Graph;
 use secateur_report::{Point, Report, Verification};
 use secateur_search::{Individual, Nsga2, Nsga2Config, Truncation, knee};
@@ -85,20 +85,60 @@ pub fn timestamp() -> String {
     )
 }
 
-/// Splits the training data into the search's fine-tuning subset, the validation split (held
-/// out of every fine-tune) and the rest; returns (search split, full split).
-fn data_splits(split: &Split, cfg: &OptimizeConfig) -> Result<(Split, Split)> {
-    let n = split.train.len();
-    if n < cfg.val_samples + 64 {
-        bail!(
-            "the training split has {n} images; the search needs val-samples ({}) plus at least 64 to fine-tune on",
-            cfg.val_samples
-        );
-    }
-    let order = epoch_order(n, cfg.seed ^ 0x5eed, 0);
-    let (val_idx, train_idx) = order.split_at(cfg.val_samples);
-    let train: Dataset = split.train.subset(train_idx);
-    let val = split.train.subset(val_idx);
+/// Splits the data into the search's fine-tuning subset (from the training split), the
+/// validation images that score candidates (held out of the training split, or of the test
+/// split for a model given as trained: see [`OptimizeConfig::val_source`]) and the splits of
+/// the final stage; returns (search split, full split, a sentence for the report).
+fn data_splits(split: &Split, cfg: &OptimizeConfig) -> Result<(Split, Split, String)> {
+    let order_of = |n: usize| epoch_order(n, cfg.seed ^ 0x5eed, 0);
+    let (train, val, test, note) = match cfg.val_source() {
+        ValSource::Test => {
+            let n = split.test.len();
+            // `auto` leaves at least half of the test split for the final figures
+            let val_n = if cfg.val_from == ValSource::Auto {
+                cfg.val_samples.min(n / 2)
+            } else {
+                cfg.val_samples
+            };
+            if n < val_n + 100 {
+                bail!(
+                    "the test split has {n} images; --val-from test needs val-samples ({val_n}) plus at least 100 left for the final accuracies"
+                );
+            }
+            let order = order_of(n);
+            let (val_idx, test_idx) = order.split_at(val_n);
+            (
+                split.train.clone(),
+                split.test.subset(val_idx),
+                split.test.subset(test_idx),
+                format!(
+                    "Validation: {val_n} images held out of the test split (the model was given as trained, so any training image may have been seen); final accuracies use the other {} test images.",
+                    n - val_n
+                ),
+            )
+        }
+        _ => {
+            let n = split.train.len();
+            if n < cfg.val_samples + 64 {
+                bail!(
+                    "the training split has {n} images; the search needs val-samples ({}) plus at least 64 to fine-tune on",
+                    cfg.val_samples
+                );
+            }
+            let order = order_of(n);
+            let (val_idx, train_idx) = order.split_at(cfg.val_samples);
+            (
+                split.train.subset(train_idx),
+                split.train.subset(val_idx),
+                split.test.clone(),
+                format!(
+                    "Validation: {} images held out of the training split and of every training run; final accuracies use the {} test images.",
+                    cfg.val_samples,
+                    split.test.len()
+                ),
+            )
+        }
+    };
     let search_train = train.take(cfg.search_samples.min(train.len()));
     Ok((
         Split {
@@ -108,9 +148,10 @@ fn data_splits(split: &Split, cfg: &OptimizeConfig) -> Result<(Split, Split)> {
         },
         Split {
             train,
-            test: split.test.clone(),
+            test,
             normalization: split.normalization.clone(),
         },
+        note,
     ))
 }
 
@@ -309,7 +350,7 @@ pub fn run(
     )?;
     let device = Device::flex();
     let workers = inp.workers.max(1);
-    let (search_split, full_split) = data_splits(&inp.split, cfg)?;
+    let (search_split, full_split, split_note) = data_splits(&inp.split, cfg)?;
     let base = dense_model(&inp, cfg, &full_split, &dir, &device, log)?;
 
     // cost models
@@ -609,13 +650,21 @@ pub fn run(
             report_build::search_point(e, 0, "baseline", baseline_front.contains(&i), &dense_values)
         })
         .collect();
-    let objectives = report_build::objectives(cfg, &costing, full_split.test.len());
+    let objectives = report_build::objectives(
+        cfg,
+        &costing,
+        full_split.test.len(),
+        search_split.test.len(),
+    );
     let title = format!("secateur: Pareto front of {}", inp.model_label);
     let hv = (history, front_hv, baseline_hv, frame.reference());
-    let mut notes = vec![format!(
-        "Hypervolumes are computed in a normalised frame: each objective scaled to [0, 1] over all feasible search and baseline points, reference point at {}; both from the search-stage accuracy estimates.",
-        scoring::REFERENCE
-    )];
+    let mut notes = vec![
+        format!(
+            "Hypervolumes are computed in a normalised frame: each objective scaled to [0, 1] over all feasible search and baseline points, reference point at {}; both from the search-stage accuracy estimates.",
+            scoring::REFERENCE
+        ),
+        split_note,
+    ];
 
     if search_front.is_empty() {
         let all: Vec<(&BTreeMap<String, f64>, String)> = search_evals
@@ -909,3 +958,80 @@ fn evaluate_missing(
 }
 
 use parallel::parallel_map;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secateur_data::{Dataset, Samples};
+    use std::collections::BTreeSet;
+
+    /// A data set whose one-value samples are unique ids `first..first+n`.
+    fn ids(first: usize, n: usize) -> Dataset {
+        Dataset::new(
+            "ids",
+            vec![1, 1, 1],
+            Samples::F32((first..first + n).map(|i| i as f32).collect()),
+            vec![0; n],
+            vec!["only".into()],
+        )
+        .unwrap()
+    }
+
+    fn set(d: &Dataset) -> BTreeSet<u32> {
+        match &d.samples {
+            Samples::F32(v) => v.iter().map(|x| *x as u32).collect(),
+            Samples::U8(_) => unreachable!(),
+        }
+    }
+
+    fn split() -> Split {
+        Split {
+            train: ids(0, 3000),
+            test: ids(100_000, 1000),
+            normalization: Normalization::identity(1),
+        }
+    }
+
+    fn cfg(val_from: ValSource, dense_epochs: usize, val_samples: usize) -> OptimizeConfig {
+        OptimizeConfig {
+            val_from,
+            dense_epochs,
+            val_samples,
+            search_samples: 500,
+            ..OptimizeConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_model_given_as_trained_is_validated_on_held_out_test_images() {
+        // auto with no dense training: validation from the test split, capped at half of it
+        let (search, full, note) = data_splits(&split(), &cfg(ValSource::Auto, 0, 800)).unwrap();
+        let (val, test) = (set(&search.test), set(&full.test));
+        assert_eq!((val.len(), test.len()), (500, 500));
+        assert!(val.is_disjoint(&test));
+        assert!(val.iter().all(|&i| i >= 100_000));
+        assert_eq!(full.train.len(), 3000);
+        assert!(set(&search.train).is_subset(&set(&full.train)));
+        assert!(note.contains("test split"), "{note}");
+    }
+
+    #[test]
+    fn a_model_trained_here_is_validated_on_held_out_training_images() {
+        let (search, full, note) = data_splits(&split(), &cfg(ValSource::Auto, 8, 800)).unwrap();
+        let (val, train) = (set(&search.test), set(&full.train));
+        assert_eq!((val.len(), train.len()), (800, 2200));
+        assert!(val.is_disjoint(&train));
+        assert!(set(&search.train).is_subset(&train));
+        assert_eq!(set(&full.test), set(&split().test));
+        assert!(note.contains("training split"), "{note}");
+        // the same choice made explicitly gives the same split
+        let (s2, f2, _) = data_splits(&split(), &cfg(ValSource::Train, 0, 800)).unwrap();
+        assert_eq!((set(&s2.test), set(&f2.train)), (val, train));
+    }
+
+    #[test]
+    fn an_explicit_test_validation_too_large_for_the_test_split_is_refused() {
+        let err = data_splits(&split(), &cfg(ValSource::Test, 0, 950)).unwrap_err();
+        assert!(err.to_string().contains("val-samples (950)"), "{err}");
+    }
+}

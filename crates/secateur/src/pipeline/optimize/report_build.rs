@@ -49,7 +49,16 @@ pub fn label(
 }
 
 /// The objectives of the report with their methods.
-pub fn objectives(cfg: &OptimizeConfig, costing: &Costing, test_samples: usize) -> Vec<Objective> {
+pub fn objectives(
+    cfg: &OptimizeConfig,
+    costing: &Costing,
+    test_samples: usize,
+    val_samples: usize,
+) -> Vec<Objective> {
+    let val_split = match cfg.val_source() {
+        super::config::ValSource::Test => "test",
+        _ => "training",
+    };
     cfg.objectives
         .iter()
         .map(|k| Objective {
@@ -59,8 +68,8 @@ pub fn objectives(cfg: &OptimizeConfig, costing: &Costing, test_samples: usize) 
             maximize: k.maximize(),
             method: match k {
                 ObjectiveKind::Accuracy => format!(
-                    "final models: top-1 on the test split ({test_samples} images) after {} epoch(s) of fine-tuning; search: top-1 on {} held-out training images after {} epoch(s) on {} images",
-                    cfg.final_epochs, cfg.val_samples, cfg.search_epochs, cfg.search_samples
+                    "final models: top-1 on the test split ({test_samples} images) after {} epoch(s) of fine-tuning; search: top-1 on {val_samples} images held out of the {val_split} split after {} epoch(s) on {} images",
+                    cfg.final_epochs, cfg.search_epochs, cfg.search_samples
                 ),
                 ObjectiveKind::Latency => format!("final models: {}; search: {}", costing.latency_method(true), costing.latency_method(false)),
                 ObjectiveKind::Energy => format!("{} per inference at batch {}", costing.energy_method(), cfg.batch),
