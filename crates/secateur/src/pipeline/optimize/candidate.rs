@@ -75,7 +75,13 @@ impl EvalContext<'_> {
         } else {
             d.graph.clone()
         };
-        let acc = self.accuracy(&graph, &self.search.test)?;
+        let mut acc = self.accuracy(&graph, &self.search.test)?;
+        if finetuned && !d.int8 {
+            // a short fine-tune on a subset can lower the accuracy of a lightly pruned model,
+            // which starts near the dense optimum: keep the better weights, as checkpoint
+            // selection on the validation split does (int8 needs its calibrating fine-tune)
+            acc = acc.max(self.accuracy(&d.graph, &self.search.test)?);
+        }
         values.insert("accuracy".into(), acc);
         Ok(Evaluation {
             key,
@@ -99,7 +105,18 @@ impl EvalContext<'_> {
     pub fn final_train(&self, genome: &[f64]) -> Result<(Graph, BTreeMap<String, f64>)> {
         let d = self.space.decode(self.base, genome)?;
         let graph = if self.config.final_epochs > 0 || d.int8 {
-            self.finetune(&d, self.full, self.config.final_epochs, "final")?
+            let tuned = self.finetune(&d, self.full, self.config.final_epochs, "final")?;
+            // checkpoint selection on the validation split (never on the test split the
+            // figures come from): a float model keeps its pruned-only weights if fine-tuning
+            // did not improve them
+            if !d.int8
+                && self.accuracy(&d.graph, &self.search.test)?
+                    > self.accuracy(&tuned, &self.search.test)?
+            {
+                d.graph.clone()
+            } else {
+                tuned
+            }
         } else {
             d.graph.clone()
         };

@@ -68,7 +68,7 @@ pub fn objectives(
             maximize: k.maximize(),
             method: match k {
                 ObjectiveKind::Accuracy => format!(
-                    "final models: top-1 on the test split ({test_samples} images) after {} epoch(s) of fine-tuning; search: top-1 on {val_samples} images held out of the {val_split} split after {} epoch(s) on {} images",
+                    "final models: top-1 on the test split ({test_samples} images) after {} epoch(s) of fine-tuning; search: top-1 on {val_samples} images held out of the {val_split} split after {} epoch(s) on {} images; a float model keeps its pruned-only weights where the validation split scores them higher",
                     cfg.final_epochs, cfg.search_epochs, cfg.search_samples
                 ),
                 ObjectiveKind::Latency => format!("final models: {}; search: {}", costing.latency_method(true), costing.latency_method(false)),
