@@ -29,7 +29,7 @@ pub struct DirectConv {
     /// `[c_in·kh·kw][c_pad]`.
     pub wt: Vec<f32>,
     pub layout: DirectLayout,
-    /// Pixel layout: `[c_out padded to 8][c_in·kh·kw]` (empty in the channel layout).
+    /// Pixel layout: `[c_out][c_in·kh·kw]` (empty in the channel layout).
     pub w_rows: Vec<f32>,
 }
 
@@ -108,18 +108,7 @@ impl DirectConv {
     ) {
         let p = self.conv.pads;
         let (hp, wp) = (h + p[0] + p[2], w + p[1] + p[3]);
-        let xp: &[f32] = if p.iter().all(|&v| v == 0) {
-            x
-        } else {
-            scratch[..self.c_in * hp * wp].fill(0.0);
-            for c in 0..self.c_in {
-                for r in 0..h {
-                    let dst = (c * hp + r + p[0]) * wp + p[1];
-                    scratch[dst..dst + w].copy_from_slice(&x[(c * h + r) * w..(c * h + r + 1) * w]);
-                }
-            }
-            &scratch[..self.c_in * hp * wp]
-        };
+        let xp = super::padding::padded(x, self.c_in, h, w, p, scratch);
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx512f") {
             // SAFETY: AVX-512F detected; `xp` covers the padded input and every tap stays

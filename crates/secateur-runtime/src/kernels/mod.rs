@@ -19,6 +19,7 @@ pub mod direct_conv;
 pub mod epilogue;
 pub mod isa;
 pub mod nm;
+pub mod padding;
 pub mod sparse_conv;
 
 pub use block::BlockSparse;

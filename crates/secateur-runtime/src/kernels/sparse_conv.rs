@@ -102,19 +102,7 @@ impl SparseConv {
         ep: &Epilogue,
         scratch: &mut [f32],
     ) {
-        let p = self.pads;
-        let xp: &[f32] = if p.iter().all(|&v| v == 0) {
-            x
-        } else {
-            scratch[..self.c_in * self.hp * self.wp].fill(0.0);
-            for c in 0..self.c_in {
-                for r in 0..h {
-                    let dst = (c * self.hp + r + p[0]) * self.wp + p[1];
-                    scratch[dst..dst + w].copy_from_slice(&x[(c * h + r) * w..(c * h + r + 1) * w]);
-                }
-            }
-            &scratch[..self.c_in * self.hp * self.wp]
-        };
+        let xp = super::padding::padded(x, self.c_in, h, w, self.pads, scratch);
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx512f") && wo <= 64 {
             // SAFETY: AVX-512F detected; every offset plus (ho-1)·wp + wo stays inside the
