@@ -126,12 +126,14 @@ pub fn scatter(report: &Report, x_key: &str, y_key: &str, view: View) -> DrawRes
         macro_rules! draw {
             ($chart:expr) => {{
                 let mut chart = $chart;
-                chart
-                    .configure_mesh()
-                    .x_desc(xdesc.clone())
+                let mut mesh = chart.configure_mesh();
+                mesh.x_desc(xdesc.clone())
                     .y_desc(ydesc.clone())
-                    .light_line_style(WHITE.mix(0.0))
-                    .draw()?;
+                    .light_line_style(WHITE.mix(0.0));
+                if log {
+                    mesh.x_label_formatter(&log_tick_label);
+                }
+                mesh.draw()?;
                 chart
                     .draw_series(
                         others
@@ -183,6 +185,24 @@ pub fn scatter(report: &Report, x_key: &str, y_key: &str, view: View) -> DrawRes
         root.present()?;
     }
     Ok(s)
+}
+
+/// Label of a tick on a logarithmic axis: only 1, 2 and 5 times a power of ten are written
+/// (a decade's nine ticks would run into each other), with the digits the decade needs.
+fn log_tick_label(v: &f64) -> String {
+    if !(v.is_finite() && *v > 0.0) {
+        return String::new();
+    }
+    let decade = v.log10().floor();
+    let mantissa = v / 10f64.powf(decade);
+    if [1.0, 2.0, 5.0]
+        .iter()
+        .any(|m| (mantissa - m).abs() < 0.01 * m)
+    {
+        format!("{:.*}", (-decade).max(0.0) as usize, v)
+    } else {
+        String::new()
+    }
 }
 
 /// Hypervolume per generation, with the baseline's as a horizontal line.
@@ -371,4 +391,24 @@ pub fn sensitivity(report: &Report, kind: &str) -> DrawResult<String> {
         root.present()?;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_tick_label;
+
+    #[test]
+    fn log_ticks_label_one_two_and_five_per_decade() {
+        let labels: Vec<String> = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 1.0, 3.0, 5.0, 20.0]
+            .iter()
+            .map(log_tick_label)
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "0.01", "0.02", "", "0.05", "", "0.1", "0.2", "1", "", "5", "20"
+            ]
+        );
+        assert_eq!(log_tick_label(&0.0), "");
+    }
 }

@@ -3,8 +3,10 @@
 //! in parallel, from a cache, however it likes — and `tell`s the objectives back; the
 //! algorithm keeps the best `population` by constrained non-dominated rank and crowding
 //! distance. Offspring come from binary tournaments, simulated binary crossover and polynomial
-//! mutation for real and integer genes, uniform crossover and random reset for choices. The
-//! whole state, random generator included, is serialisable, so a run resumes exactly.
+//! mutation for real and integer genes, uniform crossover and random reset for choices;
+//! optionally a larger pool of children is bred and the caller screens which are evaluated
+//! ([`Nsga2::ask_screened`]). The whole state, random generator included, is serialisable,
+//! so a run resumes exactly.
 
 use crate::error::{Result, SearchError};
 use crate::pareto::{crowding, hypervolume, non_dominated_sort};
@@ -15,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 /// How often a rejected genome is perturbed before it is taken anyway.
 pub const REJECTION_TRIES: usize = 16;
+
+/// Distribution index of the wide mutation of screened offspring (steps of a quarter of a
+/// gene's range are common, against a few percent at the usual 20).
+const WIDE_ETA: f64 = 3.0;
 
 /// Settings of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -174,6 +180,71 @@ impl Nsga2 {
         out
     }
 
+    /// Like [`ask_filtered`](Self::ask_filtered), with offspring screening (pre-selection, as
+    /// in surrogate-assisted evolutionary search): after the initial population, `pool` ≥
+    /// `population` children are bred — every other one with a wider mutation (more genes,
+    /// larger steps) so that the pool also reaches past the parents' neighbourhood — and
+    /// `choose` picks the `population` of them that are evaluated, typically by predicted
+    /// objectives. `choose` returns indices into the pool in order of preference; repeated or
+    /// out-of-range indices are skipped and missing picks are filled in pool order. It must,
+    /// like `accept`, depend only on state that is the same when a run is resumed.
+    pub fn ask_screened(
+        &mut self,
+        pool: usize,
+        accept: &mut dyn FnMut(&[f64]) -> bool,
+        choose: &mut dyn FnMut(&[Vec<f64>]) -> Vec<usize>,
+    ) -> Vec<Vec<f64>> {
+        let n = self.config.population;
+        if !self.pending.is_empty() || self.population.is_empty() || pool <= n {
+            return self.ask_filtered(accept);
+        }
+        let ranks = self.ranks();
+        let mut bred: Vec<Vec<f64>> = Vec::with_capacity(pool);
+        while bred.len() < pool {
+            let a = self.tournament(&ranks);
+            let b = self.tournament(&ranks);
+            let (mut c1, mut c2) = self.crossover(
+                &self.population[a].genome.clone(),
+                &self.population[b].genome.clone(),
+            );
+            self.mutate(&mut c1);
+            self.mutate_wide(&mut c2);
+            for mut c in [c1, c2] {
+                if bred.len() < pool {
+                    self.admit(&mut c, accept);
+                    bred.push(c);
+                }
+            }
+        }
+        let mut taken = vec![false; pool];
+        let mut out = Vec::with_capacity(n);
+        for k in choose(&bred).into_iter().chain(0..pool) {
+            if out.len() == n {
+                break;
+            }
+            if k < pool && !taken[k] {
+                taken[k] = true;
+                out.push(bred[k].clone());
+            }
+        }
+        self.pending = out.clone();
+        out
+    }
+
+    /// A wide mutation: at least one gene, each with probability 2 / genes, by polynomial
+    /// mutation with a small distribution index (large steps) or, for choices, a random option.
+    fn mutate_wide(&mut self, g: &mut [f64]) {
+        let len = self.space.len();
+        let first = self.rng.random_range(0..len);
+        let p = (2.0 / len as f64).min(1.0);
+        for k in 0..len {
+            if k == first || self.rng.random_bool(p) {
+                self.mutate_gene_eta(g, k, WIDE_ETA);
+            }
+        }
+        self.space.repair(g);
+    }
+
     fn admit(&mut self, g: &mut [f64], accept: &mut dyn FnMut(&[f64]) -> bool) {
         for attempt in 0..REJECTION_TRIES {
             if accept(g) {
@@ -286,8 +357,12 @@ impl Nsga2 {
 
     /// Polynomial mutation of a real or integer gene; a random option for a choice.
     fn mutate_gene(&mut self, g: &mut [f64], k: usize) {
+        self.mutate_gene_eta(g, k, self.config.eta_mutation);
+    }
+
+    /// [`mutate_gene`](Self::mutate_gene) with distribution index `eta`.
+    fn mutate_gene_eta(&mut self, g: &mut [f64], k: usize, eta: f64) {
         let gene = &self.space.genes[k];
-        let eta = self.config.eta_mutation;
         match gene {
             Gene::Choice { .. } => g[k] = gene.random(&mut self.rng),
             _ => {

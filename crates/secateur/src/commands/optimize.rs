@@ -91,6 +91,11 @@ pub struct OptimizeArgs {
     /// (default 0.1; 1 disables).
     #[arg(long)]
     pub max_accuracy_drop: Option<f64>,
+    /// Children bred per generation as a multiple of the population, screened by their cheap
+    /// objectives and a surrogate of accuracy before any is trained (default 4; 1 = plain
+    /// NSGA-II).
+    #[arg(long)]
+    pub screen_pool: Option<usize>,
     /// Output directory (resumed when it holds an unfinished run with the same settings).
     #[arg(long, default_value = "secateur-out")]
     pub out: PathBuf,
@@ -147,6 +152,7 @@ pub fn config(args: &OptimizeArgs, model_is_file: bool) -> Result<OptimizeConfig
         max_final => c.max_final,
         sensitivity_drop => c.sensitivity_drop,
         max_accuracy_drop => c.max_accuracy_drop,
+        screen_pool => c.screen_pool,
     );
     if let Some(b) = args.budget {
         if b < 2 * c.population {

@@ -81,6 +81,14 @@ pub struct OptimizeConfig {
     /// Candidates more than this below the dense model's accuracy are infeasible (an implicit
     /// constraint: collapsed models are not trade-offs); 1 disables it.
     pub max_accuracy_drop: f64,
+    /// Children bred per generation, in multiples of the population; the surrogate screening
+    /// picks which of them are evaluated (1 evaluates every child: plain NSGA-II).
+    #[serde(default = "default_screen_pool")]
+    pub screen_pool: usize,
+}
+
+fn default_screen_pool() -> usize {
+    4
 }
 
 impl Default for OptimizeConfig {
@@ -116,6 +124,7 @@ impl Default for OptimizeConfig {
             round_to: 1,
             sensitivity_drop: 0.3,
             max_accuracy_drop: 0.1,
+            screen_pool: default_screen_pool(),
         }
     }
 }
@@ -169,6 +178,12 @@ impl OptimizeConfig {
             bail!(
                 "max-accuracy-drop must be in [0, 1], got {}",
                 self.max_accuracy_drop
+            );
+        }
+        if !(1..=16).contains(&self.screen_pool) {
+            bail!(
+                "screen-pool must be between 1 and 16 (children bred per evaluated one), got {}",
+                self.screen_pool
             );
         }
         if !(0.0..=1.0).contains(&self.sensitivity_drop) {
@@ -275,6 +290,7 @@ pub struct OptimizeFile {
     pub round_to: Option<usize>,
     pub sensitivity_drop: Option<f64>,
     pub max_accuracy_drop: Option<f64>,
+    pub screen_pool: Option<usize>,
 }
 
 impl OptimizeFile {
@@ -323,6 +339,7 @@ impl OptimizeFile {
             round_to => c.round_to,
             sensitivity_drop => c.sensitivity_drop,
             max_accuracy_drop => c.max_accuracy_drop,
+            screen_pool => c.screen_pool,
         );
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! ensembled) models. Stages, each persisted in the run directory so that a killed run resumes
 //! where it stopped: train the dense model (built-in models start untrained); measure the
 //! latency lookup table; sensitivity analysis, which bounds the search space; NSGA-II over the
-//! space with cheap objectives first and accuracy from a short fine-tune; the uniform-ratio
+//! space with cheap objectives first, offspring screened by them and an accuracy surrogate
+//! (`screening`), and accuracy from a short fine-tune; the uniform-ratio
 //! baseline with the same number of evaluations; the final fine-tune, measurement and export
 //! of the front, ensembles; verification of every front member; the report.
 
@@ -14,6 +15,7 @@ pub mod objectives;
 pub mod parallel;
 pub mod report_build;
 pub mod scoring;
+pub mod screening;
 pub mod seeding;
 pub mod sensitivity;
 pub mod space;
@@ -498,11 +500,28 @@ pub fn run(
         // same genomes
         let done: HashSet<String> = state.generations.iter().flatten().cloned().collect();
         let mut batch: HashSet<String> = HashSet::new();
-        let genomes = state.nsga.ask_filtered(&mut |g| {
-            space
-                .model_key(&base, g)
-                .is_ok_and(|k| !done.contains(&k) && batch.insert(k))
-        });
+        let evaluated: Vec<&Evaluation> = unique_keys(&state.generations)
+            .iter()
+            .filter_map(|k| cache.get(k))
+            .collect();
+        let mut screen_error = None;
+        let genomes = state.nsga.ask_screened(
+            cfg.population * cfg.screen_pool,
+            &mut |g| {
+                space
+                    .model_key(&base, g)
+                    .is_ok_and(|k| !done.contains(&k) && batch.insert(k))
+            },
+            &mut |pool| {
+                screening::choose(&ctx, &scoring, &evaluated, pool).unwrap_or_else(|e| {
+                    screen_error = Some(e);
+                    Vec::new()
+                })
+            },
+        );
+        if let Some(e) = screen_error {
+            return Err(e.context("screening offspring"));
+        }
         let keys = model_keys(&space, &base, &genomes)?;
         evaluate_missing(
             &ctx,

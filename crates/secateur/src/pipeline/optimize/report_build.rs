@@ -206,6 +206,17 @@ pub fn settings(cfg: &OptimizeConfig, workers: usize) -> Vec<(String, String)> {
                 "none".into()
             },
         ),
+        (
+            "offspring screening".into(),
+            if cfg.screen_pool > 1 {
+                format!(
+                    "{}× the population bred per generation; cheap objectives computed, accuracy predicted (nearest evaluated models), the {} adding most predicted hypervolume trained",
+                    cfg.screen_pool, cfg.population
+                )
+            } else {
+                "none (every child trained)".into()
+            },
+        ),
         ("workers".into(), workers.to_string()),
     ]
 }

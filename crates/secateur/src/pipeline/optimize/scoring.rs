@@ -59,7 +59,8 @@ impl HvFrame {
         HvFrame { lo, hi }
     }
 
-    fn normalise(&self, p: &[f64]) -> Vec<f64> {
+    /// `p` scaled to the frame (0 = best value of the frame, 1 = worst).
+    pub fn normalise(&self, p: &[f64]) -> Vec<f64> {
         p.iter()
             .enumerate()
             .map(|(k, v)| {

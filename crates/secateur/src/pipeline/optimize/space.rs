@@ -302,6 +302,8 @@ impl SearchSpace {
         for l in &self.layers {
             let s = r.sparsity.get(&l.node).copied().unwrap_or(0.0);
             let Some(w) = present.iter().find(|w| w.node == l.node) else {
+                // removed with its block: nothing of it is kept
+                layer_keep.push((format!("{} weights", l.node), 0.0));
                 continue;
             };
             let rows = w.shape[w.out_axis];
