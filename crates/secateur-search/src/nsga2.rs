@@ -158,25 +158,42 @@ impl Nsga2 {
                 out.push(g);
             }
         } else {
-            let ranks = self.ranks();
-            while out.len() < n {
-                let a = self.tournament(&ranks);
-                let b = self.tournament(&ranks);
-                let (mut c1, mut c2) = self.crossover(
-                    &self.population[a].genome.clone(),
-                    &self.population[b].genome.clone(),
-                );
-                self.mutate(&mut c1);
+            out = self.breed(n, false, accept);
+        }
+        self.pending = out.clone();
+        out
+    }
+
+    /// `count` children of tournament-selected parents by crossover and mutation (the second
+    /// child of each pair by the wide mutation when `wide`), each admitted by `accept`.
+    fn breed(
+        &mut self,
+        count: usize,
+        wide: bool,
+        accept: &mut dyn FnMut(&[f64]) -> bool,
+    ) -> Vec<Vec<f64>> {
+        let ranks = self.ranks();
+        let mut out: Vec<Vec<f64>> = Vec::with_capacity(count);
+        while out.len() < count {
+            let a = self.tournament(&ranks);
+            let b = self.tournament(&ranks);
+            let (mut c1, mut c2) = self.crossover(
+                &self.population[a].genome.clone(),
+                &self.population[b].genome.clone(),
+            );
+            self.mutate(&mut c1);
+            if wide {
+                self.mutate_wide(&mut c2);
+            } else {
                 self.mutate(&mut c2);
-                for mut c in [c1, c2] {
-                    if out.len() < n {
-                        self.admit(&mut c, accept);
-                        out.push(c);
-                    }
+            }
+            for mut c in [c1, c2] {
+                if out.len() < count {
+                    self.admit(&mut c, accept);
+                    out.push(c);
                 }
             }
         }
-        self.pending = out.clone();
         out
     }
 
@@ -198,24 +215,7 @@ impl Nsga2 {
         if !self.pending.is_empty() || self.population.is_empty() || pool <= n {
             return self.ask_filtered(accept);
         }
-        let ranks = self.ranks();
-        let mut bred: Vec<Vec<f64>> = Vec::with_capacity(pool);
-        while bred.len() < pool {
-            let a = self.tournament(&ranks);
-            let b = self.tournament(&ranks);
-            let (mut c1, mut c2) = self.crossover(
-                &self.population[a].genome.clone(),
-                &self.population[b].genome.clone(),
-            );
-            self.mutate(&mut c1);
-            self.mutate_wide(&mut c2);
-            for mut c in [c1, c2] {
-                if bred.len() < pool {
-                    self.admit(&mut c, accept);
-                    bred.push(c);
-                }
-            }
-        }
+        let bred = self.breed(pool, true, accept);
         let mut taken = vec![false; pool];
         let mut out = Vec::with_capacity(n);
         for k in choose(&bred).into_iter().chain(0..pool) {

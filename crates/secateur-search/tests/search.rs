@@ -52,6 +52,19 @@ fn space(n: usize) -> Space {
     }
 }
 
+/// Evaluates `asked` on ZDT1 and tells the results.
+fn tell_zdt1(a: &mut Nsga2, asked: Vec<Vec<f64>>) {
+    let told = asked
+        .into_iter()
+        .map(|g| Individual {
+            objectives: zdt1(&g),
+            violation: 0.0,
+            genome: g,
+        })
+        .collect();
+    a.tell(told).unwrap();
+}
+
 fn run(cfg: &Nsga2Config, stop_after: Option<usize>) -> Nsga2 {
     let mut a = Nsga2::new(space(6), cfg.clone(), vec![]).unwrap();
     while !a.finished() {
@@ -59,15 +72,7 @@ fn run(cfg: &Nsga2Config, stop_after: Option<usize>) -> Nsga2 {
             break;
         }
         let asked = a.ask();
-        let told = asked
-            .into_iter()
-            .map(|g| Individual {
-                objectives: zdt1(&g),
-                violation: 0.0,
-                genome: g,
-            })
-            .collect();
-        a.tell(told).unwrap();
+        tell_zdt1(&mut a, asked);
     }
     a
 }
@@ -95,15 +100,7 @@ fn converges_on_zdt1_and_resumes_exactly() {
     let mut resumed: Nsga2 = serde_json::from_str(&saved).unwrap();
     while !resumed.finished() {
         let asked = resumed.ask();
-        let told = asked
-            .into_iter()
-            .map(|g| Individual {
-                objectives: zdt1(&g),
-                violation: 0.0,
-                genome: g,
-            })
-            .collect();
-        resumed.tell(told).unwrap();
+        tell_zdt1(&mut resumed, asked);
     }
     assert_eq!(resumed.population, done.population);
 }
@@ -320,15 +317,7 @@ fn run_screened(seed: u64, pool: usize, generations: usize) -> (Nsga2, usize) {
                 .collect()
         });
         evaluations += asked.len();
-        let told = asked
-            .into_iter()
-            .map(|g| Individual {
-                objectives: zdt1(&g),
-                violation: 0.0,
-                genome: g,
-            })
-            .collect();
-        a.tell(told).unwrap();
+        tell_zdt1(&mut a, asked);
     }
     (a, evaluations)
 }
@@ -346,15 +335,7 @@ fn screened_offspring_follow_the_choice_and_raise_hypervolume_per_evaluation() {
     let mut a = Nsga2::new(space(3), cfg, vec![]).unwrap();
     let first = a.ask_screened(16, &mut |_| true, &mut |_| panic!("no screening at start"));
     assert_eq!(first.len(), 4);
-    let told = first
-        .iter()
-        .map(|g| Individual {
-            genome: g.clone(),
-            objectives: zdt1(g),
-            violation: 0.0,
-        })
-        .collect();
-    a.tell(told).unwrap();
+    tell_zdt1(&mut a, first);
     let mut pool_seen = Vec::new();
     let asked = a.ask_screened(16, &mut |_| true, &mut |bred| {
         pool_seen = bred.to_vec();
