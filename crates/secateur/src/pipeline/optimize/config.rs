@@ -385,4 +385,26 @@ mod tests {
             "constraints are part of the fingerprint"
         );
     }
+
+    #[test]
+    fn screen_pool_is_bounded_read_from_toml_and_fingerprinted() {
+        for bad in [0, 17] {
+            let c = OptimizeConfig {
+                screen_pool: bad,
+                ..Default::default()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("screen-pool") && e.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        let f: OptimizeFile = toml::from_str("screen_pool = 1").unwrap();
+        let mut c = OptimizeConfig::default();
+        assert_eq!(c.screen_pool, 4);
+        f.apply(&mut c).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.screen_pool, 1);
+        assert_ne!(c.fingerprint(), OptimizeConfig::default().fingerprint());
+    }
 }
