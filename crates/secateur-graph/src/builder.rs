@@ -170,7 +170,12 @@ impl GraphBuilder {
     }
 
     pub fn global_avg_pool(&mut self, name: &str, x: &str) -> Result<String> {
-        self.node(name, Op::GlobalAveragePool(GlobalAveragePool), &[x], vec![])
+        self.node(
+            name,
+            Op::GlobalAveragePool(GlobalAveragePool::KEEP),
+            &[x],
+            vec![],
+        )
     }
 
     pub fn flatten(&mut self, name: &str, x: &str) -> Result<String> {

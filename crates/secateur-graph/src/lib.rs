@@ -17,6 +17,7 @@ pub mod mask;
 pub mod ops;
 pub mod quant;
 pub mod shape;
+pub mod sharing;
 pub mod summary;
 pub mod tensor;
 pub mod zoo;

@@ -31,6 +31,15 @@ pub enum OnnxError {
         domain: String,
         supported: String,
     },
+    #[error(
+        "the model uses {} unsupported op type(s): {}; supported ops: {supported}",
+        ops.len(),
+        ops.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    UnsupportedOps {
+        ops: Vec<UnsupportedOpType>,
+        supported: String,
+    },
     #[error("node '{node}' ({op_type}): {message}")]
     Node {
         node: String,
@@ -43,6 +52,30 @@ pub enum OnnxError {
     Model(String),
     #[error(transparent)]
     Graph(#[from] GraphError),
+}
+
+/// One op type a model uses that import does not support.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsupportedOpType {
+    /// The op type, prefixed by its domain when that is not the default one.
+    pub op_type: String,
+    /// How many nodes use it.
+    pub count: usize,
+    /// The first node using it.
+    pub first_node: String,
+}
+
+impl std::fmt::Display for UnsupportedOpType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({} node{}, first '{}')",
+            self.op_type,
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            self.first_node
+        )
+    }
 }
 
 pub type Result<T, E = OnnxError> = std::result::Result<T, E>;

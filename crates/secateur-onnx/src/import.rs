@@ -5,7 +5,7 @@
 //! converter registry. The result is topologically sorted and checked.
 
 use crate::attrs::Attrs;
-use crate::error::{OnnxError, Result};
+use crate::error::{OnnxError, Result, UnsupportedOpType};
 use crate::mask_codec;
 use crate::ops::{ImportCtx, registry, supported_ops};
 use crate::proto::{ModelProto, NodeProto, TensorProto, data_type};
@@ -38,7 +38,7 @@ impl SymConst {
         }
     }
 
-    fn known_values(&self) -> Option<Vec<i64>> {
+    pub fn known_values(&self) -> Option<Vec<i64>> {
         self.values
             .iter()
             .map(|v| match v {
@@ -550,6 +550,59 @@ impl Importer {
     }
 }
 
+/// Op types the importer handles itself (folded away or turned into annotations) rather than
+/// through a converter.
+const FOLDED_OPS: &[&str] = &[
+    "Constant",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Identity",
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Cast",
+];
+
+/// Fails with one error naming every unsupported op type (count and first node) when the
+/// model uses any, so a user sees the whole list at once.
+fn check_op_support(nodes: &[NodeProto]) -> Result<()> {
+    let mut missing: Vec<UnsupportedOpType> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let default_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+        let known = default_domain
+            && (registry().contains_key(n.op_type.as_str())
+                || FOLDED_OPS.contains(&n.op_type.as_str()));
+        if known {
+            continue;
+        }
+        let op_type = if default_domain {
+            n.op_type.clone()
+        } else {
+            format!("{}:{}", n.domain, n.op_type)
+        };
+        match missing.iter_mut().find(|m| m.op_type == op_type) {
+            Some(m) => m.count += 1,
+            None => missing.push(UnsupportedOpType {
+                op_type,
+                count: 1,
+                first_node: if n.name.is_empty() {
+                    format!("#{i}")
+                } else {
+                    n.name.clone()
+                },
+            }),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(OnnxError::UnsupportedOps {
+        ops: missing,
+        supported: supported_ops().join(", "),
+    })
+}
+
 /// Orders nodes so that every input is defined first (ONNX requires it; some tools do not).
 fn sorted_nodes(nodes: &[NodeProto], defined: &HashSet<String>) -> Vec<usize> {
     let mut avail = defined.clone();
@@ -636,6 +689,7 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
             "the graph has no (non-initializer) inputs".into(),
         ));
     }
+    check_op_support(&gp.node)?;
     let mut defined: HashSet<String> = imp.shapes.keys().cloned().collect();
     defined.extend(imp.int_consts.keys().cloned());
     for i in sorted_nodes(&gp.node, &defined) {
@@ -661,6 +715,7 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
     }
     let mut graph = imp.graph;
     graph.drop_unused_initializers();
+    graph.unshare_initializers();
     graph.check()?;
     Ok(graph)
 }

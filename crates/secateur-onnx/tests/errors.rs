@@ -56,11 +56,35 @@ fn node(op: &str, name: &str, inputs: &[&str]) -> NodeProto {
 fn unsupported_op_names_node_and_type() {
     let e = import_model(&model(vec![node("LSTM", "rnn_0", &["x"])], vec![], 13)).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, OnnxError::UnsupportedOp { .. }));
+    assert!(matches!(e, OnnxError::UnsupportedOps { .. }));
     assert!(
         msg.contains("rnn_0") && msg.contains("LSTM") && msg.contains("Conv"),
         "{msg}"
     );
+}
+
+#[test]
+fn every_unsupported_op_type_is_listed_once_with_its_count() {
+    let nodes = vec![
+        node("LSTM", "rnn_0", &["x"]),
+        node("Relu", "ok", &["x"]),
+        node("Mod", "mod_a", &["x"]),
+        node("LSTM", "rnn_1", &["x"]),
+        node("Mod", "mod_b", &["x"]),
+        node("Mod", "mod_c", &["x"]),
+    ];
+    let e = import_model(&model(nodes, vec![], 13)).unwrap_err();
+    let OnnxError::UnsupportedOps { ops, .. } = &e else {
+        panic!("expected the list of unsupported ops, got {e}");
+    };
+    let summary: Vec<(&str, usize, &str)> = ops
+        .iter()
+        .map(|o| (o.op_type.as_str(), o.count, o.first_node.as_str()))
+        .collect();
+    assert_eq!(summary, [("LSTM", 2, "rnn_0"), ("Mod", 3, "mod_a")]);
+    let msg = e.to_string();
+    assert!(msg.contains("2 unsupported op type(s)"), "{msg}");
+    assert!(msg.contains("Mod (3 nodes, first 'mod_a')"), "{msg}");
 }
 
 #[test]

@@ -121,3 +121,83 @@ fn expected_groups_on_lenet_and_resnet() {
             .any(|g| g.name == "block2.0.expand.conv+block2.0.dw.conv")
     );
 }
+
+/// A RegNet-style bottleneck: 1×1 conv, grouped 3×3 conv (4 groups of 4), 1×1 conv, residual.
+fn grouped_net() -> Graph {
+    let (mut b, x) = GraphBuilder::new("grouped-net", &[3, 10, 10], 5);
+    let s = b.conv_bn("stem", &x, 8, 3, 1, 1, Activation::Relu).unwrap();
+    let a = b.conv_bn("a", &s, 16, 1, 1, 1, Activation::Relu).unwrap();
+    let g = b.conv_bn("g", &a, 16, 3, 1, 4, Activation::Relu).unwrap();
+    let c = b.conv_bn("c", &g, 8, 1, 1, 1, Activation::None).unwrap();
+    let r = b.add("res", &c, &s).unwrap();
+    let p = b.global_avg_pool("pool", &r).unwrap();
+    let f = b.flatten("flatten", &p).unwrap();
+    let y = b.linear("fc", &f, 5).unwrap();
+    b.finish(&y).unwrap()
+}
+
+#[test]
+fn grouped_convolutions_shrink_every_group_evenly() {
+    let mut g = grouped_net();
+    randomize_weights(&mut g, 8);
+    let deps = DependencyGraph::build(&g).unwrap();
+    let group = deps.group("g.conv").unwrap();
+    assert_eq!(group.channels(), 16);
+    assert_eq!(group.block_count(), 4);
+    assert_eq!(group.blocks, (0..16).map(|c| c / 4).collect::<Vec<_>>());
+    // the grouped conv's input channels are pinned: the 1×1 conv feeding it is protected
+    assert!(
+        deps.protected.contains(&"a.conv".to_string()),
+        "{:?}",
+        deps.protected
+    );
+
+    // an uneven choice (3 channels of block 0, 1 of block 1) is refused, not silently wrong
+    let mut uneven = Plan::default();
+    uneven.keep(group, vec![0, 1, 2, 4]);
+    let e = apply_plan(&g, &deps, &uneven).unwrap_err().to_string();
+    assert!(
+        e.contains("same number of channels in each of its 4 groups"),
+        "{e}"
+    );
+
+    // the best balanced choice keeps 2 channels of every block, and pruning equals zeroing
+    let order: Vec<usize> = (0..16).rev().collect();
+    let keep = group.best_balanced(&order, 7);
+    assert_eq!(keep, vec![15, 14, 11, 10, 7, 6, 3, 2]);
+    assert!(group.is_balanced(&keep));
+    let mut plan = Plan::default();
+    plan.keep(group, keep.clone());
+    let pruned = apply_plan(&g, &deps, &plan).unwrap();
+    let removed: Vec<usize> = (0..16).filter(|c| !keep.contains(c)).collect();
+    let mut zeroed = g.clone();
+    zero_channels(&mut zeroed, group, &removed).unwrap();
+    let x = random_tensor(&[2, 3, 10, 10], 4);
+    let a = evaluate(&pruned, &[("input", x.clone())]).unwrap();
+    let b = evaluate(&zeroed, &[("input", x)]).unwrap();
+    let diff = a[0].max_abs_diff(&b[0]);
+    assert!(diff <= 1e-5, "pruned and zero-masked differ by {diff}");
+    let conv = pruned.nodes.iter().find(|n| n.name == "g.conv").unwrap();
+    let secateur_graph::Op::Conv(c) = &conv.op else {
+        panic!("g.conv is not a Conv");
+    };
+    assert_eq!(c.groups, 4);
+    assert_eq!(pruned.initializers["g.conv.weight"].shape(), &[8, 4, 3, 3]);
+}
+
+#[test]
+fn channel_selection_respects_grouped_convolutions() {
+    use secateur_prune::structured::{ChannelPruneConfig, StructuredTarget, plan_channels};
+    let mut g = grouped_net();
+    randomize_weights(&mut g, 9);
+    let deps = DependencyGraph::build(&g).unwrap();
+    let cfg = ChannelPruneConfig {
+        target: StructuredTarget::Ratio(0.6),
+        ..Default::default()
+    };
+    let plan = plan_channels(&g, &deps, &cfg, &Default::default()).unwrap();
+    let entry = plan.entries.iter().find(|e| e.group == "g.conv").unwrap();
+    assert!(deps.group("g.conv").unwrap().is_balanced(&entry.keep));
+    assert!(entry.keep.len() < 16);
+    apply_plan(&g, &deps, &plan).unwrap();
+}

@@ -339,9 +339,10 @@ fn run_op(
                 .with_ceil_mode(g.ceil_mode);
             Value::R4(avg_pool2d(x, o))
         }
-        Op::GlobalAveragePool(_) => {
-            Value::R4(r4(graph, ni, args.pop().expect("x"))?.mean_dims(&[2, 3]))
-        }
+        Op::GlobalAveragePool(_) => reshape(
+            Value::R4(r4(graph, ni, args.pop().expect("x"))?.mean_dims(&[2, 3])),
+            out_dims,
+        )?,
         Op::Add(_) | Op::Mul(_) => {
             let b = args.pop().expect("b");
             let a = args.pop().expect("a");

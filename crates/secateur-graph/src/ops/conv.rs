@@ -151,9 +151,19 @@ impl OpSemantics for Conv {
                 map: IndexMap::block(multiplier),
             });
         }
-        // Grouped (non-depthwise) convolutions leave the channel axes pinned: pruning them
-        // would have to keep every group the same size.
+        // Grouped (non-depthwise) convolutions leave the input channel axis pinned (each
+        // group reads its own slice); their output channels stay prunable, evenly per group
+        // (`axis_blocks`).
         links
+    }
+
+    fn axis_blocks(&self, inputs: &[Shape], _outputs: &[Shape]) -> Vec<(Port, usize, usize)> {
+        let c_in = inputs[0].dim(1).unwrap_or(0);
+        if self.groups > 1 && !self.is_depthwise(c_in) {
+            vec![(Port::Output(0), 1, self.groups)]
+        } else {
+            Vec::new()
+        }
     }
 
     fn refit(&mut self, old: &[Shape], new: &[Shape]) -> Result<(), OpError> {

@@ -167,6 +167,14 @@ pub trait OpSemantics {
     /// no link mentions is *pinned*: its size must not change.
     fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink>;
 
+    /// Axes split into equal consecutive blocks that pruning must shrink evenly, as
+    /// `(port, axis, blocks)`: the output channels of a grouped convolution form `groups`
+    /// blocks, and every block must keep the same number of channels so that each filter
+    /// still reads its own group's inputs.
+    fn axis_blocks(&self, _inputs: &[Shape], _outputs: &[Shape]) -> Vec<(Port, usize, usize)> {
+        Vec::new()
+    }
+
     /// Updates attributes after linked axes were resized from `old` to `new` input shapes
     /// (e.g. the group count of a depthwise convolution, a literal size in a reshape).
     fn refit(&mut self, _old: &[Shape], _new: &[Shape]) -> Result<(), OpError> {

@@ -209,7 +209,21 @@ impl OpSemantics for AveragePool {
 
 /// Mean over all spatial positions: `[N, C, H, W] → [N, C, 1, 1]`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-pub struct GlobalAveragePool;
+pub struct GlobalAveragePool {
+    /// Whether the spatial axes stay as size-1 axes (`[N, C, 1, 1]`, ONNX `GlobalAveragePool`)
+    /// or are dropped (`[N, C]`, a `ReduceMean` over the spatial axes with `keepdims=0`).
+    #[serde(default = "keep_dims_default")]
+    pub keep_dims: bool,
+}
+
+fn keep_dims_default() -> bool {
+    true
+}
+
+impl GlobalAveragePool {
+    /// The ONNX op: spatial axes kept as size 1.
+    pub const KEEP: GlobalAveragePool = GlobalAveragePool { keep_dims: true };
+}
 
 impl OpSemantics for GlobalAveragePool {
     fn op_type(&self) -> &'static str {
@@ -222,7 +236,9 @@ impl OpSemantics for GlobalAveragePool {
             op_bail!("input must have rank >= 3 (N, C, spatial...), got {x}");
         }
         let mut out = vec![x.0[0], x.0[1]];
-        out.extend(std::iter::repeat_n(Dim::Known(1), x.rank() - 2));
+        if self.keep_dims {
+            out.extend(std::iter::repeat_n(Dim::Known(1), x.rank() - 2));
+        }
         Ok(vec![Shape(out)])
     }
 
@@ -243,7 +259,9 @@ impl OpSemantics for GlobalAveragePool {
             .map(|p| x.data()[p * inner..(p + 1) * inner].iter().sum::<f32>() / inner as f32)
             .collect();
         let mut shape = vec![s[0], s[1]];
-        shape.extend(std::iter::repeat_n(1, s.len() - 2));
+        if self.keep_dims {
+            shape.extend(std::iter::repeat_n(1, s.len() - 2));
+        }
         Ok(vec![
             Tensor::new(shape, data).map_err(|e| OpError::new(e.to_string()))?,
         ])
@@ -266,9 +284,17 @@ mod tests {
             count_include_pad: false,
         };
         assert_eq!(ap.eval(&[&x]).unwrap()[0].data(), &[2.5, 4.5, 10.5, 12.5]);
-        let g = GlobalAveragePool.eval(&[&x]).unwrap().remove(0);
+        let g = GlobalAveragePool::KEEP.eval(&[&x]).unwrap().remove(0);
         assert_eq!(g.shape(), &[1, 1, 1, 1]);
         assert_eq!(g.data(), &[7.5]);
+        let flat = GlobalAveragePool { keep_dims: false };
+        let g = flat.eval(&[&x]).unwrap().remove(0);
+        assert_eq!(g.shape(), &[1, 1]);
+        assert_eq!(g.data(), &[7.5]);
+        assert_eq!(
+            flat.infer(&[Shape::known(&[2, 3, 4, 4])]).unwrap()[0],
+            Shape::known(&[2, 3])
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Pooling converters: `MaxPool`, `AveragePool` and `GlobalAveragePool`.
+//! Pooling converters: `MaxPool`, `AveragePool`, `GlobalAveragePool`, and `ReduceMean` over
+//! the spatial axes (what `x.mean([2, 3])` exports to), which is a global average pool.
 
 use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
 use crate::attrs::{self, Attrs};
@@ -7,11 +8,13 @@ use secateur_graph::{AveragePool, GlobalAveragePool, MaxPool, Node, Op, PoolGeom
 struct MaxPoolConverter;
 struct AveragePoolConverter;
 struct GlobalAveragePoolConverter;
+struct SpatialMeanConverter;
 
 pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     &MaxPoolConverter,
     &AveragePoolConverter,
     &GlobalAveragePoolConverter,
+    &SpatialMeanConverter,
 ];
 
 fn geometry(a: &Attrs, ctx_node: &crate::proto::NodeProto) -> Result<PoolGeometry, String> {
@@ -107,10 +110,65 @@ impl Converter for GlobalAveragePoolConverter {
     }
 
     fn import(&self, _ctx: &mut ImportCtx) -> Result<Op, String> {
-        Ok(Op::GlobalAveragePool(GlobalAveragePool))
+        Ok(Op::GlobalAveragePool(GlobalAveragePool::KEEP))
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        Ok(ExportedNode::plain("GlobalAveragePool", node, vec![]))
+        match &node.op {
+            Op::GlobalAveragePool(g) if !g.keep_dims => Ok(ExportedNode::plain(
+                "ReduceMean",
+                node,
+                vec![attrs::ints("axes", &[2, 3]), attrs::int("keepdims", 0)],
+            )),
+            _ => Ok(ExportedNode::plain("GlobalAveragePool", node, vec![])),
+        }
+    }
+}
+
+impl Converter for SpatialMeanConverter {
+    fn op_type(&self) -> &'static str {
+        "ReduceMean"
+    }
+
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        let rank = ctx
+            .shapes
+            .first()
+            .and_then(|s| s.as_ref())
+            .map(|s| s.rank())
+            .ok_or("the input shape must be known")?;
+        let axes = if ctx.opset >= 18 {
+            let axes = match ctx.inputs.get(1).filter(|n| !n.is_empty()) {
+                Some(_) => ctx
+                    .int_input(1)?
+                    .known_values()
+                    .ok_or("axes must not depend on the batch size")?,
+                None => (0..rank as i64).collect(),
+            };
+            ctx.inputs.truncate(1);
+            axes
+        } else {
+            ctx.attrs
+                .ints("axes")?
+                .unwrap_or_else(|| (0..rank as i64).collect())
+        };
+        let mut axes: Vec<usize> = axes
+            .iter()
+            .map(|&a| if a < 0 { a + rank as i64 } else { a } as usize)
+            .collect();
+        axes.sort_unstable();
+        axes.dedup();
+        let keep_dims = ctx.attrs.int("keepdims", 1)? != 0;
+        let spatial: Vec<usize> = (2..rank).collect();
+        if rank < 3 || axes != spatial || (!keep_dims && rank != 4) {
+            return Err(format!(
+                "ReduceMean over axes {axes:?} of a rank-{rank} input is not supported (only the spatial mean of an [N, C, H, W] input, a global average pool)"
+            ));
+        }
+        Ok(Op::GlobalAveragePool(GlobalAveragePool { keep_dims }))
+    }
+
+    fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        GlobalAveragePoolConverter.export(node, ctx)
     }
 }

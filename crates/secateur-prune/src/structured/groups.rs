@@ -42,11 +42,57 @@ pub struct Group {
     pub members: Vec<Member>,
     /// `indices[k][m]`: the indices along member `m`'s axis that channel `k` covers.
     pub indices: Vec<Vec<Vec<usize>>>,
+    /// The block of each channel when the group spans an axis that must shrink evenly (the
+    /// output channels of a grouped convolution: one block per convolution group); empty
+    /// when channels can be kept freely. Every block keeps the same number of channels.
+    #[serde(default)]
+    pub blocks: Vec<usize>,
 }
 
 impl Group {
     pub fn channels(&self) -> usize {
         self.indices.len()
+    }
+
+    /// Number of blocks that must keep the same number of channels (1: unconstrained).
+    pub fn block_count(&self) -> usize {
+        self.blocks.iter().max().map_or(1, |&b| b + 1)
+    }
+
+    /// Whether keeping `kept` channels respects the blocks (the same count in each).
+    pub fn is_balanced(&self, kept: &[usize]) -> bool {
+        if self.blocks.is_empty() {
+            return true;
+        }
+        let mut counts = vec![0usize; self.block_count()];
+        for &k in kept {
+            match self.blocks.get(k) {
+                Some(&b) => counts[b] += 1,
+                None => return false,
+            }
+        }
+        counts.iter().all(|&c| c == counts[0])
+    }
+
+    /// The `k` best channels of `order` (best first) that respect the blocks: `k` is rounded up
+    /// to a multiple of the block count and each block keeps its best `k / blocks` channels.
+    pub fn best_balanced(&self, order: &[usize], k: usize) -> Vec<usize> {
+        let k = k.min(order.len());
+        if self.blocks.is_empty() {
+            return order[..k].to_vec();
+        }
+        let nb = self.block_count();
+        let per_block = k.div_ceil(nb).clamp(1, self.channels() / nb);
+        let mut taken = vec![0usize; nb];
+        let mut keep = Vec::with_capacity(per_block * nb);
+        for &c in order {
+            let b = self.blocks[c];
+            if taken[b] < per_block {
+                taken[b] += 1;
+                keep.push(c);
+            }
+        }
+        keep
     }
 
     /// Members that are parameters producing the channels (filters, neurons).
@@ -139,6 +185,41 @@ impl Elements {
     }
 }
 
+/// The block of each channel of `group` from the evenly-shrinking axes it spans (empty when
+/// it spans none), or `None` when the blocks do not all hold the same number of channels.
+fn channel_blocks(
+    group: &Group,
+    even_blocks: &HashMap<(String, usize), usize>,
+    shapes: &HashMap<String, Shape>,
+) -> Option<Vec<usize>> {
+    let mut keys: Vec<Vec<usize>> = vec![Vec::new(); group.channels()];
+    for (m, member) in group.members.iter().enumerate() {
+        let at = (member.at.value.clone(), member.at.axis);
+        let Some(&n) = even_blocks.get(&at) else {
+            continue;
+        };
+        let len = shapes.get(&at.0)?.dim(at.1)?;
+        let size = (len / n.max(1)).max(1);
+        for (k, key) in keys.iter_mut().enumerate() {
+            key.push(group.indices[k][m].first()? / size);
+        }
+    }
+    if keys.first().is_none_or(|k| k.is_empty()) {
+        return Some(Vec::new());
+    }
+    let mut ids: BTreeMap<Vec<usize>, usize> = BTreeMap::new();
+    for key in &keys {
+        let next = ids.len();
+        ids.entry(key.clone()).or_insert(next);
+    }
+    let blocks: Vec<usize> = keys.iter().map(|k| ids[k]).collect();
+    let mut counts = vec![0usize; ids.len()];
+    for &b in &blocks {
+        counts[b] += 1;
+    }
+    counts.iter().all(|&c| c == counts[0]).then_some(blocks)
+}
+
 impl DependencyGraph {
     /// Derives the dependency groups of a graph from its ops' axis links.
     pub fn build(graph: &Graph) -> Result<Self> {
@@ -147,6 +228,7 @@ impl DependencyGraph {
         let mut uf = UnionFind::new(elems.total as usize);
         let mut pinned: BTreeSet<(String, usize)> = BTreeSet::new();
         let mut param_roles: HashMap<(String, usize), ParamRole> = HashMap::new();
+        let mut even_blocks: HashMap<(String, usize), usize> = HashMap::new();
         for i in &graph.inputs {
             for ax in 0..i.shape.rank() {
                 pinned.insert((i.name.clone(), ax));
@@ -165,6 +247,9 @@ impl DependencyGraph {
                 Port::Input(i) => &node.inputs[i],
                 Port::Output(i) => &node.outputs[i],
             };
+            for (p, ax, n) in sem.axis_blocks(&ins, &outs) {
+                even_blocks.insert((value_of(p).clone(), ax), n);
+            }
             let links = sem.axis_links(&ins, &outs);
             let mut linked: BTreeSet<(Port, usize)> = BTreeSet::new();
             for l in &links {
@@ -286,11 +371,25 @@ impl DependencyGraph {
                 .into_iter()
                 .map(|c| sig.iter().map(|k| c[k].clone()).collect())
                 .collect();
-            groups.push(Group {
+            let mut group = Group {
                 name,
                 members,
                 indices,
-            });
+                blocks: Vec::new(),
+            };
+            match channel_blocks(&group, &even_blocks, &shapes) {
+                Some(blocks) => group.blocks = blocks,
+                None => {
+                    // blocks of unequal size cannot all shrink evenly: keep the group whole
+                    protected_producers.extend(
+                        group
+                            .producers()
+                            .filter_map(|(_, m)| m.param.as_ref().map(|p| p.node.clone())),
+                    );
+                    continue;
+                }
+            }
+            groups.push(group);
         }
         groups.sort_by(|a, b| {
             let pos = |g: &Group| {

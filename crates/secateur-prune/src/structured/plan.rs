@@ -89,6 +89,15 @@ fn kept_indices(
                 message: format!("kept channels must be ascending and below {}", g.channels()),
             });
         }
+        if !g.is_balanced(&e.keep) {
+            return Err(PruneError::Group {
+                group: e.group.clone(),
+                message: format!(
+                    "the group spans a grouped convolution: keep the same number of channels in each of its {} groups",
+                    g.block_count()
+                ),
+            });
+        }
         let keep: BTreeSet<usize> = e.keep.iter().copied().collect();
         for (k, per_member) in g.indices.iter().enumerate() {
             if keep.contains(&k) {

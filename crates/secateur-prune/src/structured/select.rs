@@ -120,7 +120,7 @@ fn plan_from_counts(scored: &[Scored], counts: &[usize]) -> Plan {
     let mut p = Plan::default();
     for (s, &k) in scored.iter().zip(counts) {
         if k < s.group.channels() {
-            p.keep(s.group, s.order[..k].to_vec());
+            p.keep(s.group, s.group.best_balanced(&s.order, k));
         }
     }
     p

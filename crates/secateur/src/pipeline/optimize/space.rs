@@ -277,8 +277,11 @@ impl SearchSpace {
                 .div_ceil(self.round_to)
                 * self.round_to)
                 .min(n);
+            let group = deps.group(&gr.name)?;
+            let kept = group.best_balanced(&gr.order, k);
+            let k = kept.len();
             if k < n {
-                plan.keep(deps.group(&gr.name)?, gr.order[..k].to_vec());
+                plan.keep(group, kept);
             }
             description.insert(format!("keep:{}", gr.name), format!("{k}/{n}"));
             layer_keep.push((format!("{} channels", gr.name), k as f64 / n as f64));
