@@ -3,7 +3,7 @@
 //! index overhead, blocks, N:M with its offsets, and int8 (dense and sparse, with per-channel
 //! scales). Counting follows the runtime's formats exactly (`secateur-runtime::kernels`).
 
-use secateur_graph::{AxisRole, Graph, InputRole, MaskPattern, Op, summarize};
+use secateur_graph::{AxisRole, Graph, InputRole, MaskPattern, OpClass, summarize};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -143,10 +143,7 @@ pub fn layer_counts(graph: &Graph) -> secateur_graph::Result<Vec<LayerCount>> {
             .sum();
         let outs: Vec<Vec<usize>> = node.outputs.iter().map(|v| shapes[v].resolve(1)).collect();
         let ins1: Vec<Vec<usize>> = ins.iter().map(|x| x.resolve(1)).collect();
-        let elementwise_ops = if matches!(
-            node.op,
-            Op::Flatten(_) | Op::Reshape(_) | Op::Identity(_) | Op::Dropout(_)
-        ) {
+        let elementwise_ops = if node.op.class() == OpClass::View {
             0
         } else {
             node.op.sem().elementwise_ops(&ins1, &outs)

@@ -9,7 +9,7 @@
 
 use crate::error::{CostError, Result};
 use crate::profile::HardwareProfile;
-use secateur_graph::{Graph, Op, summarize};
+use secateur_graph::{Graph, OpClass, summarize};
 use secateur_runtime::{ExecPlan, PlanConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -56,44 +56,14 @@ pub fn signatures(graph: &Graph) -> secateur_graph::Result<Vec<LayerSig>> {
     let shapes = graph.infer_shapes()?;
     let summary = summarize(graph)?;
     let mut absorbed = vec![false; graph.nodes.len()];
-    for (i, n) in graph.nodes.iter().enumerate() {
-        if !matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_)) {
-            continue;
-        }
-        let mut out = n.outputs[0].clone();
-        for allow in [
-            matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_)),
-            true,
-        ] {
-            let c = graph.consumers(&out);
-            if c.len() != 1 || graph.outputs.contains(&out) {
-                break;
-            }
-            let next = &graph.nodes[c[0]];
-            let fusable = match &next.op {
-                Op::BatchNorm(_) => allow && !absorbed[c[0]],
-                Op::Relu(_) | Op::Clip(_) => true,
-                _ => false,
-            };
-            if !fusable {
-                break;
-            }
-            absorbed[c[0]] = true;
-            out = next.outputs[0].clone();
-            if matches!(next.op, Op::Relu(_) | Op::Clip(_)) {
-                break;
-            }
-            let _ = i;
+    for chain in graph.fused_chains()? {
+        for a in chain.absorbed() {
+            absorbed[a] = true;
         }
     }
     let mut sigs = Vec::new();
     for (i, n) in graph.nodes.iter().enumerate() {
-        if absorbed[i]
-            || matches!(
-                n.op,
-                Op::Flatten(_) | Op::Reshape(_) | Op::Identity(_) | Op::Dropout(_)
-            )
-        {
+        if absorbed[i] || n.op.class() == OpClass::View {
             continue;
         }
         let ins = shapes[&n.inputs[0]].resolve(1);
@@ -102,56 +72,11 @@ pub fn signatures(graph: &Graph) -> secateur_graph::Result<Vec<LayerSig>> {
             ins.get(1).copied().unwrap_or(1),
             outs.get(1).copied().unwrap_or(1),
         );
-        let (kind, geometry) = match &n.op {
-            Op::Conv(c) => (
-                if c.groups > 1 && c.groups == in_ch {
-                    "Conv-dw"
-                } else {
-                    "Conv"
-                },
-                format!(
-                    "k{:?} s{:?} p{:?} d{:?} g{} in{:?}",
-                    c.kernel,
-                    c.strides,
-                    c.pads,
-                    c.dilations,
-                    if c.groups > 1 {
-                        "x".to_string()
-                    } else {
-                        "1".to_string()
-                    },
-                    &ins[2..]
-                ),
-            ),
-            Op::MaxPool(p) => (
-                "MaxPool",
-                format!(
-                    "k{:?} s{:?} p{:?} in{:?}",
-                    p.geometry.kernel,
-                    p.geometry.strides,
-                    p.geometry.pads,
-                    &ins[2..]
-                ),
-            ),
-            Op::AveragePool(p) => (
-                "AveragePool",
-                format!(
-                    "k{:?} s{:?} p{:?} in{:?}",
-                    p.geometry.kernel,
-                    p.geometry.strides,
-                    p.geometry.pads,
-                    &ins[2..]
-                ),
-            ),
-            other => (
-                other.op_type(),
-                format!("in{:?}", &ins.get(2..).unwrap_or(&[])),
-            ),
-        };
+        let (kind, geometry) = n.op.sem().kernel_signature(std::slice::from_ref(&ins));
         let mut density = 1.0;
         let mut pattern = String::new();
         if let Some(w) = n.inputs.get(1).and_then(|w| graph.initializers.get(w))
-            && matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_))
+            && graph.is_weighted_layer(i)
         {
             density = 1.0 - w.count_zeros() as f64 / w.len().max(1) as f64;
             if density < 0.99 {

@@ -151,11 +151,11 @@ impl GraphBuilder {
     }
 
     pub fn relu(&mut self, name: &str, x: &str) -> Result<String> {
-        self.node(name, Op::Relu(Relu), &[x], vec![])
+        self.node(name, Op::Unary(Unary::RELU), &[x], vec![])
     }
 
     pub fn relu6(&mut self, name: &str, x: &str) -> Result<String> {
-        self.node(name, Op::Clip(Clip { min: 0.0, max: 6.0 }), &[x], vec![])
+        self.node(name, Op::Unary(Unary::clip(0.0, 6.0)), &[x], vec![])
     }
 
     pub fn max_pool(&mut self, name: &str, x: &str, k: usize) -> Result<String> {

@@ -26,6 +26,7 @@ fn check_feed(graph: &Graph, name: &str, t: &Tensor) -> Result<()> {
             .zip(t.shape())
             .all(|(d, &n)| match d {
                 Dim::Batch => true,
+                Dim::BatchTimes(k) => n % k == 0,
                 Dim::Known(k) => *k == n,
             });
     if !ok {
@@ -100,10 +101,10 @@ pub fn evaluate_all(graph: &Graph, feeds: &[(&str, Tensor)]) -> Result<HashMap<S
 /// Evaluates the graph and returns its outputs in order.
 ///
 /// ```
-/// use secateur_graph::{evaluate, Graph, Op, Relu, Shape, Tensor};
+/// use secateur_graph::{evaluate, Graph, Op, Shape, Tensor, Unary};
 /// let mut g = Graph::new("relu");
 /// g.add_input("x", Shape::batched(&[2]));
-/// g.add_node("r", Op::Relu(Relu), &["x"], &["y"]);
+/// g.add_node("r", Op::Unary(Unary::RELU), &["x"], &["y"]);
 /// g.outputs.push("y".into());
 /// let x = Tensor::new(vec![1, 2], vec![-1.0, 2.0]).unwrap();
 /// let y = evaluate(&g, &[("x", x)]).unwrap();

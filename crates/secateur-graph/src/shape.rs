@@ -1,5 +1,6 @@
-//! Symbolic shapes: every dimension is a known size or the symbolic batch dimension. Shape
-//! inference runs on these, so one graph serves batch 1 and batch N alike.
+//! Symbolic shapes: every dimension is a known size, the symbolic batch dimension, or a
+//! multiple of it (attention folds the heads into the batch: `[L, N·H, d]`). Shape inference
+//! runs on these, so one graph serves batch 1 and batch N alike.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -11,14 +12,34 @@ pub enum Dim {
     Batch,
     /// A fixed size.
     Known(usize),
+    /// `k` times the batch size (`k >= 2`; use [`Dim::batch_times`] to build one).
+    BatchTimes(usize),
 }
 
 impl Dim {
+    /// `k` times the batch (the batch itself for `k = 1`).
+    pub fn batch_times(k: usize) -> Dim {
+        if k == 1 {
+            Dim::Batch
+        } else {
+            Dim::BatchTimes(k)
+        }
+    }
+
     /// The size, when it is fixed.
     pub fn known(self) -> Option<usize> {
         match self {
             Dim::Known(n) => Some(n),
-            Dim::Batch => None,
+            Dim::Batch | Dim::BatchTimes(_) => None,
+        }
+    }
+
+    /// How many times the batch this dimension is, when it depends on the batch.
+    pub fn batch_factor(self) -> Option<usize> {
+        match self {
+            Dim::Known(_) => None,
+            Dim::Batch => Some(1),
+            Dim::BatchTimes(k) => Some(k),
         }
     }
 
@@ -27,6 +48,7 @@ impl Dim {
         match self {
             Dim::Known(n) => n,
             Dim::Batch => batch,
+            Dim::BatchTimes(k) => k * batch,
         }
     }
 }
@@ -36,6 +58,7 @@ impl fmt::Display for Dim {
         match self {
             Dim::Known(n) => write!(f, "{n}"),
             Dim::Batch => f.write_str("N"),
+            Dim::BatchTimes(k) => write!(f, "{k}N"),
         }
     }
 }
@@ -75,9 +98,14 @@ impl Shape {
         self.0.get(axis).and_then(|d| d.known())
     }
 
-    /// Whether any dimension is the batch.
+    /// Whether any dimension is the batch or a multiple of it.
     pub fn has_batch(&self) -> bool {
-        self.0.contains(&Dim::Batch)
+        self.0.iter().any(|d| d.batch_factor().is_some())
+    }
+
+    /// The batch multiple of the batched dimension (`None` without one).
+    pub fn batch_factor(&self) -> Option<usize> {
+        self.0.iter().find_map(|d| d.batch_factor())
     }
 
     /// Product of the known dimensions in a range; `None` if the range holds the batch.

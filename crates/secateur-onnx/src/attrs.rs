@@ -118,3 +118,12 @@ pub fn ints(name: &str, v: &[usize]) -> AttributeProto {
         ..Default::default()
     }
 }
+
+pub fn string(name: &str, s: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::STRING,
+        s: s.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}

@@ -1,4 +1,4 @@
-//! IR → ONNX export at opset 14 (IR version 7): weights as raw initializers, the batch as the
+//! IR → ONNX export at opset 17 (IR version 8): weights as raw initializers, the batch as the
 //! symbolic dimension `N`, every node through its registry converter, masks and metadata in
 //! `metadata_props`. Writing is atomic: a temporary file in the target directory is renamed
 //! over the destination only once complete.
@@ -12,7 +12,7 @@ use secateur_graph::{Dim, Graph, Shape};
 use std::path::Path;
 
 /// Opset version written on export.
-pub const EXPORT_OPSET: i64 = 14;
+pub const EXPORT_OPSET: i64 = 17;
 
 pub(crate) fn value_info(name: &str, shape: &Shape) -> ValueInfoProto {
     let dim = shape
@@ -25,6 +25,10 @@ pub(crate) fn value_info(name: &str, shape: &Shape) -> ValueInfoProto {
             },
             Dim::Batch => DimensionProto {
                 dim_param: Some("N".into()),
+                ..Default::default()
+            },
+            Dim::BatchTimes(k) => DimensionProto {
+                dim_param: Some(format!("N*{k}")),
                 ..Default::default()
             },
         })
@@ -48,6 +52,7 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
     let shapes = graph.infer_shapes()?;
     let mut ctx = ExportCtx {
         initializers: Vec::new(),
+        nodes: Vec::new(),
     };
     let mut nodes = Vec::with_capacity(graph.nodes.len());
     let quant = graph.quantization.as_ref();
@@ -70,6 +75,7 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
                 op_type: op_type.into(),
                 message,
             })?;
+        nodes.append(&mut ctx.nodes);
         let mut inputs = exported.inputs;
         if let Some(a) = quant.and_then(|q| q.activations.get(&node.name))
             && let Some(first) = inputs.first().cloned()
@@ -124,7 +130,7 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
         ..Default::default()
     };
     Ok(ModelProto {
-        ir_version: 7,
+        ir_version: 8,
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
             version: EXPORT_OPSET,

@@ -6,6 +6,7 @@
 
 use crate::attrs::Attrs;
 use crate::error::{OnnxError, Result, UnsupportedOpType};
+use crate::fold;
 use crate::mask_codec;
 use crate::ops::{ImportCtx, registry, supported_ops};
 use crate::proto::{ModelProto, NodeProto, TensorProto, data_type};
@@ -21,6 +22,28 @@ pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
 pub enum SymInt {
     Known(i64),
     Batch,
+    /// `k` times the batch size (`k >= 2`).
+    BatchTimes(i64),
+}
+
+impl SymInt {
+    /// `k` times the batch size, normalised (`Batch` for 1).
+    pub fn batch_times(k: i64) -> Option<SymInt> {
+        match k {
+            1 => Some(SymInt::Batch),
+            k if k >= 2 => Some(SymInt::BatchTimes(k)),
+            _ => None,
+        }
+    }
+
+    /// The batch multiple, when the value depends on the batch.
+    pub fn batch_factor(self) -> Option<i64> {
+        match self {
+            SymInt::Known(_) => None,
+            SymInt::Batch => Some(1),
+            SymInt::BatchTimes(k) => Some(k),
+        }
+    }
 }
 
 /// An integer tensor known at import whose values may include the batch size.
@@ -43,7 +66,7 @@ impl SymConst {
             .iter()
             .map(|v| match v {
                 SymInt::Known(n) => Some(*n),
-                SymInt::Batch => None,
+                SymInt::Batch | SymInt::BatchTimes(_) => None,
             })
             .collect()
     }
@@ -143,6 +166,14 @@ impl Importer {
         Ok(())
     }
 
+    /// Records a float tensor computed at import as a constant (an initializer).
+    fn add_float_const(&mut self, name: &str, t: Tensor) {
+        self.shapes
+            .insert(name.to_string(), Shape::known(t.shape()));
+        self.float_consts.insert(name.to_string(), t.clone());
+        self.graph.add_initializer(name, t);
+    }
+
     fn unique_name(&mut self, node: &NodeProto, index: usize) -> String {
         let base = if node.name.is_empty() {
             format!("{}_{index}", node.op_type)
@@ -165,7 +196,16 @@ impl Importer {
         let int_in = |i: usize| inputs.get(i).and_then(|n| self.int_consts.get(n));
         let folded = match node.op_type.as_str() {
             "Shape" => {
-                let Some(s) = inputs.first().and_then(|n| self.shapes.get(n)) else {
+                let int_shape = inputs
+                    .first()
+                    .and_then(|n| self.int_consts.get(n))
+                    .map(|c| Shape::known(&c.dims));
+                let Some(s) = inputs
+                    .first()
+                    .and_then(|n| self.shapes.get(n))
+                    .cloned()
+                    .or(int_shape)
+                else {
                     return Ok(false);
                 };
                 let rank = s.rank() as i64;
@@ -177,6 +217,7 @@ impl Importer {
                     .map(|d| match d {
                         Dim::Known(n) => SymInt::Known(*n as i64),
                         Dim::Batch => SymInt::Batch,
+                        Dim::BatchTimes(k) => SymInt::BatchTimes(*k as i64),
                     })
                     .collect();
                 SymConst {
@@ -247,7 +288,159 @@ impl Importer {
                 let Some(data) = int_in(0) else {
                     return Ok(false);
                 };
+                let to = a.int("to", 0).map_err(|m| node_err(node, m))? as i32;
+                if to == data_type::FLOAT || to == data_type::DOUBLE || to == 10 || to == 16 {
+                    let values = data
+                        .known_values()
+                        .ok_or_else(|| node_err(node, "casting the batch size to float"))?;
+                    let t = Tensor::new(
+                        data.dims.clone(),
+                        values.iter().map(|&v| v as f32).collect(),
+                    )?;
+                    self.add_float_const(&out, t);
+                    return Ok(true);
+                }
                 data.clone()
+            }
+            "Not" => {
+                let Some(data) = int_in(0) else {
+                    return Ok(false);
+                };
+                let zero = SymConst::known(vec![], &[0]);
+                fold::binary(fold::IntBinary::Equal, data, &zero)
+                    .ok_or_else(|| node_err(node, "Not of the batch size"))?
+            }
+            "Where" => {
+                let (Some(c), Some(x), Some(y)) = (int_in(0), int_in(1), int_in(2)) else {
+                    return Ok(false);
+                };
+                fold::select(c, x, y)
+                    .ok_or_else(|| node_err(node, "the condition depends on the batch size"))?
+            }
+            "Range" => {
+                let scalar = |i: usize| {
+                    int_in(i)
+                        .and_then(|c| c.known_values())
+                        .and_then(|v| v.first().copied())
+                };
+                let (Some(s0), Some(l), Some(d)) = (scalar(0), scalar(1), scalar(2)) else {
+                    return Ok(false);
+                };
+                fold::range(s0, l, d)
+                    .ok_or_else(|| node_err(node, "delta must be non-zero and the range small"))?
+            }
+            "ConstantOfShape" => {
+                let Some(shape) = int_in(0).and_then(|c| c.known_values()) else {
+                    return Ok(false);
+                };
+                let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+                let n: usize = dims.iter().product();
+                let value = node.attribute.iter().find(|x| x.name == "value");
+                match value.and_then(|v| v.t.as_ref()).map(decode).transpose()? {
+                    Some(Constant::Int { values, .. }) => {
+                        let v = values.first().copied().unwrap_or(0);
+                        SymConst::known(dims, &vec![v; n])
+                    }
+                    Some(Constant::Float(t)) => {
+                        let v = t.data().first().copied().unwrap_or(0.0);
+                        self.add_float_const(&out, Tensor::full(dims, v));
+                        return Ok(true);
+                    }
+                    Some(Constant::Byte { .. }) => {
+                        return Err(node_err(node, "8-bit fill values are not supported"));
+                    }
+                    None => {
+                        self.add_float_const(&out, Tensor::zeros(dims));
+                        return Ok(true);
+                    }
+                }
+            }
+            "Expand" => {
+                let (Some(data), Some(shape)) = (int_in(0), int_in(1)) else {
+                    return Ok(false);
+                };
+                let target: Vec<usize> = shape
+                    .known_values()
+                    .ok_or_else(|| node_err(node, "expanding integers by the batch size"))?
+                    .iter()
+                    .map(|&d| d.max(0) as usize)
+                    .collect();
+                fold::expand(data, &target)
+                    .ok_or_else(|| node_err(node, "shapes do not broadcast"))?
+            }
+            "Slice" if self.opset >= 10 => {
+                let Some(data) = int_in(0) else {
+                    return Ok(false);
+                };
+                let list = |i: usize| {
+                    inputs
+                        .get(i)
+                        .filter(|n| !n.is_empty())
+                        .and_then(|n| self.int_consts.get(n))
+                        .and_then(|c| c.known_values())
+                };
+                let (Some(st), Some(en)) = (list(1), list(2)) else {
+                    return Ok(false);
+                };
+                let rank = data.dims.len() as i64;
+                let axes: Vec<usize> = list(3)
+                    .unwrap_or_else(|| (0..st.len() as i64).collect())
+                    .iter()
+                    .map(|&x| (if x < 0 { x + rank } else { x }) as usize)
+                    .collect();
+                let steps = list(4).unwrap_or_else(|| vec![1; st.len()]);
+                fold::slice(data, &axes, &st, &en, &steps)
+                    .ok_or_else(|| node_err(node, "integer slice out of range"))?
+            }
+            "Transpose" => {
+                let Some(data) = int_in(0) else {
+                    return Ok(false);
+                };
+                let perm = a.ints("perm").map_err(|m| node_err(node, m))?;
+                fold::transpose(data, perm.as_deref())
+                    .ok_or_else(|| node_err(node, "only 2-D integer transposes fold at import"))?
+            }
+            "Reshape" => {
+                let (Some(data), Some(shape)) = (int_in(0), int_in(1)) else {
+                    return Ok(false);
+                };
+                let target = shape
+                    .known_values()
+                    .ok_or_else(|| node_err(node, "reshaping integers by the batch size"))?;
+                let n = data.values.len();
+                let known: usize = target
+                    .iter()
+                    .filter(|&&d| d > 0)
+                    .map(|&d| d as usize)
+                    .product();
+                let dims = target
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| match d {
+                        -1 => n / known.max(1),
+                        0 => data.dims.get(i).copied().unwrap_or(1),
+                        d => d as usize,
+                    })
+                    .collect::<Vec<_>>();
+                if dims.iter().product::<usize>() != n {
+                    return Err(node_err(
+                        node,
+                        format!("cannot reshape {n} integers to {target:?}"),
+                    ));
+                }
+                SymConst {
+                    dims,
+                    values: data.values.clone(),
+                }
+            }
+            op if fold::IntBinary::from_op_type(op).is_some() => {
+                let (Some(x), Some(y)) = (int_in(0), int_in(1)) else {
+                    return Ok(false);
+                };
+                let f = fold::IntBinary::from_op_type(op).expect("checked");
+                fold::binary(f, x, y).ok_or_else(|| {
+                    node_err(node, "integer arithmetic on the batch size or by zero")
+                })?
             }
             "Concat" => {
                 let parts: Option<Vec<&SymConst>> = (0..inputs.len()).map(int_in).collect();
@@ -486,6 +679,9 @@ impl Importer {
             self.aliases.insert(out0, inputs[0].clone());
             return Ok(());
         }
+        if self.expand_node(node, &inputs, index)? {
+            return Ok(());
+        }
         let conv =
             registry()
                 .get(node.op_type.as_str())
@@ -504,9 +700,13 @@ impl Importer {
             shapes,
             int_consts: &self.int_consts,
             float_consts: &self.float_consts,
+            batch_source: self.batch_source(),
         };
         let op = conv.import(&mut ctx).map_err(|m| node_err(node, m))?;
         let kept_inputs = ctx.inputs;
+        if self.fold_float(node, &op, &kept_inputs)? {
+            return Ok(());
+        }
         for i in &kept_inputs {
             if i.is_empty() {
                 return Err(node_err(
@@ -534,10 +734,21 @@ impl Importer {
         if let Some(aq) = act_quant {
             self.quant.activations.insert(name.clone(), aq);
         }
+        self.push_node(name, op, kept_inputs, outputs)
+    }
+
+    /// Appends an IR node, inferring its output shapes.
+    fn push_node(
+        &mut self,
+        name: String,
+        op: secateur_graph::Op,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+    ) -> Result<()> {
         let ir = Node {
             name,
             op,
-            inputs: kept_inputs,
+            inputs,
             outputs,
         };
         let in_shapes: Vec<Shape> = ir.inputs.iter().map(|i| self.shapes[i].clone()).collect();
@@ -547,6 +758,191 @@ impl Importer {
         }
         self.graph.nodes.push(ir);
         Ok(())
+    }
+
+    /// The first graph input whose axis 0 is the batch.
+    fn batch_source(&self) -> Option<String> {
+        self.graph
+            .inputs
+            .iter()
+            .find(|i| i.shape.0.first() == Some(&Dim::Batch))
+            .map(|i| i.name.clone())
+    }
+
+    /// Evaluates at import a node whose inputs are all float constants (weights transposed or
+    /// scaled by the exporter, `Sqrt` of a head size); `Ok(false)` if it is not such a node.
+    fn fold_float(
+        &mut self,
+        node: &NodeProto,
+        op: &secateur_graph::Op,
+        inputs: &[String],
+    ) -> Result<bool> {
+        let Some(out) = node.output.first() else {
+            return Ok(false);
+        };
+        if inputs.is_empty()
+            || self.graph.outputs.contains(out)
+            || !inputs.iter().all(|i| self.float_consts.contains_key(i))
+        {
+            return Ok(false);
+        }
+        let args: Vec<&Tensor> = inputs.iter().map(|i| &self.float_consts[i]).collect();
+        let mut y = op
+            .sem()
+            .eval(&args)
+            .map_err(|e| node_err(node, e.to_string()))?;
+        if y.len() != 1 {
+            return Ok(false);
+        }
+        let t = y.remove(0);
+        self.add_float_const(out, t);
+        Ok(true)
+    }
+
+    /// Ops that become several IR nodes: `Split` (one `Slice` per output) and `Gather` of an
+    /// activation at constant indices (a `Slice`, then a `Reshape` dropping the axis for a
+    /// scalar index). `Ok(false)` if `node` is not one of them.
+    fn expand_node(&mut self, node: &NodeProto, inputs: &[String], index: usize) -> Result<bool> {
+        let a = Attrs::new(node);
+        let x = inputs.first().cloned().unwrap_or_default();
+        let Some(shape) = self.shapes.get(&x).cloned() else {
+            return Ok(false);
+        };
+        if self.float_consts.contains_key(&x) {
+            return Ok(false);
+        }
+        let rank = shape.rank() as i64;
+        let axis_of = |v: i64| -> Result<usize> {
+            let ax = if v < 0 { v + rank } else { v };
+            if !(0..rank).contains(&ax) {
+                return Err(node_err(
+                    node,
+                    format!("axis {v} is out of range for {shape}"),
+                ));
+            }
+            Ok(ax as usize)
+        };
+        match node.op_type.as_str() {
+            "Split" => {
+                let ax = axis_of(a.int("axis", 0).map_err(|m| node_err(node, m))?)?;
+                let dim = shape
+                    .dim(ax)
+                    .ok_or_else(|| node_err(node, "cannot split the batch"))?;
+                let outputs: Vec<&String> = node.output.iter().collect();
+                let sizes: Vec<i64> = match inputs.get(1).filter(|n| !n.is_empty()) {
+                    Some(n) => {
+                        self.int_values(n)
+                            .ok_or_else(|| node_err(node, "split sizes must be constant"))?
+                            .1
+                    }
+                    None => match a.ints("split").map_err(|m| node_err(node, m))? {
+                        Some(v) if self.opset < 13 => v,
+                        _ => {
+                            let k = outputs.len().max(1);
+                            let part = dim.div_ceil(k) as i64;
+                            (0..k as i64)
+                                .map(|i| part.min(dim as i64 - i * part))
+                                .collect()
+                        }
+                    },
+                };
+                if sizes.len() != outputs.len() || sizes.iter().sum::<i64>() != dim as i64 {
+                    return Err(node_err(
+                        node,
+                        format!("split sizes {sizes:?} do not cover axis {ax} of {shape}"),
+                    ));
+                }
+                let base = self.unique_name(node, index);
+                let mut start = 0i64;
+                for (k, (out, size)) in outputs.iter().zip(&sizes).enumerate() {
+                    let op = secateur_graph::Op::Slice(secateur_graph::Slice {
+                        axes: vec![ax],
+                        starts: vec![start],
+                        ends: vec![start + size],
+                        steps: vec![1],
+                    });
+                    start += size;
+                    if out.is_empty() {
+                        continue;
+                    }
+                    self.push_node(
+                        format!("{base}.{k}"),
+                        op,
+                        vec![x.clone()],
+                        vec![(*out).clone()],
+                    )?;
+                }
+                Ok(true)
+            }
+            "Gather" => {
+                let Some((dims, idx)) = inputs.get(1).and_then(|n| self.int_values(n)) else {
+                    return Ok(false);
+                };
+                let ax = axis_of(a.int("axis", 0).map_err(|m| node_err(node, m))?)?;
+                let dim = shape
+                    .dim(ax)
+                    .ok_or_else(|| node_err(node, "cannot gather along the batch"))?;
+                let (first, count) = match idx.as_slice() {
+                    [i] => (*i, 1),
+                    many => {
+                        let contiguous = many.windows(2).all(|w| w[1] == w[0] + 1);
+                        if !contiguous {
+                            return Err(node_err(
+                                node,
+                                "only contiguous constant indices are supported",
+                            ));
+                        }
+                        (many[0], many.len() as i64)
+                    }
+                };
+                let start = if first < 0 { first + dim as i64 } else { first };
+                if start < 0 || start + count > dim as i64 {
+                    return Err(node_err(
+                        node,
+                        format!("indices {idx:?} out of range for {shape}"),
+                    ));
+                }
+                let out = node.output.first().cloned().unwrap_or_default();
+                let base = self.unique_name(node, index);
+                let slice = secateur_graph::Op::Slice(secateur_graph::Slice {
+                    axes: vec![ax],
+                    starts: vec![start],
+                    ends: vec![start + count],
+                    steps: vec![1],
+                });
+                if !dims.is_empty() {
+                    self.push_node(base, slice, vec![x], vec![out])?;
+                    return Ok(true);
+                }
+                // a scalar index drops the axis
+                let sliced = format!("{out}__slice");
+                self.push_node(
+                    format!("{base}.slice"),
+                    slice,
+                    vec![x],
+                    vec![sliced.clone()],
+                )?;
+                let kept = &self.shapes[&sliced];
+                let target: Vec<i64> = kept
+                    .0
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != ax)
+                    .map(|(i, d)| match d {
+                        Dim::Known(n) => *n as i64,
+                        Dim::Batch if i == 0 => 0,
+                        Dim::Batch | Dim::BatchTimes(_) => -1,
+                    })
+                    .collect();
+                let reshape = secateur_graph::Op::Reshape(secateur_graph::Reshape {
+                    shape: target,
+                    allowzero: false,
+                });
+                self.push_node(format!("{base}.squeeze"), reshape, vec![sliced], vec![out])?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 
@@ -562,6 +958,19 @@ const FOLDED_OPS: &[&str] = &[
     "Unsqueeze",
     "Squeeze",
     "Cast",
+    "Split",
+    "Range",
+    "ConstantOfShape",
+    "Where",
+    "Not",
+    "Equal",
+    "Mod",
+    "Less",
+    "Greater",
+    "Max",
+    "Min",
+    "And",
+    "Or",
 ];
 
 /// Fails with one error naming every unsupported op type (count and first node) when the

@@ -6,6 +6,7 @@
 pub mod attrs;
 pub mod error;
 pub mod export;
+pub mod fold;
 pub mod import;
 pub mod mask_codec;
 pub mod ops;

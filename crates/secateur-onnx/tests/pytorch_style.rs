@@ -58,7 +58,7 @@ fn pytorch_style_models_import_and_match_onnx_runtime() {
             diff <= 1e-5,
             "{path}: imported graph differs from ONNX Runtime by {diff}"
         );
-        // re-export at opset 14 and run again
+        // re-export at opset 17 and run again
         let again = ort_run(&py, &to_bytes(&g).unwrap(), "input", &x).unwrap();
         let diff = again[0].max_abs_diff(&expected);
         assert!(diff <= 1e-5, "{path}: re-exported model differs by {diff}");

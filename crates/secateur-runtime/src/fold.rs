@@ -1,9 +1,11 @@
-//! Compile-time rewrites of layers: a batch norm that directly follows a Conv/Gemm/MatMul is
-//! folded into its weights and bias (`w' = w·γ/σ`, `b' = (b − μ)·γ/σ + β`, zeros stay zero),
-//! and a following ReLU / Clip becomes the kernel's activation, so the three nodes run as one.
+//! Compile-time rewrites of layers along the graph's fusion rule ([`Graph::fused_chain`]): a
+//! batch norm that directly follows a weighted layer is folded into its weights and bias
+//! (`w' = w·γ/σ`, `b' = (b − μ)·γ/σ + β`, zeros stay zero), and a following clamp activation
+//! (ReLU, Clip) becomes the kernel's activation, so the three nodes run as one.
 
 use crate::kernels::Activation;
-use secateur_graph::{Graph, Op, Tensor};
+use secateur_graph::{Graph, Op, Shape, Tensor};
+use std::collections::HashMap;
 
 /// A Conv/Gemm/MatMul layer with what follows it fused in.
 #[derive(Clone, Debug)]
@@ -20,36 +22,24 @@ pub struct FusedLayer {
     pub output: String,
 }
 
-/// The single consumer of `value`, when there is exactly one and `value` is not a graph output.
-fn sole_consumer(graph: &Graph, value: &str) -> Option<usize> {
-    let c = graph.consumers(value);
-    (c.len() == 1 && !graph.outputs.iter().any(|o| o == value)).then(|| c[0])
-}
-
-/// Builds the fused form of layer `node` (a Conv, Gemm or MatMul with a constant weight).
+/// Builds the fused form of layer `node` (a weighted layer with a constant weight, given as
+/// `[out × in]` rows and a bias) from the graph's fusion rule ([`Graph::fused_chain`]).
 pub fn fuse_layer(
     graph: &Graph,
+    shapes: &HashMap<String, Shape>,
     node: usize,
     weight_rows: Tensor,
     bias: Vec<f32>,
-    allow_act: bool,
 ) -> FusedLayer {
+    let chain = graph.fused_chain(node, shapes);
     let mut w = weight_rows;
     let mut b = bias;
     let mut absorbed = Vec::new();
     let mut out = graph.nodes[node].outputs[0].clone();
     let rows = w.shape()[0];
     let cols = w.len() / rows.max(1);
-    // batch norm over the layer's output channels
-    if let Some(c) = sole_consumer(graph, &out)
+    if let Some(c) = chain.affine
         && let Op::BatchNorm(bn) = &graph.nodes[c].op
-        && graph.nodes[c].inputs[1..]
-            .iter()
-            .all(|i| graph.initializers.contains_key(i))
-        && graph
-            .quantization
-            .as_ref()
-            .is_none_or(|q| !q.activations.contains_key(&graph.nodes[c].name))
     {
         let p = |k: usize| {
             graph.initializers[&graph.nodes[c].inputs[k]]
@@ -70,25 +60,16 @@ pub fn fuse_layer(
         }
     }
     let mut act = Activation::None;
-    if allow_act && let Some(c) = sole_consumer(graph, &out) {
-        let quantized_next = graph
-            .quantization
-            .as_ref()
-            .is_some_and(|q| q.activations.contains_key(&graph.nodes[c].name));
-        match &graph.nodes[c].op {
-            Op::Relu(_) if !quantized_next => act = Activation::Relu,
-            Op::Clip(cl) if !quantized_next => {
-                act = Activation::Clip {
-                    min: cl.min,
-                    max: cl.max,
-                }
-            }
-            _ => {}
-        }
-        if act != Activation::None {
-            absorbed.push(c);
-            out = graph.nodes[c].outputs[0].clone();
-        }
+    if let Some((c, (min, max))) = chain.activation
+        && (chain.affine.is_none() || !absorbed.is_empty())
+    {
+        act = if min == 0.0 && max == f32::INFINITY {
+            Activation::Relu
+        } else {
+            Activation::Clip { min, max }
+        };
+        absorbed.push(c);
+        out = graph.nodes[c].outputs[0].clone();
     }
     FusedLayer {
         node,

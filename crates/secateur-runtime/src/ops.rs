@@ -3,7 +3,7 @@
 //! element-wise activations. They mirror the reference evaluator's semantics exactly.
 
 use crate::kernels::Activation;
-use secateur_graph::{Conv, PoolGeometry};
+use secateur_graph::{Conv, Pointwise, PoolGeometry};
 
 #[allow(clippy::too_many_arguments)]
 /// Writes the im2col matrix of one sample `[C, H, W]` into `cols` (`[C·kh·kw, Ho·Wo]`).
@@ -209,6 +209,25 @@ pub fn pool(
                 };
             }
         }
+    }
+}
+
+/// An element-wise function over `x` into `y` (as far as both reach; buffers may be longer
+/// than the value). Clamps and simple arithmetic vectorise as written.
+pub fn pointwise(f: Pointwise, x: &[f32], y: &mut [f32]) {
+    let pairs = y.iter_mut().zip(x);
+    match f {
+        Pointwise::Relu => pairs.for_each(|(o, v)| *o = v.max(0.0)),
+        Pointwise::Clip { min, max } => pairs.for_each(|(o, v)| *o = v.max(min).min(max)),
+        Pointwise::HardSwish => pairs.for_each(|(o, v)| *o = v * (v / 6.0 + 0.5).clamp(0.0, 1.0)),
+        Pointwise::HardSigmoid { alpha, beta } => {
+            pairs.for_each(|(o, v)| *o = (alpha * v + beta).clamp(0.0, 1.0))
+        }
+        Pointwise::Neg => pairs.for_each(|(o, v)| *o = -v),
+        Pointwise::Abs => pairs.for_each(|(o, v)| *o = v.abs()),
+        Pointwise::Reciprocal => pairs.for_each(|(o, v)| *o = 1.0 / v),
+        Pointwise::Sqrt => pairs.for_each(|(o, v)| *o = v.sqrt()),
+        other => pairs.for_each(|(o, v)| *o = other.apply(*v)),
     }
 }
 

@@ -14,7 +14,8 @@ use crate::kernels::{Activation, Epilogue, Format, Isa, WeightKernel, dense};
 use crate::ops;
 use rayon::prelude::*;
 use secateur_graph::{
-    ActQuant, Conv, Graph, MaskPattern, Op, PoolGeometry, Tensor, fake_quant_weight,
+    ActQuant, BinaryFn, Conv, Graph, MaskPattern, Op, OpClass, Pointwise, PoolGeometry, Tensor,
+    fake_quant_weight,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -135,7 +136,7 @@ enum StepKind {
         inner: usize,
     },
     Binary {
-        add: bool,
+        f: BinaryFn,
         sa: Vec<usize>,
         sb: Vec<usize>,
         so: Vec<usize>,
@@ -149,9 +150,13 @@ enum StepKind {
         red: usize,
         inner: usize,
     },
-    Relu,
-    Clip(f32, f32),
-    Sigmoid,
+    Pointwise(Pointwise),
+    /// An operator without a dedicated kernel, run by its reference evaluation on inputs of
+    /// these shapes (correct, not fast).
+    Reference {
+        op: Op,
+        shapes: Vec<Vec<usize>>,
+    },
     /// Fake-quantizes the first `n` values (buffers may be larger than the value).
     Quant {
         q: ActQuant,
@@ -548,24 +553,14 @@ impl ExecPlan {
             let out_shape = concrete(&node.outputs[0]);
             let out_len: usize = out_shape.iter().product();
             // aliases: no data movement
-            if matches!(
-                node.op,
-                Op::Flatten(_) | Op::Reshape(_) | Op::Identity(_) | Op::Dropout(_)
-            ) && in_bufs[0] != usize::MAX
-            {
+            if node.op.class() == OpClass::View && in_bufs[0] != usize::MAX {
                 value_buf.insert(node.outputs[0].clone(), in_bufs[0]);
                 continue;
             }
-            let weighted = matches!(node.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_))
-                && node
-                    .inputs
-                    .get(1)
-                    .is_some_and(|w| graph.initializers.contains_key(w));
-            if weighted {
+            if graph.is_weighted_layer(ni) {
                 let (mat, bias, pattern) = weight_matrix(graph, ni)?;
-                let depthwise =
-                    matches!(&node.op, Op::Conv(c) if c.groups > 1 && c.groups == in_shape(0)[1]);
-                let fused: FusedLayer = fuse_layer(graph, ni, mat, bias, true);
+                let depthwise = matches!(&node.op, Op::Conv(c) if c.is_depthwise(in_shape(0)[1]));
+                let fused: FusedLayer = fuse_layer(graph, &shapes, ni, mat, bias);
                 for &a in &fused.absorbed {
                     absorbed[a] = true;
                 }
@@ -880,9 +875,12 @@ impl ExecPlan {
             }
             let ob = new_buf(&mut sizes, out_len);
             let kind = match &node.op {
-                Op::Relu(_) => StepKind::Relu,
-                Op::Clip(c) => StepKind::Clip(c.min, c.max),
-                Op::Sigmoid(_) => StepKind::Sigmoid,
+                op if matches!(op.class(), OpClass::Pointwise(_)) => {
+                    let OpClass::Pointwise(f) = op.class() else {
+                        unreachable!("matched a pointwise op")
+                    };
+                    StepKind::Pointwise(f)
+                }
                 Op::MaxPool(secateur_graph::MaxPool { geometry: p })
                 | Op::AveragePool(secateur_graph::AveragePool { geometry: p, .. })
                     if in_shape(0).len() == 4 =>
@@ -910,8 +908,11 @@ impl ExecPlan {
                         inner: xs[2..].iter().product(),
                     }
                 }
-                Op::Add(_) | Op::Mul(_) => StepKind::Binary {
-                    add: matches!(node.op, Op::Add(_)),
+                op if matches!(op.class(), OpClass::Binary(_)) => StepKind::Binary {
+                    f: match op.class() {
+                        OpClass::Binary(f) => f,
+                        _ => unreachable!("matched a binary op"),
+                    },
                     sa: in_shape(0),
                     sb: in_shape(1),
                     so: out_shape.clone(),
@@ -945,15 +946,7 @@ impl ExecPlan {
                         inner: out_shape[hi..].iter().product(),
                     }
                 }
-                other => {
-                    return Err(err(
-                        &name,
-                        format!(
-                            "{} is not supported by the runtime in this form",
-                            other.op_type()
-                        ),
-                    ));
-                }
+                other => reference_step(&name, other, node.inputs.iter().map(|v| concrete(v)))?,
             };
             steps.push(Step {
                 name,
@@ -1143,6 +1136,28 @@ impl ExecPlan {
     }
 }
 
+/// A step running `op` by its reference evaluation, checked once on zeros of the input shapes
+/// so that running it cannot fail.
+fn reference_step(
+    name: &str,
+    op: &Op,
+    shapes: impl Iterator<Item = Vec<usize>>,
+) -> Result<StepKind> {
+    let shapes: Vec<Vec<usize>> = shapes.collect();
+    let zeros: Vec<Tensor> = shapes.iter().map(|s| Tensor::zeros(s.clone())).collect();
+    let refs: Vec<&Tensor> = zeros.iter().collect();
+    op.sem().eval(&refs).map_err(|e| {
+        err(
+            name,
+            format!("{} cannot run on inputs {shapes:?}: {e}", op.op_type()),
+        )
+    })?;
+    Ok(StepKind::Reference {
+        op: op.clone(),
+        shapes,
+    })
+}
+
 /// Input `k` of a step: an activation buffer or a constant.
 fn input_of<'a>(
     inputs: &[usize],
@@ -1309,14 +1324,17 @@ fn run_step(step: &mut Step, buffers: &[Vec<f32>], out: &mut [f32], isa: Isa, ba
             wo,
         } => ops::pool(x, *planes, *h, *w, geo, *max, *include_pad, *ho, *wo, out),
         StepKind::Gap { planes, inner } => ops::global_avg_pool(x, *planes, *inner, out),
-        StepKind::Binary { add, sa, sb, so } => {
+        StepKind::Binary { f, sa, sb, so } => {
             let b = input_of(inputs, consts, buffers, 1);
             let n: usize = so.iter().product();
             let (na, nb) = (sa.iter().product::<usize>(), sb.iter().product::<usize>());
-            if *add {
-                ops::broadcast(&x[..na], sa, &b[..nb], sb, so, &mut out[..n], |p, q| p + q);
-            } else {
-                ops::broadcast(&x[..na], sa, &b[..nb], sb, so, &mut out[..n], |p, q| p * q);
+            let (x, b, out) = (&x[..na], &b[..nb], &mut out[..n]);
+            match f {
+                BinaryFn::Add => ops::broadcast(x, sa, b, sb, so, out, |p, q| p + q),
+                BinaryFn::Sub => ops::broadcast(x, sa, b, sb, so, out, |p, q| p - q),
+                BinaryFn::Mul => ops::broadcast(x, sa, b, sb, so, out, |p, q| p * q),
+                BinaryFn::Div => ops::broadcast(x, sa, b, sb, so, out, |p, q| p / q),
+                BinaryFn::Pow => ops::broadcast(x, sa, b, sb, so, out, |p, q| f.apply(p, q)),
             }
         }
         StepKind::Concat { outer, chunks } => {
@@ -1331,15 +1349,24 @@ fn run_step(step: &mut Step, buffers: &[Vec<f32>], out: &mut [f32], isa: Isa, ba
             }
         }
         StepKind::Softmax { outer, red, inner } => ops::softmax(x, *outer, *red, *inner, out),
-        StepKind::Relu => out.iter_mut().zip(x).for_each(|(o, v)| *o = v.max(0.0)),
-        StepKind::Clip(lo, hi) => out
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, v)| *o = v.max(*lo).min(*hi)),
-        StepKind::Sigmoid => out
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, v)| *o = 1.0 / (1.0 + (-v).exp())),
+        StepKind::Pointwise(f) => ops::pointwise(*f, x, out),
+        StepKind::Reference { op, shapes } => {
+            let tensors: Vec<Tensor> = shapes
+                .iter()
+                .enumerate()
+                .map(|(k, s)| {
+                    let n = s.iter().product::<usize>();
+                    let data = input_of(inputs, consts, buffers, k)[..n].to_vec();
+                    Tensor::new(s.clone(), data).expect("shape checked at compile time")
+                })
+                .collect();
+            let refs: Vec<&Tensor> = tensors.iter().collect();
+            let y = op
+                .sem()
+                .eval(&refs)
+                .expect("the op evaluated these shapes at compile time");
+            out[..y[0].len()].copy_from_slice(y[0].data());
+        }
         StepKind::Quant { q, n } => {
             // round-half-to-even by the 1.5·2²³ trick (exact for |y| < 2²², and y is clamped
             // well inside that without changing the clamped level): vectorises without SSE4.1

@@ -12,7 +12,7 @@ use crate::program::Program;
 use crate::value::Value;
 use burn::tensor::{Device, Tensor};
 use secateur_data::{Dataset, Normalization};
-use secateur_graph::{Graph, InputRole, Op};
+use secateur_graph::{Graph, InputRole, Op, OpClass};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 fn batches_of(data: &Dataset, batch: usize, n: usize) -> Vec<Vec<usize>> {
@@ -144,7 +144,7 @@ pub fn input_channel_norms(
     for (node, sums) in obs.sums {
         let n = &graph.nodes[node];
         let grouped = matches!(&n.op, Op::Conv(c) if c.groups > 1);
-        if grouped || !matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_)) {
+        if grouped || n.op.class() != OpClass::WeightedLayer {
             continue;
         }
         let roles = n.op.sem().input_roles(n.inputs.len());

@@ -157,3 +157,26 @@ pub fn predict_logits(
     }
     Ok(out)
 }
+
+/// The graph's first output on one batch `x` in evaluation mode: the training engine's forward
+/// pass, for comparing it with the reference evaluator, the runtime and ONNX Runtime.
+pub fn forward_batch(
+    graph: &Graph,
+    x: &secateur_graph::Tensor,
+    device: &Device,
+) -> Result<secateur_graph::Tensor> {
+    check_trainable(graph)?;
+    let store = ParamStore::from_graph(graph, device, &HashSet::new())?;
+    let program = Program::compile(graph, &store)?;
+    let mut ctx = ForwardCtx::eval();
+    let (out, _, _) = forward(
+        graph,
+        &program,
+        &store.values,
+        &store.shapes,
+        to_value(x.clone(), device)?,
+        &mut ctx,
+    )?;
+    let dims = out.dims();
+    secateur_graph::Tensor::new(dims, out.to_vec()).map_err(crate::error::TrainError::from)
+}

@@ -5,14 +5,16 @@
 //! autodiff when the parameters are autodiff leaves.
 
 use crate::error::{Result, TrainError};
+use crate::layout;
+use crate::pointwise::apply_pointwise;
 use crate::program::{Program, Source};
 use crate::quant::FakeQuant;
-use crate::value::{BinaryOp, Value, broadcast_binary, on_value};
+use crate::value::{MAX_RANK, Value, broadcast_binary, on_value};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{relu, sigmoid, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
-use secateur_graph::{Graph, Op};
+use secateur_graph::{BinaryFn, Graph, Op, OpClass};
 
 /// Batch statistics of one batch-norm node in training mode.
 #[derive(Clone, Debug)]
@@ -56,6 +58,8 @@ fn unsupported(graph: &Graph, node: usize, message: impl Into<String>) -> TrainE
 }
 
 fn param_value(p: Tensor<1>, shape: &[usize]) -> Option<Value> {
+    // a scalar constant (rank 0) broadcasts like a one-element vector
+    let shape = if shape.is_empty() { &[1][..] } else { shape };
     Value::R1(p).reshape(shape)
 }
 
@@ -64,11 +68,11 @@ pub fn check_trainable(graph: &Graph) -> Result<()> {
     let shapes = graph.infer_shapes()?;
     for (i, node) in graph.nodes.iter().enumerate() {
         let rank = shapes[&node.outputs[0]].rank();
-        if !(1..=4).contains(&rank) {
+        if !(1..=MAX_RANK).contains(&rank) {
             return Err(unsupported(
                 graph,
                 i,
-                format!("rank-{rank} values are not supported in training (1 to 4 are)"),
+                format!("rank-{rank} values are not supported in training (1 to {MAX_RANK} are)"),
             ));
         }
         if let Op::Softmax(s) = &node.op
@@ -130,7 +134,7 @@ pub fn forward(
             };
             args.push(v);
         }
-        if matches!(node.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_))
+        if node.op.class() == OpClass::WeightedLayer
             && let Some(obs) = ctx.observer.as_deref_mut()
         {
             obs.observe(step.node, &args[0]);
@@ -249,7 +253,7 @@ fn run_op(
                 } else {
                     c
                 };
-                v = broadcast_binary(v, c, BinaryOp::Add)
+                v = broadcast_binary(v, c, BinaryFn::Add)
                     .ok_or_else(|| unsupported(graph, ni, "bias does not broadcast"))?;
             }
             v
@@ -259,6 +263,8 @@ fn run_op(
             match args.pop().expect("A") {
                 Value::R2(a) => Value::R2(a.matmul(w)),
                 Value::R3(a) => Value::R3(a.matmul(w.unsqueeze::<3>())),
+                Value::R4(a) => Value::R4(a.matmul(w.unsqueeze::<4>())),
+                Value::R5(a) => Value::R5(a.matmul(w.unsqueeze::<5>())),
                 other => {
                     return Err(unsupported(
                         graph,
@@ -306,19 +312,17 @@ fn run_op(
             } else {
                 (b(mean)?, b(var)?)
             };
-            let centered = broadcast_binary(x, on_value!(mean_v, |t| t.neg()), BinaryOp::Add)
+            let centered = broadcast_binary(x, on_value!(mean_v, |t| t.neg()), BinaryFn::Add)
                 .ok_or_else(|| unsupported(graph, ni, "shape"))?;
             let inv = on_value!(var_v, |t| (t + bn.epsilon as f64).sqrt().recip());
-            let factor = broadcast_binary(inv, b(scale)?, BinaryOp::Mul)
+            let factor = broadcast_binary(inv, b(scale)?, BinaryFn::Mul)
                 .ok_or_else(|| unsupported(graph, ni, "shape"))?;
-            let y = broadcast_binary(centered, factor, BinaryOp::Mul)
+            let y = broadcast_binary(centered, factor, BinaryFn::Mul)
                 .ok_or_else(|| unsupported(graph, ni, "shape"))?;
-            broadcast_binary(y, b(shift)?, BinaryOp::Add)
+            broadcast_binary(y, b(shift)?, BinaryFn::Add)
                 .ok_or_else(|| unsupported(graph, ni, "shape"))?
         }
-        Op::Relu(_) => on_value!(args.pop().expect("x"), |t| relu(t)),
-        Op::Clip(c) => on_value!(args.pop().expect("x"), |t| t.clamp(c.min, c.max)),
-        Op::Sigmoid(_) => on_value!(args.pop().expect("x"), |t| sigmoid(t)),
+        Op::Unary(u) => on_value!(args.pop().expect("x"), |t| apply_pointwise(u.f, t)),
         Op::Identity(_) | Op::Dropout(_) => args.pop().expect("x"),
         Op::MaxPool(p) => {
             let g = &p.geometry;
@@ -343,14 +347,12 @@ fn run_op(
             Value::R4(r4(graph, ni, args.pop().expect("x"))?.mean_dims(&[2, 3])),
             out_dims,
         )?,
-        Op::Add(_) | Op::Mul(_) => {
+        Op::Add(_) | Op::Sub(_) | Op::Mul(_) | Op::Div(_) | Op::Pow(_) => {
+            let OpClass::Binary(f) = op.class() else {
+                return Err(unsupported(graph, ni, "not a binary operator"));
+            };
             let b = args.pop().expect("b");
             let a = args.pop().expect("a");
-            let f = if matches!(op, Op::Add(_)) {
-                BinaryOp::Add
-            } else {
-                BinaryOp::Mul
-            };
             broadcast_binary(a, b, f)
                 .ok_or_else(|| unsupported(graph, ni, "operands do not broadcast"))?
         }
@@ -361,21 +363,32 @@ fn run_op(
             } else {
                 c.axis as usize
             };
-            match rank {
-                2 => Value::R2(Tensor::cat(
-                    args.into_iter()
-                        .map(|a| r2(graph, ni, a))
-                        .collect::<Result<Vec<_>>>()?,
-                    axis,
-                )),
-                4 => Value::R4(Tensor::cat(
-                    args.into_iter()
-                        .map(|a| r4(graph, ni, a))
-                        .collect::<Result<Vec<_>>>()?,
-                    axis,
-                )),
-                r => return Err(unsupported(graph, ni, format!("Concat of rank-{r} values"))),
-            }
+            layout::concat(args, axis).map_err(|m| unsupported(graph, ni, m))?
+        }
+        Op::Transpose(t) => {
+            layout::transpose(t, args.pop().expect("x")).map_err(|m| unsupported(graph, ni, m))?
+        }
+        Op::Slice(sl) => {
+            layout::slice(sl, args.pop().expect("x")).map_err(|m| unsupported(graph, ni, m))?
+        }
+        Op::Pad(p) => {
+            layout::pad(p, args.pop().expect("x")).map_err(|m| unsupported(graph, ni, m))?
+        }
+        Op::LayerNorm(ln) => {
+            let bias = if args.len() == 3 { args.pop() } else { None };
+            let scale = args.pop().expect("scale");
+            let x = args.pop().expect("x");
+            layout::layer_norm(ln, x, scale, bias).map_err(|m| unsupported(graph, ni, m))?
+        }
+        Op::BatchMatMul(_) => {
+            let b = args.pop().expect("B");
+            let a = args.pop().expect("A");
+            layout::batch_matmul(a, b).map_err(|m| unsupported(graph, ni, m))?
+        }
+        Op::Expand(_) => {
+            args.truncate(1);
+            layout::expand(args.pop().expect("x"), out_dims)
+                .map_err(|m| unsupported(graph, ni, m))?
         }
         Op::Flatten(_) | Op::Reshape(_) => reshape(args.pop().expect("x"), out_dims)?,
         Op::Softmax(s) => {
@@ -408,6 +421,11 @@ fn batch_moments(x: Value, reduce: &[usize]) -> Option<(Value, Value)> {
             let m = t.clone().mean_dims(reduce);
             let v = (t - m.clone()).square().mean_dims(reduce);
             (Value::R4(m), Value::R4(v))
+        }
+        Value::R5(t) => {
+            let m = t.clone().mean_dims(reduce);
+            let v = (t - m.clone()).square().mean_dims(reduce);
+            (Value::R5(m), Value::R5(v))
         }
         Value::R1(_) => return None,
     })

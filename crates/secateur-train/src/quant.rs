@@ -8,7 +8,7 @@
 use crate::params::ParamStore;
 use crate::value::{Value, on_value};
 use burn::tensor::Tensor;
-use secateur_graph::{AxisRole, Graph, InputRole, Op, Quantization};
+use secateur_graph::{AxisRole, Graph, InputRole, OpClass, Quantization};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -54,7 +54,7 @@ impl FakeQuant {
         let mut weights = HashMap::new();
         let shapes = graph.infer_shapes().unwrap_or_default();
         for node in &graph.nodes {
-            if !matches!(node.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_)) {
+            if node.op.class() != OpClass::WeightedLayer {
                 continue;
             }
             let ins: Vec<_> = node

@@ -1,16 +1,21 @@
 //! Activations of dynamic rank flowing through the burn interpreter. burn tensors carry their
 //! rank in the type; graph values do not, so a value is one of the ranks training supports
-//! (1 to 4), with helpers to reshape, broadcast and read back.
+//! (1 to 5), with helpers to reshape, broadcast and read back.
 
 use burn::tensor::Tensor;
+use secateur_graph::BinaryFn;
 
-/// A float activation of rank 1–4.
+/// The highest rank training supports.
+pub const MAX_RANK: usize = 5;
+
+/// A float activation of rank 1–5.
 #[derive(Clone, Debug)]
 pub enum Value {
     R1(Tensor<1>),
     R2(Tensor<2>),
     R3(Tensor<3>),
     R4(Tensor<4>),
+    R5(Tensor<5>),
 }
 
 macro_rules! on_value {
@@ -20,6 +25,7 @@ macro_rules! on_value {
             Value::R2($t) => Value::R2($body),
             Value::R3($t) => Value::R3($body),
             Value::R4($t) => Value::R4($body),
+            Value::R5($t) => Value::R5($body),
         }
     };
 }
@@ -32,6 +38,7 @@ impl Value {
             Value::R2(t) => t.dims().to_vec(),
             Value::R3(t) => t.dims().to_vec(),
             Value::R4(t) => t.dims().to_vec(),
+            Value::R5(t) => t.dims().to_vec(),
         }
     }
 
@@ -41,6 +48,7 @@ impl Value {
             Value::R2(_) => 2,
             Value::R3(_) => 3,
             Value::R4(_) => 4,
+            Value::R5(_) => 5,
         }
     }
 
@@ -51,12 +59,14 @@ impl Value {
             Value::R2(t) => t.flatten(0, 1),
             Value::R3(t) => t.flatten(0, 2),
             Value::R4(t) => t.flatten(0, 3),
+            Value::R5(t) => t.flatten(0, 4),
         };
         Some(match dims.len() {
             1 => Value::R1(flat.reshape([dims[0]])),
             2 => Value::R2(flat.reshape([dims[0], dims[1]])),
             3 => Value::R3(flat.reshape([dims[0], dims[1], dims[2]])),
             4 => Value::R4(flat.reshape([dims[0], dims[1], dims[2], dims[3]])),
+            5 => Value::R5(flat.reshape([dims[0], dims[1], dims[2], dims[3], dims[4]])),
             _ => return None,
         })
     }
@@ -97,36 +107,48 @@ impl Value {
             Value::R2(t) => t.try_to_vec_as::<f32>(),
             Value::R3(t) => t.try_to_vec_as::<f32>(),
             Value::R4(t) => t.try_to_vec_as::<f32>(),
+            Value::R5(t) => t.try_to_vec_as::<f32>(),
         }
         .unwrap_or_default()
     }
 }
 
 /// Element-wise binary op with NumPy broadcasting (ranks aligned first).
-pub fn broadcast_binary(a: Value, b: Value, f: BinaryOp) -> Option<Value> {
+pub fn broadcast_binary(a: Value, b: Value, f: BinaryFn) -> Option<Value> {
     let r = a.rank().max(b.rank());
     let (a, b) = (a.lift(r)?, b.lift(r)?);
     Some(match (a, b) {
-        (Value::R1(x), Value::R1(y)) => Value::R1(f.apply(x, y)),
-        (Value::R2(x), Value::R2(y)) => Value::R2(f.apply(x, y)),
-        (Value::R3(x), Value::R3(y)) => Value::R3(f.apply(x, y)),
-        (Value::R4(x), Value::R4(y)) => Value::R4(f.apply(x, y)),
+        (Value::R1(x), Value::R1(y)) => Value::R1(apply_binary(f, x, y)),
+        (Value::R2(x), Value::R2(y)) => Value::R2(apply_binary(f, x, y)),
+        (Value::R3(x), Value::R3(y)) => Value::R3(apply_binary(f, x, y)),
+        (Value::R4(x), Value::R4(y)) => Value::R4(apply_binary(f, x, y)),
+        (Value::R5(x), Value::R5(y)) => Value::R5(apply_binary(f, x, y)),
         _ => return None,
     })
 }
 
-/// The broadcasting binary ops of the IR.
-#[derive(Clone, Copy, Debug)]
-pub enum BinaryOp {
-    Add,
-    Mul,
-}
-
-impl BinaryOp {
-    fn apply<const D: usize>(self, x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
-        match self {
-            BinaryOp::Add => x + y,
-            BinaryOp::Mul => x * y,
+/// A binary op on burn tensors of one rank (broadcasting along size-1 axes). A power with a
+/// one-element exponent uses the exponent's value, so that integral powers of negative bases
+/// stay defined (`(x - mean)^2` in decomposed normalisations).
+fn apply_binary<const D: usize>(f: BinaryFn, x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
+    match f {
+        BinaryFn::Add => x + y,
+        BinaryFn::Sub => x - y,
+        BinaryFn::Mul => x * y,
+        BinaryFn::Div => x / y,
+        BinaryFn::Pow => {
+            if y.shape().num_elements() == 1 {
+                let e = y.clone().inner().try_to_vec_as::<f32>().unwrap_or_default();
+                if let Some(&e) = e.first() {
+                    if e == 2.0 {
+                        return x.clone() * x;
+                    }
+                    if e.fract() == 0.0 && e.abs() < 64.0 {
+                        return x.powi_scalar(e as i32);
+                    }
+                }
+            }
+            x.powf(y)
         }
     }
 }

@@ -119,7 +119,10 @@ fn every_op_has_correct_gradients() {
         (
             "sigmoid",
             around(
-                |b, c| b.node("s", Op::Sigmoid(Sigmoid), &[c], vec![]).unwrap(),
+                |b, c| {
+                    b.node("s", Op::Unary(Unary::SIGMOID), &[c], vec![])
+                        .unwrap()
+                },
                 4,
             ),
             false,
@@ -184,7 +187,9 @@ fn every_op_has_correct_gradients() {
             "mul",
             around(
                 |b, c| {
-                    let s = b.node("sig", Op::Sigmoid(Sigmoid), &[c], vec![]).unwrap();
+                    let s = b
+                        .node("sig", Op::Unary(Unary::SIGMOID), &[c], vec![])
+                        .unwrap();
                     b.node("mul", Op::Mul(Mul), &[c, &s], vec![]).unwrap()
                 },
                 4,

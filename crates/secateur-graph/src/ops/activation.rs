@@ -1,8 +1,8 @@
-//! Element-wise unary operators: `Relu`, `Clip` (Relu6 and friends), `Sigmoid`, and `Identity`
-//! (also used for inference-mode `Dropout`). Every axis of the input is linked to the same axis
-//! of the output.
+//! Element-wise unary operators: [`Unary`] (every [`Pointwise`] function: ReLU, Clip, Sigmoid,
+//! HardSwish, GELU, ...) and `Identity` (also used for inference-mode `Dropout`). Every axis of
+//! the input is linked to the same axis of the output.
 
-use super::{AxisLink, OpSemantics, all_axes_identity};
+use super::{AxisLink, OpClass, OpSemantics, Pointwise, all_axes_identity};
 use crate::error::OpError;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -14,54 +14,42 @@ fn map_unary(x: &Tensor, f: impl Fn(f32) -> f32) -> Vec<Tensor> {
     vec![y]
 }
 
-macro_rules! unary_op {
-    ($name:ident, $onnx:literal, $doc:literal, |$s:ident, $v:ident| $body:expr) => {
-        #[doc = $doc]
-        #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-        pub struct $name;
-
-        impl OpSemantics for $name {
-            fn op_type(&self) -> &'static str {
-                $onnx
-            }
-
-            fn infer(&self, inputs: &[Shape]) -> Result<Vec<Shape>, OpError> {
-                Ok(vec![inputs[0].clone()])
-            }
-
-            fn axis_links(&self, inputs: &[Shape], _outputs: &[Shape]) -> Vec<AxisLink> {
-                all_axes_identity(inputs[0].rank())
-            }
-
-            fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-                let $s = self;
-                let _ = $s;
-                Ok(map_unary(inputs[0], |$v| $body))
-            }
-        }
-    };
-}
-
-unary_op!(Relu, "Relu", "`max(x, 0)`.", |s, v| v.max(0.0));
-unary_op!(Sigmoid, "Sigmoid", "`1 / (1 + e^-x)`.", |s, v| 1.0
-    / (1.0 + (-v).exp()));
-unary_op!(Identity, "Identity", "Passes its input through.", |s, v| v);
-
-/// `min(max(x, min), max)`; `Clip(0, 6)` is ReLU6.
+/// An element-wise function ([`Pointwise`]) applied to every element of its input: ReLU,
+/// Clip, Sigmoid, HardSwish, GELU, Erf, ... One op for all of them: adding a function is a
+/// [`Pointwise`] variant and its ONNX converter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Clip {
-    pub min: f32,
-    pub max: f32,
+pub struct Unary {
+    pub f: Pointwise,
 }
 
-impl OpSemantics for Clip {
+impl Unary {
+    pub const RELU: Unary = Unary { f: Pointwise::Relu };
+    pub const SIGMOID: Unary = Unary {
+        f: Pointwise::Sigmoid,
+    };
+
+    /// `Clip(min, max)`.
+    pub fn clip(min: f32, max: f32) -> Self {
+        Unary {
+            f: Pointwise::Clip { min, max },
+        }
+    }
+}
+
+impl OpSemantics for Unary {
     fn op_type(&self) -> &'static str {
-        "Clip"
+        self.f.op_type()
+    }
+
+    fn class(&self) -> OpClass {
+        OpClass::Pointwise(self.f)
     }
 
     fn infer(&self, inputs: &[Shape]) -> Result<Vec<Shape>, OpError> {
-        if self.min > self.max {
-            crate::op_bail!("min {} is greater than max {}", self.min, self.max);
+        if let Pointwise::Clip { min, max } = self.f
+            && min > max
+        {
+            crate::op_bail!("min {min} is greater than max {max}");
         }
         Ok(vec![inputs[0].clone()])
     }
@@ -71,7 +59,33 @@ impl OpSemantics for Clip {
     }
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        Ok(map_unary(inputs[0], |v| v.max(self.min).min(self.max)))
+        Ok(map_unary(inputs[0], |v| self.f.apply(v)))
+    }
+}
+
+/// Passes its input through (also inference-mode `Dropout`).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Identity;
+
+impl OpSemantics for Identity {
+    fn op_type(&self) -> &'static str {
+        "Identity"
+    }
+
+    fn class(&self) -> OpClass {
+        OpClass::View
+    }
+
+    fn infer(&self, inputs: &[Shape]) -> Result<Vec<Shape>, OpError> {
+        Ok(vec![inputs[0].clone()])
+    }
+
+    fn axis_links(&self, inputs: &[Shape], _outputs: &[Shape]) -> Vec<AxisLink> {
+        all_axes_identity(inputs[0].rank())
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        Ok(vec![inputs[0].clone()])
     }
 }
 
@@ -82,18 +96,18 @@ mod tests {
     #[test]
     fn unary_values() {
         let x = Tensor::new(vec![4], vec![-2., 0., 3., 8.]).unwrap();
-        assert_eq!(Relu.eval(&[&x]).unwrap()[0].data(), &[0., 0., 3., 8.]);
         assert_eq!(
-            Clip { min: 0., max: 6. }.eval(&[&x]).unwrap()[0].data(),
+            Unary::RELU.eval(&[&x]).unwrap()[0].data(),
+            &[0., 0., 3., 8.]
+        );
+        assert_eq!(
+            Unary::clip(0., 6.).eval(&[&x]).unwrap()[0].data(),
             &[0., 0., 3., 6.]
         );
-        let s = Sigmoid.eval(&[&x]).unwrap().remove(0);
+        let s = Unary::SIGMOID.eval(&[&x]).unwrap().remove(0);
         assert!((s.data()[1] - 0.5).abs() < 1e-7);
         assert!((s.data()[0] - 0.119_202_92).abs() < 1e-6);
-        assert!(
-            Clip { min: 1., max: 0. }
-                .infer(&[Shape::known(&[4])])
-                .is_err()
-        );
+        assert!(Unary::clip(1., 0.).infer(&[Shape::known(&[4])]).is_err());
+        assert_eq!(Unary::RELU.op_type(), "Relu");
     }
 }

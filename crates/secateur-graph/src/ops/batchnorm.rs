@@ -2,7 +2,7 @@
 //! `y = scale · (x − mean) / sqrt(var + ε) + shift`. All four parameter vectors are linked to
 //! the channel axis of input and output.
 
-use super::{AxisLink, AxisRole, InputRole, OpSemantics, Port, known_dim};
+use super::{AxisLink, AxisRole, InputRole, OpClass, OpSemantics, Port, known_dim};
 use crate::error::OpError;
 use crate::op_bail;
 use crate::shape::Shape;
@@ -28,6 +28,10 @@ impl Default for BatchNorm {
 }
 
 impl OpSemantics for BatchNorm {
+    fn class(&self) -> OpClass {
+        OpClass::ChannelAffine
+    }
+
     fn op_type(&self) -> &'static str {
         "BatchNormalization"
     }

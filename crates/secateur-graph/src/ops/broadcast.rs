@@ -1,8 +1,9 @@
 //! Binary element-wise operators with NumPy broadcasting: `Add` (residual connections, where
-//! both branches' channels become one group) and `Mul` (gating, squeeze-excitation). Every output
-//! axis is linked to the matching axis of each input that is not broadcast along it.
+//! both branches' channels become one group), `Mul` (gating, squeeze-excitation), `Sub`, `Div`
+//! and `Pow` (decomposed normalisations and GELU). Every output axis is linked to the matching
+//! axis of each input that is not broadcast along it.
 
-use super::{AxisLink, OpSemantics, Port};
+use super::{AxisLink, BinaryFn, OpClass, OpSemantics, Port};
 use crate::error::OpError;
 use crate::op_bail;
 use crate::shape::{Dim, Shape};
@@ -79,7 +80,7 @@ fn broadcast_eval(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result
 }
 
 macro_rules! binary_op {
-    ($name:ident, $onnx:literal, $doc:literal, $f:expr) => {
+    ($name:ident, $onnx:literal, $doc:literal, $f:ident) => {
         #[doc = $doc]
         #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
         pub struct $name;
@@ -87,6 +88,10 @@ macro_rules! binary_op {
         impl OpSemantics for $name {
             fn op_type(&self) -> &'static str {
                 $onnx
+            }
+
+            fn class(&self) -> OpClass {
+                OpClass::Binary(BinaryFn::$f)
             }
 
             fn input_count(&self) -> RangeInclusive<usize> {
@@ -102,20 +107,24 @@ macro_rules! binary_op {
             }
 
             fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-                Ok(vec![broadcast_eval(inputs[0], inputs[1], $f)?])
+                Ok(vec![broadcast_eval(inputs[0], inputs[1], |a, b| {
+                    BinaryFn::$f.apply(a, b)
+                })?])
             }
         }
     };
 }
 
-binary_op!(Add, "Add", "Element-wise sum with broadcasting.", |x, y| x
-    + y);
+binary_op!(Add, "Add", "Element-wise sum with broadcasting.", Add);
 binary_op!(
-    Mul,
-    "Mul",
-    "Element-wise product with broadcasting.",
-    |x, y| x * y
+    Sub,
+    "Sub",
+    "Element-wise difference with broadcasting.",
+    Sub
 );
+binary_op!(Mul, "Mul", "Element-wise product with broadcasting.", Mul);
+binary_op!(Div, "Div", "Element-wise quotient with broadcasting.", Div);
+binary_op!(Pow, "Pow", "Element-wise power with broadcasting.", Pow);
 
 #[cfg(test)]
 mod tests {

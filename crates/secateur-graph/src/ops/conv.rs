@@ -3,7 +3,9 @@
 //! to the weight's second axis, or, for a depthwise convolution, directly to the output channels
 //! (channel `c` feeds output channels `c·k .. c·k+k` for a channel multiplier `k`).
 
-use super::{AxisLink, AxisRole, IndexMap, InputRole, OpSemantics, Port, expect_rank, known_dim};
+use super::{
+    AxisLink, AxisRole, IndexMap, InputRole, OpClass, OpSemantics, Port, expect_rank, known_dim,
+};
 use crate::error::OpError;
 use crate::op_bail;
 use crate::shape::{Dim, Shape};
@@ -52,12 +54,35 @@ impl Conv {
 }
 
 impl OpSemantics for Conv {
+    fn class(&self) -> OpClass {
+        OpClass::WeightedLayer
+    }
+
     fn op_type(&self) -> &'static str {
         "Conv"
     }
 
     fn input_count(&self) -> RangeInclusive<usize> {
         2..=3
+    }
+
+    fn kernel_signature(&self, inputs: &[Vec<usize>]) -> (&'static str, String) {
+        let x = &inputs[0];
+        let kind = if self.is_depthwise(x.get(1).copied().unwrap_or(1)) {
+            "Conv-dw"
+        } else {
+            "Conv"
+        };
+        let groups = if self.groups > 1 { "x" } else { "1" };
+        let geometry = format!(
+            "k{:?} s{:?} p{:?} d{:?} g{groups} in{:?}",
+            self.kernel,
+            self.strides,
+            self.pads,
+            self.dilations,
+            x.get(2..).unwrap_or(&[])
+        );
+        (kind, geometry)
     }
 
     fn input_roles(&self, n: usize) -> Vec<InputRole> {

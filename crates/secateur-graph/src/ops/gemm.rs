@@ -2,7 +2,7 @@
 //! `MatMul` with a 2-D right-hand side. Output features are linked to the weight's output axis
 //! and the bias; input features to the weight's input axis.
 
-use super::{AxisLink, AxisRole, InputRole, OpSemantics, Port, expect_rank, known_dim};
+use super::{AxisLink, AxisRole, InputRole, OpClass, OpSemantics, Port, expect_rank, known_dim};
 use crate::error::OpError;
 use crate::op_bail;
 use crate::shape::{Dim, Shape};
@@ -46,6 +46,10 @@ impl Gemm {
 }
 
 impl OpSemantics for Gemm {
+    fn class(&self) -> OpClass {
+        OpClass::WeightedLayer
+    }
+
     fn op_type(&self) -> &'static str {
         "Gemm"
     }
@@ -202,6 +206,10 @@ impl OpSemantics for Gemm {
 pub struct MatMul;
 
 impl OpSemantics for MatMul {
+    fn class(&self) -> OpClass {
+        OpClass::WeightedLayer
+    }
+
     fn op_type(&self) -> &'static str {
         "MatMul"
     }

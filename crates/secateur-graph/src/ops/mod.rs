@@ -8,22 +8,34 @@
 mod activation;
 mod batchnorm;
 mod broadcast;
+mod class;
 mod concat;
 mod conv;
+mod expand;
 mod gemm;
+mod layernorm;
+mod matmul;
 mod pool;
 mod reshape;
+mod slice;
 mod softmax;
+mod transpose;
 
-pub use activation::{Clip, Identity, Relu, Sigmoid};
+pub use activation::{Identity, Unary};
 pub use batchnorm::BatchNorm;
-pub use broadcast::{Add, Mul};
+pub use broadcast::{Add, Div, Mul, Pow, Sub, broadcast_shapes};
+pub use class::{BinaryFn, OpClass, Pointwise, erf};
 pub use concat::Concat;
 pub use conv::Conv;
+pub use expand::Expand;
 pub use gemm::{Gemm, MatMul};
+pub use layernorm::LayerNorm;
+pub use matmul::BatchMatMul;
 pub use pool::{AveragePool, GlobalAveragePool, MaxPool, PoolGeometry};
 pub use reshape::{Flatten, Reshape};
+pub use slice::{Pad, PadMode, Slice};
 pub use softmax::Softmax;
+pub use transpose::{Transpose, transpose_tensor};
 
 use crate::error::OpError;
 use crate::shape::Shape;
@@ -120,9 +132,9 @@ pub enum InputRole {
     Weight,
     /// An additive bias.
     Bias,
-    /// Batch-norm scale (gamma).
+    /// Normalisation scale (batch-norm or layer-norm gamma).
     BnScale,
-    /// Batch-norm shift (beta).
+    /// Normalisation shift (batch-norm or layer-norm beta).
     BnShift,
     /// Batch-norm running mean.
     BnMean,
@@ -144,6 +156,18 @@ impl InputRole {
 pub trait OpSemantics {
     /// The ONNX operator type this op corresponds to.
     fn op_type(&self) -> &'static str;
+
+    /// What the operator is (weighted layer, element-wise function, view, ...).
+    fn class(&self) -> OpClass {
+        OpClass::Other
+    }
+
+    /// The kind and geometry by which a latency table tells this layer's kernels apart, from
+    /// the concrete input shapes (batch 1).
+    fn kernel_signature(&self, inputs: &[Vec<usize>]) -> (&'static str, String) {
+        let spatial = inputs.first().and_then(|s| s.get(2..)).unwrap_or(&[]);
+        (self.op_type(), format!("in{spatial:?}"))
+    }
 
     /// Accepted number of inputs.
     fn input_count(&self) -> RangeInclusive<usize> {
@@ -205,20 +229,27 @@ pub enum Op {
     Gemm(Gemm),
     MatMul(MatMul),
     BatchNorm(BatchNorm),
-    Relu(Relu),
-    Clip(Clip),
-    Sigmoid(Sigmoid),
+    Unary(Unary),
     MaxPool(MaxPool),
     AveragePool(AveragePool),
     GlobalAveragePool(GlobalAveragePool),
     Add(Add),
+    Sub(Sub),
     Mul(Mul),
+    Div(Div),
+    Pow(Pow),
     Concat(Concat),
     Flatten(Flatten),
     Reshape(Reshape),
     Identity(Identity),
     Dropout(Identity),
     Softmax(Softmax),
+    Transpose(Transpose),
+    Slice(Slice),
+    Pad(Pad),
+    LayerNorm(LayerNorm),
+    BatchMatMul(BatchMatMul),
+    Expand(Expand),
 }
 
 impl Op {
@@ -229,19 +260,26 @@ impl Op {
             Op::Gemm(o) => o,
             Op::MatMul(o) => o,
             Op::BatchNorm(o) => o,
-            Op::Relu(o) => o,
-            Op::Clip(o) => o,
-            Op::Sigmoid(o) => o,
+            Op::Unary(o) => o,
             Op::MaxPool(o) => o,
             Op::AveragePool(o) => o,
             Op::GlobalAveragePool(o) => o,
             Op::Add(o) => o,
+            Op::Sub(o) => o,
             Op::Mul(o) => o,
+            Op::Div(o) => o,
+            Op::Pow(o) => o,
             Op::Concat(o) => o,
             Op::Flatten(o) => o,
             Op::Reshape(o) => o,
             Op::Identity(o) | Op::Dropout(o) => o,
             Op::Softmax(o) => o,
+            Op::Transpose(o) => o,
+            Op::Slice(o) => o,
+            Op::Pad(o) => o,
+            Op::LayerNorm(o) => o,
+            Op::BatchMatMul(o) => o,
+            Op::Expand(o) => o,
         }
     }
 
@@ -252,20 +290,32 @@ impl Op {
             Op::Gemm(o) => o,
             Op::MatMul(o) => o,
             Op::BatchNorm(o) => o,
-            Op::Relu(o) => o,
-            Op::Clip(o) => o,
-            Op::Sigmoid(o) => o,
+            Op::Unary(o) => o,
             Op::MaxPool(o) => o,
             Op::AveragePool(o) => o,
             Op::GlobalAveragePool(o) => o,
             Op::Add(o) => o,
+            Op::Sub(o) => o,
             Op::Mul(o) => o,
+            Op::Div(o) => o,
+            Op::Pow(o) => o,
             Op::Concat(o) => o,
             Op::Flatten(o) => o,
             Op::Reshape(o) => o,
             Op::Identity(o) | Op::Dropout(o) => o,
             Op::Softmax(o) => o,
+            Op::Transpose(o) => o,
+            Op::Slice(o) => o,
+            Op::Pad(o) => o,
+            Op::LayerNorm(o) => o,
+            Op::BatchMatMul(o) => o,
+            Op::Expand(o) => o,
         }
+    }
+
+    /// What the operator is.
+    pub fn class(&self) -> OpClass {
+        self.sem().class()
     }
 
     /// The ONNX type name (Dropout reports itself as Dropout even though it evaluates as

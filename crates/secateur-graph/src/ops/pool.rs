@@ -52,6 +52,16 @@ impl PoolGeometry {
         Some(out)
     }
 
+    /// The latency-table signature of a pooling layer with this window.
+    fn signature(&self, op: &'static str, inputs: &[Vec<usize>]) -> (&'static str, String) {
+        let spatial = inputs.first().and_then(|s| s.get(2..)).unwrap_or(&[]);
+        let geometry = format!(
+            "k{:?} s{:?} p{:?} in{spatial:?}",
+            self.kernel, self.strides, self.pads
+        );
+        (op, geometry)
+    }
+
     fn infer(&self, x: &Shape, op: &str) -> Result<Shape, OpError> {
         expect_rank(x, 4, &format!("{op} input (only 2-D pooling is supported)"))?;
         let mut out = vec![x.0[0], x.0[1]];
@@ -143,6 +153,10 @@ pub struct MaxPool {
 }
 
 impl OpSemantics for MaxPool {
+    fn kernel_signature(&self, inputs: &[Vec<usize>]) -> (&'static str, String) {
+        self.geometry.signature("MaxPool", inputs)
+    }
+
     fn op_type(&self) -> &'static str {
         "MaxPool"
     }
@@ -177,6 +191,10 @@ pub struct AveragePool {
 }
 
 impl OpSemantics for AveragePool {
+    fn kernel_signature(&self, inputs: &[Vec<usize>]) -> (&'static str, String) {
+        self.geometry.signature("AveragePool", inputs)
+    }
+
     fn op_type(&self) -> &'static str {
         "AveragePool"
     }

@@ -5,7 +5,7 @@
 //! following linear layer), one axis split into several links the other way. Anything else is
 //! pinned. Literal sizes in a `Reshape` target follow when linked axes shrink.
 
-use super::{AxisLink, IndexMap, OpSemantics, Port};
+use super::{AxisLink, IndexMap, OpClass, OpSemantics, Port};
 use crate::error::OpError;
 use crate::op_bail;
 use crate::shape::{Dim, Shape};
@@ -39,7 +39,7 @@ fn decompose(input: &Shape, output: &Shape) -> Option<Vec<AxisGroup>> {
     let mut groups = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == Dim::Batch && b[j] == Dim::Batch {
+        if i < a.len() && j < b.len() && a[i].batch_factor().is_some() && a[i] == b[j] {
             groups.push(AxisGroup {
                 inputs: i..i + 1,
                 outputs: j..j + 1,
@@ -140,23 +140,26 @@ impl Flatten {
 }
 
 fn product_dim(dims: &[Dim]) -> Result<Dim, OpError> {
-    let mut batch = false;
+    let mut factor = None;
     let mut p = 1;
     for d in dims {
-        match d {
-            Dim::Batch if batch => op_bail!("two batch dimensions cannot be merged"),
-            Dim::Batch => batch = true,
-            Dim::Known(n) => p *= n,
+        match (d.batch_factor(), factor) {
+            (Some(_), Some(_)) => op_bail!("two batch dimensions cannot be merged"),
+            (Some(k), None) => factor = Some(k),
+            (None, _) => p *= d.known().unwrap_or(1),
         }
     }
-    match (batch, p) {
-        (false, p) => Ok(Dim::Known(p)),
-        (true, 1) => Ok(Dim::Batch),
-        (true, _) => op_bail!("the batch dimension cannot be merged with other dimensions"),
-    }
+    Ok(match factor {
+        None => Dim::Known(p),
+        Some(k) => Dim::batch_times(k * p),
+    })
 }
 
 impl OpSemantics for Flatten {
+    fn class(&self) -> OpClass {
+        OpClass::View
+    }
+
     fn op_type(&self) -> &'static str {
         "Flatten"
     }
@@ -210,27 +213,33 @@ impl Reshape {
                 d => out.push(Dim::Known(d as usize)),
             }
         }
-        let in_batch = x.has_batch();
-        let out_batch = out.contains(&Dim::Batch);
+        if out.iter().filter(|d| d.batch_factor().is_some()).count() > 1 {
+            op_bail!("shape {:?} copies two batch dimensions", self.shape);
+        }
+        let in_factor = x.batch_factor();
+        let out_factor = Shape(out.clone()).batch_factor();
         let in_known: usize = x.0.iter().filter_map(|d| d.known()).product();
         let out_known: usize = out.iter().filter_map(|d| d.known()).product();
+        // element counts: in_factor·in_known (times the batch) against out_factor·out_known
+        let have = in_known * in_factor.unwrap_or(1);
+        let per = out_known * out_factor.unwrap_or(1);
         if let Some(i) = infer_at {
-            if out_known == 0 || !in_known.is_multiple_of(out_known) {
+            if per == 0 || !have.is_multiple_of(per) {
                 op_bail!(
-                    "cannot infer -1 in {:?}: {in_known} elements are not divisible by {out_known}",
+                    "cannot infer -1 in {:?} for input {x}: {have} is not divisible by {per}",
                     self.shape
                 );
             }
-            let rest = in_known / out_known;
-            out[i] = match (in_batch, out_batch) {
-                (true, false) if rest == 1 => Dim::Batch,
-                (true, false) => op_bail!(
-                    "reshape {:?} of {x} merges the batch with {rest} other elements",
+            let rest = have / per;
+            out[i] = match (in_factor, out_factor) {
+                (Some(_), None) => Dim::batch_times(rest),
+                (None, Some(_)) => op_bail!(
+                    "reshape {:?} of {x} copies a batch the input does not have",
                     self.shape
                 ),
                 _ => Dim::Known(rest),
             };
-        } else if in_batch != out_batch || in_known != out_known {
+        } else if in_factor.is_some() != out_factor.is_some() || have != per {
             op_bail!(
                 "cannot reshape {x} into {:?}: element counts differ",
                 self.shape
@@ -241,6 +250,10 @@ impl Reshape {
 }
 
 impl OpSemantics for Reshape {
+    fn class(&self) -> OpClass {
+        OpClass::View
+    }
+
     fn op_type(&self) -> &'static str {
         "Reshape"
     }
@@ -263,7 +276,7 @@ impl OpSemantics for Reshape {
             let new_in = &new[0].0[g.inputs.clone()];
             if g.outputs.len() == 1 {
                 new_out[g.outputs.start] = product_dim(new_in)?;
-            } else if g.inputs.len() == 1 {
+            } else if g.inputs.len() == 1 && g.outputs.len() > 1 {
                 let rest = old_out
                     .known_product(g.outputs.start + 1..g.outputs.end)
                     .unwrap_or(1);

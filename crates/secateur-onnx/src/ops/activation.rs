@@ -1,79 +1,205 @@
-//! Converters of element-wise unary ops and softmax: `Relu`, `Sigmoid`, `Clip` (bounds as
-//! attributes before opset 11, as constant inputs after), `Identity`, `Dropout` (inference:
-//! identity) and `Softmax` (axis semantics changed in opset 13).
+//! Converters of element-wise unary ops and softmax: every [`Pointwise`] function (`Relu`,
+//! `Sigmoid`, `Clip` with bounds as attributes before opset 11 and as constant inputs after,
+//! `HardSigmoid`, `HardSwish`, `LeakyRelu`, `Tanh`, `Erf`, `Gelu` (opset 20, written as its
+//! `Erf`/`Tanh` decomposition at the export opset), `Exp`, `Log`, `Sqrt`, `Reciprocal`, `Neg`,
+//! `Abs`), `Identity`, `Dropout` (inference: identity) and `Softmax` (axis semantics changed in
+//! opset 13).
 
 use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
 use crate::attrs;
-use crate::tensor_proto::encode_f32;
-use secateur_graph::{Clip, Identity, Node, Op, Relu, Sigmoid, Softmax, Tensor};
+use secateur_graph::{Identity, Node, Op, Pointwise, Softmax, Unary};
 
-struct Simple(&'static str);
-struct ClipConverter;
+/// A converter for one element-wise function.
+struct UnaryConverter {
+    op_type: &'static str,
+    /// The function, from the node's attributes and constant inputs.
+    read: fn(&mut ImportCtx) -> Result<Pointwise, String>,
+}
+
+struct IdentityConverter;
+struct CastConverter;
 struct DropoutConverter;
 struct SoftmaxConverter;
 
+macro_rules! plain {
+    ($op:literal, $f:expr) => {
+        &UnaryConverter {
+            op_type: $op,
+            read: |_| Ok($f),
+        }
+    };
+}
+
 pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
-    &Simple("Relu"),
-    &Simple("Sigmoid"),
-    &Simple("Identity"),
-    &ClipConverter,
+    plain!("Relu", Pointwise::Relu),
+    plain!("Sigmoid", Pointwise::Sigmoid),
+    plain!("HardSwish", Pointwise::HardSwish),
+    plain!("Tanh", Pointwise::Tanh),
+    plain!("Erf", Pointwise::Erf),
+    plain!("Exp", Pointwise::Exp),
+    plain!("Log", Pointwise::Log),
+    plain!("Sqrt", Pointwise::Sqrt),
+    plain!("Reciprocal", Pointwise::Reciprocal),
+    plain!("Neg", Pointwise::Neg),
+    plain!("Abs", Pointwise::Abs),
+    &UnaryConverter {
+        op_type: "Clip",
+        read: read_clip,
+    },
+    &UnaryConverter {
+        op_type: "HardSigmoid",
+        read: |ctx| {
+            Ok(Pointwise::HardSigmoid {
+                alpha: ctx.attrs.float("alpha", 0.2)?,
+                beta: ctx.attrs.float("beta", 0.5)?,
+            })
+        },
+    },
+    &UnaryConverter {
+        op_type: "LeakyRelu",
+        read: |ctx| {
+            Ok(Pointwise::LeakyRelu {
+                alpha: ctx.attrs.float("alpha", 0.01)?,
+            })
+        },
+    },
+    &UnaryConverter {
+        op_type: "Gelu",
+        read: |ctx| match ctx.attrs.string("approximate", "none")?.as_str() {
+            "none" => Ok(Pointwise::Gelu { tanh: false }),
+            "tanh" => Ok(Pointwise::Gelu { tanh: true }),
+            other => Err(format!(
+                "approximate='{other}' is not a Gelu approximation (none, tanh)"
+            )),
+        },
+    },
+    &IdentityConverter,
+    &CastConverter,
     &DropoutConverter,
     &SoftmaxConverter,
 ];
 
-impl Converter for Simple {
-    fn op_type(&self) -> &'static str {
-        self.0
-    }
-
-    fn import(&self, _ctx: &mut ImportCtx) -> Result<Op, String> {
-        Ok(match self.0 {
-            "Relu" => Op::Relu(Relu),
-            "Sigmoid" => Op::Sigmoid(Sigmoid),
-            _ => Op::Identity(Identity),
-        })
-    }
-
-    fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        Ok(ExportedNode::plain(self.0, node, vec![]))
-    }
+fn read_clip(ctx: &mut ImportCtx) -> Result<Pointwise, String> {
+    let (min, max) = if ctx.opset < 11 {
+        (
+            ctx.attrs.float("min", f32::MIN)?,
+            ctx.attrs.float("max", f32::MAX)?,
+        )
+    } else {
+        let min = ctx.float_scalar_input(1)?.unwrap_or(f32::MIN);
+        let max = ctx.float_scalar_input(2)?.unwrap_or(f32::MAX);
+        ctx.inputs.truncate(1);
+        (min, max)
+    };
+    Ok(Pointwise::Clip { min, max })
 }
 
-impl Converter for ClipConverter {
+impl Converter for UnaryConverter {
     fn op_type(&self) -> &'static str {
-        "Clip"
+        self.op_type
     }
 
     fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
-        let (min, max) = if ctx.opset < 11 {
-            (
-                ctx.attrs.float("min", f32::MIN)?,
-                ctx.attrs.float("max", f32::MAX)?,
-            )
-        } else {
-            let min = ctx.float_scalar_input(1)?.unwrap_or(f32::MIN);
-            let max = ctx.float_scalar_input(2)?.unwrap_or(f32::MAX);
-            ctx.inputs.truncate(1);
-            (min, max)
-        };
-        Ok(Op::Clip(Clip { min, max }))
+        let f = (self.read)(ctx)?;
+        ctx.inputs.truncate(1);
+        Ok(Op::Unary(Unary { f }))
     }
 
     fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        let Op::Clip(c) = &node.op else {
-            return Err("not a Clip".into());
+        let Op::Unary(u) = &node.op else {
+            return Err(format!("not a {}", self.op_type));
         };
-        let min_name = format!("{}__min", node.name);
-        let max_name = format!("{}__max", node.name);
-        ctx.initializers
-            .push(encode_f32(&min_name, &Tensor::scalar(c.min)));
-        ctx.initializers
-            .push(encode_f32(&max_name, &Tensor::scalar(c.max)));
+        let x = node.inputs[0].clone();
+        let name = |suffix: &str| format!("{}__{suffix}", node.name);
+        let attributes = match u.f {
+            Pointwise::Clip { min, max } => {
+                let lo = ctx.scalar(name("min"), min);
+                let hi = ctx.scalar(name("max"), max);
+                return Ok(ExportedNode {
+                    op_type: "Clip",
+                    attributes: vec![],
+                    inputs: vec![x, lo, hi],
+                });
+            }
+            Pointwise::Gelu { tanh } => return Ok(export_gelu(node, tanh, ctx)),
+            Pointwise::HardSigmoid { alpha, beta } => {
+                vec![attrs::float("alpha", alpha), attrs::float("beta", beta)]
+            }
+            Pointwise::LeakyRelu { alpha } => vec![attrs::float("alpha", alpha)],
+            _ => vec![],
+        };
         Ok(ExportedNode {
-            op_type: "Clip",
-            attributes: vec![],
-            inputs: vec![node.inputs[0].clone(), min_name, max_name],
+            op_type: u.f.op_type(),
+            attributes,
+            inputs: vec![x],
         })
+    }
+}
+
+/// GELU at an opset without `Gelu`: `0.5·x·(1 + erf(x/√2))`, or with the tanh approximation
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`; the returned node is the final product.
+fn export_gelu(node: &Node, tanh: bool, ctx: &mut ExportCtx) -> ExportedNode {
+    let x = node.inputs[0].clone();
+    let n = |s: &str| format!("{}__gelu_{s}", node.name);
+    let inner = if tanh {
+        let c3 = ctx.scalar(n("c3"), 0.044715);
+        let three = ctx.scalar(n("three"), 3.0);
+        let k = ctx.scalar(n("k"), (2.0 / std::f32::consts::PI).sqrt());
+        let cube = ctx.helper("Pow", vec![x.clone(), three], n("cube"));
+        let scaled = ctx.helper("Mul", vec![cube, c3], n("scaled"));
+        let sum = ctx.helper("Add", vec![x.clone(), scaled], n("sum"));
+        let arg = ctx.helper("Mul", vec![sum, k], n("arg"));
+        ctx.helper("Tanh", vec![arg], n("tanh"))
+    } else {
+        let r = ctx.scalar(n("rsqrt2"), std::f32::consts::FRAC_1_SQRT_2);
+        let arg = ctx.helper("Mul", vec![x.clone(), r], n("arg"));
+        ctx.helper("Erf", vec![arg], n("erf"))
+    };
+    let one = ctx.scalar(n("one"), 1.0);
+    let half = ctx.scalar(n("half"), 0.5);
+    let plus = ctx.helper("Add", vec![inner, one], n("plus"));
+    let half_x = ctx.helper("Mul", vec![x, half], n("half_x"));
+    ExportedNode {
+        op_type: "Mul",
+        attributes: vec![],
+        inputs: vec![half_x, plus],
+    }
+}
+
+impl Converter for CastConverter {
+    fn op_type(&self) -> &'static str {
+        "Cast"
+    }
+
+    /// A cast of a float activation to float is the identity; integer activations do not
+    /// exist in the graph (integer constants are folded at import).
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        let to = ctx.attrs.int("to", 0)?;
+        if to != crate::proto::data_type::FLOAT as i64 {
+            return Err(format!(
+                "casting an activation to {} is not supported (only FLOAT activations are)",
+                crate::proto::data_type::name(to as i32)
+            ));
+        }
+        Ok(Op::Identity(Identity))
+    }
+
+    fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        Ok(ExportedNode::plain("Identity", node, vec![]))
+    }
+}
+
+impl Converter for IdentityConverter {
+    fn op_type(&self) -> &'static str {
+        "Identity"
+    }
+
+    fn import(&self, _ctx: &mut ImportCtx) -> Result<Op, String> {
+        Ok(Op::Identity(Identity))
+    }
+
+    fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        Ok(ExportedNode::plain("Identity", node, vec![]))
     }
 }
 
@@ -118,7 +244,7 @@ impl Converter for SoftmaxConverter {
             return Err("not a Softmax".into());
         };
         if s.legacy {
-            return Err("a legacy (opset < 13) Softmax over several axes cannot be exported at opset 14; flatten first".into());
+            return Err("a legacy (opset < 13) Softmax over several axes cannot be exported at opset 17; flatten first".into());
         }
         Ok(ExportedNode::plain(
             "Softmax",

@@ -1,8 +1,9 @@
-//! `Gemm` and `MatMul` converters.
+//! `Gemm` and `MatMul` converters. A `MatMul` whose right-hand side is a constant matrix is a
+//! weighted layer ([`MatMul`]); one of two activations is a [`BatchMatMul`].
 
 use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
 use crate::attrs;
-use secateur_graph::{Gemm, MatMul, Node, Op};
+use secateur_graph::{BatchMatMul, Gemm, MatMul, Node, Op};
 
 struct GemmConverter;
 struct MatMulConverter;
@@ -49,8 +50,17 @@ impl Converter for MatMulConverter {
         "MatMul"
     }
 
-    fn import(&self, _ctx: &mut ImportCtx) -> Result<Op, String> {
-        Ok(Op::MatMul(MatMul))
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        let weight = ctx
+            .inputs
+            .get(1)
+            .and_then(|n| ctx.float_consts.get(n))
+            .is_some_and(|w| w.rank() == 2);
+        Ok(if weight {
+            Op::MatMul(MatMul)
+        } else {
+            Op::BatchMatMul(BatchMatMul)
+        })
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {

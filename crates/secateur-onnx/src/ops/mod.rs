@@ -6,6 +6,7 @@ mod activation;
 mod conv;
 mod elementwise;
 mod gemm;
+mod layout;
 mod norm;
 mod pool;
 mod shape;
@@ -31,6 +32,8 @@ pub struct ImportCtx<'a> {
     pub int_consts: &'a HashMap<String, SymConst>,
     /// Float constants (initializers), for scalar arguments such as Clip bounds.
     pub float_consts: &'a HashMap<String, Tensor>,
+    /// A graph input whose axis 0 is the batch, for ops that need the batch size at run time.
+    pub batch_source: Option<String>,
 }
 
 impl ImportCtx<'_> {
@@ -67,6 +70,44 @@ impl ImportCtx<'_> {
 /// What an export converter writes besides the node itself.
 pub struct ExportCtx {
     pub initializers: Vec<TensorProto>,
+    /// Nodes computing intermediate values of the node (an op the export opset lacks,
+    /// written as the ops it decomposes into), placed right before it.
+    pub nodes: Vec<NodeProto>,
+}
+
+impl ExportCtx {
+    /// Adds a float scalar initializer named `name`; returns the name.
+    pub fn scalar(&mut self, name: String, value: f32) -> String {
+        self.initializers.push(crate::tensor_proto::encode_f32(
+            &name,
+            &Tensor::scalar(value),
+        ));
+        name
+    }
+
+    /// Adds a helper node `op_type(inputs) -> output`; returns the output name.
+    pub fn helper(&mut self, op_type: &str, inputs: Vec<String>, output: String) -> String {
+        self.helper_with(op_type, inputs, output, Vec::new())
+    }
+
+    /// [`ExportCtx::helper`] with attributes.
+    pub fn helper_with(
+        &mut self,
+        op_type: &str,
+        inputs: Vec<String>,
+        output: String,
+        attribute: Vec<AttributeProto>,
+    ) -> String {
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: vec![output.clone()],
+            name: output.clone(),
+            op_type: op_type.into(),
+            attribute,
+            ..Default::default()
+        });
+        output
+    }
 }
 
 /// Converts one op type in both directions.
@@ -106,6 +147,7 @@ fn all_converters() -> Vec<&'static dyn Converter> {
     v.extend(pool::CONVERTERS);
     v.extend(elementwise::CONVERTERS);
     v.extend(shape::CONVERTERS);
+    v.extend(layout::CONVERTERS);
     v
 }
 

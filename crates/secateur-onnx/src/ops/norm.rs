@@ -1,12 +1,49 @@
-//! `BatchNormalization` converter (inference mode only).
+//! `BatchNormalization` (inference mode only) and `LayerNormalization` converters.
 
 use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
 use crate::attrs;
-use secateur_graph::{BatchNorm, Node, Op};
+use secateur_graph::{BatchNorm, LayerNorm, Node, Op};
 
 struct BatchNormConverter;
+struct LayerNormConverter;
 
-pub(super) const CONVERTERS: &[&dyn super::Converter] = &[&BatchNormConverter];
+pub(super) const CONVERTERS: &[&dyn super::Converter] = &[&BatchNormConverter, &LayerNormConverter];
+
+impl Converter for LayerNormConverter {
+    fn op_type(&self) -> &'static str {
+        "LayerNormalization"
+    }
+
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        if ctx.node.output.iter().skip(1).any(|o| !o.is_empty()) {
+            return Err("the Mean and InvStdDev outputs are not supported".into());
+        }
+        if ctx.attrs.int("stash_type", 1)? != 1 {
+            return Err("only stash_type=1 (float statistics) is supported".into());
+        }
+        if ctx.inputs.len() == 3 && ctx.inputs[2].is_empty() {
+            ctx.inputs.truncate(2);
+        }
+        Ok(Op::LayerNorm(LayerNorm {
+            axis: ctx.attrs.int("axis", -1)?,
+            epsilon: ctx.attrs.float("epsilon", 1e-5)?,
+        }))
+    }
+
+    fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        let Op::LayerNorm(ln) = &node.op else {
+            return Err("not a LayerNormalization".into());
+        };
+        Ok(ExportedNode::plain(
+            "LayerNormalization",
+            node,
+            vec![
+                attrs::int("axis", ln.axis),
+                attrs::float("epsilon", ln.epsilon),
+            ],
+        ))
+    }
+}
 
 impl Converter for BatchNormConverter {
     fn op_type(&self) -> &'static str {

@@ -56,7 +56,7 @@ impl Converter for ReshapeConverter {
                 // a dimension computed from the input's batch size: copy it when it stays in
                 // place, otherwise let it be inferred
                 SymInt::Batch if i == 0 && input_rank.is_some() && !allowzero => 0,
-                SymInt::Batch => -1,
+                SymInt::Batch | SymInt::BatchTimes(_) => -1,
             });
         }
         if shape.iter().filter(|d| **d == -1).count() > 1 {

@@ -5,7 +5,7 @@
 //! and removal rewires the block's consumers to its input.
 
 use crate::error::{PruneError, Result};
-use secateur_graph::{Graph, Op};
+use secateur_graph::{BinaryFn, Graph, OpClass};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
@@ -70,7 +70,7 @@ pub fn residual_blocks(graph: &Graph) -> Result<Vec<BlockCandidate>> {
     for add in graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Add(_)) && n.inputs.len() == 2)
+        .filter(|n| n.op.class() == OpClass::Binary(BinaryFn::Add) && n.inputs.len() == 2)
     {
         for (branch, skip) in [(0, 1), (1, 0)] {
             let (b, x) = (&add.inputs[branch], &add.inputs[skip]);
@@ -121,7 +121,7 @@ pub fn identity_layers(graph: &Graph) -> Result<Vec<BlockCandidate>> {
     for node in graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_)))
+        .filter(|n| n.op.class() == OpClass::WeightedLayer)
     {
         let x = &node.inputs[0];
         if shapes.get(x) != shapes.get(&node.outputs[0]) {
@@ -135,15 +135,13 @@ pub fn identity_layers(graph: &Graph) -> Result<Vec<BlockCandidate>> {
                 break;
             }
             let c = &graph.nodes[consumers[0]];
-            if !matches!(
-                c.op,
-                Op::BatchNorm(_)
-                    | Op::Relu(_)
-                    | Op::Clip(_)
-                    | Op::Sigmoid(_)
-                    | Op::Identity(_)
-                    | Op::Dropout(_)
-            ) {
+            // shape-preserving followers of the layer: normalisation, activation, views
+            let follows = match c.op.class() {
+                OpClass::ChannelAffine | OpClass::Pointwise(_) => true,
+                OpClass::View => shapes.get(&c.outputs[0]) == shapes.get(&last),
+                _ => false,
+            };
+            if !follows {
                 break;
             }
             names.push(c.name.clone());

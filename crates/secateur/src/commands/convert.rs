@@ -1,4 +1,4 @@
-//! `secateur convert IN OUT`: ONNX (or a zoo model) → IR → ONNX at opset 14, checked.
+//! `secateur convert IN OUT`: ONNX (or a zoo model) → IR → ONNX at opset 17, checked.
 
 use crate::model_ref::load_model;
 use anyhow::{Result, bail};

@@ -1,0 +1,117 @@
+//! `Expand`: broadcasts its input to a shape (ViT's class token repeated over the batch). When
+//! that shape contains the symbolic batch, a second input supplies it: any value whose axis 0
+//! is the batch (the graph input, at import), read for its size only. Axes that keep their size
+//! are linked to the output; expanded axes are pinned.
+
+use super::broadcast::broadcast_shapes;
+use super::{AxisLink, OpSemantics, Port};
+use crate::error::OpError;
+use crate::op_bail;
+use crate::shape::{Dim, Shape};
+use crate::tensor::{Tensor, strides};
+use serde::{Deserialize, Serialize};
+use std::ops::RangeInclusive;
+
+/// Broadcast to `shape` (NumPy rules, aligned at the right).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Expand {
+    pub shape: Shape,
+}
+
+impl Expand {
+    /// Whether the target needs the batch size from a second input.
+    pub fn needs_batch(&self) -> bool {
+        self.shape.0.contains(&Dim::Batch)
+    }
+}
+
+impl OpSemantics for Expand {
+    fn op_type(&self) -> &'static str {
+        "Expand"
+    }
+
+    fn input_count(&self) -> RangeInclusive<usize> {
+        1..=2
+    }
+
+    fn infer(&self, inputs: &[Shape]) -> Result<Vec<Shape>, OpError> {
+        if self.needs_batch() {
+            match inputs.get(1) {
+                Some(b) if b.0.first() == Some(&Dim::Batch) => {}
+                _ => op_bail!("expanding to {} needs a batched second input", self.shape),
+            }
+        }
+        Ok(vec![broadcast_shapes(&inputs[0], &self.shape)?])
+    }
+
+    fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
+        let (x, out) = (&inputs[0], &outputs[0]);
+        let off = out.rank() - x.rank();
+        let mut links: Vec<AxisLink> = (0..x.rank())
+            .filter(|&ax| x.0[ax] == out.0[ax + off])
+            .map(|ax| AxisLink::identity((Port::Input(0), ax), (Port::Output(0), ax + off)))
+            .collect();
+        if inputs.len() == 2 && out.0.first() == Some(&Dim::Batch) {
+            links.push(AxisLink::identity(
+                (Port::Input(1), 0),
+                (Port::Output(0), 0),
+            ));
+        }
+        links
+    }
+
+    fn elementwise_ops(&self, _inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> u64 {
+        0
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let x = inputs[0];
+        let batch = inputs
+            .get(1)
+            .and_then(|b| b.shape().first().copied())
+            .unwrap_or(1);
+        let out_shape = broadcast_shapes(&Shape::known(x.shape()), &self.shape)?.resolve(batch);
+        let r = out_shape.len();
+        let padded: Vec<usize> = std::iter::repeat_n(1, r - x.rank())
+            .chain(x.shape().iter().copied())
+            .collect();
+        let (st_in, st_out) = (strides(&padded), strides(&out_shape));
+        let n: usize = out_shape.iter().product();
+        let mut out = Vec::with_capacity(n);
+        for flat in 0..n {
+            let src: usize = (0..r)
+                .filter(|&ax| padded[ax] != 1)
+                .map(|ax| ((flat / st_out[ax]) % out_shape[ax]) * st_in[ax])
+                .sum();
+            out.push(x.data()[src]);
+        }
+        Ok(vec![
+            Tensor::new(out_shape, out).map_err(|e| OpError::new(e.to_string()))?,
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_over_the_batch_of_the_second_input() {
+        let token = Tensor::new(vec![1, 1, 2], vec![7., 8.]).unwrap();
+        let e = Expand {
+            shape: Shape(vec![Dim::Batch, Dim::Known(1), Dim::Known(2)]),
+        };
+        let batch = Tensor::zeros(vec![3, 5]);
+        let y = e.eval(&[&token, &batch]).unwrap().remove(0);
+        assert_eq!(y.shape(), &[3, 1, 2]);
+        assert_eq!(y.data(), &[7., 8., 7., 8., 7., 8.]);
+        assert!(e.infer(&[Shape::known(&[1, 1, 2])]).is_err());
+        let out = e
+            .infer(&[Shape::known(&[1, 1, 2]), Shape::batched(&[5])])
+            .unwrap();
+        assert_eq!(
+            out[0],
+            Shape(vec![Dim::Batch, Dim::Known(1), Dim::Known(2)])
+        );
+    }
+}

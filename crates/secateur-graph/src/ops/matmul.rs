@@ -1,0 +1,149 @@
+//! `MatMul` of two activations (attention scores `Q·Kᵀ` and their product with `V`): `A [..., M,
+//! K] · B [..., K, N]` with NumPy broadcasting over the leading axes. The contracted axes of A
+//! and B are linked to each other (removing index `k` from both equals zeroing it), M and N to
+//! the output, and leading axes as in broadcasting. A `MatMul` with a constant 2-D right-hand
+//! side is the weighted layer [`super::MatMul`] instead.
+
+use super::broadcast::broadcast_shapes;
+use super::{AxisLink, OpSemantics, Port, known_dim};
+use crate::error::OpError;
+use crate::op_bail;
+use crate::shape::Shape;
+use crate::tensor::{Tensor, strides};
+use serde::{Deserialize, Serialize};
+use std::ops::RangeInclusive;
+
+/// A batched product of two activations.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct BatchMatMul;
+
+/// The leading (batch) part of a shape: all but the last two axes.
+fn lead(s: &Shape) -> Shape {
+    Shape(s.0[..s.rank() - 2].to_vec())
+}
+
+impl OpSemantics for BatchMatMul {
+    fn op_type(&self) -> &'static str {
+        "MatMul"
+    }
+
+    fn input_count(&self) -> RangeInclusive<usize> {
+        2..=2
+    }
+
+    fn infer(&self, inputs: &[Shape]) -> Result<Vec<Shape>, OpError> {
+        let (a, b) = (&inputs[0], &inputs[1]);
+        if a.rank() < 2 || b.rank() < 2 {
+            op_bail!("MatMul inputs must have rank >= 2, got {a} and {b}");
+        }
+        let k = known_dim(a, a.rank() - 1, "MatMul input A")?;
+        let kb = known_dim(b, b.rank() - 2, "MatMul input B")?;
+        if k != kb {
+            op_bail!("MatMul inner sizes differ: {a} · {b}");
+        }
+        let mut out = broadcast_shapes(&lead(a), &lead(b))?.0;
+        out.push(a.0[a.rank() - 2]);
+        out.push(b.0[b.rank() - 1]);
+        Ok(vec![Shape(out)])
+    }
+
+    fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
+        let (a, b, o) = (&inputs[0], &inputs[1], &outputs[0]);
+        let (ra, rb, ro) = (a.rank(), b.rank(), o.rank());
+        let mut links = vec![
+            AxisLink::identity((Port::Input(0), ra - 2), (Port::Output(0), ro - 2)),
+            AxisLink::identity((Port::Input(1), rb - 1), (Port::Output(0), ro - 1)),
+            AxisLink::identity((Port::Input(0), ra - 1), (Port::Input(1), rb - 2)),
+        ];
+        for (i, s) in [a, b].into_iter().enumerate() {
+            let off = ro - s.rank();
+            for ax in 0..s.rank() - 2 {
+                if s.0[ax] == o.0[ax + off] {
+                    links.push(AxisLink::identity(
+                        (Port::Input(i), ax),
+                        (Port::Output(0), ax + off),
+                    ));
+                }
+            }
+        }
+        links
+    }
+
+    fn macs(&self, inputs: &[Vec<usize>], outputs: &[Vec<usize>]) -> u64 {
+        let k = *inputs[0].last().unwrap_or(&0) as u64;
+        outputs[0].iter().product::<usize>() as u64 * k
+    }
+
+    fn elementwise_ops(&self, _inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> u64 {
+        0
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let out_shape =
+            self.infer(&[Shape::known(a.shape()), Shape::known(b.shape())])?[0].resolve(1);
+        let ro = out_shape.len();
+        let (m, n) = (out_shape[ro - 2], out_shape[ro - 1]);
+        let k = a.shape()[a.rank() - 1];
+        let lead_out = &out_shape[..ro - 2];
+        // offsets of the broadcast matrices of A and B for each leading index
+        let offsets = |t: &Tensor| -> Vec<usize> {
+            let s = t.shape();
+            let l = &s[..s.len() - 2];
+            let padded: Vec<usize> = std::iter::repeat_n(1, lead_out.len() - l.len())
+                .chain(l.iter().copied())
+                .collect();
+            let st = strides(&padded);
+            let mat = s[s.len() - 2] * s[s.len() - 1];
+            let so = strides(lead_out);
+            (0..lead_out.iter().product::<usize>())
+                .map(|flat| {
+                    (0..lead_out.len())
+                        .filter(|&ax| padded[ax] != 1)
+                        .map(|ax| ((flat / so[ax]) % lead_out[ax]) * st[ax])
+                        .sum::<usize>()
+                        * mat
+                })
+                .collect()
+        };
+        let (oa, ob) = (offsets(a), offsets(b));
+        let mut out = vec![0.0f32; out_shape.iter().product()];
+        for (l, y) in out.chunks_mut((m * n).max(1)).enumerate() {
+            let (xa, xb) = (&a.data()[oa[l]..], &b.data()[ob[l]..]);
+            for i in 0..m {
+                for j in 0..n {
+                    y[i * n + j] = (0..k).map(|p| xa[i * k + p] * xb[p * n + j]).sum();
+                }
+            }
+        }
+        Ok(vec![
+            Tensor::new(out_shape, out).map_err(|e| OpError::new(e.to_string()))?,
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batched_product_with_broadcasting() {
+        // A [2, 1, 2, 3] · B [2, 3, 1] -> [2, 2, 2, 1]
+        let a = Tensor::from_fn(vec![2, 1, 2, 3], |i| i as f32);
+        let b = Tensor::from_fn(vec![2, 3, 1], |i| (i % 3) as f32 + 1.0);
+        let y = BatchMatMul.eval(&[&a, &b]).unwrap().remove(0);
+        assert_eq!(y.shape(), &[2, 2, 2, 1]);
+        // first matrix of A is [[0,1,2],[3,4,5]], B[0] = [1,2,3]ᵀ
+        assert_eq!(&y.data()[..2], &[8.0, 26.0]);
+        // A's second leading index pairs with B's second matrix (the same values here)
+        assert_eq!(&y.data()[4..6], &[44.0, 62.0]);
+        let links = BatchMatMul.axis_links(
+            &[Shape::batched(&[4, 5, 8]), Shape::batched(&[4, 8, 5])],
+            &[Shape::batched(&[4, 5, 5])],
+        );
+        assert!(links.contains(&AxisLink::identity(
+            (Port::Input(0), 3),
+            (Port::Input(1), 2)
+        )));
+    }
+}

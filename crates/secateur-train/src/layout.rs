@@ -1,0 +1,217 @@
+//! Training lowerings of the data-movement, normalisation and attention ops to burn, for values
+//! of any supported rank: `Transpose` (permute), `Slice` and `Pad` (index selection and
+//! concatenation, both differentiable, any step and every pad mode), `LayerNormalization`,
+//! the product of two activations and `Expand`. Each takes and returns [`Value`]s.
+
+use crate::value::{Value, on_value};
+use burn::tensor::{Int, Tensor, TensorData};
+use secateur_graph::{LayerNorm, Pad, PadMode, Slice, Transpose};
+
+/// Why a lowering could not run (the caller names the node).
+pub type LowerResult = Result<Value, String>;
+
+fn permute_t<const D: usize>(t: Tensor<D>, perm: &[usize]) -> Result<Tensor<D>, String> {
+    let axes: [usize; D] = perm
+        .try_into()
+        .map_err(|_| format!("permutation {perm:?} does not fit rank {D}"))?;
+    Ok(t.permute(axes))
+}
+
+/// `Transpose`.
+pub fn transpose(op: &Transpose, x: Value) -> LowerResult {
+    let perm = op.resolved(x.rank()).map_err(|e| e.to_string())?;
+    Ok(match x {
+        Value::R1(t) => Value::R1(t),
+        Value::R2(t) => Value::R2(permute_t(t, &perm)?),
+        Value::R3(t) => Value::R3(permute_t(t, &perm)?),
+        Value::R4(t) => Value::R4(permute_t(t, &perm)?),
+        Value::R5(t) => Value::R5(permute_t(t, &perm)?),
+    })
+}
+
+/// The elements at `indices` along `axis` (a differentiable gather).
+fn take<const D: usize>(t: Tensor<D>, axis: usize, indices: Vec<i64>) -> Tensor<D> {
+    let n = indices.len();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(indices, [n]), &t.device());
+    t.select(axis, idx)
+}
+
+fn take_value(x: Value, axis: usize, indices: Vec<i64>) -> Value {
+    on_value!(x, |t| take(t, axis, indices.clone()))
+}
+
+/// `Slice`: per sliced axis, the indices `start + k·step`.
+pub fn slice(op: &Slice, x: Value) -> LowerResult {
+    let dims = x.dims();
+    let mut v = x;
+    for (k, &ax) in op.axes.iter().enumerate() {
+        let d = dims[ax] as i64;
+        let (start, end, step) = (op.starts[k], op.ends[k], op.steps[k]);
+        let norm = |i: i64| if i < 0 { i + d } else { i };
+        let mut indices = Vec::new();
+        if step > 0 {
+            let (mut i, e) = (norm(start).clamp(0, d), norm(end).clamp(0, d));
+            while i < e {
+                indices.push(i);
+                i += step;
+            }
+        } else if step < 0 {
+            let (mut i, e) = (norm(start).clamp(-1, d - 1), norm(end).clamp(-1, d - 1));
+            while i > e {
+                indices.push(i);
+                i += step;
+            }
+        }
+        if indices.len() as i64 == d && step == 1 {
+            continue;
+        }
+        if indices.is_empty() {
+            return Err("a slice that selects nothing".into());
+        }
+        v = take_value(v, ax, indices);
+    }
+    Ok(v)
+}
+
+/// Constant padding of one axis by concatenating filled tensors around `t`.
+fn pad_constant<const D: usize>(
+    t: Tensor<D>,
+    axis: usize,
+    before: usize,
+    after: usize,
+    value: f32,
+) -> Tensor<D> {
+    let mut parts = Vec::with_capacity(3);
+    let border = |n: usize| {
+        let mut shape: [usize; D] = t.dims();
+        shape[axis] = n;
+        Tensor::<D>::full(shape, value, &t.device())
+    };
+    if before > 0 {
+        parts.push(border(before));
+    }
+    let tail = (after > 0).then(|| border(after));
+    parts.push(t);
+    parts.extend(tail);
+    Tensor::cat(parts, axis)
+}
+
+/// `Pad` in any mode: constant borders are concatenated, reflect and edge borders gathered.
+pub fn pad(op: &Pad, x: Value) -> LowerResult {
+    let dims = x.dims();
+    let mut v = x;
+    for (ax, &size) in dims.iter().enumerate() {
+        let (b, a) = (op.before[ax], op.after[ax]);
+        if b + a == 0 {
+            continue;
+        }
+        let n = size as i64;
+        v = match op.mode {
+            PadMode::Constant(c) => on_value!(v, |t| pad_constant(t, ax, b, a, c)),
+            PadMode::Edge | PadMode::Reflect => {
+                let period = 2 * (n - 1).max(1);
+                let source = |i: i64| match op.mode {
+                    PadMode::Edge => i.clamp(0, n - 1),
+                    _ => {
+                        let m = i.rem_euclid(period);
+                        if m < n { m } else { period - m }
+                    }
+                };
+                let indices = (-(b as i64)..n + a as i64).map(source).collect();
+                take_value(v, ax, indices)
+            }
+        };
+    }
+    Ok(v)
+}
+
+/// `LayerNormalization` over the axes from `op.axis` on, scaled and shifted.
+pub fn layer_norm(op: &LayerNorm, x: Value, scale: Value, bias: Option<Value>) -> LowerResult {
+    let dims = x.dims();
+    let first = op.first_axis(dims.len()).map_err(|e| e.to_string())?;
+    // rows of the normalised elements: [outer, inner]
+    let outer: usize = dims[..first].iter().product();
+    let inner: usize = dims[first..].iter().product();
+    let rows = x
+        .reshape(&[outer, inner])
+        .and_then(Value::into_r2)
+        .ok_or("cannot view the input as rows")?;
+    let mean = rows.clone().mean_dim(1);
+    let centered = rows - mean;
+    let var = centered.clone().square().mean_dim(1);
+    let normed = centered * (var + op.epsilon as f64).sqrt().recip();
+    let flat = |v: Value| {
+        v.reshape(&[1, inner])
+            .and_then(Value::into_r2)
+            .ok_or("the scale and bias must match the normalised axes")
+    };
+    let mut y = normed * flat(scale)?;
+    if let Some(b) = bias {
+        y = y + flat(b)?;
+    }
+    Value::R2(y)
+        .reshape(&dims)
+        .ok_or_else(|| "cannot restore the input shape".into())
+}
+
+/// Left-pads `v` with size-1 axes to `rank`.
+fn lift(v: Value, rank: usize) -> Result<Value, String> {
+    v.lift(rank)
+        .ok_or_else(|| format!("rank {rank} is not supported in training"))
+}
+
+/// The product of two activations `[..., M, K] · [..., K, N]` (leading axes broadcast).
+pub fn batch_matmul(a: Value, b: Value) -> LowerResult {
+    let r = a.rank().max(b.rank()).max(2);
+    let (a, b) = (lift(a, r)?, lift(b, r)?);
+    Ok(match (a, b) {
+        (Value::R2(x), Value::R2(y)) => Value::R2(x.matmul(y)),
+        (Value::R3(x), Value::R3(y)) => Value::R3(x.matmul(y)),
+        (Value::R4(x), Value::R4(y)) => Value::R4(x.matmul(y)),
+        (Value::R5(x), Value::R5(y)) => Value::R5(x.matmul(y)),
+        _ => return Err("MatMul operands of unsupported ranks".into()),
+    })
+}
+
+fn expand_t<const D: usize>(t: Tensor<D>, dims: &[usize]) -> Result<Tensor<D>, String> {
+    let shape: [usize; D] = dims
+        .try_into()
+        .map_err(|_| format!("cannot expand to {dims:?}"))?;
+    Ok(t.expand(shape))
+}
+
+/// `Expand` to the concrete output dims.
+pub fn expand(x: Value, out_dims: &[usize]) -> LowerResult {
+    let x = lift(x, out_dims.len())?;
+    Ok(match x {
+        Value::R1(t) => Value::R1(expand_t(t, out_dims)?),
+        Value::R2(t) => Value::R2(expand_t(t, out_dims)?),
+        Value::R3(t) => Value::R3(expand_t(t, out_dims)?),
+        Value::R4(t) => Value::R4(expand_t(t, out_dims)?),
+        Value::R5(t) => Value::R5(expand_t(t, out_dims)?),
+    })
+}
+
+/// Concatenation of values of equal rank along `axis`.
+pub fn concat(parts: Vec<Value>, axis: usize) -> LowerResult {
+    macro_rules! cat_rank {
+        ($variant:ident) => {{
+            let ts = parts
+                .into_iter()
+                .map(|p| match p {
+                    Value::$variant(t) => Ok(t),
+                    _ => Err("Concat inputs have different ranks".to_string()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Value::$variant(Tensor::cat(ts, axis))
+        }};
+    }
+    Ok(match parts.first().map(Value::rank) {
+        Some(1) => cat_rank!(R1),
+        Some(2) => cat_rank!(R2),
+        Some(3) => cat_rank!(R3),
+        Some(4) => cat_rank!(R4),
+        Some(5) => cat_rank!(R5),
+        _ => return Err("Concat of no inputs".into()),
+    })
+}

@@ -1,0 +1,34 @@
+//! The training lowering of every element-wise function ([`Pointwise`]) to burn operations,
+//! differentiable by burn's autodiff. One match on the function, never on operator types:
+//! a new function is one arm here.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::{
+    gelu, gelu_approximate, hard_sigmoid, leaky_relu, relu, sigmoid, tanh,
+};
+use secateur_graph::Pointwise;
+
+/// `f` applied to every element of `t`.
+pub fn apply_pointwise<const D: usize>(f: Pointwise, t: Tensor<D>) -> Tensor<D> {
+    match f {
+        Pointwise::Relu => relu(t),
+        Pointwise::Clip { min, max } => t.clamp(min, max),
+        Pointwise::Sigmoid => sigmoid(t),
+        Pointwise::HardSigmoid { alpha, beta } => hard_sigmoid(t, alpha as f64, beta as f64),
+        Pointwise::HardSwish => {
+            let gate = hard_sigmoid(t.clone(), 1.0 / 6.0, 0.5);
+            t * gate
+        }
+        Pointwise::LeakyRelu { alpha } => leaky_relu(t, alpha as f64),
+        Pointwise::Tanh => tanh(t),
+        Pointwise::Erf => t.erf(),
+        Pointwise::Gelu { tanh: false } => gelu(t),
+        Pointwise::Gelu { tanh: true } => gelu_approximate(t),
+        Pointwise::Exp => t.exp(),
+        Pointwise::Log => t.log(),
+        Pointwise::Sqrt => t.sqrt(),
+        Pointwise::Reciprocal => t.recip(),
+        Pointwise::Neg => t.neg(),
+        Pointwise::Abs => t.abs(),
+    }
+}
