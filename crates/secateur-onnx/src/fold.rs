@@ -55,6 +55,10 @@ impl IntBinary {
             }
             (IntBinary::Add | IntBinary::Sub, _, Known(0)) if fa.is_some() => return Some(a),
             (IntBinary::Equal, _, _) if fa.is_some() && fb.is_some() => (fa == fb) as i64,
+            // a batch size is at least 1: it equals no smaller constant (the -1 markers of
+            // `Expand` shapes)
+            (IntBinary::Equal, _, Known(v)) if fa.is_some() && v < 1 => 0,
+            (IntBinary::Equal, Known(v), _) if fb.is_some() && v < 1 => 0,
             (IntBinary::Max | IntBinary::Min, _, Known(1)) if fa.is_some() => {
                 // a batch is at least 1: max(N, 1) = N (shape clamps)
                 return (self == IntBinary::Max).then_some(a);

@@ -43,6 +43,8 @@ const IMAGE_MODELS: &[&str] = &[
     "resnet20_b.ts17",
     "resnet20_b.dynamo",
     "convnext.ts17",
+    "vit.ts17",
+    "vit.dynamo",
 ];
 
 /// The input shape (batch first) of a fixture, from the manifest.
@@ -197,6 +199,8 @@ fixture_tests! {
     resnet20_b_ts17 => "resnet20_b.ts17",
     resnet20_b_dynamo => "resnet20_b.dynamo",
     convnext_ts17 => "convnext.ts17",
+    vit_ts17 => "vit.ts17",
+    vit_dynamo => "vit.dynamo",
 }
 
 #[test]
@@ -205,5 +209,5 @@ fn every_listed_image_fixture_has_a_test() {
     for name in IMAGE_MODELS {
         assert!(fixtures().join(format!("{name}.onnx")).is_file(), "{name}");
     }
-    assert_eq!(IMAGE_MODELS.len(), 19);
+    assert_eq!(IMAGE_MODELS.len(), 21);
 }

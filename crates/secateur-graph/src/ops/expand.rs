@@ -23,6 +23,27 @@ impl Expand {
     pub fn needs_batch(&self) -> bool {
         self.shape.0.contains(&Dim::Batch)
     }
+
+    /// The target with the batch taken from axis 0 of the second input (symbolic in shape
+    /// inference, a number when evaluating concrete tensors).
+    fn target(&self, inputs: &[Shape]) -> Result<Shape, OpError> {
+        if !self.needs_batch() {
+            return Ok(self.shape.clone());
+        }
+        let Some(batch) = inputs.get(1).and_then(|b| b.0.first().copied()) else {
+            op_bail!(
+                "expanding to {} needs a second input holding the batch",
+                self.shape
+            );
+        };
+        Ok(Shape(
+            self.shape
+                .0
+                .iter()
+                .map(|d| if *d == Dim::Batch { batch } else { *d })
+                .collect(),
+        ))
+    }
 }
 
 impl OpSemantics for Expand {
@@ -35,13 +56,7 @@ impl OpSemantics for Expand {
     }
 
     fn infer(&self, inputs: &[Shape]) -> Result<Vec<Shape>, OpError> {
-        if self.needs_batch() {
-            match inputs.get(1) {
-                Some(b) if b.0.first() == Some(&Dim::Batch) => {}
-                _ => op_bail!("expanding to {} needs a batched second input", self.shape),
-            }
-        }
-        Ok(vec![broadcast_shapes(&inputs[0], &self.shape)?])
+        Ok(vec![broadcast_shapes(&inputs[0], &self.target(inputs)?)?])
     }
 
     fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
@@ -66,11 +81,8 @@ impl OpSemantics for Expand {
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let x = inputs[0];
-        let batch = inputs
-            .get(1)
-            .and_then(|b| b.shape().first().copied())
-            .unwrap_or(1);
-        let out_shape = broadcast_shapes(&Shape::known(x.shape()), &self.shape)?.resolve(batch);
+        let shapes: Vec<Shape> = inputs.iter().map(|t| Shape::known(t.shape())).collect();
+        let out_shape = self.infer(&shapes)?[0].resolve(1);
         let r = out_shape.len();
         let padded: Vec<usize> = std::iter::repeat_n(1, r - x.rank())
             .chain(x.shape().iter().copied())
@@ -106,6 +118,11 @@ mod tests {
         assert_eq!(y.shape(), &[3, 1, 2]);
         assert_eq!(y.data(), &[7., 8., 7., 8., 7., 8.]);
         assert!(e.infer(&[Shape::known(&[1, 1, 2])]).is_err());
+        assert_eq!(
+            e.infer(&[Shape::known(&[1, 1, 2]), Shape::known(&[4, 5])])
+                .unwrap()[0],
+            Shape::known(&[4, 1, 2])
+        );
         let out = e
             .infer(&[Shape::known(&[1, 1, 2]), Shape::batched(&[5])])
             .unwrap();

@@ -48,14 +48,18 @@ impl Converter for ReshapeConverter {
         }
         let allowzero = ctx.attrs.int("allowzero", 0)? != 0;
         let target = ctx.int_input(1)?;
-        let input_rank = ctx.shapes.first().cloned().flatten().map(|s| s.rank());
+        let input = ctx.shapes.first().cloned().flatten();
         let mut shape = Vec::with_capacity(target.values.len());
         for (i, v) in target.values.iter().enumerate() {
+            // a dimension computed from the batch size: copy it when the input has the same
+            // dimension at that axis, otherwise let it be inferred
+            let same_in_place = input
+                .as_ref()
+                .and_then(|s| s.0.get(i))
+                .and_then(|d| d.batch_factor().map(|f| Some(f as i64) == v.batch_factor()));
             shape.push(match v {
                 SymInt::Known(n) => *n,
-                // a dimension computed from the input's batch size: copy it when it stays in
-                // place, otherwise let it be inferred
-                SymInt::Batch if i == 0 && input_rank.is_some() && !allowzero => 0,
+                _ if same_in_place == Some(true) && !allowzero => 0,
                 SymInt::Batch | SymInt::BatchTimes(_) => -1,
             });
         }
