@@ -138,7 +138,7 @@ fn apply_binary<const D: usize>(f: BinaryFn, x: Tensor<D>, y: Tensor<D>) -> Tens
         BinaryFn::Div => x / y,
         BinaryFn::Pow => {
             if y.shape().num_elements() == 1 {
-                let e = y.clone().inner().try_to_vec_as::<f32>().unwrap_or_default();
+                let e = y.clone().try_to_vec_as::<f32>().unwrap_or_default();
                 if let Some(&e) = e.first() {
                     if e == 2.0 {
                         return x.clone() * x;

@@ -2,6 +2,7 @@
 //! parameterised layer so that the gradient of that layer's weights flows through it.
 
 use burn::tensor::Tensor;
+use secateur_graph::Tensor as Tensor1;
 use secateur_graph::*;
 use secateur_testkit::{random_tensor, randomize_weights};
 use secateur_train::batch::to_value;
@@ -254,4 +255,195 @@ fn every_op_has_correct_gradients() {
         .unwrap();
     let g = b.finish(&s).unwrap();
     gradcheck("matmul+softmax", &g, &[3, 5], false);
+}
+
+/// Builds `op(c)` after the conv of [`around`].
+fn unary(name: &'static str, f: Pointwise) -> (&'static str, Graph) {
+    let g = around(
+        move |b, c| {
+            // keep the arguments of log, sqrt and the reciprocal positive
+            let positive = matches!(f, Pointwise::Log | Pointwise::Sqrt | Pointwise::Reciprocal);
+            let x = if positive {
+                let e = Unary { f: Pointwise::Exp };
+                b.node("pos", Op::Unary(e), &[c], vec![]).unwrap()
+            } else {
+                c.to_string()
+            };
+            b.node(name, Op::Unary(Unary { f }), &[&x], vec![]).unwrap()
+        },
+        4,
+    );
+    (name, g)
+}
+
+fn on_conv(name: &'static str, op: Op) -> (&'static str, Graph) {
+    (
+        name,
+        around(move |b, c| b.node(name, op, &[c], vec![]).unwrap(), 4),
+    )
+}
+
+#[test]
+fn new_ops_have_correct_gradients() {
+    let mut cases: Vec<(&str, Graph)> = vec![
+        unary("hardswish", Pointwise::HardSwish),
+        unary(
+            "hardsigmoid",
+            Pointwise::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+        ),
+        unary("leakyrelu", Pointwise::LeakyRelu { alpha: 0.1 }),
+        unary("tanh", Pointwise::Tanh),
+        unary("erf", Pointwise::Erf),
+        unary("gelu", Pointwise::Gelu { tanh: false }),
+        unary("gelu-tanh", Pointwise::Gelu { tanh: true }),
+        unary("exp", Pointwise::Exp),
+        unary("log", Pointwise::Log),
+        unary("sqrt", Pointwise::Sqrt),
+        unary("reciprocal", Pointwise::Reciprocal),
+        unary("neg", Pointwise::Neg),
+        unary("abs", Pointwise::Abs),
+        on_conv(
+            "transpose",
+            Op::Transpose(Transpose {
+                perm: vec![0, 1, 3, 2],
+            }),
+        ),
+        on_conv(
+            "slice-step",
+            Op::Slice(Slice {
+                axes: vec![2, 3],
+                starts: vec![0, -1],
+                ends: vec![i64::MAX, i64::MIN],
+                steps: vec![2, -1],
+            }),
+        ),
+    ];
+    for mode in [PadMode::Constant(0.5), PadMode::Reflect, PadMode::Edge] {
+        cases.push(on_conv(
+            "pad",
+            Op::Pad(Pad {
+                before: vec![0, 1, 1, 2],
+                after: vec![0, 0, 2, 1],
+                mode,
+            }),
+        ));
+    }
+    // a scalar constant on the right of each binary op
+    for (name, op) in [
+        ("sub", Op::Sub(Sub)),
+        ("div", Op::Div(Div)),
+        ("pow2", Op::Pow(Pow)),
+        ("pow3", Op::Pow(Pow)),
+    ] {
+        let e = if name == "pow3" { 3.0 } else { 2.0 };
+        let mut g = around(
+            move |b, c| {
+                b.node(name, op, &[c], vec![("k", Tensor1::scalar(e))])
+                    .unwrap()
+            },
+            4,
+        );
+        // integral exponents (of negative bases too), as decomposed normalisations use
+        for (w, t) in g.initializers.iter_mut() {
+            if w.ends_with(".k") && name.starts_with("pow") {
+                *t = Tensor1::scalar(e);
+            }
+        }
+        cases.push((name, g));
+    }
+    cases.push((
+        "layernorm",
+        around(
+            |b, c| {
+                let scale = secateur_testkit::random_tensor(&[6], 4);
+                let bias = secateur_testkit::random_tensor(&[6], 5);
+                let ln = LayerNorm {
+                    axis: -1,
+                    epsilon: 1e-5,
+                };
+                b.node(
+                    "ln",
+                    Op::LayerNorm(ln),
+                    &[c],
+                    vec![("scale", scale), ("bias", bias)],
+                )
+                .unwrap()
+            },
+            4,
+        ),
+    ));
+    cases.push((
+        "matmul-activations",
+        around(
+            |b, c| {
+                let t = b
+                    .node(
+                        "t",
+                        Op::Transpose(Transpose {
+                            perm: vec![0, 1, 3, 2],
+                        }),
+                        &[c],
+                        vec![],
+                    )
+                    .unwrap();
+                b.node("qk", Op::BatchMatMul(BatchMatMul), &[c, &t], vec![])
+                    .unwrap()
+            },
+            4,
+        ),
+    ));
+    cases.push((
+        "channel-shuffle",
+        around(
+            |b, c| {
+                let r = |shape: Vec<i64>| {
+                    Op::Reshape(Reshape {
+                        shape,
+                        allowzero: false,
+                    })
+                };
+                let five = b
+                    .node("split", r(vec![0, 2, 2, 6, 6]), &[c], vec![])
+                    .unwrap();
+                let t = b
+                    .node(
+                        "shuffle",
+                        Op::Transpose(Transpose {
+                            perm: vec![0, 2, 1, 3, 4],
+                        }),
+                        &[&five],
+                        vec![],
+                    )
+                    .unwrap();
+                b.node("merge", r(vec![0, 4, 6, 6]), &[&t], vec![]).unwrap()
+            },
+            4,
+        ),
+    ));
+    cases.push((
+        "expand",
+        around(
+            |b, c| {
+                let p = b.global_avg_pool("gap", c).unwrap();
+                let e = Expand {
+                    shape: Shape(vec![
+                        Dim::Batch,
+                        Dim::Known(4),
+                        Dim::Known(6),
+                        Dim::Known(6),
+                    ]),
+                };
+                let x = "input".to_string();
+                let ex = b.node("ex", Op::Expand(e), &[&p, &x], vec![]).unwrap();
+                b.add("add2", &ex, c).unwrap()
+            },
+            4,
+        ),
+    ));
+    for (name, g) in cases {
+        gradcheck(name, &g, &[3, 2, 6, 6], false);
+    }
 }
