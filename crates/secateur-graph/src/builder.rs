@@ -183,7 +183,7 @@ impl GraphBuilder {
     }
 
     pub fn add(&mut self, name: &str, a: &str, b: &str) -> Result<String> {
-        self.node(name, Op::Add(Add), &[a, b], vec![])
+        self.node(name, Op::Binary(Binary::ADD), &[a, b], vec![])
     }
 
     pub fn concat(&mut self, name: &str, xs: &[&str]) -> Result<String> {

@@ -6,7 +6,7 @@
 
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, Node};
-use crate::ops::{Add, Op};
+use crate::ops::{Binary, Op};
 use crate::quant::Quantization;
 
 fn prefixed(prefix: &str, name: &str) -> String {
@@ -124,7 +124,7 @@ pub fn ensemble(name: &str, members: &[&Graph]) -> Result<Graph> {
         };
         g.nodes.push(Node {
             name: format!("ensemble/add{k}"),
-            op: Op::Add(Add),
+            op: Op::Binary(Binary::ADD),
             inputs: vec![acc, o.clone()],
             outputs: vec![out.clone()],
         });

@@ -23,11 +23,24 @@ pub struct Node {
     pub outputs: Vec<String>,
 }
 
-/// A graph input: a name and its (possibly batched) shape.
+/// The element type of a graph input outside the graph. Inside, every value is f32:
+/// integers (token ids, attention masks) are exact up to 2^24 and booleans are 0 and 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ElemType {
+    #[default]
+    Float,
+    Int64,
+    Int32,
+    Bool,
+}
+
+/// A graph input: a name, its (possibly batched) shape and its element type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ValueInfo {
     pub name: String,
     pub shape: Shape,
+    #[serde(default)]
+    pub dtype: ElemType,
 }
 
 /// A neural network as a dataflow graph.
@@ -70,6 +83,7 @@ impl Graph {
         self.inputs.push(ValueInfo {
             name: name.into(),
             shape,
+            dtype: ElemType::Float,
         });
     }
 

@@ -28,7 +28,7 @@ pub use ensemble::ensemble;
 pub use error::{GraphError, OpError, Result};
 pub use eval::{evaluate, evaluate_all};
 pub use fusion::FusedChain;
-pub use graph::{Graph, Node, NodeShapes, ValueInfo};
+pub use graph::{ElemType, Graph, Node, NodeShapes, ValueInfo};
 pub use mask::{Mask, MaskPattern, MatrixView};
 pub use ops::*;
 pub use quant::{ActQuant, Quantization, fake_quant_weight, quantize_weight};

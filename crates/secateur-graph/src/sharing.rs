@@ -90,7 +90,7 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use crate::graph::Graph;
-    use crate::ops::{Add, Conv, Op};
+    use crate::ops::{Binary, Conv, Op};
     use crate::shape::Shape;
     use crate::tensor::Tensor;
 
@@ -115,7 +115,7 @@ mod tests {
             &["x", weight_b, bias_b],
             &["y2"],
         );
-        g.add_node("add", Op::Add(Add), &["y1", "y2"], &["out"]);
+        g.add_node("add", Op::Binary(Binary::ADD), &["y1", "y2"], &["out"]);
         g.outputs = vec!["out".into()];
         g
     }

@@ -11,7 +11,7 @@ use crate::mask_codec;
 use crate::ops::{ImportCtx, registry, supported_ops};
 use crate::proto::{ModelProto, NodeProto, TensorProto, data_type};
 use crate::tensor_proto::{Constant, decode};
-use secateur_graph::{ActQuant, Dim, Graph, Node, Quantization, Shape, Tensor};
+use secateur_graph::{ActQuant, Dim, ElemType, Graph, Node, Quantization, Shape, Tensor};
 use std::collections::{HashMap, HashSet};
 
 /// Supported range of default-domain opset versions.
@@ -98,19 +98,34 @@ fn node_err(node: &NodeProto, message: impl Into<String>) -> OnnxError {
     }
 }
 
+/// The element type of a graph input.
+fn input_type(v: &crate::proto::ValueInfoProto) -> Result<ElemType> {
+    let code = v
+        .r#type
+        .as_ref()
+        .and_then(|t| t.tensor_type.as_ref())
+        .map_or(0, |t| t.elem_type);
+    Ok(match code {
+        data_type::FLOAT => ElemType::Float,
+        data_type::INT64 => ElemType::Int64,
+        data_type::INT32 => ElemType::Int32,
+        data_type::BOOL => ElemType::Bool,
+        other => {
+            return Err(OnnxError::Model(format!(
+                "graph input '{}' has element type {}; FLOAT, INT64, INT32 and BOOL inputs are supported",
+                v.name,
+                data_type::name(other)
+            )));
+        }
+    })
+}
+
 fn input_shape(v: &crate::proto::ValueInfoProto) -> Result<Shape> {
     let tt = v
         .r#type
         .as_ref()
         .and_then(|t| t.tensor_type.as_ref())
         .ok_or_else(|| OnnxError::Model(format!("graph input '{}' is not a tensor", v.name)))?;
-    if tt.elem_type != data_type::FLOAT {
-        return Err(OnnxError::Model(format!(
-            "graph input '{}' has element type {}; only FLOAT inputs are supported",
-            v.name,
-            data_type::name(tt.elem_type)
-        )));
-    }
     let shape = tt
         .shape
         .as_ref()
@@ -1092,6 +1107,9 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
         let shape = input_shape(v)?;
         imp.shapes.insert(v.name.clone(), shape.clone());
         imp.graph.add_input(v.name.clone(), shape);
+        if let Some(last) = imp.graph.inputs.last_mut() {
+            last.dtype = input_type(v)?;
+        }
     }
     if imp.graph.inputs.is_empty() {
         return Err(OnnxError::Model(

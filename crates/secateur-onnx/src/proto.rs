@@ -10,6 +10,7 @@ pub mod data_type {
     pub const INT8: i32 = 3;
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
+    pub const BOOL: i32 = 9;
     pub const DOUBLE: i32 = 11;
 
     /// Human-readable name of a data type code.

@@ -1334,7 +1334,7 @@ fn run_step(step: &mut Step, buffers: &[Vec<f32>], out: &mut [f32], isa: Isa, ba
                 BinaryFn::Sub => ops::broadcast(x, sa, b, sb, so, out, |p, q| p - q),
                 BinaryFn::Mul => ops::broadcast(x, sa, b, sb, so, out, |p, q| p * q),
                 BinaryFn::Div => ops::broadcast(x, sa, b, sb, so, out, |p, q| p / q),
-                BinaryFn::Pow => ops::broadcast(x, sa, b, sb, so, out, |p, q| f.apply(p, q)),
+                other => ops::broadcast(x, sa, b, sb, so, out, |p, q| other.apply(p, q)),
             }
         }
         StepKind::Concat { outer, chunks } => {

@@ -347,10 +347,8 @@ fn run_op(
             Value::R4(r4(graph, ni, args.pop().expect("x"))?.mean_dims(&[2, 3])),
             out_dims,
         )?,
-        Op::Add(_) | Op::Sub(_) | Op::Mul(_) | Op::Div(_) | Op::Pow(_) => {
-            let OpClass::Binary(f) = op.class() else {
-                return Err(unsupported(graph, ni, "not a binary operator"));
-            };
+        Op::Binary(bin) => {
+            let f = bin.f;
             let b = args.pop().expect("b");
             let a = args.pop().expect("a");
             broadcast_binary(a, b, f)

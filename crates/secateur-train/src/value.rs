@@ -150,5 +150,21 @@ fn apply_binary<const D: usize>(f: BinaryFn, x: Tensor<D>, y: Tensor<D>) -> Tens
             }
             x.powf(y)
         }
+        BinaryFn::Max => x.max_pair(y),
+        BinaryFn::Min => x.min_pair(y),
+        BinaryFn::Equal => x.equal(y).float(),
+        BinaryFn::Less => x.lower(y).float(),
+        BinaryFn::LessOrEqual => x.lower_equal(y).float(),
+        BinaryFn::Greater => x.greater(y).float(),
+        BinaryFn::GreaterOrEqual => x.greater_equal(y).float(),
+        BinaryFn::And => x.not_equal_elem(0.0).float() * y.not_equal_elem(0.0).float(),
+        BinaryFn::Or => (x.not_equal_elem(0.0).float() + y.not_equal_elem(0.0).float())
+            .greater_elem(0.0)
+            .float(),
+        BinaryFn::Xor => x
+            .not_equal_elem(0.0)
+            .float()
+            .not_equal(y.not_equal_elem(0.0).float())
+            .float(),
     }
 }

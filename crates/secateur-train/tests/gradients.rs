@@ -191,7 +191,8 @@ fn every_op_has_correct_gradients() {
                     let s = b
                         .node("sig", Op::Unary(Unary::SIGMOID), &[c], vec![])
                         .unwrap();
-                    b.node("mul", Op::Mul(Mul), &[c, &s], vec![]).unwrap()
+                    b.node("mul", Op::Binary(Binary::MUL), &[c, &s], vec![])
+                        .unwrap()
                 },
                 4,
             ),
@@ -333,10 +334,10 @@ fn new_ops_have_correct_gradients() {
     }
     // a scalar constant on the right of each binary op
     for (name, op) in [
-        ("sub", Op::Sub(Sub)),
-        ("div", Op::Div(Div)),
-        ("pow2", Op::Pow(Pow)),
-        ("pow3", Op::Pow(Pow)),
+        ("sub", Op::Binary(Binary::SUB)),
+        ("div", Op::Binary(Binary::DIV)),
+        ("pow2", Op::Binary(Binary::POW)),
+        ("pow3", Op::Binary(Binary::POW)),
     ] {
         let e = if name == "pow3" { 3.0 } else { 2.0 };
         let mut g = around(

@@ -1,7 +1,8 @@
-//! Binary element-wise operators with NumPy broadcasting: `Add` (residual connections, where
-//! both branches' channels become one group), `Mul` (gating, squeeze-excitation), `Sub`, `Div`
-//! and `Pow` (decomposed normalisations and GELU). Every output axis is linked to the matching
-//! axis of each input that is not broadcast along it.
+//! Binary element-wise operators with NumPy broadcasting ([`Binary`]): `Add` (residual
+//! connections, where both branches' channels become one group), `Mul` (gating,
+//! squeeze-excitation), `Sub`, `Div`, `Pow` (decomposed normalisations and GELU), comparisons
+//! and logic (attention masks, as 0/1 values), `Max`, `Min`. Every output axis is linked to the
+//! matching axis of each input that is not broadcast along it.
 
 use super::{AxisLink, BinaryFn, OpClass, OpSemantics, Port};
 use crate::error::OpError;
@@ -79,52 +80,49 @@ fn broadcast_eval(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result
     Tensor::new(out_shape, out).map_err(|e| OpError::new(e.to_string()))
 }
 
-macro_rules! binary_op {
-    ($name:ident, $onnx:literal, $doc:literal, $f:ident) => {
-        #[doc = $doc]
-        #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-        pub struct $name;
-
-        impl OpSemantics for $name {
-            fn op_type(&self) -> &'static str {
-                $onnx
-            }
-
-            fn class(&self) -> OpClass {
-                OpClass::Binary(BinaryFn::$f)
-            }
-
-            fn input_count(&self) -> RangeInclusive<usize> {
-                2..=2
-            }
-
-            fn infer(&self, inputs: &[Shape]) -> Result<Vec<Shape>, OpError> {
-                Ok(vec![broadcast_shapes(&inputs[0], &inputs[1])?])
-            }
-
-            fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
-                broadcast_links(inputs, outputs)
-            }
-
-            fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-                Ok(vec![broadcast_eval(inputs[0], inputs[1], |a, b| {
-                    BinaryFn::$f.apply(a, b)
-                })?])
-            }
-        }
-    };
+/// A broadcasting binary operator ([`BinaryFn`]): arithmetic (`Add` for residual
+/// connections, `Mul` for gating, `Sub`, `Div`, `Pow`), comparisons and logic on 0/1 masks,
+/// `Max` and `Min`. One op for all of them: adding one is a [`BinaryFn`] variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Binary {
+    pub f: BinaryFn,
 }
 
-binary_op!(Add, "Add", "Element-wise sum with broadcasting.", Add);
-binary_op!(
-    Sub,
-    "Sub",
-    "Element-wise difference with broadcasting.",
-    Sub
-);
-binary_op!(Mul, "Mul", "Element-wise product with broadcasting.", Mul);
-binary_op!(Div, "Div", "Element-wise quotient with broadcasting.", Div);
-binary_op!(Pow, "Pow", "Element-wise power with broadcasting.", Pow);
+impl Binary {
+    pub const ADD: Binary = Binary { f: BinaryFn::Add };
+    pub const SUB: Binary = Binary { f: BinaryFn::Sub };
+    pub const MUL: Binary = Binary { f: BinaryFn::Mul };
+    pub const DIV: Binary = Binary { f: BinaryFn::Div };
+    pub const POW: Binary = Binary { f: BinaryFn::Pow };
+}
+
+impl OpSemantics for Binary {
+    fn op_type(&self) -> &'static str {
+        self.f.op_type()
+    }
+
+    fn class(&self) -> OpClass {
+        OpClass::Binary(self.f)
+    }
+
+    fn input_count(&self) -> RangeInclusive<usize> {
+        2..=2
+    }
+
+    fn infer(&self, inputs: &[Shape]) -> Result<Vec<Shape>, OpError> {
+        Ok(vec![broadcast_shapes(&inputs[0], &inputs[1])?])
+    }
+
+    fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
+        broadcast_links(inputs, outputs)
+    }
+
+    fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        Ok(vec![broadcast_eval(inputs[0], inputs[1], |a, b| {
+            self.f.apply(a, b)
+        })?])
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -138,19 +136,19 @@ mod tests {
         let a = Tensor::from_fn(vec![2, 3], |i| i as f32);
         let b = Tensor::new(vec![3], vec![10., 20., 30.]).unwrap();
         assert_eq!(
-            Add.eval(&[&a, &b]).unwrap()[0].data(),
+            Binary::ADD.eval(&[&a, &b]).unwrap()[0].data(),
             &[10., 21., 32., 13., 24., 35.]
         );
         let c = Tensor::new(vec![2, 1], vec![2., 3.]).unwrap();
         assert_eq!(
-            Mul.eval(&[&a, &c]).unwrap()[0].data(),
+            Binary::MUL.eval(&[&a, &c]).unwrap()[0].data(),
             &[0., 2., 4., 9., 12., 15.]
         );
     }
 
     #[test]
     fn broadcast_axis_is_not_linked() {
-        let links = Mul.axis_links(
+        let links = Binary::MUL.axis_links(
             &[Shape::batched(&[8, 4, 4]), Shape::batched(&[8, 1, 1])],
             &[Shape::batched(&[8, 4, 4])],
         );

@@ -115,7 +115,8 @@ impl Pointwise {
     }
 }
 
-/// A broadcasting binary arithmetic operator.
+/// A broadcasting binary operator. Comparisons and logic produce 0/1 (booleans are values
+/// 0 and 1 in the graph, as attention masks are).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BinaryFn {
     Add,
@@ -123,18 +124,93 @@ pub enum BinaryFn {
     Mul,
     Div,
     Pow,
+    Max,
+    Min,
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    And,
+    Or,
+    Xor,
 }
 
 impl BinaryFn {
+    /// Every operator, for converters and tests.
+    pub const ALL: [BinaryFn; 15] = [
+        BinaryFn::Add,
+        BinaryFn::Sub,
+        BinaryFn::Mul,
+        BinaryFn::Div,
+        BinaryFn::Pow,
+        BinaryFn::Max,
+        BinaryFn::Min,
+        BinaryFn::Equal,
+        BinaryFn::Less,
+        BinaryFn::LessOrEqual,
+        BinaryFn::Greater,
+        BinaryFn::GreaterOrEqual,
+        BinaryFn::And,
+        BinaryFn::Or,
+        BinaryFn::Xor,
+    ];
+
     /// The operator's value (the reference definition).
     pub fn apply(self, a: f32, b: f32) -> f32 {
+        let truth = |c: bool| if c { 1.0 } else { 0.0 };
         match self {
             BinaryFn::Add => a + b,
             BinaryFn::Sub => a - b,
             BinaryFn::Mul => a * b,
             BinaryFn::Div => a / b,
             BinaryFn::Pow => pow(a, b),
+            BinaryFn::Max => a.max(b),
+            BinaryFn::Min => a.min(b),
+            BinaryFn::Equal => truth(a == b),
+            BinaryFn::Less => truth(a < b),
+            BinaryFn::LessOrEqual => truth(a <= b),
+            BinaryFn::Greater => truth(a > b),
+            BinaryFn::GreaterOrEqual => truth(a >= b),
+            BinaryFn::And => truth(a != 0.0 && b != 0.0),
+            BinaryFn::Or => truth(a != 0.0 || b != 0.0),
+            BinaryFn::Xor => truth((a != 0.0) != (b != 0.0)),
         }
+    }
+
+    /// The ONNX operator type.
+    pub fn op_type(self) -> &'static str {
+        match self {
+            BinaryFn::Add => "Add",
+            BinaryFn::Sub => "Sub",
+            BinaryFn::Mul => "Mul",
+            BinaryFn::Div => "Div",
+            BinaryFn::Pow => "Pow",
+            BinaryFn::Max => "Max",
+            BinaryFn::Min => "Min",
+            BinaryFn::Equal => "Equal",
+            BinaryFn::Less => "Less",
+            BinaryFn::LessOrEqual => "LessOrEqual",
+            BinaryFn::Greater => "Greater",
+            BinaryFn::GreaterOrEqual => "GreaterOrEqual",
+            BinaryFn::And => "And",
+            BinaryFn::Or => "Or",
+            BinaryFn::Xor => "Xor",
+        }
+    }
+
+    /// Whether the result is a 0/1 truth value (ONNX BOOL).
+    pub fn is_predicate(self) -> bool {
+        !matches!(
+            self,
+            BinaryFn::Add
+                | BinaryFn::Sub
+                | BinaryFn::Mul
+                | BinaryFn::Div
+                | BinaryFn::Pow
+                | BinaryFn::Max
+                | BinaryFn::Min
+        )
     }
 }
 

@@ -23,7 +23,7 @@ mod transpose;
 
 pub use activation::{Identity, Unary};
 pub use batchnorm::BatchNorm;
-pub use broadcast::{Add, Div, Mul, Pow, Sub, broadcast_shapes};
+pub use broadcast::{Binary, broadcast_shapes};
 pub use class::{BinaryFn, OpClass, Pointwise, erf};
 pub use concat::Concat;
 pub use conv::Conv;
@@ -233,11 +233,7 @@ pub enum Op {
     MaxPool(MaxPool),
     AveragePool(AveragePool),
     GlobalAveragePool(GlobalAveragePool),
-    Add(Add),
-    Sub(Sub),
-    Mul(Mul),
-    Div(Div),
-    Pow(Pow),
+    Binary(Binary),
     Concat(Concat),
     Flatten(Flatten),
     Reshape(Reshape),
@@ -264,11 +260,7 @@ impl Op {
             Op::MaxPool(o) => o,
             Op::AveragePool(o) => o,
             Op::GlobalAveragePool(o) => o,
-            Op::Add(o) => o,
-            Op::Sub(o) => o,
-            Op::Mul(o) => o,
-            Op::Div(o) => o,
-            Op::Pow(o) => o,
+            Op::Binary(o) => o,
             Op::Concat(o) => o,
             Op::Flatten(o) => o,
             Op::Reshape(o) => o,
@@ -294,11 +286,7 @@ impl Op {
             Op::MaxPool(o) => o,
             Op::AveragePool(o) => o,
             Op::GlobalAveragePool(o) => o,
-            Op::Add(o) => o,
-            Op::Sub(o) => o,
-            Op::Mul(o) => o,
-            Op::Div(o) => o,
-            Op::Pow(o) => o,
+            Op::Binary(o) => o,
             Op::Concat(o) => o,
             Op::Flatten(o) => o,
             Op::Reshape(o) => o,
