@@ -1,7 +1,8 @@
 """Validates an ONNX model with onnx.checker (full check) and runs it in ONNX Runtime.
 
 usage: ort_run.py MODEL INPUT_NAME INPUT.bin SHAPE OUT_DIR
-INPUT.bin holds little-endian float32 values of the comma-separated SHAPE. Every output is
+INPUT.bin holds little-endian float32 values of the comma-separated SHAPE (converted to the
+input's declared type when that is an integer or boolean type). Every output is
 written to OUT_DIR/<index>.bin, and a JSON list of output shapes is printed on stdout.
 """
 import json
@@ -17,6 +18,10 @@ x = np.fromfile(input_path, dtype="<f4").reshape([int(d) for d in shape.split(",
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = 1
 sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+# integer and boolean inputs (token ids, masks) arrive as exact float values
+kinds = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+declared = {i.name: i.type for i in sess.get_inputs()}
+x = x.astype(kinds.get(declared.get(input_name), np.float32))
 outs = sess.run(None, {input_name: x})
 shapes = []
 for i, o in enumerate(outs):

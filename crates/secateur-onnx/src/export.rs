@@ -8,7 +8,7 @@ use crate::mask_codec;
 use crate::ops::{ExportCtx, registry};
 use crate::proto::*;
 use crate::tensor_proto::encode_f32;
-use secateur_graph::{Dim, Graph, Shape};
+use secateur_graph::{Dim, ElemType, Graph, Shape};
 use std::path::Path;
 
 /// Opset version written on export.
@@ -44,6 +44,51 @@ pub(crate) fn value_info(name: &str, shape: &Shape) -> ValueInfoProto {
         }),
         ..Default::default()
     }
+}
+
+/// The ONNX element type of a graph input's type.
+fn onnx_type(t: ElemType) -> i32 {
+    match t {
+        ElemType::Float => data_type::FLOAT,
+        ElemType::Int64 => data_type::INT64,
+        ElemType::Int32 => data_type::INT32,
+        ElemType::Bool => data_type::BOOL,
+    }
+}
+
+/// Integer and boolean graph inputs enter the float graph through one `Cast` each, placed
+/// first; every node reads the cast value instead of the input.
+fn cast_typed_inputs(graph: &Graph, nodes: Vec<NodeProto>) -> Vec<NodeProto> {
+    let typed: Vec<&str> = graph
+        .inputs
+        .iter()
+        .filter(|i| i.dtype != ElemType::Float)
+        .map(|i| i.name.as_str())
+        .collect();
+    if typed.is_empty() {
+        return nodes;
+    }
+    let cast_name = |n: &str| format!("{n}__as_float");
+    let mut out: Vec<NodeProto> = typed
+        .iter()
+        .map(|&n| NodeProto {
+            input: vec![n.to_string()],
+            output: vec![cast_name(n)],
+            name: cast_name(n),
+            op_type: "Cast".into(),
+            attribute: vec![crate::attrs::int("to", data_type::FLOAT as i64)],
+            ..Default::default()
+        })
+        .collect();
+    for mut node in nodes {
+        for i in &mut node.input {
+            if typed.contains(&i.as_str()) {
+                *i = cast_name(i);
+            }
+        }
+        out.push(node);
+    }
+    out
 }
 
 /// Builds the ONNX model of a graph.
@@ -113,6 +158,7 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
         key: format!("{}{w}", mask_codec::PREFIX),
         value: mask_codec::encode(m),
     }));
+    let nodes = cast_typed_inputs(graph, nodes);
     let gp = GraphProto {
         node: nodes,
         name: graph.name.clone(),
@@ -120,7 +166,13 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
         input: graph
             .inputs
             .iter()
-            .map(|i| value_info(&i.name, &i.shape))
+            .map(|i| {
+                let mut v = value_info(&i.name, &i.shape);
+                if let Some(tt) = v.r#type.as_mut().and_then(|t| t.tensor_type.as_mut()) {
+                    tt.elem_type = onnx_type(i.dtype);
+                }
+                v
+            })
             .collect(),
         output: graph
             .outputs

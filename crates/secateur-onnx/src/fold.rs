@@ -235,6 +235,51 @@ pub fn slice(
     Some(cur)
 }
 
+/// `GatherElements(data, indices)` along `axis`: `out[i] = data[i with axis coordinate
+/// indices[i]]`.
+pub fn gather_elements(
+    data: &SymConst,
+    idx: &[i64],
+    idx_dims: &[usize],
+    axis: usize,
+) -> Option<SymConst> {
+    if data.dims.len() != idx_dims.len() || axis >= data.dims.len() {
+        return None;
+    }
+    let d = data.dims[axis] as i64;
+    let st_data = row_major(&data.dims);
+    let st_idx = row_major(idx_dims);
+    let mut values = Vec::with_capacity(idx.len());
+    for (flat, &v) in idx.iter().enumerate() {
+        let j = if v < 0 { v + d } else { v };
+        if !(0..d).contains(&j) {
+            return None;
+        }
+        let mut src = 0;
+        for ax in 0..idx_dims.len() {
+            let c = (flat / st_idx[ax]) % idx_dims[ax];
+            let c = if ax == axis { j as usize } else { c };
+            if c >= data.dims[ax] {
+                return None;
+            }
+            src += c * st_data[ax];
+        }
+        values.push(data.values[src]);
+    }
+    Some(SymConst {
+        dims: idx_dims.to_vec(),
+        values,
+    })
+}
+
+fn row_major(dims: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
+}
+
 /// A 2-D transpose of an integer constant (pads reordered by `Transpose`); 1-D is identity.
 pub fn transpose(a: &SymConst, perm: Option<&[i64]>) -> Option<SymConst> {
     match a.dims.len() {

@@ -11,7 +11,9 @@ use crate::mask_codec;
 use crate::ops::{ImportCtx, registry, supported_ops};
 use crate::proto::{ModelProto, NodeProto, TensorProto, data_type};
 use crate::tensor_proto::{Constant, decode};
-use secateur_graph::{ActQuant, Dim, ElemType, Graph, Node, Quantization, Shape, Tensor};
+use secateur_graph::{
+    ActQuant, Dim, ElemType, Graph, Node, OpSemantics, Quantization, Shape, Tensor,
+};
 use std::collections::{HashMap, HashSet};
 
 /// Supported range of default-domain opset versions.
@@ -120,7 +122,14 @@ fn input_type(v: &crate::proto::ValueInfoProto) -> Result<ElemType> {
     })
 }
 
-fn input_shape(v: &crate::proto::ValueInfoProto) -> Result<Shape> {
+/// Choices the file leaves open: sizes of symbolic dimensions other than the batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Size of each named symbolic dimension (a sequence length: `seq = 128`).
+    pub dims: std::collections::BTreeMap<String, usize>,
+}
+
+fn input_shape(v: &crate::proto::ValueInfoProto, opts: &ImportOptions) -> Result<Shape> {
     let tt = v
         .r#type
         .as_ref()
@@ -135,9 +144,10 @@ fn input_shape(v: &crate::proto::ValueInfoProto) -> Result<Shape> {
         let dim = match (d.dim_value, &d.dim_param) {
             (Some(n), _) if n > 0 => Dim::Known(n as usize),
             _ if axis == 0 => Dim::Batch,
+            (_, Some(p)) if opts.dims.contains_key(p) => Dim::Known(opts.dims[p]),
             (_, Some(p)) => {
                 return Err(OnnxError::Model(format!(
-                    "graph input '{}': symbolic dimension '{p}' at axis {axis} is not supported (only the leading batch dimension may be symbolic)",
+                    "graph input '{}': symbolic dimension '{p}' at axis {axis} needs a size (only the leading batch dimension stays symbolic); give it with --dim {p}=SIZE",
                     v.name
                 )));
             }
@@ -374,12 +384,37 @@ impl Importer {
                 let (Some(data), Some(shape)) = (int_in(0), int_in(1)) else {
                     return Ok(false);
                 };
-                let target: Vec<usize> = shape
-                    .known_values()
-                    .ok_or_else(|| node_err(node, "expanding integers by the batch size"))?
-                    .iter()
-                    .map(|&d| d.max(0) as usize)
-                    .collect();
+                let Some(target) = shape.known_values() else {
+                    // integers repeated over the batch (token type ids) become float values
+                    // of the graph, expanded when it runs
+                    let values = data.known_values().ok_or_else(|| {
+                        node_err(node, "expanding the batch size by the batch size")
+                    })?;
+                    let t = Tensor::new(
+                        data.dims.clone(),
+                        values.iter().map(|&v| v as f32).collect(),
+                    )?;
+                    let dims = shape
+                        .values
+                        .iter()
+                        .map(|v| match v {
+                            SymInt::Known(n) => Dim::Known((*n).max(1) as usize),
+                            SymInt::Batch => Dim::Batch,
+                            SymInt::BatchTimes(k) => Dim::batch_times(*k as usize),
+                        })
+                        .collect();
+                    let source = self
+                        .batch_source()
+                        .ok_or_else(|| node_err(node, "no graph input is batched"))?;
+                    let values_name = format!("{out}__values");
+                    self.add_float_const(&values_name, t);
+                    let op =
+                        secateur_graph::Op::Expand(secateur_graph::Expand { shape: Shape(dims) });
+                    let name = node.name.clone();
+                    self.push_node(name, op, vec![values_name, source], vec![out])?;
+                    return Ok(true);
+                };
+                let target: Vec<usize> = target.iter().map(|&d| d.max(0) as usize).collect();
                 fold::expand(data, &target)
                     .ok_or_else(|| node_err(node, "shapes do not broadcast"))?
             }
@@ -406,6 +441,19 @@ impl Importer {
                 let steps = list(4).unwrap_or_else(|| vec![1; st.len()]);
                 fold::slice(data, &axes, &st, &en, &steps)
                     .ok_or_else(|| node_err(node, "integer slice out of range"))?
+            }
+            "GatherElements" => {
+                let (Some(data), Some(idx)) = (int_in(0), int_in(1)) else {
+                    return Ok(false);
+                };
+                let values = idx
+                    .known_values()
+                    .ok_or_else(|| node_err(node, "indices depend on the batch size"))?;
+                let rank = data.dims.len() as i64;
+                let ax = a.int("axis", 0).map_err(|m| node_err(node, m))?;
+                let ax = (if ax < 0 { ax + rank } else { ax }) as usize;
+                fold::gather_elements(data, &values, &idx.dims, ax)
+                    .ok_or_else(|| node_err(node, "indices out of range or ranks differ"))?
             }
             "Transpose" => {
                 let Some(data) = int_in(0) else {
@@ -823,9 +871,7 @@ impl Importer {
         let Some(shape) = self.shapes.get(&x).cloned() else {
             return Ok(false);
         };
-        if self.float_consts.contains_key(&x) {
-            return Ok(false);
-        }
+        let constant_data = self.float_consts.contains_key(&x);
         let rank = shape.rank() as i64;
         let axis_of = |v: i64| -> Result<usize> {
             let ax = if v < 0 { v + rank } else { v };
@@ -838,7 +884,7 @@ impl Importer {
             Ok(ax as usize)
         };
         match node.op_type.as_str() {
-            "Split" => {
+            "Split" if !constant_data => {
                 let ax = axis_of(a.int("axis", 0).map_err(|m| node_err(node, m))?)?;
                 let dim = shape
                     .dim(ax)
@@ -897,19 +943,30 @@ impl Importer {
                 let dim = shape
                     .dim(ax)
                     .ok_or_else(|| node_err(node, "cannot gather along the batch"))?;
-                let (first, count) = match idx.as_slice() {
-                    [i] => (*i, 1),
-                    many => {
-                        let contiguous = many.windows(2).all(|w| w[1] == w[0] + 1);
-                        if !contiguous {
-                            return Err(node_err(
-                                node,
-                                "only contiguous constant indices are supported",
-                            ));
-                        }
-                        (many[0], many.len() as i64)
-                    }
-                };
+                let out = node.output.first().cloned().unwrap_or_default();
+                let idx_tensor =
+                    Tensor::new(dims.clone(), idx.iter().map(|&v| v as f32).collect())?;
+                let gather = secateur_graph::Gather { axis: ax };
+                if constant_data {
+                    // constant rows of a constant table (position embeddings): folded
+                    let data = &self.float_consts[&x];
+                    let y = gather
+                        .eval(&[data, &idx_tensor])
+                        .map_err(|e| node_err(node, e.to_string()))?
+                        .remove(0);
+                    self.add_float_const(&out, y);
+                    return Ok(true);
+                }
+                let base = self.unique_name(node, index);
+                let contiguous = !idx.is_empty() && idx.windows(2).all(|w| w[1] == w[0] + 1);
+                if !contiguous {
+                    let idx_name = format!("{out}__indices");
+                    self.add_float_const(&idx_name, idx_tensor);
+                    let op = secateur_graph::Op::Gather(gather);
+                    self.push_node(base, op, vec![x, idx_name], vec![out])?;
+                    return Ok(true);
+                }
+                let (first, count) = (idx[0], idx.len() as i64);
                 let start = if first < 0 { first + dim as i64 } else { first };
                 if start < 0 || start + count > dim as i64 {
                     return Err(node_err(
@@ -917,8 +974,6 @@ impl Importer {
                         format!("indices {idx:?} out of range for {shape}"),
                     ));
                 }
-                let out = node.output.first().cloned().unwrap_or_default();
-                let base = self.unique_name(node, index);
                 let slice = secateur_graph::Op::Slice(secateur_graph::Slice {
                     axes: vec![ax],
                     starts: vec![start],
@@ -974,6 +1029,7 @@ const FOLDED_OPS: &[&str] = &[
     "Squeeze",
     "Cast",
     "Split",
+    "GatherElements",
     "Range",
     "ConstantOfShape",
     "Where",
@@ -1053,6 +1109,11 @@ fn sorted_nodes(nodes: &[NodeProto], defined: &HashSet<String>) -> Vec<usize> {
 
 /// Converts a decoded ONNX model into a checked graph.
 pub fn import_model(model: &ModelProto) -> Result<Graph> {
+    import_model_with(model, &ImportOptions::default())
+}
+
+/// [`import_model`] with sizes for the file's open dimensions.
+pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Graph> {
     let opset = model
         .opset_import
         .iter()
@@ -1104,7 +1165,7 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
         if imp.graph.initializers.contains_key(&v.name) || imp.int_consts.contains_key(&v.name) {
             continue;
         }
-        let shape = input_shape(v)?;
+        let shape = input_shape(v, opts)?;
         imp.shapes.insert(v.name.clone(), shape.clone());
         imp.graph.add_input(v.name.clone(), shape);
         if let Some(last) = imp.graph.inputs.last_mut() {

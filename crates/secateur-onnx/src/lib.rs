@@ -16,7 +16,7 @@ pub mod tensor_proto;
 
 pub use error::{OnnxError, Result};
 pub use export::{EXPORT_OPSET, export_model, write_atomic};
-pub use import::{OPSETS, import_model};
+pub use import::{ImportOptions, OPSETS, import_model, import_model_with};
 pub use ops::supported_ops;
 
 use prost::Message;
@@ -33,8 +33,13 @@ pub fn decode_model(bytes: &[u8], origin: &Path) -> Result<proto::ModelProto> {
 
 /// Imports ONNX bytes into a graph.
 pub fn import_bytes(bytes: &[u8], origin: &Path) -> Result<Graph> {
+    import_bytes_with(bytes, origin, &ImportOptions::default())
+}
+
+/// [`import_bytes`] with sizes for the file's open dimensions.
+pub fn import_bytes_with(bytes: &[u8], origin: &Path, opts: &ImportOptions) -> Result<Graph> {
     let model = decode_model(bytes, origin)?;
-    import_model(&model).map_err(|e| match e {
+    import_model_with(&model, opts).map_err(|e| match e {
         OnnxError::Model(m) => OnnxError::Model(format!("{}: {m}", origin.display())),
         other => other,
     })
@@ -42,12 +47,17 @@ pub fn import_bytes(bytes: &[u8], origin: &Path) -> Result<Graph> {
 
 /// Reads and imports an ONNX file.
 pub fn load_model(path: impl AsRef<Path>) -> Result<Graph> {
+    load_model_with(path, &ImportOptions::default())
+}
+
+/// [`load_model`] with sizes for the file's open dimensions.
+pub fn load_model_with(path: impl AsRef<Path>, opts: &ImportOptions) -> Result<Graph> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    import_bytes(&bytes, path)
+    import_bytes_with(&bytes, path, opts)
 }
 
 /// Serialises a graph to ONNX bytes.

@@ -116,6 +116,16 @@ pub fn decode(t: &TensorProto) -> Result<Constant> {
             };
             Ok(Constant::Int { dims, values })
         }
+        data_type::BOOL => {
+            let values = if raw {
+                check_len(t, t.raw_data.len(), n)?;
+                t.raw_data.iter().map(|&b| (b != 0) as i64).collect()
+            } else {
+                check_len(t, t.int32_data.len(), n)?;
+                t.int32_data.iter().map(|&v| (v != 0) as i64).collect()
+            };
+            Ok(Constant::Int { dims, values })
+        }
         data_type::INT32 => {
             let values = if raw {
                 raw_chunks::<4>(t, n)?
@@ -149,7 +159,7 @@ pub fn decode(t: &TensorProto) -> Result<Constant> {
         other => Err(OnnxError::Tensor {
             name: t.name.clone(),
             message: format!(
-                "data type {} ({other}) is not supported (FLOAT, DOUBLE, INT32, INT64 are)",
+                "data type {} ({other}) is not supported (FLOAT, DOUBLE, INT32, INT64, INT8, UINT8, BOOL are)",
                 data_type::name(other)
             ),
         }),
@@ -226,12 +236,31 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(decode(&f).unwrap(), Constant::Float(_)));
-        let bad = TensorProto {
+        let flags = TensorProto {
             name: "b".into(),
-            dims: vec![1],
-            data_type: 9,
+            dims: vec![3],
+            data_type: data_type::BOOL,
+            raw_data: vec![1, 0, 7],
             ..Default::default()
         };
-        assert!(decode(&bad).unwrap_err().to_string().contains("BOOL"));
+        assert_eq!(
+            decode(&flags).unwrap(),
+            Constant::Int {
+                dims: vec![3],
+                values: vec![1, 0, 1]
+            }
+        );
+        let truncated = TensorProto {
+            raw_data: vec![1],
+            ..flags
+        };
+        assert!(decode(&truncated).is_err());
+        let bad = TensorProto {
+            name: "s".into(),
+            dims: vec![1],
+            data_type: 8,
+            ..Default::default()
+        };
+        assert!(decode(&bad).unwrap_err().to_string().contains("STRING"));
     }
 }

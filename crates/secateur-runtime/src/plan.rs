@@ -1115,29 +1115,31 @@ impl ExecPlan {
         let isa = self.config.isa;
         let batch = self.config.batch;
         let pool = self.pool.take();
-        let mut body = || {
+        let mut body = || -> Result<()> {
             for si in 0..self.steps.len() {
                 let t = Instant::now();
                 let out_idx = self.steps[si].output;
                 let mut out = std::mem::take(&mut self.buffers[out_idx]);
-                run_step(&mut self.steps[si], &self.buffers, &mut out, isa, batch);
+                let ran = run_step(&mut self.steps[si], &self.buffers, &mut out, isa, batch);
                 self.buffers[out_idx] = out;
+                ran.map_err(|m| RuntimeError::Input(format!("{}: {m}", self.steps[si].name)))?;
                 if let Some(tv) = times.as_deref_mut() {
                     tv.push((self.steps[si].name.clone(), t.elapsed().as_secs_f64() * 1e3));
                 }
             }
+            Ok(())
         };
-        match &pool {
+        let result = match &pool {
             Some(p) => p.install(body),
             None => body(),
-        }
+        };
         self.pool = pool;
-        Ok(())
+        result
     }
 }
 
 /// A step running `op` by its reference evaluation, checked once on zeros of the input shapes
-/// so that running it cannot fail.
+/// (what remains to fail at run time is data: an index out of range).
 fn reference_step(
     name: &str,
     op: &Op,
@@ -1176,7 +1178,14 @@ fn input_of<'a>(
     }
 }
 
-fn run_step(step: &mut Step, buffers: &[Vec<f32>], out: &mut [f32], isa: Isa, batch: usize) {
+/// Runs one step; only data an operator cannot take (an out-of-range index) fails.
+fn run_step(
+    step: &mut Step,
+    buffers: &[Vec<f32>],
+    out: &mut [f32],
+    isa: Isa,
+    batch: usize,
+) -> std::result::Result<(), String> {
     let Step {
         kind,
         inputs,
@@ -1357,14 +1366,11 @@ fn run_step(step: &mut Step, buffers: &[Vec<f32>], out: &mut [f32], isa: Isa, ba
                 .map(|(k, s)| {
                     let n = s.iter().product::<usize>();
                     let data = input_of(inputs, consts, buffers, k)[..n].to_vec();
-                    Tensor::new(s.clone(), data).expect("shape checked at compile time")
+                    Tensor::new(s.clone(), data).map_err(|e| e.to_string())
                 })
-                .collect();
+                .collect::<std::result::Result<_, _>>()?;
             let refs: Vec<&Tensor> = tensors.iter().collect();
-            let y = op
-                .sem()
-                .eval(&refs)
-                .expect("the op evaluated these shapes at compile time");
+            let y = op.sem().eval(&refs).map_err(|e| e.to_string())?;
             out[..y[0].len()].copy_from_slice(y[0].data());
         }
         StepKind::Quant { q, n } => {
@@ -1379,4 +1385,5 @@ fn run_step(step: &mut Step, buffers: &[Vec<f32>], out: &mut [f32], isa: Isa, ba
             }
         }
     }
+    Ok(())
 }

@@ -117,6 +117,9 @@ pub fn randomize_weights(graph: &mut secateur_graph::Graph, seed: u64) {
             1
         };
         let bound = (3.0 / fan_in as f32).sqrt();
+        if role == InputRole::Indices {
+            continue;
+        }
         for v in t.data_mut() {
             *v = match role {
                 InputRole::BnVar => rng.random_range(0.5..1.5),

@@ -383,6 +383,13 @@ fn run_op(
             let a = args.pop().expect("A");
             layout::batch_matmul(a, b).map_err(|m| unsupported(graph, ni, m))?
         }
+        Op::Reduce(r) => layout::reduce(r, args.pop().expect("x"), out_dims)
+            .map_err(|m| unsupported(graph, ni, m))?,
+        Op::Gather(g) => {
+            let idx = args.pop().expect("indices");
+            let data = args.pop().expect("data");
+            layout::gather(g, data, idx, out_dims).map_err(|m| unsupported(graph, ni, m))?
+        }
         Op::Expand(_) => {
             args.truncate(1);
             layout::expand(args.pop().expect("x"), out_dims)

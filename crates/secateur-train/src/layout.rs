@@ -1,11 +1,12 @@
 //! Training lowerings of the data-movement, normalisation and attention ops to burn, for values
 //! of any supported rank: `Transpose` (permute), `Slice` and `Pad` (index selection and
 //! concatenation, both differentiable, any step and every pad mode), `LayerNormalization`,
-//! the product of two activations and `Expand`. Each takes and returns [`Value`]s.
+//! the product of two activations, `Expand`, reductions and `Gather` (embedding lookups).
+//! Each takes and returns [`Value`]s.
 
 use crate::value::{Value, on_value};
 use burn::tensor::{Int, Tensor, TensorData};
-use secateur_graph::{LayerNorm, Pad, PadMode, Slice, Transpose};
+use secateur_graph::{Gather, LayerNorm, Pad, PadMode, Reduce, ReduceKind, Slice, Transpose};
 
 /// Why a lowering could not run (the caller names the node).
 pub type LowerResult = Result<Value, String>;
@@ -214,4 +215,47 @@ pub fn concat(parts: Vec<Value>, axis: usize) -> LowerResult {
         Some(5) => cat_rank!(R5),
         _ => return Err("Concat of no inputs".into()),
     })
+}
+
+fn reduce_t<const D: usize>(t: Tensor<D>, kind: ReduceKind, axes: &[usize]) -> Tensor<D> {
+    axes.iter().fold(t, |t, &a| match kind {
+        ReduceKind::Sum => t.sum_dim(a),
+        ReduceKind::Mean => t.mean_dim(a),
+        ReduceKind::Max => t.max_dim(a),
+        ReduceKind::Min => t.min_dim(a),
+    })
+}
+
+/// `ReduceSum` / `ReduceMean` / `ReduceMax` / `ReduceMin` (axes kept, then dropped by a
+/// reshape to the output dims when the op drops them).
+pub fn reduce(op: &Reduce, x: Value, out_dims: &[usize]) -> LowerResult {
+    let kept = on_value!(x, |t| reduce_t(t, op.kind, &op.axes));
+    kept.reshape(out_dims)
+        .ok_or_else(|| format!("cannot reshape the reduction to {out_dims:?}"))
+}
+
+/// `Gather` of `data` along `op.axis` at the integer positions held by the float `indices`
+/// (differentiable with respect to `data`).
+pub fn gather(op: &Gather, data: Value, indices: Value, out_dims: &[usize]) -> LowerResult {
+    let n_idx: usize = indices.dims().iter().product();
+    let axis_len = data.dims()[op.axis] as f32;
+    let Some(Value::R1(flat)) = indices.reshape(&[n_idx]) else {
+        return Err("cannot flatten the indices".into());
+    };
+    // negative indices count from the end; out-of-range ones are refused, not clamped
+    let host = flat.clone().try_to_vec_as::<f32>().unwrap_or_default();
+    if let Some(bad) = host
+        .iter()
+        .find(|&&v| v.fract() != 0.0 || v >= axis_len || v < -axis_len)
+    {
+        return Err(format!(
+            "index {bad} is out of range for an axis of {axis_len}"
+        ));
+    }
+    let wrapped = flat.clone().lower_elem(0.0).float() * axis_len + flat;
+    let idx = wrapped.int();
+    let picked = on_value!(data, |t| t.select(op.axis, idx.clone()));
+    picked
+        .reshape(out_dims)
+        .ok_or_else(|| format!("cannot reshape the gathered rows to {out_dims:?}"))
 }

@@ -68,7 +68,10 @@ impl ParamStore {
             let role = roles.get(name).copied().unwrap_or(InputRole::Data);
             let kind = if matches!(role, InputRole::BnMean | InputRole::BnVar) {
                 ParamKind::Buffer
-            } else if frozen.contains(name) || (role == InputRole::Data && t.len() == 1) {
+            } else if frozen.contains(name)
+                || role == InputRole::Indices
+                || (role == InputRole::Data && t.len() == 1)
+            {
                 // one-element constants read as data (an exponent, an epsilon, 1/√d) are
                 // arithmetic of the model, not parameters
                 ParamKind::Frozen

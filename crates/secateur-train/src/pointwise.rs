@@ -30,5 +30,13 @@ pub fn apply_pointwise<const D: usize>(f: Pointwise, t: Tensor<D>) -> Tensor<D> 
         Pointwise::Reciprocal => t.recip(),
         Pointwise::Neg => t.neg(),
         Pointwise::Abs => t.abs(),
+        Pointwise::NonZero => t.not_equal_elem(0.0).float(),
+        // floor for non-negative values, ceil for negative ones (rounding has no gradient)
+        Pointwise::Trunc => {
+            let positive = t.clone().greater_equal_elem(0.0).float();
+            let down = t.clone().floor();
+            let up = t.neg().floor().neg();
+            positive.clone() * down + (positive.neg() + 1.0) * up
+        }
     }
 }

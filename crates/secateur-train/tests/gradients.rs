@@ -444,6 +444,33 @@ fn new_ops_have_correct_gradients() {
             4,
         ),
     ));
+    for kind in [ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max] {
+        cases.push(on_conv(
+            "reduce",
+            Op::Reduce(Reduce {
+                kind,
+                axes: vec![3],
+                keep_dims: true,
+            }),
+        ));
+    }
+    // an embedding-style lookup of constant rows of the conv output
+    cases.push((
+        "gather",
+        around(
+            |b, c| {
+                let idx = secateur_graph::Tensor::new(vec![5], vec![0., 2., -1., 2., 5.]).unwrap();
+                b.node(
+                    "gather",
+                    Op::Gather(Gather { axis: 3 }),
+                    &[c],
+                    vec![("idx", idx)],
+                )
+                .unwrap()
+            },
+            4,
+        ),
+    ));
     for (name, g) in cases {
         gradcheck(name, &g, &[3, 2, 6, 6], false);
     }

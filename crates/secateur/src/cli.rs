@@ -17,8 +17,26 @@ pub struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// Size of a symbolic dimension of an ONNX model's inputs other than the batch, e.g.
+    /// `--dim seq=128` (repeatable).
+    #[arg(long = "dim", global = true, value_name = "NAME=SIZE", value_parser = parse_dim)]
+    pub dims: Vec<(String, usize)>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn parse_dim(s: &str) -> Result<(String, usize), String> {
+    let (name, size) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not NAME=SIZE"))?;
+    let size: usize = size
+        .trim()
+        .parse()
+        .map_err(|_| format!("the size in '{s}' is not a positive integer"))?;
+    if name.trim().is_empty() || size == 0 {
+        return Err(format!("'{s}' needs a name and a positive size"));
+    }
+    Ok((name.trim().to_string(), size))
 }
 
 #[derive(Subcommand, Debug)]

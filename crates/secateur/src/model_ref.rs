@@ -3,7 +3,9 @@
 
 use secateur_graph::Graph;
 use secateur_graph::zoo::{self, ZooConfig, ZooModel};
+use secateur_onnx::ImportOptions;
 use std::path::Path;
+use std::sync::OnceLock;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -16,11 +18,23 @@ pub enum ModelRefError {
     Graph(#[from] secateur_graph::GraphError),
 }
 
+/// Sizes of symbolic input dimensions given on the command line (`--dim`), set once.
+static IMPORT_OPTIONS: OnceLock<ImportOptions> = OnceLock::new();
+
+/// Records the `--dim` sizes every ONNX import of this process uses.
+pub fn set_dims(dims: &[(String, usize)]) {
+    let opts = ImportOptions {
+        dims: dims.iter().cloned().collect(),
+    };
+    let _ = IMPORT_OPTIONS.set(opts);
+}
+
 /// Loads an ONNX file or builds a zoo model.
 pub fn load_model(spec: &str, cfg: &ZooConfig) -> Result<Graph, ModelRefError> {
     let path = Path::new(spec);
     if path.exists() || spec.ends_with(".onnx") {
-        return Ok(secateur_onnx::load_model(path)?);
+        let opts = IMPORT_OPTIONS.get().cloned().unwrap_or_default();
+        return Ok(secateur_onnx::load_model_with(path, &opts)?);
     }
     match spec.parse::<ZooModel>() {
         Ok(m) => Ok(zoo::build(m, cfg)?),

@@ -40,6 +40,10 @@ pub enum Pointwise {
     Reciprocal,
     Neg,
     Abs,
+    /// 1 where the value is not zero, else 0 (a cast to BOOL).
+    NonZero,
+    /// Rounds toward zero (a cast to an integer type).
+    Trunc,
 }
 
 impl Pointwise {
@@ -74,6 +78,8 @@ impl Pointwise {
             Pointwise::Reciprocal => 1.0 / x,
             Pointwise::Neg => -x,
             Pointwise::Abs => x.abs(),
+            Pointwise::NonZero => (x != 0.0) as u8 as f32,
+            Pointwise::Trunc => x.trunc(),
         }
     }
 
@@ -95,6 +101,7 @@ impl Pointwise {
             Pointwise::Reciprocal => "Reciprocal",
             Pointwise::Neg => "Neg",
             Pointwise::Abs => "Abs",
+            Pointwise::NonZero | Pointwise::Trunc => "Cast",
         }
     }
 

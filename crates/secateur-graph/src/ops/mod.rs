@@ -12,10 +12,12 @@ mod class;
 mod concat;
 mod conv;
 mod expand;
+mod gather;
 mod gemm;
 mod layernorm;
 mod matmul;
 mod pool;
+mod reduce;
 mod reshape;
 mod slice;
 mod softmax;
@@ -28,10 +30,12 @@ pub use class::{BinaryFn, OpClass, Pointwise, erf};
 pub use concat::Concat;
 pub use conv::Conv;
 pub use expand::Expand;
+pub use gather::Gather;
 pub use gemm::{Gemm, MatMul};
 pub use layernorm::LayerNorm;
 pub use matmul::BatchMatMul;
 pub use pool::{AveragePool, GlobalAveragePool, MaxPool, PoolGeometry};
+pub use reduce::{Reduce, ReduceKind};
 pub use reshape::{Flatten, Reshape};
 pub use slice::{Pad, PadMode, Slice};
 pub use softmax::Softmax;
@@ -140,6 +144,8 @@ pub enum InputRole {
     BnMean,
     /// Batch-norm running variance.
     BnVar,
+    /// Positions to gather (integers held as values): data, never trained or pruned.
+    Indices,
 }
 
 impl InputRole {
@@ -246,6 +252,8 @@ pub enum Op {
     LayerNorm(LayerNorm),
     BatchMatMul(BatchMatMul),
     Expand(Expand),
+    Reduce(Reduce),
+    Gather(Gather),
 }
 
 impl Op {
@@ -272,6 +280,8 @@ impl Op {
             Op::LayerNorm(o) => o,
             Op::BatchMatMul(o) => o,
             Op::Expand(o) => o,
+            Op::Reduce(o) => o,
+            Op::Gather(o) => o,
         }
     }
 
@@ -298,6 +308,8 @@ impl Op {
             Op::LayerNorm(o) => o,
             Op::BatchMatMul(o) => o,
             Op::Expand(o) => o,
+            Op::Reduce(o) => o,
+            Op::Gather(o) => o,
         }
     }
 

@@ -122,6 +122,25 @@ impl Converter for UnaryConverter {
                 });
             }
             Pointwise::Gelu { tanh } => return Ok(export_gelu(node, tanh, ctx)),
+            Pointwise::NonZero | Pointwise::Trunc => {
+                use crate::proto::data_type as dt;
+                let to = if u.f == Pointwise::NonZero {
+                    dt::BOOL
+                } else {
+                    dt::INT64
+                };
+                let cast = ctx.helper_with(
+                    "Cast",
+                    vec![x],
+                    format!("{}__cast", node.name),
+                    vec![attrs::int("to", to as i64)],
+                );
+                return Ok(ExportedNode {
+                    op_type: "Cast",
+                    attributes: vec![attrs::int("to", dt::FLOAT as i64)],
+                    inputs: vec![cast],
+                });
+            }
             Pointwise::HardSigmoid { alpha, beta } => {
                 vec![attrs::float("alpha", alpha), attrs::float("beta", beta)]
             }
@@ -174,14 +193,20 @@ impl Converter for CastConverter {
     /// A cast of a float activation to float is the identity; integer activations do not
     /// exist in the graph (integer constants are folded at import).
     fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
-        let to = ctx.attrs.int("to", 0)?;
-        if to != crate::proto::data_type::FLOAT as i64 {
-            return Err(format!(
-                "casting an activation to {} is not supported (only FLOAT activations are)",
-                crate::proto::data_type::name(to as i32)
-            ));
-        }
-        Ok(Op::Identity(Identity))
+        use crate::proto::data_type as dt;
+        let to = ctx.attrs.int("to", 0)? as i32;
+        Ok(match to {
+            dt::FLOAT | dt::DOUBLE | 10 | 16 => Op::Identity(Identity),
+            dt::BOOL => Op::Unary(Unary {
+                f: Pointwise::NonZero,
+            }),
+            dt::INT64 | dt::INT32 | dt::INT8 | dt::UINT8 | 5 | 4 | 12 | 13 => Op::Unary(Unary {
+                f: Pointwise::Trunc,
+            }),
+            other => {
+                return Err(format!("casting to {} is not supported", dt::name(other)));
+            }
+        })
     }
 
     fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {

@@ -7,13 +7,16 @@ use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
 use crate::attrs;
 use crate::import::SymInt;
 use crate::tensor_proto::encode_i64;
-use secateur_graph::{Dim, Expand, Node, Op, Pad, PadMode, Reshape, Shape, Slice, Transpose};
+use secateur_graph::{
+    Dim, Expand, Gather, Node, Op, Pad, PadMode, Reshape, Shape, Slice, Transpose,
+};
 
 struct TransposeConverter;
 struct SliceConverter;
 struct PadConverter;
 struct ExpandConverter;
 struct SqueezeConverter(&'static str);
+struct GatherConverter;
 
 pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     &TransposeConverter,
@@ -22,7 +25,40 @@ pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     &ExpandConverter,
     &SqueezeConverter("Squeeze"),
     &SqueezeConverter("Unsqueeze"),
+    &GatherConverter,
 ];
+
+impl Converter for GatherConverter {
+    fn op_type(&self) -> &'static str {
+        "Gather"
+    }
+
+    /// Indices that are values of the graph (token ids); constant indices were folded or
+    /// turned into a slice by the importer.
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        let rank = input_shape(ctx, 0)?.rank();
+        let a = axis(ctx.attrs.int("axis", 0)?, rank)?;
+        Ok(Op::Gather(Gather { axis: a }))
+    }
+
+    fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        let Op::Gather(g) = &node.op else {
+            return Err("not a Gather".into());
+        };
+        // float values holding integers in the graph; ONNX wants integer indices
+        let idx = ctx.helper_with(
+            "Cast",
+            vec![node.inputs[1].clone()],
+            format!("{}__indices", node.name),
+            vec![attrs::int("to", crate::proto::data_type::INT64 as i64)],
+        );
+        Ok(ExportedNode {
+            op_type: "Gather",
+            attributes: vec![attrs::int("axis", g.axis as i64)],
+            inputs: vec![node.inputs[0].clone(), idx],
+        })
+    }
+}
 
 /// The shape of input `i`, which import must know.
 fn input_shape(ctx: &ImportCtx, i: usize) -> Result<Shape, String> {

@@ -9,6 +9,7 @@ mod gemm;
 mod layout;
 mod norm;
 mod pool;
+mod reduce;
 mod shape;
 
 use crate::attrs::Attrs;
@@ -145,6 +146,7 @@ fn all_converters() -> Vec<&'static dyn Converter> {
     v.extend(norm::CONVERTERS);
     v.extend(activation::CONVERTERS);
     v.extend(pool::CONVERTERS);
+    v.extend(reduce::CONVERTERS);
     v.extend(elementwise::CONVERTERS);
     v.extend(shape::CONVERTERS);
     v.extend(layout::CONVERTERS);

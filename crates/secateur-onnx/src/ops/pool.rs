@@ -1,5 +1,5 @@
-//! Pooling converters: `MaxPool`, `AveragePool`, `GlobalAveragePool`, and `ReduceMean` over
-//! the spatial axes (what `x.mean([2, 3])` exports to), which is a global average pool.
+//! Pooling converters: `MaxPool`, `AveragePool` and `GlobalAveragePool` (a spatial mean that
+//! drops the spatial axes is exported as `ReduceMean`; see `reduce.rs` for its import).
 
 use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
 use crate::attrs::{self, Attrs};
@@ -7,14 +7,12 @@ use secateur_graph::{AveragePool, GlobalAveragePool, MaxPool, Node, Op, PoolGeom
 
 struct MaxPoolConverter;
 struct AveragePoolConverter;
-struct GlobalAveragePoolConverter;
-struct SpatialMeanConverter;
+pub(super) struct GlobalAveragePoolConverter;
 
 pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     &MaxPoolConverter,
     &AveragePoolConverter,
     &GlobalAveragePoolConverter,
-    &SpatialMeanConverter,
 ];
 
 fn geometry(a: &Attrs, ctx_node: &crate::proto::NodeProto) -> Result<PoolGeometry, String> {
@@ -122,53 +120,5 @@ impl Converter for GlobalAveragePoolConverter {
             )),
             _ => Ok(ExportedNode::plain("GlobalAveragePool", node, vec![])),
         }
-    }
-}
-
-impl Converter for SpatialMeanConverter {
-    fn op_type(&self) -> &'static str {
-        "ReduceMean"
-    }
-
-    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
-        let rank = ctx
-            .shapes
-            .first()
-            .and_then(|s| s.as_ref())
-            .map(|s| s.rank())
-            .ok_or("the input shape must be known")?;
-        let axes = if ctx.opset >= 18 {
-            let axes = match ctx.inputs.get(1).filter(|n| !n.is_empty()) {
-                Some(_) => ctx
-                    .int_input(1)?
-                    .known_values()
-                    .ok_or("axes must not depend on the batch size")?,
-                None => (0..rank as i64).collect(),
-            };
-            ctx.inputs.truncate(1);
-            axes
-        } else {
-            ctx.attrs
-                .ints("axes")?
-                .unwrap_or_else(|| (0..rank as i64).collect())
-        };
-        let mut axes: Vec<usize> = axes
-            .iter()
-            .map(|&a| if a < 0 { a + rank as i64 } else { a } as usize)
-            .collect();
-        axes.sort_unstable();
-        axes.dedup();
-        let keep_dims = ctx.attrs.int("keepdims", 1)? != 0;
-        let spatial: Vec<usize> = (2..rank).collect();
-        if rank < 3 || axes != spatial || (!keep_dims && rank != 4) {
-            return Err(format!(
-                "ReduceMean over axes {axes:?} of a rank-{rank} input is not supported (only the spatial mean of an [N, C, H, W] input, a global average pool)"
-            ));
-        }
-        Ok(Op::GlobalAveragePool(GlobalAveragePool { keep_dims }))
-    }
-
-    fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
-        GlobalAveragePoolConverter.export(node, ctx)
     }
 }
