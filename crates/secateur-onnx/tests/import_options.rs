@@ -157,3 +157,75 @@ fn m_with_graph(gp: GraphProto) -> ModelProto {
         ..Default::default()
     }
 }
+
+/// `Where(Not(x > 0), -1, x)` on a float input: masks computed in the graph.
+fn mask_model() -> ModelProto {
+    let scalar = |name: &str, v: f32| TensorProto {
+        name: name.into(),
+        dims: vec![],
+        data_type: data_type::FLOAT,
+        float_data: vec![v],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            node: vec![
+                node("Greater", "gt", &["x", "zero"], "pos"),
+                node("Not", "not", &["pos"], "nonpos"),
+                node("Where", "where", &["nonpos", "minus_one", "x"], "y"),
+            ],
+            input: vec![value(
+                "x",
+                data_type::FLOAT,
+                vec![
+                    dim_param("batch"),
+                    DimensionProto {
+                        dim_value: Some(5),
+                        ..Default::default()
+                    },
+                ],
+            )],
+            output: vec![value(
+                "y",
+                data_type::FLOAT,
+                vec![
+                    dim_param("batch"),
+                    DimensionProto {
+                        dim_value: Some(5),
+                        ..Default::default()
+                    },
+                ],
+            )],
+            initializer: vec![scalar("zero", 0.0), scalar("minus_one", -1.0)],
+            name: "masks".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn masks_of_activations_import_evaluate_and_export() {
+    use prost::Message;
+    let m = mask_model();
+    let g = import_model(&m).unwrap();
+    let x = Tensor::new(
+        vec![2, 5],
+        vec![-2., 0., 3., 0.5, -0.1, 1., 1., -1., 0., 7.],
+    )
+    .unwrap();
+    let ours = evaluate(&g, &[("x", x.clone())]).unwrap().remove(0);
+    assert_eq!(ours.data(), &[-1., -1., 3., 0.5, -1., 1., 1., -1., -1., 7.]);
+    let Some(py) = require_python() else { return };
+    let original = ort_run(&py, &m.encode_to_vec(), "x", &x).unwrap().remove(0);
+    assert_eq!(original.data(), ours.data());
+    let exported = ort_run(&py, &secateur_onnx::to_bytes(&g).unwrap(), "x", &x)
+        .unwrap()
+        .remove(0);
+    assert_eq!(exported.data(), ours.data());
+}

@@ -390,6 +390,12 @@ fn run_op(
             let data = args.pop().expect("data");
             layout::gather(g, data, idx, out_dims).map_err(|m| unsupported(graph, ni, m))?
         }
+        Op::Where(_) => {
+            let y = args.pop().expect("y");
+            let x = args.pop().expect("x");
+            let c = args.pop().expect("cond");
+            layout::select(c, x, y, out_dims).map_err(|m| unsupported(graph, ni, m))?
+        }
         Op::Expand(_) => {
             args.truncate(1);
             layout::expand(args.pop().expect("x"), out_dims)

@@ -259,3 +259,23 @@ pub fn gather(op: &Gather, data: Value, indices: Value, out_dims: &[usize]) -> L
         .reshape(out_dims)
         .ok_or_else(|| format!("cannot reshape the gathered rows to {out_dims:?}"))
 }
+
+/// `Where(cond, x, y)`: all three broadcast to the output dims, `x` where `cond` is non-zero.
+pub fn select(cond: Value, x: Value, y: Value, out_dims: &[usize]) -> LowerResult {
+    let (c, x, y) = (
+        expand(cond, out_dims)?,
+        expand(x, out_dims)?,
+        expand(y, out_dims)?,
+    );
+    macro_rules! pick {
+        ($($v:ident),*) => {
+            match (c, x, y) {
+                $((Value::$v(c), Value::$v(x), Value::$v(y)) => {
+                    Value::$v(y.mask_where(c.not_equal_elem(0.0), x))
+                })*
+                _ => return Err("Where operands of different ranks".into()),
+            }
+        };
+    }
+    Ok(pick!(R1, R2, R3, R4, R5))
+}

@@ -31,6 +31,7 @@ pub fn apply_pointwise<const D: usize>(f: Pointwise, t: Tensor<D>) -> Tensor<D> 
         Pointwise::Neg => t.neg(),
         Pointwise::Abs => t.abs(),
         Pointwise::NonZero => t.not_equal_elem(0.0).float(),
+        Pointwise::Not => t.equal_elem(0.0).float(),
         // floor for non-negative values, ceil for negative ones (rounding has no gradient)
         Pointwise::Trunc => {
             let positive = t.clone().greater_equal_elem(0.0).float();

@@ -471,6 +471,30 @@ fn new_ops_have_correct_gradients() {
             4,
         ),
     ));
+    // a mask from a comparison selects between two branches (attention-mask style)
+    cases.push((
+        "where",
+        around(
+            |b, c| {
+                let gt = Op::Binary(Binary {
+                    f: BinaryFn::Greater,
+                });
+                let t = secateur_graph::Tensor::scalar(0.05);
+                let mask = b.node("gt", gt, &[c], vec![("t", t)]).unwrap();
+                let not = Op::Unary(Unary { f: Pointwise::Not });
+                let inverse = b.node("not", not, &[&mask], vec![]).unwrap();
+                let scaled = b
+                    .node("neg", Op::Unary(Unary { f: Pointwise::Neg }), &[c], vec![])
+                    .unwrap();
+                let w = b
+                    .node("where", Op::Where(Where), &[&inverse, &scaled, c], vec![])
+                    .unwrap();
+                b.node("mul", Op::Binary(Binary::MUL), &[&w, &mask], vec![])
+                    .unwrap()
+            },
+            4,
+        ),
+    ));
     for (name, g) in cases {
         gradcheck(name, &g, &[3, 2, 6, 6], false);
     }

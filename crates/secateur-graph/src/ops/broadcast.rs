@@ -32,7 +32,7 @@ pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Result<Shape, OpError> {
     Ok(Shape(out))
 }
 
-fn broadcast_links(inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
+pub(crate) fn broadcast_links(inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
     let out = &outputs[0];
     let mut links = Vec::new();
     for (i, s) in inputs.iter().enumerate() {

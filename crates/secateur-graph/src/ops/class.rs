@@ -44,6 +44,8 @@ pub enum Pointwise {
     NonZero,
     /// Rounds toward zero (a cast to an integer type).
     Trunc,
+    /// 1 where the value is zero, else 0 (logical `Not` of a 0/1 value).
+    Not,
 }
 
 impl Pointwise {
@@ -80,6 +82,7 @@ impl Pointwise {
             Pointwise::Abs => x.abs(),
             Pointwise::NonZero => (x != 0.0) as u8 as f32,
             Pointwise::Trunc => x.trunc(),
+            Pointwise::Not => (x == 0.0) as u8 as f32,
         }
     }
 
@@ -102,6 +105,7 @@ impl Pointwise {
             Pointwise::Neg => "Neg",
             Pointwise::Abs => "Abs",
             Pointwise::NonZero | Pointwise::Trunc => "Cast",
+            Pointwise::Not => "Not",
         }
     }
 
@@ -144,25 +148,6 @@ pub enum BinaryFn {
 }
 
 impl BinaryFn {
-    /// Every operator, for converters and tests.
-    pub const ALL: [BinaryFn; 15] = [
-        BinaryFn::Add,
-        BinaryFn::Sub,
-        BinaryFn::Mul,
-        BinaryFn::Div,
-        BinaryFn::Pow,
-        BinaryFn::Max,
-        BinaryFn::Min,
-        BinaryFn::Equal,
-        BinaryFn::Less,
-        BinaryFn::LessOrEqual,
-        BinaryFn::Greater,
-        BinaryFn::GreaterOrEqual,
-        BinaryFn::And,
-        BinaryFn::Or,
-        BinaryFn::Xor,
-    ];
-
     /// The operator's value (the reference definition).
     pub fn apply(self, a: f32, b: f32) -> f32 {
         let truth = |c: bool| if c { 1.0 } else { 0.0 };

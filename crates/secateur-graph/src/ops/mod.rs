@@ -19,6 +19,7 @@ mod matmul;
 mod pool;
 mod reduce;
 mod reshape;
+mod select;
 mod slice;
 mod softmax;
 mod transpose;
@@ -37,6 +38,7 @@ pub use matmul::BatchMatMul;
 pub use pool::{AveragePool, GlobalAveragePool, MaxPool, PoolGeometry};
 pub use reduce::{Reduce, ReduceKind};
 pub use reshape::{Flatten, Reshape};
+pub use select::Where;
 pub use slice::{Pad, PadMode, Slice};
 pub use softmax::Softmax;
 pub use transpose::{Transpose, transpose_tensor};
@@ -254,6 +256,7 @@ pub enum Op {
     Expand(Expand),
     Reduce(Reduce),
     Gather(Gather),
+    Where(Where),
 }
 
 impl Op {
@@ -282,6 +285,7 @@ impl Op {
             Op::Expand(o) => o,
             Op::Reduce(o) => o,
             Op::Gather(o) => o,
+            Op::Where(o) => o,
         }
     }
 
@@ -310,6 +314,7 @@ impl Op {
             Op::Expand(o) => o,
             Op::Reduce(o) => o,
             Op::Gather(o) => o,
+            Op::Where(o) => o,
         }
     }
 

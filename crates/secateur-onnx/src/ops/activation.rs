@@ -42,6 +42,7 @@ pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     plain!("Reciprocal", Pointwise::Reciprocal),
     plain!("Neg", Pointwise::Neg),
     plain!("Abs", Pointwise::Abs),
+    plain!("Not", Pointwise::Not),
     &UnaryConverter {
         op_type: "Clip",
         read: read_clip,
@@ -122,6 +123,17 @@ impl Converter for UnaryConverter {
                 });
             }
             Pointwise::Gelu { tanh } => return Ok(export_gelu(node, tanh, ctx)),
+            Pointwise::Not => {
+                use crate::proto::data_type as dt;
+                let to_bool = vec![attrs::int("to", dt::BOOL as i64)];
+                let b = ctx.helper_with("Cast", vec![x], format!("{}__bool", node.name), to_bool);
+                let not = ctx.helper("Not", vec![b], format!("{}__not", node.name));
+                return Ok(ExportedNode {
+                    op_type: "Cast",
+                    attributes: vec![attrs::int("to", dt::FLOAT as i64)],
+                    inputs: vec![not],
+                });
+            }
             Pointwise::NonZero | Pointwise::Trunc => {
                 use crate::proto::data_type as dt;
                 let to = if u.f == Pointwise::NonZero {

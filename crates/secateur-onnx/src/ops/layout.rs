@@ -17,6 +17,7 @@ struct PadConverter;
 struct ExpandConverter;
 struct SqueezeConverter(&'static str);
 struct GatherConverter;
+struct WhereConverter;
 
 pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     &TransposeConverter,
@@ -26,7 +27,35 @@ pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     &SqueezeConverter("Squeeze"),
     &SqueezeConverter("Unsqueeze"),
     &GatherConverter,
+    &WhereConverter,
 ];
+
+impl Converter for WhereConverter {
+    fn op_type(&self) -> &'static str {
+        "Where"
+    }
+
+    fn import(&self, _ctx: &mut ImportCtx) -> Result<Op, String> {
+        Ok(Op::Where(secateur_graph::Where))
+    }
+
+    fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        // the condition is a 0/1 value in the graph; ONNX wants BOOL
+        let cond = ctx.helper_with(
+            "Cast",
+            vec![node.inputs[0].clone()],
+            format!("{}__cond", node.name),
+            vec![attrs::int("to", crate::proto::data_type::BOOL as i64)],
+        );
+        let mut inputs = node.inputs.clone();
+        inputs[0] = cond;
+        Ok(ExportedNode {
+            op_type: "Where",
+            attributes: vec![],
+            inputs,
+        })
+    }
+}
 
 impl Converter for GatherConverter {
     fn op_type(&self) -> &'static str {

@@ -1,0 +1,72 @@
+//! Liveness-based buffer assignment: every logical buffer (one per value a step writes) is
+//! mapped to a physical one, reusing a buffer once the last step reading its value has run.
+//! The input and output buffers are never reused.
+
+use super::step::Step;
+
+/// Maps the logical buffers of `sizes` to physical ones and rewrites the steps' buffer
+/// indices; returns the physical sizes and the mapping.
+pub(super) fn assign(
+    steps: &mut [Step],
+    sizes: &[usize],
+    input_buf: usize,
+    output: usize,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut last_use = vec![0usize; sizes.len()];
+    for (si, s) in steps.iter().enumerate() {
+        for &i in &s.inputs {
+            if i != usize::MAX {
+                last_use[i] = si;
+            }
+        }
+    }
+    last_use[output] = usize::MAX;
+    last_use[input_buf] = usize::MAX;
+    let mut phys_of = vec![usize::MAX; sizes.len()];
+    let mut phys: Vec<usize> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    phys_of[input_buf] = 0;
+    phys.push(sizes[input_buf]);
+    for (si, s) in steps.iter().enumerate() {
+        let need = sizes[s.output];
+        let slot = free
+            .iter()
+            .position(|&p| phys[p] >= need)
+            .or_else(|| free.iter().position(|_| true));
+        let p = match slot {
+            Some(fi) => {
+                let p = free.remove(fi);
+                phys[p] = phys[p].max(need);
+                p
+            }
+            None => {
+                phys.push(need);
+                phys.len() - 1
+            }
+        };
+        phys_of[s.output] = p;
+        for &i in &s.inputs {
+            if i != usize::MAX && last_use[i] == si && i != s.output {
+                let pi = phys_of[i];
+                if !free.contains(&pi)
+                    && !steps[si + 1..].iter().any(|t| {
+                        t.inputs
+                            .iter()
+                            .any(|&j| j != usize::MAX && phys_of[j] == pi && last_use[j] > si)
+                    })
+                {
+                    free.push(pi);
+                }
+            }
+        }
+    }
+    for s in steps.iter_mut() {
+        s.output = phys_of[s.output];
+        for i in &mut s.inputs {
+            if *i != usize::MAX {
+                *i = phys_of[*i];
+            }
+        }
+    }
+    (phys, phys_of)
+}

@@ -1,0 +1,364 @@
+//! The steps of an execution plan and how each runs: convolutions (im2col + a weight kernel per
+//! group, direct or sparse direct), depthwise convolutions, linear layers, pooling, broadcasting
+//! binary and element-wise functions, concatenation, softmax, activation fake quantization, and
+//! any other operator through its reference evaluation. Steps read activation buffers or
+//! constants and write one output buffer.
+
+use super::err;
+use crate::error::Result;
+use crate::kernels::direct_conv::DirectConv;
+use crate::kernels::sparse_conv::SparseConv;
+use crate::kernels::{Activation, Epilogue, Isa, WeightKernel, dense};
+use crate::ops;
+use rayon::prelude::*;
+use secateur_graph::{ActQuant, BinaryFn, Conv, Op, Pointwise, PoolGeometry, Tensor};
+
+pub(super) struct Linear {
+    pub(super) kernel: WeightKernel,
+    /// Dense copy for the `X·Wᵀ` path without transposes.
+    pub(super) bias: Vec<f32>,
+    pub(super) act: Activation,
+    pub(super) k: usize,
+    pub(super) m: usize,
+    pub(super) rows: usize,
+    pub(super) threads: usize,
+    pub(super) xt: Vec<f32>,
+    pub(super) yt: Vec<f32>,
+    /// Wᵀ row-major for the dense path.
+    pub(super) wt: Vec<f32>,
+}
+
+pub(super) struct ConvStep {
+    pub(super) conv: Conv,
+    pub(super) kernels: Vec<WeightKernel>,
+    pub(super) bias: Vec<f32>,
+    pub(super) act: Activation,
+    pub(super) c_in: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) c_out: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
+    pub(super) direct: bool,
+    pub(super) direct_conv: Option<DirectConv>,
+    pub(super) sparse_conv: Option<SparseConv>,
+    pub(super) kernel_threads: usize,
+    pub(super) scratch: Vec<Vec<f32>>,
+}
+
+pub(super) enum StepKind {
+    Conv(Box<ConvStep>),
+    Depthwise {
+        conv: Conv,
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+        act: Activation,
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        ho: usize,
+        wo: usize,
+    },
+    Linear(Box<Linear>),
+    Pool {
+        geo: PoolGeometry,
+        max: bool,
+        include_pad: bool,
+        planes: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+    },
+    Gap {
+        planes: usize,
+        inner: usize,
+    },
+    Binary {
+        f: BinaryFn,
+        sa: Vec<usize>,
+        sb: Vec<usize>,
+        so: Vec<usize>,
+    },
+    Concat {
+        outer: usize,
+        chunks: Vec<usize>,
+    },
+    Softmax {
+        outer: usize,
+        red: usize,
+        inner: usize,
+    },
+    Pointwise(Pointwise),
+    /// An operator without a dedicated kernel, run by its reference evaluation on inputs of
+    /// these shapes (correct, not fast).
+    Reference {
+        op: Op,
+        shapes: Vec<Vec<usize>>,
+    },
+    /// Fake-quantizes the first `n` values (buffers may be larger than the value).
+    Quant {
+        q: ActQuant,
+        n: usize,
+    },
+}
+
+pub(super) struct Step {
+    pub(super) name: String,
+    pub(super) kind: StepKind,
+    pub(super) inputs: Vec<usize>,
+    pub(super) output: usize,
+    /// Constant inputs (weights read by element-wise ops), by input position.
+    pub(super) consts: Vec<(usize, Vec<f32>)>,
+}
+
+/// A step running `op` by its reference evaluation, checked once on zeros of the input shapes
+/// (what remains to fail at run time is data: an index out of range).
+pub(super) fn reference_step(
+    name: &str,
+    op: &Op,
+    shapes: impl Iterator<Item = Vec<usize>>,
+) -> Result<StepKind> {
+    let shapes: Vec<Vec<usize>> = shapes.collect();
+    let zeros: Vec<Tensor> = shapes.iter().map(|s| Tensor::zeros(s.clone())).collect();
+    let refs: Vec<&Tensor> = zeros.iter().collect();
+    op.sem().eval(&refs).map_err(|e| {
+        err(
+            name,
+            format!("{} cannot run on inputs {shapes:?}: {e}", op.op_type()),
+        )
+    })?;
+    Ok(StepKind::Reference {
+        op: op.clone(),
+        shapes,
+    })
+}
+
+/// Input `k` of a step: an activation buffer or a constant.
+fn input_of<'a>(
+    inputs: &[usize],
+    consts: &'a [(usize, Vec<f32>)],
+    buffers: &'a [Vec<f32>],
+    k: usize,
+) -> &'a [f32] {
+    if inputs[k] == usize::MAX {
+        &consts
+            .iter()
+            .find(|(i, _)| *i == k)
+            .expect("constant input recorded")
+            .1
+    } else {
+        &buffers[inputs[k]]
+    }
+}
+
+/// Runs one step; only data an operator cannot take (an out-of-range index) fails.
+pub(super) fn run_step(
+    step: &mut Step,
+    buffers: &[Vec<f32>],
+    out: &mut [f32],
+    isa: Isa,
+    batch: usize,
+) -> std::result::Result<(), String> {
+    let Step {
+        kind,
+        inputs,
+        consts,
+        ..
+    } = step;
+    let x = input_of(inputs, consts, buffers, 0);
+    match kind {
+        StepKind::Conv(c) => {
+            let per_in = c.c_in * c.h * c.w;
+            let p = c.ho * c.wo;
+            let per_out = c.c_out * p;
+            let g = c.conv.groups;
+            let cg = c.c_in / g;
+            let rows_g = c.c_out / g;
+            let c = &mut **c;
+            let sample = |s: usize, y: &mut [f32], scratch: &mut Vec<f32>| {
+                let xs = &x[s * per_in..(s + 1) * per_in];
+                if let Some(dc) = &c.direct_conv {
+                    let ep = Epilogue {
+                        bias: Some(&c.bias),
+                        act: c.act,
+                    };
+                    dc.run(xs, c.h, c.w, c.ho, c.wo, y, &ep, scratch);
+                    return;
+                }
+                if let Some(sc) = &c.sparse_conv {
+                    let ep = Epilogue {
+                        bias: Some(&c.bias),
+                        act: c.act,
+                    };
+                    sc.run(xs, c.h, c.w, c.ho, c.wo, y, &ep, scratch);
+                    return;
+                }
+                for gi in 0..g {
+                    let xg = &xs[gi * cg * c.h * c.w..(gi + 1) * cg * c.h * c.w];
+                    let cols: &[f32] = if c.direct {
+                        xg
+                    } else {
+                        ops::im2col(xg, cg, c.h, c.w, &c.conv, c.ho, c.wo, scratch);
+                        scratch
+                    };
+                    let ep = Epilogue {
+                        bias: Some(&c.bias[gi * rows_g..(gi + 1) * rows_g]),
+                        act: c.act,
+                    };
+                    c.kernels[gi].matmul(
+                        isa,
+                        cols,
+                        p,
+                        &mut y[gi * rows_g * p..(gi + 1) * rows_g * p],
+                        &ep,
+                        c.kernel_threads,
+                    );
+                }
+            };
+            if c.kernel_threads == 1 && c.scratch.len() > 1 {
+                let workers = c.scratch.len();
+                let per_worker = batch.div_ceil(workers);
+                out[..batch * per_out]
+                    .par_chunks_mut(per_worker * per_out)
+                    .zip(c.scratch.par_iter_mut())
+                    .enumerate()
+                    .for_each(|(wi, (ys, scratch))| {
+                        for (j, y) in ys.chunks_mut(per_out).enumerate() {
+                            sample(wi * per_worker + j, y, scratch);
+                        }
+                    });
+            } else {
+                let mut scratch = c.scratch.pop().unwrap_or_default();
+                for (s, y) in out[..batch * per_out].chunks_mut(per_out).enumerate() {
+                    sample(s, y, &mut scratch);
+                }
+                c.scratch.push(scratch);
+            }
+        }
+        StepKind::Depthwise {
+            conv,
+            weights,
+            bias,
+            act,
+            c_in,
+            h,
+            w,
+            c_out,
+            ho,
+            wo,
+        } => {
+            let per_in = *c_in * *h * *w;
+            let per_out = *c_out * *ho * *wo;
+            out[..batch * per_out]
+                .par_chunks_mut(per_out)
+                .enumerate()
+                .for_each(|(s, y)| {
+                    ops::depthwise(
+                        &x[s * per_in..(s + 1) * per_in],
+                        *c_in,
+                        *h,
+                        *w,
+                        conv,
+                        weights,
+                        bias,
+                        *act,
+                        *c_out,
+                        *ho,
+                        *wo,
+                        y,
+                    );
+                });
+        }
+        StepKind::Linear(l) => {
+            let ep = Epilogue {
+                bias: Some(&l.bias),
+                act: l.act,
+            };
+            let (k, m, n) = (l.k, l.m, l.rows);
+            match &l.kernel {
+                WeightKernel::Dense { .. } => {
+                    dense::matmul_pretransposed(&l.wt, x, out, m, k, n, &ep, l.threads)
+                }
+                sparse if n == 1 => sparse.matmul(isa, &x[..k], 1, &mut out[..m], &ep, l.threads),
+                sparse => {
+                    for i in 0..n {
+                        for j in 0..k {
+                            l.xt[j * n + i] = x[i * k + j];
+                        }
+                    }
+                    sparse.matmul(isa, &l.xt, n, &mut l.yt, &ep, l.threads);
+                    for j in 0..m {
+                        for i in 0..n {
+                            out[i * m + j] = l.yt[j * n + i];
+                        }
+                    }
+                }
+            }
+        }
+        StepKind::Pool {
+            geo,
+            max,
+            include_pad,
+            planes,
+            h,
+            w,
+            ho,
+            wo,
+        } => ops::pool(x, *planes, *h, *w, geo, *max, *include_pad, *ho, *wo, out),
+        StepKind::Gap { planes, inner } => ops::global_avg_pool(x, *planes, *inner, out),
+        StepKind::Binary { f, sa, sb, so } => {
+            let b = input_of(inputs, consts, buffers, 1);
+            let n: usize = so.iter().product();
+            let (na, nb) = (sa.iter().product::<usize>(), sb.iter().product::<usize>());
+            let (x, b, out) = (&x[..na], &b[..nb], &mut out[..n]);
+            match f {
+                BinaryFn::Add => ops::broadcast(x, sa, b, sb, so, out, |p, q| p + q),
+                BinaryFn::Sub => ops::broadcast(x, sa, b, sb, so, out, |p, q| p - q),
+                BinaryFn::Mul => ops::broadcast(x, sa, b, sb, so, out, |p, q| p * q),
+                BinaryFn::Div => ops::broadcast(x, sa, b, sb, so, out, |p, q| p / q),
+                other => ops::broadcast(x, sa, b, sb, so, out, |p, q| other.apply(p, q)),
+            }
+        }
+        StepKind::Concat { outer, chunks } => {
+            let total: usize = chunks.iter().sum();
+            for (k, &ch) in chunks.iter().enumerate() {
+                let offset: usize = chunks[..k].iter().sum();
+                let src = input_of(inputs, consts, buffers, k);
+                for o in 0..*outer {
+                    out[o * total + offset..o * total + offset + ch]
+                        .copy_from_slice(&src[o * ch..(o + 1) * ch]);
+                }
+            }
+        }
+        StepKind::Softmax { outer, red, inner } => ops::softmax(x, *outer, *red, *inner, out),
+        StepKind::Pointwise(f) => ops::pointwise(*f, x, out),
+        StepKind::Reference { op, shapes } => {
+            let tensors: Vec<Tensor> = shapes
+                .iter()
+                .enumerate()
+                .map(|(k, s)| {
+                    let n = s.iter().product::<usize>();
+                    let data = input_of(inputs, consts, buffers, k)[..n].to_vec();
+                    Tensor::new(s.clone(), data).map_err(|e| e.to_string())
+                })
+                .collect::<std::result::Result<_, _>>()?;
+            let refs: Vec<&Tensor> = tensors.iter().collect();
+            let y = op.sem().eval(&refs).map_err(|e| e.to_string())?;
+            out[..y[0].len()].copy_from_slice(y[0].data());
+        }
+        StepKind::Quant { q, n } => {
+            // round-half-to-even by the 1.5·2²³ trick (exact for |y| < 2²², and y is clamped
+            // well inside that without changing the clamped level): vectorises without SSE4.1
+            const MAGIC: f32 = 12_582_912.0;
+            let (zp, scale) = (q.zero_point as f32, q.scale);
+            for (o, v) in out[..*n].iter_mut().zip(&x[..*n]) {
+                let y = (*v / scale).clamp(-512.0, 512.0);
+                let level = ((y + MAGIC) - MAGIC + zp).clamp(0.0, 255.0);
+                *o = (level - zp) * scale;
+            }
+        }
+    }
+    Ok(())
+}
