@@ -17,6 +17,7 @@ pub mod io;
 pub mod mask;
 pub mod ops;
 pub mod quant;
+pub mod rewrite;
 pub mod shape;
 pub mod sharing;
 pub mod summary;

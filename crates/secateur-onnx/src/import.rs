@@ -1204,6 +1204,7 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
     let mut graph = imp.graph;
     graph.drop_unused_initializers();
     graph.unshare_initializers();
+    graph.fuse_layer_norms()?;
     graph.check()?;
     Ok(graph)
 }

@@ -1,0 +1,266 @@
+//! Rewrites of decomposed patterns into the op they spell, applied at import. Exporters before
+//! ONNX opset 17 write a layer normalisation as `ReduceMean → Sub → Pow 2 → ReduceMean → Add ε
+//! → Sqrt → Div` (then `Mul γ`, `Add β`); [`Graph::fuse_layer_norms`] turns each such chain
+//! into one [`LayerNorm`], so the runtime, the cost model and pruning see what it is.
+
+use crate::graph::Graph;
+use crate::ops::{BinaryFn, LayerNorm, Op, Pointwise, ReduceKind};
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+
+/// A matched decomposed layer normalisation.
+struct Chain {
+    /// Nodes replaced, the last one producing the output.
+    nodes: Vec<usize>,
+    x: String,
+    axis: usize,
+    epsilon: f32,
+    scale: Option<String>,
+    bias: Option<String>,
+    output: String,
+}
+
+impl Graph {
+    /// The single-element constant `name` holds, if it is one.
+    fn scalar_const(&self, name: &str) -> Option<f32> {
+        self.initializers
+            .get(name)
+            .filter(|t| t.len() == 1)
+            .map(|t| t.data()[0])
+    }
+
+    /// The producing node of `value` if it is `want` and `value` has no other reader than
+    /// `readers` allows.
+    fn sole_producer(&self, value: &str, readers: usize) -> Option<usize> {
+        let p = self.producer(value)?;
+        (self.consumers(value).len() == readers && !self.outputs.iter().any(|o| o == value))
+            .then_some(p)
+    }
+
+    fn binary_of(&self, ni: usize) -> Option<BinaryFn> {
+        match &self.nodes[ni].op {
+            Op::Binary(b) => Some(b.f),
+            _ => None,
+        }
+    }
+
+    /// The mean over trailing axes from `axis` on (kept as size 1) that node `ni` computes.
+    fn trailing_mean(&self, ni: usize, rank: usize) -> Option<usize> {
+        let Op::Reduce(r) = &self.nodes[ni].op else {
+            return None;
+        };
+        let first = *r.axes.first()?;
+        let trailing = r.axes == (first..rank).collect::<Vec<_>>();
+        (r.kind == ReduceKind::Mean && r.keep_dims && trailing && first > 0).then_some(first)
+    }
+
+    /// Matches the chain ending in the `Div` node `div`.
+    fn match_layer_norm(&self, div: usize, shapes: &HashMap<String, Shape>) -> Option<Chain> {
+        if self.binary_of(div)? != BinaryFn::Div {
+            return None;
+        }
+        let n = &self.nodes[div];
+        let (d, s) = (&n.inputs[0], &n.inputs[1]);
+        // d = x - mean(x)
+        let sub = self.sole_producer(d, 2)?;
+        if self.binary_of(sub)? != BinaryFn::Sub {
+            return None;
+        }
+        let (x, m) = (&self.nodes[sub].inputs[0], &self.nodes[sub].inputs[1]);
+        let rank = shapes.get(x)?.rank();
+        let mean = self.sole_producer(m, 1)?;
+        let axis = self.trailing_mean(mean, rank)?;
+        if &self.nodes[mean].inputs[0] != x {
+            return None;
+        }
+        // s = sqrt(mean(d²) + ε)
+        let sqrt = self.sole_producer(s, 1)?;
+        if !matches!(&self.nodes[sqrt].op, Op::Unary(u) if u.f == Pointwise::Sqrt) {
+            return None;
+        }
+        let add_eps = self.sole_producer(&self.nodes[sqrt].inputs[0], 1)?;
+        if self.binary_of(add_eps)? != BinaryFn::Add {
+            return None;
+        }
+        let ins = &self.nodes[add_eps].inputs;
+        let (v, epsilon) = match (self.scalar_const(&ins[1]), self.scalar_const(&ins[0])) {
+            (Some(e), _) => (&ins[0], e),
+            (None, Some(e)) => (&ins[1], e),
+            _ => return None,
+        };
+        let var = self.sole_producer(v, 1)?;
+        if self.trailing_mean(var, rank)? != axis {
+            return None;
+        }
+        let sq = self.sole_producer(&self.nodes[var].inputs[0], 1)?;
+        let sq_node = &self.nodes[sq];
+        let squares_d = match self.binary_of(sq)? {
+            BinaryFn::Pow => {
+                sq_node.inputs[0] == *d && self.scalar_const(&sq_node.inputs[1]) == Some(2.0)
+            }
+            BinaryFn::Mul => sq_node.inputs[0] == *d && sq_node.inputs[1] == *d,
+            _ => false,
+        };
+        if !squares_d {
+            return None;
+        }
+        let mut chain = Chain {
+            nodes: vec![mean, sub, sq, var, add_eps, sqrt, div],
+            x: x.clone(),
+            axis,
+            epsilon,
+            scale: None,
+            bias: None,
+            output: n.outputs[0].clone(),
+        };
+        let normalised = Shape(shapes.get(x)?.0[axis..].to_vec());
+        // optional affine: · γ, then + β, each a constant of the normalised axes' shape
+        for (f, slot) in [(BinaryFn::Mul, 0usize), (BinaryFn::Add, 1)] {
+            let Some(next) = self.sole_reader_of(&chain.output) else {
+                break;
+            };
+            if self.binary_of(next) != Some(f) {
+                break;
+            }
+            let other = self.nodes[next]
+                .inputs
+                .iter()
+                .find(|i| **i != chain.output)?
+                .clone();
+            let fits = self
+                .initializers
+                .get(&other)
+                .is_some_and(|t| Shape::known(t.shape()) == normalised);
+            if !fits || (slot == 0 && chain.scale.is_some()) {
+                break;
+            }
+            if slot == 0 {
+                chain.scale = Some(other);
+            } else {
+                chain.bias = Some(other);
+            }
+            chain.nodes.push(next);
+            chain.output = self.nodes[next].outputs[0].clone();
+        }
+        Some(chain)
+    }
+
+    fn sole_reader_of(&self, value: &str) -> Option<usize> {
+        let c = self.consumers(value);
+        (c.len() == 1 && !self.outputs.iter().any(|o| o == value)).then(|| c[0])
+    }
+
+    /// Replaces every decomposed layer normalisation by one `LayerNorm` node; returns how
+    /// many were fused.
+    pub fn fuse_layer_norms(&mut self) -> crate::error::Result<usize> {
+        let mut fused = 0;
+        loop {
+            let shapes = self.infer_shapes()?;
+            let Some(chain) = (0..self.nodes.len()).find_map(|i| self.match_layer_norm(i, &shapes))
+            else {
+                return Ok(fused);
+            };
+            let last = *chain.nodes.last().expect("a chain has nodes");
+            let name = self.nodes[last].name.clone();
+            let normalised: Vec<usize> = shapes[&chain.x].resolve(1)[chain.axis..].to_vec();
+            let scale = chain.scale.clone().unwrap_or_else(|| {
+                let n = format!("{name}.scale");
+                self.add_initializer(n.clone(), Tensor::full(normalised.clone(), 1.0));
+                n
+            });
+            let mut inputs = vec![chain.x.clone(), scale];
+            inputs.extend(chain.bias.clone());
+            let node = crate::graph::Node {
+                name,
+                op: Op::LayerNorm(LayerNorm {
+                    axis: chain.axis as i64,
+                    epsilon: chain.epsilon,
+                }),
+                inputs,
+                outputs: vec![chain.output.clone()],
+            };
+            // the fused node takes the place of the chain's last node
+            self.nodes[last] = node;
+            let mut drop: Vec<usize> = chain.nodes[..chain.nodes.len() - 1].to_vec();
+            drop.sort_unstable();
+            for i in drop.into_iter().rev() {
+                self.nodes.remove(i);
+            }
+            self.drop_unused_initializers();
+            fused += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::eval::evaluate;
+    use crate::graph::Graph;
+    use crate::ops::{Binary, BinaryFn, Op, Pointwise, Reduce, ReduceKind, Unary};
+    use crate::shape::Shape;
+    use crate::tensor::Tensor;
+
+    /// `x [N, 3, 4]` → the opset-14 spelling of `LayerNorm(x) · γ + β` over the last axis.
+    fn decomposed(squares: BinaryFn) -> Graph {
+        let mut g = Graph::new("ln");
+        g.add_input("x", Shape::batched(&[3, 4]));
+        let mean = || {
+            Op::Reduce(Reduce {
+                kind: ReduceKind::Mean,
+                axes: vec![2],
+                keep_dims: true,
+            })
+        };
+        let bin = |f| Op::Binary(Binary { f });
+        g.add_initializer("two", Tensor::scalar(2.0));
+        g.add_initializer("eps", Tensor::scalar(1e-5));
+        g.add_initializer("gamma", Tensor::new(vec![4], vec![1., 2., 3., 4.]).unwrap());
+        g.add_initializer(
+            "beta",
+            Tensor::new(vec![4], vec![0.5, 0., -0.5, 1.]).unwrap(),
+        );
+        g.add_node("m", mean(), &["x"], &["m"]);
+        g.add_node("d", bin(BinaryFn::Sub), &["x", "m"], &["d"]);
+        if squares == BinaryFn::Pow {
+            g.add_node("p", bin(BinaryFn::Pow), &["d", "two"], &["p"]);
+        } else {
+            g.add_node("p", bin(BinaryFn::Mul), &["d", "d"], &["p"]);
+        }
+        g.add_node("v", mean(), &["p"], &["v"]);
+        g.add_node("ve", bin(BinaryFn::Add), &["v", "eps"], &["ve"]);
+        let sqrt = Op::Unary(Unary { f: Pointwise::Sqrt });
+        g.add_node("s", sqrt, &["ve"], &["s"]);
+        g.add_node("n", bin(BinaryFn::Div), &["d", "s"], &["n"]);
+        g.add_node("g", bin(BinaryFn::Mul), &["n", "gamma"], &["gn"]);
+        g.add_node("b", bin(BinaryFn::Add), &["gn", "beta"], &["y"]);
+        g.outputs = vec!["y".into()];
+        g
+    }
+
+    #[test]
+    fn decomposed_layer_norms_become_one_op_with_the_same_outputs() {
+        for squares in [BinaryFn::Pow, BinaryFn::Mul] {
+            let g = decomposed(squares);
+            let mut fused = g.clone();
+            assert_eq!(fused.fuse_layer_norms().unwrap(), 1);
+            fused.check().unwrap();
+            assert_eq!(fused.nodes.len(), 1);
+            assert!(matches!(&fused.nodes[0].op, Op::LayerNorm(ln) if ln.axis == 2));
+            assert_eq!(fused.nodes[0].inputs, ["x", "gamma", "beta"]);
+            let x = Tensor::from_fn(vec![2, 3, 4], |i| ((i * 7) % 11) as f32 - 5.0);
+            let a = evaluate(&g, &[("x", x.clone())]).unwrap().remove(0);
+            let b = evaluate(&fused, &[("x", x)]).unwrap().remove(0);
+            assert!(a.max_abs_diff(&b) < 1e-5, "{squares:?}");
+        }
+    }
+
+    #[test]
+    fn a_chain_whose_values_are_read_elsewhere_stays() {
+        let mut g = decomposed(BinaryFn::Pow);
+        // the variance is also a graph output: fusing would lose it
+        g.outputs.push("v".into());
+        assert_eq!(g.fuse_layer_norms().unwrap(), 0);
+        assert_eq!(g.nodes.len(), 9);
+    }
+}
