@@ -1,6 +1,7 @@
 //! Reduced torchvision / CIFAR architectures exported by PyTorch's two exporters (TorchScript
 //! at opset 17 and dynamo at opset 20; `crates/secateur-onnx/tests/fixtures/export_real.py`
-//! made them, `manifest.json` describes them): each imports, and the reference evaluator, the
+//! made them, `manifest.json` describes them): each imports with the MAC count PyTorch's
+//! modules give, and the reference evaluator, the
 //! runtime and the training forward pass equal ONNX Runtime on the original file at batch 1
 //! and 2; the re-exported file equals it too; structured channel pruning at ratio 0.5 equals
 //! the model with the removed channels zeroed and gives a smaller file ONNX Runtime runs;
@@ -61,6 +62,15 @@ fn input_shape(name: &str, batch: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The multiply-accumulates per image of the model's Conv2d and Linear modules, counted in
+/// PyTorch with forward hooks when the fixture was exported (absent for attention models,
+/// whose in-projections are not modules).
+fn torch_macs(name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    manifest["models"][format!("{name}.onnx")]["conv_linear_macs"].as_u64()
+}
+
 /// `|a - b| <= tol · max(1, max |b|)` element-wise; returns the relative error.
 fn relative_error(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.shape(), b.shape(), "shapes differ");
@@ -81,6 +91,17 @@ fn check_model(py: &std::path::Path, name: &str) {
     let bytes = std::fs::read(&path).unwrap();
     let g = secateur_onnx::load_model(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
     let input = g.inputs[0].name.clone();
+    let attention = g
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, secateur_graph::Op::BatchMatMul(_)));
+    if let (Some(expected), false) = (torch_macs(name), attention) {
+        let ours = secateur_graph::summarize(&g).unwrap().total_macs;
+        assert_eq!(
+            ours, expected,
+            "{name}: MACs per image vs PyTorch's module count"
+        );
+    }
     for batch in [1, 2] {
         let x = random_tensor(&input_shape(name, batch), 11 + batch as u64);
         let expected = ort_run(py, &bytes, &input, &x).unwrap().remove(0);
