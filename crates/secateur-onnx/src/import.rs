@@ -849,6 +849,18 @@ impl Importer {
         {
             return Ok(false);
         }
+        // the reference evaluation trusts validated shapes: check them like any node's
+        let probe = Node {
+            name: node.name.clone(),
+            op: op.clone(),
+            inputs: inputs.to_vec(),
+            outputs: vec![out.clone()],
+        };
+        let in_shapes: Vec<Shape> = inputs
+            .iter()
+            .map(|i| Shape::known(self.float_consts[i].shape()))
+            .collect();
+        self.graph.infer_node(&probe, &in_shapes)?;
         let args: Vec<&Tensor> = inputs.iter().map(|i| &self.float_consts[i]).collect();
         let mut y = op
             .sem()

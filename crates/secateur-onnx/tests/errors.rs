@@ -169,3 +169,26 @@ fn undefined_input_is_reported() {
     .to_string();
     assert!(msg.contains("ghost"), "{msg}");
 }
+
+#[test]
+fn constant_subgraphs_with_wrong_shapes_are_errors_not_panics() {
+    // a layer norm of a constant is folded at import, but only after its shapes are checked
+    // (its evaluation would read past the end of the 3-element scale)
+    let t = |name: &str, dims: &[usize]| {
+        let n: usize = dims.iter().product();
+        encode_f32(name, &Tensor::new(dims.to_vec(), vec![1.0; n]).unwrap())
+    };
+    let inits = vec![t("c", &[1, 2, 4]), t("s", &[3])];
+    let nodes = vec![
+        {
+            let mut ln = node("LayerNormalization", "ln", &["c", "s"]);
+            ln.output = vec!["h".into()];
+            ln
+        },
+        node("Add", "add", &["x", "h"]),
+    ];
+    let e = import_model(&model(nodes, inits, 17))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ln") && e.contains("scale"), "{e}");
+}
