@@ -91,6 +91,17 @@ impl IntBinary {
     }
 }
 
+/// The most elements a constant computed at import may have (a shape computation never needs
+/// more; a hostile file asking for more gets an error, not an allocation).
+pub const MAX_FOLDED_ELEMENTS: usize = 1 << 26;
+
+/// The number of elements of `dims`, if it is at most [`MAX_FOLDED_ELEMENTS`].
+pub fn element_count(dims: &[usize]) -> Option<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_FOLDED_ELEMENTS)
+}
+
 /// Broadcast dims of two integer constants (NumPy rules).
 fn broadcast_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
@@ -132,7 +143,7 @@ fn broadcast_index(flat: usize, out: &[usize], src: &[usize]) -> usize {
 /// `op(a, b)` element-wise with broadcasting.
 pub fn binary(op: IntBinary, a: &SymConst, b: &SymConst) -> Option<SymConst> {
     let dims = broadcast_dims(&a.dims, &b.dims)?;
-    let n: usize = dims.iter().product();
+    let n = element_count(&dims)?;
     let values = (0..n)
         .map(|f| {
             op.apply(
@@ -147,7 +158,7 @@ pub fn binary(op: IntBinary, a: &SymConst, b: &SymConst) -> Option<SymConst> {
 /// `Where(cond, x, y)` element-wise with broadcasting.
 pub fn select(cond: &SymConst, x: &SymConst, y: &SymConst) -> Option<SymConst> {
     let dims = broadcast_dims(&broadcast_dims(&cond.dims, &x.dims)?, &y.dims)?;
-    let n: usize = dims.iter().product();
+    let n = element_count(&dims)?;
     let values = (0..n)
         .map(|f| {
             let c = cond.values[broadcast_index(f, &dims, &cond.dims)];
@@ -164,7 +175,7 @@ pub fn select(cond: &SymConst, x: &SymConst, y: &SymConst) -> Option<SymConst> {
 /// `a` broadcast to `dims` (`Expand`).
 pub fn expand(a: &SymConst, target: &[usize]) -> Option<SymConst> {
     let dims = broadcast_dims(&a.dims, target)?;
-    let n: usize = dims.iter().product();
+    let n = element_count(&dims)?;
     let values = (0..n)
         .map(|f| a.values[broadcast_index(f, &dims, &a.dims)])
         .collect();

@@ -359,7 +359,9 @@ impl Importer {
                     return Ok(false);
                 };
                 let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-                let n: usize = dims.iter().product();
+                let n = fold::element_count(&dims).ok_or_else(|| {
+                    node_err(node, format!("a constant of shape {dims:?} is too large"))
+                })?;
                 let value = node.attribute.iter().find(|x| x.name == "value");
                 match value.and_then(|v| v.t.as_ref()).map(decode).transpose()? {
                     Some(Constant::Int { values, .. }) => {
@@ -471,11 +473,14 @@ impl Importer {
                     .known_values()
                     .ok_or_else(|| node_err(node, "reshaping integers by the batch size"))?;
                 let n = data.values.len();
-                let known: usize = target
+                let positive: Vec<usize> = target
                     .iter()
                     .filter(|&&d| d > 0)
                     .map(|&d| d as usize)
-                    .product();
+                    .collect();
+                let known = fold::element_count(&positive).ok_or_else(|| {
+                    node_err(node, format!("target shape {target:?} is too large"))
+                })?;
                 let dims = target
                     .iter()
                     .enumerate()
@@ -485,7 +490,7 @@ impl Importer {
                         d => d as usize,
                     })
                     .collect::<Vec<_>>();
-                if dims.iter().product::<usize>() != n {
+                if fold::element_count(&dims) != Some(n) {
                     return Err(node_err(
                         node,
                         format!("cannot reshape {n} integers to {target:?}"),

@@ -192,3 +192,21 @@ fn constant_subgraphs_with_wrong_shapes_are_errors_not_panics() {
         .to_string();
     assert!(e.contains("ln") && e.contains("scale"), "{e}");
 }
+
+#[test]
+fn a_huge_constant_of_shape_is_refused_not_allocated() {
+    let shape = TensorProto {
+        name: "shape".into(),
+        dims: vec![2],
+        data_type: data_type::INT64,
+        int64_data: vec![1 << 20, 1 << 20],
+        ..Default::default()
+    };
+    let mut fill = node("ConstantOfShape", "fill", &["shape"]);
+    fill.output = vec!["big".into()];
+    let nodes = vec![fill, node("Add", "add", &["x", "big"])];
+    let e = import_model(&model(nodes, vec![shape], 13))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fill") && e.contains("too large"), "{e}");
+}
