@@ -62,29 +62,21 @@ fn embedding_model() -> ModelProto {
         i: data_type::FLOAT as i64,
         ..Default::default()
     });
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(GraphProto {
-            node: vec![
-                node("Gather", "embed", &["table", "ids"], "rows"),
-                cast,
-                node("Add", "add", &["rows", "flags_f"], "y"),
-            ],
-            input: vec![value(
-                "ids",
-                data_type::INT64,
-                vec![dim_param("batch"), dim_param("seq")],
-            )],
-            output: vec![value("y", data_type::FLOAT, vec![])],
-            initializer: vec![table, flags],
-            ..Default::default()
-        }),
+    m_with_graph(GraphProto {
+        node: vec![
+            node("Gather", "embed", &["table", "ids"], "rows"),
+            cast,
+            node("Add", "add", &["rows", "flags_f"], "y"),
+        ],
+        input: vec![value(
+            "ids",
+            data_type::INT64,
+            vec![dim_param("batch"), dim_param("seq")],
+        )],
+        output: vec![value("y", data_type::FLOAT, vec![])],
+        initializer: vec![table, flags],
         ..Default::default()
-    }
+    })
 }
 
 #[test]
@@ -146,6 +138,7 @@ fn integer_inputs_are_exported_with_their_type() {
     assert!(ort.max_abs_diff(&ours) < 1e-6);
 }
 
+/// A model at opset 17 around `gp`.
 fn m_with_graph(gp: GraphProto) -> ModelProto {
     ModelProto {
         ir_version: 8,
@@ -167,46 +160,38 @@ fn mask_model() -> ModelProto {
         float_data: vec![v],
         ..Default::default()
     };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(GraphProto {
-            node: vec![
-                node("Greater", "gt", &["x", "zero"], "pos"),
-                node("Not", "not", &["pos"], "nonpos"),
-                node("Where", "where", &["nonpos", "minus_one", "x"], "y"),
+    m_with_graph(GraphProto {
+        node: vec![
+            node("Greater", "gt", &["x", "zero"], "pos"),
+            node("Not", "not", &["pos"], "nonpos"),
+            node("Where", "where", &["nonpos", "minus_one", "x"], "y"),
+        ],
+        input: vec![value(
+            "x",
+            data_type::FLOAT,
+            vec![
+                dim_param("batch"),
+                DimensionProto {
+                    dim_value: Some(5),
+                    ..Default::default()
+                },
             ],
-            input: vec![value(
-                "x",
-                data_type::FLOAT,
-                vec![
-                    dim_param("batch"),
-                    DimensionProto {
-                        dim_value: Some(5),
-                        ..Default::default()
-                    },
-                ],
-            )],
-            output: vec![value(
-                "y",
-                data_type::FLOAT,
-                vec![
-                    dim_param("batch"),
-                    DimensionProto {
-                        dim_value: Some(5),
-                        ..Default::default()
-                    },
-                ],
-            )],
-            initializer: vec![scalar("zero", 0.0), scalar("minus_one", -1.0)],
-            name: "masks".into(),
-            ..Default::default()
-        }),
+        )],
+        output: vec![value(
+            "y",
+            data_type::FLOAT,
+            vec![
+                dim_param("batch"),
+                DimensionProto {
+                    dim_value: Some(5),
+                    ..Default::default()
+                },
+            ],
+        )],
+        initializer: vec![scalar("zero", 0.0), scalar("minus_one", -1.0)],
+        name: "masks".into(),
         ..Default::default()
-    }
+    })
 }
 
 #[test]
