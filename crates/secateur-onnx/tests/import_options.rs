@@ -151,6 +151,17 @@ fn m_with_graph(gp: GraphProto) -> ModelProto {
     }
 }
 
+/// `[batch, 5]`.
+fn batch_of_five() -> Vec<DimensionProto> {
+    vec![
+        dim_param("batch"),
+        DimensionProto {
+            dim_value: Some(5),
+            ..Default::default()
+        },
+    ]
+}
+
 /// `Where(Not(x > 0), -1, x)` on a float input: masks computed in the graph.
 fn mask_model() -> ModelProto {
     let scalar = |name: &str, v: f32| TensorProto {
@@ -166,28 +177,8 @@ fn mask_model() -> ModelProto {
             node("Not", "not", &["pos"], "nonpos"),
             node("Where", "where", &["nonpos", "minus_one", "x"], "y"),
         ],
-        input: vec![value(
-            "x",
-            data_type::FLOAT,
-            vec![
-                dim_param("batch"),
-                DimensionProto {
-                    dim_value: Some(5),
-                    ..Default::default()
-                },
-            ],
-        )],
-        output: vec![value(
-            "y",
-            data_type::FLOAT,
-            vec![
-                dim_param("batch"),
-                DimensionProto {
-                    dim_value: Some(5),
-                    ..Default::default()
-                },
-            ],
-        )],
+        input: vec![value("x", data_type::FLOAT, batch_of_five())],
+        output: vec![value("y", data_type::FLOAT, batch_of_five())],
         initializer: vec![scalar("zero", 0.0), scalar("minus_one", -1.0)],
         name: "masks".into(),
         ..Default::default()

@@ -14,7 +14,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
-use secateur_graph::{BinaryFn, Graph, Op, OpClass};
+use secateur_graph::{BinaryFn, Graph, Op, OpClass, normalize_axis};
 
 /// Batch statistics of one batch-norm node in training mode.
 #[derive(Clone, Debug)]
@@ -355,12 +355,8 @@ fn run_op(
                 .ok_or_else(|| unsupported(graph, ni, "operands do not broadcast"))?
         }
         Op::Concat(c) => {
-            let rank = args[0].rank();
-            let axis = if c.axis < 0 {
-                (c.axis + rank as i64) as usize
-            } else {
-                c.axis as usize
-            };
+            let axis =
+                normalize_axis(c.axis, args[0].rank()).map_err(|e| unsupported(graph, ni, e.0))?;
             layout::concat(args, axis).map_err(|m| unsupported(graph, ni, m))?
         }
         Op::Transpose(t) => {
@@ -404,12 +400,7 @@ fn run_op(
         Op::Flatten(_) | Op::Reshape(_) => reshape(args.pop().expect("x"), out_dims)?,
         Op::Softmax(s) => {
             let x = args.pop().expect("x");
-            let rank = x.rank();
-            let axis = if s.axis < 0 {
-                (s.axis + rank as i64) as usize
-            } else {
-                s.axis as usize
-            };
+            let axis = normalize_axis(s.axis, x.rank()).map_err(|e| unsupported(graph, ni, e.0))?;
             on_value!(x, |t| softmax(t, axis))
         }
     })

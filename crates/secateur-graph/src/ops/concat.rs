@@ -16,7 +16,7 @@ pub struct Concat {
 }
 
 /// Resolves a possibly negative ONNX axis against a rank.
-pub(crate) fn normalize_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
+pub fn normalize_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     if a < 0 || a >= rank as i64 {
         op_bail!("axis {axis} is out of range for rank {rank}");

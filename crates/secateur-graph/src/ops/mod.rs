@@ -28,7 +28,7 @@ pub use activation::{Identity, Unary};
 pub use batchnorm::BatchNorm;
 pub use broadcast::{Binary, broadcast_shapes};
 pub use class::{BinaryFn, OpClass, Pointwise, erf};
-pub use concat::Concat;
+pub use concat::{Concat, normalize_axis};
 pub use conv::Conv;
 pub use expand::Expand;
 pub use gather::Gather;

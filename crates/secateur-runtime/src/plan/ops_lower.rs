@@ -3,9 +3,10 @@
 //! softmax to their kernels, and every other operator to its reference evaluation (checked on
 //! zeros of its input shapes when the plan is compiled).
 
+use super::err;
 use super::step::{StepKind, reference_step};
 use crate::error::Result;
-use secateur_graph::{Graph, Op, OpClass, Shape};
+use secateur_graph::{Graph, Op, OpClass, Shape, normalize_axis};
 use std::collections::HashMap;
 
 /// The step of node `ni` (not a weighted layer and not a view) at batch `batch`.
@@ -64,12 +65,7 @@ pub(super) fn lower_op(
             so: out_shape.clone(),
         },
         Op::Concat(c) => {
-            let rank = out_shape.len();
-            let axis = if c.axis < 0 {
-                (c.axis + rank as i64) as usize
-            } else {
-                c.axis as usize
-            };
+            let axis = normalize_axis(c.axis, out_shape.len()).map_err(|e| err(name, e.0))?;
             let outer: usize = out_shape[..axis].iter().product();
             let chunks = node
                 .inputs
@@ -80,11 +76,7 @@ pub(super) fn lower_op(
         }
         Op::Softmax(s) => {
             let rank = out_shape.len();
-            let a = if s.axis < 0 {
-                (s.axis + rank as i64) as usize
-            } else {
-                s.axis as usize
-            };
+            let a = normalize_axis(s.axis, rank).map_err(|e| err(name, e.0))?;
             let hi = if s.legacy { rank } else { a + 1 };
             StepKind::Softmax {
                 outer: out_shape[..a].iter().product(),
