@@ -9,7 +9,7 @@ use crate::ops::{InputRole, Op};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// One operator application.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,11 @@ pub struct Graph {
     /// Int8 quantization annotations, when the model is quantized.
     #[serde(default)]
     pub quantization: Option<crate::quant::Quantization>,
+    /// Initializers holding integers or booleans of the model (token type ids repeated over
+    /// the batch, positions of a gather, masks): exact values of the model's arithmetic, held
+    /// as f32 like every value, never trained.
+    #[serde(default)]
+    pub integer_constants: BTreeSet<String>,
 }
 
 /// Shapes of a node's inputs and outputs.
@@ -382,6 +387,7 @@ impl Graph {
         for k in unused {
             self.initializers.remove(&k);
             self.masks.remove(&k);
+            self.integer_constants.remove(&k);
         }
     }
 

@@ -14,6 +14,10 @@ use std::path::Path;
 /// Opset version written on export.
 pub const EXPORT_OPSET: i64 = 17;
 
+/// Metadata key listing the graph's integer constants (one name per line), so that they stay
+/// untrained after export and import.
+pub const INTEGER_CONSTANTS_KEY: &str = "secateur.integer_constants";
+
 pub(crate) fn value_info(name: &str, shape: &Shape) -> ValueInfoProto {
     let dim = shape
         .dims()
@@ -154,6 +158,17 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
             value: v.clone(),
         })
         .collect();
+    if !graph.integer_constants.is_empty() {
+        metadata_props.push(StringStringEntryProto {
+            key: INTEGER_CONSTANTS_KEY.into(),
+            value: graph
+                .integer_constants
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n"),
+        });
+    }
     metadata_props.extend(graph.masks.iter().map(|(w, m)| StringStringEntryProto {
         key: format!("{}{w}", mask_codec::PREFIX),
         value: mask_codec::encode(m),

@@ -16,6 +16,8 @@ use secateur_graph::{
 };
 use std::collections::{HashMap, HashSet};
 
+mod batch_index;
+
 /// Supported range of default-domain opset versions.
 pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
 
@@ -80,6 +82,10 @@ struct Importer {
     shapes: HashMap<String, Shape>,
     float_consts: HashMap<String, Tensor>,
     int_consts: HashMap<String, SymConst>,
+    /// Index tensors computed from the batch size (`Range(0, N)` and what is built on it).
+    grids: HashMap<String, crate::grid::BatchGrid>,
+    /// Integer values computed from the batch size of which only the shape is known.
+    shape_only: HashMap<String, Vec<SymInt>>,
     aliases: HashMap<String, String>,
     node_names: HashSet<String>,
     /// 8-bit constants (quantized weights and zero points).
@@ -386,36 +392,9 @@ impl Importer {
                 let (Some(data), Some(shape)) = (int_in(0), int_in(1)) else {
                     return Ok(false);
                 };
-                let Some(target) = shape.known_values() else {
-                    // integers repeated over the batch (token type ids) become float values
-                    // of the graph, expanded when it runs
-                    let values = data.known_values().ok_or_else(|| {
-                        node_err(node, "expanding the batch size by the batch size")
-                    })?;
-                    let t = Tensor::new(
-                        data.dims.clone(),
-                        values.iter().map(|&v| v as f32).collect(),
-                    )?;
-                    let dims = shape
-                        .values
-                        .iter()
-                        .map(|v| match v {
-                            SymInt::Known(n) => Dim::Known((*n).max(1) as usize),
-                            SymInt::Batch => Dim::Batch,
-                            SymInt::BatchTimes(k) => Dim::batch_times(*k as usize),
-                        })
-                        .collect();
-                    let source = self
-                        .batch_source()
-                        .ok_or_else(|| node_err(node, "no graph input is batched"))?;
-                    let values_name = format!("{out}__values");
-                    self.add_float_const(&values_name, t);
-                    let op =
-                        secateur_graph::Op::Expand(secateur_graph::Expand { shape: Shape(dims) });
-                    let name = node.name.clone();
-                    self.push_node(name, op, vec![values_name, source], vec![out])?;
-                    return Ok(true);
-                };
+                let target = shape
+                    .known_values()
+                    .ok_or_else(|| node_err(node, "expanding by a batch multiple"))?;
                 let target: Vec<usize> = target.iter().map(|&d| d.max(0) as usize).collect();
                 fold::expand(data, &target)
                     .ok_or_else(|| node_err(node, "shapes do not broadcast"))?
@@ -722,7 +701,7 @@ impl Importer {
         if node.op_type == "QuantizeLinear" || node.op_type == "DequantizeLinear" {
             return self.import_qdq(node, &inputs);
         }
-        if self.fold_int(node, &inputs)? {
+        if self.fold_batch_index(node, &inputs, index)? || self.fold_int(node, &inputs)? {
             return Ok(());
         }
         // activations behind a QuantizeLinear -> DequantizeLinear pair
@@ -775,6 +754,7 @@ impl Importer {
         if self.fold_float(node, &op, &kept_inputs)? {
             return Ok(());
         }
+        self.integers_as_values(node, &kept_inputs)?;
         for i in &kept_inputs {
             if i.is_empty() {
                 return Err(node_err(
@@ -803,6 +783,37 @@ impl Importer {
             self.quant.activations.insert(name.clone(), aq);
         }
         self.push_node(name, op, kept_inputs, outputs)
+    }
+
+    /// Integer constants an op reads as values (a boolean mask combined with an activation)
+    /// become f32 initializers marked as integer constants.
+    fn integers_as_values(&mut self, node: &NodeProto, inputs: &[String]) -> Result<()> {
+        for name in inputs {
+            if self.shapes.contains_key(name) {
+                continue;
+            }
+            let Some(c) = self.int_consts.get(name) else {
+                continue;
+            };
+            let values = c
+                .known_values()
+                .filter(|v| v.iter().all(|x| x.unsigned_abs() <= 1 << 24))
+                .ok_or_else(|| {
+                    node_err(
+                        node,
+                        format!("input '{name}' holds integers that are not exact as values (the batch size, or beyond 2^24)"),
+                    )
+                })?;
+            let t = Tensor::new(c.dims.clone(), values.iter().map(|&v| v as f32).collect())?;
+            self.add_integer_const(name, t);
+        }
+        Ok(())
+    }
+
+    /// Records integers computed at import as an initializer the graph never trains.
+    fn add_integer_const(&mut self, name: &str, t: Tensor) {
+        self.add_float_const(name, t);
+        self.graph.integer_constants.insert(name.to_string());
     }
 
     /// Appends an IR node, inferring its output shapes.
@@ -978,7 +989,7 @@ impl Importer {
                 let contiguous = !idx.is_empty() && idx.windows(2).all(|w| w[1] == w[0] + 1);
                 if !contiguous {
                     let idx_name = format!("{out}__indices");
-                    self.add_float_const(&idx_name, idx_tensor);
+                    self.add_integer_const(&idx_name, idx_tensor);
                     let op = secateur_graph::Op::Gather(gather);
                     self.push_node(base, op, vec![x, idx_name], vec![out])?;
                     return Ok(true);
@@ -1047,6 +1058,7 @@ const FOLDED_OPS: &[&str] = &[
     "Cast",
     "Split",
     "GatherElements",
+    "GatherND",
     "Range",
     "ConstantOfShape",
     "Where",
@@ -1054,7 +1066,9 @@ const FOLDED_OPS: &[&str] = &[
     "Equal",
     "Mod",
     "Less",
+    "LessOrEqual",
     "Greater",
+    "GreaterOrEqual",
     "Max",
     "Min",
     "And",
@@ -1163,6 +1177,8 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
         shapes: HashMap::new(),
         float_consts: HashMap::new(),
         int_consts: HashMap::new(),
+        grids: HashMap::new(),
+        shape_only: HashMap::new(),
         aliases: HashMap::new(),
         node_names: HashSet::new(),
         byte_consts: HashMap::new(),
@@ -1209,7 +1225,10 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
         imp.graph.metadata.insert("secateur.import.note".into(), format!("{} quantize/dequantize pairs on inputs other than the first were folded away (their rounding is not simulated)", imp.dropped_qdq));
     }
     for prop in &model.metadata_props {
-        if let Some(weight) = prop.key.strip_prefix(mask_codec::PREFIX) {
+        if prop.key == crate::export::INTEGER_CONSTANTS_KEY {
+            let names = prop.value.lines().map(str::to_string);
+            imp.graph.integer_constants.extend(names);
+        } else if let Some(weight) = prop.key.strip_prefix(mask_codec::PREFIX) {
             let mask = mask_codec::decode(weight, &prop.value)?;
             imp.graph.masks.insert(weight.to_string(), mask);
         } else {

@@ -7,6 +7,7 @@ pub mod attrs;
 pub mod error;
 pub mod export;
 pub mod fold;
+pub mod grid;
 pub mod import;
 pub mod mask_codec;
 pub mod ops;

@@ -58,23 +58,29 @@ pub fn ort_run(
     input_name: &str,
     input: &Tensor,
 ) -> Result<Vec<Tensor>, String> {
+    ort_run_inputs(python, model, &[(input_name, input)])
+}
+
+/// [`ort_run`] with several named inputs (integer and boolean inputs as exact float values).
+pub fn ort_run_inputs(
+    python: &Path,
+    model: &[u8],
+    inputs: &[(&str, &Tensor)],
+) -> Result<Vec<Tensor>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let model_path = dir.path().join("model.onnx");
-    let in_path = dir.path().join("input.bin");
     std::fs::write(&model_path, model).map_err(|e| e.to_string())?;
-    let bytes: Vec<u8> = input.data().iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(&in_path, bytes).map_err(|e| e.to_string())?;
-    let shape: Vec<String> = input.shape().iter().map(|d| d.to_string()).collect();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ort_run.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(&model_path)
-        .arg(input_name)
-        .arg(&in_path)
-        .arg(shape.join(","))
-        .arg(dir.path())
-        .output()
-        .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(python);
+    cmd.arg(script).arg(&model_path).arg(dir.path());
+    for (k, (name, t)) in inputs.iter().enumerate() {
+        let in_path = dir.path().join(format!("input{k}.bin"));
+        let bytes: Vec<u8> = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&in_path, bytes).map_err(|e| e.to_string())?;
+        let shape: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
+        cmd.arg(name).arg(&in_path).arg(shape.join(","));
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }

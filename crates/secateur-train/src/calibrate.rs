@@ -60,7 +60,7 @@ pub fn taylor_scores(
             &program,
             &leaves,
             &store.shapes,
-            to_value(x, device)?,
+            &[to_value(x, device)?],
             &mut ForwardCtx::eval(),
         )?;
         let logits = logits
@@ -136,7 +136,7 @@ pub fn input_channel_norms(
             &program,
             &store.values,
             &store.shapes,
-            to_value(x, device)?,
+            &[to_value(x, device)?],
             &mut ctx,
         )?;
     }

@@ -83,7 +83,7 @@ pub fn evaluate(
             &program,
             &store.values,
             &store.shapes,
-            input,
+            &[input],
             &mut ForwardCtx {
                 train: false,
                 quant,
@@ -150,7 +150,7 @@ pub fn predict_logits(
             &program,
             &store.values,
             &store.shapes,
-            to_value(x, device)?,
+            &[to_value(x, device)?],
             &mut ctx,
         )?;
         out.extend(logits.to_vec());
@@ -165,16 +165,29 @@ pub fn forward_batch(
     x: &secateur_graph::Tensor,
     device: &Device,
 ) -> Result<secateur_graph::Tensor> {
+    forward_inputs(graph, std::slice::from_ref(x), device)
+}
+
+/// [`forward_batch`] of a graph with several inputs: one tensor per graph input, in order.
+pub fn forward_inputs(
+    graph: &Graph,
+    inputs: &[secateur_graph::Tensor],
+    device: &Device,
+) -> Result<secateur_graph::Tensor> {
     check_trainable(graph)?;
     let store = ParamStore::from_graph(graph, device, &HashSet::new())?;
     let program = Program::compile(graph, &store)?;
     let mut ctx = ForwardCtx::eval();
+    let values = inputs
+        .iter()
+        .map(|x| to_value(x.clone(), device))
+        .collect::<Result<Vec<_>>>()?;
     let (out, _, _) = forward(
         graph,
         &program,
         &store.values,
         &store.shapes,
-        to_value(x.clone(), device)?,
+        &values,
         &mut ctx,
     )?;
     let dims = out.dims();

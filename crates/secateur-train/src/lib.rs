@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod forward;
 pub mod layout;
 pub mod loss;
+pub mod lower;
 pub mod optim;
 pub mod params;
 pub mod pointwise;

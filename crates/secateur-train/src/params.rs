@@ -70,6 +70,7 @@ impl ParamStore {
                 ParamKind::Buffer
             } else if frozen.contains(name)
                 || role == InputRole::Indices
+                || graph.integer_constants.contains(name)
                 || (role == InputRole::Data && t.len() == 1)
             {
                 // one-element constants read as data (an exponent, an epsilon, 1/√d) are

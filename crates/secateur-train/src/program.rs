@@ -11,7 +11,8 @@ use std::collections::HashMap;
 /// Where a node input comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    Input,
+    /// Graph input `k`.
+    Input(usize),
     Slot(usize),
     Param(usize),
 }
@@ -41,15 +42,15 @@ pub struct Program {
 
 impl Program {
     pub fn compile(graph: &Graph, params: &ParamStore) -> Result<Self> {
-        if graph.inputs.len() != 1 || graph.outputs.len() != 1 {
+        if graph.inputs.is_empty() || graph.outputs.len() != 1 {
             return Err(TrainError::Config(format!(
-                "training needs a graph with exactly one input and one output, this one has {} and {}",
+                "training needs a graph with inputs and exactly one output, this one has {} and {}",
                 graph.inputs.len(),
                 graph.outputs.len()
             )));
         }
         let shapes = graph.infer_shapes()?;
-        let input_name = &graph.inputs[0].name;
+        let input_of = |v: &str| graph.inputs.iter().position(|i| i.name == v);
         let mut slot_of: HashMap<&str, usize> = HashMap::new();
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for (ni, node) in graph.nodes.iter().enumerate() {
@@ -62,8 +63,8 @@ impl Program {
             }
             let mut sources = Vec::with_capacity(node.inputs.len());
             for v in &node.inputs {
-                let s = if v == input_name {
-                    Source::Input
+                let s = if let Some(k) = input_of(v) {
+                    Source::Input(k)
                 } else if let Some(&s) = slot_of.get(v.as_str()) {
                     Source::Slot(s)
                 } else if let Some(p) = params.index_of(v) {
@@ -88,8 +89,8 @@ impl Program {
             });
         }
         let resolve = |v: &str| -> Result<Source> {
-            if v == input_name {
-                Ok(Source::Input)
+            if let Some(k) = input_of(v) {
+                Ok(Source::Input(k))
             } else {
                 slot_of.get(v).map(|&s| Source::Slot(s)).ok_or_else(|| {
                     TrainError::Config(format!("graph output '{v}' is not produced by a node"))

@@ -241,7 +241,7 @@ impl Trainer {
                 &self.program,
                 &self.store.values,
                 &self.store.shapes,
-                input,
+                &[input],
                 &mut ctx,
             )?;
         }
@@ -332,7 +332,7 @@ impl Trainer {
             &self.program,
             &leaves,
             &self.store.shapes,
-            input.clone(),
+            std::slice::from_ref(&input),
             &mut ctx,
         )?;
         let logits = logits.into_r2().ok_or_else(|| {
@@ -346,7 +346,7 @@ impl Trainer {
                     &t.program,
                     &t.store.values,
                     &t.store.shapes,
-                    input,
+                    &[input],
                     &mut tctx,
                 )?;
                 let tl = tl.into_r2().ok_or_else(|| {

@@ -28,7 +28,7 @@ fn loss_of(
         quant: None,
         observer: None,
     };
-    let (out, _, _) = forward(graph, program, params, &store.shapes, input, &mut ctx).unwrap();
+    let (out, _, _) = forward(graph, program, params, &store.shapes, &[input], &mut ctx).unwrap();
     let dims = out.dims();
     let n: usize = dims.iter().product();
     let flat = out.reshape(&[n]).unwrap();

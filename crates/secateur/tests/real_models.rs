@@ -15,9 +15,9 @@ use secateur_prune::weights::{
     Criterion, CriterionData, Granularity, Scope, WeightPruneConfig, apply_masks, compute_masks,
 };
 use secateur_runtime::{ExecPlan, PlanConfig};
-use secateur_testkit::{ort_run, random_tensor, require_python};
+use secateur_testkit::{ort_run_inputs, random_tensor, require_python};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../secateur-onnx/tests/fixtures/real")
@@ -46,29 +46,97 @@ const IMAGE_MODELS: &[&str] = &[
     "convnext.ts17",
     "vit.ts17",
     "vit.dynamo",
+    "convnext.dynamo",
 ];
 
-/// The input shape (batch first) of a fixture, from the manifest.
-fn input_shape(name: &str, batch: usize) -> Vec<usize> {
-    let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
+/// Text fixtures (token ids and attention mask in, pooled embedding out).
+const TEXT_MODELS: &[&str] = &["bert.ts17", "bert.dynamo"];
+
+/// The sequence length text fixtures are tested at (their `seq` dimension is symbolic).
+const SEQ: usize = 16;
+
+/// The committed fixture `name` (without `.onnx`).
+fn fixture(name: &str) -> PathBuf {
+    fixtures().join(format!("{name}.onnx"))
+}
+
+/// The entry of a model file in the `manifest.json` beside it.
+fn manifest_entry(path: &Path) -> serde_json::Value {
+    let dir = path.parent().unwrap();
+    let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
     let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let file = format!("{name}.onnx");
-    let entry = &manifest["models"][&file];
-    let dims = entry["inputs"][0]["shape"]
+    let file = path.file_name().unwrap().to_string_lossy();
+    manifest["models"][file.as_ref()].clone()
+}
+
+/// A model's name for messages.
+fn label(path: &Path) -> String {
+    path.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+/// Inputs for a fixture at `batch`, from the manifest's declarations: random values for
+/// float inputs; for text models, token ids below the vocabulary size and an attention mask
+/// whose second and later rows end in padding.
+fn fixture_inputs(path: &Path, batch: usize, seed: u64) -> Vec<(String, Tensor)> {
+    let entry = manifest_entry(path);
+    let inputs = entry["inputs"]
         .as_array()
-        .unwrap_or_else(|| panic!("{file} is not in the manifest"));
-    dims.iter()
-        .map(|d| d.as_u64().map_or(batch, |n| n as usize))
+        .unwrap_or_else(|| panic!("{} is not in the manifest", path.display()));
+    inputs
+        .iter()
+        .map(|input| {
+            let input_name = input["name"].as_str().unwrap().to_string();
+            let dims: Vec<usize> = input["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match (i, d.as_u64()) {
+                    (_, Some(n)) => n as usize,
+                    (0, None) => batch,
+                    _ => SEQ,
+                })
+                .collect();
+            let t = match (input["dtype"].as_str(), input_name.as_str()) {
+                (Some("float"), _) => random_tensor(&dims, seed),
+                (_, "attention_mask") => Tensor::from_fn(dims.clone(), |i| {
+                    let (row, col) = (i / dims[1], i % dims[1]);
+                    if col + 3 * row < dims[1] { 1.0 } else { 0.0 }
+                }),
+                _ => {
+                    let r = random_tensor(&dims, seed);
+                    Tensor::from_fn(dims.clone(), |i| ((r.data()[i] + 1.0) * 49.9).floor())
+                }
+            };
+            (input_name, t)
+        })
         .collect()
+}
+
+fn load(path: &Path) -> Graph {
+    let mut opts = secateur_onnx::ImportOptions::default();
+    opts.dims.insert("seq".into(), SEQ);
+    secateur_onnx::load_model_with(path, &opts)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn named(inputs: &[(String, Tensor)]) -> Vec<(&str, &Tensor)> {
+    inputs.iter().map(|(n, t)| (n.as_str(), t)).collect()
+}
+
+fn reference(g: &Graph, inputs: &[(String, Tensor)]) -> Tensor {
+    let args: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
+    evaluate(g, &args).unwrap().remove(0)
 }
 
 /// The multiply-accumulates per image of the model's Conv2d and Linear modules, counted in
 /// PyTorch with forward hooks when the fixture was exported (absent for attention models,
 /// whose in-projections are not modules).
-fn torch_macs(name: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
-    manifest["models"][format!("{name}.onnx")]["conv_linear_macs"].as_u64()
+fn torch_macs(path: &Path) -> Option<u64> {
+    manifest_entry(path)["conv_linear_macs"].as_u64()
 }
 
 /// `|a - b| <= tol · max(1, max |b|)` element-wise; returns the relative error.
@@ -78,58 +146,63 @@ fn relative_error(a: &Tensor, b: &Tensor) -> f32 {
     a.max_abs_diff(b) / scale
 }
 
-fn runtime_output(g: &Graph, x: &Tensor) -> Tensor {
-    let batch = x.shape()[0];
+fn runtime_output(g: &Graph, inputs: &[(String, Tensor)]) -> Tensor {
+    let batch = inputs[0].1.shape()[0];
     let mut plan = ExecPlan::compile(g, PlanConfig::new(batch, 1)).unwrap();
     let shape = plan.output_shape.clone();
-    let y = plan.run(x.data()).unwrap().to_vec();
+    let slices: Vec<&[f32]> = inputs.iter().map(|(_, t)| t.data()).collect();
+    let y = plan.run_inputs(&slices).unwrap().to_vec();
     Tensor::new(shape, y).unwrap()
 }
 
-fn check_model(py: &std::path::Path, name: &str) {
-    let path = fixtures().join(format!("{name}.onnx"));
-    let bytes = std::fs::read(&path).unwrap();
-    let g = secateur_onnx::load_model(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let input = g.inputs[0].name.clone();
+/// Every check at each of `batches`: import (MACs), reference evaluator, runtime, training
+/// forward and re-export against ONNX Runtime; then channel and unstructured pruning.
+fn check_model(py: &Path, path: &Path, batches: &[usize]) {
+    let name = &label(path);
+    let bytes = std::fs::read(path).unwrap();
+    let g = load(path);
     let attention = g
         .nodes
         .iter()
         .any(|n| matches!(n.op, secateur_graph::Op::BatchMatMul(_)));
-    if let (Some(expected), false) = (torch_macs(name), attention) {
+    if let (Some(expected), false) = (torch_macs(path), attention) {
         let ours = secateur_graph::summarize(&g).unwrap().total_macs;
         assert_eq!(
             ours, expected,
             "{name}: MACs per image vs PyTorch's module count"
         );
     }
-    for batch in [1, 2] {
-        let x = random_tensor(&input_shape(name, batch), 11 + batch as u64);
-        let expected = ort_run(py, &bytes, &input, &x).unwrap().remove(0);
-        let reference = evaluate(&g, &[(input.as_str(), x.clone())])
+    for &batch in batches {
+        let inputs = fixture_inputs(path, batch, 11 + batch as u64);
+        let expected = ort_run_inputs(py, &bytes, &named(&inputs))
             .unwrap()
             .remove(0);
-        let e = relative_error(&reference, &expected);
+        let e = relative_error(&reference(&g, &inputs), &expected);
         assert!(e <= 1e-4, "{name} b{batch}: reference evaluator vs ORT {e}");
-        let e = relative_error(&runtime_output(&g, &x), &expected);
+        let e = relative_error(&runtime_output(&g, &inputs), &expected);
         assert!(e <= 1e-4, "{name} b{batch}: runtime vs ORT {e}");
         let dev = secateur_train::cpu();
-        let trained = secateur_train::evaluate::forward_batch(&g, &x, &dev)
+        let tensors: Vec<Tensor> = inputs.iter().map(|(_, t)| t.clone()).collect();
+        let trained = secateur_train::evaluate::forward_inputs(&g, &tensors, &dev)
             .unwrap_or_else(|e| panic!("{name}: training forward: {e}"));
         let e = relative_error(&trained, &expected);
         assert!(e <= 1e-4, "{name} b{batch}: training forward vs ORT {e}");
         let exported = secateur_onnx::to_bytes(&g).unwrap();
-        let again = ort_run(py, &exported, &input, &x).unwrap().remove(0);
+        let again = ort_run_inputs(py, &exported, &named(&inputs))
+            .unwrap()
+            .remove(0);
         let e = relative_error(&again, &expected);
         assert!(
             e <= 1e-5,
             "{name} b{batch}: re-exported file vs original {e}"
         );
     }
-    check_channel_pruning(py, name, &g);
-    check_unstructured(py, name, &g);
+    check_channel_pruning(py, path, &g);
+    check_unstructured(py, path, &g);
 }
 
-fn check_channel_pruning(py: &std::path::Path, name: &str, g: &Graph) {
+fn check_channel_pruning(py: &Path, path: &Path, g: &Graph) {
+    let name = &label(path);
     let deps = DependencyGraph::build(g).unwrap();
     assert!(!deps.groups.is_empty(), "{name}: no prunable channel group");
     let cfg = ChannelPruneConfig {
@@ -146,26 +219,24 @@ fn check_channel_pruning(py: &std::path::Path, name: &str, g: &Graph) {
             .collect();
         zero_channels(&mut zeroed, group, &removed).unwrap();
     }
-    let input = g.inputs[0].name.clone();
-    let x = random_tensor(&input_shape(name, 2), 5);
-    let a = evaluate(&pruned, &[(input.as_str(), x.clone())])
-        .unwrap()
-        .remove(0);
-    let b = evaluate(&zeroed, &[(input.as_str(), x.clone())])
-        .unwrap()
-        .remove(0);
+    let inputs = fixture_inputs(path, 2, 5);
+    let a = reference(&pruned, &inputs);
+    let b = reference(&zeroed, &inputs);
     let e = relative_error(&a, &b);
     assert!(e <= 1e-5, "{name}: pruned vs zero-masked {e}");
     let (before, _) = g.parameter_counts();
     let (after, _) = pruned.parameter_counts();
     assert!(after < before, "{name}: pruning removed no parameters");
     let bytes = secateur_onnx::to_bytes(&pruned).unwrap();
-    let ort = ort_run(py, &bytes, &input, &x).unwrap().remove(0);
+    let ort = ort_run_inputs(py, &bytes, &named(&inputs))
+        .unwrap()
+        .remove(0);
     let e = relative_error(&ort, &a);
     assert!(e <= 1e-4, "{name}: ORT on the pruned file vs ours {e}");
 }
 
-fn check_unstructured(py: &std::path::Path, name: &str, g: &Graph) {
+fn check_unstructured(py: &Path, path: &Path, g: &Graph) {
+    let name = &label(path);
     let cfg = WeightPruneConfig {
         criterion: Criterion::Magnitude { l2: false },
         granularity: Granularity::Unstructured,
@@ -177,13 +248,12 @@ fn check_unstructured(py: &std::path::Path, name: &str, g: &Graph) {
     let masks = compute_masks(g, &cfg, &CriterionData::default()).unwrap();
     let mut sparse = g.clone();
     apply_masks(&mut sparse, masks).unwrap();
-    let input = g.inputs[0].name.clone();
-    let x = random_tensor(&input_shape(name, 1), 6);
-    let ours = evaluate(&sparse, &[(input.as_str(), x.clone())])
+    let inputs = fixture_inputs(path, 1, 6);
+    let ours = reference(&sparse, &inputs);
+    let bytes = secateur_onnx::to_bytes(&sparse).unwrap();
+    let ort = ort_run_inputs(py, &bytes, &named(&inputs))
         .unwrap()
         .remove(0);
-    let bytes = secateur_onnx::to_bytes(&sparse).unwrap();
-    let ort = ort_run(py, &bytes, &input, &x).unwrap().remove(0);
     let e = relative_error(&ort, &ours);
     assert!(e <= 1e-4, "{name}: ORT on the 90 % sparse file vs ours {e}");
 }
@@ -194,7 +264,7 @@ macro_rules! fixture_tests {
             #[test]
             fn $test() {
                 let Some(py) = require_python() else { return };
-                check_model(&py, $name);
+                check_model(&py, &fixture($name), &[1, 2]);
             }
         )*
     };
@@ -222,13 +292,40 @@ fixture_tests! {
     convnext_ts17 => "convnext.ts17",
     vit_ts17 => "vit.ts17",
     vit_dynamo => "vit.dynamo",
+    convnext_dynamo => "convnext.dynamo",
+    bert_ts17 => "bert.ts17",
+    bert_dynamo => "bert.dynamo",
 }
 
 #[test]
 fn every_listed_image_fixture_has_a_test() {
     // the macro above and IMAGE_MODELS name the same files, each present on disk
-    for name in IMAGE_MODELS {
-        assert!(fixtures().join(format!("{name}.onnx")).is_file(), "{name}");
+    for name in IMAGE_MODELS.iter().chain(TEXT_MODELS) {
+        assert!(fixture(name).is_file(), "{name}");
     }
-    assert_eq!(IMAGE_MODELS.len(), 21);
+    assert_eq!(IMAGE_MODELS.len() + TEXT_MODELS.len(), 24);
+}
+
+/// Full-size models that this suite does not carry: every `*.onnx` with a `manifest.json`
+/// entry in `$SECATEUR_FULL_MODELS` (made by `export_real.py --full DIR`), at batch 1. Run with
+/// `SECATEUR_FULL_MODELS=DIR cargo test --release -p secateur --test real_models -- --ignored`.
+#[test]
+#[ignore = "needs full-size models in $SECATEUR_FULL_MODELS"]
+fn full_size_models() {
+    let Some(py) = require_python() else { return };
+    let dir = PathBuf::from(std::env::var("SECATEUR_FULL_MODELS").expect("SECATEUR_FULL_MODELS"));
+    let only = std::env::var("SECATEUR_FULL_ONLY").unwrap_or_default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .filter(|p| only.is_empty() || label(p).contains(only.as_str()))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no models in {}", dir.display());
+    for path in files {
+        let t = std::time::Instant::now();
+        check_model(&py, &path, &[1]);
+        eprintln!("{}: ok ({:.0} s)", label(&path), t.elapsed().as_secs_f64());
+    }
 }

@@ -46,8 +46,10 @@ impl Converter for ReshapeConverter {
         if ctx.opset < 5 || ctx.inputs.len() < 2 {
             return Err("Reshape needs its target shape as the second input (opset >= 5)".into());
         }
-        let allowzero = ctx.attrs.int("allowzero", 0)? != 0;
         let target = ctx.int_input(1)?;
+        // `allowzero` only changes what a literal 0 means; without one, 0 may copy the batch
+        let allowzero =
+            ctx.attrs.int("allowzero", 0)? != 0 && target.values.contains(&SymInt::Known(0));
         let input = ctx.shapes.first().cloned().flatten();
         let mut shape = Vec::with_capacity(target.values.len());
         for (i, v) in target.values.iter().enumerate() {

@@ -1,6 +1,7 @@
 //! Liveness-based buffer assignment: every logical buffer (one per value a step writes) is
 //! mapped to a physical one, reusing a buffer once the last step reading its value has run.
-//! The input and output buffers are never reused.
+//! The input buffers (physical buffers `0..inputs.len()`, in order) and the output buffer
+//! are never reused.
 
 use super::step::Step;
 
@@ -9,7 +10,7 @@ use super::step::Step;
 pub(super) fn assign(
     steps: &mut [Step],
     sizes: &[usize],
-    input_buf: usize,
+    input_bufs: &[usize],
     output: usize,
 ) -> (Vec<usize>, Vec<usize>) {
     let mut last_use = vec![0usize; sizes.len()];
@@ -21,12 +22,14 @@ pub(super) fn assign(
         }
     }
     last_use[output] = usize::MAX;
-    last_use[input_buf] = usize::MAX;
     let mut phys_of = vec![usize::MAX; sizes.len()];
     let mut phys: Vec<usize> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
-    phys_of[input_buf] = 0;
-    phys.push(sizes[input_buf]);
+    for &b in input_bufs {
+        last_use[b] = usize::MAX;
+        phys_of[b] = phys.len();
+        phys.push(sizes[b]);
+    }
     for (si, s) in steps.iter().enumerate() {
         let need = sizes[s.output];
         let slot = free

@@ -1,14 +1,13 @@
 //! Compiling a graph into an execution plan and running it. `ExecPlan::compile` walks the
-//! nodes once: views become buffer aliases, weighted layers are fused with what the graph's
-//! fusion rule absorbs and lowered with a measured kernel choice (`layer.rs`), other operators
-//! are lowered from their class or kind (`ops_lower.rs`, with the reference evaluation as the
-//! fallback); then buffers are assigned by liveness (`buffers.rs`). Steps and how they run are
+//! nodes once: views become buffer aliases, every other node is lowered by its op's
+//! [`lower::RuntimeOp`] (weighted layers fused with what the graph's fusion rule absorbs, with a
+//! measured kernel choice; ops without a kernel through their reference evaluation); then
+//! buffers are assigned by liveness (`buffers.rs`). Steps and how they run are
 //! in `step.rs`. Activations live in preallocated buffers, and the batch is processed in
 //! parallel on a dedicated pool without oversubscription.
 
 mod buffers;
-mod layer;
-mod ops_lower;
+mod lower;
 mod step;
 
 use crate::error::{Result, RuntimeError};
@@ -76,9 +75,11 @@ pub struct ExecPlan {
     pub config: PlanConfig,
     steps: Vec<Step>,
     buffers: Vec<Vec<f32>>,
-    input: usize,
     output: usize,
+    /// The shape of the first graph input (the only one of most models).
     pub input_shape: Vec<usize>,
+    /// The shapes of all graph inputs, in the graph's order (physical buffers `0..n`).
+    pub input_shapes: Vec<Vec<usize>>,
     pub output_shape: Vec<usize>,
     pub layers: Vec<LayerChoice>,
     pool: Option<rayon::ThreadPool>,
@@ -106,10 +107,10 @@ impl ExecPlan {
     /// Compiles `graph` for `config`.
     pub fn compile(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
         graph.check()?;
-        if graph.inputs.len() != 1 || graph.outputs.is_empty() {
+        if graph.outputs.is_empty() {
             return Err(RuntimeError::Unsupported {
                 node: graph.name.clone(),
-                message: "the runtime runs graphs with one input".into(),
+                message: "the graph has no output".into(),
             });
         }
         if config.batch == 0 || config.threads == 0 {
@@ -127,9 +128,12 @@ impl ExecPlan {
             sizes.push(n);
             sizes.len() - 1
         };
-        let input_name = graph.inputs[0].name.clone();
-        let input_buf = new_buf(&mut sizes, concrete(&input_name).iter().product());
-        value_buf.insert(input_name.clone(), input_buf);
+        let mut input_bufs = Vec::with_capacity(graph.inputs.len());
+        for input in &graph.inputs {
+            let buf = new_buf(&mut sizes, concrete(&input.name).iter().product());
+            value_buf.insert(input.name.clone(), buf);
+            input_bufs.push(buf);
+        }
         let mut steps: Vec<Step> = Vec::new();
         let mut layers = Vec::new();
         let mut absorbed = vec![false; graph.nodes.len()];
@@ -166,45 +170,42 @@ impl ExecPlan {
                 });
                 in_bufs[0] = qb;
             }
-            let out_len: usize = concrete(&node.outputs[0]).iter().product();
             // aliases: no data movement
             if node.op.class() == OpClass::View && in_bufs[0] != usize::MAX {
                 value_buf.insert(node.outputs[0].clone(), in_bufs[0]);
                 continue;
             }
-            if graph.is_weighted_layer(ni) {
-                let lowered = layer::lower_layer(graph, &shapes, ni, config)?;
-                for &a in &lowered.absorbed {
-                    absorbed[a] = true;
-                }
-                layers.push(lowered.choice);
-                let ob = new_buf(&mut sizes, lowered.out_len);
-                steps.push(Step {
-                    name,
-                    kind: lowered.kind,
-                    inputs: vec![in_bufs[0]],
-                    output: ob,
-                    consts: vec![],
-                });
-                value_buf.insert(lowered.output, ob);
-                continue;
+            let cx = lower::LowerCx {
+                graph,
+                shapes: &shapes,
+                node: ni,
+                config,
+            };
+            let lowered = lower::lowering(&node.op).lower(&cx)?;
+            for &a in &lowered.absorbed {
+                absorbed[a] = true;
             }
-            let ob = new_buf(&mut sizes, out_len);
-            let kind = ops_lower::lower_op(graph, &shapes, ni, b)?;
+            layers.extend(lowered.choice);
+            let (inputs, consts) = if lowered.data_only {
+                (vec![in_bufs[0]], vec![])
+            } else {
+                (in_bufs, consts)
+            };
+            let ob = new_buf(&mut sizes, lowered.out_len);
             steps.push(Step {
                 name,
-                kind,
-                inputs: in_bufs,
+                kind: lowered.kind,
+                inputs,
                 output: ob,
                 consts,
             });
-            value_buf.insert(node.outputs[0].clone(), ob);
+            value_buf.insert(lowered.output, ob);
         }
         let out_name = &graph.outputs[0];
         let output = *value_buf
             .get(out_name)
             .ok_or_else(|| err(out_name, "graph output is not computed"))?;
-        let (phys, phys_of) = buffers::assign(&mut steps, &sizes, input_buf, output);
+        let (phys, phys_of) = buffers::assign(&mut steps, &sizes, &input_bufs, output);
         let buffers = phys.iter().map(|&n| vec![0.0f32; n]).collect();
         let pool = if config.threads > 1 {
             Some(
@@ -221,15 +222,16 @@ impl ExecPlan {
         } else {
             None
         };
-        let input_shape = graph.inputs[0].shape.resolve(b);
+        let input_shapes: Vec<Vec<usize>> =
+            graph.inputs.iter().map(|i| i.shape.resolve(b)).collect();
         let output_shape = shapes[out_name].resolve(b);
         Ok(ExecPlan {
             config,
             steps,
             buffers,
-            input: 0,
             output: phys_of[output],
-            input_shape,
+            input_shape: input_shapes[0].clone(),
+            input_shapes,
             output_shape,
             layers,
             pool,
@@ -254,9 +256,16 @@ impl ExecPlan {
         }
     }
 
-    /// Runs the plan on `input` (`[batch, ...]`, row-major) and returns the output.
+    /// Runs the plan of a one-input graph on `input` (`[batch, ...]`, row-major) and returns
+    /// the output.
     pub fn run(&mut self, input: &[f32]) -> Result<&[f32]> {
-        self.run_inner(input, None)?;
+        self.run_inputs(&[input])
+    }
+
+    /// Runs the plan on one slice per graph input (in the graph's order; integer inputs as
+    /// exact float values) and returns the output.
+    pub fn run_inputs(&mut self, inputs: &[&[f32]]) -> Result<&[f32]> {
+        self.run_inner(inputs, None)?;
         let n: usize = self.output_shape.iter().product();
         Ok(&self.buffers[self.output][..n])
     }
@@ -281,24 +290,32 @@ impl ExecPlan {
     /// Runs the plan and returns the time spent in each step (name, milliseconds).
     pub fn run_profiled(&mut self, input: &[f32]) -> Result<Vec<(String, f64)>> {
         let mut times = Vec::with_capacity(self.steps.len());
-        self.run_inner(input, Some(&mut times))?;
+        self.run_inner(&[input], Some(&mut times))?;
         Ok(times)
     }
 
     fn run_inner(
         &mut self,
-        input: &[f32],
+        inputs: &[&[f32]],
         mut times: Option<&mut Vec<(String, f64)>>,
     ) -> Result<()> {
-        let n_in: usize = self.input_shape.iter().product();
-        if input.len() != n_in {
+        if inputs.len() != self.input_shapes.len() {
             return Err(RuntimeError::Input(format!(
-                "expected {n_in} values for input shape {:?}, got {}",
-                self.input_shape,
-                input.len()
+                "the graph has {} inputs, {} were given",
+                self.input_shapes.len(),
+                inputs.len()
             )));
         }
-        self.buffers[self.input][..n_in].copy_from_slice(input);
+        for (k, (input, shape)) in inputs.iter().zip(&self.input_shapes).enumerate() {
+            let n_in: usize = shape.iter().product();
+            if input.len() != n_in {
+                return Err(RuntimeError::Input(format!(
+                    "input {k}: expected {n_in} values for shape {shape:?}, got {}",
+                    input.len()
+                )));
+            }
+            self.buffers[k][..n_in].copy_from_slice(input);
+        }
         let isa = self.config.isa;
         let batch = self.config.batch;
         let pool = self.pool.take();

@@ -1,0 +1,156 @@
+//! Per-op lowering to execution steps, registered like the ONNX converters and the training
+//! lowerings: each IR op implements [`RuntimeOp`] in the file of its family (`conv.rs` and
+//! `linear.rs`: weighted layers with fusion and a measured kernel choice, sharing
+//! `weights.rs`; `pool.rs`; `elementwise.rs`: pointwise functions, broadcasting binaries and
+//! softmax; `layout.rs`: concatenation), and [`lowering`] is the one place that maps an
+//! [`Op`] to its implementation. An op without a kernel keeps the default: its reference
+//! evaluation, checked on zeros of its input shapes when the plan compiles.
+
+mod conv;
+mod elementwise;
+mod layout;
+mod linear;
+mod pool;
+mod weights;
+
+use super::step::{StepKind, reference_step};
+use super::{LayerChoice, PlanConfig};
+use crate::error::Result;
+use secateur_graph::{Graph, Node, Op, Shape};
+use std::collections::HashMap;
+
+/// What a lowering sees: the graph, value shapes, the node and the plan's settings.
+pub(crate) struct LowerCx<'a> {
+    pub graph: &'a Graph,
+    pub shapes: &'a HashMap<String, Shape>,
+    pub node: usize,
+    pub config: PlanConfig,
+}
+
+impl LowerCx<'_> {
+    pub fn node(&self) -> &Node {
+        &self.graph.nodes[self.node]
+    }
+
+    /// The concrete shape of a value at the plan's batch size.
+    pub fn value_shape(&self, v: &str) -> Vec<usize> {
+        self.shapes[v].resolve(self.config.batch)
+    }
+
+    pub fn in_shape(&self, k: usize) -> Vec<usize> {
+        self.value_shape(&self.node().inputs[k])
+    }
+
+    pub fn out_shape(&self) -> Vec<usize> {
+        self.value_shape(&self.node().outputs[0])
+    }
+
+    /// The node run by its reference evaluation.
+    pub fn reference(&self) -> Result<Lowered> {
+        let node = self.node();
+        let shapes = node.inputs.iter().map(|v| self.value_shape(v));
+        Ok(Lowered::plain(
+            self,
+            reference_step(&node.name, &node.op, shapes)?,
+        ))
+    }
+}
+
+/// A node lowered to its step.
+pub(crate) struct Lowered {
+    pub kind: StepKind,
+    /// The kernel choice of a weighted layer.
+    pub choice: Option<LayerChoice>,
+    /// Nodes fused into this step.
+    pub absorbed: Vec<usize>,
+    /// The value the step produces and its number of elements.
+    pub output: String,
+    pub out_len: usize,
+    /// Whether the step reads only the data input (a weighted layer holds its weights).
+    pub data_only: bool,
+}
+
+impl Lowered {
+    /// A step computing the node's own output from all its inputs.
+    pub fn plain(cx: &LowerCx, kind: StepKind) -> Self {
+        let output = cx.node().outputs[0].clone();
+        Lowered {
+            kind,
+            choice: None,
+            absorbed: Vec::new(),
+            out_len: cx.value_shape(&output).iter().product(),
+            output,
+            data_only: false,
+        }
+    }
+
+    /// A weighted layer's step with its fused nodes and kernel choice.
+    pub fn layer(
+        kind: StepKind,
+        choice: LayerChoice,
+        absorbed: Vec<usize>,
+        output: String,
+        out_len: usize,
+    ) -> Self {
+        Lowered {
+            kind,
+            choice: Some(choice),
+            absorbed,
+            output,
+            out_len,
+            data_only: true,
+        }
+    }
+}
+
+/// How an op runs in the runtime.
+pub(crate) trait RuntimeOp {
+    /// The step (and fused nodes) of the node at `cx`.
+    fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        cx.reference()
+    }
+}
+
+/// The lowering of `op`.
+pub(crate) fn lowering(op: &Op) -> &dyn RuntimeOp {
+    match op {
+        Op::Conv(o) => o,
+        Op::Gemm(o) => o,
+        Op::MatMul(o) => o,
+        Op::BatchNorm(o) => o,
+        Op::Unary(o) => o,
+        Op::MaxPool(o) => o,
+        Op::AveragePool(o) => o,
+        Op::GlobalAveragePool(o) => o,
+        Op::Binary(o) => o,
+        Op::Concat(o) => o,
+        Op::Flatten(o) => o,
+        Op::Reshape(o) => o,
+        Op::Identity(o) | Op::Dropout(o) => o,
+        Op::Softmax(o) => o,
+        Op::Transpose(o) => o,
+        Op::Slice(o) => o,
+        Op::Pad(o) => o,
+        Op::LayerNorm(o) => o,
+        Op::BatchMatMul(o) => o,
+        Op::Expand(o) => o,
+        Op::Reduce(o) => o,
+        Op::Gather(o) => o,
+        Op::Where(o) => o,
+    }
+}
+
+// ops that run by their reference evaluation (or alias their input, for views)
+impl RuntimeOp for secateur_graph::BatchNorm {}
+impl RuntimeOp for secateur_graph::Flatten {}
+impl RuntimeOp for secateur_graph::Reshape {}
+impl RuntimeOp for secateur_graph::Identity {}
+impl RuntimeOp for secateur_graph::Transpose {}
+impl RuntimeOp for secateur_graph::Slice {}
+impl RuntimeOp for secateur_graph::Pad {}
+impl RuntimeOp for secateur_graph::LayerNorm {}
+impl RuntimeOp for secateur_graph::BatchMatMul {}
+impl RuntimeOp for secateur_graph::Expand {}
+impl RuntimeOp for secateur_graph::Reduce {}
+impl RuntimeOp for secateur_graph::Gather {}
+impl RuntimeOp for secateur_graph::Where {}
