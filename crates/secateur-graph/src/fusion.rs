@@ -1,13 +1,15 @@
 //! The one fusion rule of the project, read by the runtime (which executes a fused layer as one
 //! kernel) and by the cost model (which prices the layers the runtime executes). A weighted
-//! layer with a constant weight absorbs a per-channel affine normalisation (inference batch
-//! norm) over its output channels, then a clamp activation (ReLU, Clip) that its kernels apply
-//! in their epilogue; each absorbed node must be the sole reader of the value before it, that
-//! value must not be a graph output, and the absorbed node's input must not be quantized (the
-//! rounding between the two would be lost).
+//! layer with a constant weight absorbs, in this order: a per-channel affine normalisation
+//! (inference batch norm) over its output channels; an element-wise function (ReLU, Clip,
+//! SiLU, HardSwish, GELU, ...); a residual addition of a value of the same shape computed
+//! before the layer (a ResNet or MobileNetV2 shortcut); and an element-wise function after
+//! it. Kernels apply all of it in their epilogue. Each absorbed node must be the sole reader of
+//! the value before it, that value must not be a graph output, and the absorbed node's input
+//! must not be quantized (the rounding between the two would be lost).
 
 use crate::graph::Graph;
-use crate::ops::{OpClass, Port};
+use crate::ops::{BinaryFn, OpClass, Pointwise, Port};
 use crate::shape::Shape;
 use std::collections::HashMap;
 
@@ -18,8 +20,12 @@ pub struct FusedChain {
     pub layer: usize,
     /// The folded normalisation node, if any.
     pub affine: Option<usize>,
-    /// The fused clamp activation: its node and bounds `(min, max)`.
-    pub activation: Option<(usize, (f32, f32))>,
+    /// The element-wise function applied next: its node and function.
+    pub activation: Option<(usize, Pointwise)>,
+    /// The residual addition: its node and the value added (computed before the layer).
+    pub residual: Option<(usize, String)>,
+    /// The element-wise function after the residual addition.
+    pub post_activation: Option<(usize, Pointwise)>,
     /// The value the chain produces (the last absorbed node's output).
     pub output: String,
 }
@@ -30,6 +36,8 @@ impl FusedChain {
         self.affine
             .into_iter()
             .chain(self.activation.map(|a| a.0))
+            .chain(self.residual.as_ref().map(|r| r.0))
+            .chain(self.post_activation.map(|a| a.0))
             .collect()
     }
 }
@@ -86,6 +94,8 @@ impl Graph {
             layer: ni,
             affine: None,
             activation: None,
+            residual: None,
+            post_activation: None,
             output: self.nodes[ni].outputs[0].clone(),
         };
         if !self.is_weighted_layer(ni) {
@@ -102,15 +112,57 @@ impl Graph {
             chain.affine = Some(c);
             chain.output = self.nodes[c].outputs[0].clone();
         }
-        if let Some(c) = self.sole_reader(&chain.output)
-            && let OpClass::Pointwise(f) = self.nodes[c].op.class()
-            && let Some(bounds) = f.clamp_bounds()
-            && !self.input_quantized(c)
-        {
-            chain.activation = Some((c, bounds));
+        if let Some((c, f)) = self.next_pointwise(&chain.output) {
+            chain.activation = Some((c, f));
             chain.output = self.nodes[c].outputs[0].clone();
         }
+        if let Some((c, other)) = self.next_residual(ni, &chain.output, shapes) {
+            chain.residual = Some((c, other));
+            chain.output = self.nodes[c].outputs[0].clone();
+            if let Some((c, f)) = self.next_pointwise(&chain.output) {
+                chain.post_activation = Some((c, f));
+                chain.output = self.nodes[c].outputs[0].clone();
+            }
+        }
         chain
+    }
+
+    /// The element-wise function that is the sole reader of `value`.
+    fn next_pointwise(&self, value: &str) -> Option<(usize, Pointwise)> {
+        let c = self.sole_reader(value)?;
+        let OpClass::Pointwise(f) = self.nodes[c].op.class() else {
+            return None;
+        };
+        (!self.input_quantized(c)).then_some((c, f))
+    }
+
+    /// The addition that is the sole reader of `value` (an output of layer `ni`'s chain) and
+    /// adds a value of the same shape computed before node `ni`: returns the Add node and that
+    /// value.
+    fn next_residual(
+        &self,
+        ni: usize,
+        value: &str,
+        shapes: &HashMap<String, Shape>,
+    ) -> Option<(usize, String)> {
+        let c = self.sole_reader(value)?;
+        let node = &self.nodes[c];
+        if node.op.class() != OpClass::Binary(BinaryFn::Add)
+            || node.inputs.len() != 2
+            || self.input_quantized(c)
+        {
+            return None;
+        }
+        let other = if node.inputs[0] == value {
+            &node.inputs[1]
+        } else {
+            &node.inputs[0]
+        };
+        let earlier = self.inputs.iter().any(|i| &i.name == other)
+            || self.nodes[..ni].iter().any(|n| n.outputs.contains(other));
+        let same_shape = shapes.get(other) == shapes.get(value);
+        (other != value && earlier && same_shape && !self.initializers.contains_key(other))
+            .then(|| (c, other.clone()))
     }
 
     /// Every fused chain of the graph, in node order; a node absorbed by one chain starts none.
@@ -152,12 +204,46 @@ mod tests {
         assert_eq!(name(chains[0].layer), "a.conv");
         assert_eq!(chains[0].affine.map(name), Some("a.bn"));
         assert_eq!(chains[0].activation.map(|a| name(a.0)), Some("a.relu"));
-        // a sigmoid is no clamp: the chain ends at the batch norm
+        // any element-wise function fuses
         assert_eq!(chains[1].affine.map(name), Some("b.bn"));
-        assert_eq!(chains[1].activation, None);
+        assert_eq!(chains[1].activation.map(|a| name(a.0)), Some("sig"));
+        assert_eq!(chains[1].output, g.outputs[0]);
+    }
+
+    #[test]
+    fn a_shortcut_fuses_into_the_later_branch_with_the_activation_after_it() {
+        use crate::ops::{Binary, BinaryFn, Pointwise};
+        let (mut b, x) = GraphBuilder::new("t", &[4, 8, 8], 1);
+        let a = b.conv_bn("a", &x, 4, 3, 1, 1, Activation::Relu).unwrap();
+        let c = b.conv_bn("c", &a, 4, 3, 1, 1, Activation::None).unwrap();
+        let sum = b
+            .node(
+                "add",
+                Op::Binary(Binary { f: BinaryFn::Add }),
+                &[&c, &a],
+                vec![],
+            )
+            .unwrap();
+        let r = b
+            .node("relu", Op::Unary(Unary::RELU), &[&sum], vec![])
+            .unwrap();
+        let g = b.finish(&r).unwrap();
+        let chains = g.fused_chains().unwrap();
+        let name = |i: usize| g.nodes[i].name.as_str();
+        // `a` is read twice: its chain ends at its ReLU; `c` adds it and applies the ReLU
+        assert_eq!(chains[0].residual, None);
         assert_eq!(
-            chains[1].output,
-            g.nodes[chains[1].affine.unwrap()].outputs[0]
+            chains[1]
+                .residual
+                .as_ref()
+                .map(|r| (name(r.0), r.1.as_str())),
+            Some(("add", a.as_str()))
         );
+        assert_eq!(
+            chains[1].post_activation,
+            Some((g.nodes.len() - 1, Pointwise::Relu))
+        );
+        assert_eq!(chains[1].output, g.outputs[0]);
+        assert_eq!(chains[1].absorbed().len(), 3);
     }
 }

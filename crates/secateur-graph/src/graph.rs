@@ -350,6 +350,22 @@ impl Graph {
         Ok(())
     }
 
+    /// Whether initializer `name`, read in `role`, is a parameter of the model (what training
+    /// trains and parameter counts count): a trained role (weights, biases, normalisation
+    /// scales and shifts), or a float constant read as data with more than one element (an
+    /// embedding table, a class token, position embeddings, a layer scale) that is not an
+    /// integer constant.
+    pub fn is_parameter(&self, name: &str, role: InputRole) -> bool {
+        match role {
+            r if r.is_trainable() => true,
+            InputRole::Data => {
+                !self.integer_constants.contains(name)
+                    && self.initializers.get(name).is_some_and(|t| t.len() > 1)
+            }
+            _ => false,
+        }
+    }
+
     /// Names of weights in a role (e.g. every multiplicative weight), in node order.
     pub fn weights_in_role(&self, role: InputRole) -> Vec<String> {
         let mut seen = HashSet::new();
@@ -397,7 +413,7 @@ impl Graph {
         let mut total = 0;
         let mut nonzero = 0;
         for (name, t) in &self.initializers {
-            if roles.get(name).is_some_and(|r| r.is_trainable()) {
+            if roles.get(name).is_some_and(|r| self.is_parameter(name, *r)) {
                 total += t.len();
                 nonzero += t.len() - t.count_zeros();
             }

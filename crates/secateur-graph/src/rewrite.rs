@@ -2,6 +2,8 @@
 //! ONNX opset 17 write a layer normalisation as `ReduceMean → Sub → Pow 2 → ReduceMean → Add ε
 //! → Sqrt → Div` (then `Mul γ`, `Add β`); [`Graph::fuse_layer_norms`] turns each such chain
 //! into one [`LayerNorm`], so the runtime, the cost model and pruning see what it is.
+//! SiLU, which exporters write as `Mul(x, Sigmoid(x))`, becomes one element-wise function
+//! ([`Graph::fuse_silu`]), so that it fuses into the layer before it like any activation.
 
 use crate::graph::Graph;
 use crate::ops::{BinaryFn, LayerNorm, Op, Pointwise, ReduceKind};
@@ -193,6 +195,42 @@ impl Graph {
     }
 }
 
+impl Graph {
+    /// Replaces every `Mul(x, Sigmoid(x))` whose sigmoid has no other reader by one
+    /// `Unary(Silu)`; returns how many were fused.
+    pub fn fuse_silu(&mut self) -> usize {
+        let mut fused = 0;
+        let mut i = 0;
+        while i < self.nodes.len() {
+            let Some(sig) = self.silu_sigmoid(i) else {
+                i += 1;
+                continue;
+            };
+            let x = self.nodes[sig].inputs[0].clone();
+            let mul = &mut self.nodes[i];
+            mul.op = Op::Unary(crate::ops::Unary { f: Pointwise::Silu });
+            mul.inputs = vec![x];
+            self.nodes.remove(sig);
+            fused += 1;
+            i = i.min(sig);
+        }
+        fused
+    }
+
+    /// The sigmoid node of a `Mul(x, Sigmoid(x))` at node `mul`, if it is one.
+    fn silu_sigmoid(&self, mul: usize) -> Option<usize> {
+        if self.binary_of(mul)? != BinaryFn::Mul {
+            return None;
+        }
+        let ins = &self.nodes[mul].inputs;
+        (0..2).find_map(|k| {
+            let s = self.sole_producer(&ins[k], 1)?;
+            let sig = matches!(&self.nodes[s].op, Op::Unary(u) if u.f == Pointwise::Sigmoid);
+            (sig && self.nodes[s].inputs[0] == ins[1 - k]).then_some(s)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::eval::evaluate;
@@ -262,5 +300,35 @@ mod tests {
         g.outputs.push("v".into());
         assert_eq!(g.fuse_layer_norms().unwrap(), 0);
         assert_eq!(g.nodes.len(), 9);
+    }
+
+    #[test]
+    fn x_times_its_sigmoid_becomes_one_silu_unless_the_sigmoid_is_read_elsewhere() {
+        let build = |swap: bool, extra_reader: bool| {
+            let mut g = Graph::new("silu");
+            g.add_input("x", Shape::batched(&[5]));
+            g.add_node("s", Op::Unary(Unary::SIGMOID), &["x"], &["s"]);
+            let ins: [&str; 2] = if swap { ["x", "s"] } else { ["s", "x"] };
+            g.add_node("m", Op::Binary(Binary { f: BinaryFn::Mul }), &ins, &["y"]);
+            g.outputs = vec!["y".into()];
+            if extra_reader {
+                g.outputs.push("s".into());
+            }
+            g
+        };
+        let x = Tensor::from_fn(vec![2, 5], |i| i as f32 - 4.5);
+        for swap in [false, true] {
+            let g = build(swap, false);
+            let mut fused = g.clone();
+            assert_eq!(fused.fuse_silu(), 1);
+            fused.check().unwrap();
+            assert_eq!(fused.nodes.len(), 1);
+            assert!(matches!(&fused.nodes[0].op, Op::Unary(u) if u.f == Pointwise::Silu));
+            let a = evaluate(&g, &[("x", x.clone())]).unwrap().remove(0);
+            let b = evaluate(&fused, &[("x", x.clone())]).unwrap().remove(0);
+            assert!(a.max_abs_diff(&b) < 1e-6);
+        }
+        let mut kept = build(false, true);
+        assert_eq!(kept.fuse_silu(), 0);
     }
 }

@@ -3,7 +3,6 @@
 
 use crate::error::Result;
 use crate::graph::Graph;
-use crate::ops::InputRole;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -43,8 +42,7 @@ pub fn summarize(graph: &Graph) -> Result<GraphSummary> {
         let (mut params, mut nonzero) = (0u64, 0u64);
         for (v, role) in node.inputs.iter().zip(&roles) {
             if let Some(t) = graph.initializers.get(v)
-                && role.is_trainable()
-                && *role != InputRole::Data
+                && graph.is_parameter(v, *role)
                 && seen.insert(v.clone())
             {
                 params += t.len() as u64;

@@ -1241,6 +1241,7 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
     graph.drop_unused_initializers();
     graph.unshare_initializers();
     graph.fuse_layer_norms()?;
+    graph.fuse_silu();
     graph.check()?;
     Ok(graph)
 }

@@ -1,9 +1,10 @@
 //! Compile-time rewrites of layers along the graph's fusion rule ([`Graph::fused_chain`]): a
 //! batch norm that directly follows a weighted layer is folded into its weights and bias
-//! (`w' = w·γ/σ`, `b' = (b − μ)·γ/σ + β`, zeros stay zero), and a following clamp activation
-//! (ReLU, Clip) becomes the kernel's activation, so the three nodes run as one.
+//! (`w' = w·γ/σ`, `b' = (b − μ)·γ/σ + β`, zeros stay zero); the element-wise function, residual
+//! addition and function after it that the chain absorbs become the layer's [`Tail`], and a
+//! clamp (ReLU, Clip) right after the layer is also its kernels' in-kernel activation.
 
-use crate::kernels::Activation;
+use crate::kernels::{Activation, Tail};
 use secateur_graph::{Graph, Op, Shape, Tensor};
 use std::collections::HashMap;
 
@@ -17,7 +18,12 @@ pub struct FusedLayer {
     /// Weight as a row-major matrix `[out × in]` (conv: `[C_out, C_in/g · kh · kw]`).
     pub weight: Tensor,
     pub bias: Vec<f32>,
+    /// What the layer applies after adding the bias: the whole chain ([`Tail`]), of which
+    /// `act` is the part kernels without a general epilogue apply in their store.
+    pub tail: Tail,
     pub act: Activation,
+    /// The value added by the residual addition, if the chain has one.
+    pub residual: Option<String>,
     /// The value the fused layer produces (the last absorbed node's output).
     pub output: String,
 }
@@ -59,24 +65,36 @@ pub fn fuse_layer(
             out = graph.nodes[c].outputs[0].clone();
         }
     }
-    let mut act = Activation::None;
-    if let Some((c, (min, max))) = chain.activation
-        && (chain.affine.is_none() || !absorbed.is_empty())
-    {
-        act = if min == 0.0 && max == f32::INFINITY {
-            Activation::Relu
-        } else {
-            Activation::Clip { min, max }
-        };
-        absorbed.push(c);
-        out = graph.nodes[c].outputs[0].clone();
+    let folded = chain.affine.is_none() || !absorbed.is_empty();
+    let mut tail = Tail::default();
+    let mut residual = None;
+    if folded {
+        if let Some((c, f)) = chain.activation {
+            tail.act = Some(f);
+            absorbed.push(c);
+            out = graph.nodes[c].outputs[0].clone();
+        }
+        if let Some((c, other)) = &chain.residual {
+            tail.residual = true;
+            residual = Some(other.clone());
+            absorbed.push(*c);
+            out = graph.nodes[*c].outputs[0].clone();
+            if let Some((c, f)) = chain.post_activation {
+                tail.post = Some(f);
+                absorbed.push(c);
+                out = graph.nodes[c].outputs[0].clone();
+            }
+        }
     }
+    let act = tail.in_kernel_activation();
     FusedLayer {
         node,
         absorbed,
         weight: w,
         bias: b,
+        tail,
         act,
+        residual,
         output: out,
     }
 }

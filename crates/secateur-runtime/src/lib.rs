@@ -13,4 +13,4 @@ pub mod plan;
 
 pub use error::{Result, RuntimeError};
 pub use harness::{Budget, Stats};
-pub use plan::{ExecPlan, FormatPolicy, LayerChoice, MemoryReport, PlanConfig};
+pub use plan::{ExecPlan, FormatPolicy, LayerChoice, LayoutPolicy, MemoryReport, PlanConfig};

@@ -4,7 +4,7 @@
 //! kernel slower than dense in its own measurement.
 
 use secateur_graph::zoo::{self, ZooConfig, ZooModel};
-use secateur_graph::{Graph, evaluate};
+use secateur_graph::{Graph, Tensor, evaluate};
 use secateur_prune::structured::{
     ChannelPruneConfig, DependencyGraph, StructuredTarget, apply_plan, plan_channels,
 };
@@ -12,7 +12,7 @@ use secateur_prune::weights::{
     Criterion, CriterionData, Granularity, Scope, WeightPruneConfig, apply_masks, compute_masks,
 };
 use secateur_runtime::kernels::Format;
-use secateur_runtime::{ExecPlan, FormatPolicy, PlanConfig};
+use secateur_runtime::{ExecPlan, FormatPolicy, LayoutPolicy, PlanConfig};
 use secateur_testkit::{random_tensor, randomize_weights};
 use std::collections::HashMap;
 
@@ -36,10 +36,26 @@ fn check(name: &str, g: &Graph, policy: FormatPolicy, batch: usize, threads: usi
     shape.extend(g.inputs[0].shape.resolve(1)[1..].iter());
     let x = random_tensor(&shape, batch as u64);
     let expect = evaluate(g, &[("input", x.clone())]).unwrap().remove(0);
+    for layout in [LayoutPolicy::ChannelsFirst, LayoutPolicy::ChannelsLast] {
+        check_layout(name, g, &x, &expect, policy, layout, threads);
+    }
+}
+
+fn check_layout(
+    name: &str,
+    g: &Graph,
+    x: &Tensor,
+    expect: &Tensor,
+    policy: FormatPolicy,
+    layout: LayoutPolicy,
+    threads: usize,
+) {
+    let batch = x.shape()[0];
     let mut plan = ExecPlan::compile(
         g,
         PlanConfig {
             policy,
+            layout,
             ..PlanConfig::new(batch, threads)
         },
     )
@@ -54,7 +70,7 @@ fn check(name: &str, g: &Graph, policy: FormatPolicy, batch: usize, threads: usi
         .fold(0.0, f32::max);
     assert!(
         diff <= 1e-5 * scale,
-        "{name} {policy:?} batch {batch} threads {threads}: max diff {diff} (scale {scale})"
+        "{name} {policy:?} {layout:?} batch {batch} threads {threads}: max diff {diff} (scale {scale})"
     );
     // a second run on the same buffers gives the same result
     let again = plan.run(x.data()).unwrap().to_vec();
@@ -187,7 +203,11 @@ fn measured_plans_never_choose_slower_than_dense() {
         .unwrap()
         .1;
     let sparse = pruned(&g, Granularity::Unstructured, Some(0.9), &[]);
-    let plan = ExecPlan::compile(&sparse, PlanConfig::new(8, 2)).unwrap();
+    let config = PlanConfig {
+        layout: LayoutPolicy::ChannelsFirst,
+        ..PlanConfig::new(8, 2)
+    };
+    let plan = ExecPlan::compile(&sparse, config).unwrap();
     assert_eq!(plan.layers.len(), 4);
     for l in &plan.layers {
         assert!(!l.candidates.is_empty(), "{}", l.node);

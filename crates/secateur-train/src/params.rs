@@ -68,13 +68,9 @@ impl ParamStore {
             let role = roles.get(name).copied().unwrap_or(InputRole::Data);
             let kind = if matches!(role, InputRole::BnMean | InputRole::BnVar) {
                 ParamKind::Buffer
-            } else if frozen.contains(name)
-                || role == InputRole::Indices
-                || graph.integer_constants.contains(name)
-                || (role == InputRole::Data && t.len() == 1)
-            {
-                // one-element constants read as data (an exponent, an epsilon, 1/√d) are
-                // arithmetic of the model, not parameters
+            } else if frozen.contains(name) || !graph.is_parameter(name, role) {
+                // index tensors, integer constants and one-element constants read as data (an
+                // exponent, an epsilon, 1/√d) are arithmetic of the model, not parameters
                 ParamKind::Frozen
             } else {
                 ParamKind::Trainable

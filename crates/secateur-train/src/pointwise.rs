@@ -14,6 +14,7 @@ pub fn apply_pointwise<const D: usize>(f: Pointwise, t: Tensor<D>) -> Tensor<D> 
         Pointwise::Relu => relu(t),
         Pointwise::Clip { min, max } => t.clamp(min, max),
         Pointwise::Sigmoid => sigmoid(t),
+        Pointwise::Silu => t.clone() * sigmoid(t),
         Pointwise::HardSigmoid { alpha, beta } => hard_sigmoid(t, alpha as f64, beta as f64),
         Pointwise::HardSwish => {
             let gate = hard_sigmoid(t.clone(), 1.0 / 6.0, 0.5);

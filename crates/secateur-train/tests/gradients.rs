@@ -288,6 +288,7 @@ fn on_conv(name: &'static str, op: Op) -> (&'static str, Graph) {
 fn new_ops_have_correct_gradients() {
     let mut cases: Vec<(&str, Graph)> = vec![
         unary("hardswish", Pointwise::HardSwish),
+        unary("silu", Pointwise::Silu),
         unary(
             "hardsigmoid",
             Pointwise::HardSigmoid {

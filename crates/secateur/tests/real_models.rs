@@ -155,6 +155,33 @@ fn runtime_output(g: &Graph, inputs: &[(String, Tensor)]) -> Tensor {
     Tensor::new(shape, y).unwrap()
 }
 
+/// The parameter count equals PyTorch's with every BatchNorm folded into the Conv before it
+/// (`folded_param_count` in the manifest) for TorchScript exports; at a fixed sequence length
+/// the position table keeps only the rows the model reads. The dynamo exporter's optimizer
+/// drops all-zero biases from the file, so its models may count fewer.
+fn check_parameter_count(path: &Path, g: &Graph) {
+    let entry = manifest_entry(path);
+    let Some(folded) = entry["folded_param_count"].as_u64() else {
+        return;
+    };
+    let ours = secateur_graph::summarize(g).unwrap().total_params;
+    let unread_positions = match (
+        entry["family"].as_str(),
+        entry["inputs"][0]["dtype"].as_str(),
+    ) {
+        // the fixture's 64 positions × 32 features
+        (Some("bert"), _) => (64 - SEQ as u64) * 32,
+        (_, Some("float")) => 0,
+        _ => return,
+    };
+    let expected = folded - unread_positions;
+    if entry["exporter"] == "ts17" {
+        assert_eq!(ours, expected, "{}: parameters vs PyTorch", label(path));
+    } else {
+        assert!(ours <= expected, "{}: {ours} > {expected}", label(path));
+    }
+}
+
 /// Every check at each of `batches`: import (MACs), reference evaluator, runtime, training
 /// forward and re-export against ONNX Runtime; then channel and unstructured pruning.
 fn check_model(py: &Path, path: &Path, batches: &[usize]) {
@@ -165,6 +192,7 @@ fn check_model(py: &Path, path: &Path, batches: &[usize]) {
         .nodes
         .iter()
         .any(|n| matches!(n.op, secateur_graph::Op::BatchMatMul(_)));
+    check_parameter_count(path, &g);
     if let (Some(expected), false) = (torch_macs(path), attention) {
         let ours = secateur_graph::summarize(&g).unwrap().total_macs;
         assert_eq!(

@@ -16,6 +16,9 @@ pub enum Pointwise {
         max: f32,
     },
     Sigmoid,
+    /// `x · sigmoid(x)` (SiLU, Swish): exporters write it as `Mul(x, Sigmoid(x))`, fused back
+    /// into one function at import.
+    Silu,
     /// `max(0, min(1, alpha·x + beta))` (PyTorch's Hardsigmoid is alpha 1/6, beta 1/2).
     HardSigmoid {
         alpha: f32,
@@ -55,6 +58,7 @@ impl Pointwise {
             Pointwise::Relu => x.max(0.0),
             Pointwise::Clip { min, max } => x.max(min).min(max),
             Pointwise::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Pointwise::Silu => x / (1.0 + (-x).exp()),
             Pointwise::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Pointwise::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             Pointwise::LeakyRelu { alpha } => {
@@ -92,6 +96,7 @@ impl Pointwise {
             Pointwise::Relu => "Relu",
             Pointwise::Clip { .. } => "Clip",
             Pointwise::Sigmoid => "Sigmoid",
+            Pointwise::Silu => "Swish",
             Pointwise::HardSigmoid { .. } => "HardSigmoid",
             Pointwise::HardSwish => "HardSwish",
             Pointwise::LeakyRelu { .. } => "LeakyRelu",

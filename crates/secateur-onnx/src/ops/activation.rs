@@ -48,6 +48,13 @@ pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
         read: read_clip,
     },
     &UnaryConverter {
+        op_type: "Swish",
+        read: |ctx| match ctx.attrs.float("alpha", 1.0)? {
+            1.0 => Ok(Pointwise::Silu),
+            a => Err(format!("Swish with alpha {a} is not supported (1.0 is)")),
+        },
+    },
+    &UnaryConverter {
         op_type: "HardSigmoid",
         read: |ctx| {
             Ok(Pointwise::HardSigmoid {
@@ -123,6 +130,15 @@ impl Converter for UnaryConverter {
                 });
             }
             Pointwise::Gelu { tanh } => return Ok(export_gelu(node, tanh, ctx)),
+            Pointwise::Silu => {
+                // no Swish at the export opset: x · Sigmoid(x)
+                let s = ctx.helper("Sigmoid", vec![x.clone()], name("sigmoid"));
+                return Ok(ExportedNode {
+                    op_type: "Mul",
+                    attributes: vec![],
+                    inputs: vec![x, s],
+                });
+            }
             Pointwise::Not => {
                 use crate::proto::data_type as dt;
                 let to_bool = vec![attrs::int("to", dt::BOOL as i64)];

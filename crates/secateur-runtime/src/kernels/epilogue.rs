@@ -1,6 +1,7 @@
 //! What a kernel does to each output value before storing it: add the row's bias (a folded
 //! batch norm ends up here) and apply the activation, so a Conv/Gemm + BN + ReLU is one pass.
 
+use secateur_graph::Pointwise;
 use serde::{Deserialize, Serialize};
 
 /// An activation fused into a kernel's store.
@@ -58,4 +59,48 @@ impl Epilogue<'_> {
 #[inline(always)]
 pub fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// What a fused layer applies to its output after the bias: an element-wise function, the
+/// addition of a residual value of the same shape, and an element-wise function after it
+/// (`y = post(act(x·W + b) + r)`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Tail {
+    pub act: Option<Pointwise>,
+    pub residual: bool,
+    pub post: Option<Pointwise>,
+}
+
+impl Tail {
+    /// The clamp activation kernels without a general epilogue apply in their store: the
+    /// first function when it is a clamp (ReLU, Clip).
+    pub fn in_kernel_activation(&self) -> Activation {
+        match self.act.and_then(|f| f.clamp_bounds()) {
+            Some((min, max)) if min == 0.0 && max == f32::INFINITY => Activation::Relu,
+            Some((min, max)) => Activation::Clip { min, max },
+            None => Activation::None,
+        }
+    }
+
+    /// Whether anything remains after the in-kernel activation.
+    pub fn has_rest(&self) -> bool {
+        self.residual
+            || self.post.is_some()
+            || (self.act.is_some() && self.in_kernel_activation() == Activation::None)
+    }
+
+    /// Applies what the in-kernel activation left out to `y` (laid out like `residual`).
+    pub fn apply_rest(&self, y: &mut [f32], residual: Option<&[f32]>) {
+        if self.in_kernel_activation() == Activation::None
+            && let Some(f) = self.act
+        {
+            y.iter_mut().for_each(|v| *v = f.apply(*v));
+        }
+        if let Some(r) = residual.filter(|_| self.residual) {
+            y.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+        }
+        if let Some(f) = self.post {
+            y.iter_mut().for_each(|v| *v = f.apply(*v));
+        }
+    }
 }

@@ -18,13 +18,16 @@ pub mod dense;
 pub mod direct_conv;
 pub mod epilogue;
 pub mod isa;
+pub mod nhwc_conv;
+pub mod nhwc_ops;
 pub mod nm;
 pub mod padding;
 pub mod sparse_conv;
+pub mod vmath;
 
 pub use block::BlockSparse;
 pub use csr::{Csr, Indices};
-pub use epilogue::{Activation, Epilogue};
+pub use epilogue::{Activation, Epilogue, Tail};
 pub use isa::Isa;
 pub use nm::NmSparse;
 

@@ -7,14 +7,14 @@
 //! parallel on a dedicated pool without oversubscription.
 
 mod buffers;
+mod build;
 mod lower;
 mod step;
 
 use crate::error::{Result, RuntimeError};
 use crate::kernels::{Format, Isa};
-use secateur_graph::{Graph, OpClass};
+use secateur_graph::Graph;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::time::Instant;
 use step::{Step, StepKind, run_step};
 
@@ -36,6 +36,22 @@ pub struct PlanConfig {
     pub threads: usize,
     pub isa: Isa,
     pub policy: FormatPolicy,
+    /// The memory order of image activations.
+    #[serde(default)]
+    pub layout: LayoutPolicy,
+}
+
+/// Which memory order a plan runs image layers in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayoutPolicy {
+    /// Channels-last for dense models; for models whose convolutions are mostly pruned, both
+    /// are compiled and the faster whole plan is kept.
+    #[default]
+    Auto,
+    /// NCHW: the measured choice of im2col / direct / sparse kernels and weight formats.
+    ChannelsFirst,
+    /// NHWC: implicit-GEMM and depthwise kernels with fused epilogues (weights dense).
+    ChannelsLast,
 }
 
 impl PlanConfig {
@@ -45,6 +61,7 @@ impl PlanConfig {
             threads,
             isa: Isa::detect(),
             policy: FormatPolicy::Measure,
+            layout: LayoutPolicy::Auto,
         }
     }
 }
@@ -85,6 +102,43 @@ pub struct ExecPlan {
     pool: Option<rayon::ThreadPool>,
 }
 
+/// Whether at least half of the convolutions' multiply-accumulates have zero weights (where
+/// the NCHW sparse kernels may win).
+fn sparse_convolutions(graph: &Graph) -> bool {
+    let (mut zeros, mut total) = (0usize, 0usize);
+    for (ni, node) in graph.nodes.iter().enumerate() {
+        if node.op.op_type() != "Conv" || !graph.is_weighted_layer(ni) {
+            continue;
+        }
+        let w = &graph.initializers[&node.inputs[1]];
+        zeros += w.count_zeros();
+        total += w.len();
+    }
+    total > 0 && zeros * 2 >= total
+}
+
+/// The faster of two plans of one graph, timed interleaved on zeros.
+fn faster(a: ExecPlan, b: ExecPlan) -> ExecPlan {
+    let mut plans = [a, b];
+    let inputs: Vec<Vec<f32>> = plans[0]
+        .input_shapes
+        .iter()
+        .map(|s| vec![0.0; s.iter().product()])
+        .collect();
+    let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let mut best = [f64::INFINITY; 2];
+    for _ in 0..5 {
+        for (i, p) in plans.iter_mut().enumerate() {
+            let t = Instant::now();
+            if p.run_inputs(&refs).is_ok() {
+                best[i] = best[i].min(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let [a, b] = plans;
+    if best[1] < best[0] { b } else { a }
+}
+
 /// Activation memory of a plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryReport {
@@ -106,6 +160,25 @@ fn err(node: &str, message: impl Into<String>) -> RuntimeError {
 impl ExecPlan {
     /// Compiles `graph` for `config`.
     pub fn compile(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
+        let with = |layout| PlanConfig { layout, ..config };
+        match config.layout {
+            LayoutPolicy::Auto => match (config.policy, sparse_convolutions(graph)) {
+                (FormatPolicy::Force(_), _) => {
+                    Self::compile_in(graph, with(LayoutPolicy::ChannelsFirst))
+                }
+                (FormatPolicy::Measure, true) => {
+                    let first = Self::compile_in(graph, with(LayoutPolicy::ChannelsFirst))?;
+                    let last = Self::compile_in(graph, with(LayoutPolicy::ChannelsLast))?;
+                    Ok(faster(first, last))
+                }
+                _ => Self::compile_in(graph, with(LayoutPolicy::ChannelsLast)),
+            },
+            _ => Self::compile_in(graph, config),
+        }
+    }
+
+    /// Compiles `graph` in the layout `config` names (not `Auto`).
+    fn compile_in(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
         graph.check()?;
         if graph.outputs.is_empty() {
             return Err(RuntimeError::Unsupported {
@@ -120,91 +193,17 @@ impl ExecPlan {
         }
         let b = config.batch;
         let shapes = graph.infer_shapes()?;
-        let concrete = |v: &str| -> Vec<usize> { shapes[v].resolve(b) };
-        // buffers: one per value unless aliased; assigned with liveness afterwards
-        let mut value_buf: HashMap<String, usize> = HashMap::new();
-        let mut sizes: Vec<usize> = Vec::new();
-        let new_buf = |sizes: &mut Vec<usize>, n: usize| {
-            sizes.push(n);
-            sizes.len() - 1
-        };
-        let mut input_bufs = Vec::with_capacity(graph.inputs.len());
-        for input in &graph.inputs {
-            let buf = new_buf(&mut sizes, concrete(&input.name).iter().product());
-            value_buf.insert(input.name.clone(), buf);
-            input_bufs.push(buf);
-        }
-        let mut steps: Vec<Step> = Vec::new();
-        let mut layers = Vec::new();
-        let mut absorbed = vec![false; graph.nodes.len()];
-        let quant = graph.quantization.as_ref();
-        for (ni, node) in graph.nodes.iter().enumerate() {
-            if absorbed[ni] {
-                continue;
-            }
-            let name = node.name.clone();
-            let mut in_bufs = Vec::new();
-            let mut consts = Vec::new();
-            for (k, v) in node.inputs.iter().enumerate() {
-                if let Some(&bi) = value_buf.get(v) {
-                    in_bufs.push(bi);
-                } else if let Some(t) = graph.initializers.get(v) {
-                    in_bufs.push(usize::MAX);
-                    consts.push((k, t.data().to_vec()));
-                } else {
-                    return Err(err(&name, format!("input '{v}' is not available")));
-                }
-            }
-            // quantized activation entering this node
-            if let Some(q) = quant.and_then(|q| q.activations.get(&name))
-                && in_bufs[0] != usize::MAX
-            {
-                let n = concrete(&node.inputs[0]).iter().product();
-                let qb = new_buf(&mut sizes, n);
-                steps.push(Step {
-                    name: format!("{name}.quantize_input"),
-                    kind: StepKind::Quant { q: *q, n },
-                    inputs: vec![in_bufs[0]],
-                    output: qb,
-                    consts: vec![],
-                });
-                in_bufs[0] = qb;
-            }
-            // aliases: no data movement
-            if node.op.class() == OpClass::View && in_bufs[0] != usize::MAX {
-                value_buf.insert(node.outputs[0].clone(), in_bufs[0]);
-                continue;
-            }
-            let cx = lower::LowerCx {
-                graph,
-                shapes: &shapes,
-                node: ni,
-                config,
-            };
-            let lowered = lower::lowering(&node.op).lower(&cx)?;
-            for &a in &lowered.absorbed {
-                absorbed[a] = true;
-            }
-            layers.extend(lowered.choice);
-            let (inputs, consts) = if lowered.data_only {
-                (vec![in_bufs[0]], vec![])
-            } else {
-                (in_bufs, consts)
-            };
-            let ob = new_buf(&mut sizes, lowered.out_len);
-            steps.push(Step {
-                name,
-                kind: lowered.kind,
-                inputs,
-                output: ob,
-                consts,
-            });
-            value_buf.insert(lowered.output, ob);
-        }
+        let mut builder = build::Builder::new(graph, &shapes, config);
+        builder.run()?;
+        let output = builder.output()?;
         let out_name = &graph.outputs[0];
-        let output = *value_buf
-            .get(out_name)
-            .ok_or_else(|| err(out_name, "graph output is not computed"))?;
+        let build::Builder {
+            mut steps,
+            sizes,
+            layers,
+            input_bufs,
+            ..
+        } = builder;
         let (phys, phys_of) = buffers::assign(&mut steps, &sizes, &input_bufs, output);
         let buffers = phys.iter().map(|&n| vec![0.0f32; n]).collect();
         let pool = if config.threads > 1 {

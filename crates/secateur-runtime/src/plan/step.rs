@@ -7,8 +7,10 @@
 use super::err;
 use crate::error::Result;
 use crate::kernels::direct_conv::DirectConv;
+use crate::kernels::nhwc_conv::NhwcConv;
+use crate::kernels::nhwc_ops::{self, NhwcDepthwise};
 use crate::kernels::sparse_conv::SparseConv;
-use crate::kernels::{Activation, Epilogue, Isa, WeightKernel, dense};
+use crate::kernels::{Activation, Epilogue, Isa, Tail, WeightKernel, dense};
 use crate::ops;
 use rayon::prelude::*;
 use secateur_graph::{ActQuant, BinaryFn, Conv, Op, Pointwise, PoolGeometry, Tensor};
@@ -18,6 +20,8 @@ pub(super) struct Linear {
     /// Dense copy for the `X·Wᵀ` path without transposes.
     pub(super) bias: Vec<f32>,
     pub(super) act: Activation,
+    /// What the chain applies beyond `act` (see [`Tail`]).
+    pub(super) tail: Tail,
     pub(super) k: usize,
     pub(super) m: usize,
     pub(super) rows: usize,
@@ -33,6 +37,8 @@ pub(super) struct ConvStep {
     pub(super) kernels: Vec<WeightKernel>,
     pub(super) bias: Vec<f32>,
     pub(super) act: Activation,
+    /// What the chain applies beyond `act` (see [`Tail`]).
+    pub(super) tail: Tail,
     pub(super) c_in: usize,
     pub(super) h: usize,
     pub(super) w: usize,
@@ -46,13 +52,57 @@ pub(super) struct ConvStep {
     pub(super) scratch: Vec<Vec<f32>>,
 }
 
+/// A convolution on channels-last activations (dense implicit GEMM or depthwise).
+pub(super) struct NhwcConvStep {
+    pub(super) kernel: NhwcKernel,
+    pub(super) c_in: usize,
+    pub(super) c_out: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
+    /// Threads splitting one sample (1 when samples run in parallel).
+    pub(super) threads: usize,
+    /// Padded-input scratch per worker.
+    pub(super) scratch: Vec<Vec<f32>>,
+}
+
+pub(super) enum NhwcKernel {
+    Gemm(NhwcConv),
+    Depthwise(NhwcDepthwise),
+}
+
 pub(super) enum StepKind {
     Conv(Box<ConvStep>),
+    NhwcConv(Box<NhwcConvStep>),
+    /// Max or average pooling of channels-last samples.
+    NhwcPool {
+        geo: PoolGeometry,
+        max: bool,
+        include_pad: bool,
+        c: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+    },
+    /// Global average pooling of channels-last samples `[p][c]`.
+    NhwcGap {
+        c: usize,
+        p: usize,
+    },
+    /// Per sample, `[c][p]` to `[p][c]` (`to_nhwc`) or back.
+    Relayout {
+        to_nhwc: bool,
+        c: usize,
+        p: usize,
+    },
     Depthwise {
         conv: Conv,
         weights: Vec<f32>,
         bias: Vec<f32>,
         act: Activation,
+        tail: Tail,
         c_in: usize,
         h: usize,
         w: usize,
@@ -168,6 +218,18 @@ pub(super) fn run_step(
         ..
     } = step;
     let x = input_of(inputs, consts, buffers, 0);
+    let tail = match &*kind {
+        StepKind::Conv(c) => Some((c.tail, c.c_out * c.ho * c.wo)),
+        StepKind::Depthwise {
+            tail,
+            c_out,
+            ho,
+            wo,
+            ..
+        } => Some((*tail, c_out * ho * wo)),
+        StepKind::Linear(l) => Some((l.tail, l.m * l.rows)),
+        _ => None,
+    };
     match kind {
         StepKind::Conv(c) => {
             let per_in = c.c_in * c.h * c.w;
@@ -248,6 +310,7 @@ pub(super) fn run_step(
             c_out,
             ho,
             wo,
+            ..
         } => {
             let per_in = *c_in * *h * *w;
             let per_out = *c_out * *ho * *wo;
@@ -332,6 +395,51 @@ pub(super) fn run_step(
                 }
             }
         }
+        StepKind::NhwcConv(c) => {
+            let residual = c
+                .kernel
+                .tail()
+                .residual
+                .then(|| input_of(inputs, consts, buffers, 1));
+            run_nhwc_conv(c, isa, x, residual, out, batch);
+        }
+        StepKind::NhwcPool {
+            geo,
+            max,
+            include_pad,
+            c,
+            h,
+            w,
+            ho,
+            wo,
+        } => {
+            let (per_in, per_out) = (*c * *h * *w, *c * *ho * *wo);
+            out[..batch * per_out]
+                .par_chunks_mut(per_out)
+                .enumerate()
+                .for_each(|(s, y)| {
+                    let xs = &x[s * per_in..(s + 1) * per_in];
+                    nhwc_ops::pool(isa, xs, *c, *h, *w, geo, *max, *include_pad, *ho, *wo, y);
+                });
+        }
+        StepKind::NhwcGap { c, p } => {
+            let (c, p) = (*c, *p);
+            for s in 0..batch {
+                let xs = &x[s * c * p..(s + 1) * c * p];
+                nhwc_ops::global_avg_pool(isa, xs, p, c, &mut out[s * c..(s + 1) * c]);
+            }
+        }
+        StepKind::Relayout { to_nhwc, c, p } => {
+            let n = *c * *p;
+            for s in 0..batch {
+                let (xs, ys) = (&x[s * n..(s + 1) * n], &mut out[s * n..(s + 1) * n]);
+                if *to_nhwc {
+                    nhwc_ops::to_nhwc(xs, *c, *p, ys);
+                } else {
+                    nhwc_ops::to_nchw(xs, *c, *p, ys);
+                }
+            }
+        }
         StepKind::Softmax { outer, red, inner } => ops::softmax(x, *outer, *red, *inner, out),
         StepKind::Pointwise(f) => ops::pointwise(*f, x, out),
         StepKind::Reference { op, shapes } => {
@@ -360,5 +468,67 @@ pub(super) fn run_step(
             }
         }
     }
+    if let Some((tail, per_sample)) = tail.filter(|t| t.0.has_rest()) {
+        // a Linear's rows already span the batch
+        let n = if matches!(kind, StepKind::Linear(_)) {
+            per_sample
+        } else {
+            per_sample * batch
+        };
+        let residual = tail
+            .residual
+            .then(|| &input_of(inputs, consts, buffers, 1)[..n]);
+        tail.apply_rest(&mut out[..n], residual);
+    }
     Ok(())
+}
+
+impl NhwcKernel {
+    pub(super) fn tail(&self) -> &Tail {
+        match self {
+            NhwcKernel::Gemm(k) => &k.tail,
+            NhwcKernel::Depthwise(k) => &k.tail,
+        }
+    }
+}
+
+/// A channels-last convolution over the batch: samples in parallel on the plan's workers, or
+/// one sample at a time split over `threads`.
+fn run_nhwc_conv(
+    c: &mut NhwcConvStep,
+    isa: Isa,
+    x: &[f32],
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    batch: usize,
+) {
+    let (per_in, per_out) = (c.c_in * c.h * c.w, c.c_out * c.ho * c.wo);
+    let (kernel, h, w, ho, wo, threads) = (&c.kernel, c.h, c.w, c.ho, c.wo, c.threads);
+    let sample = |s: usize, y: &mut [f32], scratch: &mut Vec<f32>, threads: usize| {
+        let xs = &x[s * per_in..(s + 1) * per_in];
+        let rs = residual.map(|r| &r[s * per_out..(s + 1) * per_out]);
+        match kernel {
+            NhwcKernel::Gemm(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
+            NhwcKernel::Depthwise(k) => k.run(isa, xs, h, w, ho, wo, y, rs, threads),
+        }
+    };
+    if threads == 1 && c.scratch.len() > 1 {
+        let workers = c.scratch.len();
+        let per_worker = batch.div_ceil(workers);
+        out[..batch * per_out]
+            .par_chunks_mut(per_worker * per_out)
+            .zip(c.scratch.par_iter_mut())
+            .enumerate()
+            .for_each(|(wi, (ys, scratch))| {
+                for (j, y) in ys.chunks_mut(per_out).enumerate() {
+                    sample(wi * per_worker + j, y, scratch, 1);
+                }
+            });
+    } else {
+        let mut scratch = c.scratch.pop().unwrap_or_default();
+        for (s, y) in out[..batch * per_out].chunks_mut(per_out).enumerate() {
+            sample(s, y, &mut scratch, threads);
+        }
+        c.scratch.push(scratch);
+    }
 }

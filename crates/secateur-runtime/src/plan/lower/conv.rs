@@ -4,7 +4,7 @@
 //! and sparse direct, each timed on one sample at the plan's batch size.
 
 use super::weights::{Choice, Prepared, candidates, choose, prepare};
-use super::{LowerCx, Lowered, RuntimeOp};
+use super::{ChannelsLast, LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
 use crate::harness::{Budget, measure_interleaved, probe};
 use crate::kernels::direct_conv::DirectConv;
@@ -16,17 +16,26 @@ use crate::plan::{FormatPolicy, LayerChoice, err};
 use secateur_graph::{Conv, Tensor};
 
 impl RuntimeOp for Conv {
+    fn channels_last(&self, cx: &LowerCx) -> ChannelsLast {
+        if cx.in_shape(0).len() == 4 {
+            ChannelsLast::Prefer
+        } else {
+            ChannelsLast::No
+        }
+    }
+
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
         let prep = prepare(cx)?;
         let depthwise = self.is_depthwise(prep.xs[1]);
-        let (absorbed, output, out_len) =
-            (prep.absorbed.clone(), prep.output.clone(), prep.out_len);
-        let (kind, choice) = if depthwise {
+        let shell = Lowered::layer_shell(&prep);
+        let (kind, choice) = if cx.nhwc {
+            super::conv_nhwc::lower(self, prep)
+        } else if depthwise {
             lower_depthwise(self, prep)
         } else {
             lower_conv(self, prep)?
         };
-        Ok(Lowered::layer(kind, choice, absorbed, output, out_len))
+        Ok(shell.with(kind, choice))
     }
 }
 
@@ -64,6 +73,7 @@ fn lower_depthwise(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
         weights: fused.weight.into_data(),
         bias: fused.bias,
         act: fused.act,
+        tail: fused.tail,
         c_in: xs[1],
         h: xs[2],
         w: xs[3],
@@ -258,6 +268,7 @@ fn lower_conv(c: &Conv, prep: Prepared) -> Result<(StepKind, LayerChoice)> {
         kernels,
         bias: fused.bias,
         act: fused.act,
+        tail: fused.tail,
         c_in: xs[1],
         h: xs[2],
         w: xs[3],

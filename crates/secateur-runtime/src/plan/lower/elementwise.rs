@@ -1,25 +1,47 @@
 //! Element-wise ops on the generic vector steps: pointwise functions, broadcasting binaries,
 //! and softmax along any axis (or over all trailing axes for the legacy form).
 
-use super::{LowerCx, Lowered, RuntimeOp};
+use super::{ChannelsLast, LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
 use crate::plan::err;
 use crate::plan::step::StepKind;
 use secateur_graph::{Binary, Softmax, Unary, normalize_axis};
 
 impl RuntimeOp for Unary {
+    fn channels_last(&self, _cx: &LowerCx) -> ChannelsLast {
+        ChannelsLast::Follow
+    }
+
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
         Ok(Lowered::plain(cx, StepKind::Pointwise(self.f)))
     }
 }
 
 impl RuntimeOp for Binary {
+    fn channels_last(&self, cx: &LowerCx) -> ChannelsLast {
+        // a constant operand is laid out as the file gives it: only broadcast ones (a
+        // per-channel vector, a scalar) read the same in both layouts
+        let node = cx.node();
+        let constant_image = node.inputs.iter().any(|v| {
+            cx.graph.initializers.get(v).is_some_and(|t| {
+                let s = t.shape();
+                s.len() >= 3 && s[s.len() - 2] * s[s.len() - 1] > 1 && s[s.len() - 3] > 1
+            })
+        });
+        if cx.out_shape().len() == 4 && !constant_image {
+            ChannelsLast::Follow
+        } else {
+            ChannelsLast::No
+        }
+    }
+
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let rank = cx.out_shape().len();
         let kind = StepKind::Binary {
             f: self.f,
-            sa: cx.in_shape(0),
-            sb: cx.in_shape(1),
-            so: cx.out_shape(),
+            sa: cx.memory_order(&cx.in_shape(0), rank),
+            sb: cx.memory_order(&cx.in_shape(1), rank),
+            so: cx.memory_order(&cx.out_shape(), rank),
         };
         Ok(Lowered::plain(cx, kind))
     }

@@ -23,10 +23,10 @@ impl RuntimeOp for MatMul {
 
 fn lower_weighted_linear(cx: &LowerCx) -> Result<Lowered> {
     let prep = prepare(cx)?;
-    let (absorbed, output, out_len) = (prep.absorbed.clone(), prep.output.clone(), prep.out_len);
+    let shell = Lowered::layer_shell(&prep);
     let op_type = cx.node().op.op_type();
     let (kind, choice) = lower_linear(op_type, prep)?;
-    Ok(Lowered::layer(kind, choice, absorbed, output, out_len))
+    Ok(shell.with(kind, choice))
 }
 
 fn lower_linear(op_type: &str, prep: Prepared) -> Result<(StepKind, LayerChoice)> {
@@ -97,6 +97,7 @@ fn lower_linear(op_type: &str, prep: Prepared) -> Result<(StepKind, LayerChoice)
         kernel,
         bias: fused.bias,
         act: fused.act,
+        tail: fused.tail,
         k,
         m: rows,
         rows: n_rows,

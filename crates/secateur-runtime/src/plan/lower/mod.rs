@@ -7,6 +7,7 @@
 //! evaluation, checked on zeros of its input shapes when the plan compiles.
 
 mod conv;
+mod conv_nhwc;
 mod elementwise;
 mod layout;
 mod linear;
@@ -25,6 +26,19 @@ pub(crate) struct LowerCx<'a> {
     pub shapes: &'a HashMap<String, Shape>,
     pub node: usize,
     pub config: PlanConfig,
+    /// Whether the node's rank-4 activations (inputs and output) are channels-last.
+    pub nhwc: bool,
+}
+
+/// Whether an op runs on channels-last activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChannelsLast {
+    /// Only on NCHW.
+    No,
+    /// In whichever layout its inputs arrive (element-wise ops).
+    Follow,
+    /// On NHWC, converting its input if it must (convolutions, pooling).
+    Prefer,
 }
 
 impl LowerCx<'_> {
@@ -43,6 +57,17 @@ impl LowerCx<'_> {
 
     pub fn out_shape(&self) -> Vec<usize> {
         self.value_shape(&self.node().outputs[0])
+    }
+
+    /// A shape in the memory order of this node's layout: `[n, c, h, w]` as `[n, h, w, c]`
+    /// under channels-last (shapes of lower rank are first aligned to rank 4).
+    pub fn memory_order(&self, dims: &[usize], rank: usize) -> Vec<usize> {
+        if !self.nhwc || rank != 4 {
+            return dims.to_vec();
+        }
+        let mut d = vec![1; 4 - dims.len().min(4)];
+        d.extend_from_slice(dims);
+        vec![d[0], d[2], d[3], d[1]]
     }
 
     /// The node run by its reference evaluation.
@@ -66,8 +91,10 @@ pub(crate) struct Lowered {
     /// The value the step produces and its number of elements.
     pub output: String,
     pub out_len: usize,
-    /// Whether the step reads only the data input (a weighted layer holds its weights).
+    /// Whether the step reads only the data input (a weighted layer holds its weights), and
+    /// then the residual value its chain adds, if any.
     pub data_only: bool,
+    pub residual: Option<String>,
 }
 
 impl Lowered {
@@ -81,30 +108,39 @@ impl Lowered {
             out_len: cx.value_shape(&output).iter().product(),
             output,
             data_only: false,
+            residual: None,
         }
     }
 
     /// A weighted layer's step with its fused nodes and kernel choice.
-    pub fn layer(
-        kind: StepKind,
-        choice: LayerChoice,
-        absorbed: Vec<usize>,
-        output: String,
-        out_len: usize,
-    ) -> Self {
+    /// A weighted layer's lowering before its step is chosen: what it absorbs and produces.
+    fn layer_shell(prep: &weights::Prepared) -> Self {
         Lowered {
-            kind,
-            choice: Some(choice),
-            absorbed,
-            output,
-            out_len,
+            kind: StepKind::Pointwise(secateur_graph::Pointwise::Neg),
+            choice: None,
+            absorbed: prep.absorbed.clone(),
+            output: prep.output.clone(),
+            out_len: prep.out_len,
             data_only: true,
+            residual: prep.fused.residual.clone(),
         }
+    }
+
+    /// The shell with its step and kernel choice.
+    fn with(mut self, kind: StepKind, choice: LayerChoice) -> Self {
+        self.kind = kind;
+        self.choice = Some(choice);
+        self
     }
 }
 
 /// How an op runs in the runtime.
 pub(crate) trait RuntimeOp {
+    /// Whether the node at `cx` can run channels-last; `lower` then sees `cx.nhwc`.
+    fn channels_last(&self, _cx: &LowerCx) -> ChannelsLast {
+        ChannelsLast::No
+    }
+
     /// The step (and fused nodes) of the node at `cx`.
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
         cx.reference()

@@ -1,0 +1,355 @@
+//! Channels-last (NHWC) kernels besides the dense convolution: depthwise convolution (16
+//! channels per vector, the valid taps of each output pixel computed once per row and column
+//! so that no padded copy is needed), max and average pooling, global average pooling, and the
+//! layout conversions between NCHW and NHWC at the edges of a channels-last region. Bodies are
+//! written once over contiguous channel runs and compiled per instruction set, so the inner
+//! loops vectorise to AVX-512 where it is present.
+
+use super::epilogue::Tail;
+use super::isa::{Isa, dispatch};
+use rayon::prelude::*;
+use secateur_graph::{Conv, PoolGeometry};
+
+/// Valid kernel taps `lo..hi` along one axis for output index `o`: those whose input index
+/// `o·stride − pad + k·dilation` lies in `0..n`.
+#[inline(always)]
+fn taps(o: usize, stride: usize, pad: usize, dil: usize, k: usize, n: usize) -> (usize, usize) {
+    let start = (o * stride) as isize - pad as isize;
+    let mut lo = 0;
+    while lo < k && start + ((lo * dil) as isize) < 0 {
+        lo += 1;
+    }
+    let mut hi = k;
+    while hi > lo && start + ((hi - 1) * dil) as isize >= n as isize {
+        hi -= 1;
+    }
+    (lo, hi)
+}
+
+/// A depthwise convolution (one filter per channel) with its weights as `[kh·kw][c]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NhwcDepthwise {
+    pub conv: Conv,
+    pub c: usize,
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    pub tail: Tail,
+}
+
+impl NhwcDepthwise {
+    /// From the `[c × kh·kw]` weight rows of a depthwise convolution and one bias per channel.
+    pub fn new(conv: &Conv, c: usize, w: &[f32], bias: &[f32], tail: Tail) -> Self {
+        let taps = conv.kernel[0] * conv.kernel[1];
+        let mut weights = vec![0.0f32; taps * c];
+        for ch in 0..c {
+            for t in 0..taps {
+                weights[t * c + ch] = w[ch * taps + t];
+            }
+        }
+        NhwcDepthwise {
+            conv: conv.clone(),
+            c,
+            weights,
+            bias: bias.to_vec(),
+            tail,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        (self.weights.len() + self.bias.len()) * 4
+    }
+
+    /// One sample `[h][w][c]` into `[ho][wo][c]` (`residual` laid out like `y`), over the rows
+    /// in parallel when `threads > 1`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        y: &mut [f32],
+        residual: Option<&[f32]>,
+        threads: usize,
+    ) {
+        let row = wo * self.c;
+        let body = |(oy, yr): (usize, &mut [f32])| {
+            let res = residual
+                .filter(|_| self.tail.residual)
+                .map(|r| &r[oy * row..(oy + 1) * row]);
+            depthwise_row(isa, self, x, h, w, oy, wo, yr, res);
+        };
+        if threads > 1 {
+            y[..ho * row].par_chunks_mut(row).enumerate().for_each(body);
+        } else {
+            y[..ho * row].chunks_mut(row).enumerate().for_each(body);
+        }
+    }
+}
+
+dispatch!(
+    #[allow(clippy::too_many_arguments)]
+    fn depthwise_row[][](
+        d: &NhwcDepthwise,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        oy: usize,
+        wo: usize,
+        y: &mut [f32],
+        residual: Option<&[f32]>,
+    ) => depthwise_row_body
+);
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn depthwise_row_body<const FMA: bool>(
+    d: &NhwcDepthwise,
+    x: &[f32],
+    h: usize,
+    w: usize,
+    oy: usize,
+    wo: usize,
+    y: &mut [f32],
+    residual: Option<&[f32]>,
+) {
+    let c = d.c;
+    let conv = &d.conv;
+    let [kh, kw] = conv.kernel;
+    let (ky0, ky1) = taps(oy, conv.strides[0], conv.pads[0], conv.dilations[0], kh, h);
+    let iy0 = (oy * conv.strides[0]) as isize - conv.pads[0] as isize;
+    let mut acc = vec![0.0f32; c];
+    for ox in 0..wo {
+        let (kx0, kx1) = taps(ox, conv.strides[1], conv.pads[1], conv.dilations[1], kw, w);
+        let ix0 = (ox * conv.strides[1]) as isize - conv.pads[1] as isize;
+        acc.copy_from_slice(&d.bias);
+        for ky in ky0..ky1 {
+            let iy = (iy0 + (ky * conv.dilations[0]) as isize) as usize;
+            for kx in kx0..kx1 {
+                let ix = (ix0 + (kx * conv.dilations[1]) as isize) as usize;
+                let src = &x[(iy * w + ix) * c..(iy * w + ix + 1) * c];
+                let wt = &d.weights[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
+                for ((a, xv), wv) in acc.iter_mut().zip(src).zip(wt) {
+                    *a = super::epilogue::fma::<FMA>(*xv, *wv, *a);
+                }
+            }
+        }
+        let out = &mut y[ox * c..(ox + 1) * c];
+        apply_tail(
+            &d.tail,
+            &acc,
+            residual.map(|r| &r[ox * c..(ox + 1) * c]),
+            out,
+        );
+    }
+}
+
+/// `out = post(act(acc) + residual)`.
+#[inline(always)]
+fn apply_tail(tail: &Tail, acc: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
+    match (tail.act, residual, tail.post) {
+        (None, None, None) => out.copy_from_slice(acc),
+        (Some(secateur_graph::Pointwise::Relu), None, None) => {
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = a.max(0.0);
+            }
+        }
+        (Some(secateur_graph::Pointwise::Clip { min, max }), None, None) => {
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = a.max(min).min(max);
+            }
+        }
+        _ => {
+            for (i, (o, a)) in out.iter_mut().zip(acc).enumerate() {
+                let mut v = tail.act.map_or(*a, |f| f.apply(*a));
+                if let Some(r) = residual {
+                    v += r[i];
+                }
+                *o = tail.post.map_or(v, |f| f.apply(v));
+            }
+        }
+    }
+}
+
+/// Max or average pooling of one sample `[h][w][c]` into `[ho][wo][c]`.
+#[allow(clippy::too_many_arguments)]
+pub fn pool(
+    isa: Isa,
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    geo: &PoolGeometry,
+    max: bool,
+    include_pad: bool,
+    ho: usize,
+    wo: usize,
+    y: &mut [f32],
+) {
+    for oy in 0..ho {
+        pool_row(
+            isa,
+            x,
+            c,
+            h,
+            w,
+            geo,
+            max,
+            include_pad,
+            oy,
+            wo,
+            &mut y[oy * wo * c..(oy + 1) * wo * c],
+        );
+    }
+}
+
+dispatch!(
+    #[allow(clippy::too_many_arguments)]
+    fn pool_row[][](
+        x: &[f32],
+        c: usize,
+        h: usize,
+        w: usize,
+        geo: &PoolGeometry,
+        max: bool,
+        include_pad: bool,
+        oy: usize,
+        wo: usize,
+        y: &mut [f32],
+    ) => pool_row_body
+);
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pool_row_body<const FMA: bool>(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    geo: &PoolGeometry,
+    max: bool,
+    include_pad: bool,
+    oy: usize,
+    wo: usize,
+    y: &mut [f32],
+) {
+    let [kh, kw] = geo.kernel;
+    let (ky0, ky1) = taps(oy, geo.strides[0], geo.pads[0], geo.dilations[0], kh, h);
+    let iy0 = (oy * geo.strides[0]) as isize - geo.pads[0] as isize;
+    for ox in 0..wo {
+        let (kx0, kx1) = taps(ox, geo.strides[1], geo.pads[1], geo.dilations[1], kw, w);
+        let ix0 = (ox * geo.strides[1]) as isize - geo.pads[1] as isize;
+        let out = &mut y[ox * c..(ox + 1) * c];
+        out.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+        for ky in ky0..ky1 {
+            let iy = (iy0 + (ky * geo.dilations[0]) as isize) as usize;
+            for kx in kx0..kx1 {
+                let ix = (ix0 + (kx * geo.dilations[1]) as isize) as usize;
+                let src = &x[(iy * w + ix) * c..(iy * w + ix + 1) * c];
+                if max {
+                    for (o, v) in out.iter_mut().zip(src) {
+                        *o = o.max(*v);
+                    }
+                } else {
+                    for (o, v) in out.iter_mut().zip(src) {
+                        *o += v;
+                    }
+                }
+            }
+        }
+        if !max {
+            let n = if include_pad {
+                // taps inside the padded input (ONNX counts padding, not the ceil overhang)
+                let span = |o: usize, ax: usize, k: usize, n: usize| {
+                    (0..k)
+                        .filter(|&t| {
+                            o * geo.strides[ax] + t * geo.dilations[ax]
+                                < n + geo.pads[ax] + geo.pads[ax + 2]
+                        })
+                        .count()
+                };
+                span(oy, 0, kh, h) * span(ox, 1, kw, w)
+            } else {
+                (ky1 - ky0) * (kx1 - kx0)
+            };
+            let inv = if n == 0 { 0.0 } else { 1.0 / n as f32 };
+            for o in out.iter_mut() {
+                *o *= inv;
+            }
+        }
+    }
+}
+
+dispatch!(
+    /// The mean over the `p` pixels of one sample `[p][c]`, into `[c]`.
+    pub fn global_avg_pool[][](x: &[f32], p: usize, c: usize, y: &mut [f32]) => gap_body
+);
+
+#[inline(always)]
+fn gap_body<const FMA: bool>(x: &[f32], p: usize, c: usize, y: &mut [f32]) {
+    let y = &mut y[..c];
+    y.fill(0.0);
+    for px in x[..p * c].chunks_exact(c) {
+        for (o, v) in y.iter_mut().zip(px) {
+            *o += v;
+        }
+    }
+    let inv = 1.0 / p.max(1) as f32;
+    for o in y.iter_mut() {
+        *o *= inv;
+    }
+}
+
+/// `[c][p]` (NCHW, one sample) into `[p][c]` (NHWC), in 16×16 blocks.
+pub fn to_nhwc(x: &[f32], c: usize, p: usize, y: &mut [f32]) {
+    transpose_blocks(x, c, p, y);
+}
+
+/// `[p][c]` (NHWC, one sample) into `[c][p]` (NCHW).
+pub fn to_nchw(x: &[f32], c: usize, p: usize, y: &mut [f32]) {
+    transpose_blocks(x, p, c, y);
+}
+
+/// `y[j][i] = x[i][j]` for `x` of `rows × cols`.
+fn transpose_blocks(x: &[f32], rows: usize, cols: usize, y: &mut [f32]) {
+    const B: usize = 16;
+    for i0 in (0..rows).step_by(B) {
+        for j0 in (0..cols).step_by(B) {
+            for i in i0..(i0 + B).min(rows) {
+                for j in j0..(j0 + B).min(cols) {
+                    y[j * rows + i] = x[i * cols + j];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taps_stay_inside_the_input() {
+        // 3 taps, stride 2, pad 1 over 5 inputs: output 0 reads -1, 0, 1 -> taps 1..3
+        assert_eq!(taps(0, 2, 1, 1, 3, 5), (1, 3));
+        assert_eq!(taps(1, 2, 1, 1, 3, 5), (0, 3));
+        // output 2 reads 3, 4, 5 -> 5 is outside
+        assert_eq!(taps(2, 2, 1, 1, 3, 5), (0, 2));
+        // dilation 2: output 0 reads -1, 1, 3
+        assert_eq!(taps(0, 1, 1, 2, 3, 5), (1, 3));
+    }
+
+    #[test]
+    fn layout_conversions_are_inverse_transposes() {
+        let (c, p) = (19, 37);
+        let x: Vec<f32> = (0..c * p).map(|i| i as f32).collect();
+        let mut t = vec![0.0; c * p];
+        let mut back = vec![0.0; c * p];
+        to_nhwc(&x, c, p, &mut t);
+        assert_eq!(t[5 * c + 3], x[3 * p + 5]);
+        to_nchw(&t, c, p, &mut back);
+        assert_eq!(back, x);
+    }
+}

@@ -1,0 +1,227 @@
+//! Walking the graph once into steps: each node's inputs resolved to buffers (activations)
+//! or constants, a fake-quantization step where the graph quantizes an activation, views
+//! aliased to their input's buffer, and every other node lowered by its op. With channels-last
+//! execution, each rank-4 activation carries a layout: ops that prefer NHWC (convolutions,
+//! pooling) convert their inputs once, ops that work in either layout (element-wise,
+//! broadcasting binaries, concatenation) follow their inputs, and everything else — views,
+//! the graph output — gets NCHW back through a conversion step made once per value.
+
+use super::lower::{self, ChannelsLast, LowerCx, Lowered};
+use super::step::{Step, StepKind};
+use super::{LayerChoice, PlanConfig, err};
+use crate::error::Result;
+use secateur_graph::{Graph, OpClass, Shape};
+use std::collections::HashMap;
+
+/// The memory order of a rank-4 activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+/// The steps and logical buffers of a plan being built.
+pub(super) struct Builder<'a> {
+    graph: &'a Graph,
+    shapes: &'a HashMap<String, Shape>,
+    config: PlanConfig,
+    pub steps: Vec<Step>,
+    pub sizes: Vec<usize>,
+    pub layers: Vec<LayerChoice>,
+    pub input_bufs: Vec<usize>,
+    value_buf: HashMap<String, usize>,
+    layout: HashMap<String, Layout>,
+    /// Converted copies: (value, layout) → buffer.
+    converted: HashMap<(String, Layout), usize>,
+    absorbed: Vec<bool>,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(graph: &'a Graph, shapes: &'a HashMap<String, Shape>, config: PlanConfig) -> Self {
+        let mut b = Builder {
+            graph,
+            shapes,
+            config,
+            steps: Vec::new(),
+            sizes: Vec::new(),
+            layers: Vec::new(),
+            input_bufs: Vec::new(),
+            value_buf: HashMap::new(),
+            layout: HashMap::new(),
+            converted: HashMap::new(),
+            absorbed: vec![false; graph.nodes.len()],
+        };
+        for input in &graph.inputs {
+            let buf = b.new_buf(b.len_of(&input.name));
+            b.value_buf.insert(input.name.clone(), buf);
+            b.input_bufs.push(buf);
+        }
+        b
+    }
+
+    fn new_buf(&mut self, n: usize) -> usize {
+        self.sizes.push(n);
+        self.sizes.len() - 1
+    }
+
+    fn dims(&self, v: &str) -> Vec<usize> {
+        self.shapes[v].resolve(self.config.batch)
+    }
+
+    fn len_of(&self, v: &str) -> usize {
+        self.dims(v).iter().product()
+    }
+
+    /// Whether the two layouts of `v` differ in memory (rank 4, several channels and pixels).
+    fn layout_matters(&self, v: &str) -> bool {
+        let d = self.dims(v);
+        d.len() == 4 && d[1] > 1 && d[2] * d[3] > 1
+    }
+
+    /// The buffer of activation `v` in layout `want`, converting once if needed.
+    fn buffer_in(&mut self, v: &str, want: Layout) -> Result<usize> {
+        let buf = *self
+            .value_buf
+            .get(v)
+            .ok_or_else(|| err(v, "value is not computed"))?;
+        let have = self.layout.get(v).copied().unwrap_or(Layout::Nchw);
+        if have == want || !self.layout_matters(v) {
+            return Ok(buf);
+        }
+        if let Some(&b) = self.converted.get(&(v.to_string(), want)) {
+            return Ok(b);
+        }
+        let d = self.dims(v);
+        let out = self.new_buf(self.len_of(v));
+        self.steps.push(Step {
+            name: format!(
+                "{v}.to_{}",
+                if want == Layout::Nhwc { "nhwc" } else { "nchw" }
+            ),
+            kind: StepKind::Relayout {
+                to_nhwc: want == Layout::Nhwc,
+                c: d[1],
+                p: d[2] * d[3],
+            },
+            inputs: vec![buf],
+            output: out,
+            consts: vec![],
+        });
+        self.converted.insert((v.to_string(), want), out);
+        Ok(out)
+    }
+
+    /// Lowers every node in order.
+    pub fn run(&mut self) -> Result<()> {
+        for ni in 0..self.graph.nodes.len() {
+            if !self.absorbed[ni] {
+                self.node(ni)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, ni: usize) -> Result<()> {
+        let node = &self.graph.nodes[ni];
+        let name = node.name.clone();
+        let mut cx = LowerCx {
+            graph: self.graph,
+            shapes: self.shapes,
+            node: ni,
+            config: self.config,
+            nhwc: false,
+        };
+        let op = lower::lowering(&node.op);
+        let view = node.op.class() == OpClass::View;
+        let nhwc = !view
+            && self.config.layout == super::LayoutPolicy::ChannelsLast
+            && match op.channels_last(&cx) {
+                ChannelsLast::Prefer => true,
+                ChannelsLast::Follow => node
+                    .inputs
+                    .iter()
+                    .any(|v| self.layout.get(v) == Some(&Layout::Nhwc) && self.layout_matters(v)),
+                ChannelsLast::No => false,
+            };
+        cx.nhwc = nhwc;
+        let want = if nhwc { Layout::Nhwc } else { Layout::Nchw };
+        let mut in_bufs = Vec::new();
+        let mut consts = Vec::new();
+        for (k, v) in node.inputs.iter().enumerate() {
+            if self.value_buf.contains_key(v) {
+                in_bufs.push(self.buffer_in(v, want)?);
+            } else if let Some(t) = self.graph.initializers.get(v) {
+                in_bufs.push(usize::MAX);
+                consts.push((k, t.data().to_vec()));
+            } else {
+                return Err(err(&name, format!("input '{v}' is not available")));
+            }
+        }
+        // a quantized activation entering this node
+        if let Some(q) = self
+            .graph
+            .quantization
+            .as_ref()
+            .and_then(|q| q.activations.get(&name))
+            && in_bufs[0] != usize::MAX
+        {
+            let n = self.len_of(&node.inputs[0]);
+            let qb = self.new_buf(n);
+            self.steps.push(Step {
+                name: format!("{name}.quantize_input"),
+                kind: StepKind::Quant { q: *q, n },
+                inputs: vec![in_bufs[0]],
+                output: qb,
+                consts: vec![],
+            });
+            in_bufs[0] = qb;
+        }
+        // aliases: no data movement
+        if view && in_bufs[0] != usize::MAX {
+            self.value_buf.insert(node.outputs[0].clone(), in_bufs[0]);
+            return Ok(());
+        }
+        let lowered = op.lower(&cx)?;
+        self.push_lowered(name, lowered, in_bufs, consts, want)
+    }
+
+    fn push_lowered(
+        &mut self,
+        name: String,
+        lowered: Lowered,
+        in_bufs: Vec<usize>,
+        consts: Vec<(usize, Vec<f32>)>,
+        layout: Layout,
+    ) -> Result<()> {
+        for &a in &lowered.absorbed {
+            self.absorbed[a] = true;
+        }
+        self.layers.extend(lowered.choice);
+        let (inputs, consts) = if lowered.data_only {
+            let mut inputs = vec![in_bufs[0]];
+            if let Some(r) = &lowered.residual {
+                inputs.push(self.buffer_in(r, layout)?);
+            }
+            (inputs, vec![])
+        } else {
+            (in_bufs, consts)
+        };
+        let ob = self.new_buf(lowered.out_len);
+        self.steps.push(Step {
+            name,
+            kind: lowered.kind,
+            inputs,
+            output: ob,
+            consts,
+        });
+        self.layout.insert(lowered.output.clone(), layout);
+        self.value_buf.insert(lowered.output, ob);
+        Ok(())
+    }
+
+    /// The buffer of the graph output, in NCHW.
+    pub fn output(&mut self) -> Result<usize> {
+        let out = self.graph.outputs[0].clone();
+        self.buffer_in(&out, Layout::Nchw)
+    }
+}

@@ -1,0 +1,82 @@
+//! Lowering of convolutions on channels-last activations: depthwise convolutions to the NHWC
+//! depthwise kernel, every other convolution (grouped ones included) to the implicit-GEMM
+//! kernel, each with the whole fused tail (element-wise function, residual addition, function
+//! after it) in its epilogue. Weights run dense: a pruned layer is as fast as its dense form
+//! here (the NCHW plan has the sparse kernels).
+
+use super::weights::Prepared;
+use crate::kernels::nhwc_conv::NhwcConv;
+use crate::kernels::nhwc_ops::NhwcDepthwise;
+use crate::plan::LayerChoice;
+use crate::plan::step::{NhwcConvStep, NhwcKernel, StepKind};
+use secateur_graph::Conv;
+
+/// The channels-last step of convolution `c` and its reported choice.
+pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
+    let Prepared {
+        name,
+        config,
+        xs,
+        out_shape,
+        fused,
+        fused_names,
+        sparsity,
+        rows,
+        cols,
+        ..
+    } = prep;
+    let b = config.batch;
+    let (c_in, h, w) = (xs[1], xs[2], xs[3]);
+    let (c_out, ho, wo) = (out_shape[1], out_shape[2], out_shape[3]);
+    let depthwise = c.is_depthwise(c_in) && c_out == c_in;
+    let (kernel, format, scratch_len) = if depthwise {
+        let k = NhwcDepthwise::new(c, c_in, fused.weight.data(), &fused.bias, fused.tail);
+        (NhwcKernel::Depthwise(k), "nhwc-depthwise", 0)
+    } else {
+        let k = NhwcConv::new(c, c_in, c_out, fused.weight.data(), &fused.bias, fused.tail);
+        let scratch = k.scratch_len(h, w);
+        (NhwcKernel::Gemm(k), "nhwc-gemm", scratch)
+    };
+    let weight_bytes = match &kernel {
+        NhwcKernel::Gemm(k) => k.bytes(),
+        NhwcKernel::Depthwise(k) => k.bytes(),
+    };
+    // samples run in parallel when the batch fills the threads; else one sample is split
+    let (workers, threads) = if b >= config.threads {
+        (config.threads, 1)
+    } else {
+        (1, config.threads)
+    };
+    let macs = (rows * cols * ho * wo * b) as u64;
+    let choice = LayerChoice {
+        node: name,
+        op: if depthwise {
+            "Conv (depthwise)"
+        } else {
+            "Conv"
+        }
+        .into(),
+        fused: fused_names,
+        format: format.into(),
+        threads: config.threads,
+        sparsity,
+        candidates: vec![],
+        dense_ms: f64::NAN,
+        chosen_ms: f64::NAN,
+        dense_macs: macs,
+        executed_macs: macs,
+        weight_bytes,
+    };
+    let kind = StepKind::NhwcConv(Box::new(NhwcConvStep {
+        kernel,
+        c_in,
+        c_out,
+        h,
+        w,
+        ho,
+        wo,
+        threads,
+        scratch: vec![vec![0.0; scratch_len]; workers],
+    }));
+    (kind, choice)
+}

@@ -1,0 +1,161 @@
+//! The channels-last kernels equal the IR's reference operators on random geometries: the
+//! implicit-GEMM convolution (groups, kernel sizes, asymmetric pads, strides, dilations,
+//! channel counts that are not multiples of the vector width, one or two threads) with every
+//! part of the fused tail (element-wise function, residual addition, function after it), the
+//! depthwise convolution, max and average pooling, and global average pooling.
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use secateur_graph::{AveragePool, Conv, MaxPool, OpSemantics, Pointwise, PoolGeometry, Tensor};
+use secateur_runtime::kernels::Isa;
+use secateur_runtime::kernels::epilogue::Tail;
+use secateur_runtime::kernels::nhwc_conv::NhwcConv;
+use secateur_runtime::kernels::nhwc_ops::{self, NhwcDepthwise};
+
+fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+fn tail_of(i: u8) -> Tail {
+    let f = |k: u8| match k % 4 {
+        0 => None,
+        1 => Some(Pointwise::Relu),
+        2 => Some(Pointwise::Silu),
+        _ => Some(Pointwise::Clip {
+            min: -0.3,
+            max: 0.4,
+        }),
+    };
+    Tail {
+        act: f(i),
+        residual: i & 4 != 0,
+        post: f(i >> 3),
+    }
+}
+
+/// `post(act(y) + r)` of a reference output.
+fn finish(y: &[f32], tail: &Tail, r: &[f32]) -> Vec<f32> {
+    y.iter()
+        .zip(r)
+        .map(|(v, r)| {
+            let mut v = tail.act.map_or(*v, |f| f.apply(*v));
+            if tail.residual {
+                v += r;
+            }
+            tail.post.map_or(v, |f| f.apply(v))
+        })
+        .collect()
+}
+
+fn nhwc(x: &[f32], c: usize, p: usize) -> Vec<f32> {
+    let mut y = vec![0.0; c * p];
+    nhwc_ops::to_nhwc(x, c, p, &mut y);
+    y
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "{what}: element {i}: {g} vs {w}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    #[test]
+    fn implicit_gemm_convolution_matches_the_reference(
+        groups in 1usize..4, cin_g in 1usize..7, cout_g in 1usize..40, k in 1usize..4,
+        h in 2usize..12, w in 2usize..30, pads in proptest::array::uniform4(0usize..2),
+        stride in 1usize..3, dil in 1usize..3, t in 0u8..32, threads in 1usize..3,
+        seed in 0u64..1000,
+    ) {
+        let span = (k - 1) * dil + 1;
+        prop_assume!(h + pads[0] + pads[2] >= span && w + pads[1] + pads[3] >= span);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (c_in, c_out) = (groups * cin_g, groups * cout_g);
+        let conv = Conv { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], groups };
+        let x = random(c_in * h * w, &mut rng);
+        let wt = random(c_out * cin_g * k * k, &mut rng);
+        let bias = random(c_out, &mut rng);
+        let y = conv
+            .eval(&[
+                &Tensor::new(vec![1, c_in, h, w], x.clone()).unwrap(),
+                &Tensor::new(vec![c_out, cin_g, k, k], wt.clone()).unwrap(),
+                &Tensor::new(vec![c_out], bias.clone()).unwrap(),
+            ])
+            .unwrap()
+            .remove(0);
+        let (ho, wo) = (y.shape()[2], y.shape()[3]);
+        let tail = tail_of(t);
+        let r = random(c_out * ho * wo, &mut rng);
+        let want = nhwc(&finish(y.data(), &tail, &r), c_out, ho * wo);
+        let packed = NhwcConv::new(&conv, c_in, c_out, &wt, &bias, tail);
+        let mut out = vec![f32::NAN; c_out * ho * wo];
+        let mut scratch = vec![0.0; packed.scratch_len(h, w)];
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let rn = nhwc(&r, c_out, ho * wo);
+        pool.install(|| {
+            packed.run(&nhwc(&x, c_in, h * w), h, w, ho, wo, &mut out, Some(&rn), &mut scratch, threads)
+        });
+        assert_close(&out, &want, "nhwc conv");
+    }
+
+    #[test]
+    fn depthwise_and_pooling_match_the_reference(
+        c in 1usize..40, k in 1usize..6, h in 2usize..16, w in 2usize..20,
+        pads in proptest::array::uniform4(0usize..3), stride in 1usize..3, dil in 1usize..3,
+        t in 0u8..32, include_pad: bool, seed in 0u64..1000,
+    ) {
+        let span = (k - 1) * dil + 1;
+        prop_assume!(h + pads[0] + pads[2] >= span && w + pads[1] + pads[3] >= span);
+        prop_assume!(pads.iter().all(|&p| p < span));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let conv = Conv { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], groups: c };
+        let x = random(c * h * w, &mut rng);
+        let xt = Tensor::new(vec![1, c, h, w], x.clone()).unwrap();
+        let wt = random(c * k * k, &mut rng);
+        let bias = random(c, &mut rng);
+        let y = conv
+            .eval(&[
+                &xt,
+                &Tensor::new(vec![c, 1, k, k], wt.clone()).unwrap(),
+                &Tensor::new(vec![c], bias.clone()).unwrap(),
+            ])
+            .unwrap()
+            .remove(0);
+        let (ho, wo) = (y.shape()[2], y.shape()[3]);
+        let tail = tail_of(t);
+        let r = random(c * ho * wo, &mut rng);
+        let want = nhwc(&finish(y.data(), &tail, &r), c, ho * wo);
+        let d = NhwcDepthwise::new(&conv, c, &wt, &bias, tail);
+        let xn = nhwc(&x, c, h * w);
+        for isa in Isa::available() {
+            let mut out = vec![f32::NAN; c * ho * wo];
+            d.run(isa, &xn, h, w, ho, wo, &mut out, Some(&nhwc(&r, c, ho * wo)), 1);
+            assert_close(&out, &want, &format!("depthwise {isa}"));
+        }
+        let geometry = PoolGeometry { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], ceil_mode: false };
+        let pools: [(bool, Box<dyn OpSemantics>); 2] = [
+            (true, Box::new(MaxPool { geometry: geometry.clone() })),
+            (false, Box::new(AveragePool { geometry: geometry.clone(), count_include_pad: include_pad })),
+        ];
+        for (max, op) in pools {
+            let y = op.eval(&[&xt]).unwrap().remove(0);
+            let want = nhwc(y.data(), c, ho * wo);
+            for isa in Isa::available() {
+                let mut out = vec![f32::NAN; c * ho * wo];
+                nhwc_ops::pool(isa, &xn, c, h, w, &geometry, max, include_pad, ho, wo, &mut out);
+                assert_close(&out, &want, &format!("pool max={max} {isa}"));
+            }
+        }
+        let mut gap = vec![0.0; c];
+        nhwc_ops::global_avg_pool(Isa::detect(), &xn, h * w, c, &mut gap);
+        let want: Vec<f32> = (0..c).map(|ch| x[ch * h * w..(ch + 1) * h * w].iter().sum::<f32>() / (h * w) as f32).collect();
+        assert_close(&gap, &want, "global average pool");
+    }
+}
