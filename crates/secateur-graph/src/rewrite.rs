@@ -3,7 +3,10 @@
 //! → Sqrt → Div` (then `Mul γ`, `Add β`); [`Graph::fuse_layer_norms`] turns each such chain
 //! into one [`LayerNorm`], so the runtime, the cost model and pruning see what it is.
 //! SiLU, which exporters write as `Mul(x, Sigmoid(x))`, becomes one element-wise function
-//! ([`Graph::fuse_silu`]), so that it fuses into the layer before it like any activation.
+//! ([`Graph::fuse_silu`]), so that it fuses into the layer before it like any activation. A
+//! channel shuffle (`Reshape [N, g, C/g, H, W] → Transpose (0, 2, 1, 3, 4) → Reshape
+//! [N, C, H, W]`, ShuffleNet) becomes one `Gather` of the channels in their shuffled order
+//! ([`Graph::fuse_channel_shuffles`]): a permutation the runtime runs in any layout.
 
 use crate::graph::Graph;
 use crate::ops::{BinaryFn, LayerNorm, Op, Pointwise, ReduceKind};
@@ -215,6 +218,73 @@ impl Graph {
             i = i.min(sig);
         }
         fused
+    }
+
+    /// Replaces every channel shuffle by a `Gather` along axis 1 at the shuffled channel
+    /// order; returns how many were replaced.
+    pub fn fuse_channel_shuffles(&mut self) -> crate::error::Result<usize> {
+        let mut fused = 0;
+        loop {
+            let shapes = self.infer_shapes()?;
+            let Some((r1, t, r2, perm)) =
+                (0..self.nodes.len()).find_map(|i| self.match_channel_shuffle(i, &shapes))
+            else {
+                return Ok(fused);
+            };
+            let x = self.nodes[r1].inputs[0].clone();
+            let name = self.nodes[r2].name.clone();
+            let indices = self.fresh_initializer_name(&format!("{name}.channel_order"));
+            let order = Tensor::new(vec![perm.len()], perm.iter().map(|&p| p as f32).collect())
+                .map_err(|e| crate::error::GraphError::Invalid(e.to_string()))?;
+            self.add_initializer(indices.clone(), order);
+            self.integer_constants.insert(indices.clone());
+            let out = self.nodes[r2].outputs.clone();
+            self.nodes[r2] = crate::graph::Node {
+                name,
+                op: Op::Gather(crate::ops::Gather { axis: 1 }),
+                inputs: vec![x, indices],
+                outputs: out,
+            };
+            let mut drop = [r1, t];
+            drop.sort_unstable();
+            for i in drop.into_iter().rev() {
+                self.nodes.remove(i);
+            }
+            fused += 1;
+        }
+    }
+
+    /// The reshape, transpose and reshape of a channel shuffle ending at node `r2`, and the
+    /// input channel each output channel reads.
+    fn match_channel_shuffle(
+        &self,
+        r2: usize,
+        shapes: &HashMap<String, Shape>,
+    ) -> Option<(usize, usize, usize, Vec<usize>)> {
+        if !matches!(self.nodes[r2].op, Op::Reshape(_)) {
+            return None;
+        }
+        let t = self.sole_producer(&self.nodes[r2].inputs[0], 1)?;
+        let Op::Transpose(tr) = &self.nodes[t].op else {
+            return None;
+        };
+        let r1 = self.sole_producer(&self.nodes[t].inputs[0], 1)?;
+        if !matches!(self.nodes[r1].op, Op::Reshape(_)) || tr.perm != [0, 2, 1, 3, 4] {
+            return None;
+        }
+        let x = shapes.get(&self.nodes[r1].inputs[0])?;
+        let mid = shapes.get(&self.nodes[r1].outputs[0])?;
+        let out = shapes.get(&self.nodes[r2].outputs[0])?;
+        let (xd, md) = (x.dims(), mid.dims());
+        if x != out || xd.len() != 4 || md.len() != 5 || md[0] != xd[0] || md[3..] != xd[2..] {
+            return None;
+        }
+        let (c, g, per) = (xd[1].known()?, md[1].known()?, md[2].known()?);
+        if g * per != c {
+            return None;
+        }
+        let perm = (0..c).map(|o| (o % g) * per + o / g).collect();
+        Some((r1, t, r2, perm))
     }
 
     /// The sigmoid node of a `Mul(x, Sigmoid(x))` at node `mul`, if it is one.

@@ -68,7 +68,7 @@ impl Graph {
     }
 
     /// `base`, or `base#k` for the first `k` that names no value of the graph.
-    fn fresh_initializer_name(&self, base: &str) -> String {
+    pub(crate) fn fresh_initializer_name(&self, base: &str) -> String {
         let taken = |n: &str| {
             self.initializers.contains_key(n)
                 || self.inputs.iter().any(|i| i.name == n)

@@ -1242,6 +1242,7 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
     graph.unshare_initializers();
     graph.fuse_layer_norms()?;
     graph.fuse_silu();
+    graph.fuse_channel_shuffles()?;
     graph.check()?;
     Ok(graph)
 }

@@ -64,6 +64,81 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
+/// The implicit-GEMM kernel against the reference convolution, on every instruction set.
+#[allow(clippy::too_many_arguments)]
+fn check_conv(
+    conv: &Conv,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    tail: Tail,
+    threads: usize,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let [k0, k1] = conv.kernel;
+    let cin_g = c_in / conv.groups;
+    let x = random(c_in * h * w, &mut rng);
+    let wt = random(c_out * cin_g * k0 * k1, &mut rng);
+    let bias = random(c_out, &mut rng);
+    let y = conv
+        .eval(&[
+            &Tensor::new(vec![1, c_in, h, w], x.clone()).unwrap(),
+            &Tensor::new(vec![c_out, cin_g, k0, k1], wt.clone()).unwrap(),
+            &Tensor::new(vec![c_out], bias.clone()).unwrap(),
+        ])
+        .unwrap()
+        .remove(0);
+    let (ho, wo) = (y.shape()[2], y.shape()[3]);
+    let r = random(c_out * ho * wo, &mut rng);
+    let want = nhwc(&finish(y.data(), &tail, &r), c_out, ho * wo);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let rn = nhwc(&r, c_out, ho * wo);
+    for isa in Isa::available() {
+        let packed = NhwcConv::new(isa, conv, c_in, c_out, &wt, &bias, tail);
+        let mut out = vec![f32::NAN; c_out * ho * wo];
+        let mut scratch = vec![0.0; packed.scratch_len(h, w)];
+        pool.install(|| {
+            packed.run(
+                &nhwc(&x, c_in, h * w),
+                h,
+                w,
+                ho,
+                wo,
+                &mut out,
+                Some(&rn),
+                &mut scratch,
+                threads,
+            )
+        });
+        assert_close(&out, &want, &format!("nhwc conv {isa} {conv:?}"));
+    }
+}
+
+#[test]
+fn long_reductions_accumulate_chunk_by_chunk() {
+    // K = 3·3·70 = 630 and 1·1·600 (several chunks of 256), grouped 2·(3·3·40)
+    let tail = Tail {
+        act: Some(Pointwise::Relu),
+        residual: true,
+        post: Some(Pointwise::Silu),
+    };
+    let conv = |k: usize, groups: usize| Conv {
+        kernel: [k, k],
+        strides: [1, 1],
+        pads: [k / 2; 4],
+        dilations: [1, 1],
+        groups,
+    };
+    check_conv(&conv(3, 1), 70, 37, 6, 7, tail, 1, 1);
+    check_conv(&conv(1, 1), 600, 20, 3, 5, tail, 2, 2);
+    check_conv(&conv(3, 2), 80, 34, 5, 5, Tail::default(), 2, 3);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(150))]
 
@@ -76,33 +151,8 @@ proptest! {
     ) {
         let span = (k - 1) * dil + 1;
         prop_assume!(h + pads[0] + pads[2] >= span && w + pads[1] + pads[3] >= span);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (c_in, c_out) = (groups * cin_g, groups * cout_g);
         let conv = Conv { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], groups };
-        let x = random(c_in * h * w, &mut rng);
-        let wt = random(c_out * cin_g * k * k, &mut rng);
-        let bias = random(c_out, &mut rng);
-        let y = conv
-            .eval(&[
-                &Tensor::new(vec![1, c_in, h, w], x.clone()).unwrap(),
-                &Tensor::new(vec![c_out, cin_g, k, k], wt.clone()).unwrap(),
-                &Tensor::new(vec![c_out], bias.clone()).unwrap(),
-            ])
-            .unwrap()
-            .remove(0);
-        let (ho, wo) = (y.shape()[2], y.shape()[3]);
-        let tail = tail_of(t);
-        let r = random(c_out * ho * wo, &mut rng);
-        let want = nhwc(&finish(y.data(), &tail, &r), c_out, ho * wo);
-        let packed = NhwcConv::new(&conv, c_in, c_out, &wt, &bias, tail);
-        let mut out = vec![f32::NAN; c_out * ho * wo];
-        let mut scratch = vec![0.0; packed.scratch_len(h, w)];
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        let rn = nhwc(&r, c_out, ho * wo);
-        pool.install(|| {
-            packed.run(&nhwc(&x, c_in, h * w), h, w, ho, wo, &mut out, Some(&rn), &mut scratch, threads)
-        });
-        assert_close(&out, &want, "nhwc conv");
+        check_conv(&conv, groups * cin_g, groups * cout_g, h, w, tail_of(t), threads, seed);
     }
 
     #[test]

@@ -54,6 +54,17 @@ fn resolve_range(dim: usize, start: i64, end: i64, step: i64) -> Result<AxisRang
 }
 
 impl Slice {
+    /// Per axis of concrete input dims `dims`: the first index taken, the step and the count
+    /// (`(0, 1, d)` for axes the slice leaves whole).
+    pub fn resolved(&self, dims: &[usize]) -> Result<Vec<(i64, i64, usize)>, OpError> {
+        let ranges = self.ranges(&Shape::known(dims))?;
+        Ok(dims
+            .iter()
+            .zip(ranges)
+            .map(|(&d, r)| r.map_or((0, 1, d), |r| (r.start, r.step, r.len)))
+            .collect())
+    }
+
     /// The range taken along each axis of `x` (whole axes for those not listed).
     fn ranges(&self, x: &Shape) -> Result<Vec<Option<AxisRange>>, OpError> {
         let n = self.axes.len();

@@ -1,18 +1,32 @@
 //! Dense convolution on channels-last (NHWC) activations as an implicit GEMM: no im2col
 //! matrix, no transposes. With the input `[H][W][C]`, the `kw · C` values a filter row reads at
-//! one output pixel are contiguous, so a tile of `MR` output pixels of one row times a panel of
-//! `16·NV` output channels accumulates `MR × NV` vectors over `K = kh · kw · C/groups` steps,
-//! each one broadcast input value per pixel against `NV` weight vectors (FMA-bound: the tiles
-//! `24×1`, `14×2`, `8×3`, `6×4` keep 24–28 accumulators in registers). Weights are packed
-//! once per panel as `[K][16·NV]` (zero-padded to whole vectors); bias, the element-wise
-//! function, the residual addition and the function after it ([`Tail`]) are applied to the
-//! accumulators before the (masked) store. Padding is a zero-bordered copy of the input.
-//! Grouped convolutions run one GEMM per group on the group's channel range. Work splits over
-//! (group, panel, output rows) for several threads on one sample.
+//! one output pixel are contiguous, so a tile of 6 output pixels (any pixels: each has its own
+//! input pointer, so tiles run across row ends) times a panel of 16 output channels
+//! accumulates 12 vectors over `K = kh · kw · C/groups` steps, each one broadcast input value
+//! per pixel against two weight vectors (FMA-bound). Weights are packed once per panel as
+//! `[K][16]` (zero-padded); bias, the element-wise function, the residual addition and the
+//! function after it ([`Tail`]) are applied to the accumulators before the store. Padding is a
+//! zero-bordered copy of the input. Grouped convolutions run one GEMM per group on the
+//! group's channel range. Work splits over (panel, pixel range) for several threads on one
+//! sample. The vector kernel is AVX2 + FMA (also on AVX-512 machines, where Zen 4 has the same
+//! peak); elsewhere a portable loop computes the same.
 
 use super::epilogue::Tail;
+use super::isa::Isa;
 use rayon::prelude::*;
 use secateur_graph::Conv;
+
+/// Bytes of packed weights a set of panels may hold (about a quarter of a 1 MiB L2 cache).
+const L2_WEIGHT_BYTES: usize = 256 * 1024;
+
+/// Reduction values per chunk: a chunk of one panel's weights is `KC · 16` floats (16 KiB).
+const KC: usize = 256;
+
+/// Output channels per panel (two 8-lane vectors).
+const NR: usize = 16;
+/// Output pixels per tile (12 accumulators, 2 weight vectors and a broadcast in the 16
+/// vector registers of AVX2).
+pub const MR: usize = 6;
 
 /// One panel of packed weights: a group's output channels `first .. first + valid`.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,11 +34,9 @@ struct Panel {
     group: usize,
     /// First output channel of the panel within the whole layer.
     first: usize,
-    /// Vectors per row of the panel (`16·nv` columns).
-    nv: usize,
-    /// Output channels that are real (the rest of the last vector is padding).
+    /// Output channels that are real (the rest of the panel is zero padding).
     valid: usize,
-    /// Offset of the panel's `[K][16·nv]` weights in `packed`, and of its padded bias.
+    /// Offset of the panel's `[K][NR]` weights in `packed`, and of its padded bias.
     offset: usize,
     bias_offset: usize,
 }
@@ -46,34 +58,15 @@ pub struct NhwcConv {
     packed: Vec<f32>,
     bias: Vec<f32>,
     pub tail: Tail,
-}
-
-/// Panel widths (vectors) for `channels` output channels: panels of 4 vectors, then what
-/// remains in one narrower panel.
-fn panel_widths(channels: usize) -> Vec<usize> {
-    let vecs = channels.div_ceil(16);
-    let mut v = vec![4; vecs / 4];
-    if !vecs.is_multiple_of(4) {
-        v.push(vecs % 4);
-    }
-    v
-}
-
-/// Pixels per tile for a panel of `nv` vectors (accumulators `MR·NV` plus the weight vectors
-/// and one broadcast fit the 32 vector registers).
-pub const fn tile_pixels(nv: usize) -> usize {
-    match nv {
-        1 => 24,
-        2 => 14,
-        3 => 8,
-        _ => 6,
-    }
+    isa: Isa,
 }
 
 impl NhwcConv {
     /// From the row-major `[c_out × (c_in/groups)·kh·kw]` weight matrix (ONNX order: input
-    /// channel, then kernel row and column), one bias per output channel and the tail.
+    /// channel, then kernel row and column), one bias per output channel and the tail, for
+    /// kernels of `isa`.
     pub fn new(
+        isa: Isa,
         conv: &Conv,
         c_in: usize,
         c_out: usize,
@@ -89,37 +82,32 @@ impl NhwcConv {
         let mut packed = Vec::new();
         let mut padded_bias = Vec::new();
         for group in 0..g {
-            let mut first = group * cout_g;
-            let end = first + cout_g;
-            for nv in panel_widths(cout_g) {
-                let width = 16 * nv;
-                let valid = width.min(end - first);
+            for first in (group * cout_g..(group + 1) * cout_g).step_by(NR) {
+                let valid = NR.min((group + 1) * cout_g - first);
                 let offset = packed.len();
-                packed.resize(offset + k * width, 0.0);
+                packed.resize(offset + k * NR, 0.0);
                 for j in 0..valid {
                     let row = &w[(first + j) * k..(first + j + 1) * k];
                     for ci in 0..cin_g {
                         for ky in 0..kh {
                             for kx in 0..kw {
                                 let kk = (ky * kw + kx) * cin_g + ci;
-                                packed[offset + kk * width + j] = row[(ci * kh + ky) * kw + kx];
+                                packed[offset + kk * NR + j] = row[(ci * kh + ky) * kw + kx];
                             }
                         }
                     }
                 }
                 let bias_offset = padded_bias.len();
-                padded_bias.resize(bias_offset + width, 0.0);
+                padded_bias.resize(bias_offset + NR, 0.0);
                 padded_bias[bias_offset..bias_offset + valid]
                     .copy_from_slice(&bias[first..first + valid]);
                 panels.push(Panel {
                     group,
                     first,
-                    nv,
                     valid,
                     offset,
                     bias_offset,
                 });
-                first += valid;
             }
         }
         NhwcConv {
@@ -135,6 +123,7 @@ impl NhwcConv {
             packed,
             bias: padded_bias,
             tail,
+            isa,
         }
     }
 
@@ -157,23 +146,46 @@ impl NhwcConv {
         hp * wp * self.c_in
     }
 
-    /// The input segments one output pixel reads, as offsets from its first tap and one
-    /// length: a filter row of `kw · C` contiguous values when ungrouped and undilated, else
-    /// one tap's `C/groups` channels.
-    fn segments(&self, wp: usize) -> (Vec<usize>, usize) {
+    /// The input pieces one output pixel reads, as (offset from its first tap, length) in
+    /// packed order: a filter row of `kw · C` contiguous values when ungrouped and undilated,
+    /// else one tap's `C/groups` channels; long pieces are cut at [`KC`].
+    fn pieces(&self, wp: usize) -> Vec<(usize, usize)> {
         let [kh, kw] = self.kernel;
         let [dh, dw] = self.dilations;
         let cin_g = self.c_in / self.groups;
         let row = wp * self.c_in;
-        if self.groups == 1 && dw == 1 {
-            ((0..kh).map(|ky| ky * dh * row).collect(), kw * self.c_in)
+        let whole: Vec<(usize, usize)> = if self.groups == 1 && dw == 1 {
+            (0..kh).map(|ky| (ky * dh * row, kw * self.c_in)).collect()
         } else {
-            let offs = (0..kh)
+            (0..kh)
                 .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
-                .map(|(ky, kx)| ky * dh * row + kx * dw * self.c_in)
-                .collect();
-            (offs, cin_g)
+                .map(|(ky, kx)| (ky * dh * row + kx * dw * self.c_in, cin_g))
+                .collect()
+        };
+        whole
+            .into_iter()
+            .flat_map(|(off, len)| {
+                (0..len)
+                    .step_by(KC)
+                    .map(move |s| (off + s, KC.min(len - s)))
+            })
+            .collect()
+    }
+
+    /// Consecutive pieces of at most [`KC`] values together: the reduction is accumulated
+    /// chunk by chunk so that a chunk's weights stay in the L1 cache across pixel tiles.
+    fn chunks(pieces: &[(usize, usize)]) -> Vec<std::ops::Range<usize>> {
+        let mut out = Vec::new();
+        let (mut start, mut len) = (0, 0);
+        for (i, &(_, l)) in pieces.iter().enumerate() {
+            if len + l > KC && i > start {
+                out.push(start..i);
+                (start, len) = (i, 0);
+            }
+            len += l;
         }
+        out.push(start..pieces.len());
+        out
     }
 
     /// One sample: `x` is `[h][w][c_in]`, `y` is `[ho][wo][c_out]`, `residual` (when the tail
@@ -196,57 +208,45 @@ impl NhwcConv {
         let xp: &[f32] = if self.scratch_len(h, w) == 0 {
             x
         } else {
-            pad_nhwc(
-                x,
-                h,
-                w,
-                self.c_in,
-                self.pads,
-                &mut scratch[..hp * wp * self.c_in],
-            );
-            &scratch[..hp * wp * self.c_in]
+            let padded = &mut scratch[..hp * wp * self.c_in];
+            pad_nhwc(x, h, w, self.c_in, self.pads, padded);
+            padded
         };
-        let (segs, seg_len) = self.segments(wp);
-        // a 1×1 unit-stride layer without padding is one long row of pixels
-        let flat = self.kernel == [1, 1] && self.strides == [1, 1] && self.scratch_len(h, w) == 0;
-        let (rows, cols) = if flat { (1, ho * wo) } else { (ho, wo) };
+        let pieces = self.pieces(wp);
+        let chunks = Self::chunks(&pieces);
+        let pixels = ho * wo;
         let job = Job {
             conv: self,
             xp,
             wp,
-            segs: &segs,
-            seg_len,
-            cols,
+            wo,
+            pieces: &pieces,
+            chunks: &chunks,
             y: SendPtr(y.as_mut_ptr()),
             res: residual
                 .filter(|_| self.tail.residual)
                 .map(|r| SendPtr(r.as_ptr() as *mut f32)),
         };
-        // units of work: (panel, rows, columns); one sample is split over rows, or over
-        // columns for a flat layer, so that every thread gets several units
+        // units of work: (panel set, pixel range), several per thread. Each tile of pixels runs
+        // through every panel of a set while its inputs are in the L1 cache; a set holds the
+        // panels whose weights fit in the L2 cache together, so the input is read once per set.
+        let per_panel = self.k * NR * 4;
+        let set = (L2_WEIGHT_BYTES / per_panel).clamp(1, self.panels.len());
+        let panel_sets = self.panels.len().div_ceil(set);
         let blocks = if threads > 1 {
-            (threads * 4).div_ceil(self.panels.len())
+            (threads * 4).div_ceil(panel_sets)
         } else {
             1
         };
-        let (row_step, col_step) = if flat {
-            let mr = 168; // a multiple of every tile width
-            (1, cols.div_ceil(blocks).div_ceil(mr).max(1) * mr)
-        } else {
-            (rows.div_ceil(blocks.clamp(1, rows)), cols)
-        };
-        let units: Vec<(usize, usize, usize)> = (0..self.panels.len())
-            .flat_map(|p| {
-                (0..rows)
-                    .step_by(row_step)
-                    .flat_map(move |r| (0..cols).step_by(col_step).map(move |c| (p, r, c)))
-            })
+        let step = pixels.div_ceil(blocks).div_ceil(MR).max(1) * MR;
+        let units: Vec<(usize, usize)> = (0..panel_sets)
+            .flat_map(|p| (0..pixels).step_by(step).map(move |q| (p, q)))
             .collect();
-        let run = |&(p, r0, c0): &(usize, usize, usize)| {
-            let (r1, c1) = ((r0 + row_step).min(rows), (c0 + col_step).min(cols));
-            // SAFETY: every unit writes its own panel's channels of its own pixels of `y`,
-            // within the bounds the caller's shapes give.
-            unsafe { job.block(&self.panels[p], r0..r1, c0..c1) }
+        let run = |&(p, q0): &(usize, usize)| {
+            let panels = &self.panels[p * set..((p + 1) * set).min(self.panels.len())];
+            // SAFETY: every unit writes its own panels' channels of its own pixels of `y`,
+            // inside the `[ho][wo][c_out]` the caller's shapes give.
+            unsafe { job.block(panels, q0..(q0 + step).min(pixels)) }
         };
         if threads > 1 && units.len() > 1 {
             units.par_iter().for_each(run);
@@ -269,65 +269,88 @@ struct Job<'a> {
     conv: &'a NhwcConv,
     xp: &'a [f32],
     wp: usize,
-    segs: &'a [usize],
-    seg_len: usize,
-    /// Output pixels per row (all of them for a flat 1×1 layer).
-    cols: usize,
+    wo: usize,
+    pieces: &'a [(usize, usize)],
+    chunks: &'a [std::ops::Range<usize>],
     y: SendPtr,
     res: Option<SendPtr>,
 }
 
 impl Job<'_> {
-    /// Output pixels `rows × cols` of one panel.
-    unsafe fn block(
-        &self,
-        panel: &Panel,
-        rows: std::ops::Range<usize>,
-        cols: std::ops::Range<usize>,
-    ) {
-        unsafe {
-            let c = self.conv;
-            let cin_g = c.c_in / c.groups;
-            let pix_in = c.strides[1] * c.c_in;
-            let b = &c.packed[panel.offset..panel.offset + c.k * 16 * panel.nv];
-            let bias = &c.bias[panel.bias_offset..panel.bias_offset + 16 * panel.nv];
-            let mr = tile_pixels(panel.nv);
-            for r in rows {
-                let in_row = r * c.strides[0] * self.wp * c.c_in + panel.group * cin_g;
-                let out_row = r * self.cols * c.c_out + panel.first;
-                let mut x0 = cols.start;
-                while x0 < cols.end {
-                    let m = mr.min(cols.end - x0);
-                    let tile = Tile {
-                        a: self.xp.as_ptr().add(in_row + x0 * pix_in),
-                        a_pix: pix_in,
-                        segs: self.segs,
-                        seg_len: self.seg_len,
-                        b: b.as_ptr(),
-                        y: self.y.0.add(out_row + x0 * c.c_out),
-                        res: self
-                            .res
-                            .map(|p| p.0.add(out_row + x0 * c.c_out) as *const f32),
-                        y_pix: c.c_out,
-                        valid: panel.valid,
-                        bias: bias.as_ptr(),
-                        tail: &c.tail,
-                    };
-                    tile.run(m, panel.nv);
-                    x0 += m;
+    /// Output pixels `pixels` (flat over rows) of `panels`: chunk by chunk of the reduction,
+    /// `MR` pixels at a time, each tile through every panel.
+    unsafe fn block(&self, panels: &[Panel], pixels: std::ops::Range<usize>) {
+        let c = self.conv;
+        let cin_g = c.c_in / c.groups;
+        let (row_step, col_step) = (c.strides[0] * self.wp * c.c_in, c.strides[1] * c.c_in);
+        let base = self.xp.as_ptr();
+        let mut k0 = 0;
+        for (ci, chunk) in self.chunks.iter().enumerate() {
+            let pieces = &self.pieces[chunk.clone()];
+            let (first, last) = (ci == 0, ci + 1 == self.chunks.len());
+            // the input offset of each output pixel, stepping along rows without divisions
+            let (mut oy, mut ox) = (pixels.start / self.wo, pixels.start % self.wo);
+            let mut next = || {
+                let at = oy * row_step + ox * col_step;
+                ox += 1;
+                if ox == self.wo {
+                    ox = 0;
+                    oy += 1;
                 }
+                at
+            };
+            let mut q = pixels.start;
+            while q < pixels.end {
+                let m = MR.min(pixels.end - q);
+                let mut at = [0usize; MR];
+                for i in 0..MR {
+                    // pixels past the end repeat the last one; their results are not stored
+                    at[i] = if i < m { next() } else { at[m - 1] };
+                }
+                for panel in panels {
+                    let group = panel.group * cin_g;
+                    let out = q * c.c_out + panel.first;
+                    // SAFETY: forwarded from the caller: every pixel's taps lie in the padded
+                    // input, its outputs in `y`, the chunk's weights in the panel.
+                    let tile = unsafe {
+                        Tile {
+                            a: at.map(|o| base.add(o + group)),
+                            m,
+                            pieces,
+                            b: c.packed.as_ptr().add(panel.offset + k0 * NR),
+                            first,
+                            last,
+                            y: self.y.0.add(out),
+                            res: self.res.map(|p| p.0.add(out) as *const f32),
+                            y_pix: c.c_out,
+                            valid: panel.valid,
+                            bias: c.bias.as_ptr().add(panel.bias_offset),
+                            tail: &c.tail,
+                        }
+                    };
+                    // SAFETY: as above.
+                    unsafe { tile.run(c.isa) };
+                }
+                q += m;
             }
+            k0 += pieces.iter().map(|p| p.1).sum::<usize>();
         }
     }
 }
 
-/// One tile: `m` output pixels × one panel.
+/// One tile: `m ≤ MR` output pixels × one panel × one chunk of the reduction.
 struct Tile<'a> {
-    a: *const f32,
-    a_pix: usize,
-    segs: &'a [usize],
-    seg_len: usize,
+    /// Each pixel's first input value (its first tap, the group's first channel).
+    a: [*const f32; MR],
+    m: usize,
+    /// (offset, length) of the chunk's input pieces.
+    pieces: &'a [(usize, usize)],
+    /// The chunk's packed weights.
     b: *const f32,
+    /// The first chunk starts from zero, later ones from the partial sums in `y`; only the
+    /// last applies bias and tail.
+    first: bool,
+    last: bool,
     y: *mut f32,
     res: Option<*const f32>,
     y_pix: usize,
@@ -337,37 +360,47 @@ struct Tile<'a> {
 }
 
 impl Tile<'_> {
-    unsafe fn run(&self, m: usize, nv: usize) {
+    unsafe fn run(&self, isa: Isa) {
         unsafe {
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx512f") {
-                avx512::dispatch(self, m, nv);
-                return;
+            if isa != Isa::Portable {
+                return avx2::kernel(self);
             }
-            self.portable(m, nv);
+            let _ = isa;
+            self.portable();
         }
     }
 
     /// The same arithmetic with plain loops.
-    unsafe fn portable(&self, m: usize, nv: usize) {
+    unsafe fn portable(&self) {
         unsafe {
-            let width = 16 * nv;
-            let mut acc = vec![0.0f32; m * width];
-            let mut bp = self.b;
-            for &off in self.segs {
-                for kk in 0..self.seg_len {
-                    for p in 0..m {
-                        let a = *self.a.add(off + p * self.a_pix + kk);
-                        for j in 0..width {
-                            acc[p * width + j] += a * *bp.add(j);
-                        }
+            let mut acc = [[0.0f32; NR]; MR];
+            if !self.first {
+                for (p, row) in acc.iter_mut().enumerate().take(self.m) {
+                    for (j, v) in row.iter_mut().enumerate().take(self.valid) {
+                        *v = *self.y.add(p * self.y_pix + j);
                     }
-                    bp = bp.add(width);
                 }
             }
-            for p in 0..m {
+            let mut bp = self.b;
+            for &(off, len) in self.pieces {
+                for kk in 0..len {
+                    for (p, row) in acc.iter_mut().enumerate() {
+                        let a = *self.a[p].add(off + kk);
+                        for (j, v) in row.iter_mut().enumerate() {
+                            *v += a * *bp.add(j);
+                        }
+                    }
+                    bp = bp.add(NR);
+                }
+            }
+            for (p, row) in acc.iter().enumerate().take(self.m) {
                 for j in 0..self.valid {
-                    let mut v = acc[p * width + j] + *self.bias.add(j);
+                    if !self.last {
+                        *self.y.add(p * self.y_pix + j) = row[j];
+                        continue;
+                    }
+                    let mut v = row[j] + *self.bias.add(j);
                     if let Some(f) = self.tail.act {
                         v = f.apply(v);
                     }
@@ -385,83 +418,188 @@ impl Tile<'_> {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::Tile;
-    use crate::kernels::vmath;
+mod avx2 {
+    use super::{MR, Tile};
+    use crate::kernels::vmath::v256;
     use std::arch::x86_64::*;
 
-    /// Runs `tile` with the register tile for `m` pixels and `nv` vectors.
-    pub(super) unsafe fn dispatch(tile: &Tile, m: usize, nv: usize) {
+    /// The `6 × 16` register tile: twelve accumulators named one by one (an array indexed
+    /// in loops is kept on the stack by the compiler).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel(t: &Tile) {
         unsafe {
-            macro_rules! arms {
-                ($nv:literal; $($m:literal)*) => {
-                    match m {
-                        $($m => kernel::<$m, $nv>(tile),)*
-                        _ => unreachable!("tile of {m} pixels"),
-                    }
-                };
-            }
-            match nv {
-                1 => arms!(1; 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24),
-                2 => arms!(2; 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
-                3 => arms!(3; 1 2 3 4 5 6 7 8),
-                _ => arms!(4; 1 2 3 4 5 6),
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    unsafe fn kernel<const MR: usize, const NV: usize>(t: &Tile) {
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+            let init = if t.first {
+                [[_mm256_setzero_ps(); 2]; MR]
+            } else {
+                load_partial(t)
+            };
+            let [[mut c00, mut c01], [mut c10, mut c11], [mut c20, mut c21]] =
+                [init[0], init[1], init[2]];
+            let [[mut c30, mut c31], [mut c40, mut c41], [mut c50, mut c51]] =
+                [init[3], init[4], init[5]];
             let mut bp = t.b;
-            for &off in t.segs {
-                let a = t.a.add(off);
-                for kk in 0..t.seg_len {
-                    let mut bv = [_mm512_setzero_ps(); NV];
-                    for v in 0..NV {
-                        bv[v] = _mm512_loadu_ps(bp.add(16 * v));
-                    }
-                    for p in 0..MR {
-                        let x = _mm512_set1_ps(*a.add(p * t.a_pix + kk));
-                        for v in 0..NV {
-                            acc[p][v] = _mm512_fmadd_ps(x, bv[v], acc[p][v]);
-                        }
-                    }
-                    bp = bp.add(16 * NV);
+            for &(off, len) in t.pieces {
+                let a0 = t.a[0].add(off);
+                let a1 = t.a[1].add(off);
+                let a2 = t.a[2].add(off);
+                let a3 = t.a[3].add(off);
+                let a4 = t.a[4].add(off);
+                let a5 = t.a[5].add(off);
+                macro_rules! step {
+                    ($k:expr, $b:expr) => {
+                        let b0 = _mm256_loadu_ps(bp.add($b));
+                        let b1 = _mm256_loadu_ps(bp.add($b + 8));
+                        let x = _mm256_broadcast_ss(&*a0.add($k));
+                        c00 = _mm256_fmadd_ps(x, b0, c00);
+                        c01 = _mm256_fmadd_ps(x, b1, c01);
+                        let x = _mm256_broadcast_ss(&*a1.add($k));
+                        c10 = _mm256_fmadd_ps(x, b0, c10);
+                        c11 = _mm256_fmadd_ps(x, b1, c11);
+                        let x = _mm256_broadcast_ss(&*a2.add($k));
+                        c20 = _mm256_fmadd_ps(x, b0, c20);
+                        c21 = _mm256_fmadd_ps(x, b1, c21);
+                        let x = _mm256_broadcast_ss(&*a3.add($k));
+                        c30 = _mm256_fmadd_ps(x, b0, c30);
+                        c31 = _mm256_fmadd_ps(x, b1, c31);
+                        let x = _mm256_broadcast_ss(&*a4.add($k));
+                        c40 = _mm256_fmadd_ps(x, b0, c40);
+                        c41 = _mm256_fmadd_ps(x, b1, c41);
+                        let x = _mm256_broadcast_ss(&*a5.add($k));
+                        c50 = _mm256_fmadd_ps(x, b0, c50);
+                        c51 = _mm256_fmadd_ps(x, b1, c51);
+                    };
+                }
+                // two steps per iteration (the loop overhead shows at one)
+                let mut kk = 0;
+                while kk + 2 <= len {
+                    step!(kk, 0);
+                    step!(kk + 1, 16);
+                    bp = bp.add(32);
+                    kk += 2;
+                }
+                if kk < len {
+                    step!(kk, 0);
+                    bp = bp.add(16);
                 }
             }
-            store::<MR, NV>(t, &acc);
+            let acc: [[__m256; 2]; MR] = [
+                [c00, c01],
+                [c10, c11],
+                [c20, c21],
+                [c30, c31],
+                [c40, c41],
+                [c50, c51],
+            ];
+            if t.last {
+                store(t, &acc);
+            } else {
+                store_partial(t, &acc);
+            }
         }
     }
 
-    /// Bias, tail and the (masked) store of the accumulators.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store<const MR: usize, const NV: usize>(t: &Tile, acc: &[[__m512; NV]; MR]) {
+    /// The partial sums an earlier chunk left in `y` (zero for padding lanes and rows).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load_partial(t: &Tile) -> [[__m256; 2]; MR] {
         unsafe {
-            let mut masks = [0xffffu16; NV];
-            for v in 0..NV {
-                let left = t.valid.saturating_sub(16 * v).min(16);
-                masks[v] = ((1u32 << left) - 1) as u16;
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            for (p, row) in acc.iter_mut().enumerate().take(t.m) {
+                let y = t.y.add(p * t.y_pix);
+                if t.valid == 16 {
+                    row[0] = _mm256_loadu_ps(y);
+                    row[1] = _mm256_loadu_ps(y.add(8));
+                } else {
+                    let mut lanes = [0.0f32; 16];
+                    for (j, l) in lanes.iter_mut().enumerate().take(t.valid) {
+                        *l = *y.add(j);
+                    }
+                    row[0] = _mm256_loadu_ps(lanes.as_ptr());
+                    row[1] = _mm256_loadu_ps(lanes.as_ptr().add(8));
+                }
             }
-            for v in 0..NV {
-                if masks[v] == 0 {
+            acc
+        }
+    }
+
+    /// The raw partial sums into `y`, for the next chunk.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store_partial(t: &Tile, acc: &[[__m256; 2]; MR]) {
+        unsafe {
+            for (p, row) in acc.iter().enumerate().take(t.m) {
+                let y = t.y.add(p * t.y_pix);
+                if t.valid == 16 {
+                    _mm256_storeu_ps(y, row[0]);
+                    _mm256_storeu_ps(y.add(8), row[1]);
+                } else {
+                    let mut lanes = [0.0f32; 16];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), row[0]);
+                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8), row[1]);
+                    for (j, l) in lanes.iter().enumerate().take(t.valid) {
+                        *y.add(j) = *l;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bias, tail and the store of the first `m` pixels (a partial vector through a lane
+    /// buffer).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store(t: &Tile, acc: &[[__m256; 2]; MR]) {
+        unsafe {
+            // the common case: at most a clamp, no residual, whole vectors
+            let clamp = match (t.tail.act, t.tail.post, t.res) {
+                (None, None, None) => Some((f32::NEG_INFINITY, f32::INFINITY)),
+                (Some(f), None, None) => f.clamp_bounds(),
+                _ => None,
+            };
+            if let (Some((lo, hi)), 16) = (clamp, t.valid) {
+                let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+                let (b0, b1) = (_mm256_loadu_ps(t.bias), _mm256_loadu_ps(t.bias.add(8)));
+                for (p, row) in acc.iter().enumerate() {
+                    if p < t.m {
+                        let y = t.y.add(p * t.y_pix);
+                        let v0 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(row[0], b0), lo), hi);
+                        let v1 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(row[1], b1), lo), hi);
+                        _mm256_storeu_ps(y, v0);
+                        _mm256_storeu_ps(y.add(8), v1);
+                    }
+                }
+                return;
+            }
+            for (v, half) in [0usize, 1].into_iter().enumerate() {
+                let valid = t.valid.saturating_sub(8 * half).min(8);
+                if valid == 0 {
                     continue;
                 }
-                let bias = _mm512_loadu_ps(t.bias.add(16 * v));
-                for p in 0..MR {
-                    let at = p * t.y_pix + 16 * v;
-                    let mut x = _mm512_add_ps(acc[p][v], bias);
+                let bias = _mm256_loadu_ps(t.bias.add(8 * half));
+                for (p, row) in acc.iter().enumerate().take(t.m) {
+                    let at = p * t.y_pix + 8 * half;
+                    let mut x = _mm256_add_ps(row[v], bias);
                     if let Some(f) = t.tail.act {
-                        x = vmath::apply(f, x);
+                        x = v256::apply(f, x);
                     }
-                    if let Some(r) = t.res {
-                        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], r.add(at)));
+                    if valid == 8 {
+                        if let Some(r) = t.res {
+                            x = _mm256_add_ps(x, _mm256_loadu_ps(r.add(at)));
+                        }
+                        if let Some(f) = t.tail.post {
+                            x = v256::apply(f, x);
+                        }
+                        _mm256_storeu_ps(t.y.add(at), x);
+                    } else {
+                        let mut lanes = [0.0f32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), x);
+                        for (j, l) in lanes[..valid].iter_mut().enumerate() {
+                            if let Some(r) = t.res {
+                                *l += *r.add(at + j);
+                            }
+                            if let Some(f) = t.tail.post {
+                                *l = f.apply(*l);
+                            }
+                            *t.y.add(at + j) = *l;
+                        }
                     }
-                    if let Some(f) = t.tail.post {
-                        x = vmath::apply(f, x);
-                    }
-                    _mm512_mask_storeu_ps(t.y.add(at), masks[v], x);
                 }
             }
         }

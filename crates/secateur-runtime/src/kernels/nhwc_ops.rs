@@ -89,23 +89,11 @@ impl NhwcDepthwise {
     }
 }
 
-dispatch!(
-    #[allow(clippy::too_many_arguments)]
-    fn depthwise_row[][](
-        d: &NhwcDepthwise,
-        x: &[f32],
-        h: usize,
-        w: usize,
-        oy: usize,
-        wo: usize,
-        y: &mut [f32],
-        residual: Option<&[f32]>,
-    ) => depthwise_row_body
-);
-
-#[inline(always)]
+/// One output row of a depthwise convolution: each pixel's valid taps (computed once per row
+/// and column, so no padded copy is needed) accumulated over channel vectors.
 #[allow(clippy::too_many_arguments)]
-fn depthwise_row_body<const FMA: bool>(
+fn depthwise_row(
+    isa: Isa,
     d: &NhwcDepthwise,
     x: &[f32],
     h: usize,
@@ -124,25 +112,146 @@ fn depthwise_row_body<const FMA: bool>(
     for ox in 0..wo {
         let (kx0, kx1) = taps(ox, conv.strides[1], conv.pads[1], conv.dilations[1], kw, w);
         let ix0 = (ox * conv.strides[1]) as isize - conv.pads[1] as isize;
-        acc.copy_from_slice(&d.bias);
+        // (input offset, weight offset) of every valid tap
+        let mut offsets = [(0usize, 0usize); 49];
+        let mut n = 0;
         for ky in ky0..ky1 {
             let iy = (iy0 + (ky * conv.dilations[0]) as isize) as usize;
             for kx in kx0..kx1 {
                 let ix = (ix0 + (kx * conv.dilations[1]) as isize) as usize;
-                let src = &x[(iy * w + ix) * c..(iy * w + ix + 1) * c];
-                let wt = &d.weights[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
-                for ((a, xv), wv) in acc.iter_mut().zip(src).zip(wt) {
-                    *a = super::epilogue::fma::<FMA>(*xv, *wv, *a);
+                if n < offsets.len() {
+                    offsets[n] = ((iy * w + ix) * c, (ky * kw + kx) * c);
                 }
+                n += 1;
             }
         }
         let out = &mut y[ox * c..(ox + 1) * c];
-        apply_tail(
-            &d.tail,
-            &acc,
-            residual.map(|r| &r[ox * c..(ox + 1) * c]),
-            out,
-        );
+        let res = residual.map(|r| &r[ox * c..(ox + 1) * c]);
+        if n > offsets.len() {
+            // kernels above 7×7: the portable loop
+            depthwise_pixel_portable(d, x, w, (iy0, ix0), (ky0, ky1, kx0, kx1), &mut acc);
+            apply_tail(&d.tail, &acc, res, out);
+            continue;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if isa != Isa::Portable {
+            // SAFETY: AVX2 and FMA are present (any detected vector Isa implies them); every
+            // offset lies inside `x` and `weights` (valid taps of this pixel).
+            unsafe { depthwise_pixel_avx2(d, x, &offsets[..n], out, res) };
+            continue;
+        }
+        let _ = isa;
+        acc.copy_from_slice(&d.bias);
+        for &(xo, wo_) in &offsets[..n] {
+            let (src, wt) = (&x[xo..xo + c], &d.weights[wo_..wo_ + c]);
+            for ((a, xv), wv) in acc.iter_mut().zip(src).zip(wt) {
+                *a += xv * wv;
+            }
+        }
+        apply_tail(&d.tail, &acc, res, out);
+    }
+}
+
+/// One pixel of a depthwise convolution with any number of taps, with plain loops.
+fn depthwise_pixel_portable(
+    d: &NhwcDepthwise,
+    x: &[f32],
+    w: usize,
+    (iy0, ix0): (isize, isize),
+    (ky0, ky1, kx0, kx1): (usize, usize, usize, usize),
+    acc: &mut [f32],
+) {
+    let (c, conv) = (d.c, &d.conv);
+    let kw = conv.kernel[1];
+    acc.copy_from_slice(&d.bias);
+    for ky in ky0..ky1 {
+        let iy = (iy0 + (ky * conv.dilations[0]) as isize) as usize;
+        for kx in kx0..kx1 {
+            let ix = (ix0 + (kx * conv.dilations[1]) as isize) as usize;
+            let xo = (iy * w + ix) * c;
+            let wt = &d.weights[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
+            for ((a, xv), wv) in acc.iter_mut().zip(&x[xo..xo + c]).zip(wt) {
+                *a += xv * wv;
+            }
+        }
+    }
+}
+
+/// One pixel over all channels: 32 channels (four vectors) at a time, then 8, then the rest,
+/// with the tail applied in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_pixel_avx2(
+    d: &NhwcDepthwise,
+    x: &[f32],
+    taps: &[(usize, usize)],
+    out: &mut [f32],
+    res: Option<&[f32]>,
+) {
+    use super::vmath::v256;
+    use std::arch::x86_64::*;
+    let c = d.c;
+    let (xp, wp, bp) = (x.as_ptr(), d.weights.as_ptr(), d.bias.as_ptr());
+    let finish = |v: __m256, at: usize, out: &mut [f32]| {
+        // SAFETY: `at + 8 <= c`; AVX2 is enabled in this function.
+        unsafe {
+            let mut v = v;
+            if let Some(f) = d.tail.act {
+                v = v256::apply(f, v);
+            }
+            if let Some(r) = res {
+                v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(at)));
+            }
+            if let Some(f) = d.tail.post {
+                v = v256::apply(f, v);
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(at), v);
+        }
+    };
+    let mut ch = 0;
+    // SAFETY: all offsets plus `ch + 32 <= c` (or `+ 8`) stay inside `x` and the weights.
+    unsafe {
+        while ch + 32 <= c {
+            let mut a0 = _mm256_loadu_ps(bp.add(ch));
+            let mut a1 = _mm256_loadu_ps(bp.add(ch + 8));
+            let mut a2 = _mm256_loadu_ps(bp.add(ch + 16));
+            let mut a3 = _mm256_loadu_ps(bp.add(ch + 24));
+            for &(xo, wo) in taps {
+                let (xs, ws) = (xp.add(xo + ch), wp.add(wo + ch));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xs), _mm256_loadu_ps(ws), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xs.add(8)), _mm256_loadu_ps(ws.add(8)), a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(xs.add(16)), _mm256_loadu_ps(ws.add(16)), a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(xs.add(24)), _mm256_loadu_ps(ws.add(24)), a3);
+            }
+            finish(a0, ch, out);
+            finish(a1, ch + 8, out);
+            finish(a2, ch + 16, out);
+            finish(a3, ch + 24, out);
+            ch += 32;
+        }
+        while ch + 8 <= c {
+            let mut a0 = _mm256_loadu_ps(bp.add(ch));
+            for &(xo, wo) in taps {
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(xp.add(xo + ch)),
+                    _mm256_loadu_ps(wp.add(wo + ch)),
+                    a0,
+                );
+            }
+            finish(a0, ch, out);
+            ch += 8;
+        }
+    }
+    for j in ch..c {
+        let mut v = d.bias[j];
+        for &(xo, wo) in taps {
+            v += x[xo + j] * d.weights[wo + j];
+        }
+        let mut v = d.tail.act.map_or(v, |f| f.apply(v));
+        if let Some(r) = res {
+            v += r[j];
+        }
+        out[j] = d.tail.post.map_or(v, |f| f.apply(v));
     }
 }
 

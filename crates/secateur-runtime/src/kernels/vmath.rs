@@ -201,6 +201,218 @@ pub unsafe fn map(f: Pointwise, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// The same functions on AVX2 vectors of 8 floats (`2^n` built in the exponent bits, as AVX2
+/// has no `vscalefps`).
+pub mod v256 {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    use secateur_graph::Pointwise;
+
+    /// `e^x` for 8 lanes (inputs clamped to the finite range of f32 results).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn exp(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(-103.0)),
+            _mm256_set1_ps(88.7),
+        );
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        // r = x − n·ln 2 in two parts (Cody–Waite)
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
+        let r2 = _mm256_mul_ps(r, r);
+        let p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+        // p · 2^n in two factors, each a normal power of two (n ranges over [-149, 128])
+        let n = _mm256_cvtps_epi32(n);
+        let half = _mm256_srai_epi32::<1>(n);
+        let pow2 = |e: __m256i| {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                e,
+                _mm256_set1_epi32(127),
+            )))
+        };
+        _mm256_mul_ps(
+            _mm256_mul_ps(p, pow2(half)),
+            pow2(_mm256_sub_epi32(n, half)),
+        )
+    }
+
+    /// `1 / (1 + e^−x)`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn sigmoid(x: __m256) -> __m256 {
+        unsafe {
+            let one = _mm256_set1_ps(1.0);
+            let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            _mm256_div_ps(one, _mm256_add_ps(one, e))
+        }
+    }
+
+    /// `tanh x = 1 − 2 / (e^{2x} + 1)`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn tanh(x: __m256) -> __m256 {
+        unsafe {
+            let one = _mm256_set1_ps(1.0);
+            let e = exp(_mm256_add_ps(x, x));
+            _mm256_sub_ps(
+                one,
+                _mm256_div_ps(_mm256_set1_ps(2.0), _mm256_add_ps(e, one)),
+            )
+        }
+    }
+
+    /// The error function (Abramowitz–Stegun 7.1.26).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn erf(x: __m256) -> __m256 {
+        unsafe {
+            let sign_bit = _mm256_set1_ps(-0.0);
+            let sign = _mm256_and_ps(x, sign_bit);
+            let a = _mm256_andnot_ps(sign_bit, x);
+            let one = _mm256_set1_ps(1.0);
+            let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.327_591_1), a, one));
+            let mut p = _mm256_set1_ps(1.061_405_4);
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453_152_1));
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421_413_8));
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284_496_72));
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254_829_6));
+            p = _mm256_mul_ps(p, t);
+            let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
+            let y = _mm256_fnmadd_ps(p, e, one);
+            _mm256_or_ps(y, sign)
+        }
+    }
+
+    /// `f` on 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn apply(f: Pointwise, x: __m256) -> __m256 {
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            match f {
+                Pointwise::Relu => _mm256_max_ps(x, zero),
+                Pointwise::Clip { min, max } => {
+                    _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(min)), _mm256_set1_ps(max))
+                }
+                Pointwise::Sigmoid => sigmoid(x),
+                Pointwise::Silu => _mm256_mul_ps(x, sigmoid(x)),
+                Pointwise::HardSigmoid { alpha, beta } => _mm256_min_ps(
+                    _mm256_max_ps(
+                        _mm256_fmadd_ps(x, _mm256_set1_ps(alpha), _mm256_set1_ps(beta)),
+                        zero,
+                    ),
+                    _mm256_set1_ps(1.0),
+                ),
+                Pointwise::HardSwish => {
+                    let gate = _mm256_min_ps(
+                        _mm256_max_ps(
+                            _mm256_fmadd_ps(x, _mm256_set1_ps(1.0 / 6.0), _mm256_set1_ps(0.5)),
+                            zero,
+                        ),
+                        _mm256_set1_ps(1.0),
+                    );
+                    _mm256_mul_ps(x, gate)
+                }
+                Pointwise::LeakyRelu { alpha } => {
+                    let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(x, zero);
+                    _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(alpha)), neg)
+                }
+                Pointwise::Tanh => tanh(x),
+                Pointwise::Erf => erf(x),
+                Pointwise::Gelu { tanh: false } => {
+                    let e = erf(_mm256_mul_ps(
+                        x,
+                        _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+                    ));
+                    _mm256_mul_ps(
+                        _mm256_mul_ps(x, _mm256_set1_ps(0.5)),
+                        _mm256_add_ps(e, _mm256_set1_ps(1.0)),
+                    )
+                }
+                Pointwise::Gelu { tanh: true } => {
+                    let x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+                    let inner = _mm256_mul_ps(
+                        _mm256_fmadd_ps(x3, _mm256_set1_ps(0.044_715), x),
+                        _mm256_set1_ps((2.0 / std::f32::consts::PI).sqrt()),
+                    );
+                    _mm256_mul_ps(
+                        _mm256_mul_ps(x, _mm256_set1_ps(0.5)),
+                        _mm256_add_ps(tanh(inner), _mm256_set1_ps(1.0)),
+                    )
+                }
+                Pointwise::Exp => exp(x),
+                Pointwise::Neg => _mm256_sub_ps(zero, x),
+                Pointwise::Abs => _mm256_andnot_ps(_mm256_set1_ps(-0.0), x),
+                Pointwise::Sqrt => _mm256_sqrt_ps(x),
+                Pointwise::Reciprocal => _mm256_div_ps(_mm256_set1_ps(1.0), x),
+                other => {
+                    let mut lanes = [0.0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), x);
+                    for v in &mut lanes {
+                        *v = other.apply(*v);
+                    }
+                    _mm256_loadu_ps(lanes.as_ptr())
+                }
+            }
+        }
+    }
+
+    /// `f` over `x` into `y` (8 lanes at a time, the tail through a lane buffer).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn map(f: Pointwise, x: &[f32], y: &mut [f32]) {
+        unsafe {
+            let n = x.len().min(y.len());
+            let mut i = 0;
+            while i + 8 <= n {
+                let v = _mm256_loadu_ps(x.as_ptr().add(i));
+                _mm256_storeu_ps(y.as_mut_ptr().add(i), apply(f, v));
+                i += 8;
+            }
+            if i < n {
+                let mut lanes = [0.0f32; 8];
+                lanes[..n - i].copy_from_slice(&x[i..n]);
+                let v = apply(f, _mm256_loadu_ps(lanes.as_ptr()));
+                _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                y[i..n].copy_from_slice(&lanes[..n - i]);
+            }
+        }
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -208,7 +420,8 @@ mod tests {
     /// Every function with a vector form against its scalar definition, over [-12, 12].
     #[test]
     fn vector_functions_match_their_scalar_definitions() {
-        if !std::is_x86_feature_detected!("avx512f") {
+        let avx512 = std::is_x86_feature_detected!("avx512f");
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
             return;
         }
         let xs: Vec<f32> = (0..4801).map(|i| -12.0 + i as f32 * 0.005).collect();
@@ -233,13 +446,23 @@ mod tests {
             Pointwise::Trunc,
         ];
         for f in fs {
-            let mut y = vec![0.0; xs.len()];
-            // SAFETY: AVX-512F detected above.
-            unsafe { map(f, &xs, &mut y) };
-            for (&x, &v) in xs.iter().zip(&y) {
+            let mut y = xs.iter().map(|&x| f.apply(x)).collect::<Vec<_>>();
+            let mut y256 = vec![0.0; xs.len()];
+            // SAFETY: AVX2 and FMA detected above, AVX-512F where it is used.
+            unsafe {
+                if avx512 {
+                    map(f, &xs, &mut y);
+                }
+                v256::map(f, &xs, &mut y256);
+            }
+            for ((&x, &v), &v2) in xs.iter().zip(&y).zip(&y256) {
                 let want = f.apply(x);
                 let tol = 2e-6 * want.abs().max(1.0);
                 assert!((v - want).abs() <= tol, "{f:?}({x}) = {v}, want {want}");
+                assert!(
+                    (v2 - want).abs() <= tol,
+                    "avx2 {f:?}({x}) = {v2}, want {want}"
+                );
             }
         }
     }

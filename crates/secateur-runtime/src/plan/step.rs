@@ -7,6 +7,8 @@
 use super::err;
 use crate::error::Result;
 use crate::kernels::direct_conv::DirectConv;
+use crate::kernels::elementwise::{self, Broadcast};
+use crate::kernels::layout;
 use crate::kernels::nhwc_conv::NhwcConv;
 use crate::kernels::nhwc_ops::{self, NhwcDepthwise};
 use crate::kernels::sparse_conv::SparseConv;
@@ -91,6 +93,24 @@ pub(super) enum StepKind {
         c: usize,
         p: usize,
     },
+    /// A strided slice of the whole batch (dims and per-axis `(start, step, count)` in memory
+    /// order).
+    Slice {
+        dims: Vec<usize>,
+        ranges: Vec<(i64, i64, usize)>,
+    },
+    /// Blocks of `inner` values gathered along an axis of `n` at constant positions.
+    GatherBlocks {
+        outer: usize,
+        n: usize,
+        inner: usize,
+        positions: Vec<usize>,
+    },
+    /// The whole batch with its axes permuted.
+    Transpose {
+        dims: Vec<usize>,
+        perm: Vec<usize>,
+    },
     /// Per sample, `[c][p]` to `[p][c]` (`to_nhwc`) or back.
     Relayout {
         to_nhwc: bool,
@@ -127,9 +147,10 @@ pub(super) enum StepKind {
     },
     Binary {
         f: BinaryFn,
-        sa: Vec<usize>,
-        sb: Vec<usize>,
-        so: Vec<usize>,
+        bc: Broadcast,
+        /// Elements of each operand.
+        na: usize,
+        nb: usize,
     },
     Concat {
         outer: usize,
@@ -371,18 +392,10 @@ pub(super) fn run_step(
             wo,
         } => ops::pool(x, *planes, *h, *w, geo, *max, *include_pad, *ho, *wo, out),
         StepKind::Gap { planes, inner } => ops::global_avg_pool(x, *planes, *inner, out),
-        StepKind::Binary { f, sa, sb, so } => {
+        StepKind::Binary { f, bc, na, nb } => {
             let b = input_of(inputs, consts, buffers, 1);
-            let n: usize = so.iter().product();
-            let (na, nb) = (sa.iter().product::<usize>(), sb.iter().product::<usize>());
-            let (x, b, out) = (&x[..na], &b[..nb], &mut out[..n]);
-            match f {
-                BinaryFn::Add => ops::broadcast(x, sa, b, sb, so, out, |p, q| p + q),
-                BinaryFn::Sub => ops::broadcast(x, sa, b, sb, so, out, |p, q| p - q),
-                BinaryFn::Mul => ops::broadcast(x, sa, b, sb, so, out, |p, q| p * q),
-                BinaryFn::Div => ops::broadcast(x, sa, b, sb, so, out, |p, q| p / q),
-                other => ops::broadcast(x, sa, b, sb, so, out, |p, q| other.apply(p, q)),
-            }
+            let n = bc.len();
+            elementwise::binary(isa, *f, bc, &x[..*na], &b[..*nb], &mut out[..n]);
         }
         StepKind::Concat { outer, chunks } => {
             let total: usize = chunks.iter().sum();
@@ -429,6 +442,14 @@ pub(super) fn run_step(
                 nhwc_ops::global_avg_pool(isa, xs, p, c, &mut out[s * c..(s + 1) * c]);
             }
         }
+        StepKind::Slice { dims, ranges } => layout::slice(x, dims, ranges, out),
+        StepKind::GatherBlocks {
+            outer,
+            n,
+            inner,
+            positions,
+        } => layout::gather_blocks(x, *outer, *n, *inner, positions, out),
+        StepKind::Transpose { dims, perm } => layout::transpose(x, dims, perm, out),
         StepKind::Relayout { to_nhwc, c, p } => {
             let n = *c * *p;
             for s in 0..batch {
@@ -441,7 +462,7 @@ pub(super) fn run_step(
             }
         }
         StepKind::Softmax { outer, red, inner } => ops::softmax(x, *outer, *red, *inner, out),
-        StepKind::Pointwise(f) => ops::pointwise(*f, x, out),
+        StepKind::Pointwise(f) => elementwise::pointwise(isa, *f, x, out),
         StepKind::Reference { op, shapes } => {
             let tensors: Vec<Tensor> = shapes
                 .iter()

@@ -33,7 +33,15 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
         let k = NhwcDepthwise::new(c, c_in, fused.weight.data(), &fused.bias, fused.tail);
         (NhwcKernel::Depthwise(k), "nhwc-depthwise", 0)
     } else {
-        let k = NhwcConv::new(c, c_in, c_out, fused.weight.data(), &fused.bias, fused.tail);
+        let k = NhwcConv::new(
+            config.isa,
+            c,
+            c_in,
+            c_out,
+            fused.weight.data(),
+            &fused.bias,
+            fused.tail,
+        );
         let scratch = k.scratch_len(h, w);
         (NhwcKernel::Gemm(k), "nhwc-gemm", scratch)
     };

@@ -3,6 +3,7 @@
 
 use super::{ChannelsLast, LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
+use crate::kernels::elementwise::Broadcast;
 use crate::plan::err;
 use crate::plan::step::StepKind;
 use secateur_graph::{Binary, Softmax, Unary, normalize_axis};
@@ -37,11 +38,16 @@ impl RuntimeOp for Binary {
 
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
         let rank = cx.out_shape().len();
+        let (sa, sb) = (cx.in_shape(0), cx.in_shape(1));
         let kind = StepKind::Binary {
             f: self.f,
-            sa: cx.memory_order(&cx.in_shape(0), rank),
-            sb: cx.memory_order(&cx.in_shape(1), rank),
-            so: cx.memory_order(&cx.out_shape(), rank),
+            bc: Broadcast::new(
+                &cx.memory_order(&sa, rank),
+                &cx.memory_order(&sb, rank),
+                &cx.memory_order(&cx.out_shape(), rank),
+            ),
+            na: sa.iter().product(),
+            nb: sb.iter().product(),
         };
         Ok(Lowered::plain(cx, kind))
     }

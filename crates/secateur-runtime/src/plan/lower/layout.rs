@@ -1,10 +1,99 @@
-//! Data movement with a dedicated step: concatenation along any axis.
+//! Data movement with dedicated steps: concatenation along any axis, strided slices, gathers
+//! at constant positions (a channel shuffle, an index select) and transposes. Concatenation,
+//! slices and channel gathers follow their input's layout, with axes mapped to memory order.
 
 use super::{ChannelsLast, LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
 use crate::plan::err;
 use crate::plan::step::StepKind;
-use secateur_graph::{Concat, normalize_axis};
+use secateur_graph::{Concat, Gather, Slice, Transpose, normalize_axis};
+
+/// The memory axis of logical axis `axis` of a rank-4 value under channels-last.
+fn memory_axis(cx: &LowerCx, axis: usize, rank: usize) -> usize {
+    match (cx.nhwc && rank == 4, axis) {
+        (true, 1) => 3,
+        (true, a @ (2 | 3)) => a - 1,
+        (_, a) => a,
+    }
+}
+
+impl RuntimeOp for Slice {
+    fn channels_last(&self, cx: &LowerCx) -> ChannelsLast {
+        if cx.in_shape(0).len() == 4 {
+            ChannelsLast::Follow
+        } else {
+            ChannelsLast::No
+        }
+    }
+
+    fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let dims = cx.in_shape(0);
+        let rank = dims.len();
+        let logical = self
+            .resolved(&dims)
+            .map_err(|e| err(&cx.node().name, e.to_string()))?;
+        let mut ranges = logical.clone();
+        for (ax, r) in logical.into_iter().enumerate() {
+            ranges[memory_axis(cx, ax, rank)] = r;
+        }
+        let kind = StepKind::Slice {
+            dims: cx.memory_order(&dims, rank),
+            ranges,
+        };
+        Ok(Lowered::plain(cx, kind))
+    }
+}
+
+impl RuntimeOp for Gather {
+    fn channels_last(&self, cx: &LowerCx) -> ChannelsLast {
+        let idx = &cx.node().inputs[1];
+        let constant = cx
+            .graph
+            .initializers
+            .get(idx)
+            .is_some_and(|t| t.rank() == 1);
+        if constant && self.axis == 1 && cx.in_shape(0).len() == 4 {
+            ChannelsLast::Follow
+        } else {
+            ChannelsLast::No
+        }
+    }
+
+    fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let Some(idx) = cx.graph.initializers.get(&cx.node().inputs[1]) else {
+            // positions computed by the graph: the reference evaluation reads them
+            return cx.reference();
+        };
+        let dims = cx.in_shape(0);
+        let rank = dims.len();
+        let n = dims[self.axis];
+        let positions = idx
+            .data()
+            .iter()
+            .map(|&v| Gather::position(v, n))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| err(&cx.node().name, e.to_string()))?;
+        let mem = cx.memory_order(&dims, rank);
+        let ax = memory_axis(cx, self.axis, rank);
+        let kind = StepKind::GatherBlocks {
+            outer: mem[..ax].iter().product(),
+            n,
+            inner: mem[ax + 1..].iter().product(),
+            positions,
+        };
+        Ok(Lowered::plain(cx, kind))
+    }
+}
+
+impl RuntimeOp for Transpose {
+    fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let kind = StepKind::Transpose {
+            dims: cx.in_shape(0),
+            perm: self.perm.clone(),
+        };
+        Ok(Lowered::plain(cx, kind))
+    }
+}
 
 impl RuntimeOp for Concat {
     fn channels_last(&self, cx: &LowerCx) -> ChannelsLast {

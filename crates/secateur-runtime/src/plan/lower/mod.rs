@@ -181,12 +181,9 @@ impl RuntimeOp for secateur_graph::BatchNorm {}
 impl RuntimeOp for secateur_graph::Flatten {}
 impl RuntimeOp for secateur_graph::Reshape {}
 impl RuntimeOp for secateur_graph::Identity {}
-impl RuntimeOp for secateur_graph::Transpose {}
-impl RuntimeOp for secateur_graph::Slice {}
 impl RuntimeOp for secateur_graph::Pad {}
 impl RuntimeOp for secateur_graph::LayerNorm {}
 impl RuntimeOp for secateur_graph::BatchMatMul {}
 impl RuntimeOp for secateur_graph::Expand {}
 impl RuntimeOp for secateur_graph::Reduce {}
-impl RuntimeOp for secateur_graph::Gather {}
 impl RuntimeOp for secateur_graph::Where {}
