@@ -25,6 +25,12 @@ fn main() {
         .map(|i| ((i * 7) % 13) as f32 * 0.01)
         .collect();
     let bias = vec![0.1; c];
+    let tail = Tail {
+        act: std::env::var("SILU")
+            .is_ok()
+            .then_some(secateur_graph::Pointwise::Silu),
+        ..Tail::default()
+    };
     let packed = NhwcConv::new(
         secateur_runtime::kernels::Isa::detect(),
         &conv,
@@ -32,7 +38,7 @@ fn main() {
         c,
         &w,
         &bias,
-        Tail::default(),
+        tail,
     );
     let x: Vec<f32> = (0..c * hw * hw)
         .map(|i| ((i * 3) % 17) as f32 * 0.01)

@@ -19,8 +19,8 @@ use secateur_graph::Conv;
 /// Bytes of packed weights a set of panels may hold (about a quarter of a 1 MiB L2 cache).
 const L2_WEIGHT_BYTES: usize = 256 * 1024;
 
-/// Reduction values per chunk: a chunk of one panel's weights is `KC · 16` floats (16 KiB).
-const KC: usize = 256;
+/// Reduction values per chunk: a chunk of one panel's weights is `KC · 16` floats (32 KiB).
+const KC: usize = 512;
 
 /// Output channels per panel (two 8-lane vectors).
 const NR: usize = 16;
@@ -567,39 +567,44 @@ mod avx2 {
                 }
                 return;
             }
-            for (v, half) in [0usize, 1].into_iter().enumerate() {
-                let valid = t.valid.saturating_sub(8 * half).min(8);
-                if valid == 0 {
-                    continue;
+            // bias, then each part of the tail over all twelve vectors at once (independent
+            // chains overlap)
+            let (b0, b1) = (_mm256_loadu_ps(t.bias), _mm256_loadu_ps(t.bias.add(8)));
+            let mut xs = [b0; 2 * MR];
+            for (i, x) in xs.iter_mut().enumerate() {
+                *x = _mm256_add_ps(acc[i / 2][i % 2], if i % 2 == 0 { b0 } else { b1 });
+            }
+            if let Some(f) = t.tail.act {
+                v256::apply_all(f, &mut xs);
+            }
+            let mut rows = [[0.0f32; 16]; MR];
+            for (i, x) in xs.iter().enumerate() {
+                _mm256_storeu_ps(rows[i / 2].as_mut_ptr().add(8 * (i % 2)), *x);
+            }
+            if let Some(r) = t.res {
+                for (p, row) in rows.iter_mut().enumerate().take(t.m) {
+                    for (j, v) in row.iter_mut().enumerate().take(t.valid) {
+                        *v += *r.add(p * t.y_pix + j);
+                    }
                 }
-                let bias = _mm256_loadu_ps(t.bias.add(8 * half));
-                for (p, row) in acc.iter().enumerate().take(t.m) {
-                    let at = p * t.y_pix + 8 * half;
-                    let mut x = _mm256_add_ps(row[v], bias);
-                    if let Some(f) = t.tail.act {
-                        x = v256::apply(f, x);
-                    }
-                    if valid == 8 {
-                        if let Some(r) = t.res {
-                            x = _mm256_add_ps(x, _mm256_loadu_ps(r.add(at)));
-                        }
-                        if let Some(f) = t.tail.post {
-                            x = v256::apply(f, x);
-                        }
-                        _mm256_storeu_ps(t.y.add(at), x);
-                    } else {
-                        let mut lanes = [0.0f32; 8];
-                        _mm256_storeu_ps(lanes.as_mut_ptr(), x);
-                        for (j, l) in lanes[..valid].iter_mut().enumerate() {
-                            if let Some(r) = t.res {
-                                *l += *r.add(at + j);
-                            }
-                            if let Some(f) = t.tail.post {
-                                *l = f.apply(*l);
-                            }
-                            *t.y.add(at + j) = *l;
-                        }
-                    }
+            }
+            if let Some(f) = t.tail.post {
+                let mut xs = [b0; 2 * MR];
+                for (i, x) in xs.iter_mut().enumerate() {
+                    *x = _mm256_loadu_ps(rows[i / 2].as_ptr().add(8 * (i % 2)));
+                }
+                v256::apply_all(f, &mut xs);
+                for (i, x) in xs.iter().enumerate() {
+                    _mm256_storeu_ps(rows[i / 2].as_mut_ptr().add(8 * (i % 2)), *x);
+                }
+            }
+            for (p, row) in rows.iter().enumerate().take(t.m) {
+                let y = t.y.add(p * t.y_pix);
+                if t.valid == 16 {
+                    _mm256_storeu_ps(y, _mm256_loadu_ps(row.as_ptr()));
+                    _mm256_storeu_ps(y.add(8), _mm256_loadu_ps(row.as_ptr().add(8)));
+                } else {
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), y, t.valid);
                 }
             }
         }

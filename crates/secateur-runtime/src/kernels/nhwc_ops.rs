@@ -108,8 +108,40 @@ fn depthwise_row(
     let [kh, kw] = conv.kernel;
     let (ky0, ky1) = taps(oy, conv.strides[0], conv.pads[0], conv.dilations[0], kh, h);
     let iy0 = (oy * conv.strides[0]) as isize - conv.pads[0] as isize;
+    // columns whose taps are all inside the input
+    let sx = conv.strides[1];
+    let lo = conv.pads[1].div_ceil(sx);
+    let span = (kw - 1) * conv.dilations[1] + 1;
+    let hi = match (w + conv.pads[1]).checked_sub(span) {
+        Some(room) => (room / sx + 1).min(wo),
+        None => 0,
+    };
+    #[cfg(target_arch = "x86_64")]
+    let fast = isa != Isa::Portable
+        && kw <= 8
+        && conv.dilations == [1, 1]
+        && (ky0, ky1) == (0, kh)
+        && c >= 8
+        && lo < hi;
+    #[cfg(not(target_arch = "x86_64"))]
+    let fast = false;
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: AVX2 and FMA are present (any detected vector Isa implies them); the rows
+        // iy0 .. iy0 + kh and the columns of pixels lo .. hi lie inside the input.
+        unsafe {
+            if [kh, kw] == [3, 3] {
+                depthwise3x3_interior_avx2(d, x, w, iy0 as usize, lo..hi, y, residual);
+            } else {
+                depthwise_interior_avx2(d, x, w, iy0 as usize, lo..hi, y, residual);
+            }
+        }
+    }
     let mut acc = vec![0.0f32; c];
     for ox in 0..wo {
+        if fast && (lo..hi).contains(&ox) {
+            continue;
+        }
         let (kx0, kx1) = taps(ox, conv.strides[1], conv.pads[1], conv.dilations[1], kw, w);
         let ix0 = (ox * conv.strides[1]) as isize - conv.pads[1] as isize;
         // (input offset, weight offset) of every valid tap
@@ -177,6 +209,184 @@ fn depthwise_pixel_portable(
     }
 }
 
+/// The pixels `cols` of one output row of a 3×3 depthwise convolution whose taps are all
+/// inside the input: per block of 8 channels, the nine weight vectors stay in registers while
+/// the row is swept (one load per multiply-add); the channels past the last whole block go
+/// through plain loops.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise3x3_interior_avx2(
+    d: &NhwcDepthwise,
+    x: &[f32],
+    w: usize,
+    iy0: usize,
+    cols: std::ops::Range<usize>,
+    y: &mut [f32],
+    res: Option<&[f32]>,
+) {
+    use super::vmath::v256;
+    use std::arch::x86_64::*;
+    let c = d.c;
+    let sx = d.conv.strides[1];
+    let pl = d.conv.pads[1];
+    let row = w * c;
+    let clamp = match (d.tail.act, d.tail.post, res) {
+        (None, None, None) => Some((f32::NEG_INFINITY, f32::INFINITY)),
+        (Some(f), None, None) => f.clamp_bounds(),
+        _ => None,
+    };
+    let c8 = c - c % 8;
+    // SAFETY: (for the whole block) every load reads the pixel's 3×3 taps inside `x`, every
+    // store one of `cols` in `y`; channel offsets stay below `c8 <= c`.
+    unsafe {
+        let xp = x.as_ptr();
+        let wp = d.weights.as_ptr();
+        for ch in (0..c8).step_by(8) {
+            // (a loop, not a closure: closures do not inherit the target features)
+            let mut wv = [_mm256_setzero_ps(); 9];
+            for (t, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(wp.add(t * c + ch));
+            }
+            let bias = _mm256_loadu_ps(d.bias.as_ptr().add(ch));
+            for ox in cols.clone() {
+                let ix = ox * sx - pl;
+                let p0 = xp.add(iy0 * row + ix * c + ch);
+                let (p1, p2) = (p0.add(row), p0.add(2 * row));
+                let mut a = bias;
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(p0), wv[0], a);
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(p0.add(c)), wv[1], a);
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(p0.add(2 * c)), wv[2], a);
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(p1), wv[3], a);
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(p1.add(c)), wv[4], a);
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(p1.add(2 * c)), wv[5], a);
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(p2), wv[6], a);
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(p2.add(c)), wv[7], a);
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(p2.add(2 * c)), wv[8], a);
+                let at = ox * c + ch;
+                let v = match clamp {
+                    Some((lo, hi)) => {
+                        _mm256_min_ps(_mm256_max_ps(a, _mm256_set1_ps(lo)), _mm256_set1_ps(hi))
+                    }
+                    None => {
+                        let mut v = a;
+                        if let Some(f) = d.tail.act {
+                            v = v256::apply(f, v);
+                        }
+                        if let Some(r) = res {
+                            v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(at)));
+                        }
+                        if let Some(f) = d.tail.post {
+                            v = v256::apply(f, v);
+                        }
+                        v
+                    }
+                };
+                _mm256_storeu_ps(y.as_mut_ptr().add(at), v);
+            }
+        }
+    }
+    for ox in cols {
+        let ix = ox * sx - pl;
+        for j in c8..c {
+            let mut v = d.bias[j];
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    v += x[((iy0 + ky) * w + ix + kx) * c + j] * d.weights[(ky * 3 + kx) * c + j];
+                }
+            }
+            let mut v = d.tail.act.map_or(v, |f| f.apply(v));
+            if let Some(r) = res {
+                v += r[ox * c + j];
+            }
+            y[ox * c + j] = d.tail.post.map_or(v, |f| f.apply(v));
+        }
+    }
+}
+
+/// The pixels `cols` of one output row of a depthwise convolution with up to 8 taps per row
+/// whose taps are all inside the input: per block of 8 channels and kernel row, the row's
+/// weight vectors stay in registers while the pixels accumulate into `y` (the last kernel row
+/// applies the tail); channels past the last whole block go through plain loops.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_interior_avx2(
+    d: &NhwcDepthwise,
+    x: &[f32],
+    w: usize,
+    iy0: usize,
+    cols: std::ops::Range<usize>,
+    y: &mut [f32],
+    res: Option<&[f32]>,
+) {
+    use super::vmath::v256;
+    use std::arch::x86_64::*;
+    let c = d.c;
+    let [kh, kw] = d.conv.kernel;
+    let sx = d.conv.strides[1];
+    let pl = d.conv.pads[1];
+    let row = w * c;
+    let c8 = c - c % 8;
+    // SAFETY: (for the whole block) every load reads one of the pixel's taps inside `x`, every
+    // store one of `cols` in `y`; channel offsets stay below `c8 <= c`; `kw <= 8`.
+    unsafe {
+        let xp = x.as_ptr();
+        let wp = d.weights.as_ptr();
+        let yp = y.as_mut_ptr();
+        for ch in (0..c8).step_by(8) {
+            let bias = _mm256_loadu_ps(d.bias.as_ptr().add(ch));
+            for ky in 0..kh {
+                let mut wv = [_mm256_setzero_ps(); 8];
+                for (kx, v) in wv.iter_mut().enumerate().take(kw) {
+                    *v = _mm256_loadu_ps(wp.add((ky * kw + kx) * c + ch));
+                }
+                let last = ky + 1 == kh;
+                for ox in cols.clone() {
+                    let at = ox * c + ch;
+                    let src = xp.add((iy0 + ky) * row + (ox * sx - pl) * c + ch);
+                    let mut a = if ky == 0 {
+                        bias
+                    } else {
+                        _mm256_loadu_ps(yp.add(at))
+                    };
+                    for (kx, wk) in wv.iter().enumerate().take(kw) {
+                        a = _mm256_fmadd_ps(_mm256_loadu_ps(src.add(kx * c)), *wk, a);
+                    }
+                    if last {
+                        if let Some(f) = d.tail.act {
+                            a = v256::apply(f, a);
+                        }
+                        if let Some(r) = res {
+                            a = _mm256_add_ps(a, _mm256_loadu_ps(r.as_ptr().add(at)));
+                        }
+                        if let Some(f) = d.tail.post {
+                            a = v256::apply(f, a);
+                        }
+                    }
+                    _mm256_storeu_ps(yp.add(at), a);
+                }
+            }
+        }
+    }
+    for ox in cols {
+        let ix = ox * sx - pl;
+        for j in c8..c {
+            let mut v = d.bias[j];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    v += x[((iy0 + ky) * w + ix + kx) * c + j] * d.weights[(ky * kw + kx) * c + j];
+                }
+            }
+            let mut v = d.tail.act.map_or(v, |f| f.apply(v));
+            if let Some(r) = res {
+                v += r[ox * c + j];
+            }
+            y[ox * c + j] = d.tail.post.map_or(v, |f| f.apply(v));
+        }
+    }
+}
+
 /// One pixel over all channels: 32 channels (four vectors) at a time, then 8, then the rest,
 /// with the tail applied in registers.
 #[cfg(target_arch = "x86_64")]
@@ -192,22 +402,22 @@ unsafe fn depthwise_pixel_avx2(
     use std::arch::x86_64::*;
     let c = d.c;
     let (xp, wp, bp) = (x.as_ptr(), d.weights.as_ptr(), d.bias.as_ptr());
-    let finish = |v: __m256, at: usize, out: &mut [f32]| {
-        // SAFETY: `at + 8 <= c`; AVX2 is enabled in this function.
-        unsafe {
-            let mut v = v;
+    // a macro, not a closure: closures do not inherit the target features
+    macro_rules! finish {
+        ($v:expr, $at:expr, $out:expr) => {{
+            let mut v = $v;
             if let Some(f) = d.tail.act {
                 v = v256::apply(f, v);
             }
             if let Some(r) = res {
-                v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(at)));
+                v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add($at)));
             }
             if let Some(f) = d.tail.post {
                 v = v256::apply(f, v);
             }
-            _mm256_storeu_ps(out.as_mut_ptr().add(at), v);
-        }
-    };
+            _mm256_storeu_ps($out.as_mut_ptr().add($at), v);
+        }};
+    }
     let mut ch = 0;
     // SAFETY: all offsets plus `ch + 32 <= c` (or `+ 8`) stay inside `x` and the weights.
     unsafe {
@@ -223,10 +433,10 @@ unsafe fn depthwise_pixel_avx2(
                 a2 = _mm256_fmadd_ps(_mm256_loadu_ps(xs.add(16)), _mm256_loadu_ps(ws.add(16)), a2);
                 a3 = _mm256_fmadd_ps(_mm256_loadu_ps(xs.add(24)), _mm256_loadu_ps(ws.add(24)), a3);
             }
-            finish(a0, ch, out);
-            finish(a1, ch + 8, out);
-            finish(a2, ch + 16, out);
-            finish(a3, ch + 24, out);
+            finish!(a0, ch, out);
+            finish!(a1, ch + 8, out);
+            finish!(a2, ch + 16, out);
+            finish!(a3, ch + 24, out);
             ch += 32;
         }
         while ch + 8 <= c {
@@ -238,7 +448,7 @@ unsafe fn depthwise_pixel_avx2(
                     a0,
                 );
             }
-            finish(a0, ch, out);
+            finish!(a0, ch, out);
             ch += 8;
         }
     }

@@ -202,7 +202,8 @@ pub unsafe fn map(f: Pointwise, x: &[f32], y: &mut [f32]) {
 }
 
 /// The same functions on AVX2 vectors of 8 floats (`2^n` built in the exponent bits, as AVX2
-/// has no `vscalefps`).
+/// has no `vscalefps`). They carry no `target_feature` of their own so that they inline
+/// (`inline(always)`) into the kernels' epilogues, which are compiled for AVX2 and FMA.
 pub mod v256 {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
@@ -212,66 +213,80 @@ pub mod v256 {
     /// `e^x` for 8 lanes (inputs clamped to the finite range of f32 results).
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA.
+    /// The CPU must support AVX2 and FMA; inlined into a caller compiled with them.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    #[inline(always)]
     pub unsafe fn exp(x: __m256) -> __m256 {
-        let x = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(-103.0)),
-            _mm256_set1_ps(88.7),
-        );
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        // r = x − n·ln 2 in two parts (Cody–Waite)
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
-        let r2 = _mm256_mul_ps(r, r);
-        let p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
-        // p · 2^n in two factors, each a normal power of two (n ranges over [-149, 128])
-        let n = _mm256_cvtps_epi32(n);
-        let half = _mm256_srai_epi32::<1>(n);
-        let pow2 = |e: __m256i| {
-            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-                e,
-                _mm256_set1_epi32(127),
-            )))
-        };
-        _mm256_mul_ps(
-            _mm256_mul_ps(p, pow2(half)),
-            pow2(_mm256_sub_epi32(n, half)),
-        )
+        unsafe {
+            let x = _mm256_min_ps(
+                _mm256_max_ps(x, _mm256_set1_ps(-103.0)),
+                _mm256_set1_ps(88.7),
+            );
+            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+            );
+            // r = x − n·ln 2 in two parts (Cody–Waite)
+            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+            let mut p = _mm256_set1_ps(1.987_569_1e-4);
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
+            let r2 = _mm256_mul_ps(r, r);
+            let p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+            // p · 2^n in two factors, each a normal power of two (n ranges over [-149, 128])
+            let n = _mm256_cvtps_epi32(n);
+            let half = _mm256_srai_epi32::<1>(n);
+            let pow2 = |e: __m256i| {
+                _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                    e,
+                    _mm256_set1_epi32(127),
+                )))
+            };
+            _mm256_mul_ps(
+                _mm256_mul_ps(p, pow2(half)),
+                pow2(_mm256_sub_epi32(n, half)),
+            )
+        }
     }
 
     /// `1 / (1 + e^−x)`.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA.
+    /// The CPU must support AVX2 and FMA; inlined into a caller compiled with them.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    #[inline(always)]
     pub unsafe fn sigmoid(x: __m256) -> __m256 {
         unsafe {
             let one = _mm256_set1_ps(1.0);
             let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), x));
-            _mm256_div_ps(one, _mm256_add_ps(one, e))
+            recip(_mm256_add_ps(one, e))
+        }
+    }
+
+    /// `1 / d` by the hardware estimate and one Newton step (relative error about 1e-7; `vdivps`
+    /// costs several times more).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; inlined into a caller compiled with them.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub unsafe fn recip(d: __m256) -> __m256 {
+        unsafe {
+            let r = _mm256_rcp_ps(d);
+            // r · (2 − d·r)
+            _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0)))
         }
     }
 
     /// `tanh x = 1 − 2 / (e^{2x} + 1)`.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA.
+    /// The CPU must support AVX2 and FMA; inlined into a caller compiled with them.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    #[inline(always)]
     pub unsafe fn tanh(x: __m256) -> __m256 {
         unsafe {
             let one = _mm256_set1_ps(1.0);
@@ -286,10 +301,9 @@ pub mod v256 {
     /// The error function (Abramowitz–Stegun 7.1.26).
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA.
+    /// The CPU must support AVX2 and FMA; inlined into a caller compiled with them.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    #[inline(always)]
     pub unsafe fn erf(x: __m256) -> __m256 {
         unsafe {
             let sign_bit = _mm256_set1_ps(-0.0);
@@ -312,10 +326,9 @@ pub mod v256 {
     /// `f` on 8 lanes.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA.
+    /// The CPU must support AVX2 and FMA; inlined into a caller compiled with them.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    #[inline(always)]
     pub unsafe fn apply(f: Pointwise, x: __m256) -> __m256 {
         unsafe {
             let zero = _mm256_setzero_ps();
@@ -382,6 +395,41 @@ pub mod v256 {
                         *v = other.apply(*v);
                     }
                     _mm256_loadu_ps(lanes.as_ptr())
+                }
+            }
+        }
+    }
+
+    /// `f` on every vector of `xs`: the function is chosen once and the vectors are
+    /// independent, so their long dependency chains (exp, division) overlap.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; inlined into a caller compiled with them.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub unsafe fn apply_all<const N: usize>(f: Pointwise, xs: &mut [__m256; N]) {
+        unsafe {
+            // plain loops: a closure would not inherit the caller's target features
+            match f {
+                Pointwise::Sigmoid => {
+                    for x in xs.iter_mut() {
+                        *x = sigmoid(*x);
+                    }
+                }
+                Pointwise::Silu => {
+                    for x in xs.iter_mut() {
+                        *x = _mm256_mul_ps(*x, sigmoid(*x));
+                    }
+                }
+                Pointwise::Tanh => {
+                    for x in xs.iter_mut() {
+                        *x = tanh(*x);
+                    }
+                }
+                other => {
+                    for x in xs.iter_mut() {
+                        *x = apply(other, *x);
+                    }
                 }
             }
         }
