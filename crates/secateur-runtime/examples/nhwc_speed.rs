@@ -1,4 +1,5 @@
-//! Times the NHWC implicit-GEMM convolution on one resnet18-like layer and prints GFLOP/s.
+//! Times the NHWC implicit-GEMM convolution on one layer and prints GFLOP/s:
+//! `nhwc_speed C_IN C_OUT HW K [PAD]` (`SILU=1` fuses a SiLU).
 use secateur_graph::Conv;
 use secateur_runtime::kernels::epilogue::Tail;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
@@ -7,58 +8,57 @@ use std::time::Instant;
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
-        .map(|a| a.parse().unwrap())
+        .map(|a| a.parse().expect("numbers"))
         .collect();
-    let (c, hw, k) = (
-        args.first().copied().unwrap_or(64),
-        args.get(1).copied().unwrap_or(56),
-        args.get(2).copied().unwrap_or(3),
-    );
+    let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
+    let (ci, co, hw, k) = (arg(0, 64), arg(1, 64), arg(2, 56), arg(3, 3));
+    let pad = arg(4, k / 2);
     let conv = Conv {
         kernel: [k, k],
         strides: [1, 1],
-        pads: [k / 2; 4],
+        pads: [pad; 4],
         dilations: [1, 1],
         groups: 1,
     };
-    let w: Vec<f32> = (0..c * c * k * k)
+    let w: Vec<f32> = (0..co * ci * k * k)
         .map(|i| ((i * 7) % 13) as f32 * 0.01)
         .collect();
-    let bias = vec![0.1; c];
+    let bias = vec![0.1; co];
     let tail = Tail {
         act: std::env::var("SILU")
             .is_ok()
             .then_some(secateur_graph::Pointwise::Silu),
         ..Tail::default()
     };
-    let packed = NhwcConv::new(
-        secateur_runtime::kernels::Isa::detect(),
-        &conv,
-        c,
-        c,
-        &w,
-        &bias,
-        tail,
-    );
-    let x: Vec<f32> = (0..c * hw * hw)
+    let isa = secateur_runtime::kernels::Isa::detect();
+    let packed = NhwcConv::new(isa, &conv, ci, co, &w, &bias, tail);
+    let ho = hw + 2 * pad + 1 - k;
+    let x: Vec<f32> = (0..ci * hw * hw)
         .map(|i| ((i * 3) % 17) as f32 * 0.01)
         .collect();
-    let mut y = vec![0.0; c * hw * hw];
+    let mut y = vec![0.0; co * ho * ho];
     let mut scratch = vec![0.0; packed.scratch_len(hw, hw)];
+    let threads: usize = std::env::var("THREADS").map_or(1, |t| t.parse().expect("a number"));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    let mut run =
+        || pool.install(|| packed.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads));
     for _ in 0..3 {
-        packed.run(&x, hw, hw, hw, hw, &mut y, None, &mut scratch, 1);
+        run();
     }
     let t0 = Instant::now();
-    packed.run(&x, hw, hw, hw, hw, &mut y, None, &mut scratch, 1);
-    let reps = ((0.5 / t0.elapsed().as_secs_f64()) as usize).clamp(20, 20000);
+    run();
+    let reps = ((0.5 / t0.elapsed().as_secs_f64()) as usize).clamp(20, 200_000);
     let t = Instant::now();
     for _ in 0..reps {
-        packed.run(&x, hw, hw, hw, hw, &mut y, None, &mut scratch, 1);
+        run();
     }
     let s = t.elapsed().as_secs_f64() / reps as f64;
-    let flops = 2.0 * (c * c * k * k * hw * hw) as f64;
+    let flops = 2.0 * (co * ci * k * k * ho * ho) as f64;
     println!(
-        "{c}x{hw}x{hw} k{k}: {:.3} ms, {:.1} GFLOP/s",
+        "{ci}->{co} {hw}x{hw} k{k} p{pad}: {:.4} ms, {:.1} GFLOP/s",
         s * 1e3,
         flops / s / 1e9
     );

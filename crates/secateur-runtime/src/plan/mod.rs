@@ -44,8 +44,9 @@ pub struct PlanConfig {
 /// Which memory order a plan runs image layers in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LayoutPolicy {
-    /// Channels-last for dense models; for models whose convolutions are mostly pruned, both
-    /// are compiled and the faster whole plan is kept.
+    /// Channels-last for large dense models; for small models (below 50 M convolution MACs
+    /// per sample) and for models whose convolutions are mostly pruned, both are compiled and
+    /// the faster whole plan is kept.
     #[default]
     Auto,
     /// NCHW: the measured choice of im2col / direct / sparse kernels and weight formats.
@@ -102,9 +103,10 @@ pub struct ExecPlan {
     pool: Option<rayon::ThreadPool>,
 }
 
-/// Whether at least half of the convolutions' multiply-accumulates have zero weights (where
-/// the NCHW sparse kernels may win).
-fn sparse_convolutions(graph: &Graph) -> bool {
+/// Whether both layouts are worth compiling and timing: at least half of the convolution
+/// weights are zero (where the NCHW sparse kernels may win), or the convolutions are small
+/// (below 50 M multiply-accumulates per sample, where NCHW's measured kernels may win).
+fn both_layouts(graph: &Graph) -> bool {
     let (mut zeros, mut total) = (0usize, 0usize);
     for (ni, node) in graph.nodes.iter().enumerate() {
         if node.op.op_type() != "Conv" || !graph.is_weighted_layer(ni) {
@@ -114,7 +116,8 @@ fn sparse_convolutions(graph: &Graph) -> bool {
         zeros += w.count_zeros();
         total += w.len();
     }
-    total > 0 && zeros * 2 >= total
+    let macs = secateur_graph::summarize(graph).map_or(0, |s| s.total_macs);
+    total > 0 && (zeros * 2 >= total || macs < 50_000_000)
 }
 
 /// The faster of two plans of one graph, timed interleaved on zeros.
@@ -162,7 +165,7 @@ impl ExecPlan {
     pub fn compile(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
         let with = |layout| PlanConfig { layout, ..config };
         match config.layout {
-            LayoutPolicy::Auto => match (config.policy, sparse_convolutions(graph)) {
+            LayoutPolicy::Auto => match (config.policy, both_layouts(graph)) {
                 (FormatPolicy::Force(_), _) => {
                     Self::compile_in(graph, with(LayoutPolicy::ChannelsFirst))
                 }

@@ -9,7 +9,7 @@ use secateur_graph::Graph;
 use secateur_graph::zoo::ZooConfig;
 use secateur_runtime::harness::{Stats, probe};
 use secateur_runtime::kernels::Format;
-use secateur_runtime::{ExecPlan, FormatPolicy, LayerChoice, PlanConfig};
+use secateur_runtime::{ExecPlan, FormatPolicy, LayerChoice, LayoutPolicy, PlanConfig};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// Also run ONNX Runtime on the same files (needs Python with onnxruntime).
     #[arg(long)]
     pub compare_ort: bool,
+    /// Memory order of image layers: auto (default), nchw, nhwc.
+    #[arg(long, default_value = "auto")]
+    pub layout: String,
     /// Milliseconds of timed runs per model and setting.
     #[arg(long, default_value_t = 1500.0)]
     pub budget_ms: f64,
@@ -65,6 +68,15 @@ fn policy(s: &str) -> Result<FormatPolicy> {
         "block8x1" => FormatPolicy::Force(Format::Block { r: 8, c: 1 }),
         "nm2:4" => FormatPolicy::Force(Format::Nm { n: 2, m: 4 }),
         o => bail!("--formats '{o}' is not one of measure, dense, csr, block4x1, block8x1, nm2:4"),
+    })
+}
+
+fn layout(s: &str) -> Result<LayoutPolicy> {
+    Ok(match s {
+        "auto" => LayoutPolicy::Auto,
+        "nchw" => LayoutPolicy::ChannelsFirst,
+        "nhwc" => LayoutPolicy::ChannelsLast,
+        o => bail!("--layout '{o}' is not one of auto, nchw, nhwc"),
     })
 }
 
@@ -138,7 +150,7 @@ pub fn bench_graph(
     onnx: Option<&Path>,
     batch: usize,
     threads: usize,
-    policy: FormatPolicy,
+    (policy, layout): (FormatPolicy, LayoutPolicy),
     budget_ms: f64,
     python: Option<&Path>,
 ) -> Result<BenchResult> {
@@ -146,6 +158,7 @@ pub fn bench_graph(
         g,
         PlanConfig {
             policy,
+            layout,
             ..PlanConfig::new(batch, threads)
         },
     )?;
@@ -166,13 +179,18 @@ pub fn bench_graph(
         _ => None,
     };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    // both runtimes' idle worker threads spin for a while after a run: a pause before each
+    // round keeps one runtime's spinning threads from taking the other's cores
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(50));
     for _ in 0..7 {
+        settle();
         for _ in 0..runs_per_round {
             let t = Instant::now();
             plan.run(&input)?;
             ours.push(t.elapsed().as_secs_f64() * 1e3);
         }
         if let Some(s) = ort.as_mut() {
+            settle();
             theirs.extend(s.run(runs_per_round)?);
         }
     }
@@ -208,6 +226,7 @@ pub fn bench_graph(
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let policy = policy(&args.formats)?;
+    let layout = layout(&args.layout)?;
     let python = if args.compare_ort {
         Some(python().context("--compare-ort needs Python with onnxruntime (python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt, or set SECATEUR_PYTHON)")?)
     } else {
@@ -232,7 +251,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     Some(&onnx),
                     b,
                     t,
-                    policy,
+                    (policy, layout),
                     args.budget_ms,
                     python.as_deref(),
                 )?;
