@@ -173,6 +173,9 @@ pub fn pool(
         }
         return;
     }
+    if max {
+        return max_pool_separable(x, planes, h, w, g, ho, wo, y);
+    }
     for pl in 0..planes {
         let src = &x[pl * h * w..(pl + 1) * h * w];
         let dst = &mut y[pl * ho * wo..(pl + 1) * ho * wo];
@@ -207,6 +210,60 @@ pub fn pool(
                     let n = if count_include_pad { padded } else { taps };
                     if n == 0 { 0.0 } else { acc / n as f32 }
                 };
+            }
+        }
+    }
+}
+
+/// The taps `k·d - pad` (k < kernel) that land inside `0..n` for output `o` at stride `s`.
+fn valid_taps(
+    o: usize,
+    s: usize,
+    d: usize,
+    pad: usize,
+    kernel: usize,
+    n: usize,
+) -> impl Iterator<Item = usize> {
+    (0..kernel).filter_map(move |k| (o * s + k * d).checked_sub(pad).filter(|&i| i < n))
+}
+
+/// Max pooling of any geometry as two passes per plane: the maxima along each input row at
+/// the output columns, then the maxima of those rows along each output column's taps, whole
+/// rows at a time (vectorised).
+#[allow(clippy::too_many_arguments)]
+fn max_pool_separable(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    g: &PoolGeometry,
+    ho: usize,
+    wo: usize,
+    y: &mut [f32],
+) {
+    let [kh, kw] = g.kernel;
+    let [sy, sx] = g.strides;
+    let [dy, dx] = g.dilations;
+    let (top, left) = (g.pads[0], g.pads[1]);
+    // input columns of each output column's taps, found once
+    let cols: Vec<Vec<usize>> = (0..wo)
+        .map(|ox| valid_taps(ox, sx, dx, left, kw, w).collect())
+        .collect();
+    let mut rows = vec![0.0f32; h * wo];
+    for pl in 0..planes {
+        let src = &x[pl * h * w..(pl + 1) * h * w];
+        for (r, hm) in src.chunks_exact(w).zip(rows.chunks_exact_mut(wo)) {
+            for (m, taps) in hm.iter_mut().zip(&cols) {
+                *m = taps.iter().fold(f32::NEG_INFINITY, |a, &ix| a.max(r[ix]));
+            }
+        }
+        let dst = &mut y[pl * ho * wo..(pl + 1) * ho * wo];
+        for (oy, d) in dst.chunks_exact_mut(wo).enumerate() {
+            d.fill(f32::NEG_INFINITY);
+            for iy in valid_taps(oy, sy, dy, top, kh, h) {
+                for (o, v) in d.iter_mut().zip(&rows[iy * wo..(iy + 1) * wo]) {
+                    *o = o.max(*v);
+                }
             }
         }
     }

@@ -123,10 +123,12 @@ proptest! {
             assert_close(&y, &want, name);
         }
         if let Some(s) = SparseConv::new(&c.conv, c_in, c_out, h, w, &c.weight) {
-            let mut y = vec![f32::NAN; c_out * ho * wo];
-            let mut scratch = vec![0.0f32; s.scratch_len()];
-            s.run(&c.x, h, w, ho, wo, &mut y, &ep, &mut scratch);
-            assert_close(&y, &want, "sparse");
+            for threads in [1, 2] {
+                let mut y = vec![f32::NAN; c_out * ho * wo];
+                let mut scratch = vec![0.0f32; s.scratch_len(ho, wo)];
+                s.run(&c.x, h, w, ho, wo, &mut y, &ep, &mut scratch, threads);
+                assert_close(&y, &want, &format!("sparse, {threads} threads"));
+            }
         }
     }
 }

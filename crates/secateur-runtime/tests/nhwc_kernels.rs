@@ -12,6 +12,7 @@ use secateur_runtime::kernels::Isa;
 use secateur_runtime::kernels::epilogue::Tail;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
 use secateur_runtime::kernels::nhwc_ops::{self, NhwcDepthwise};
+use secateur_runtime::ops;
 
 fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
@@ -202,6 +203,9 @@ proptest! {
                 nhwc_ops::pool(isa, &xn, c, h, w, &geometry, max, include_pad, ho, wo, &mut out);
                 assert_close(&out, &want, &format!("pool max={max} {isa}"));
             }
+            let mut planar = vec![f32::NAN; c * ho * wo];
+            ops::pool(&x, c, h, w, &geometry, max, include_pad, ho, wo, &mut planar);
+            assert_close(&planar, y.data(), &format!("NCHW pool max={max}"));
         }
         let mut gap = vec![0.0; c];
         nhwc_ops::global_avg_pool(Isa::detect(), &xn, h * w, c, &mut gap);

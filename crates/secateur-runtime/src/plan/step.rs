@@ -275,7 +275,7 @@ pub(super) fn run_step(
                         bias: Some(&c.bias),
                         act: c.act,
                     };
-                    sc.run(xs, c.h, c.w, c.ho, c.wo, y, &ep, scratch);
+                    sc.run(xs, c.h, c.w, c.ho, c.wo, y, &ep, scratch, c.kernel_threads);
                     return;
                 }
                 for gi in 0..g {

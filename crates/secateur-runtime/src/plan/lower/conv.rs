@@ -258,11 +258,17 @@ fn lower_conv(c: &Conv, prep: Prepared) -> Result<(StepKind, LayerChoice)> {
     };
     let scratch_len = match (&direct_conv, &sparse_conv) {
         (Some(dc), _) => dc.scratch_len(xs[2], xs[3]),
-        (_, Some(sc)) => sc.scratch_len(),
+        (_, Some(sc)) => sc.scratch_len(ho, wo),
         _ if direct => 0,
         _ => cols * p,
     };
     let scratch = vec![vec![0.0f32; scratch_len]; workers];
+    // the sparse kernel splits one sample's channels itself; weight kernels may decline threads
+    let step_threads = if kernel_threads == 1 || sparse_conv.is_some() {
+        kernel_threads
+    } else {
+        kt
+    };
     let kind = StepKind::Conv(Box::new(ConvStep {
         conv: c.clone(),
         kernels,
@@ -278,7 +284,7 @@ fn lower_conv(c: &Conv, prep: Prepared) -> Result<(StepKind, LayerChoice)> {
         direct,
         direct_conv,
         sparse_conv,
-        kernel_threads: if kernel_threads == 1 { 1 } else { kt },
+        kernel_threads: step_threads,
         scratch,
     }));
     Ok((kind, choice))
@@ -334,9 +340,9 @@ fn time_conv_variants(
             }
             ConvVariant::Sparse(sc) => {
                 let mut y = vec![0.0f32; sc.c_out * p];
-                let mut scratch = vec![0.0f32; sc.scratch_len()];
+                let mut scratch = vec![0.0f32; sc.scratch_len(ho, wo)];
                 runners.push(Box::new(move || {
-                    sc.run(x, h, w, ho, wo, &mut y, &ep, &mut scratch)
+                    sc.run(x, h, w, ho, wo, &mut y, &ep, &mut scratch, 1)
                 }));
             }
         }

@@ -1,140 +1,23 @@
-//! Sparse direct convolution (stride 1): the non-zero weights of each output channel, each
-//! stored with the offset of its input tap in the zero-padded input, are applied to whole
-//! output rows at once — `y[o, oy, :] += w · x_pad[tap + oy·w_pad + :]` — so no im2col matrix
-//! is built and the work is proportional to the non-zeros. Up to 16 accumulator vectors hold a
-//! block of output rows of one channel. A portable path computes the same with plain loops.
+//! The AVX-512 kernels of the sparse direct convolution for stride-1 layers with outputs at most
+//! 64 wide: a block of output rows of one channel in up to 16 accumulator vectors (full, half or
+//! mixed-width vectors by output width), reading each tap's row straight from the padded input.
 
-use super::epilogue::Epilogue;
-use secateur_graph::Conv;
-
-/// A stride-1 convolution's non-zero weights with their input offsets.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SparseConv {
-    pub c_in: usize,
-    pub c_out: usize,
-    pub pads: [usize; 4],
-    row_ptr: Vec<u32>,
-    offsets: Vec<u32>,
-    values: Vec<f32>,
-    /// Padded input width the offsets were computed for.
-    wp: usize,
-    hp: usize,
-}
+use super::SparseConv;
+use crate::kernels::epilogue::Epilogue;
 
 impl SparseConv {
-    /// From the row-major `[c_out × c_in·kh·kw]` weight of an ungrouped, stride-1 convolution
-    /// on `h×w` inputs; `None` for other convolutions.
-    pub fn new(
-        conv: &Conv,
-        c_in: usize,
-        c_out: usize,
-        h: usize,
-        w: usize,
-        weight: &[f32],
-    ) -> Option<Self> {
-        if conv.strides != [1, 1] || conv.groups != 1 {
-            return None;
-        }
-        let [kh, kw] = conv.kernel;
-        let (hp, wp) = (
-            h + conv.pads[0] + conv.pads[2],
-            w + conv.pads[1] + conv.pads[3],
-        );
-        let k = c_in * kh * kw;
-        let mut row_ptr = vec![0u32];
-        let (mut offsets, mut values) = (Vec::new(), Vec::new());
-        for o in 0..c_out {
-            for ci in 0..c_in {
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let v = weight[o * k + (ci * kh + ky) * kw + kx];
-                        if v != 0.0 {
-                            offsets.push(
-                                ((ci * hp + ky * conv.dilations[0]) * wp + kx * conv.dilations[1])
-                                    as u32,
-                            );
-                            values.push(v);
-                        }
-                    }
-                }
-            }
-            row_ptr.push(values.len() as u32);
-        }
-        Some(SparseConv {
-            c_in,
-            c_out,
-            pads: conv.pads,
-            row_ptr,
-            offsets,
-            values,
-            wp,
-            hp,
-        })
-    }
-
-    pub fn nnz(&self) -> usize {
-        self.values.len()
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.values.len() * 8 + self.row_ptr.len() * 4
-    }
-
-    /// Size of the padded input copy (0 when unpadded).
-    pub fn scratch_len(&self) -> usize {
-        if self.pads.iter().all(|&p| p == 0) {
-            0
-        } else {
-            self.c_in * self.hp * self.wp
-        }
-    }
-
-    /// One sample: `x` is `[c_in, h, w]`, `y` is `[c_out, ho, wo]`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn run(
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512(
         &self,
-        x: &[f32],
-        h: usize,
-        w: usize,
+        xp: &[f32],
         ho: usize,
         wo: usize,
         y: &mut [f32],
         ep: &Epilogue,
-        scratch: &mut [f32],
     ) {
-        let xp = super::padding::padded(x, self.c_in, h, w, self.pads, scratch);
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") && wo <= 64 {
-            // SAFETY: AVX-512F detected; every offset plus (ho-1)·wp + wo stays inside the
-            // padded input because (ho, wo) are the convolution's output sizes.
-            unsafe { self.avx512(xp, ho, wo, y, ep) };
-            return;
-        }
-        for o in 0..self.c_out {
-            let (s, e) = (self.row_ptr[o] as usize, self.row_ptr[o + 1] as usize);
-            let yo = &mut y[o * ho * wo..(o + 1) * ho * wo];
-            yo.fill(ep.bias(o));
-            for j in s..e {
-                let (off, v) = (self.offsets[j] as usize, self.values[j]);
-                for oy in 0..ho {
-                    let src = &xp[off + oy * self.wp..off + oy * self.wp + wo];
-                    for (d, sv) in yo[oy * wo..(oy + 1) * wo].iter_mut().zip(src) {
-                        *d += v * sv;
-                    }
-                }
-            }
-            yo.iter_mut().for_each(|v| *v = ep.act.apply(*v));
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(&self, xp: &[f32], ho: usize, wo: usize, y: &mut [f32], ep: &Epilogue) {
         unsafe {
             let vpr = wo.div_ceil(16);
-            // rows per block so that rows × vectors-per-row ≤ 16 accumulators
-            let rb = (16 / vpr).max(1);
-            let _ = rb;
             if wo <= 8 {
                 // half vectors: Zen 4 runs two 256-bit FMAs per cycle, one 512-bit
                 return self.half_rows_kernel(xp, ho, wo, y, ep);
@@ -176,9 +59,9 @@ impl SparseConv {
                 };
             }
             let act = |a: __m512| match ep.act {
-                super::Activation::None => a,
-                super::Activation::Relu => _mm512_max_ps(a, _mm512_setzero_ps()),
-                super::Activation::Clip { min, max } => {
+                crate::kernels::Activation::None => a,
+                crate::kernels::Activation::Relu => _mm512_max_ps(a, _mm512_setzero_ps()),
+                crate::kernels::Activation::Clip { min, max } => {
                     _mm512_min_ps(_mm512_max_ps(a, _mm512_set1_ps(min)), _mm512_set1_ps(max))
                 }
             };
@@ -191,9 +74,9 @@ impl SparseConv {
                     let mut acc = [[b; V]; RB];
                     for j in s..e {
                         let v = _mm512_set1_ps(*self.values.get_unchecked(j));
-                        let base = xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wp);
+                        let base = xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wq);
                         for r in 0..RB {
-                            let row = base.add(r * self.wp);
+                            let row = base.add(r * self.wq);
                             for t in 0..V {
                                 acc[r][t] = _mm512_fmadd_ps(
                                     v,
@@ -216,7 +99,7 @@ impl SparseConv {
                     let mut acc = [b; V];
                     for j in s..e {
                         let v = _mm512_set1_ps(*self.values.get_unchecked(j));
-                        let row = xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wp);
+                        let row = xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wq);
                         for t in 0..V {
                             acc[t] = _mm512_fmadd_ps(
                                 v,
@@ -252,9 +135,9 @@ impl SparseConv {
             let xb = xp.as_ptr();
             let mask = ((1u32 << wo) - 1) as u8;
             let act = |a: __m256| match ep.act {
-                super::Activation::None => a,
-                super::Activation::Relu => _mm256_max_ps(a, _mm256_setzero_ps()),
-                super::Activation::Clip { min, max } => {
+                crate::kernels::Activation::None => a,
+                crate::kernels::Activation::Relu => _mm256_max_ps(a, _mm256_setzero_ps()),
+                crate::kernels::Activation::Clip { min, max } => {
                     _mm256_min_ps(_mm256_max_ps(a, _mm256_set1_ps(min)), _mm256_set1_ps(max))
                 }
             };
@@ -266,11 +149,11 @@ impl SparseConv {
                     let mut acc = [b; RB];
                     for j in s..e {
                         let v = _mm256_set1_ps(*self.values.get_unchecked(j));
-                        let base = xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wp);
+                        let base = xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wq);
                         for (r, a) in acc.iter_mut().enumerate() {
                             *a = _mm256_fmadd_ps(
                                 v,
-                                _mm256_maskz_loadu_ps(mask, base.add(r * self.wp)),
+                                _mm256_maskz_loadu_ps(mask, base.add(r * self.wq)),
                                 *a,
                             );
                         }
@@ -292,7 +175,7 @@ impl SparseConv {
                             v,
                             _mm256_maskz_loadu_ps(
                                 mask,
-                                xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wp),
+                                xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wq),
                             ),
                             a,
                         );
@@ -321,16 +204,16 @@ impl SparseConv {
             let xb = xp.as_ptr();
             let mask = ((1u32 << (wo - 16)) - 1) as u8;
             let act16 = |a: __m512| match ep.act {
-                super::Activation::None => a,
-                super::Activation::Relu => _mm512_max_ps(a, _mm512_setzero_ps()),
-                super::Activation::Clip { min, max } => {
+                crate::kernels::Activation::None => a,
+                crate::kernels::Activation::Relu => _mm512_max_ps(a, _mm512_setzero_ps()),
+                crate::kernels::Activation::Clip { min, max } => {
                     _mm512_min_ps(_mm512_max_ps(a, _mm512_set1_ps(min)), _mm512_set1_ps(max))
                 }
             };
             let act8 = |a: __m256| match ep.act {
-                super::Activation::None => a,
-                super::Activation::Relu => _mm256_max_ps(a, _mm256_setzero_ps()),
-                super::Activation::Clip { min, max } => {
+                crate::kernels::Activation::None => a,
+                crate::kernels::Activation::Relu => _mm256_max_ps(a, _mm256_setzero_ps()),
+                crate::kernels::Activation::Clip { min, max } => {
                     _mm256_min_ps(_mm256_max_ps(a, _mm256_set1_ps(min)), _mm256_set1_ps(max))
                 }
             };
@@ -348,9 +231,9 @@ impl SparseConv {
                             let v16 = _mm512_set1_ps(*self.values.get_unchecked(j));
                             let v8 = _mm256_set1_ps(*self.values.get_unchecked(j));
                             let base =
-                                xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wp);
+                                xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wq);
                             for r in 0..RB {
-                                let row = base.add(r * self.wp);
+                                let row = base.add(r * self.wq);
                                 a[r] = _mm512_fmadd_ps(v16, _mm512_loadu_ps(row), a[r]);
                                 h[r] = _mm256_fmadd_ps(
                                     v8,
@@ -371,7 +254,7 @@ impl SparseConv {
                             for j in s..e {
                                 let v = *self.values.get_unchecked(j);
                                 let row = xb.add(
-                                    *self.offsets.get_unchecked(j) as usize + (oy0 + r) * self.wp,
+                                    *self.offsets.get_unchecked(j) as usize + (oy0 + r) * self.wq,
                                 );
                                 a = _mm512_fmadd_ps(_mm512_set1_ps(v), _mm512_loadu_ps(row), a);
                                 h = _mm256_fmadd_ps(

@@ -1,0 +1,76 @@
+//! Times the sparse direct convolution on one layer with random unstructured sparsity and
+//! prints the effective GFLOP/s of its non-zeros: `sparse_speed C_IN C_OUT HW K STRIDE DENSITY%`.
+use secateur_graph::Conv;
+use secateur_runtime::kernels::epilogue::{Activation, Epilogue};
+use secateur_runtime::kernels::sparse_conv::SparseConv;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("numbers"))
+        .collect();
+    let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
+    let (ci, co, hw, k, s, density) = (
+        arg(0, 64),
+        arg(1, 64),
+        arg(2, 56),
+        arg(3, 3),
+        arg(4, 1),
+        arg(5, 40),
+    );
+    let pad = k / 2;
+    let conv = Conv {
+        kernel: [k, k],
+        strides: [s, s],
+        pads: [pad; 4],
+        dilations: [1, 1],
+        groups: 1,
+    };
+    let w: Vec<f32> = (0..co * ci * k * k)
+        .map(|i| {
+            let h = (i.wrapping_mul(2654435761) >> 7) % 100;
+            if h < density {
+                0.01 * (i % 13) as f32 + 0.01
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let sc = SparseConv::new(&conv, ci, co, hw, hw, &w).expect("ungrouped");
+    let ho = (hw + 2 * pad - k) / s + 1;
+    let x: Vec<f32> = (0..ci * hw * hw)
+        .map(|i| ((i * 3) % 17) as f32 * 0.01)
+        .collect();
+    let bias = vec![0.1; co];
+    let ep = Epilogue {
+        bias: Some(&bias),
+        act: Activation::Relu,
+    };
+    let mut y = vec![0.0; co * ho * ho];
+    let mut scratch = vec![0.0; sc.scratch_len(ho, ho)];
+    let threads: usize = std::env::var("THREADS").map_or(1, |t| t.parse().expect("a number"));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    let mut run =
+        || pool.install(|| sc.run(&x, hw, hw, ho, ho, &mut y, &ep, &mut scratch, threads));
+    for _ in 0..3 {
+        run();
+    }
+    let t0 = Instant::now();
+    run();
+    let reps = ((0.5 / t0.elapsed().as_secs_f64()) as usize).clamp(20, 200_000);
+    let t = Instant::now();
+    for _ in 0..reps {
+        run();
+    }
+    let secs = t.elapsed().as_secs_f64() / reps as f64;
+    let flops = 2.0 * (sc.nnz() * ho * ho) as f64;
+    println!(
+        "{ci}->{co} {hw}x{hw} k{k} s{s} density {density}%: {:.4} ms, {:.1} GFLOP/s of non-zeros",
+        secs * 1e3,
+        flops / secs / 1e9
+    );
+}
