@@ -6,7 +6,7 @@
 use crate::error::{GraphError, Result};
 use crate::mask::Mask;
 use crate::ops::{InputRole, Op};
-use crate::shape::Shape;
+use crate::shape::{Dim, Shape};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -182,6 +182,37 @@ impl Graph {
         }
         self.nodes = ordered;
         Ok(())
+    }
+
+    /// Whether every sample of a batch is computed independently of the others, so a batch
+    /// may run as separate one-sample runs: every graph input and output is `[N, sizes…]`,
+    /// every value computed from a batched value is `[N, sizes…]` as well (an op that moves or
+    /// merges the batch axis fails this), and no op mixes samples
+    /// ([`crate::OpSemantics::mixes_samples`]).
+    pub fn samples_independent(&self) -> bool {
+        let Ok(shapes) = self.infer_shapes() else {
+            return false;
+        };
+        let leading = |s: &Shape| {
+            s.0.first() == Some(&Dim::Batch) && s.0[1..].iter().all(|d| d.known().is_some())
+        };
+        let batched = |s: &Shape| s.0.iter().any(|d| d.batch_factor().is_some());
+        let of = |v: &String| shapes.get(v).cloned().unwrap_or_default();
+        self.inputs.iter().all(|i| leading(&i.shape))
+            && self.outputs.iter().all(|o| leading(&of(o)))
+            && self.nodes.iter().all(|n| {
+                let ins: Vec<Shape> = n.inputs.iter().map(of).collect();
+                let from_batch = ins.iter().any(batched);
+                !n.op.sem().mixes_samples(&ins)
+                    && n.outputs.iter().all(|o| {
+                        let s = of(o);
+                        if from_batch {
+                            leading(&s)
+                        } else {
+                            !batched(&s)
+                        }
+                    })
+            })
     }
 
     /// Shapes of every value: inputs, weights and node outputs.

@@ -4,7 +4,7 @@
 //! kernel slower than dense in its own measurement.
 
 use secateur_graph::zoo::{self, ZooConfig, ZooModel};
-use secateur_graph::{Graph, Tensor, evaluate};
+use secateur_graph::{Graph, Node, Op, Softmax, Tensor, evaluate};
 use secateur_prune::structured::{
     ChannelPruneConfig, DependencyGraph, StructuredTarget, apply_plan, plan_channels,
 };
@@ -235,4 +235,78 @@ fn measured_plans_never_choose_slower_than_dense() {
     check("lenet measured", &sparse, FormatPolicy::Measure, 3, 2);
     let mem = plan.memory();
     assert!(mem.activation_bytes > 0 && mem.weight_bytes > 0);
+}
+
+#[test]
+fn batches_run_as_separate_samples_match_the_reference() {
+    for (name, g) in models() {
+        assert!(
+            g.samples_independent(),
+            "{name}: zoo samples are independent"
+        );
+        let sparse = pruned(&g, Granularity::Unstructured, Some(0.9), &[]);
+        for (variant, graph) in [("dense", &g), ("90%", &sparse)] {
+            let mut shape = vec![3];
+            shape.extend(graph.inputs[0].shape.resolve(1)[1..].iter());
+            let x = random_tensor(&shape, 5);
+            let expect = evaluate(graph, &[("input", x.clone())]).unwrap().remove(0);
+            for (threads, layout, policy) in [
+                (1, LayoutPolicy::ChannelsFirst, FormatPolicy::Force(Format::Csr)),
+                (2, LayoutPolicy::ChannelsFirst, FormatPolicy::Dense),
+                (2, LayoutPolicy::ChannelsLast, FormatPolicy::Dense),
+            ] {
+                let config = PlanConfig {
+                    layout,
+                    policy,
+                    ..PlanConfig::new(3, threads)
+                };
+                let mut plan = ExecPlan::compile_samples_apart(graph, config).unwrap();
+                assert!(plan.runs_samples_apart());
+                assert_eq!(plan.output_shape, expect.shape(), "{name}/{variant}");
+                let y = plan.run(x.data()).unwrap().to_vec();
+                let scale = expect.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                for (a, b) in y.iter().zip(expect.data()) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "{name}/{variant} threads {threads} {layout:?}: {a} vs {b}"
+                    );
+                }
+                let profiled: f64 = plan
+                    .run_profiled(x.data())
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.1)
+                    .sum();
+                assert!(profiled > 0.0);
+                assert_eq!(plan.run(x.data()).unwrap(), y.as_slice(), "re-runnable");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_softmax_over_the_batch_keeps_the_batch_together() {
+    let mut g = zoo::build(ZooModel::ALL[0], &ZooConfig::default()).unwrap();
+    let out = g.outputs[0].clone();
+    g.nodes.push(Node {
+        name: "batch_softmax".into(),
+        op: Op::Softmax(Softmax {
+            axis: 0,
+            legacy: false,
+        }),
+        inputs: vec![out],
+        outputs: vec!["probabilities".into()],
+    });
+    g.outputs = vec!["probabilities".into()];
+    assert!(!g.samples_independent());
+    assert!(ExecPlan::compile_samples_apart(&g, PlanConfig::new(3, 1)).is_err());
+    // the whole-batch plan still computes it
+    let x = random_tensor(&g.inputs[0].shape.resolve(3), 9);
+    let expect = evaluate(&g, &[("input", x.clone())]).unwrap().remove(0);
+    let mut plan = ExecPlan::compile(&g, PlanConfig::new(3, 2)).unwrap();
+    assert!(!plan.runs_samples_apart());
+    let y = plan.run(x.data()).unwrap();
+    for (a, b) in y.iter().zip(expect.data()) {
+        assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+    }
 }

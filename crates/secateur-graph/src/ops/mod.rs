@@ -199,6 +199,13 @@ pub trait OpSemantics {
     /// no link mentions is *pinned*: its size must not change.
     fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink>;
 
+    /// Whether an output value at one batch index may depend on inputs at another (a softmax
+    /// or reduction over the batch axis). Ops that move the batch axis change their output
+    /// shapes, which [`crate::Graph::samples_independent`] checks on its own.
+    fn mixes_samples(&self, _inputs: &[Shape]) -> bool {
+        false
+    }
+
     /// Axes split into equal consecutive blocks that pruning must shrink evenly, as
     /// `(port, axis, blocks)`: the output channels of a grouped convolution form `groups`
     /// blocks, and every block must keep the same number of channels so that each filter

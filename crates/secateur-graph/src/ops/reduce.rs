@@ -82,6 +82,10 @@ impl OpSemantics for Reduce {
         Ok(vec![Shape(dims)])
     }
 
+    fn mixes_samples(&self, _inputs: &[Shape]) -> bool {
+        self.axes.contains(&0)
+    }
+
     fn axis_links(&self, inputs: &[Shape], _outputs: &[Shape]) -> Vec<AxisLink> {
         (0..inputs[0].rank())
             .filter(|ax| !self.axes.contains(ax))

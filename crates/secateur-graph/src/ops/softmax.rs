@@ -33,6 +33,11 @@ impl OpSemantics for Softmax {
         Ok(vec![inputs[0].clone()])
     }
 
+    fn mixes_samples(&self, inputs: &[Shape]) -> bool {
+        self.reduced_from(inputs[0].rank())
+            .is_ok_and(|(lo, _)| lo == 0)
+    }
+
     fn axis_links(&self, inputs: &[Shape], _outputs: &[Shape]) -> Vec<AxisLink> {
         let rank = inputs[0].rank();
         let Ok((lo, hi)) = self.reduced_from(rank) else {

@@ -13,6 +13,7 @@ mod step;
 
 use crate::error::{Result, RuntimeError};
 use crate::kernels::{Format, Isa};
+use rayon::prelude::*;
 use secateur_graph::Graph;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -101,6 +102,10 @@ pub struct ExecPlan {
     pub output_shape: Vec<usize>,
     pub layers: Vec<LayerChoice>,
     pool: Option<rayon::ThreadPool>,
+    /// When not empty, the batch runs as one-sample runs of these plans (one per worker, in
+    /// parallel), and `steps` is empty: each sample's activations stay in cache through the
+    /// whole network, and the workers never wait for each other between layers.
+    samples: Vec<ExecPlan>,
 }
 
 /// Whether both layouts are worth compiling and timing: at least half of the convolution
@@ -161,8 +166,93 @@ fn err(node: &str, message: impl Into<String>) -> RuntimeError {
 }
 
 impl ExecPlan {
-    /// Compiles `graph` for `config`.
+    /// Compiles `graph` for `config`. A batch of independent samples is also compiled as
+    /// one-sample plans run side by side, and the faster of the two ways is kept.
     pub fn compile(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
+        let whole = Self::compile_layouts(graph, config)?;
+        if config.batch > 1 && graph.samples_independent() {
+            let per_sample = Self::compile_samples_apart(graph, config)?;
+            return Ok(faster(whole, per_sample));
+        }
+        Ok(whole)
+    }
+
+    /// A plan that runs `config.batch` samples as one-sample plans on
+    /// `min(threads, batch)` workers; an error for graphs whose samples are not independent
+    /// ([`Graph::samples_independent`]).
+    pub fn compile_samples_apart(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
+        if !graph.samples_independent() {
+            return Err(RuntimeError::Unsupported {
+                node: graph.name.clone(),
+                message: "the samples of a batch are not computed independently (an op mixes \
+                          or moves the batch axis)"
+                    .into(),
+            });
+        }
+        if config.batch == 0 || config.threads == 0 {
+            return Err(RuntimeError::Config(
+                "batch and threads must be at least 1".into(),
+            ));
+        }
+        let workers = config.threads.min(config.batch);
+        let one = PlanConfig {
+            batch: 1,
+            threads: (config.threads / workers).max(1),
+            ..config
+        };
+        let samples = (0..workers)
+            .map(|_| Self::compile_layouts(graph, one))
+            .collect::<Result<Vec<_>>>()?;
+        let first = &samples[0];
+        let b = config.batch;
+        let scale = |shape: &[usize]| {
+            let mut s = shape.to_vec();
+            s[0] *= b;
+            s
+        };
+        let input_shapes: Vec<Vec<usize>> = first.input_shapes.iter().map(|s| scale(s)).collect();
+        let output_shape = scale(&first.output_shape);
+        let layers = first
+            .layers
+            .iter()
+            .map(|l| LayerChoice {
+                dense_macs: l.dense_macs * b as u64,
+                executed_macs: l.executed_macs * b as u64,
+                ..l.clone()
+            })
+            .collect();
+        Ok(ExecPlan {
+            config: PlanConfig {
+                layout: first.config.layout,
+                ..config
+            },
+            steps: Vec::new(),
+            buffers: vec![vec![0.0; output_shape.iter().product()]],
+            output: 0,
+            input_shape: input_shapes[0].clone(),
+            input_shapes,
+            output_shape,
+            layers,
+            pool: Self::thread_pool(workers)?,
+            samples,
+        })
+    }
+
+    /// A pool of `threads` workers, or none for one thread.
+    fn thread_pool(threads: usize) -> Result<Option<rayon::ThreadPool>> {
+        if threads <= 1 {
+            return Ok(None);
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map(Some)
+            .map_err(|e| RuntimeError::Config(format!("cannot start {threads} threads: {e}")))
+    }
+
+    /// Compiles `graph` in the layout `config` asks for (both timed for `Auto` where it may
+    /// matter).
+    fn compile_layouts(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
         let with = |layout| PlanConfig { layout, ..config };
         match config.layout {
             LayoutPolicy::Auto => match (config.policy, both_layouts(graph)) {
@@ -209,21 +299,7 @@ impl ExecPlan {
         } = builder;
         let (phys, phys_of) = buffers::assign(&mut steps, &sizes, &input_bufs, output);
         let buffers = phys.iter().map(|&n| vec![0.0f32; n]).collect();
-        let pool = if config.threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(config.threads)
-                    .build()
-                    .map_err(|e| {
-                        RuntimeError::Config(format!(
-                            "cannot start {} threads: {e}",
-                            config.threads
-                        ))
-                    })?,
-            )
-        } else {
-            None
-        };
+        let pool = Self::thread_pool(config.threads)?;
         let input_shapes: Vec<Vec<usize>> =
             graph.inputs.iter().map(|i| i.shape.resolve(b)).collect();
         let output_shape = shapes[out_name].resolve(b);
@@ -237,11 +313,21 @@ impl ExecPlan {
             output_shape,
             layers,
             pool,
+            samples: Vec::new(),
         })
     }
 
     /// Activation, scratch and weight memory of this plan.
     pub fn memory(&self) -> MemoryReport {
+        if !self.samples.is_empty() {
+            let parts: Vec<MemoryReport> = self.samples.iter().map(|p| p.memory()).collect();
+            return MemoryReport {
+                activation_bytes: parts.iter().map(|m| m.activation_bytes).sum::<usize>()
+                    + self.buffers[0].len() * 4,
+                scratch_bytes: parts.iter().map(|m| m.scratch_bytes).sum(),
+                weight_bytes: parts.iter().map(|m| m.weight_bytes).sum(),
+            };
+        }
         let scratch: usize = self
             .steps
             .iter()
@@ -268,8 +354,18 @@ impl ExecPlan {
     /// exact float values) and returns the output.
     pub fn run_inputs(&mut self, inputs: &[&[f32]]) -> Result<&[f32]> {
         self.run_inner(inputs, None)?;
+        Ok(self.output())
+    }
+
+    /// The output of the last run.
+    fn output(&self) -> &[f32] {
         let n: usize = self.output_shape.iter().product();
-        Ok(&self.buffers[self.output][..n])
+        &self.buffers[self.output][..n]
+    }
+
+    /// Whether the batch runs as one-sample plans side by side.
+    pub fn runs_samples_apart(&self) -> bool {
+        !self.samples.is_empty()
     }
 
     /// Median time of every step over `reps` profiled runs (name, milliseconds).
@@ -291,6 +387,9 @@ impl ExecPlan {
 
     /// Runs the plan and returns the time spent in each step (name, milliseconds).
     pub fn run_profiled(&mut self, input: &[f32]) -> Result<Vec<(String, f64)>> {
+        if !self.samples.is_empty() {
+            return self.run_samples_profiled(input);
+        }
         let mut times = Vec::with_capacity(self.steps.len());
         self.run_inner(&[input], Some(&mut times))?;
         Ok(times)
@@ -316,7 +415,12 @@ impl ExecPlan {
                     input.len()
                 )));
             }
-            self.buffers[k][..n_in].copy_from_slice(input);
+        }
+        if !self.samples.is_empty() {
+            return self.run_samples(inputs);
+        }
+        for (k, input) in inputs.iter().enumerate() {
+            self.buffers[k][..input.len()].copy_from_slice(input);
         }
         let isa = self.config.isa;
         let batch = self.config.batch;
@@ -341,5 +445,70 @@ impl ExecPlan {
         };
         self.pool = pool;
         result
+    }
+
+    /// Sample `s` of every input.
+    fn sample_inputs<'a>(&self, inputs: &[&'a [f32]], s: usize) -> Vec<&'a [f32]> {
+        let b = self.config.batch;
+        inputs
+            .iter()
+            .map(|x| {
+                let n = x.len() / b;
+                &x[s * n..(s + 1) * n]
+            })
+            .collect()
+    }
+
+    /// Runs the batch as one-sample runs, each worker's plan on consecutive samples.
+    fn run_samples(&mut self, inputs: &[&[f32]]) -> Result<()> {
+        let b = self.config.batch;
+        let per_worker = b.div_ceil(self.samples.len());
+        let out_n = self.buffers[0].len() / b;
+        let mut out = std::mem::take(&mut self.buffers[0]);
+        let slices: Vec<Vec<&[f32]>> = (0..b).map(|s| self.sample_inputs(inputs, s)).collect();
+        let work = |(w, (plan, ys)): (usize, (&mut ExecPlan, &mut [f32]))| -> Result<()> {
+            for (j, y) in ys.chunks_mut(out_n).enumerate() {
+                y.copy_from_slice(plan.run_inputs(&slices[w * per_worker + j])?);
+            }
+            Ok(())
+        };
+        let result = match &self.pool {
+            Some(pool) => pool.install(|| {
+                self.samples
+                    .par_iter_mut()
+                    .zip(out.par_chunks_mut(per_worker * out_n))
+                    .enumerate()
+                    .try_for_each(work)
+            }),
+            None => self
+                .samples
+                .iter_mut()
+                .zip(out.chunks_mut(per_worker * out_n))
+                .enumerate()
+                .try_for_each(work),
+        };
+        self.buffers[0] = out;
+        result
+    }
+
+    /// Step times summed over the samples of the batch, run one after the other on the first
+    /// worker's plan.
+    fn run_samples_profiled(&mut self, input: &[f32]) -> Result<Vec<(String, f64)>> {
+        let b = self.config.batch;
+        let out_n = self.buffers[0].len() / b;
+        let mut total: Vec<(String, f64)> = Vec::new();
+        for s in 0..b {
+            let x = self.sample_inputs(&[input], s)[0];
+            let times = self.samples[0].run_profiled(x)?;
+            self.buffers[0][s * out_n..(s + 1) * out_n].copy_from_slice(self.samples[0].output());
+            if total.is_empty() {
+                total = times;
+            } else {
+                for (t, (_, ms)) in total.iter_mut().zip(times) {
+                    t.1 += ms;
+                }
+            }
+        }
+        Ok(total)
     }
 }
