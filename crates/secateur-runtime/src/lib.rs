@@ -13,4 +13,6 @@ pub mod plan;
 
 pub use error::{Result, RuntimeError};
 pub use harness::{Budget, Stats};
-pub use plan::{ExecPlan, FormatPolicy, LayerChoice, LayoutPolicy, MemoryReport, PlanConfig};
+pub use plan::{
+    BatchMode, ExecPlan, FormatPolicy, LayerChoice, LayoutPolicy, MemoryReport, PlanConfig,
+};

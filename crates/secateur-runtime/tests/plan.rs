@@ -251,7 +251,11 @@ fn batches_run_as_separate_samples_match_the_reference() {
             let x = random_tensor(&shape, 5);
             let expect = evaluate(graph, &[("input", x.clone())]).unwrap().remove(0);
             for (threads, layout, policy) in [
-                (1, LayoutPolicy::ChannelsFirst, FormatPolicy::Force(Format::Csr)),
+                (
+                    1,
+                    LayoutPolicy::ChannelsFirst,
+                    FormatPolicy::Force(Format::Csr),
+                ),
                 (2, LayoutPolicy::ChannelsFirst, FormatPolicy::Dense),
                 (2, LayoutPolicy::ChannelsLast, FormatPolicy::Dense),
             ] {
@@ -309,4 +313,28 @@ fn a_softmax_over_the_batch_keeps_the_batch_together() {
     for (a, b) in y.iter().zip(expect.data()) {
         assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
     }
+}
+
+#[test]
+fn compile_chooses_among_the_candidate_configurations() {
+    use secateur_runtime::BatchMode;
+    let g = zoo::build(ZooModel::Lenet5Bn, &ZooConfig::default()).unwrap();
+    let one = ExecPlan::candidate_configs(&g, PlanConfig::new(1, 1));
+    assert!(one.iter().all(|c| c.batch_mode == BatchMode::Whole));
+    assert!(one.iter().all(|c| c.layout != LayoutPolicy::Auto));
+    let four = ExecPlan::candidate_configs(&g, PlanConfig::new(4, 2));
+    assert_eq!(
+        four.len(),
+        2 * one.len(),
+        "whole batch and samples apart per layout"
+    );
+    let fixed = PlanConfig {
+        layout: LayoutPolicy::ChannelsLast,
+        batch_mode: BatchMode::SamplesApart,
+        ..PlanConfig::new(4, 2)
+    };
+    assert_eq!(ExecPlan::candidate_configs(&g, fixed), vec![fixed]);
+    let plan = ExecPlan::compile(&g, fixed).unwrap();
+    assert!(plan.runs_samples_apart());
+    assert!(four.contains(&ExecPlan::compile(&g, PlanConfig::new(4, 2)).unwrap().config));
 }

@@ -40,6 +40,22 @@ pub struct PlanConfig {
     /// The memory order of image activations.
     #[serde(default)]
     pub layout: LayoutPolicy,
+    /// How a batch goes through the plan.
+    #[serde(default)]
+    pub batch_mode: BatchMode,
+}
+
+/// How a plan runs a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchMode {
+    /// Both ways below where the samples are independent, timed, the faster kept.
+    #[default]
+    Auto,
+    /// Each step on the whole batch.
+    Whole,
+    /// One-sample plans side by side (one per worker): each sample's activations stay in
+    /// cache through the network, and workers never wait for each other between layers.
+    SamplesApart,
 }
 
 /// Which memory order a plan runs image layers in.
@@ -64,6 +80,7 @@ impl PlanConfig {
             isa: Isa::detect(),
             policy: FormatPolicy::Measure,
             layout: LayoutPolicy::Auto,
+            batch_mode: BatchMode::Auto,
         }
     }
 }
@@ -125,26 +142,30 @@ fn both_layouts(graph: &Graph) -> bool {
     total > 0 && (zeros * 2 >= total || macs < 50_000_000)
 }
 
-/// The faster of two plans of one graph, timed interleaved on zeros.
-fn faster(a: ExecPlan, b: ExecPlan) -> ExecPlan {
-    let mut plans = [a, b];
-    let inputs: Vec<Vec<f32>> = plans[0]
-        .input_shapes
-        .iter()
-        .map(|s| vec![0.0; s.iter().product()])
-        .collect();
-    let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
-    let mut best = [f64::INFINITY; 2];
-    for _ in 0..5 {
-        for (i, p) in plans.iter_mut().enumerate() {
-            let t = Instant::now();
-            if p.run_inputs(&refs).is_ok() {
-                best[i] = best[i].min(t.elapsed().as_secs_f64());
+/// The fastest of plans of one graph, timed interleaved on zeros (best of five runs each).
+fn fastest(mut plans: Vec<ExecPlan>) -> ExecPlan {
+    if plans.len() > 1 {
+        let inputs: Vec<Vec<f32>> = plans[0]
+            .input_shapes
+            .iter()
+            .map(|s| vec![0.0; s.iter().product()])
+            .collect();
+        let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+        let mut best = vec![f64::INFINITY; plans.len()];
+        for _ in 0..5 {
+            for (i, p) in plans.iter_mut().enumerate() {
+                let t = Instant::now();
+                if p.run_inputs(&refs).is_ok() {
+                    best[i] = best[i].min(t.elapsed().as_secs_f64());
+                }
             }
         }
+        let winner = (0..plans.len())
+            .min_by(|&a, &b| best[a].total_cmp(&best[b]))
+            .unwrap_or(0);
+        plans.swap(0, winner);
     }
-    let [a, b] = plans;
-    if best[1] < best[0] { b } else { a }
+    plans.swap_remove(0)
 }
 
 /// Activation memory of a plan.
@@ -166,15 +187,51 @@ fn err(node: &str, message: impl Into<String>) -> RuntimeError {
 }
 
 impl ExecPlan {
-    /// Compiles `graph` for `config`. A batch of independent samples is also compiled as
-    /// one-sample plans run side by side, and the faster of the two ways is kept.
+    /// Compiles `graph` for `config`: every concrete way of running it that `config` leaves
+    /// open ([`Self::candidate_configs`]) is compiled, and the fastest kept.
     pub fn compile(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
-        let whole = Self::compile_layouts(graph, config)?;
-        if config.batch > 1 && graph.samples_independent() {
-            let per_sample = Self::compile_samples_apart(graph, config)?;
-            return Ok(faster(whole, per_sample));
-        }
-        Ok(whole)
+        let plans = Self::candidate_configs(graph, config)
+            .into_iter()
+            .map(|c| match c.batch_mode {
+                BatchMode::SamplesApart => Self::compile_samples_apart(graph, c),
+                _ => Self::compile_in(graph, c),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(fastest(plans))
+    }
+
+    /// The concrete configurations (layout and batch mode fixed) `compile` chooses among:
+    /// with `Auto` layout, NHWC for large dense models, NCHW when a weight format is forced,
+    /// both for small or mostly-pruned ones ([`LayoutPolicy::Auto`]); with `Auto` batch mode,
+    /// both ways for a batch of independent samples.
+    pub fn candidate_configs(graph: &Graph, config: PlanConfig) -> Vec<PlanConfig> {
+        let layouts = match config.layout {
+            LayoutPolicy::Auto => match (config.policy, both_layouts(graph)) {
+                (FormatPolicy::Force(_), _) => vec![LayoutPolicy::ChannelsFirst],
+                (FormatPolicy::Measure, true) => {
+                    vec![LayoutPolicy::ChannelsFirst, LayoutPolicy::ChannelsLast]
+                }
+                _ => vec![LayoutPolicy::ChannelsLast],
+            },
+            fixed => vec![fixed],
+        };
+        let modes = match config.batch_mode {
+            BatchMode::Auto if config.batch > 1 && graph.samples_independent() => {
+                vec![BatchMode::Whole, BatchMode::SamplesApart]
+            }
+            BatchMode::Auto => vec![BatchMode::Whole],
+            fixed => vec![fixed],
+        };
+        layouts
+            .iter()
+            .flat_map(|&layout| {
+                modes.iter().map(move |&batch_mode| PlanConfig {
+                    layout,
+                    batch_mode,
+                    ..config
+                })
+            })
+            .collect()
     }
 
     /// A plan that runs `config.batch` samples as one-sample plans on
@@ -198,10 +255,11 @@ impl ExecPlan {
         let one = PlanConfig {
             batch: 1,
             threads: (config.threads / workers).max(1),
+            batch_mode: BatchMode::Whole,
             ..config
         };
         let samples = (0..workers)
-            .map(|_| Self::compile_layouts(graph, one))
+            .map(|_| Self::compile(graph, one))
             .collect::<Result<Vec<_>>>()?;
         let first = &samples[0];
         let b = config.batch;
@@ -224,6 +282,7 @@ impl ExecPlan {
         Ok(ExecPlan {
             config: PlanConfig {
                 layout: first.config.layout,
+                batch_mode: BatchMode::SamplesApart,
                 ..config
             },
             steps: Vec::new(),
@@ -250,27 +309,8 @@ impl ExecPlan {
             .map_err(|e| RuntimeError::Config(format!("cannot start {threads} threads: {e}")))
     }
 
-    /// Compiles `graph` in the layout `config` asks for (both timed for `Auto` where it may
-    /// matter).
-    fn compile_layouts(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
-        let with = |layout| PlanConfig { layout, ..config };
-        match config.layout {
-            LayoutPolicy::Auto => match (config.policy, both_layouts(graph)) {
-                (FormatPolicy::Force(_), _) => {
-                    Self::compile_in(graph, with(LayoutPolicy::ChannelsFirst))
-                }
-                (FormatPolicy::Measure, true) => {
-                    let first = Self::compile_in(graph, with(LayoutPolicy::ChannelsFirst))?;
-                    let last = Self::compile_in(graph, with(LayoutPolicy::ChannelsLast))?;
-                    Ok(faster(first, last))
-                }
-                _ => Self::compile_in(graph, with(LayoutPolicy::ChannelsLast)),
-            },
-            _ => Self::compile_in(graph, config),
-        }
-    }
-
-    /// Compiles `graph` in the layout `config` names (not `Auto`).
+    /// Compiles `graph` as one plan for the whole batch in the layout `config` names (not
+    /// `Auto`).
     fn compile_in(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
         graph.check()?;
         if graph.outputs.is_empty() {
