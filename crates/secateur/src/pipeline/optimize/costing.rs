@@ -16,7 +16,7 @@ use secateur_prune::weights::{
     prunable_weights,
 };
 use secateur_runtime::harness::{Budget, measure};
-use secateur_runtime::{ExecPlan, FormatPolicy, PlanConfig};
+use secateur_runtime::{BatchMode, ExecPlan, FormatPolicy, PlanConfig};
 use std::collections::{BTreeMap, HashMap};
 
 /// How latency is obtained.
@@ -167,8 +167,11 @@ impl Costing {
                 model(&counts, &self.latency_profile, self.batch, &HashMap::new()).latency_ms
             }
         };
+        // peak activation memory of the whole batch in one plan: a fixed configuration, so
+        // the figure never depends on which way of running happened to time faster
         let mut plan_cfg = PlanConfig::new(self.batch, self.threads);
         plan_cfg.policy = FormatPolicy::Dense;
+        plan_cfg.batch_mode = BatchMode::Whole;
         let plan = ExecPlan::compile(g, plan_cfg)?;
         let mem = plan.memory();
         let mut v = BTreeMap::new();
