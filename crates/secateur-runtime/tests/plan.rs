@@ -338,3 +338,46 @@ fn compile_chooses_among_the_candidate_configurations() {
     assert!(plan.runs_samples_apart());
     assert!(four.contains(&ExecPlan::compile(&g, PlanConfig::new(4, 2)).unwrap().config));
 }
+
+#[test]
+fn pruned_convolutions_keep_sparse_kernels_inside_channels_last_plans() {
+    for model in [ZooModel::Resnet8, ZooModel::MobilenetV2] {
+        let mut g = zoo::build(model, &ZooConfig::default()).unwrap();
+        randomize_weights(&mut g, 3);
+        let sparse = pruned(&g, Granularity::Unstructured, Some(0.9), &[]);
+        let name = format!("{}/90% mixed layouts", model.name());
+        let x = random_tensor(&sparse.inputs[0].shape.resolve(2), 4);
+        let expect = evaluate(&sparse, &[("input", x.clone())])
+            .unwrap()
+            .remove(0);
+        check_layout(
+            &name,
+            &sparse,
+            &x,
+            &expect,
+            FormatPolicy::Measure,
+            LayoutPolicy::ChannelsLast,
+            1,
+        );
+        let plan = ExecPlan::compile(
+            &sparse,
+            PlanConfig {
+                layout: LayoutPolicy::ChannelsLast,
+                batch_mode: secateur_runtime::BatchMode::Whole,
+                ..PlanConfig::new(2, 1)
+            },
+        )
+        .unwrap();
+        let formats: Vec<&str> = plan.layers.iter().map(|l| l.format.as_str()).collect();
+        assert!(
+            formats.iter().any(|f| f.starts_with("nhwc")) || model == ZooModel::Resnet8,
+            "{name}: {formats:?}"
+        );
+        assert!(
+            formats
+                .iter()
+                .any(|f| !f.starts_with("nhwc") && *f != "dense"),
+            "{name}: a 90 % sparse convolution runs a sparse kernel: {formats:?}"
+        );
+    }
+}

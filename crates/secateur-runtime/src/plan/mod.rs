@@ -68,7 +68,9 @@ pub enum LayoutPolicy {
     Auto,
     /// NCHW: the measured choice of im2col / direct / sparse kernels and weight formats.
     ChannelsFirst,
-    /// NHWC: implicit-GEMM and depthwise kernels with fused epilogues (weights dense).
+    /// NHWC: implicit-GEMM and depthwise kernels with fused epilogues (weights dense);
+    /// convolutions pruned to at least 70 % zeros stay on the NCHW sparse kernels (with
+    /// measured format choice), converted at their edges.
     ChannelsLast,
 }
 

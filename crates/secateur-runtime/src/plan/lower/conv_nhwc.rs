@@ -1,8 +1,8 @@
 //! Lowering of convolutions on channels-last activations: depthwise convolutions to the NHWC
 //! depthwise kernel, every other convolution (grouped ones included) to the implicit-GEMM
 //! kernel, each with the whole fused tail (element-wise function, residual addition, function
-//! after it) in its epilogue. Weights run dense: a pruned layer is as fast as its dense form
-//! here (the NCHW plan has the sparse kernels).
+//! after it) in its epilogue. Weights run dense here: a convolution pruned far enough to gain
+//! from sparse kernels is lowered on NCHW instead (`conv.rs`), even inside a channels-last plan.
 
 use super::weights::Prepared;
 use crate::kernels::nhwc_conv::NhwcConv;
