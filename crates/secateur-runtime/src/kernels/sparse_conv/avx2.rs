@@ -36,27 +36,35 @@ pub(super) unsafe fn channels(
     let x = xq.as_ptr();
     let y = out.as_mut_ptr();
     unsafe {
-        if len >= TILE {
-            let mut i0 = 0;
-            while i0 < len {
-                let start = i0.min(len - TILE);
-                for o in channels.clone() {
-                    let (offs, vals) = sc.channel(o);
-                    let dst = y.add((o - o0) * len + start);
-                    tile::<VECTORS, false>(x.add(start), offs, vals, ep.bias(o), ep.act, dst, len);
-                }
-                i0 += TILE;
+        // full tiles first, input tile by input tile, every channel inside
+        let full = len / TILE * TILE;
+        for i0 in (0..full).step_by(TILE) {
+            for o in channels.clone() {
+                let (offs, vals) = sc.channel(o);
+                let dst = y.add((o - o0) * len + i0);
+                tile::<VECTORS, false>(x.add(i0), offs, vals, ep.bias(o), ep.act, dst, TILE);
             }
+        }
+        let rest = len - full;
+        if rest == 0 {
             return;
         }
+        // the rest: a full tile overlapping the previous one when that wastes little, else
+        // the smallest masked tile that covers it
+        let overlap = full > 0 && rest > 2 * TILE / 3;
+        let start = if overlap { len - TILE } else { full };
         for o in channels {
             let (offs, vals) = sc.channel(o);
-            let dst = y.add((o - o0) * len);
-            let b = ep.bias(o);
-            match len.div_ceil(8) {
-                0..=4 => tile::<4, true>(x, offs, vals, b, ep.act, dst, len),
-                5..=8 => tile::<8, true>(x, offs, vals, b, ep.act, dst, len),
-                _ => tile::<VECTORS, true>(x, offs, vals, b, ep.act, dst, len),
+            let dst = y.add((o - o0) * len + start);
+            let (b, xs) = (ep.bias(o), x.add(start));
+            if overlap {
+                tile::<VECTORS, false>(xs, offs, vals, b, ep.act, dst, TILE);
+                continue;
+            }
+            match rest.div_ceil(8) {
+                0..=4 => tile::<4, true>(xs, offs, vals, b, ep.act, dst, rest),
+                5..=8 => tile::<8, true>(xs, offs, vals, b, ep.act, dst, rest),
+                _ => tile::<VECTORS, true>(xs, offs, vals, b, ep.act, dst, rest),
             }
         }
     }
