@@ -340,7 +340,7 @@ fn compile_chooses_among_the_candidate_configurations() {
 }
 
 #[test]
-fn pruned_convolutions_keep_sparse_kernels_inside_channels_last_plans() {
+fn pruned_convolutions_keep_sparse_kernels_inside_mixed_layout_plans() {
     for model in [ZooModel::Resnet8, ZooModel::MobilenetV2] {
         let mut g = zoo::build(model, &ZooConfig::default()).unwrap();
         randomize_weights(&mut g, 3);
@@ -356,13 +356,13 @@ fn pruned_convolutions_keep_sparse_kernels_inside_channels_last_plans() {
             &x,
             &expect,
             FormatPolicy::Measure,
-            LayoutPolicy::ChannelsLast,
+            LayoutPolicy::Mixed,
             1,
         );
         let plan = ExecPlan::compile(
             &sparse,
             PlanConfig {
-                layout: LayoutPolicy::ChannelsLast,
+                layout: LayoutPolicy::Mixed,
                 batch_mode: secateur_runtime::BatchMode::Whole,
                 ..PlanConfig::new(2, 1)
             },

@@ -134,7 +134,10 @@ impl<'a> Builder<'a> {
         let op = lower::lowering(&node.op);
         let view = node.op.class() == OpClass::View;
         let nhwc = !view
-            && self.config.layout == super::LayoutPolicy::ChannelsLast
+            && matches!(
+                self.config.layout,
+                super::LayoutPolicy::ChannelsLast | super::LayoutPolicy::Mixed
+            )
             && match op.channels_last(&cx) {
                 ChannelsLast::Prefer => true,
                 ChannelsLast::Follow => node

@@ -62,16 +62,17 @@ pub enum BatchMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LayoutPolicy {
     /// Channels-last for large dense models; for small models (below 50 M convolution MACs
-    /// per sample) and for models whose convolutions are mostly pruned, both are compiled and
-    /// the faster whole plan is kept.
+    /// per sample) and for models whose convolutions are mostly pruned, all three below are
+    /// compiled and the fastest whole plan is kept.
     #[default]
     Auto,
     /// NCHW: the measured choice of im2col / direct / sparse kernels and weight formats.
     ChannelsFirst,
-    /// NHWC: implicit-GEMM and depthwise kernels with fused epilogues (weights dense);
-    /// convolutions pruned to at least 70 % zeros stay on the NCHW sparse kernels (with
-    /// measured format choice), converted at their edges.
+    /// NHWC: implicit-GEMM and depthwise kernels with fused epilogues (weights dense).
     ChannelsLast,
+    /// NHWC, except ungrouped convolutions pruned to at least 70 % zero weights, which stay on
+    /// the NCHW sparse kernels (measured format choice) with conversions at their edges.
+    Mixed,
 }
 
 impl PlanConfig {
@@ -210,9 +211,11 @@ impl ExecPlan {
         let layouts = match config.layout {
             LayoutPolicy::Auto => match (config.policy, both_layouts(graph)) {
                 (FormatPolicy::Force(_), _) => vec![LayoutPolicy::ChannelsFirst],
-                (FormatPolicy::Measure, true) => {
-                    vec![LayoutPolicy::ChannelsFirst, LayoutPolicy::ChannelsLast]
-                }
+                (FormatPolicy::Measure, true) => vec![
+                    LayoutPolicy::ChannelsFirst,
+                    LayoutPolicy::ChannelsLast,
+                    LayoutPolicy::Mixed,
+                ],
                 _ => vec![LayoutPolicy::ChannelsLast],
             },
             fixed => vec![fixed],

@@ -31,7 +31,7 @@ pub struct BenchArgs {
     /// Also run ONNX Runtime on the same files (needs Python with onnxruntime).
     #[arg(long)]
     pub compare_ort: bool,
-    /// Memory order of image layers: auto (default), nchw, nhwc.
+    /// Memory order of image layers: auto (default), nchw, nhwc, mixed (NHWC with pruned convolutions on the sparse NCHW kernels).
     #[arg(long, default_value = "auto")]
     pub layout: String,
     /// Milliseconds of timed runs per model and setting.
@@ -76,7 +76,8 @@ fn layout(s: &str) -> Result<LayoutPolicy> {
         "auto" => LayoutPolicy::Auto,
         "nchw" => LayoutPolicy::ChannelsFirst,
         "nhwc" => LayoutPolicy::ChannelsLast,
-        o => bail!("--layout '{o}' is not one of auto, nchw, nhwc"),
+        "mixed" => LayoutPolicy::Mixed,
+        o => bail!("--layout '{o}' is not one of auto, nchw, nhwc, mixed"),
     })
 }
 

@@ -12,7 +12,7 @@ use crate::kernels::sparse_conv::SparseConv;
 use crate::kernels::{Epilogue, Format, Isa, WeightKernel};
 use crate::ops;
 use crate::plan::step::{ConvStep, StepKind};
-use crate::plan::{FormatPolicy, LayerChoice, err};
+use crate::plan::{FormatPolicy, LayerChoice, LayoutPolicy, err};
 use secateur_graph::{Conv, Tensor};
 
 impl RuntimeOp for Conv {
@@ -40,7 +40,7 @@ impl RuntimeOp for Conv {
 }
 
 /// Weight sparsity from which an ungrouped convolution stays on the NCHW sparse kernels inside
-/// a channels-last plan (the sparse direct convolution runs at about 40 % of the dense NHWC
+/// a mixed-layout plan (the sparse direct convolution runs at about 40 % of the dense NHWC
 /// kernel's rate per multiply-accumulate on AVX2; the margin pays the layout conversions).
 const SPARSE_IN_NHWC_PLAN: f64 = 0.7;
 
@@ -51,7 +51,8 @@ fn runs_faster_sparse(c: &Conv, cx: &LowerCx) -> bool {
         .inputs
         .get(1)
         .and_then(|w| cx.graph.initializers.get(w));
-    cx.config.policy == FormatPolicy::Measure
+    cx.config.layout == LayoutPolicy::Mixed
+        && cx.config.policy == FormatPolicy::Measure
         && c.groups == 1
         && weight
             .is_some_and(|w| w.count_zeros() as f64 >= SPARSE_IN_NHWC_PLAN * w.len().max(1) as f64)

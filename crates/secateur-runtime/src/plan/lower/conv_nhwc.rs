@@ -2,7 +2,7 @@
 //! depthwise kernel, every other convolution (grouped ones included) to the implicit-GEMM
 //! kernel, each with the whole fused tail (element-wise function, residual addition, function
 //! after it) in its epilogue. Weights run dense here: a convolution pruned far enough to gain
-//! from sparse kernels is lowered on NCHW instead (`conv.rs`), even inside a channels-last plan.
+//! from sparse kernels is lowered on NCHW instead (`conv.rs`) in a mixed-layout plan.
 
 use super::weights::Prepared;
 use crate::kernels::nhwc_conv::NhwcConv;
