@@ -176,40 +176,36 @@ pub fn pool(
     if max {
         return max_pool_separable(x, planes, h, w, g, ho, wo, y);
     }
+    // average pooling: the mean of the taps inside the input (or over the padded window)
+    let [kh, kw] = g.kernel;
+    let (h_padded, w_padded) = (h + g.pads[0] + g.pads[2], w + g.pads[1] + g.pads[3]);
     for pl in 0..planes {
         let src = &x[pl * h * w..(pl + 1) * h * w];
         let dst = &mut y[pl * ho * wo..(pl + 1) * ho * wo];
         for oy in 0..ho {
+            let rows: Vec<usize> =
+                valid_taps(oy, g.strides[0], g.dilations[0], g.pads[0], kh, h).collect();
+            let rows_padded = (0..kh)
+                .filter(|&k| oy * g.strides[0] + k * g.dilations[0] < h_padded)
+                .count();
             for ox in 0..wo {
-                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                let mut sum = 0.0f32;
                 let mut taps = 0usize;
-                let mut padded = 0usize;
-                for ky in 0..g.kernel[0] {
-                    let iy =
-                        (oy * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
-                    for kx in 0..g.kernel[1] {
-                        let ix =
-                            (ox * g.strides[1] + kx * g.dilations[1]) as isize - g.pads[1] as isize;
-                        if iy < (h + g.pads[2]) as isize && ix < (w + g.pads[3]) as isize {
-                            padded += 1;
-                        }
-                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                            let v = src[iy as usize * w + ix as usize];
-                            if max {
-                                acc = acc.max(v);
-                            } else {
-                                acc += v;
-                            }
-                            taps += 1;
-                        }
+                for ix in valid_taps(ox, g.strides[1], g.dilations[1], g.pads[1], kw, w) {
+                    for &iy in &rows {
+                        sum += src[iy * w + ix];
+                        taps += 1;
                     }
                 }
-                dst[oy * wo + ox] = if max {
-                    acc
+                let cols_padded = (0..kw)
+                    .filter(|&k| ox * g.strides[1] + k * g.dilations[1] < w_padded)
+                    .count();
+                let n = if count_include_pad {
+                    rows_padded * cols_padded
                 } else {
-                    let n = if count_include_pad { padded } else { taps };
-                    if n == 0 { 0.0 } else { acc / n as f32 }
+                    taps
                 };
+                dst[oy * wo + ox] = if n == 0 { 0.0 } else { sum / n as f32 };
             }
         }
     }
