@@ -1,9 +1,9 @@
 //! Times the NHWC implicit-GEMM convolution on one layer and prints GFLOP/s:
 //! `nhwc_speed C_IN C_OUT HW K [PAD]` (`SILU=1` fuses a SiLU).
 use secateur_graph::Conv;
+use secateur_runtime::harness::{Budget, measure, probe};
 use secateur_runtime::kernels::epilogue::Tail;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
-use std::time::Instant;
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -45,17 +45,8 @@ fn main() {
         .expect("pool");
     let mut run =
         || pool.install(|| packed.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads));
-    for _ in 0..3 {
-        run();
-    }
-    let t0 = Instant::now();
-    run();
-    let reps = ((0.5 / t0.elapsed().as_secs_f64()) as usize).clamp(20, 200_000);
-    let t = Instant::now();
-    for _ in 0..reps {
-        run();
-    }
-    let s = t.elapsed().as_secs_f64() / reps as f64;
+    let one = probe(&mut run);
+    let s = measure(&mut run, Budget::for_duration(one, 500.0)).median_ms / 1e3;
     let flops = 2.0 * (co * ci * k * k * ho * ho) as f64;
     println!(
         "{ci}->{co} {hw}x{hw} k{k} p{pad}: {:.4} ms, {:.1} GFLOP/s",

@@ -1,9 +1,9 @@
 //! Times the sparse direct convolution on one layer with random unstructured sparsity and
 //! prints the effective GFLOP/s of its non-zeros: `sparse_speed C_IN C_OUT HW K STRIDE DENSITY%`.
 use secateur_graph::Conv;
+use secateur_runtime::harness::{Budget, measure, probe};
 use secateur_runtime::kernels::epilogue::{Activation, Epilogue};
 use secateur_runtime::kernels::sparse_conv::SparseConv;
-use std::time::Instant;
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -56,17 +56,8 @@ fn main() {
         .expect("pool");
     let mut run =
         || pool.install(|| sc.run(&x, hw, hw, ho, ho, &mut y, &ep, &mut scratch, threads));
-    for _ in 0..3 {
-        run();
-    }
-    let t0 = Instant::now();
-    run();
-    let reps = ((0.5 / t0.elapsed().as_secs_f64()) as usize).clamp(20, 200_000);
-    let t = Instant::now();
-    for _ in 0..reps {
-        run();
-    }
-    let secs = t.elapsed().as_secs_f64() / reps as f64;
+    let one = probe(&mut run);
+    let secs = measure(&mut run, Budget::for_duration(one, 500.0)).median_ms / 1e3;
     let flops = 2.0 * (sc.nnz() * ho * ho) as f64;
     println!(
         "{ci}->{co} {hw}x{hw} k{k} s{s} density {density}%: {:.4} ms, {:.1} GFLOP/s of non-zeros",
