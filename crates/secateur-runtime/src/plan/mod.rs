@@ -263,9 +263,12 @@ impl ExecPlan {
             batch_mode: BatchMode::Whole,
             ..config
         };
-        let samples = (0..workers)
-            .map(|_| Self::compile(graph, one))
+        // one compilation (kernel choices timed once), copied for the other workers
+        let first = Self::compile(graph, one)?;
+        let mut samples = (1..workers)
+            .map(|_| first.duplicate())
             .collect::<Result<Vec<_>>>()?;
+        samples.insert(0, first);
         let first = &samples[0];
         let b = config.batch;
         let scale = |shape: &[usize]| {
@@ -299,6 +302,26 @@ impl ExecPlan {
             layers,
             pool: Self::thread_pool(workers)?,
             samples,
+        })
+    }
+
+    /// An independent copy of this plan (steps, weights and buffers; its own thread pool).
+    fn duplicate(&self) -> Result<ExecPlan> {
+        Ok(ExecPlan {
+            config: self.config,
+            steps: self.steps.clone(),
+            buffers: self.buffers.clone(),
+            output: self.output,
+            input_shape: self.input_shape.clone(),
+            input_shapes: self.input_shapes.clone(),
+            output_shape: self.output_shape.clone(),
+            layers: self.layers.clone(),
+            pool: Self::thread_pool(self.config.threads)?,
+            samples: self
+                .samples
+                .iter()
+                .map(|p| p.duplicate())
+                .collect::<Result<_>>()?,
         })
     }
 

@@ -17,6 +17,7 @@ use crate::ops;
 use rayon::prelude::*;
 use secateur_graph::{ActQuant, BinaryFn, Conv, Op, Pointwise, PoolGeometry, Tensor};
 
+#[derive(Clone)]
 pub(super) struct Linear {
     pub(super) kernel: WeightKernel,
     /// Dense copy for the `X·Wᵀ` path without transposes.
@@ -34,6 +35,7 @@ pub(super) struct Linear {
     pub(super) wt: Vec<f32>,
 }
 
+#[derive(Clone)]
 pub(super) struct ConvStep {
     pub(super) conv: Conv,
     pub(super) kernels: Vec<WeightKernel>,
@@ -55,6 +57,7 @@ pub(super) struct ConvStep {
 }
 
 /// A convolution on channels-last activations (dense implicit GEMM or depthwise).
+#[derive(Clone)]
 pub(super) struct NhwcConvStep {
     pub(super) kernel: NhwcKernel,
     pub(super) c_in: usize,
@@ -69,11 +72,13 @@ pub(super) struct NhwcConvStep {
     pub(super) scratch: Vec<Vec<f32>>,
 }
 
+#[derive(Clone)]
 pub(super) enum NhwcKernel {
     Gemm(NhwcConv),
     Depthwise(NhwcDepthwise),
 }
 
+#[derive(Clone)]
 pub(super) enum StepKind {
     Conv(Box<ConvStep>),
     NhwcConv(Box<NhwcConvStep>),
@@ -175,6 +180,7 @@ pub(super) enum StepKind {
     },
 }
 
+#[derive(Clone)]
 pub(super) struct Step {
     pub(super) name: String,
     pub(super) kind: StepKind,
