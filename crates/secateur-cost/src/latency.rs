@@ -126,7 +126,7 @@ impl LatencyTable {
         let x: Vec<f32> = (0..n)
             .map(|i| ((i * 31) % 255) as f32 / 255.0 - 0.5)
             .collect();
-        let times = plan.time_steps(&x, reps)?;
+        let times = plan.time_steps(&[&x], reps)?;
         for s in sigs {
             let ms: f64 = times
                 .iter()

@@ -133,6 +133,8 @@ fn input_type(v: &crate::proto::ValueInfoProto) -> Result<ElemType> {
 pub struct ImportOptions {
     /// Size of each named symbolic dimension (a sequence length: `seq = 128`).
     pub dims: std::collections::BTreeMap<String, usize>,
+    /// Size of every other symbolic dimension after the batch (`--seq-len`).
+    pub other_dims: Option<usize>,
 }
 
 fn input_shape(v: &crate::proto::ValueInfoProto, opts: &ImportOptions) -> Result<Shape> {
@@ -151,9 +153,10 @@ fn input_shape(v: &crate::proto::ValueInfoProto, opts: &ImportOptions) -> Result
             (Some(n), _) if n > 0 => Dim::Known(n as usize),
             _ if axis == 0 => Dim::Batch,
             (_, Some(p)) if opts.dims.contains_key(p) => Dim::Known(opts.dims[p]),
+            _ if opts.other_dims.is_some() => Dim::Known(opts.other_dims.unwrap_or(1)),
             (_, Some(p)) => {
                 return Err(OnnxError::Model(format!(
-                    "graph input '{}': symbolic dimension '{p}' at axis {axis} needs a size (only the leading batch dimension stays symbolic); give it with --dim {p}=SIZE",
+                    "graph input '{}': symbolic dimension '{p}' at axis {axis} needs a size (only the leading batch dimension stays symbolic); give it with --dim {p}=SIZE (or --seq-len SIZE for every such dimension)",
                     v.name
                 )));
             }

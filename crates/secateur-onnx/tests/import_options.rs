@@ -86,9 +86,15 @@ fn a_symbolic_sequence_length_needs_a_size_and_gets_it_from_the_options() {
     assert!(e.contains("'seq'") && e.contains("--dim seq="), "{e}");
     let opts = ImportOptions {
         dims: [("seq".to_string(), 3)].into(),
+        ..Default::default()
     };
     let g = import_model_with(&m, &opts).unwrap();
     assert_eq!(g.inputs[0].shape, Shape::batched(&[3]));
+    let by_default = ImportOptions {
+        other_dims: Some(3),
+        ..Default::default()
+    };
+    assert_eq!(import_model_with(&m, &by_default).unwrap(), g);
     assert_eq!(g.inputs[0].dtype, ElemType::Int64);
     let ids = Tensor::new(vec![2, 3], vec![0., 4., -1., 2., 2., 1.]).unwrap();
     let y = evaluate(&g, &[("ids", ids)]).unwrap().remove(0);
@@ -106,6 +112,7 @@ fn a_symbolic_sequence_length_needs_a_size_and_gets_it_from_the_options() {
 fn integer_inputs_are_exported_with_their_type() {
     let opts = ImportOptions {
         dims: [("seq".to_string(), 3)].into(),
+        ..Default::default()
     };
     let g = import_model_with(&embedding_model(), &opts).unwrap();
     let m = secateur_onnx::export::export_model(&g).unwrap();

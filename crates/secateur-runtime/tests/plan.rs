@@ -276,7 +276,7 @@ fn batches_run_as_separate_samples_match_the_reference() {
                     );
                 }
                 let profiled: f64 = plan
-                    .run_profiled(x.data())
+                    .run_profiled(&[x.data()])
                     .unwrap()
                     .iter()
                     .map(|t| t.1)

@@ -21,6 +21,10 @@ pub struct Cli {
     /// `--dim seq=128` (repeatable).
     #[arg(long = "dim", global = true, value_name = "NAME=SIZE", value_parser = parse_dim)]
     pub dims: Vec<(String, usize)>,
+    /// Size of every symbolic input dimension after the batch that `--dim` does not name (the
+    /// sequence length of a text model's token inputs).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seq_len: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -15,7 +15,7 @@ fn main() {
         eprintln!("error: cannot set {n} threads: {e}");
         std::process::exit(1);
     }
-    secateur::model_ref::set_dims(&cli.dims);
+    secateur::model_ref::set_dims(&cli.dims, cli.seq_len.map(|n| n as usize));
     let result = match &cli.command {
         Command::Optimize(a) => commands::optimize::run(a),
         Command::Inspect(a) => commands::inspect::run(a),

@@ -21,10 +21,12 @@ pub enum ModelRefError {
 /// Sizes of symbolic input dimensions given on the command line (`--dim`), set once.
 static IMPORT_OPTIONS: OnceLock<ImportOptions> = OnceLock::new();
 
-/// Records the `--dim` sizes every ONNX import of this process uses.
-pub fn set_dims(dims: &[(String, usize)]) {
+/// Records the `--dim` sizes (and the `--seq-len` default for other symbolic dimensions)
+/// every ONNX import of this process uses.
+pub fn set_dims(dims: &[(String, usize)], other_dims: Option<usize>) {
     let opts = ImportOptions {
         dims: dims.iter().cloned().collect(),
+        other_dims,
     };
     let _ = IMPORT_OPTIONS.set(opts);
 }

@@ -80,15 +80,43 @@ impl OpSemantics for BatchMatMul {
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let (a, b) = (inputs[0], inputs[1]);
-        let out_shape =
-            self.infer(&[Shape::known(a.shape()), Shape::known(b.shape())])?[0].resolve(1);
+        let p = self.products(a.shape(), b.shape())?;
+        let (m, k, n) = (p.m, p.k, p.n);
+        let mut out = vec![0.0f32; p.out_shape.iter().product()];
+        for (l, y) in out.chunks_mut((m * n).max(1)).enumerate() {
+            let (xa, xb) = (&a.data()[p.a_offsets[l]..], &b.data()[p.b_offsets[l]..]);
+            for i in 0..m {
+                for j in 0..n {
+                    y[i * n + j] = (0..k).map(|q| xa[i * k + q] * xb[q * n + j]).sum();
+                }
+            }
+        }
+        Ok(vec![
+            Tensor::new(p.out_shape, out).map_err(|e| OpError::new(e.to_string()))?,
+        ])
+    }
+}
+
+/// The matrix products a [`BatchMatMul`] performs on concrete shapes: `A[l]·B[l]` for each
+/// leading index `l` of the output, with the offsets of each broadcast operand matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatrixProducts {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub out_shape: Vec<usize>,
+    /// Offset of the `M×K` matrix of A (and `K×N` of B) read by output matrix `l`.
+    pub a_offsets: Vec<usize>,
+    pub b_offsets: Vec<usize>,
+}
+
+impl BatchMatMul {
+    /// The products on inputs of these concrete shapes.
+    pub fn products(&self, a: &[usize], b: &[usize]) -> Result<MatrixProducts, OpError> {
+        let out_shape = self.infer(&[Shape::known(a), Shape::known(b)])?[0].resolve(1);
         let ro = out_shape.len();
-        let (m, n) = (out_shape[ro - 2], out_shape[ro - 1]);
-        let k = a.shape()[a.rank() - 1];
         let lead_out = &out_shape[..ro - 2];
-        // offsets of the broadcast matrices of A and B for each leading index
-        let offsets = |t: &Tensor| -> Vec<usize> {
-            let s = t.shape();
+        let offsets = |s: &[usize]| -> Vec<usize> {
             let l = &s[..s.len() - 2];
             let padded: Vec<usize> = std::iter::repeat_n(1, lead_out.len() - l.len())
                 .chain(l.iter().copied())
@@ -106,19 +134,14 @@ impl OpSemantics for BatchMatMul {
                 })
                 .collect()
         };
-        let (oa, ob) = (offsets(a), offsets(b));
-        let mut out = vec![0.0f32; out_shape.iter().product()];
-        for (l, y) in out.chunks_mut((m * n).max(1)).enumerate() {
-            let (xa, xb) = (&a.data()[oa[l]..], &b.data()[ob[l]..]);
-            for i in 0..m {
-                for j in 0..n {
-                    y[i * n + j] = (0..k).map(|p| xa[i * k + p] * xb[p * n + j]).sum();
-                }
-            }
-        }
-        Ok(vec![
-            Tensor::new(out_shape, out).map_err(|e| OpError::new(e.to_string()))?,
-        ])
+        Ok(MatrixProducts {
+            m: out_shape[ro - 2],
+            k: a[a.len() - 1],
+            n: out_shape[ro - 1],
+            a_offsets: offsets(a),
+            b_offsets: offsets(b),
+            out_shape,
+        })
     }
 }
 

@@ -34,7 +34,7 @@ pub use expand::Expand;
 pub use gather::Gather;
 pub use gemm::{Gemm, MatMul};
 pub use layernorm::LayerNorm;
-pub use matmul::BatchMatMul;
+pub use matmul::{BatchMatMul, MatrixProducts};
 pub use pool::{AveragePool, GlobalAveragePool, MaxPool, PoolGeometry};
 pub use reduce::{Reduce, ReduceKind};
 pub use reshape::{Flatten, Reshape};

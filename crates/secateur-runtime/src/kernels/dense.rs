@@ -56,6 +56,63 @@ pub fn matmul(
     ep.apply_rows(&mut y[..m * n], n, 0);
 }
 
+/// Independent products `y[l] = a[l]·b[l]` of row-major `M×K` and `K×N` matrices read at the
+/// given offsets (broadcast operands repeat an offset), written consecutively to `y`; the
+/// matrices are split over the current rayon pool when `threads > 1`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_matmul(
+    a: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    a_offsets: &[usize],
+    b_offsets: &[usize],
+    threads: usize,
+) {
+    use rayon::prelude::*;
+    let count = a_offsets.len();
+    assert!(
+        b_offsets.len() == count
+            && y.len() >= count * m * n
+            && a_offsets.iter().all(|&o| o + m * k <= a.len())
+            && b_offsets.iter().all(|&o| o + k * n <= b.len()),
+        "batched matmul: buffer sizes do not match {count} x {m}x{k}x{n}"
+    );
+    let one = |(l, out): (usize, &mut [f32])| {
+        // SAFETY: every operand matrix lies inside its slice (checked above) and `out` is the
+        // m×n chunk of `y` owned by this product.
+        unsafe {
+            gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr().add(a_offsets[l]),
+                1,
+                k as isize,
+                b.as_ptr().add(b_offsets[l]),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    };
+    let chunks = y[..count * m * n].chunks_mut((m * n).max(1)).enumerate();
+    if threads > 1 && count > 1 {
+        chunks.collect::<Vec<_>>().into_par_iter().for_each(one);
+    } else {
+        chunks.for_each(one);
+    }
+}
+
 /// `y[N×M] = x[N×K] · w[M×K]ᵀ + bias (per column), activation`.
 pub fn matmul_transposed(
     w: &[f32],

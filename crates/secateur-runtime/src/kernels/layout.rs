@@ -52,6 +52,34 @@ pub fn slice(x: &[f32], dims: &[usize], ranges: &[(i64, i64, usize)], y: &mut [f
 }
 
 /// `y[o][j][i] = x[o][positions[j]][i]` for `x` of `outer × n × inner`.
+/// Blocks of `inner` values gathered along an axis of `n` at positions read at run time (token
+/// ids held as exact floats; negative ones count from the end): `y[o][j] = x[o][idx[j]]`.
+pub fn gather_indexed(
+    x: &[f32],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    indices: &[f32],
+    y: &mut [f32],
+) -> Result<(), String> {
+    let m = indices.len();
+    for (j, &v) in indices.iter().enumerate() {
+        let i = v as i64;
+        let p = if i < 0 { i + n as i64 } else { i };
+        if v.fract() != 0.0 || !(0..n as i64).contains(&p) {
+            return Err(format!(
+                "index {v} is out of range for an axis of {n} (position {j})"
+            ));
+        }
+        let p = p as usize;
+        for o in 0..outer {
+            let src = &x[(o * n + p) * inner..(o * n + p + 1) * inner];
+            y[(o * m + j) * inner..(o * m + j + 1) * inner].copy_from_slice(src);
+        }
+    }
+    Ok(())
+}
+
 pub fn gather_blocks(
     x: &[f32],
     outer: usize,

@@ -24,6 +24,7 @@ pub mod nhwc_conv;
 pub mod nhwc_ops;
 pub mod nm;
 pub mod padding;
+pub mod softmax;
 pub mod sparse_conv;
 pub mod vmath;
 

@@ -437,10 +437,10 @@ impl ExecPlan {
     }
 
     /// Median time of every step over `reps` profiled runs (name, milliseconds).
-    pub fn time_steps(&mut self, input: &[f32], reps: usize) -> Result<Vec<(String, f64)>> {
+    pub fn time_steps(&mut self, inputs: &[&[f32]], reps: usize) -> Result<Vec<(String, f64)>> {
         let mut samples: Vec<(String, Vec<f64>)> = Vec::new();
         for _ in 0..reps.max(1) {
-            for (i, (name, ms)) in self.run_profiled(input)?.into_iter().enumerate() {
+            for (i, (name, ms)) in self.run_profiled(inputs)?.into_iter().enumerate() {
                 if samples.len() <= i {
                     samples.push((name, Vec::new()));
                 }
@@ -453,13 +453,14 @@ impl ExecPlan {
             .collect())
     }
 
-    /// Runs the plan and returns the time spent in each step (name, milliseconds).
-    pub fn run_profiled(&mut self, input: &[f32]) -> Result<Vec<(String, f64)>> {
+    /// Runs the plan on one slice per graph input and returns the time spent in each step
+    /// (name, milliseconds).
+    pub fn run_profiled(&mut self, inputs: &[&[f32]]) -> Result<Vec<(String, f64)>> {
         if !self.samples.is_empty() {
-            return self.run_samples_profiled(input);
+            return self.run_samples_profiled(inputs);
         }
         let mut times = Vec::with_capacity(self.steps.len());
-        self.run_inner(&[input], Some(&mut times))?;
+        self.run_inner(inputs, Some(&mut times))?;
         Ok(times)
     }
 
@@ -561,13 +562,13 @@ impl ExecPlan {
 
     /// Step times summed over the samples of the batch, run one after the other on the first
     /// worker's plan.
-    fn run_samples_profiled(&mut self, input: &[f32]) -> Result<Vec<(String, f64)>> {
+    fn run_samples_profiled(&mut self, inputs: &[&[f32]]) -> Result<Vec<(String, f64)>> {
         let b = self.config.batch;
         let out_n = self.buffers[0].len() / b;
         let mut total: Vec<(String, f64)> = Vec::new();
         for s in 0..b {
-            let x = self.sample_inputs(&[input], s)[0];
-            let times = self.samples[0].run_profiled(x)?;
+            let x = self.sample_inputs(inputs, s);
+            let times = self.samples[0].run_profiled(&x)?;
             self.buffers[0][s * out_n..(s + 1) * out_n].copy_from_slice(self.samples[0].output());
             if total.is_empty() {
                 total = times;

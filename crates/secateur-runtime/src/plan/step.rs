@@ -111,6 +111,20 @@ pub(super) enum StepKind {
         inner: usize,
         positions: Vec<usize>,
     },
+    /// Blocks of `inner` values gathered along an axis of `n` at positions from input 1
+    /// (token ids: an embedding lookup).
+    GatherIndexed {
+        outer: usize,
+        n: usize,
+        inner: usize,
+        /// Number of positions (elements of the index input).
+        count: usize,
+    },
+    /// Products of activation matrices (attention scores and their product with values).
+    BatchMatMul {
+        products: secateur_graph::MatrixProducts,
+        threads: usize,
+    },
     /// The whole batch with its axes permuted.
     Transpose {
         dims: Vec<usize>,
@@ -455,6 +469,30 @@ pub(super) fn run_step(
             inner,
             positions,
         } => layout::gather_blocks(x, *outer, *n, *inner, positions, out),
+        StepKind::GatherIndexed {
+            outer,
+            n,
+            inner,
+            count,
+        } => {
+            let indices = &input_of(inputs, consts, buffers, 1)[..*count];
+            layout::gather_indexed(x, *outer, *n, *inner, indices, out)?;
+        }
+        StepKind::BatchMatMul {
+            products: p,
+            threads,
+        } => {
+            let b = input_of(inputs, consts, buffers, 1);
+            crate::kernels::dense::batch_matmul(
+                x,
+                b,
+                out,
+                (p.m, p.k, p.n),
+                &p.a_offsets,
+                &p.b_offsets,
+                *threads,
+            );
+        }
         StepKind::Transpose { dims, perm } => layout::transpose(x, dims, perm, out),
         StepKind::Relayout { to_nhwc, c, p } => {
             let n = *c * *p;
@@ -467,7 +505,9 @@ pub(super) fn run_step(
                 }
             }
         }
-        StepKind::Softmax { outer, red, inner } => ops::softmax(x, *outer, *red, *inner, out),
+        StepKind::Softmax { outer, red, inner } => {
+            crate::kernels::softmax::softmax(isa, x, *outer, *red, *inner, out)
+        }
         StepKind::Pointwise(f) => elementwise::pointwise(isa, *f, x, out),
         StepKind::Reference { op, shapes } => {
             let tensors: Vec<Tensor> = shapes

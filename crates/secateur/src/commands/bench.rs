@@ -91,15 +91,64 @@ pub struct OrtServer {
     _script: tempfile::TempPath,
 }
 
+/// What a synthetic benchmark input holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputKind {
+    /// Values in [-0.5, 0.5).
+    Float,
+    /// Token ids below 100 (inside any vocabulary).
+    Ids,
+    /// An attention mask of ones.
+    Mask,
+    /// Token types (zeros).
+    Types,
+}
+
+/// One synthetic input per graph input, for plans of `shapes` (the plan's input shapes):
+/// integer inputs get token ids, masks or token types by their names, float inputs a fixed
+/// pattern.
+pub fn synthetic_inputs(g: &Graph, shapes: &[Vec<usize>]) -> Vec<(InputKind, Vec<f32>)> {
+    use secateur_data::TokenInput;
+    g.inputs
+        .iter()
+        .zip(shapes)
+        .map(|(info, shape)| {
+            let n: usize = shape.iter().product();
+            let kind = match (info.dtype, TokenInput::from_input_name(&info.name)) {
+                (secateur_graph::ElemType::Float, _) => InputKind::Float,
+                (_, Some(TokenInput::AttentionMask)) => InputKind::Mask,
+                (_, Some(TokenInput::TypeIds)) => InputKind::Types,
+                _ => InputKind::Ids,
+            };
+            let values = (0..n)
+                .map(|i| match kind {
+                    InputKind::Float => ((i * 31) % 255) as f32 / 255.0 - 0.5,
+                    InputKind::Ids => ((i * 31) % 100) as f32,
+                    InputKind::Mask => 1.0,
+                    InputKind::Types => 0.0,
+                })
+                .collect();
+            (kind, values)
+        })
+        .collect()
+}
+
 impl OrtServer {
-    pub fn start(python: &Path, model: &Path, batch: usize, threads: usize) -> Result<Self> {
+    /// Starts ONNX Runtime on `model` with inputs of these shapes and kinds (graph order).
+    pub fn start(
+        python: &Path,
+        model: &Path,
+        inputs: &[(Vec<usize>, InputKind)],
+        threads: usize,
+    ) -> Result<Self> {
         let mut f = tempfile::Builder::new().suffix(".py").tempfile()?;
         f.write_all(include_str!("../../assets/ort_bench.py").as_bytes())?;
         let script = f.into_temp_path();
         let mut child = Command::new(python)
             .arg(&script)
             .arg(model)
-            .arg(batch.to_string())
+            .arg(serde_json::to_string(inputs)?)
             .arg(threads.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -163,17 +212,22 @@ pub fn bench_graph(
             ..PlanConfig::new(batch, threads)
         },
     )?;
-    let n: usize = plan.input_shape.iter().product();
-    let input: Vec<f32> = (0..n)
-        .map(|i| ((i * 31) % 255) as f32 / 255.0 - 0.5)
-        .collect();
+    let synthetic = synthetic_inputs(g, &plan.input_shapes);
+    let input: Vec<&[f32]> = synthetic.iter().map(|(_, v)| v.as_slice()).collect();
+    plan.run_inputs(&input)?;
     let one = probe(&mut || {
-        plan.run(&input).expect("input size checked");
+        plan.run_inputs(&input).expect("input sizes checked");
     });
     let runs_per_round = ((budget_ms / 7.0) / one.max(1e-3)).clamp(3.0, 500.0) as usize;
     let mut ort = match (onnx, python) {
         (Some(p), Some(py)) => {
-            let mut s = OrtServer::start(py, p, batch, threads)?;
+            let described: Vec<(Vec<usize>, InputKind)> = plan
+                .input_shapes
+                .iter()
+                .cloned()
+                .zip(synthetic.iter().map(|(k, _)| *k))
+                .collect();
+            let mut s = OrtServer::start(py, p, &described, threads)?;
             s.run(runs_per_round.min(20))?;
             Some(s)
         }
@@ -187,7 +241,7 @@ pub fn bench_graph(
         settle();
         for _ in 0..runs_per_round {
             let t = Instant::now();
-            plan.run(&input)?;
+            plan.run_inputs(&input)?;
             ours.push(t.elapsed().as_secs_f64() * 1e3);
         }
         if let Some(s) = ort.as_mut() {

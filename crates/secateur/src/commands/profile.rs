@@ -109,10 +109,8 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
                 },
             );
         }
-        let n: usize = plan.input_shape.iter().product();
-        let x: Vec<f32> = (0..n)
-            .map(|i| ((i * 31) % 255) as f32 / 255.0 - 0.5)
-            .collect();
+        let synthetic = super::bench::synthetic_inputs(&g, &plan.input_shapes);
+        let x: Vec<&[f32]> = synthetic.iter().map(|(_, v)| v.as_slice()).collect();
         for (name, ms) in plan.time_steps(&x, 20)? {
             *measured_ms
                 .entry(name.trim_end_matches(".quantize_input").to_string())
@@ -120,14 +118,14 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         }
         let stats = measure(
             &mut || {
-                plan.run(&x).expect("sized input");
+                plan.run_inputs(&x).expect("sized input");
             },
             Budget::default(),
         );
         measured_total = Some(stats.median_ms);
         peak = Some(plan.memory().activation_bytes + plan.memory().scratch_bytes);
         match rapl::measure(Path::new(POWERCAP_ROOT), 200, &mut || {
-            plan.run(&x).expect("sized input");
+            plan.run_inputs(&x).expect("sized input");
         }) {
             Ok(m) => energy_measured = Some(m),
             Err(e) => why_modelled = e.to_string(),

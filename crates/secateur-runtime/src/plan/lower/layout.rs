@@ -61,8 +61,15 @@ impl RuntimeOp for Gather {
 
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
         let Some(idx) = cx.graph.initializers.get(&cx.node().inputs[1]) else {
-            // positions computed by the graph: the reference evaluation reads them
-            return cx.reference();
+            // positions computed by the graph (token ids): read when the step runs
+            let dims = cx.in_shape(0);
+            let kind = StepKind::GatherIndexed {
+                outer: dims[..self.axis].iter().product(),
+                n: dims[self.axis],
+                inner: dims[self.axis + 1..].iter().product(),
+                count: cx.in_shape(1).iter().product(),
+            };
+            return Ok(Lowered::plain(cx, kind));
         };
         let dims = cx.in_shape(0);
         let rank = dims.len();

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::kernels::{Format, WeightKernel};
 use crate::plan::step::{Linear, StepKind};
 use crate::plan::{FormatPolicy, LayerChoice, err};
-use secateur_graph::{Gemm, MatMul};
+use secateur_graph::{BatchMatMul, Gemm, MatMul};
 
 impl RuntimeOp for Gemm {
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
@@ -18,6 +18,19 @@ impl RuntimeOp for Gemm {
 impl RuntimeOp for MatMul {
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
         lower_weighted_linear(cx)
+    }
+}
+
+impl RuntimeOp for BatchMatMul {
+    fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let products = self
+            .products(&cx.in_shape(0), &cx.in_shape(1))
+            .map_err(|e| err(&cx.node().name, e.to_string()))?;
+        let kind = StepKind::BatchMatMul {
+            products,
+            threads: cx.config.threads,
+        };
+        Ok(Lowered::plain(cx, kind))
     }
 }
 
