@@ -1,13 +1,15 @@
 //! ONNX as secateur's door in and out: [`load_model`] / [`import_model`] turn an ONNX file
 //! into the graph IR, [`save_model`] / [`export_model`] write one back, through a registry with
 //! one converter per op type ([`ops::registry`]). The protobuf messages are declared in
-//! [`proto`] with `prost`; nothing is generated and no system `protoc` is needed.
+//! [`proto`] with `prost`; nothing is generated and no system `protoc` is needed. [`hf`] reads
+//! Hugging Face BERT-family checkpoints (config.json + model.safetensors) into the same IR.
 
 pub mod attrs;
 pub mod error;
 pub mod export;
 pub mod fold;
 pub mod grid;
+pub mod hf;
 pub mod import;
 pub mod mask_codec;
 pub mod ops;

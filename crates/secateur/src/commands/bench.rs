@@ -291,7 +291,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut results = Vec::new();
     for spec in &args.models {
         let g = load_model(spec, &ZooConfig::default())?;
-        let onnx = if Path::new(spec).exists() {
+        let onnx = if Path::new(spec).is_file() {
             PathBuf::from(spec)
         } else {
             let p = tmp.path().join(format!("{spec}.onnx"));

@@ -1,0 +1,251 @@
+//! Sentence encoders on text sets: texts are tokenized with the model's own tokenizer to the
+//! graph's sequence length, run through a compiled runtime plan in batches, and the pooled
+//! embeddings scored: agreement with a reference model (mean cosine similarity of the two
+//! embeddings of each text), retrieval top-1 accuracy (each text's nearest pair, by cosine,
+//! should be its own) or the Spearman correlation of cosine similarities with given scores.
+
+use anyhow::{Context, Result, bail};
+use secateur_data::{TextEncoder, TextSet, TextTask, TokenBatch, TokenInput};
+use secateur_graph::{Graph, Tensor};
+use secateur_runtime::{ExecPlan, FormatPolicy, PlanConfig};
+use serde::Serialize;
+
+/// A graph whose inputs are token tensors, with its sequence length.
+pub struct TextGraph {
+    pub inputs: Vec<TokenInput>,
+    pub seq_len: usize,
+}
+
+impl TextGraph {
+    /// Checks that every input of `g` is a token tensor `[batch, seq]` of one sequence length.
+    pub fn of(g: &Graph) -> Result<TextGraph> {
+        let mut inputs = Vec::new();
+        let mut seq_len = None;
+        for input in &g.inputs {
+            let which = TokenInput::from_input_name(&input.name).with_context(|| {
+                format!(
+                    "graph input '{}' is not a token input (input_ids, attention_mask, token_type_ids): is this a text model?",
+                    input.name
+                )
+            })?;
+            let dims = input.shape.resolve(1);
+            let [_, s] = dims[..] else {
+                bail!(
+                    "graph input '{}' has shape {}, a text model's inputs are [batch, seq]",
+                    input.name,
+                    input.shape
+                );
+            };
+            if seq_len.is_some_and(|l| l != s) {
+                bail!("the graph's token inputs have different sequence lengths");
+            }
+            seq_len = Some(s);
+            inputs.push(which);
+        }
+        Ok(TextGraph {
+            inputs,
+            seq_len: seq_len.context("the graph has no inputs")?,
+        })
+    }
+
+    /// The batch's tensors in the graph's input order, with the graph's input names.
+    pub fn feeds<'a>(&self, g: &'a Graph, b: &TokenBatch) -> Vec<(&'a str, Tensor)> {
+        g.inputs
+            .iter()
+            .zip(&self.inputs)
+            .map(|(info, &which)| {
+                let t = Tensor::new(vec![b.batch, b.seq_len], b.get(which).to_vec())
+                    .expect("token batch sizes match");
+                (info.name.as_str(), t)
+            })
+            .collect()
+    }
+}
+
+/// A compiled sentence encoder.
+pub struct Embedder {
+    plan: ExecPlan,
+    shape: TextGraph,
+    batch: usize,
+    pub dim: usize,
+}
+
+impl Embedder {
+    /// Compiles `g` for batches of `batch` texts on `threads` threads.
+    pub fn new(g: &Graph, batch: usize, threads: usize) -> Result<Embedder> {
+        let shape = TextGraph::of(g)?;
+        let plan = ExecPlan::compile(
+            g,
+            PlanConfig {
+                policy: FormatPolicy::Measure,
+                ..PlanConfig::new(batch, threads)
+            },
+        )?;
+        let dim = plan.output_shape.iter().skip(1).product();
+        Ok(Embedder {
+            plan,
+            shape,
+            batch,
+            dim,
+        })
+    }
+
+    pub fn seq_len(&self) -> usize {
+        self.shape.seq_len
+    }
+
+    /// Embeddings of `texts`, one row each.
+    pub fn embed(&mut self, encoder: &TextEncoder, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(self.batch) {
+            let mut padded: Vec<&str> = chunk.to_vec();
+            padded.resize(self.batch, "");
+            let b = encoder.encode(&padded, self.shape.seq_len)?;
+            let feeds: Vec<&[f32]> = self.shape.inputs.iter().map(|&w| b.get(w)).collect();
+            let y = self.plan.run_inputs(&feeds)?;
+            out.extend(y.chunks(self.dim).take(chunk.len()).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+}
+
+/// Cosine similarity (0 when either vector is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
+
+/// Mean cosine similarity of corresponding rows.
+pub fn mean_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let n = a.len().min(b.len()).max(1);
+    a.iter().zip(b).map(|(x, y)| cosine(x, y)).sum::<f64>() / n as f64
+}
+
+/// Fraction of queries whose most similar candidate (by cosine) is the one at the same index.
+pub fn retrieval_top1(queries: &[Vec<f32>], candidates: &[Vec<f32>]) -> f64 {
+    let hits = queries
+        .iter()
+        .enumerate()
+        .filter(|(i, q)| {
+            let best = candidates
+                .iter()
+                .map(|c| cosine(q, c))
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(j, _)| j);
+            best == Some(*i)
+        })
+        .count();
+    hits as f64 / queries.len().max(1) as f64
+}
+
+/// Ranks with ties averaged (1-based).
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman rank correlation.
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = rx.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
+    if vx == 0.0 || vy == 0.0 {
+        0.0
+    } else {
+        cov / (vx * vy).sqrt()
+    }
+}
+
+/// Embeddings of every text of a set (texts, then pairs, as [`TextSet::all_texts`]).
+pub struct SetEmbeddings {
+    pub rows: Vec<Vec<f32>>,
+    pub examples: usize,
+}
+
+/// Scores of a model on a text set.
+#[derive(Clone, Debug, Serialize)]
+pub struct TextScores {
+    pub texts: usize,
+    /// Mean cosine similarity to the reference model's embeddings of the same texts.
+    pub agreement: Option<f64>,
+    /// "retrieval top-1" or "spearman", with its value.
+    pub task: Option<(String, f64)>,
+}
+
+/// Embeds every text of `set`.
+pub fn embed_set(m: &mut Embedder, enc: &TextEncoder, set: &TextSet) -> Result<SetEmbeddings> {
+    Ok(SetEmbeddings {
+        rows: m.embed(enc, &set.all_texts())?,
+        examples: set.examples.len(),
+    })
+}
+
+/// The task score of a set's embeddings.
+pub fn task_score(set: &TextSet, e: &SetEmbeddings) -> Option<(String, f64)> {
+    let (texts, pairs) = e.rows.split_at(e.examples.min(e.rows.len()));
+    match set.task() {
+        TextTask::Retrieval => Some(("retrieval top-1".into(), retrieval_top1(texts, pairs))),
+        TextTask::Similarity => {
+            let cos: Vec<f64> = texts.iter().zip(pairs).map(|(a, b)| cosine(a, b)).collect();
+            let gold: Vec<f64> = set
+                .examples
+                .iter()
+                .map(|x| x.score.unwrap_or(0.0) as f64)
+                .collect();
+            Some(("spearman".into(), spearman(&cos, &gold)))
+        }
+        TextTask::Sentences => None,
+    }
+}
+
+/// Scores `e` on `set`, with agreement to `reference` when given.
+pub fn score(set: &TextSet, e: &SetEmbeddings, reference: Option<&SetEmbeddings>) -> TextScores {
+    TextScores {
+        texts: e.rows.len(),
+        agreement: reference.map(|r| mean_cosine(&e.rows, &r.rows)),
+        task: task_score(set, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_on_known_values() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - 0.5f64.sqrt()).abs() < 1e-12);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 1.0]), 0.0);
+        let q = vec![vec![1.0, 0.0], vec![0.3, 1.0], vec![1.0, 1.0]];
+        let c = vec![vec![1.0, 0.1], vec![0.1, 1.0], vec![0.2, 1.0]];
+        // query 1 is nearest to candidate 2 (cosine 0.996 against 0.982), not 1
+        assert!((retrieval_top1(&q, &c) - 2.0 / 3.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        // ties share their average rank
+        assert_eq!(ranks(&[5.0, 1.0, 5.0]), vec![2.5, 1.0, 2.5]);
+    }
+}
