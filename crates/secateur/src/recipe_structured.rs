@@ -4,7 +4,8 @@
 
 use anyhow::{Result, bail};
 use secateur_prune::structured::{
-    Allocation, ChannelPruneConfig, GroupCriterion, Normalizer, Reduction, StructuredTarget,
+    Allocation, ChannelPruneConfig, GroupCriterion, GroupKind, Normalizer, Reduction,
+    StructuredTarget,
 };
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -13,8 +14,12 @@ use std::path::PathBuf;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StructuredKind {
-    /// Channels, filters and neurons (dependency groups).
+    /// Every dependency group: convolution channels, linear neurons, attention heads.
     Channels,
+    /// Attention heads (Q/K/V rows and output-projection columns of a head, together).
+    Heads,
+    /// Neurons of linear layers (a transformer's FFN intermediate features).
+    Neurons,
     /// Whole residual blocks and shape-preserving layers.
     Layers,
 }
@@ -34,6 +39,10 @@ pub enum BlockCriterion {
 #[serde(deny_unknown_fields)]
 pub struct StructuredRecipe {
     pub kind: StructuredKind,
+    /// Further kinds of groups pruned together with `kind` (`kind = "heads"`, `also =
+    /// ["neurons"]` is `--structured heads,neurons`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<StructuredKind>,
     /// l1, l2, bn-scale, fpgm, taylor, random
     #[serde(default = "default_criterion")]
     pub criterion: String,
@@ -91,6 +100,7 @@ impl StructuredRecipe {
     pub fn channels() -> Self {
         StructuredRecipe {
             kind: StructuredKind::Channels,
+            also: Vec::new(),
             criterion: default_criterion(),
             reduction: default_mean(),
             normalizer: default_mean(),
@@ -114,10 +124,41 @@ impl StructuredRecipe {
     }
 
     pub fn needs_data(&self) -> bool {
-        match self.kind {
-            StructuredKind::Channels => self.criterion().is_ok_and(|c| c.needs_data()),
-            StructuredKind::Layers => true,
+        self.is_depth() || self.criterion().is_ok_and(|c| c.needs_data())
+    }
+
+    /// Whether this removes blocks and layers (depth) rather than groups of channels.
+    pub fn is_depth(&self) -> bool {
+        self.kind == StructuredKind::Layers
+    }
+
+    /// Sets the kinds from a list (`--structured heads,neurons`).
+    pub fn set_kinds(&mut self, kinds: &[StructuredKind]) -> Result<()> {
+        let Some((&first, rest)) = kinds.split_first() else {
+            bail!("--structured needs at least one of channels, heads, neurons, layers");
+        };
+        if kinds.len() > 1 && kinds.contains(&StructuredKind::Layers) {
+            bail!(
+                "--structured layers removes whole blocks and cannot be combined with other kinds"
+            );
         }
+        self.kind = first;
+        self.also = rest.to_vec();
+        Ok(())
+    }
+
+    /// The kinds of dependency groups channel pruning touches (empty: all).
+    pub fn group_kinds(&self) -> Vec<GroupKind> {
+        let mut out = Vec::new();
+        for k in std::iter::once(&self.kind).chain(&self.also) {
+            match k {
+                StructuredKind::Channels | StructuredKind::Layers => return Vec::new(),
+                StructuredKind::Heads => out.push(GroupKind::Heads),
+                StructuredKind::Neurons => out.push(GroupKind::Neurons),
+            }
+        }
+        out.dedup();
+        out
     }
 
     /// The channel-pruning configuration.
@@ -139,6 +180,7 @@ impl StructuredRecipe {
             round_to: self.round_to,
             min_keep: self.min_keep,
             exclude: self.exclude.clone(),
+            kinds: self.group_kinds(),
             seed,
         };
         cfg.validate()?;
@@ -146,8 +188,12 @@ impl StructuredRecipe {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.also.contains(&StructuredKind::Layers) || (self.is_depth() && !self.also.is_empty())
+        {
+            bail!("structured kind 'layers' cannot be combined with other kinds");
+        }
         match self.kind {
-            StructuredKind::Channels => {
+            StructuredKind::Channels | StructuredKind::Heads | StructuredKind::Neurons => {
                 if self.plan.is_none() {
                     self.channel_config(0)?;
                 }

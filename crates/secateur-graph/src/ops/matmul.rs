@@ -69,6 +69,14 @@ impl OpSemantics for BatchMatMul {
         links
     }
 
+    fn product_axes(&self, inputs: &[Shape]) -> Vec<(usize, usize)> {
+        inputs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| (1..s.rank().saturating_sub(2)).map(move |ax| (i, ax)))
+            .collect()
+    }
+
     fn macs(&self, inputs: &[Vec<usize>], outputs: &[Vec<usize>]) -> u64 {
         let k = *inputs[0].last().unwrap_or(&0) as u64;
         outputs[0].iter().product::<usize>() as u64 * k

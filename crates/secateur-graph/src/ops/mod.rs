@@ -206,6 +206,14 @@ pub trait OpSemantics {
         false
     }
 
+    /// Axes of the inputs (input index, axis) that index independent matrix products: the
+    /// leading axes (after the batch) of a product of activations, such as the heads of
+    /// attention scores `[batch, heads, seq, seq]`. Pruning calls the channels of such an axis
+    /// heads.
+    fn product_axes(&self, _inputs: &[Shape]) -> Vec<(usize, usize)> {
+        Vec::new()
+    }
+
     /// Axes split into equal consecutive blocks that pruning must shrink evenly, as
     /// `(port, axis, blocks)`: the output channels of a grouped convolution form `groups`
     /// blocks, and every block must keep the same number of channels so that each filter

@@ -34,6 +34,30 @@ pub struct Member {
     pub param: Option<ParamRole>,
 }
 
+/// What a group's channels are, from the structure around them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupKind {
+    /// Convolution filters (producers with kernel axes).
+    #[default]
+    Channels,
+    /// Neurons of linear layers (an FFN's intermediate features).
+    Neurons,
+    /// Attention heads: the channels index separate matrix products of activations (Q, K, V
+    /// rows and the output projection's columns of one head).
+    Heads,
+}
+
+impl std::fmt::Display for GroupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GroupKind::Channels => "channels",
+            GroupKind::Neurons => "neurons",
+            GroupKind::Heads => "heads",
+        })
+    }
+}
+
 /// Channels that must be pruned together.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Group {
@@ -47,6 +71,8 @@ pub struct Group {
     /// when channels can be kept freely. Every block keeps the same number of channels.
     #[serde(default)]
     pub blocks: Vec<usize>,
+    #[serde(default)]
+    pub kind: GroupKind,
 }
 
 impl Group {
@@ -220,6 +246,41 @@ fn channel_blocks(
     counts.iter().all(|&c| c == counts[0]).then_some(blocks)
 }
 
+/// Heads when a member axis indexes matrix products of activations; neurons when every
+/// producing weight is a matrix; channels otherwise.
+fn group_kind(
+    graph: &Graph,
+    members: &[Member],
+    product_axes: &BTreeSet<(String, usize)>,
+) -> GroupKind {
+    if members
+        .iter()
+        .any(|m| product_axes.contains(&(m.at.value.clone(), m.at.axis)))
+    {
+        return GroupKind::Heads;
+    }
+    let mut producers = members
+        .iter()
+        .filter(|m| {
+            m.param
+                .as_ref()
+                .is_some_and(|p| p.axis == AxisRole::OutChannels)
+        })
+        .peekable();
+    let matrices = producers.peek().is_some()
+        && producers.all(|m| {
+            graph
+                .initializers
+                .get(&m.at.value)
+                .is_some_and(|t| t.rank() == 2)
+        });
+    if matrices {
+        GroupKind::Neurons
+    } else {
+        GroupKind::Channels
+    }
+}
+
 impl DependencyGraph {
     /// Derives the dependency groups of a graph from its ops' axis links.
     pub fn build(graph: &Graph) -> Result<Self> {
@@ -229,6 +290,7 @@ impl DependencyGraph {
         let mut pinned: BTreeSet<(String, usize)> = BTreeSet::new();
         let mut param_roles: HashMap<(String, usize), ParamRole> = HashMap::new();
         let mut even_blocks: HashMap<(String, usize), usize> = HashMap::new();
+        let mut product_axes: BTreeSet<(String, usize)> = BTreeSet::new();
         for i in &graph.inputs {
             for ax in 0..i.shape.rank() {
                 pinned.insert((i.name.clone(), ax));
@@ -249,6 +311,9 @@ impl DependencyGraph {
             };
             for (p, ax, n) in sem.axis_blocks(&ins, &outs) {
                 even_blocks.insert((value_of(p).clone(), ax), n);
+            }
+            for (i, ax) in sem.product_axes(&ins) {
+                product_axes.insert((node.inputs[i].clone(), ax));
             }
             let links = sem.axis_links(&ins, &outs);
             let mut linked: BTreeSet<(Port, usize)> = BTreeSet::new();
@@ -371,11 +436,13 @@ impl DependencyGraph {
                 .into_iter()
                 .map(|c| sig.iter().map(|k| c[k].clone()).collect())
                 .collect();
+            let kind = group_kind(graph, &members, &product_axes);
             let mut group = Group {
                 name,
                 members,
                 indices,
                 blocks: Vec::new(),
+                kind,
             };
             match channel_blocks(&group, &even_blocks, &shapes) {
                 Some(blocks) => group.blocks = blocks,

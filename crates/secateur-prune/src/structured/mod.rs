@@ -10,7 +10,7 @@ pub mod select;
 pub use depth::{
     BlockCandidate, identity_layers, rank_blocks, remove_block, remove_blocks, residual_blocks,
 };
-pub use groups::{AxisRef, DependencyGraph, Group, Member, ParamRole};
+pub use groups::{AxisRef, DependencyGraph, Group, GroupKind, Member, ParamRole};
 pub use importance::{GroupCriterion, Normalizer, Reduction, group_scores};
 pub use plan::{Plan, PlanEntry, apply_plan, zero_channels};
 pub use select::{Allocation, ChannelPruneConfig, StructuredTarget, plan_channels};

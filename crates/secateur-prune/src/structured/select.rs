@@ -5,7 +5,7 @@
 //! minimum keep / maximum prune ratios. MAC and parameter targets are met exactly by searching
 //! over the ratio or threshold and measuring the pruned graph.
 
-use super::groups::{DependencyGraph, Group};
+use super::groups::{DependencyGraph, Group, GroupKind};
 use super::importance::{GroupCriterion, Normalizer, Reduction, group_scores};
 use super::plan::{Plan, apply_plan};
 use crate::error::{PruneError, Result};
@@ -48,6 +48,9 @@ pub struct ChannelPruneConfig {
     pub min_keep: f64,
     /// Groups (or nodes inside them) never pruned.
     pub exclude: Vec<String>,
+    /// Kinds of groups pruned (attention heads, FFN neurons, convolution channels); empty: all.
+    #[serde(default)]
+    pub kinds: Vec<GroupKind>,
     pub seed: u64,
 }
 
@@ -62,6 +65,7 @@ impl Default for ChannelPruneConfig {
             round_to: 1,
             min_keep: 0.05,
             exclude: Vec::new(),
+            kinds: Vec::new(),
             seed: 0,
         }
     }
@@ -106,6 +110,22 @@ fn excluded(g: &Group, names: &[String]) -> bool {
                 .iter()
                 .any(|m| m.param.as_ref().is_some_and(|p| p.node == *e))
     })
+}
+
+/// How many groups of each kind a model has, e.g. "6 heads, 6 neurons".
+fn describe_kinds(deps: &DependencyGraph) -> String {
+    let kinds = [GroupKind::Heads, GroupKind::Neurons, GroupKind::Channels];
+    let parts: Vec<String> = kinds
+        .iter()
+        .map(|k| (k, deps.groups.iter().filter(|g| g.kind == *k).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// The scored groups eligible for pruning.
@@ -163,7 +183,21 @@ pub fn plan_channels(
         }
     }
     let mut scored = Vec::new();
-    for g in deps.groups.iter().filter(|g| !excluded(g, &cfg.exclude)) {
+    let selected = |g: &&Group| cfg.kinds.is_empty() || cfg.kinds.contains(&g.kind);
+    if !deps.groups.iter().any(|g| selected(&g)) {
+        let kinds: Vec<String> = cfg.kinds.iter().map(|k| k.to_string()).collect();
+        return Err(PruneError::Invalid(format!(
+            "the model has no prunable group of kind {} (its groups: {})",
+            kinds.join(", "),
+            describe_kinds(deps)
+        )));
+    }
+    for g in deps
+        .groups
+        .iter()
+        .filter(selected)
+        .filter(|g| !excluded(g, &cfg.exclude))
+    {
         let scores = group_scores(
             graph,
             g,

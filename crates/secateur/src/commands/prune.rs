@@ -67,9 +67,9 @@ pub struct PruneArgs {
     #[arg(long)]
     pub calibration_batches: Option<usize>,
 
-    /// Structured pruning: channels or layers.
-    #[arg(long, value_enum)]
-    pub structured: Option<StructuredKind>,
+    /// Structured pruning: channels (every group), heads, neurons (both: heads,neurons) or layers.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub structured: Vec<StructuredKind>,
     /// Structured criterion: l1, l2, bn-scale, fpgm, taylor, random.
     #[arg(long)]
     pub criterion: Option<String>,
@@ -226,9 +226,9 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
         set!(w.rigl_alpha, a.rigl_alpha);
         set!(w.calibration_batches, a.calibration_batches);
     }
-    if let Some(kind) = a.structured {
+    if !a.structured.is_empty() {
         let s = r.structured.get_or_insert_with(StructuredRecipe::channels);
-        s.kind = kind;
+        s.set_kinds(&a.structured)?;
     }
     if let Some(s) = &mut r.structured {
         set!(s.criterion, a.criterion);
@@ -263,7 +263,9 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
             s.exclude = a.exclude.clone();
         }
     } else if a.ratio.is_some() || a.target_macs.is_some() || a.blocks.is_some() {
-        bail!("--ratio, --target-macs and --blocks need --structured channels|layers");
+        bail!(
+            "--ratio, --target-macs and --blocks need --structured channels|heads|neurons|layers"
+        );
     }
     let f = &mut r.finetune;
     set!(f.epochs, a.finetune_epochs);

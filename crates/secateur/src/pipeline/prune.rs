@@ -97,7 +97,7 @@ pub fn run(
     let mut removed = Vec::new();
     if let Some(s) = &recipe.structured {
         match s.kind {
-            StructuredKind::Channels => {
+            StructuredKind::Channels | StructuredKind::Heads | StructuredKind::Neurons => {
                 let (pg, p) = structured_channels(&g, s, recipe.seed, ctx)?;
                 log(&format!(
                     "structured: {}",
