@@ -38,8 +38,63 @@ fn check_feed(graph: &Graph, name: &str, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Evaluates one node of `graph` on the values computed so far (initializers are read from
+/// the graph; quantized weights and activations are simulated as ONNX QDQ computes them).
+pub fn evaluate_node(
+    graph: &Graph,
+    node: &crate::graph::Node,
+    values: &HashMap<String, Tensor>,
+) -> Result<Vec<Tensor>> {
+    let quant = graph.quantization.as_ref();
+    let mut simulated: Vec<Option<Tensor>> = vec![None; node.inputs.len()];
+    let mut ins = Vec::with_capacity(node.inputs.len());
+    for (k, v) in node.inputs.iter().enumerate() {
+        let t = values
+            .get(v)
+            .or_else(|| graph.initializers.get(v))
+            .ok_or_else(|| GraphError::UndefinedValue {
+                value: v.clone(),
+                node: node.name.clone(),
+            })?;
+        if let Some(q) = quant {
+            if let Some(axis) = q.weights.get(v) {
+                simulated[k] = Some(crate::quant::fake_quant_weight(t, *axis));
+            } else if let (0, Some(a)) = (k, q.activations.get(&node.name)) {
+                let mut x = t.clone();
+                x.data_mut().iter_mut().for_each(|e| *e = a.fake(*e));
+                simulated[k] = Some(x);
+            }
+        }
+        ins.push(t);
+    }
+    for (slot, s) in ins.iter_mut().zip(&simulated) {
+        if let Some(s) = s {
+            *slot = s;
+        }
+    }
+    let shapes: Vec<_> = ins.iter().map(|t| crate::Shape::known(t.shape())).collect();
+    graph.infer_node(node, &shapes)?;
+    node.op.sem().eval(&ins).map_err(|e| GraphError::Op {
+        node: node.name.clone(),
+        op: node.op.op_type(),
+        message: e.0,
+    })
+}
+
 /// Evaluates the graph and returns every value by name.
 pub fn evaluate_all(graph: &Graph, feeds: &[(&str, Tensor)]) -> Result<HashMap<String, Tensor>> {
+    let mut values = feed_values(graph, feeds)?;
+    for node in &graph.nodes {
+        let outs = evaluate_node(graph, node, &values)?;
+        for (name, t) in node.outputs.iter().zip(outs) {
+            values.insert(name.clone(), t);
+        }
+    }
+    Ok(values)
+}
+
+/// The graph's inputs from named feeds, each checked against its declared shape.
+pub fn feed_values(graph: &Graph, feeds: &[(&str, Tensor)]) -> Result<HashMap<String, Tensor>> {
     let mut values: HashMap<String, Tensor> = HashMap::new();
     for (name, t) in feeds {
         check_feed(graph, name, t)?;
@@ -51,48 +106,6 @@ pub fn evaluate_all(graph: &Graph, feeds: &[(&str, Tensor)]) -> Result<HashMap<S
                 name: input.name.clone(),
                 message: "no tensor was supplied".into(),
             });
-        }
-    }
-    for node in &graph.nodes {
-        let outs = {
-            // quantized weights and activations are simulated as ONNX QDQ computes them
-            let quant = graph.quantization.as_ref();
-            let mut simulated: Vec<Option<Tensor>> = vec![None; node.inputs.len()];
-            let mut ins = Vec::with_capacity(node.inputs.len());
-            for (k, v) in node.inputs.iter().enumerate() {
-                let t = values
-                    .get(v)
-                    .or_else(|| graph.initializers.get(v))
-                    .ok_or_else(|| GraphError::UndefinedValue {
-                        value: v.clone(),
-                        node: node.name.clone(),
-                    })?;
-                if let Some(q) = quant {
-                    if let Some(axis) = q.weights.get(v) {
-                        simulated[k] = Some(crate::quant::fake_quant_weight(t, *axis));
-                    } else if let (0, Some(a)) = (k, q.activations.get(&node.name)) {
-                        let mut x = t.clone();
-                        x.data_mut().iter_mut().for_each(|e| *e = a.fake(*e));
-                        simulated[k] = Some(x);
-                    }
-                }
-                ins.push(t);
-            }
-            for (slot, s) in ins.iter_mut().zip(&simulated) {
-                if let Some(s) = s {
-                    *slot = s;
-                }
-            }
-            let shapes: Vec<_> = ins.iter().map(|t| crate::Shape::known(t.shape())).collect();
-            graph.infer_node(node, &shapes)?;
-            node.op.sem().eval(&ins).map_err(|e| GraphError::Op {
-                node: node.name.clone(),
-                op: node.op.op_type(),
-                message: e.0,
-            })?
-        };
-        for (name, t) in node.outputs.iter().zip(outs) {
-            values.insert(name.clone(), t);
         }
     }
     Ok(values)

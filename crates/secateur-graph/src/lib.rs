@@ -28,7 +28,7 @@ pub mod zoo;
 pub use builder::{Activation, GraphBuilder};
 pub use ensemble::ensemble;
 pub use error::{GraphError, OpError, Result};
-pub use eval::{evaluate, evaluate_all};
+pub use eval::{evaluate, evaluate_all, evaluate_node, feed_values};
 pub use fusion::FusedChain;
 pub use graph::{ElemType, Graph, Node, NodeShapes, ValueInfo};
 pub use mask::{Mask, MaskPattern, MatrixView};

@@ -220,6 +220,35 @@ impl Graph {
         fused
     }
 
+    /// Replaces every exact GELU spelled out in elementary ops (Div, Erf, Add, Mul, Mul: how
+    /// the TorchScript exporter writes `nn.GELU`) by one `Unary(Gelu)`, which the runtime
+    /// fuses into the layer before it; returns how many were fused.
+    pub fn fuse_gelu(&mut self) -> usize {
+        let mut fused = 0;
+        let mut i = 0;
+        while i < self.nodes.len() {
+            let Some((x, chain)) = self.match_gelu(i) else {
+                i += 1;
+                continue;
+            };
+            let last = &mut self.nodes[i];
+            last.op = Op::Unary(crate::ops::Unary {
+                f: Pointwise::Gelu { tanh: false },
+            });
+            last.inputs = vec![x];
+            let mut drop = chain;
+            drop.sort_unstable();
+            let before = drop.iter().filter(|&&d| d < i).count();
+            for d in drop.into_iter().rev() {
+                self.nodes.remove(d);
+            }
+            i -= before;
+            fused += 1;
+        }
+        self.drop_unused_initializers();
+        fused
+    }
+
     /// Replaces every channel shuffle by a `Gather` along axis 1 at the shuffled channel
     /// order; returns how many were replaced.
     pub fn fuse_channel_shuffles(&mut self) -> crate::error::Result<usize> {
@@ -288,6 +317,80 @@ impl Graph {
     }
 
     /// The sigmoid node of a `Mul(x, Sigmoid(x))` at node `mul`, if it is one.
+    /// The value of a one-element initializer.
+    fn scalar(&self, value: &str) -> Option<f32> {
+        self.initializers
+            .get(value)
+            .filter(|t| t.len() == 1)
+            .map(|t| t.data()[0])
+    }
+
+    /// For a binary node with one scalar-constant operand: the other operand and the scalar.
+    fn with_scalar(&self, ni: usize, f: BinaryFn) -> Option<(String, f32)> {
+        if self.binary_of(ni)? != f {
+            return None;
+        }
+        let ins = &self.nodes[ni].inputs;
+        (0..2).find_map(|k| Some((ins[1 - k].clone(), self.scalar(&ins[k])?)))
+    }
+
+    /// The exact GELU `x·½(1 + erf(x/√2))` ending at node `last`, as exporters spell it
+    /// (`Div(x, √2)` or `Mul(x, 1/√2)`, `Erf`, `Add 1`, then `Mul x` and `Mul ½` in either
+    /// order): the input `x` and the chain's other nodes.
+    fn match_gelu(&self, last: usize) -> Option<(String, Vec<usize>)> {
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * b.abs();
+        let erf_chain = |v: &str| -> Option<(String, Vec<usize>)> {
+            let add = self.sole_producer(v, 1)?;
+            let (e, one) = self.with_scalar(add, BinaryFn::Add)?;
+            let erf = self.sole_producer(&e, 1)?;
+            if !close(one, 1.0)
+                || !matches!(&self.nodes[erf].op, Op::Unary(u) if u.f == Pointwise::Erf)
+            {
+                return None;
+            }
+            let scaled = self.sole_producer(&self.nodes[erf].inputs[0], 1)?;
+            let x = match (
+                self.with_scalar(scaled, BinaryFn::Div),
+                self.with_scalar(scaled, BinaryFn::Mul),
+            ) {
+                (Some((x, c)), _) if close(c, std::f32::consts::SQRT_2) => x,
+                (_, Some((x, c))) if close(c, std::f32::consts::FRAC_1_SQRT_2) => x,
+                _ => return None,
+            };
+            Some((x, vec![scaled, erf, add]))
+        };
+        // Mul(Mul(x, 1 + erf), ½) or Mul(Mul(x, ½), 1 + erf)
+        if let Some((inner, half)) = self.with_scalar(last, BinaryFn::Mul)
+            && close(half, 0.5)
+        {
+            let m = self.sole_producer(&inner, 1)?;
+            if self.binary_of(m)? != BinaryFn::Mul {
+                return None;
+            }
+            let ins = self.nodes[m].inputs.clone();
+            return (0..2).find_map(|k| {
+                let (x, mut chain) = erf_chain(&ins[k])?;
+                (ins[1 - k] == x).then(|| {
+                    chain.push(m);
+                    (x, chain)
+                })
+            });
+        }
+        if self.binary_of(last)? != BinaryFn::Mul {
+            return None;
+        }
+        let ins = self.nodes[last].inputs.clone();
+        (0..2).find_map(|k| {
+            let (x, mut chain) = erf_chain(&ins[k])?;
+            let h = self.sole_producer(&ins[1 - k], 1)?;
+            let (hx, half) = self.with_scalar(h, BinaryFn::Mul)?;
+            (hx == x && close(half, 0.5)).then(|| {
+                chain.push(h);
+                (x, chain)
+            })
+        })
+    }
+
     fn silu_sigmoid(&self, mul: usize) -> Option<usize> {
         if self.binary_of(mul)? != BinaryFn::Mul {
             return None;
@@ -400,5 +503,47 @@ mod tests {
         }
         let mut kept = build(false, true);
         assert_eq!(kept.fuse_silu(), 0);
+    }
+
+    /// TorchScript's spelling of `nn.GELU` (both orders of the two final products) becomes one
+    /// `Gelu` node with the same outputs.
+    #[test]
+    fn exact_gelu_chains_fuse_into_one_node() {
+        for half_first in [false, true] {
+            let mut g = Graph::new("gelu");
+            g.add_input("x", Shape::batched(&[5]));
+            for (n, v) in [
+                ("sqrt2", std::f32::consts::SQRT_2),
+                ("one", 1.0),
+                ("half", 0.5),
+            ] {
+                g.add_initializer(n, Tensor::scalar(v));
+            }
+            let bin = |f| Op::Binary(Binary { f });
+            g.add_node("div", bin(BinaryFn::Div), &["x", "sqrt2"], &["d"]);
+            g.add_node(
+                "erf",
+                Op::Unary(Unary { f: Pointwise::Erf }),
+                &["d"],
+                &["e"],
+            );
+            g.add_node("add", bin(BinaryFn::Add), &["e", "one"], &["a"]);
+            if half_first {
+                g.add_node("h", bin(BinaryFn::Mul), &["x", "half"], &["hx"]);
+                g.add_node("m", bin(BinaryFn::Mul), &["hx", "a"], &["y"]);
+            } else {
+                g.add_node("m", bin(BinaryFn::Mul), &["x", "a"], &["xa"]);
+                g.add_node("h", bin(BinaryFn::Mul), &["xa", "half"], &["y"]);
+            }
+            g.outputs.push("y".into());
+            let x = Tensor::new(vec![1, 5], vec![-3.0, -0.5, 0.0, 0.7, 2.5]).unwrap();
+            let want = evaluate(&g, &[("x", x.clone())]).unwrap().remove(0);
+            let mut fused = g.clone();
+            assert_eq!(fused.fuse_gelu(), 1);
+            assert_eq!(fused.nodes.len(), 1);
+            assert!(fused.initializers.is_empty());
+            let got = evaluate(&fused, &[("x", x)]).unwrap().remove(0);
+            assert!(got.max_abs_diff(&want) < 1e-6);
+        }
     }
 }

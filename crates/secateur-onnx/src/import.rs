@@ -1245,6 +1245,7 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
     graph.unshare_initializers();
     graph.fuse_layer_norms()?;
     graph.fuse_silu();
+    graph.fuse_gelu();
     graph.fuse_channel_shuffles()?;
     graph.check()?;
     Ok(graph)

@@ -157,3 +157,72 @@ fn pruned_bert_runs_in_onnx_runtime_with_our_outputs() {
         ort.max_abs_diff(&ours)
     );
 }
+
+/// Calibration batches of random token ids (all rows real tokens).
+fn calibration(batches: usize) -> Vec<Vec<(&'static str, Tensor)>> {
+    (0..batches)
+        .map(|b| {
+            let ids = Tensor::from_fn(vec![4, 8], |i| ((i * 13 + b * 7 + 1) % 60) as f32);
+            vec![("input_ids", ids), ("attention_mask", Tensor::full(vec![4, 8], 1.0))]
+        })
+        .collect()
+}
+
+/// Squared output difference to the dense model over `feeds`.
+fn output_error(g: &Graph, feeds: &[Vec<(&str, Tensor)>]) -> f32 {
+    let d0 = tiny_bert();
+    feeds
+        .iter()
+        .map(|f| {
+            let a = evaluate(g, f).unwrap().remove(0);
+            let b = evaluate(&d0, f).unwrap().remove(0);
+            a.data().iter().zip(b.data()).map(|(x, y)| (x - y).powi(2)).sum::<f32>()
+        })
+        .sum()
+}
+
+#[test]
+fn sparsegpt_and_wanda_beat_magnitude_on_a_tiny_bert() {
+    use secateur_prune::weights::*;
+    let dense = tiny_bert();
+    let calib = calibration(6);
+    let held_out: Vec<_> = calibration(9).split_off(6);
+    let linear = |g: &Graph| {
+        prunable_weights(g)
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.shape.len() == 2)
+            .count()
+    };
+    let mut errors = Vec::new();
+    for method in [OneShotMethod::SparseGpt, OneShotMethod::Wanda] {
+        let mut g = dense.clone();
+        let cfg = OneShotConfig {
+            method,
+            sparsity: 0.5,
+            nm: None,
+            exclude: Vec::new(),
+        };
+        let pruned = prune_sequentially(&mut g, &calib, None, &cfg).unwrap();
+        assert_eq!(pruned.len(), linear(&dense), "{method:?}");
+        for w in &pruned {
+            let t = &g.initializers[w];
+            assert_eq!(t.count_zeros() * 2, t.len(), "{method:?} {w}");
+        }
+        errors.push(output_error(&g, &held_out));
+    }
+    let mut m = dense.clone();
+    let cfg = WeightPruneConfig {
+        criterion: Criterion::Magnitude { l2: false },
+        granularity: Granularity::Unstructured,
+        sparsity: Some(0.5),
+        scope: Scope::PerLayer,
+        exclude: Vec::new(),
+        seed: 0,
+    };
+    let masks = compute_masks(&m, &cfg, &CriterionData::default()).unwrap();
+    apply_masks(&mut m, masks).unwrap();
+    let magnitude = output_error(&m, &held_out);
+    let (sparsegpt, wanda) = (errors[0], errors[1]);
+    assert!(sparsegpt < wanda && wanda < magnitude, "SparseGPT {sparsegpt}, Wanda {wanda}, magnitude {magnitude}");
+}

@@ -275,14 +275,15 @@ impl OpSemantics for MatMul {
         let k = b.shape()[0];
         let n = b.shape()[1];
         let rows = a.len() / k;
+        // row i of the output accumulates a[i][p] · (row p of b) for p in order: the same
+        // sum in the same order as the textbook triple loop, with contiguous rows
         let mut out = vec![0.0f32; rows * n];
-        for i in 0..rows {
-            for j in 0..n {
-                let mut acc = 0.0;
-                for p in 0..k {
-                    acc += a.data()[i * k + p] * b.data()[p * n + j];
+        for (i, y) in out.chunks_mut(n.max(1)).enumerate() {
+            for p in 0..k {
+                let av = a.data()[i * k + p];
+                for (o, bv) in y.iter_mut().zip(&b.data()[p * n..(p + 1) * n]) {
+                    *o += av * bv;
                 }
-                out[i * n + j] = acc;
             }
         }
         let mut shape = a.shape().to_vec();

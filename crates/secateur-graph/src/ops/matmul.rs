@@ -93,9 +93,13 @@ impl OpSemantics for BatchMatMul {
         let mut out = vec![0.0f32; p.out_shape.iter().product()];
         for (l, y) in out.chunks_mut((m * n).max(1)).enumerate() {
             let (xa, xb) = (&a.data()[p.a_offsets[l]..], &b.data()[p.b_offsets[l]..]);
-            for i in 0..m {
-                for j in 0..n {
-                    y[i * n + j] = (0..k).map(|q| xa[i * k + q] * xb[q * n + j]).sum();
+            // contiguous rows of B, each output summed over q in order (as the triple loop)
+            for (i, row) in y.chunks_mut(n.max(1)).enumerate() {
+                for q in 0..k {
+                    let av = xa[i * k + q];
+                    for (o, bv) in row.iter_mut().zip(&xb[q * n..(q + 1) * n]) {
+                        *o += av * bv;
+                    }
                 }
             }
         }

@@ -29,12 +29,20 @@ pub enum Criterion {
     Taylor,
     Lamp,
     Wanda,
+    /// SparseGPT: Wanda-like scores choose, and the calibration Hessian reconstructs the kept
+    /// weights ([`super::sparsegpt`]); one-shot only.
+    #[serde(rename = "sparsegpt")]
+    SparseGpt,
 }
 
 impl Criterion {
-    /// Whether the criterion needs gradients (Taylor) or calibration activations (Wanda).
+    /// Whether the criterion needs gradients (Taylor) or calibration activations (Wanda,
+    /// SparseGPT).
     pub fn needs_data(self) -> bool {
-        matches!(self, Criterion::Taylor | Criterion::Wanda)
+        matches!(
+            self,
+            Criterion::Taylor | Criterion::Wanda | Criterion::SparseGpt
+        )
     }
 }
 
@@ -48,6 +56,7 @@ impl fmt::Display for Criterion {
             Criterion::Taylor => f.write_str("taylor"),
             Criterion::Lamp => f.write_str("lamp"),
             Criterion::Wanda => f.write_str("wanda"),
+            Criterion::SparseGpt => f.write_str("sparsegpt"),
         }
     }
 }
@@ -62,6 +71,7 @@ impl FromStr for Criterion {
             "taylor" => Criterion::Taylor,
             "lamp" => Criterion::Lamp,
             "wanda" => Criterion::Wanda,
+            "sparsegpt" => Criterion::SparseGpt,
             t if t.starts_with("threshold:") => {
                 let v: f32 = t["threshold:".len()..]
                     .parse()
@@ -75,7 +85,7 @@ impl FromStr for Criterion {
             }
             other => {
                 return Err(PruneError::Invalid(format!(
-                    "criterion '{other}' is not one of magnitude, l2, threshold:T, random, taylor, lamp, wanda"
+                    "criterion '{other}' is not one of magnitude, l2, threshold:T, random, taylor, lamp, wanda, sparsegpt"
                 )));
             }
         })
@@ -89,6 +99,8 @@ pub struct CriterionData {
     pub taylor: HashMap<String, Vec<f32>>,
     /// L2 norm of each input channel / feature of the layer reading the weight (Wanda).
     pub input_norms: HashMap<String, Vec<f32>>,
+    /// Gram matrices of linear layers' inputs (SparseGPT).
+    pub grams: HashMap<String, super::calibration::Gram>,
 }
 
 /// Element-wise scores of one weight. `cols` is the row length of its matrix view, `col_of`
@@ -132,7 +144,7 @@ pub fn element_scores(
             }
             s.clone()
         }
-        Criterion::Wanda => {
+        Criterion::Wanda | Criterion::SparseGpt => {
             if data.input_norms.is_empty() {
                 return Err(missing("calibration activations (Wanda)"));
             }

@@ -1,16 +1,23 @@
 //! Weight pruning: masks of a granularity (unstructured, N:M, blocks) chosen by a criterion
 //! (magnitude, threshold, random, Taylor, LAMP, Wanda) under a scope (global, per layer,
-//! per-layer targets), and the schedules that drive them during training.
+//! per-layer targets), and the schedules that drive them during training; SparseGPT's
+//! reconstructing one-shot pruning from calibration Gram matrices.
 
 pub mod allocate;
+pub mod calibration;
 pub mod criteria;
 pub mod granularity;
+pub mod oneshot;
 pub mod schedule;
+pub mod sparsegpt;
 
 pub use allocate::{
     LayerSparsity, PrunableWeight, Scope, WeightPruneConfig, apply_masks, compute_masks,
     prunable_weights, sparsity_report,
 };
+pub use calibration::{Gram, collect_grams};
 pub use criteria::{Criterion, CriterionData};
 pub use granularity::Granularity;
+pub use oneshot::{OneShotConfig, OneShotMethod, prune_sequentially};
 pub use schedule::{Agp, iterative_target, rigl_fraction, rigl_update};
+pub use sparsegpt::{SparseGptConfig, sparsegpt_graph, sparsegpt_matrix};

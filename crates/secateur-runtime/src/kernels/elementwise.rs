@@ -144,6 +144,16 @@ fn walk(bc: &Broadcast, a: &[f32], b: &[f32], y: &mut [f32], f: impl Fn(f32, f32
     }
 }
 
+/// `y = f(y)` element-wise, in place (through a small stack block for the vector paths).
+pub fn pointwise_in_place(isa: Isa, f: Pointwise, y: &mut [f32]) {
+    let mut block = [0.0f32; 256];
+    for chunk in y.chunks_mut(256) {
+        let b = &mut block[..chunk.len()];
+        b.copy_from_slice(chunk);
+        pointwise(isa, f, b, chunk);
+    }
+}
+
 /// `y = f(x)` element-wise.
 pub fn pointwise(isa: Isa, f: Pointwise, x: &[f32], y: &mut [f32]) {
     let n = x.len().min(y.len());

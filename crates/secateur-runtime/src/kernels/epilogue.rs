@@ -90,17 +90,17 @@ impl Tail {
     }
 
     /// Applies what the in-kernel activation left out to `y` (laid out like `residual`).
-    pub fn apply_rest(&self, y: &mut [f32], residual: Option<&[f32]>) {
+    pub fn apply_rest(&self, isa: super::Isa, y: &mut [f32], residual: Option<&[f32]>) {
         if self.in_kernel_activation() == Activation::None
             && let Some(f) = self.act
         {
-            y.iter_mut().for_each(|v| *v = f.apply(*v));
+            super::elementwise::pointwise_in_place(isa, f, y);
         }
         if let Some(r) = residual.filter(|_| self.residual) {
             y.iter_mut().zip(r).for_each(|(v, r)| *v += r);
         }
         if let Some(f) = self.post {
-            y.iter_mut().for_each(|v| *v = f.apply(*v));
+            super::elementwise::pointwise_in_place(isa, f, y);
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod direct_conv;
 pub mod elementwise;
 pub mod epilogue;
 pub mod isa;
+pub mod layernorm;
 pub mod layout;
 pub mod nhwc_conv;
 pub mod nhwc_ops;

@@ -120,6 +120,13 @@ pub(super) enum StepKind {
         /// Number of positions (elements of the index input).
         count: usize,
     },
+    /// Layer normalisation of `rows` rows of `n` (scale input 1, optional bias input 2).
+    LayerNorm {
+        rows: usize,
+        n: usize,
+        eps: f32,
+        bias: bool,
+    },
     /// Products of activation matrices (attention scores and their product with values).
     BatchMatMul {
         products: secateur_graph::MatrixProducts,
@@ -478,6 +485,11 @@ pub(super) fn run_step(
             let indices = &input_of(inputs, consts, buffers, 1)[..*count];
             layout::gather_indexed(x, *outer, *n, *inner, indices, out)?;
         }
+        StepKind::LayerNorm { rows, n, eps, bias } => {
+            let scale = input_of(inputs, consts, buffers, 1);
+            let b = bias.then(|| input_of(inputs, consts, buffers, 2));
+            crate::kernels::layernorm::layer_norm(x, *rows, *n, *eps, scale, b, out);
+        }
         StepKind::BatchMatMul {
             products: p,
             threads,
@@ -545,7 +557,7 @@ pub(super) fn run_step(
         let residual = tail
             .residual
             .then(|| &input_of(inputs, consts, buffers, 1)[..n]);
-        tail.apply_rest(&mut out[..n], residual);
+        tail.apply_rest(isa, &mut out[..n], residual);
     }
     Ok(())
 }

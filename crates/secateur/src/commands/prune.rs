@@ -6,21 +6,28 @@
 use crate::data_args::{DataArgs, zoo_config_for};
 use crate::model_ref::load_model;
 use crate::pipeline::prune::{PruneContext, PruneOutcome, run};
+use crate::pipeline::text::TextData;
 use crate::recipe::{QuantizeRecipe, Recipe, ScheduleKind, ScopeKind, WeightsRecipe};
 use crate::recipe_structured::{BlockCriterion, StructuredKind, StructuredRecipe};
 use anyhow::{Context, Result, bail};
 use secateur_data::{DataSource, NORMALIZATION_KEY};
 use secateur_graph::zoo::ZooConfig;
 use secateur_prune::structured::Allocation;
+use std::path::Path;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct PruneArgs {
     /// Model: .onnx file or built-in name (a built-in name is an untrained model).
     pub model: String,
-    /// Data set (needed for fine-tuning, evaluation and data-dependent criteria).
+    /// Data set (needed for fine-tuning, evaluation and data-dependent criteria); for a sentence
+    /// encoder, a text file: .txt (one sentence per line) or .jsonl ("text", optional "pair",
+    /// "score"), calibration texts and held-out texts for evaluation.
     #[arg(long)]
     pub data: Option<String>,
+    /// The model's tokenizer.json for text data (default: next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub mean: Option<Vec<f32>>,
     #[arg(long, value_delimiter = ',', num_args = 1..)]
@@ -298,13 +305,20 @@ pub fn run_cmd(a: &PruneArgs) -> Result<()> {
             "this recipe fine-tunes, quantizes or uses a data-dependent criterion: pass --data (e.g. --data fashion-mnist-mini)"
         );
     }
+    let text = match &a.data {
+        Some(d) if secateur_data::is_text_path(d) => Some(
+            TextData::load(Path::new(d), &a.model, a.tokenizer.as_deref())
+                .with_context(|| format!("loading text set '{d}'"))?,
+        ),
+        _ => None,
+    };
     let split = match &a.data {
-        Some(d) => Some(
+        Some(d) if text.is_none() => Some(
             d.parse::<DataSource>()?
                 .load()
                 .with_context(|| format!("loading data set '{d}'"))?,
         ),
-        None => None,
+        _ => None,
     };
     let zoo_cfg = match &split {
         Some(s) => zoo_config_for(s, recipe.seed),
@@ -330,6 +344,7 @@ pub fn run_cmd(a: &PruneArgs) -> Result<()> {
     }
     let ctx = PruneContext {
         split: split.as_ref(),
+        text: text.as_ref(),
         norm,
         device: secateur_train::cpu(),
     };
@@ -395,8 +410,20 @@ fn print_outcome(o: &PruneOutcome, a: &PruneArgs) {
         o.macs_after,
         o.macs_before as f64 / o.macs_after.max(1) as f64
     );
-    match (&o.before, &o.after) {
-        (Some(b), Some(af)) => println!("accuracy {:.4} -> {:.4}", b.accuracy, af.accuracy),
+    match (&o.before, &o.after, &o.text_after) {
+        (Some(b), Some(af), _) => println!("accuracy {:.4} -> {:.4}", b.accuracy, af.accuracy),
+        (_, _, Some(t)) => {
+            if let Some(ag) = t.agreement {
+                println!(
+                    "agreement with the dense model (mean cosine, {} held-out texts): {ag:.4}",
+                    t.texts
+                );
+            }
+            let before = o.text_before.as_ref().and_then(|b| b.task.as_ref());
+            if let (Some((name, b)), Some((_, af))) = (before, &t.task) {
+                println!("{name} {b:.4} -> {af:.4}");
+            }
+        }
         _ => println!("accuracy not evaluated (no --data)"),
     }
     if let Some(q) = &o.after_int8 {

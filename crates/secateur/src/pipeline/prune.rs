@@ -5,6 +5,7 @@
 
 use super::finetune::Finetune;
 use super::hooks::{AgpHook, RiglHook};
+use super::text::{Feeds, SetEmbeddings, TextData, TextScores, score};
 use crate::recipe::{Recipe, ScheduleKind};
 use crate::recipe_structured::{BlockCriterion, StructuredKind, StructuredRecipe};
 use anyhow::{Context, Result, bail};
@@ -12,8 +13,9 @@ use secateur_data::{Normalization, Split};
 use secateur_graph::{Graph, summarize};
 use secateur_prune::structured::{DependencyGraph, Plan, apply_plan, plan_channels, remove_blocks};
 use secateur_prune::weights::{
-    Agp, CriterionData, LayerSparsity, WeightPruneConfig, apply_masks, compute_masks,
-    iterative_target, sparsity_report,
+    Agp, Criterion, CriterionData, Granularity, LayerSparsity, OneShotConfig, OneShotMethod,
+    WeightPruneConfig, apply_masks, compute_masks, iterative_target, prune_sequentially,
+    sparsity_report,
 };
 use secateur_train::calibrate::{input_channel_norms, taylor_scores};
 use secateur_train::evaluate::predict_logits;
@@ -24,6 +26,8 @@ use std::collections::HashMap;
 /// Where the data comes from (absent for data-free pruning).
 pub struct PruneContext<'a> {
     pub split: Option<&'a Split>,
+    /// A text set, for sentence encoders (instead of `split`).
+    pub text: Option<&'a TextData>,
     pub norm: Normalization,
     pub device: Device,
 }
@@ -61,6 +65,10 @@ pub struct PruneOutcome {
     pub shape_changes: Vec<ShapeChange>,
     pub plan: Option<Plan>,
     pub removed_blocks: Vec<(String, f64)>,
+    /// Text sets: the dense model's task score on the held-out texts, and the pruned model's
+    /// agreement with the dense model and task score.
+    pub text_before: Option<TextScores>,
+    pub text_after: Option<TextScores>,
     pub notes: Vec<String>,
 }
 
@@ -90,6 +98,15 @@ pub fn run(
     recipe.validate()?;
     let dense = model.clone();
     let before = eval_summary(&model, ctx)?;
+    let dense_text = match ctx.text {
+        Some(t) => Some(t.embed_held_out(&model)?),
+        None => None,
+    };
+    if ctx.text.is_some() && (recipe.finetune.epochs > 0 || recipe.quantize.is_some()) {
+        bail!(
+            "fine-tuning and quantization on a text set are not available yet: use --finetune-epochs 0 (one-shot Wanda / SparseGPT or structured pruning)"
+        );
+    }
     let s0 = summarize(&model)?;
     let mut notes = Vec::new();
     let mut g = model;
@@ -145,14 +162,61 @@ pub fn run(
             exclude: w.exclude.clone(),
             seed: recipe.seed,
         };
+        // SparseGPT, and Wanda on text, prune linear layers one after the other on the
+        // activations of the already-pruned model (see secateur_prune::weights::oneshot)
+        let sequential = w.schedule == ScheduleKind::Oneshot
+            && (cfg.criterion == Criterion::SparseGpt
+                || (cfg.criterion == Criterion::Wanda && ctx.text.is_some()));
         let data = criterion_data(
             &g,
-            w.criterion()?.needs_data(),
+            w.criterion()?.needs_data() && !sequential,
             w.calibration_batches,
             recipe.finetune.batch,
             ctx,
         )?;
+        if cfg.criterion == Criterion::SparseGpt && w.schedule != ScheduleKind::Oneshot {
+            bail!("sparsegpt prunes one-shot: use --schedule oneshot");
+        }
         match w.schedule {
+            ScheduleKind::Oneshot if sequential => {
+                let (owned, rows) = {
+                    let (f, r) = calibration_feeds(&g, ctx, w.calibration_batches)?;
+                    let f: Vec<Vec<(String, secateur_graph::Tensor)>> = f
+                        .into_iter()
+                        .map(|b| b.into_iter().map(|(n, t)| (n.to_string(), t)).collect())
+                        .collect();
+                    (f, r)
+                };
+                let feeds: Vec<Vec<(&str, secateur_graph::Tensor)>> = owned
+                    .iter()
+                    .map(|b| b.iter().map(|(n, t)| (n.as_str(), t.clone())).collect())
+                    .collect();
+                let oc = OneShotConfig {
+                    method: if cfg.criterion == Criterion::SparseGpt {
+                        OneShotMethod::SparseGpt
+                    } else {
+                        OneShotMethod::Wanda
+                    },
+                    sparsity: cfg.sparsity.unwrap_or(0.5),
+                    nm: match cfg.granularity {
+                        Granularity::NM { n, m } => Some((n, m)),
+                        Granularity::Unstructured => None,
+                        other => bail!("{} prunes unstructured or N:M, not {other}", cfg.criterion),
+                    },
+                    exclude: cfg.exclude.clone(),
+                };
+                let layers = prune_sequentially(&mut g, &feeds, rows.as_deref(), &oc)?;
+                log(&format!(
+                    "weights: {} {} one-shot, layer by layer on {} calibration batches, {} linear layers",
+                    cfg.criterion,
+                    cfg.granularity,
+                    feeds.len(),
+                    layers.len()
+                ));
+                if epochs > 0 || quantize.is_some() {
+                    g = ft("fine-tune")?.run(g, epochs, &mut NoHook)?;
+                }
+            }
             ScheduleKind::Oneshot => {
                 let masks = compute_masks(&g, &cfg, &data)?;
                 apply_masks(&mut g, masks)?;
@@ -260,6 +324,17 @@ pub fn run(
     } else {
         (eval_summary(&g, ctx)?, None)
     };
+    let text_scores = |e: Option<&SetEmbeddings>, reference: Option<&SetEmbeddings>| {
+        ctx.text
+            .zip(e)
+            .map(|(t, e)| score(&t.held_out, e, reference))
+    };
+    let text_before = text_scores(dense_text.as_ref(), None);
+    let pruned_text = match ctx.text {
+        Some(t) => Some(t.embed_held_out(&g)?),
+        None => None,
+    };
+    let text_after = text_scores(pruned_text.as_ref(), dense_text.as_ref());
     let s1 = summarize(&g)?;
     let mut shape_changes = Vec::new();
     for l in &s0.layers {
@@ -293,6 +368,8 @@ pub fn run(
         shape_changes,
         plan,
         removed_blocks: removed,
+        text_before,
+        text_after,
         notes,
     })
 }
@@ -307,11 +384,45 @@ fn criterion_data(
     if !needed {
         return Ok(CriterionData::default());
     }
+    if let Some(text) = ctx.text {
+        // calibration statistics of linear layers (Wanda, SparseGPT); no gradients on text
+        return text.criterion_data(g, batches);
+    }
     let split = need_split(ctx, "this criterion")?;
     Ok(CriterionData {
         taylor: taylor_scores(g, &split.train, &ctx.norm, batch, batches, &ctx.device)?,
         input_norms: input_channel_norms(g, &split.train, &ctx.norm, batch, batches, &ctx.device)?,
+        grams: Default::default(),
     })
+}
+
+/// Per calibration batch, the rows that are real tokens (not padding).
+type RowMasks = Vec<Vec<bool>>;
+
+/// Calibration batches as graph feeds, with the real (non-padding) rows of text batches.
+fn calibration_feeds<'g>(
+    g: &'g Graph,
+    ctx: &PruneContext,
+    batches: usize,
+) -> Result<(Vec<Feeds<'g>>, Option<RowMasks>)> {
+    if let Some(text) = ctx.text {
+        let (feeds, rows) = text.calibration_feeds(g, batches)?;
+        return Ok((feeds, Some(rows)));
+    }
+    let split = need_split(ctx, "calibration")?;
+    let input = g
+        .inputs
+        .first()
+        .map(|i| i.name.as_str())
+        .context("the model has no input")?;
+    let n = split.train.len();
+    let per = 64usize;
+    let feeds = (0..batches.max(1))
+        .map(|b| (b * per..((b + 1) * per).min(n)).collect::<Vec<usize>>())
+        .filter(|idx| !idx.is_empty())
+        .map(|idx| vec![(input, split.train.batch(&idx, &ctx.norm).0)])
+        .collect();
+    Ok((feeds, None))
 }
 
 fn structured_channels(

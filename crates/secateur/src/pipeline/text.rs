@@ -7,8 +7,89 @@
 use anyhow::{Context, Result, bail};
 use secateur_data::{TextEncoder, TextSet, TextTask, TokenBatch, TokenInput};
 use secateur_graph::{Graph, Tensor};
+use secateur_prune::weights::{CriterionData, collect_grams};
 use secateur_runtime::{ExecPlan, FormatPolicy, PlanConfig};
 use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Fraction of a text set held out for evaluation (one example in five).
+pub const HELD_OUT_FRACTION: f64 = 0.2;
+/// Texts per calibration batch.
+pub const CALIBRATION_BATCH: usize = 8;
+
+/// A text set for pruning a sentence encoder: calibration texts, held-out texts and the
+/// model's tokenizer.
+pub struct TextData {
+    pub name: String,
+    pub calibration: TextSet,
+    pub held_out: TextSet,
+    pub encoder: TextEncoder,
+}
+
+impl TextData {
+    /// Loads `path` (.txt or .jsonl) and the tokenizer: `tokenizer` if given, else the
+    /// `tokenizer.json` next to the model file or inside its directory.
+    pub fn load(path: &Path, model: &str, tokenizer: Option<&Path>) -> Result<TextData> {
+        let set = TextSet::load(path)?;
+        let tok: PathBuf = match tokenizer {
+            Some(t) => t.to_path_buf(),
+            None => TextEncoder::find_near(Path::new(model)).with_context(|| {
+                format!(
+                    "text data needs the model's tokenizer: no tokenizer.json next to '{model}'; give it with --tokenizer FILE"
+                )
+            })?,
+        };
+        let encoder = TextEncoder::from_file(&tok)?;
+        let (calibration, held_out) = set.split(HELD_OUT_FRACTION)?;
+        Ok(TextData {
+            name: set.name,
+            calibration,
+            held_out,
+            encoder,
+        })
+    }
+
+    /// Up to `batches` batches of calibration texts as graph feeds, with the rows (tokens)
+    /// each batch really holds (padding excluded).
+    pub fn calibration_feeds<'g>(
+        &self,
+        g: &'g Graph,
+        batches: usize,
+    ) -> Result<(Vec<Feeds<'g>>, Vec<Vec<bool>>)> {
+        let shape = TextGraph::of(g)?;
+        let texts = self.calibration.all_texts();
+        let mut feeds = Vec::new();
+        let mut rows = Vec::new();
+        for chunk in texts.chunks(CALIBRATION_BATCH).take(batches.max(1)) {
+            let b = self.encoder.encode(chunk, shape.seq_len)?;
+            rows.push(b.attention_mask.iter().map(|&m| m != 0.0).collect());
+            feeds.push(shape.feeds(g, &b));
+        }
+        Ok((feeds, rows))
+    }
+
+    /// Calibration statistics of `g`'s linear layers (Gram matrices and Wanda's feature norms).
+    pub fn criterion_data(&self, g: &Graph, batches: usize) -> Result<CriterionData> {
+        let (feeds, rows) = self.calibration_feeds(g, batches)?;
+        let grams = collect_grams(g, &feeds, Some(&rows))?;
+        let input_norms = grams.iter().map(|(w, h)| (w.clone(), h.norms())).collect();
+        Ok(CriterionData {
+            taylor: Default::default(),
+            input_norms,
+            grams,
+        })
+    }
+
+    /// Embeddings of the held-out texts by `g`.
+    pub fn embed_held_out(&self, g: &Graph) -> Result<SetEmbeddings> {
+        let threads = rayon::current_num_threads();
+        let mut m = Embedder::new(g, CALIBRATION_BATCH, threads)?;
+        embed_set(&mut m, &self.encoder, &self.held_out)
+    }
+}
+
+/// One batch as named graph inputs.
+pub type Feeds<'g> = Vec<(&'g str, Tensor)>;
 
 /// A graph whose inputs are token tensors, with its sequence length.
 pub struct TextGraph {

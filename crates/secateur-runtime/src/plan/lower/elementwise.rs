@@ -53,6 +53,33 @@ impl RuntimeOp for Binary {
     }
 }
 
+impl RuntimeOp for secateur_graph::LayerNorm {
+    fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let dims = cx.in_shape(0);
+        let a = self
+            .first_axis(dims.len())
+            .map_err(|e| err(&cx.node().name, e.0))?;
+        let n: usize = dims[a..].iter().product();
+        let full = |k: usize| {
+            cx.node()
+                .inputs
+                .get(k)
+                .map(|_| cx.in_shape(k).iter().product::<usize>() == n)
+        };
+        // scale and bias of the whole normalised shape; anything broadcast runs by reference
+        if full(1) != Some(true) || full(2) == Some(false) {
+            return cx.reference();
+        }
+        let kind = StepKind::LayerNorm {
+            rows: dims[..a].iter().product(),
+            n,
+            eps: self.epsilon,
+            bias: cx.node().inputs.len() > 2,
+        };
+        Ok(Lowered::plain(cx, kind))
+    }
+}
+
 impl RuntimeOp for Softmax {
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
         let out = cx.out_shape();

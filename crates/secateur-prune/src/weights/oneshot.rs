@@ -1,0 +1,285 @@
+//! One-shot pruning of linear layers from calibration activations, layer after layer: the
+//! calibration batches run through the graph node by node in lockstep, and when a linear
+//! layer is reached, the Gram matrix of its input — computed by the layers before it, already
+//! pruned — decides its mask (Wanda: `|w|·‖x_j‖`, the lowest fraction of each output's
+//! weights, or N of every M; SparseGPT: OBS-style reconstruction). Each later layer thus
+//! corrects for the error of the earlier ones, at the cost of a single evaluation of the
+//! calibration set. Layers reading the same value (Q, K and V) share one Gram matrix.
+
+use super::allocate::prunable_weights;
+use super::calibration::Gram;
+use super::sparsegpt::{SparseGptConfig, sparsegpt_matrix};
+use crate::error::{PruneError, Result};
+use secateur_graph::{Graph, Mask, MaskPattern, MatrixView, Tensor, evaluate_node, feed_values};
+use std::collections::{HashMap, HashSet};
+
+/// How each linear layer is pruned.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OneShotMethod {
+    /// Wanda (Sun et al., 2023): scores `|w_ij|·‖x_j‖₂`, compared within each output.
+    Wanda,
+    SparseGpt,
+}
+
+/// A one-shot request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OneShotConfig {
+    pub method: OneShotMethod,
+    /// Fraction of each layer's weights removed (ignored with `nm`).
+    pub sparsity: f64,
+    /// Keep `n` of every `m` consecutive inputs of each output.
+    pub nm: Option<(usize, usize)>,
+    /// Layers (node or weight names) left dense.
+    pub exclude: Vec<String>,
+}
+
+/// Wanda's mask of a `rows × cols` matrix: per output row, the lowest-scoring weights.
+fn wanda_keep(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    norms: &[f32],
+    cfg: &OneShotConfig,
+) -> Vec<bool> {
+    let mut keep = vec![true; rows * cols];
+    let score = |r: usize, c: usize| w[r * cols + c].abs() * norms[c];
+    for r in 0..rows {
+        let mut prune_lowest = |range: std::ops::Range<usize>, k: usize| {
+            let mut idx: Vec<usize> = range.collect();
+            idx.sort_by(|&a, &b| score(r, a).total_cmp(&score(r, b)));
+            for &c in &idx[..k.min(idx.len())] {
+                keep[r * cols + c] = false;
+            }
+        };
+        match cfg.nm {
+            Some((n, m)) => (0..cols / m).for_each(|g| prune_lowest(g * m..(g + 1) * m, m - n)),
+            None => prune_lowest(0..cols, (cols as f64 * cfg.sparsity).floor() as usize),
+        }
+    }
+    keep
+}
+
+/// Prunes one weight in place from its Gram matrix and records its mask.
+fn prune_weight(
+    graph: &mut Graph,
+    weight: &str,
+    out_axis: usize,
+    gram: &Gram,
+    cfg: &OneShotConfig,
+) -> Result<()> {
+    let t = graph
+        .initializers
+        .get_mut(weight)
+        .ok_or_else(|| PruneError::Invalid(format!("weight '{weight}' is missing")))?;
+    let view = MatrixView::new(t.shape(), out_axis)?;
+    let (rows, cols) = (view.rows, view.cols);
+    let mut m = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            m[r * cols + c] = t.data()[view.index(r, c)];
+        }
+    }
+    let keep_rc = match cfg.method {
+        OneShotMethod::Wanda => {
+            let keep = wanda_keep(&m, rows, cols, &gram.norms(), cfg);
+            m.iter_mut()
+                .zip(&keep)
+                .for_each(|(v, k)| *v = if *k { *v } else { 0.0 });
+            keep
+        }
+        OneShotMethod::SparseGpt => {
+            let sg = SparseGptConfig {
+                sparsity: cfg.sparsity,
+                nm: cfg.nm,
+                ..SparseGptConfig::default()
+            };
+            sparsegpt_matrix(&mut m, rows, cols, gram, &sg)?
+        }
+    };
+    let mut keep = vec![true; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let i = view.index(r, c);
+            t.data_mut()[i] = m[r * cols + c];
+            keep[i] = keep_rc[r * cols + c];
+        }
+    }
+    let pattern = cfg
+        .nm
+        .map_or(MaskPattern::Unstructured, |(n, m)| MaskPattern::NM { n, m });
+    graph.masks.insert(
+        weight.to_string(),
+        Mask {
+            keep,
+            pattern,
+            out_axis,
+        },
+    );
+    Ok(())
+}
+
+/// A linear layer the pass prunes: its weight, the value it reads and the weight's layout.
+struct Target {
+    weight: String,
+    input: String,
+    out_axis: usize,
+    features: usize,
+}
+
+fn targets(graph: &Graph, exclude: &[String]) -> Result<HashMap<String, Vec<Target>>> {
+    let mut by_node: HashMap<String, Vec<Target>> = HashMap::new();
+    for l in prunable_weights(graph)? {
+        if l.shape.len() != 2 || exclude.iter().any(|e| *e == l.node || *e == l.weight) {
+            continue;
+        }
+        let Some(node) = graph.nodes.iter().find(|n| n.name == l.node) else {
+            continue;
+        };
+        let Some(input) = node
+            .inputs
+            .first()
+            .filter(|v| !graph.initializers.contains_key(*v))
+        else {
+            continue;
+        };
+        let features = MatrixView::new(&l.shape, l.out_axis)?.cols;
+        by_node.entry(l.node.clone()).or_default().push(Target {
+            weight: l.weight.clone(),
+            input: input.clone(),
+            out_axis: l.out_axis,
+            features,
+        });
+    }
+    Ok(by_node)
+}
+
+/// Prunes the linear layers of `graph` one after the other on calibration `batches`
+/// (`row_keep[b]`: the rows of batch `b` that are real tokens). Returns the weights pruned.
+pub fn prune_sequentially(
+    graph: &mut Graph,
+    batches: &[Vec<(&str, Tensor)>],
+    row_keep: Option<&[Vec<bool>]>,
+    cfg: &OneShotConfig,
+) -> Result<Vec<String>> {
+    if cfg.nm.is_none() && !(cfg.sparsity > 0.0 && cfg.sparsity < 1.0) {
+        return Err(PruneError::Invalid(format!(
+            "sparsity must be in (0, 1), got {}",
+            cfg.sparsity
+        )));
+    }
+    if let Some((n, m)) = cfg.nm
+        && (n == 0 || n >= m)
+    {
+        return Err(PruneError::Invalid(format!("{n}:{m} needs 0 < n < m")));
+    }
+    let targets = targets(graph, &cfg.exclude)?;
+    // the last node reading each value, so that values are dropped once consumed
+    let mut last_use: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for v in &n.inputs {
+            last_use.insert(v.as_str(), i);
+        }
+    }
+    let last_use: HashMap<String, usize> = last_use
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let outputs: HashSet<String> = graph.outputs.iter().cloned().collect();
+    let mut values: Vec<HashMap<String, Tensor>> = batches
+        .iter()
+        .map(|f| feed_values(graph, f))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut grams: HashMap<String, Gram> = HashMap::new();
+    let mut pruned = Vec::new();
+    for i in 0..graph.nodes.len() {
+        let name = graph.nodes[i].name.clone();
+        for t in targets.get(&name).into_iter().flatten() {
+            if !grams.contains_key(&t.input) {
+                grams.insert(
+                    t.input.clone(),
+                    gram_of(&values, &t.input, t.features, row_keep)?,
+                );
+            }
+            let gram = &grams[&t.input];
+            if gram.rows == 0 || gram.dim != t.features {
+                continue;
+            }
+            prune_weight(graph, &t.weight, t.out_axis, gram, cfg).map_err(|e| {
+                PruneError::Layer {
+                    layer: name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            pruned.push(t.weight.clone());
+        }
+        let node = graph.nodes[i].clone();
+        for vals in values.iter_mut() {
+            let outs = evaluate_node(graph, &node, vals)?;
+            for (o, t) in node.outputs.iter().zip(outs) {
+                vals.insert(o.clone(), t);
+            }
+            vals.retain(|k, _| outputs.contains(k) || last_use.get(k).is_some_and(|&u| u > i));
+        }
+        grams.retain(|v, _| last_use.get(v).is_some_and(|&u| u > i));
+    }
+    graph.apply_masks()?;
+    Ok(pruned)
+}
+
+/// The Gram matrix of a value's rows over all batches.
+fn gram_of(
+    values: &[HashMap<String, Tensor>],
+    input: &str,
+    features: usize,
+    row_keep: Option<&[Vec<bool>]>,
+) -> Result<Gram> {
+    let mut gram = Gram::new(features);
+    for (b, vals) in values.iter().enumerate() {
+        let x = vals.get(input).ok_or_else(|| {
+            PruneError::Invalid(format!("calibration: value '{input}' is not available"))
+        })?;
+        if x.shape().last() != Some(&features) {
+            return Ok(Gram::new(0));
+        }
+        let rows = x.len() / features;
+        let keep = row_keep.and_then(|k| k.get(b)).filter(|k| k.len() == rows);
+        for (r, row) in x.data().chunks_exact(features).enumerate() {
+            if keep.is_none_or(|k| k[r]) {
+                gram.add_row(row);
+            }
+        }
+    }
+    Ok(gram)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wanda_prunes_each_output_by_score() {
+        // 2 outputs x 4 inputs; input norms favour inputs 0 and 3
+        let w = [1.0, 1.0, 1.0, 0.1, 0.2, 2.0, 0.1, 1.0];
+        let norms = [4.0, 1.0, 1.0, 10.0];
+        let cfg = OneShotConfig {
+            method: OneShotMethod::Wanda,
+            sparsity: 0.5,
+            nm: None,
+            exclude: Vec::new(),
+        };
+        // row 0 scores 4, 1, 1, 1: two of the 1s go (lowest indices first among ties)
+        // row 1 scores 0.8, 2, 0.1, 10: inputs 2 and 0 go
+        let keep = wanda_keep(&w, 2, 4, &norms, &cfg);
+        assert_eq!(keep.iter().filter(|k| !**k).count(), 4);
+        assert!(keep[0] && keep[4 + 1] && keep[4 + 3] && !keep[4] && !keep[4 + 2]);
+        let nm = OneShotConfig {
+            nm: Some((1, 2)),
+            ..cfg
+        };
+        let keep = wanda_keep(&w, 2, 4, &norms, &nm);
+        assert_eq!(
+            keep,
+            vec![true, false, false, true, false, true, false, true]
+        );
+    }
+}
