@@ -25,11 +25,14 @@ pub enum GroupCriterion {
     Fpgm,
     Taylor,
     Random,
+    /// Output energy `Σ H_jj·w²` of the features a channel feeds into linear layers, from
+    /// calibration activations (per-element data, like Taylor's).
+    Activation,
 }
 
 impl GroupCriterion {
     pub fn needs_data(self) -> bool {
-        self == GroupCriterion::Taylor
+        matches!(self, GroupCriterion::Taylor | GroupCriterion::Activation)
     }
 }
 
@@ -42,6 +45,7 @@ impl fmt::Display for GroupCriterion {
             GroupCriterion::Fpgm => "fpgm",
             GroupCriterion::Taylor => "taylor",
             GroupCriterion::Random => "random",
+            GroupCriterion::Activation => "activation",
         })
     }
 }
@@ -56,9 +60,10 @@ impl FromStr for GroupCriterion {
             "fpgm" => GroupCriterion::Fpgm,
             "taylor" => GroupCriterion::Taylor,
             "random" => GroupCriterion::Random,
+            "activation" => GroupCriterion::Activation,
             o => {
                 return Err(PruneError::Invalid(format!(
-                    "structured criterion '{o}' is not one of l1, l2, bn-scale, fpgm, taylor, random"
+                    "structured criterion '{o}' is not one of l1, l2, bn-scale, fpgm, taylor, random, activation"
                 )));
             }
         })
@@ -251,6 +256,37 @@ pub fn group_scores(
                     v.push(val);
                 }
                 *s = reduce(&v, reduction);
+            }
+        }
+        GroupCriterion::Activation => {
+            let consumers: Vec<_> = params
+                .iter()
+                .filter(|p| {
+                    p.2 == InputRole::Weight
+                        && p.3 == AxisRole::InChannels
+                        && taylor.contains_key(&group.members[p.0].at.value)
+                })
+                .collect();
+            if consumers.is_empty() {
+                // no linear layer reads these channels: fall back to their weights' L1 norms
+                return group_scores(
+                    graph,
+                    group,
+                    GroupCriterion::L1,
+                    reduction,
+                    normalizer,
+                    taylor,
+                    seed,
+                );
+            }
+            for (k, s) in scores.iter_mut().enumerate() {
+                *s = 0.0;
+                for (m, t, ..) in &consumers {
+                    let at = &group.members[*m].at;
+                    let tt = Tensor::new(t.shape().to_vec(), taylor[&at.value].clone())
+                        .map_err(PruneError::Graph)?;
+                    *s += slice_norm(&tt, at.axis, &group.indices[k][*m], 1);
+                }
             }
         }
         GroupCriterion::Fpgm => {

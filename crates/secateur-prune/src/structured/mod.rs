@@ -1,10 +1,12 @@
 //! Structured pruning: dependency groups derived from axis links, channel importance, plans of
-//! kept channels and their application, and depth pruning (block and layer removal).
+//! kept channels and their application, least-squares reconstruction of the layers that read
+//! pruned channels, and depth pruning (block and layer removal).
 
 pub mod depth;
 pub mod groups;
 pub mod importance;
 pub mod plan;
+pub mod reconstruct;
 pub mod select;
 
 pub use depth::{
@@ -13,4 +15,5 @@ pub use depth::{
 pub use groups::{AxisRef, DependencyGraph, Group, GroupKind, Member, ParamRole};
 pub use importance::{GroupCriterion, Normalizer, Reduction, group_scores};
 pub use plan::{Plan, PlanEntry, apply_plan, zero_channels};
+pub use reconstruct::{activation_importance, reconstruct_consumers};
 pub use select::{Allocation, ChannelPruneConfig, StructuredTarget, plan_channels};

@@ -50,7 +50,7 @@ impl Plan {
 }
 
 /// Per (value, axis): the indices kept.
-fn kept_indices(
+pub(crate) fn kept_indices(
     deps: &DependencyGraph,
     plan: &Plan,
     shapes: &HashMap<String, Shape>,

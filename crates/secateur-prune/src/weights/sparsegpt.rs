@@ -38,7 +38,7 @@ impl Default for SparseGptConfig {
 }
 
 /// Lower Cholesky factor of a symmetric positive-definite `d × d` matrix, or `None`.
-fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
+pub(crate) fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
     let mut l = vec![0.0; d * d];
     for i in 0..d {
         for j in 0..=i {

@@ -11,7 +11,10 @@ use crate::recipe_structured::{BlockCriterion, StructuredKind, StructuredRecipe}
 use anyhow::{Context, Result, bail};
 use secateur_data::{Normalization, Split};
 use secateur_graph::{Graph, summarize};
-use secateur_prune::structured::{DependencyGraph, Plan, apply_plan, plan_channels, remove_blocks};
+use secateur_prune::structured::{
+    DependencyGraph, GroupCriterion, Plan, activation_importance, apply_plan, plan_channels,
+    reconstruct_consumers, remove_blocks,
+};
 use secateur_prune::weights::{
     Agp, Criterion, CriterionData, Granularity, LayerSparsity, OneShotConfig, OneShotMethod,
     WeightPruneConfig, apply_masks, compute_masks, iterative_target, prune_sequentially,
@@ -115,7 +118,7 @@ pub fn run(
     if let Some(s) = &recipe.structured {
         match s.kind {
             StructuredKind::Channels | StructuredKind::Heads | StructuredKind::Neurons => {
-                let (pg, p) = structured_channels(&g, s, recipe.seed, ctx)?;
+                let (pg, p) = structured_channels(&g, s, recipe.seed, ctx, log)?;
                 log(&format!(
                     "structured: {}",
                     if p.describe().is_empty() {
@@ -430,8 +433,15 @@ fn structured_channels(
     s: &StructuredRecipe,
     seed: u64,
     ctx: &PruneContext,
+    log: &mut dyn FnMut(&str),
 ) -> Result<(Graph, Plan)> {
     let deps = DependencyGraph::build(g)?;
+    // with a text set: calibration statistics of the linear layers, for the activation
+    // criterion and the least-squares refit of the layers reading pruned channels
+    let grams = match ctx.text {
+        Some(t) => t.criterion_data(g, s.calibration_batches)?.grams,
+        None => HashMap::new(),
+    };
     let plan = match &s.plan {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -441,23 +451,35 @@ fn structured_channels(
         }
         None => {
             let cfg = s.channel_config(seed)?;
-            let taylor = if cfg.criterion.needs_data() {
-                let split = need_split(ctx, "Taylor importance")?;
-                taylor_scores(
-                    g,
-                    &split.train,
-                    &ctx.norm,
-                    128,
-                    s.calibration_batches,
-                    &ctx.device,
-                )?
-            } else {
-                HashMap::new()
+            let data = match cfg.criterion {
+                GroupCriterion::Activation if grams.is_empty() => {
+                    bail!("the activation criterion needs a text set (--data FILE.txt|.jsonl)")
+                }
+                GroupCriterion::Activation => activation_importance(g, &grams)?,
+                c if c.needs_data() => {
+                    let split = need_split(ctx, "Taylor importance")?;
+                    taylor_scores(
+                        g,
+                        &split.train,
+                        &ctx.norm,
+                        128,
+                        s.calibration_batches,
+                        &ctx.device,
+                    )?
+                }
+                _ => HashMap::new(),
             };
-            plan_channels(g, &deps, &cfg, &taylor)?
+            plan_channels(g, &deps, &cfg, &data)?
         }
     };
-    let pruned = apply_plan(g, &deps, &plan)?;
+    let mut pruned = apply_plan(g, &deps, &plan)?;
+    if !grams.is_empty() {
+        let refit = reconstruct_consumers(g, &mut pruned, &deps, &plan, &grams)?;
+        log(&format!(
+            "structured: {} layers reading pruned channels refitted by least squares on calibration text",
+            refit.len()
+        ));
+    }
     Ok((pruned, plan))
 }
 
