@@ -1,7 +1,8 @@
 //! The one fusion rule of the project, read by the runtime (which executes a fused layer as one
 //! kernel) and by the cost model (which prices the layers the runtime executes). A weighted
 //! layer with a constant weight absorbs, in this order: a per-channel affine normalisation
-//! (inference batch norm) over its output channels; an element-wise function (ReLU, Clip,
+//! (inference batch norm) over its output channels, or the addition of a constant per-channel
+//! bias (a linear layer exported as MatMul then Add); an element-wise function (ReLU, Clip,
 //! SiLU, HardSwish, GELU, ...); a residual addition of a value of the same shape computed
 //! before the layer (a ResNet or MobileNetV2 shortcut); and an element-wise function after
 //! it. Kernels apply all of it in their epilogue. Each absorbed node must be the sole reader of
@@ -20,6 +21,8 @@ pub struct FusedChain {
     pub layer: usize,
     /// The folded normalisation node, if any.
     pub affine: Option<usize>,
+    /// The addition of a constant per-output-channel bias and that constant, if any.
+    pub bias: Option<(usize, String)>,
     /// The element-wise function applied next: its node and function.
     pub activation: Option<(usize, Pointwise)>,
     /// The residual addition: its node and the value added (computed before the layer).
@@ -35,6 +38,7 @@ impl FusedChain {
     pub fn absorbed(&self) -> Vec<usize> {
         self.affine
             .into_iter()
+            .chain(self.bias.as_ref().map(|b| b.0))
             .chain(self.activation.map(|a| a.0))
             .chain(self.residual.as_ref().map(|r| r.0))
             .chain(self.post_activation.map(|a| a.0))
@@ -93,6 +97,7 @@ impl Graph {
         let mut chain = FusedChain {
             layer: ni,
             affine: None,
+            bias: None,
             activation: None,
             residual: None,
             post_activation: None,
@@ -111,6 +116,9 @@ impl Graph {
         {
             chain.affine = Some(c);
             chain.output = self.nodes[c].outputs[0].clone();
+        } else if let Some((c, b)) = self.next_bias(ni, &chain.output, shapes) {
+            chain.bias = Some((c, b));
+            chain.output = self.nodes[c].outputs[0].clone();
         }
         if let Some((c, f)) = self.next_pointwise(&chain.output) {
             chain.activation = Some((c, f));
@@ -125,6 +133,42 @@ impl Graph {
             }
         }
         chain
+    }
+
+    /// The addition that is the sole reader of `value` (layer `ni`'s output) and adds a
+    /// constant with one value per output channel, broadcast over every other axis: returns
+    /// the Add node and the constant.
+    fn next_bias(
+        &self,
+        ni: usize,
+        value: &str,
+        shapes: &HashMap<String, Shape>,
+    ) -> Option<(usize, String)> {
+        let c = self.sole_reader(value)?;
+        let node = &self.nodes[c];
+        if node.op.class() != OpClass::Binary(BinaryFn::Add)
+            || node.inputs.len() != 2
+            || self.input_quantized(c)
+        {
+            return None;
+        }
+        let other = if node.inputs[0] == value {
+            &node.inputs[1]
+        } else {
+            &node.inputs[0]
+        };
+        let t = self.initializers.get(other)?;
+        let out = shapes.get(value)?;
+        let axis = self.channel_axis(ni, shapes)?;
+        let channels = out.dim(axis)?;
+        // the constant's shape, right-aligned against the output: size 1 except the channels
+        let offset = out.rank().checked_sub(t.rank())?;
+        let per_channel = t.len() == channels
+            && t.shape()
+                .iter()
+                .enumerate()
+                .all(|(k, &d)| d == 1 || (k + offset == axis && d == channels));
+        (per_channel && shapes.get(&node.outputs[0]) == Some(out)).then(|| (c, other.clone()))
     }
 
     /// The element-wise function that is the sole reader of `value`.
@@ -245,5 +289,47 @@ mod tests {
         );
         assert_eq!(chains[1].output, g.outputs[0]);
         assert_eq!(chains[1].absorbed().len(), 3);
+    }
+
+    /// A linear layer exported as MatMul then Add of its bias absorbs the bias, the GELU after
+    /// it, and (for the FFN's second layer) the residual addition.
+    #[test]
+    fn matmul_bias_activation_and_residual_fuse() {
+        use crate::bert::{BertConfig, HiddenAct, Pooling, random_bert};
+        let cfg = BertConfig {
+            vocab_size: 20,
+            hidden_size: 8,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 16,
+            max_position_embeddings: 8,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_act: HiddenAct::Gelu,
+        };
+        let g = random_bert(&cfg, 4, Pooling::Mean, 1).unwrap();
+        let chains = g.fused_chains().unwrap();
+        let name = |i: usize| g.nodes[i].name.as_str();
+        let ffn = chains
+            .iter()
+            .find(|c| name(c.layer) == "encoder.layer.0.intermediate.dense/MatMul")
+            .unwrap();
+        assert_eq!(
+            name(ffn.bias.as_ref().unwrap().0),
+            "encoder.layer.0.intermediate.dense/Add"
+        );
+        assert_eq!(
+            name(ffn.activation.unwrap().0),
+            "encoder.layer.0.intermediate/act"
+        );
+        let out = chains
+            .iter()
+            .find(|c| name(c.layer) == "encoder.layer.0.output.dense/MatMul")
+            .unwrap();
+        assert!(out.bias.is_some() && out.activation.is_none());
+        assert_eq!(
+            name(out.residual.as_ref().unwrap().0),
+            "encoder.layer.0.output/Add"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Compile-time rewrites of layers along the graph's fusion rule ([`Graph::fused_chain`]): a
 //! batch norm that directly follows a weighted layer is folded into its weights and bias
 //! (`w' = w·γ/σ`, `b' = (b − μ)·γ/σ + β`, zeros stay zero); the element-wise function, residual
-//! addition and function after it that the chain absorbs become the layer's [`Tail`], and a
+//! addition and function after it that the chain absorbs become the layer's [`Tail`] (a
+//! constant per-channel bias addition joins the layer's bias), and a
 //! clamp (ReLU, Clip) right after the layer is also its kernels' in-kernel activation.
 
 use crate::kernels::{Activation, Tail};
@@ -65,7 +66,15 @@ pub fn fuse_layer(
             out = graph.nodes[c].outputs[0].clone();
         }
     }
-    let folded = chain.affine.is_none() || !absorbed.is_empty();
+    if let Some((c, constant)) = &chain.bias {
+        let add = graph.initializers[constant].data();
+        if add.len() == rows {
+            b.iter_mut().zip(add).for_each(|(b, a)| *b += a);
+            absorbed.push(*c);
+            out = graph.nodes[*c].outputs[0].clone();
+        }
+    }
+    let folded = (chain.affine.is_none() && chain.bias.is_none()) || !absorbed.is_empty();
     let mut tail = Tail::default();
     let mut residual = None;
     if folded {
