@@ -135,15 +135,9 @@ impl Graph {
         chain
     }
 
-    /// The addition that is the sole reader of `value` (layer `ni`'s output) and adds a
-    /// constant with one value per output channel, broadcast over every other axis: returns
-    /// the Add node and the constant.
-    fn next_bias(
-        &self,
-        ni: usize,
-        value: &str,
-        shapes: &HashMap<String, Shape>,
-    ) -> Option<(usize, String)> {
+    /// The two-input addition (not quantized) that is the sole reader of `value`, and its
+    /// other operand.
+    fn sole_add_reader(&self, value: &str) -> Option<(usize, &String)> {
         let c = self.sole_reader(value)?;
         let node = &self.nodes[c];
         if node.op.class() != OpClass::Binary(BinaryFn::Add)
@@ -157,6 +151,20 @@ impl Graph {
         } else {
             &node.inputs[0]
         };
+        Some((c, other))
+    }
+
+    /// The addition that is the sole reader of `value` (layer `ni`'s output) and adds a
+    /// constant with one value per output channel, broadcast over every other axis: returns
+    /// the Add node and the constant.
+    fn next_bias(
+        &self,
+        ni: usize,
+        value: &str,
+        shapes: &HashMap<String, Shape>,
+    ) -> Option<(usize, String)> {
+        let (c, other) = self.sole_add_reader(value)?;
+        let node = &self.nodes[c];
         let t = self.initializers.get(other)?;
         let out = shapes.get(value)?;
         let axis = self.channel_axis(ni, shapes)?;
@@ -189,19 +197,7 @@ impl Graph {
         value: &str,
         shapes: &HashMap<String, Shape>,
     ) -> Option<(usize, String)> {
-        let c = self.sole_reader(value)?;
-        let node = &self.nodes[c];
-        if node.op.class() != OpClass::Binary(BinaryFn::Add)
-            || node.inputs.len() != 2
-            || self.input_quantized(c)
-        {
-            return None;
-        }
-        let other = if node.inputs[0] == value {
-            &node.inputs[1]
-        } else {
-            &node.inputs[0]
-        };
+        let (c, other) = self.sole_add_reader(value)?;
         let earlier = self.inputs.iter().any(|i| &i.name == other)
             || self.nodes[..ni].iter().any(|n| n.outputs.contains(other));
         let same_shape = shapes.get(other) == shapes.get(value);

@@ -20,4 +20,4 @@ pub use criteria::{Criterion, CriterionData};
 pub use granularity::Granularity;
 pub use oneshot::{OneShotConfig, OneShotMethod, prune_sequentially};
 pub use schedule::{Agp, iterative_target, rigl_fraction, rigl_update};
-pub use sparsegpt::{SparseGptConfig, sparsegpt_graph, sparsegpt_matrix};
+pub use sparsegpt::{SparseGptConfig, sparsegpt_matrix};

@@ -6,11 +6,8 @@
 //! pruning error `e = (w − q) / U_jj` is pushed onto the later columns of the block
 //! (`W[:, j:] −= e ⊗ U[j, j:]`), and the block's errors onto all later columns at once.
 
-use super::allocate::prunable_weights;
 use super::calibration::Gram;
 use crate::error::{PruneError, Result};
-use secateur_graph::{Graph, Mask, MaskPattern, MatrixView};
-use std::collections::HashMap;
 
 /// What SparseGPT removes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -209,72 +206,6 @@ pub fn sparsegpt_matrix(
         *o = if *k { *v as f32 } else { 0.0 };
     }
     Ok(keep)
-}
-
-/// Prunes every linear layer with calibration statistics (except those named in `exclude`, by
-/// node or weight) with SparseGPT: reconstructed weights replace the originals and masks keep
-/// the pruned ones at zero. Returns the weights pruned.
-pub fn sparsegpt_graph(
-    graph: &mut Graph,
-    grams: &HashMap<String, Gram>,
-    cfg: &SparseGptConfig,
-    exclude: &[String],
-) -> Result<Vec<String>> {
-    if !(cfg.sparsity > 0.0 && cfg.sparsity < 1.0) && cfg.nm.is_none() {
-        return Err(PruneError::Invalid(format!(
-            "SparseGPT sparsity must be in (0, 1), got {}",
-            cfg.sparsity
-        )));
-    }
-    let mut done = Vec::new();
-    for l in prunable_weights(graph)? {
-        let Some(gram) = grams.get(&l.weight) else {
-            continue;
-        };
-        if exclude.iter().any(|e| *e == l.node || *e == l.weight) {
-            continue;
-        }
-        let view = MatrixView::new(&l.shape, l.out_axis)?;
-        let (rows, cols) = (view.rows, view.cols);
-        let t = graph
-            .initializers
-            .get_mut(&l.weight)
-            .ok_or_else(|| PruneError::Invalid(format!("weight '{}' is missing", l.weight)))?;
-        let mut m = vec![0.0f32; rows * cols];
-        for r in 0..rows {
-            for c in 0..cols {
-                m[r * cols + c] = t.data()[view.index(r, c)];
-            }
-        }
-        let keep_rc =
-            sparsegpt_matrix(&mut m, rows, cols, gram, cfg).map_err(|e| PruneError::Layer {
-                layer: l.node.clone(),
-                message: e.to_string(),
-            })?;
-        let mut keep = vec![true; rows * cols];
-        for r in 0..rows {
-            for c in 0..cols {
-                let i = view.index(r, c);
-                t.data_mut()[i] = m[r * cols + c];
-                keep[i] = keep_rc[r * cols + c];
-            }
-        }
-        let pattern = match cfg.nm {
-            Some((n, m)) => MaskPattern::NM { n, m },
-            None => MaskPattern::Unstructured,
-        };
-        graph.masks.insert(
-            l.weight.clone(),
-            Mask {
-                keep,
-                pattern,
-                out_axis: l.out_axis,
-            },
-        );
-        done.push(l.weight);
-    }
-    graph.apply_masks()?;
-    Ok(done)
 }
 
 #[cfg(test)]
