@@ -116,30 +116,13 @@ impl Builder {
     }
 
     fn node(&mut self, name: &str, op: Op, inputs: &[&str]) -> Result<String> {
-        let out = format!("{name}_output");
         let node = Node {
             name: name.to_string(),
             op,
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: vec![out.clone()],
+            outputs: vec![format!("{name}_output")],
         };
-        let in_shapes: Vec<Shape> = node
-            .inputs
-            .iter()
-            .map(|v| {
-                self.shapes
-                    .get(v)
-                    .cloned()
-                    .ok_or_else(|| GraphError::UndefinedValue {
-                        value: v.clone(),
-                        node: name.into(),
-                    })
-            })
-            .collect::<Result<_>>()?;
-        let outs = self.graph.infer_node(&node, &in_shapes)?;
-        self.shapes.insert(out.clone(), outs[0].clone());
-        self.graph.nodes.push(node);
-        Ok(out)
+        crate::builder::push_node(&mut self.graph, &mut self.shapes, node)
     }
 
     fn binary(&mut self, name: &str, f: BinaryFn, a: &str, b: &str) -> Result<String> {

@@ -67,30 +67,13 @@ impl GraphBuilder {
             self.graph.add_initializer(wname.clone(), t);
             all.push(wname);
         }
-        let out = format!("{name}_out");
         let node = crate::graph::Node {
             name: name.to_string(),
             op,
             inputs: all,
-            outputs: vec![out.clone()],
+            outputs: vec![format!("{name}_out")],
         };
-        let in_shapes: Vec<Shape> = node
-            .inputs
-            .iter()
-            .map(|v| {
-                self.shapes
-                    .get(v)
-                    .cloned()
-                    .ok_or_else(|| GraphError::UndefinedValue {
-                        value: v.clone(),
-                        node: name.into(),
-                    })
-            })
-            .collect::<Result<_>>()?;
-        let outs = self.graph.infer_node(&node, &in_shapes)?;
-        self.shapes.insert(out.clone(), outs[0].clone());
-        self.graph.nodes.push(node);
-        Ok(out)
+        push_node(&mut self.graph, &mut self.shapes, node)
     }
 
     /// A convolution `c_in → c_out` with a square kernel; PyTorch initialisation.
@@ -233,6 +216,33 @@ impl GraphBuilder {
         self.graph.check()?;
         Ok(self.graph)
     }
+}
+
+/// Appends `node` (one output) to `graph` after inferring its output shape from the shapes of
+/// the values built so far, which it extends; returns the output's name.
+pub(crate) fn push_node(
+    graph: &mut Graph,
+    shapes: &mut HashMap<String, Shape>,
+    node: crate::graph::Node,
+) -> Result<String> {
+    let in_shapes: Vec<Shape> = node
+        .inputs
+        .iter()
+        .map(|v| {
+            shapes
+                .get(v)
+                .cloned()
+                .ok_or_else(|| GraphError::UndefinedValue {
+                    value: v.clone(),
+                    node: node.name.clone(),
+                })
+        })
+        .collect::<Result<_>>()?;
+    let outs = graph.infer_node(&node, &in_shapes)?;
+    let out = node.outputs[0].clone();
+    shapes.insert(out.clone(), outs[0].clone());
+    graph.nodes.push(node);
+    Ok(out)
 }
 
 /// Activation after a conv-BN block.

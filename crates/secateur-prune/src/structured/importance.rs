@@ -196,6 +196,18 @@ pub fn group_scores(
         })
         .collect();
     let mut scores = vec![0.0f64; n];
+    // criteria that find nothing to read in this group (no batch norm, no linear consumer)
+    let l1_instead = || {
+        group_scores(
+            graph,
+            group,
+            GroupCriterion::L1,
+            reduction,
+            normalizer,
+            taylor,
+            seed,
+        )
+    };
     match criterion {
         GroupCriterion::Random => {
             let mut h = seed;
@@ -211,15 +223,7 @@ pub fn group_scores(
                 .filter(|p| p.2 == InputRole::BnScale)
                 .collect();
             if bn.is_empty() {
-                return group_scores(
-                    graph,
-                    group,
-                    GroupCriterion::L1,
-                    reduction,
-                    normalizer,
-                    taylor,
-                    seed,
-                );
+                return l1_instead();
             }
             for (k, s) in scores.iter_mut().enumerate() {
                 let v: Vec<f64> = bn
@@ -269,15 +273,7 @@ pub fn group_scores(
                 .collect();
             if consumers.is_empty() {
                 // no linear layer reads these channels: fall back to their weights' L1 norms
-                return group_scores(
-                    graph,
-                    group,
-                    GroupCriterion::L1,
-                    reduction,
-                    normalizer,
-                    taylor,
-                    seed,
-                );
+                return l1_instead();
             }
             for (k, s) in scores.iter_mut().enumerate() {
                 *s = 0.0;

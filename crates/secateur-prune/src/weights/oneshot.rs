@@ -73,6 +73,13 @@ fn prune_weight(
         .ok_or_else(|| PruneError::Invalid(format!("weight '{weight}' is missing")))?;
     let view = MatrixView::new(t.shape(), out_axis)?;
     let (rows, cols) = (view.rows, view.cols);
+    if let Some((_, nm_m)) = cfg.nm
+        && !cols.is_multiple_of(nm_m)
+    {
+        return Err(PruneError::Invalid(format!(
+            "'{weight}' has {cols} inputs per output, not a multiple of M = {nm_m}; exclude it or pick another N:M"
+        )));
+    }
     let mut m = vec![0.0f32; rows * cols];
     for r in 0..rows {
         for c in 0..cols {
