@@ -17,4 +17,6 @@ pub use dataset::{Dataset, NORMALIZATION_KEY, Normalization, Samples, Split};
 pub use error::{DataError, Result};
 pub use loader::{Augment, batches, epoch_order};
 pub use source::{DataSource, load_mini};
-pub use text::{TextEncoder, TextExample, TextSet, TextTask, TokenBatch, TokenInput, is_text_path};
+pub use text::{
+    TextEncoder, TextExample, TextSet, TextTask, TokenBatch, TokenInput, is_text_path, span_views,
+};

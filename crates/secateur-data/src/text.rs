@@ -357,6 +357,29 @@ impl TextEncoder {
     }
 }
 
+/// Augmented views of texts for distillation on little data: each text, then for each text of
+/// at least six words `extra` contiguous word spans of half to all-but-one of its words, cut at
+/// seeded random places. Spans of real text are still text the encoder will meet, and give
+/// the student more distinct inputs to match the teacher on.
+pub fn span_views(texts: &[&str], extra: usize, seed: u64) -> Vec<String> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    for _ in 0..extra {
+        for t in texts {
+            let words: Vec<&str> = t.split_whitespace().collect();
+            let n = words.len();
+            if n < 6 {
+                continue;
+            }
+            let len = rng.random_range(n.div_ceil(2)..n);
+            let start = rng.random_range(0..=n - len);
+            out.push(words[start..start + len].join(" "));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +388,22 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, body).unwrap();
         p
+    }
+
+    #[test]
+    fn span_views_are_seeded_contiguous_spans() {
+        let texts = ["one two three four five six seven eight", "too short here"];
+        let v = span_views(&texts, 2, 9);
+        // the originals first, then two spans of the long text (the short one has none)
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[..2], texts.map(String::from));
+        for span in &v[2..] {
+            let n = span.split_whitespace().count();
+            assert!((4..8).contains(&n), "{span}");
+            assert!(texts[0].contains(span.as_str()), "{span}");
+        }
+        assert_eq!(v, span_views(&texts, 2, 9));
+        assert_ne!(v, span_views(&texts, 2, 10));
     }
 
     #[test]

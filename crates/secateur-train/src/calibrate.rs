@@ -130,6 +130,7 @@ pub fn input_channel_norms(
             train: false,
             quant: None,
             observer: Some(&mut obs),
+            taps: None,
         };
         forward(
             graph,

@@ -88,6 +88,7 @@ pub fn evaluate(
                 train: false,
                 quant,
                 observer: None,
+                taps: None,
             },
         )?;
         let logits = logits.into_r2().ok_or_else(|| {
@@ -144,6 +145,7 @@ pub fn predict_logits(
             train: false,
             quant: quant.as_ref(),
             observer: None,
+            taps: None,
         };
         let (_, logits, _) = forward(
             graph,

@@ -28,11 +28,26 @@ pub trait ActivationObserver {
     fn observe(&mut self, node: usize, x: &Value);
 }
 
+/// Intermediate outputs to keep: the output of each listed node, in list order.
+#[derive(Default)]
+pub struct Taps {
+    pub nodes: Vec<usize>,
+    pub values: Vec<Option<Value>>,
+}
+
+impl Taps {
+    pub fn new(nodes: Vec<usize>) -> Taps {
+        let values = vec![None; nodes.len()];
+        Taps { nodes, values }
+    }
+}
+
 /// How to run the forward pass.
 pub struct ForwardCtx<'a> {
     pub train: bool,
     pub quant: Option<&'a FakeQuant>,
     pub observer: Option<&'a mut dyn ActivationObserver>,
+    pub taps: Option<&'a mut Taps>,
 }
 
 impl ForwardCtx<'_> {
@@ -41,6 +56,7 @@ impl ForwardCtx<'_> {
             train: false,
             quant: None,
             observer: None,
+            taps: None,
         }
     }
 }
@@ -143,6 +159,11 @@ pub fn forward(
             stats: &mut stats,
         };
         let y = lowering(&node.op).forward(&mut call, args)?;
+        if let Some(taps) = ctx.taps.as_deref_mut()
+            && let Some(k) = taps.nodes.iter().position(|&n| n == step.node)
+        {
+            taps.values[k] = Some(y.clone());
+        }
         slots[step.out_slot] = Some(y);
         for r in &step.release {
             slots[*r] = None;

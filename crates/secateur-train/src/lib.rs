@@ -6,8 +6,10 @@
 pub mod batch;
 pub mod calibrate;
 pub mod checkpoint;
+pub mod embedding;
 pub mod error;
 pub mod evaluate;
+mod features;
 pub mod forward;
 pub mod layout;
 pub mod loss;
@@ -22,6 +24,7 @@ pub mod trainer;
 pub mod value;
 
 pub use burn::tensor::Device;
+pub use embedding::EmbeddingSet;
 pub use error::{Result, TrainError};
 pub use evaluate::{EvalReport, evaluate};
 pub use loss::DistillConfig;

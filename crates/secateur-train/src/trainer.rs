@@ -6,18 +6,20 @@
 
 use crate::batch::{check_fit, labels_tensor, to_value};
 use crate::error::{Result, TrainError};
-use crate::forward::{ForwardCtx, check_trainable, forward};
+use crate::features::FeatureTeacher;
+use crate::forward::{ForwardCtx, Taps, check_trainable, forward};
 use crate::loss::{DistillConfig, cross_entropy, distillation};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::params::{ParamKind, ParamStore};
 use crate::program::Program;
 use crate::quant::{FakeQuant, RangeObserver};
 use crate::schedule::LrSchedule;
+use crate::value::Value;
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use secateur_data::{Augment, Dataset, Normalization, batches, epoch_order};
-use secateur_graph::{Graph, InputRole};
+use secateur_graph::{Graph, InputRole, Tensor as GTensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::time::Instant;
@@ -129,10 +131,24 @@ pub struct Progress {
     pub images_per_sec: f64,
 }
 
-struct Teacher {
-    graph: Graph,
-    program: Program,
-    store: ParamStore,
+pub(crate) struct Teacher {
+    pub graph: Graph,
+    pub program: Program,
+    pub store: ParamStore,
+}
+
+impl Teacher {
+    pub fn new(graph: Graph, device: &Device) -> Result<Teacher> {
+        graph.check()?;
+        check_trainable(&graph)?;
+        let store = ParamStore::from_graph(&graph, device, &HashSet::new())?;
+        let program = Program::compile(&graph, &store)?;
+        Ok(Teacher {
+            graph,
+            program,
+            store,
+        })
+    }
 }
 
 /// A graph being trained.
@@ -143,12 +159,91 @@ pub struct Trainer {
     pub optimizer: Optimizer,
     pub quant: Option<FakeQuant>,
     teacher: Option<Teacher>,
+    /// A teacher whose intermediate sequence features the model is trained to match.
+    features: Option<FeatureTeacher>,
     pub device: Device,
     pub config: TrainConfig,
     pub epochs_done: usize,
     pub steps_done: usize,
     /// One single-threaded pool per parallel micro-batch worker.
     pools: Vec<rayon::ThreadPool>,
+}
+
+/// What a micro-batch is trained towards.
+pub(crate) enum Target {
+    /// Class labels (cross-entropy, or distillation when a teacher is set).
+    Labels(Vec<u32>),
+    /// Embeddings `[N, dim]` the model's output should point along (cosine distance), with
+    /// optional per-token weights `[N, T]` (0 for padding) for matched sequence features.
+    Embeddings {
+        targets: GTensor,
+        token_weights: Option<GTensor>,
+    },
+}
+
+/// The graph inputs of some samples and what they are trained towards.
+pub(crate) struct MicroBatch {
+    pub inputs: Vec<GTensor>,
+    pub target: Target,
+}
+
+/// Turns a batch of sample indices into weighted micro-batches.
+pub(crate) type MakeBatch<'a> =
+    dyn FnMut(&[usize], &mut ChaCha8Rng) -> Result<Vec<(MicroBatch, f64)>> + 'a;
+
+/// Where in the run a step is.
+#[derive(Clone, Copy)]
+struct StepAt {
+    epoch: usize,
+    total: usize,
+    per_epoch: usize,
+    lr: f64,
+}
+
+/// Splits a batch (one tensor per graph input, and its target) into at most `parts`
+/// micro-batches of consecutive rows, each weighted by its share of the batch.
+pub(crate) fn split_rows(
+    inputs: &[GTensor],
+    target: Target,
+    parts: usize,
+) -> Vec<(MicroBatch, f64)> {
+    let n = inputs.first().map_or(0, |t| t.shape()[0]);
+    let parts = parts.min(n / 2).max(1);
+    let rows = |t: &GTensor, a: usize, b: usize| {
+        let per = t.len() / n.max(1);
+        let mut shape = t.shape().to_vec();
+        shape[0] = b - a;
+        GTensor::new(shape, t.data()[a * per..b * per].to_vec()).expect("rows of a batch")
+    };
+    (0..parts)
+        .map(|i| {
+            let (a, b) = (i * n / parts, (i + 1) * n / parts);
+            let target = match &target {
+                Target::Labels(y) => Target::Labels(y[a..b].to_vec()),
+                Target::Embeddings {
+                    targets,
+                    token_weights,
+                } => Target::Embeddings {
+                    targets: rows(targets, a, b),
+                    token_weights: token_weights.as_ref().map(|w| rows(w, a, b)),
+                },
+            };
+            let mb = MicroBatch {
+                inputs: inputs.iter().map(|t| rows(t, a, b)).collect(),
+                target,
+            };
+            (mb, (b - a) as f64 / n as f64)
+        })
+        .collect()
+}
+
+/// Mean cosine distance `1 − cos(s, t)` of corresponding rows (the targets are constants).
+fn cosine_distance(s: Tensor<2>, t: Tensor<2>) -> Tensor<1> {
+    let dot = (s.clone() * t.clone()).sum_dim(1);
+    let ns = (s.clone() * s).sum_dim(1).sqrt();
+    let nt = (t.clone() * t).sum_dim(1).sqrt();
+    let cos = dot / (ns * nt + 1e-12);
+    (cos.neg() + 1.0).mean()
 }
 
 /// What one micro-batch's forward and backward pass yields.
@@ -190,6 +285,7 @@ impl Trainer {
             optimizer,
             quant,
             teacher: None,
+            features: None,
             device,
             config,
             epochs_done: 0,
@@ -205,16 +301,17 @@ impl Trainer {
                 "a teacher needs distillation settings (temperature, alpha)".into(),
             ));
         }
-        teacher.check()?;
-        check_trainable(&teacher)?;
-        let store = ParamStore::from_graph(&teacher, &self.device, &HashSet::new())?;
-        let program = Program::compile(&teacher, &store)?;
-        self.teacher = Some(Teacher {
-            graph: teacher,
-            program,
-            store,
-        });
+        self.teacher = Some(Teacher::new(teacher, &self.device)?);
         Ok(())
+    }
+
+    /// Trains embeddings to also match `teacher`'s intermediate sequence features (see
+    /// [`FeatureTeacher`]); returns how many features are matched.
+    pub fn set_feature_teacher(&mut self, teacher: Graph) -> Result<usize> {
+        let f = FeatureTeacher::new(&self.graph, Teacher::new(teacher, &self.device)?)?;
+        let n = f.student_nodes.len();
+        self.features = Some(f);
+        Ok(n)
     }
 
     /// Calibrates activation ranges on `batches` batches of `data`, then trains and evaluates
@@ -235,6 +332,7 @@ impl Trainer {
                 train: false,
                 quant: None,
                 observer: Some(&mut observer),
+                taps: None,
             };
             forward(
                 &self.graph,
@@ -264,16 +362,35 @@ impl Trainer {
     ) -> Result<()> {
         check_fit(&self.graph, data)?;
         norm.validate(data.channels())?;
-        let per_epoch = self.steps_per_epoch(data);
+        let augment = self.config.augment;
+        let parts = self.config.micro_batches;
+        let mut make = |chunk: &[usize], rng: &mut ChaCha8Rng| {
+            let (mut x, y) = data.batch(chunk, norm);
+            augment.apply(&mut x, rng);
+            Ok(split_rows(&[x], Target::Labels(y), parts))
+        };
+        self.run_epochs(data.len(), &mut make, hook, progress)
+    }
+
+    /// The epoch loop over `n` samples; `make` turns a batch of sample indices into weighted
+    /// micro-batches.
+    pub(crate) fn run_epochs(
+        &mut self,
+        n: usize,
+        make: &mut MakeBatch,
+        hook: &mut dyn TrainHook,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<()> {
+        let per_epoch = n.div_ceil(self.config.batch_size);
         let total = per_epoch * self.config.epochs;
         let has_bn = self.store.roles.contains(&InputRole::BnMean);
         while self.epochs_done < self.config.epochs {
             let epoch = self.epochs_done;
-            let order = epoch_order(data.len(), self.config.seed, epoch);
+            let order = epoch_order(n, self.config.seed, epoch);
             let mut rng =
                 ChaCha8Rng::seed_from_u64(self.config.seed.wrapping_add(1 + epoch as u64));
             let start = Instant::now();
-            let mut images = 0usize;
+            let mut samples = 0usize;
             for (bi, chunk) in batches(&order, self.config.batch_size).enumerate() {
                 if has_bn && chunk.len() < 2 {
                     continue;
@@ -284,10 +401,15 @@ impl Trainer {
                     total,
                     per_epoch,
                 );
-                let loss = self.step(
-                    data, norm, chunk, &mut rng, epoch, total, per_epoch, lr, hook,
-                )?;
-                images += chunk.len();
+                let parts = make(chunk, &mut rng)?;
+                let at = StepAt {
+                    epoch,
+                    total,
+                    per_epoch,
+                    lr,
+                };
+                let loss = self.step(parts, at, hook)?;
+                samples += chunk.len();
                 progress(&Progress {
                     epoch,
                     epochs: self.config.epochs,
@@ -295,7 +417,7 @@ impl Trainer {
                     batches: per_epoch,
                     loss,
                     lr,
-                    images_per_sec: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                    images_per_sec: samples as f64 / start.elapsed().as_secs_f64().max(1e-9),
                 });
             }
             self.epochs_done += 1;
@@ -305,12 +427,9 @@ impl Trainer {
         Ok(())
     }
 
-    /// Forward and backward of one micro-batch.
-    fn micro(&self, x: secateur_graph::Tensor, y: &[u32]) -> Result<MicroResult> {
-        let input = to_value(x, &self.device)?;
-        let labels = labels_tensor(y, &self.device);
-        let leaves: Vec<Tensor<1>> = self
-            .store
+    /// The parameters as autodiff leaves (trainable ones tracked).
+    fn leaves(&self) -> Vec<Tensor<1>> {
+        self.store
             .values
             .iter()
             .zip(&self.store.kinds)
@@ -321,40 +440,64 @@ impl Trainer {
                     v.clone()
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Forward and backward of one micro-batch.
+    fn micro(&self, mb: MicroBatch) -> Result<MicroResult> {
+        let inputs = mb
+            .inputs
+            .into_iter()
+            .map(|x| to_value(x, &self.device))
+            .collect::<Result<Vec<_>>>()?;
+        let leaves = self.leaves();
+        let mut taps = Taps::new(
+            self.features
+                .as_ref()
+                .map_or(Vec::new(), |f| f.student_nodes.clone()),
+        );
         let mut ctx = ForwardCtx {
             train: true,
             quant: self.quant.as_ref(),
             observer: None,
+            taps: Some(&mut taps),
         };
-        let (_, logits, stats) = forward(
+        let (output, logits, stats) = forward(
             &self.graph,
             &self.program,
             &leaves,
             &self.store.shapes,
-            std::slice::from_ref(&input),
+            &inputs,
             &mut ctx,
         )?;
-        let logits = logits.into_r2().ok_or_else(|| {
-            TrainError::DataMismatch("the model's logits are not [N, classes]".into())
-        })?;
-        let mut loss = match (&self.teacher, &self.config.distill) {
-            (Some(t), Some(cfg)) => {
-                let mut tctx = ForwardCtx::eval();
-                let (_, tl, _) = forward(
-                    &t.graph,
-                    &t.program,
-                    &t.store.values,
-                    &t.store.shapes,
-                    &[input],
-                    &mut tctx,
-                )?;
-                let tl = tl.into_r2().ok_or_else(|| {
-                    TrainError::DataMismatch("the teacher's logits are not [N, classes]".into())
+        let mut loss = match mb.target {
+            Target::Labels(y) => self.label_loss(logits, &y, &inputs)?,
+            Target::Embeddings {
+                targets,
+                token_weights,
+            } => {
+                let out = output.into_r2().ok_or_else(|| {
+                    TrainError::DataMismatch("the model's output is not [N, dim]".into())
                 })?;
-                distillation(logits, tl.inner(), labels, cfg)
+                let target = to_value(targets, &self.device)?.into_r2().ok_or_else(|| {
+                    TrainError::DataMismatch("target embeddings are not [N, dim]".into())
+                })?;
+                if out.dims() != target.dims() {
+                    return Err(TrainError::DataMismatch(format!(
+                        "the model's output is {:?} but the target embeddings are {:?}",
+                        out.dims(),
+                        target.dims()
+                    )));
+                }
+                let mut loss = cosine_distance(out, target);
+                if let Some(f) = &self.features {
+                    let w = token_weights
+                        .map(|w| to_value(w, &self.device))
+                        .transpose()?;
+                    loss = loss + f.loss(taps, &inputs, w)?;
+                }
+                loss
             }
-            _ => cross_entropy(logits, labels),
         };
         if self.config.bn_l1 > 0.0 {
             for (i, leaf) in leaves.iter().enumerate() {
@@ -385,49 +528,44 @@ impl Trainer {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn step(
-        &mut self,
-        data: &Dataset,
-        norm: &Normalization,
-        chunk: &[usize],
-        rng: &mut ChaCha8Rng,
-        epoch: usize,
-        total: usize,
-        per_epoch: usize,
-        lr: f64,
-        hook: &mut dyn TrainHook,
-    ) -> Result<f32> {
-        let (mut x, y) = data.batch(chunk, norm);
-        self.config.augment.apply(&mut x, rng);
-        let n = chunk.len();
-        let parts = self.config.micro_batches.min(n / 2).max(1);
-        let per_sample = x.len() / n;
-        let bounds: Vec<(usize, usize)> = (0..parts)
-            .map(|i| (i * n / parts, (i + 1) * n / parts))
-            .collect();
-        let slices: Vec<(secateur_graph::Tensor, Vec<u32>)> = bounds
-            .iter()
-            .map(|&(a, b)| {
-                let mut shape = x.shape().to_vec();
-                shape[0] = b - a;
-                let t = secateur_graph::Tensor::new(
-                    shape,
-                    x.data()[a * per_sample..b * per_sample].to_vec(),
-                )
-                .expect("slice of a batch");
-                (t, y[a..b].to_vec())
-            })
-            .collect();
-        let results: Vec<Result<MicroResult>> = if self.pools.len() > 1 && parts > 1 {
-            let this = &*self;
+    /// Cross-entropy of the logits against labels, or distillation from the teacher.
+    fn label_loss(&self, logits: Value, y: &[u32], inputs: &[Value]) -> Result<Tensor<1>> {
+        let labels = labels_tensor(y, &self.device);
+        let logits = logits.into_r2().ok_or_else(|| {
+            TrainError::DataMismatch("the model's logits are not [N, classes]".into())
+        })?;
+        Ok(match (&self.teacher, &self.config.distill) {
+            (Some(t), Some(cfg)) => {
+                let mut tctx = ForwardCtx::eval();
+                let (_, tl, _) = forward(
+                    &t.graph,
+                    &t.program,
+                    &t.store.values,
+                    &t.store.shapes,
+                    inputs,
+                    &mut tctx,
+                )?;
+                let tl = tl.into_r2().ok_or_else(|| {
+                    TrainError::DataMismatch("the teacher's logits are not [N, classes]".into())
+                })?;
+                distillation(logits, tl.inner(), labels, cfg)
+            }
+            _ => cross_entropy(logits, labels),
+        })
+    }
+
+    /// Runs the micro-batches (in parallel when there are workers) and sums their results,
+    /// each scaled by its weight.
+    fn run_micro(&self, parts: Vec<(MicroBatch, f64)>) -> Result<Vec<(MicroResult, f64)>> {
+        let weights: Vec<f64> = parts.iter().map(|p| p.1).collect();
+        let results: Vec<Result<MicroResult>> = if self.pools.len() > 1 && parts.len() > 1 {
             std::thread::scope(|scope| {
-                let handles: Vec<_> = slices
+                let handles: Vec<_> = parts
                     .into_iter()
                     .enumerate()
-                    .map(|(i, (xs, ys))| {
-                        let pool = &this.pools[i % this.pools.len()];
-                        scope.spawn(move || pool.install(|| this.micro(xs, &ys)))
+                    .map(|(i, (mb, _))| {
+                        let pool = &self.pools[i % self.pools.len()];
+                        scope.spawn(move || pool.install(|| self.micro(mb)))
                     })
                     .collect();
                 handles
@@ -440,17 +578,26 @@ impl Trainer {
                     .collect()
             })
         } else {
-            slices
-                .into_iter()
-                .map(|(xs, ys)| self.micro(xs, &ys))
-                .collect()
+            parts.into_iter().map(|(mb, _)| self.micro(mb)).collect()
         };
+        results
+            .into_iter()
+            .zip(weights)
+            .map(|(r, w)| Ok((r?, w)))
+            .collect()
+    }
+
+    /// One optimizer step on weighted micro-batches.
+    fn step(
+        &mut self,
+        parts: Vec<(MicroBatch, f64)>,
+        at: StepAt,
+        hook: &mut dyn TrainHook,
+    ) -> Result<f32> {
         let mut grads: Vec<Option<Tensor<1>>> = vec![None; self.store.len()];
         let mut loss_value = 0.0f32;
         let mut bn: Vec<crate::forward::BnBatchStats> = Vec::new();
-        for (r, &(a, b)) in results.into_iter().zip(&bounds) {
-            let r = r?;
-            let w = (b - a) as f64 / n as f64;
+        for (r, w) in self.run_micro(parts)? {
             loss_value += r.loss * w as f32;
             for (acc, g) in grads.iter_mut().zip(r.grads) {
                 if let Some(g) = g {
@@ -478,18 +625,19 @@ impl Trainer {
                 }
             }
         }
+        let lr = at.lr;
         if !loss_value.is_finite() {
             return Err(TrainError::Diverged(format!(
                 "the loss became {loss_value} at epoch {}, step {} (learning rate {lr:.3e}); lower the learning rate or check the input normalisation",
-                epoch + 1,
+                at.epoch + 1,
                 self.steps_done + 1
             )));
         }
         let info = StepInfo {
-            epoch,
+            epoch: at.epoch,
             step: self.steps_done,
-            total_steps: total,
-            steps_per_epoch: per_epoch,
+            total_steps: at.total,
+            steps_per_epoch: at.per_epoch,
             loss: loss_value,
             lr,
             grads: &grads,

@@ -27,6 +27,7 @@ fn loss_of(
         train,
         quant: None,
         observer: None,
+        taps: None,
     };
     let (out, _, _) = forward(graph, program, params, &store.shapes, &[input], &mut ctx).unwrap();
     let dims = out.dims();

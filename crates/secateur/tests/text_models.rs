@@ -123,3 +123,61 @@ fn the_bundled_text_set_scores_minilm() {
     let e2 = embed_set(&mut m2, &enc, &held).unwrap();
     assert!(mean_cosine(&e2.rows, &e.rows) < 0.9);
 }
+
+/// The agreement line of a `prune` run's summary.
+fn agreement_of(stdout: &str) -> f64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("agreement with the dense model"))
+        .unwrap_or_else(|| panic!("no agreement in:\n{stdout}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn distillation_on_unlabeled_text_recovers_pruned_minilm() {
+    let Some(dir) = require_minilm() else { return };
+    let d = tempfile::tempdir().unwrap();
+    // 80 real pairs (160 texts): 128 to calibrate and distil on, 32 held out
+    let all = std::fs::read_to_string(
+        secateur_testkit::workspace_root()
+            .join("crates/secateur-data/data/pydoc-pairs/pydoc-pairs.jsonl"),
+    )
+    .unwrap();
+    let small: Vec<&str> = all.lines().take(80).collect();
+    let data = d.path().join("pairs.jsonl");
+    std::fs::write(&data, small.join("\n")).unwrap();
+    let prune = |epochs: &str, out: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_secateur"))
+            .args([
+                "prune",
+                dir.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+            ])
+            .args([
+                "--seq-len",
+                "32",
+                "--structured",
+                "heads,neurons",
+                "--ratio",
+                "0.5",
+            ])
+            .args(["--calibration-batches", "8", "--finetune-epochs", epochs])
+            .args(["--out", d.path().join(out).to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        agreement_of(&stdout)
+    };
+    let one_shot = prune("0", "oneshot.onnx");
+    let distilled = prune("3", "distilled.onnx");
+    assert!(
+        distilled > one_shot + 0.02,
+        "held-out agreement: one-shot {one_shot:.4}, distilled {distilled:.4}"
+    );
+}

@@ -36,7 +36,8 @@ pub struct PruneArgs {
     #[arg(long)]
     pub recipe: Option<PathBuf>,
 
-    /// Weight-pruning criterion: magnitude, l2, threshold:T, random, taylor, lamp, wanda.
+    /// Weight-pruning criterion: magnitude, l2, threshold:T, random, taylor, lamp, wanda,
+    /// sparsegpt.
     #[arg(long)]
     pub method: Option<String>,
     /// unstructured, N:M (e.g. 2:4), block:RxC (e.g. block:4x1).
@@ -77,7 +78,8 @@ pub struct PruneArgs {
     /// Structured pruning: channels (every group), heads, neurons (both: heads,neurons) or layers.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub structured: Vec<StructuredKind>,
-    /// Structured criterion: l1, l2, bn-scale, fpgm, taylor, random.
+    /// Structured criterion: l1, l2, bn-scale, fpgm, taylor, random, activation (the default
+    /// with a text set).
     #[arg(long)]
     pub criterion: Option<String>,
     /// Reduction over group members: mean, sum, max.
@@ -115,11 +117,14 @@ pub struct PruneArgs {
     #[arg(long, value_enum)]
     pub block_criterion: Option<BlockCriterion>,
 
-    /// Fine-tuning epochs after (or during) pruning.
+    /// Fine-tuning epochs after (or during) pruning (with a text set: distillation from the
+    /// dense model's embeddings of the calibration texts).
     #[arg(long)]
     pub finetune_epochs: Option<usize>,
+    /// Learning rate of fine-tuning (default 1e-3; with a text set 3e-4).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Fine-tuning batch size (default 128; with a text set 16).
     #[arg(long = "batch")]
     pub batch_size: Option<usize>,
     /// sgd, adam, adamw
@@ -127,10 +132,11 @@ pub struct PruneArgs {
     pub optimizer: Option<String>,
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// constant, cosine
+    /// constant, cosine (default constant; with a text set cosine)
     #[arg(long)]
     pub lr_schedule: Option<String>,
-    /// Distil from the unpruned model while fine-tuning.
+    /// Distil from the unpruned model while fine-tuning (with a text set: also match the
+    /// hidden states both models share, not only the pooled embeddings).
     #[arg(long)]
     pub distill: bool,
     #[arg(long)]
@@ -178,6 +184,11 @@ macro_rules! set {
         }
     };
 }
+
+/// Fine-tuning learning rate with a text set when none is given.
+const TEXT_DISTILL_LR: f64 = 3e-4;
+/// Fine-tuning batch with a text set when none is given.
+const TEXT_DISTILL_BATCH: usize = 16;
 
 /// The recipe file merged with the flags.
 pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
@@ -310,6 +321,14 @@ pub fn run_cmd(a: &PruneArgs) -> Result<()> {
         // with calibration text, channels are ranked by the output energy they feed (the
         // L1 norm of weights ignores the activations: 0.32 vs 0.78 agreement on MiniLM)
         s.criterion = "activation".into();
+    }
+    if text_data && a.recipe.is_none() {
+        // distilling a pretrained encoder wants small steps and small batches (measured on
+        // all-MiniLM-L6-v2, BENCHMARKS.md)
+        let f = &mut recipe.finetune;
+        f.lr = a.lr.unwrap_or(TEXT_DISTILL_LR);
+        f.batch = a.batch_size.unwrap_or(TEXT_DISTILL_BATCH);
+        f.lr_schedule = a.lr_schedule.clone().unwrap_or_else(|| "cosine".into());
     }
     let needs = recipe.needs_data()?;
     if needs && a.data.is_none() {

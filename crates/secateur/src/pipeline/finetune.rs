@@ -1,6 +1,7 @@
 //! Fine-tuning inside pipelines: a training run from a recipe's fine-tune settings, with
 //! optional distillation from a teacher, optional int8 quantization-aware training (or, with
-//! zero epochs, post-training calibration), and a pruning hook.
+//! zero epochs, post-training calibration), and a pruning hook. Sentence encoders train towards
+//! the dense model's embeddings of unlabeled text instead (distillation without labels).
 
 use crate::progress::Reporter;
 use crate::recipe::FinetuneRecipe;
@@ -8,8 +9,8 @@ use anyhow::{Result, bail};
 use secateur_data::{Normalization, Split};
 use secateur_graph::Graph;
 use secateur_train::{
-    Device, DistillConfig, LrDecay, LrSchedule, OptimizerConfig, OptimizerKind, TrainConfig,
-    TrainHook, Trainer,
+    Device, DistillConfig, EmbeddingSet, LrDecay, LrSchedule, OptimizerConfig, OptimizerKind,
+    TrainConfig, TrainHook, Trainer,
 };
 
 /// The training configuration of a fine-tune recipe.
@@ -59,10 +60,25 @@ pub fn train_config(f: &FinetuneRecipe, epochs: usize, seed: u64) -> Result<Trai
     Ok(cfg)
 }
 
+/// A training call given a progress callback.
+type Fit<'a> =
+    dyn FnMut(&mut dyn FnMut(&secateur_train::Progress)) -> secateur_train::Result<()> + 'a;
+
+/// What a fine-tuning run trains on.
+#[derive(Clone, Copy)]
+pub enum TrainData<'a> {
+    /// Labelled images (cross-entropy, or distillation from the teacher's logits).
+    Images {
+        split: &'a Split,
+        norm: &'a Normalization,
+    },
+    /// Token inputs and the dense model's embeddings of them (cosine distance).
+    Embeddings(&'a EmbeddingSet),
+}
+
 /// What a fine-tuning run needs besides the graph.
 pub struct Finetune<'a> {
-    pub split: &'a Split,
-    pub norm: &'a Normalization,
+    pub data: TrainData<'a>,
     pub device: &'a Device,
     pub recipe: &'a FinetuneRecipe,
     pub teacher: Option<&'a Graph>,
@@ -79,29 +95,57 @@ impl Finetune<'_> {
     pub fn run(&self, graph: Graph, epochs: usize, hook: &mut dyn TrainHook) -> Result<Graph> {
         let cfg = train_config(self.recipe, epochs, self.seed)?;
         let mut t = Trainer::new(graph, cfg, self.device.clone())?;
-        if let (Some(teacher), true) = (self.teacher, self.recipe.distill) {
-            t.set_teacher(teacher.clone())?;
-        }
-        if let Some(batches) = self.quantize
-            && t.quant.is_none()
-        {
-            t.enable_quantization(&self.split.train, self.norm, batches)?;
-        }
-        if epochs > 0 && self.quiet {
-            t.fit(&self.split.train, self.norm, hook, &mut |_| {})?;
-        } else if epochs > 0 {
-            let mut bar = Reporter::new(self.label, 1);
-            let mut progress = |p: &secateur_train::Progress| {
-                bar.update(
-                    ((p.epoch * p.batches) + p.batch) as u64,
-                    (p.epochs * p.batches) as u64,
-                    &format!("epoch {}/{} loss {:.4}", p.epoch + 1, p.epochs, p.loss),
-                    false,
-                );
-            };
-            t.fit(&self.split.train, self.norm, hook, &mut progress)?;
-            bar.finish();
+        match self.data {
+            TrainData::Images { split, norm } => {
+                if let (Some(teacher), true) = (self.teacher, self.recipe.distill) {
+                    t.set_teacher(teacher.clone())?;
+                }
+                if let Some(batches) = self.quantize
+                    && t.quant.is_none()
+                {
+                    t.enable_quantization(&split.train, norm, batches)?;
+                }
+                if epochs > 0 {
+                    self.with_progress(&mut |p| t.fit(&split.train, norm, hook, p))?;
+                }
+            }
+            TrainData::Embeddings(set) => {
+                if self.quantize.is_some() {
+                    bail!(
+                        "int8 quantization of a sentence encoder is not available: drop --quantize"
+                    );
+                }
+                // --distill adds the hidden states both graphs share to the matched outputs
+                if let (Some(teacher), true) = (self.teacher, self.recipe.distill)
+                    && epochs > 0
+                {
+                    t.set_feature_teacher(teacher.clone())?;
+                }
+                if epochs > 0 {
+                    self.with_progress(&mut |p| t.fit_embeddings(set, hook, p))?;
+                }
+            }
         }
         Ok(t.into_graph()?)
+    }
+
+    /// Runs `fit` with a progress bar (none when quiet).
+    fn with_progress(&self, fit: &mut Fit) -> Result<()> {
+        if self.quiet {
+            fit(&mut |_| {})?;
+            return Ok(());
+        }
+        let mut bar = Reporter::new(self.label, 1);
+        let mut progress = |p: &secateur_train::Progress| {
+            bar.update(
+                ((p.epoch * p.batches) + p.batch) as u64,
+                (p.epochs * p.batches) as u64,
+                &format!("epoch {}/{} loss {:.4}", p.epoch + 1, p.epochs, p.loss),
+                false,
+            );
+        };
+        fit(&mut progress)?;
+        bar.finish();
+        Ok(())
     }
 }

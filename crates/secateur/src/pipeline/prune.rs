@@ -3,9 +3,9 @@
 //! RigL), fine-tune with optional distillation and int8 quantization-aware training, then
 //! evaluate again (float and int8) and report per-layer sparsity, shapes, parameters and MACs.
 
-use super::finetune::Finetune;
+use super::finetune::{Finetune, TrainData};
 use super::hooks::{AgpHook, RiglHook};
-use super::text::{Feeds, SetEmbeddings, TextData, TextScores, score};
+use super::text::{DISTILL_EXTRA_VIEWS, Feeds, SetEmbeddings, TextData, TextScores, score};
 use crate::recipe::{Recipe, ScheduleKind};
 use crate::recipe_structured::{BlockCriterion, StructuredKind, StructuredRecipe};
 use anyhow::{Context, Result, bail};
@@ -87,6 +87,9 @@ fn eval_summary(graph: &Graph, ctx: &PruneContext) -> Result<Option<EvalSummary>
 }
 
 fn need_split<'a>(ctx: &PruneContext<'a>, why: &str) -> Result<&'a Split> {
+    if ctx.text.is_some() {
+        bail!("{why} needs a labelled image set; on a text set use --schedule oneshot");
+    }
     ctx.split
         .with_context(|| format!("{why} needs data: pass --data"))
 }
@@ -105,11 +108,14 @@ pub fn run(
         Some(t) => Some(t.embed_held_out(&model)?),
         None => None,
     };
-    if ctx.text.is_some() && (recipe.finetune.epochs > 0 || recipe.quantize.is_some()) {
-        bail!(
-            "fine-tuning and quantization on a text set are not available yet: use --finetune-epochs 0 (one-shot Wanda / SparseGPT or structured pruning)"
-        );
-    }
+    // sentence encoders recover by distillation from the dense model's embeddings of the
+    // calibration texts (no labels needed)
+    let distill_set = match ctx.text {
+        Some(t) if recipe.finetune.epochs > 0 => {
+            Some(t.distillation_set(&model, DISTILL_EXTRA_VIEWS, recipe.seed)?)
+        }
+        _ => None,
+    };
     let s0 = summarize(&model)?;
     let mut notes = Vec::new();
     let mut g = model;
@@ -143,9 +149,15 @@ pub fn run(
     let split = ctx.split;
     let quantize = recipe.quantize.as_ref().map(|q| q.calibration_batches);
     let ft = |label: &'static str| -> Result<Finetune> {
+        let data = match &distill_set {
+            Some(set) => TrainData::Embeddings(set),
+            None => TrainData::Images {
+                split: need_split(ctx, "fine-tuning")?,
+                norm: &ctx.norm,
+            },
+        };
         Ok(Finetune {
-            split: need_split(ctx, "fine-tuning")?,
-            norm: &ctx.norm,
+            data,
             device: &ctx.device,
             recipe: &recipe.finetune,
             teacher: Some(&dense),

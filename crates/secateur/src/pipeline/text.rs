@@ -5,10 +5,11 @@
 //! should be its own) or the Spearman correlation of cosine similarities with given scores.
 
 use anyhow::{Context, Result, bail};
-use secateur_data::{TextEncoder, TextSet, TextTask, TokenBatch, TokenInput};
+use secateur_data::{TextEncoder, TextSet, TextTask, TokenBatch, TokenInput, span_views};
 use secateur_graph::{Graph, Tensor};
 use secateur_prune::weights::{CriterionData, collect_grams};
 use secateur_runtime::{ExecPlan, FormatPolicy, PlanConfig};
+use secateur_train::EmbeddingSet;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,9 @@ use std::path::{Path, PathBuf};
 pub const HELD_OUT_FRACTION: f64 = 0.2;
 /// Texts per calibration batch.
 pub const CALIBRATION_BATCH: usize = 8;
+/// Word-span views of each calibration text added for distillation (more distinct inputs
+/// from a small text set).
+pub const DISTILL_EXTRA_VIEWS: usize = 2;
 
 /// A text set for pruning a sentence encoder: calibration texts, held-out texts and the
 /// model's tokenizer.
@@ -78,6 +82,28 @@ impl TextData {
             input_norms,
             grams,
         })
+    }
+
+    /// Distillation samples: every calibration text and `extra_views` word spans of each
+    /// (see [`span_views`]) as token inputs of `dense`'s shape, with `dense`'s embedding of it
+    /// as the target.
+    pub fn distillation_set(
+        &self,
+        dense: &Graph,
+        extra_views: usize,
+        seed: u64,
+    ) -> Result<EmbeddingSet> {
+        let shape = TextGraph::of(dense)?;
+        let views = span_views(&self.calibration.all_texts(), extra_views, seed);
+        let texts: Vec<&str> = views.iter().map(String::as_str).collect();
+        let b = self.encoder.encode(&texts, shape.seq_len)?;
+        let inputs = shape.feeds(dense, &b).into_iter().map(|(_, t)| t).collect();
+        let threads = rayon::current_num_threads();
+        let mut m = Embedder::new(dense, CALIBRATION_BATCH, threads)?;
+        let rows = m.embed(&self.encoder, &texts)?;
+        let targets = Tensor::new(vec![rows.len(), m.dim], rows.concat())?;
+        let mask = Tensor::new(vec![b.batch, b.seq_len], b.attention_mask.clone())?;
+        Ok(EmbeddingSet::new(inputs, targets)?.with_token_weights(mask)?)
     }
 
     /// Embeddings of the held-out texts by `g`.

@@ -10,7 +10,7 @@ use super::costing::Costing;
 use super::objectives::ObjectiveKind;
 use super::space::{Decoded, Ratios, SearchSpace, key_of};
 use super::store::Evaluation;
-use crate::pipeline::finetune::Finetune;
+use crate::pipeline::finetune::{Finetune, TrainData};
 use anyhow::{Context, Result};
 use secateur_data::{Dataset, Normalization, Split};
 use secateur_graph::Graph;
@@ -38,8 +38,10 @@ const CALIBRATION_BATCHES: usize = 4;
 impl EvalContext<'_> {
     fn finetune(&self, d: &Decoded, split: &Split, epochs: usize, label: &str) -> Result<Graph> {
         let ft = Finetune {
-            split,
-            norm: self.norm,
+            data: TrainData::Images {
+                split,
+                norm: self.norm,
+            },
             device: self.device,
             recipe: &self.config.finetune,
             teacher: self.config.finetune.distill.then_some(self.base),

@@ -1,0 +1,114 @@
+//! Training a model towards given embeddings: distillation of an encoder from its dense
+//! original on unlabeled inputs (sentence encoders on text). Each sample is one row of every
+//! graph input (token ids, attention mask) and the teacher's embedding of it; the loss is the
+//! mean cosine distance between the model's output and that embedding, the quantity the
+//! agreement metric measures.
+
+use crate::error::{Result, TrainError};
+use crate::trainer::{Progress, Target, TrainHook, Trainer, split_rows};
+use secateur_graph::Tensor;
+
+/// Samples for embedding training: one tensor per graph input (rows are samples) and the
+/// target embeddings `[N, dim]`.
+#[derive(Clone, Debug)]
+pub struct EmbeddingSet {
+    pub inputs: Vec<Tensor>,
+    pub targets: Tensor,
+    /// Weight of each token `[N, T]` in matched sequence features (the attention mask: 0 for
+    /// padding); all tokens count equally when absent.
+    pub token_weights: Option<Tensor>,
+}
+
+impl EmbeddingSet {
+    /// Checks that every tensor has the same number of rows and the targets are `[N, dim]`.
+    pub fn new(inputs: Vec<Tensor>, targets: Tensor) -> Result<EmbeddingSet> {
+        let n = targets.shape().first().copied().unwrap_or(0);
+        if targets.shape().len() != 2 || n == 0 {
+            return Err(TrainError::DataMismatch(format!(
+                "target embeddings must be [N, dim] with N > 0, got {:?}",
+                targets.shape()
+            )));
+        }
+        if let Some(t) = inputs.iter().find(|t| t.shape().first() != Some(&n)) {
+            return Err(TrainError::DataMismatch(format!(
+                "an input has shape {:?} but there are {n} target embeddings",
+                t.shape()
+            )));
+        }
+        Ok(EmbeddingSet {
+            inputs,
+            targets,
+            token_weights: None,
+        })
+    }
+
+    /// Weighs the tokens of matched sequence features by `w` (`[N, T]`).
+    pub fn with_token_weights(mut self, w: Tensor) -> Result<EmbeddingSet> {
+        if w.shape().len() != 2 || w.shape()[0] != self.len() {
+            return Err(TrainError::DataMismatch(format!(
+                "token weights must be [{}, T], got {:?}",
+                self.len(),
+                w.shape()
+            )));
+        }
+        self.token_weights = Some(w);
+        Ok(self)
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.shape()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows `indices` of every tensor.
+    fn rows(&self, indices: &[usize]) -> (Vec<Tensor>, Tensor, Option<Tensor>) {
+        let pick = |t: &Tensor| {
+            let per = t.len() / self.len();
+            let mut data = Vec::with_capacity(indices.len() * per);
+            for &i in indices {
+                data.extend_from_slice(&t.data()[i * per..(i + 1) * per]);
+            }
+            let mut shape = t.shape().to_vec();
+            shape[0] = indices.len();
+            Tensor::new(shape, data).expect("rows of a checked set")
+        };
+        (
+            self.inputs.iter().map(pick).collect(),
+            pick(&self.targets),
+            self.token_weights.as_ref().map(pick),
+        )
+    }
+}
+
+impl Trainer {
+    /// Trains the remaining epochs of the configuration so that the model's output on each
+    /// sample points along its target embedding (cosine distance; augmentation does not
+    /// apply).
+    pub fn fit_embeddings(
+        &mut self,
+        set: &EmbeddingSet,
+        hook: &mut dyn TrainHook,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<()> {
+        if set.inputs.len() != self.graph.inputs.len() {
+            return Err(TrainError::DataMismatch(format!(
+                "the model has {} inputs but the embedding set gives {}",
+                self.graph.inputs.len(),
+                set.inputs.len()
+            )));
+        }
+        let parts = self.config.micro_batches;
+        let mut make = |chunk: &[usize], _: &mut rand_chacha::ChaCha8Rng| {
+            let (inputs, targets, token_weights) = set.rows(chunk);
+            let target = Target::Embeddings {
+                targets,
+                token_weights,
+            };
+            Ok(split_rows(&inputs, target, parts))
+        };
+        self.run_epochs(set.len(), &mut make, hook, progress)
+    }
+}
