@@ -272,3 +272,33 @@ fn least_squares_refit_recovers_structured_pruning() {
     }
     assert!(errors.iter().all(|e| e.is_finite()));
 }
+
+#[test]
+fn a_global_ratio_removes_that_fraction_of_each_kind() {
+    let g = tiny_bert();
+    let deps = DependencyGraph::build(&g).unwrap();
+    let cfg = ChannelPruneConfig {
+        target: StructuredTarget::Ratio(0.5),
+        allocation: Allocation::Global,
+        normalizer: Normalizer::None,
+        kinds: vec![GroupKind::Heads, GroupKind::Neurons],
+        ..Default::default()
+    };
+    let plan = plan_channels(&g, &deps, &cfg, &HashMap::new()).unwrap();
+    let kept = |kind: GroupKind| -> usize {
+        deps.groups
+            .iter()
+            .filter(|gr| gr.kind == kind)
+            .map(|gr| {
+                plan.entries
+                    .iter()
+                    .find(|e| e.group == gr.name)
+                    .map_or(gr.channels(), |e| e.keep.len())
+            })
+            .sum()
+    };
+    // heads and neurons are ranked separately: half of the 8 heads and half of the 48 neurons
+    // stay, wherever their scores put them
+    assert_eq!(kept(GroupKind::Heads), 4);
+    assert_eq!(kept(GroupKind::Neurons), 24);
+}

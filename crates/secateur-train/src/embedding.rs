@@ -5,7 +5,8 @@
 //! agreement metric measures.
 
 use crate::error::{Result, TrainError};
-use crate::trainer::{Progress, Target, TrainHook, Trainer, split_rows};
+use crate::micro::{Target, split_rows};
+use crate::trainer::{Progress, TrainHook, Trainer};
 use secateur_graph::Tensor;
 
 /// Samples for embedding training: one tensor per graph input (rows are samples) and the

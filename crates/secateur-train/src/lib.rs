@@ -14,12 +14,14 @@ pub mod forward;
 pub mod layout;
 pub mod loss;
 pub mod lower;
+mod micro;
 pub mod optim;
 pub mod params;
 pub mod pointwise;
 pub mod program;
 pub mod quant;
 pub mod schedule;
+pub mod sensitivity;
 pub mod trainer;
 pub mod value;
 

@@ -9,6 +9,7 @@ use crate::error::{Result, TrainError};
 use crate::features::FeatureTeacher;
 use crate::forward::{ForwardCtx, Taps, check_trainable, forward};
 use crate::loss::{DistillConfig, cross_entropy, distillation};
+use crate::micro::{MakeBatch, MicroBatch, Target, cosine_distance, split_rows};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::params::{ParamKind, ParamStore};
 use crate::program::Program;
@@ -19,7 +20,7 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use secateur_data::{Augment, Dataset, Normalization, batches, epoch_order};
-use secateur_graph::{Graph, InputRole, Tensor as GTensor};
+use secateur_graph::{Graph, InputRole};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::time::Instant;
@@ -169,28 +170,6 @@ pub struct Trainer {
     pools: Vec<rayon::ThreadPool>,
 }
 
-/// What a micro-batch is trained towards.
-pub(crate) enum Target {
-    /// Class labels (cross-entropy, or distillation when a teacher is set).
-    Labels(Vec<u32>),
-    /// Embeddings `[N, dim]` the model's output should point along (cosine distance), with
-    /// optional per-token weights `[N, T]` (0 for padding) for matched sequence features.
-    Embeddings {
-        targets: GTensor,
-        token_weights: Option<GTensor>,
-    },
-}
-
-/// The graph inputs of some samples and what they are trained towards.
-pub(crate) struct MicroBatch {
-    pub inputs: Vec<GTensor>,
-    pub target: Target,
-}
-
-/// Turns a batch of sample indices into weighted micro-batches.
-pub(crate) type MakeBatch<'a> =
-    dyn FnMut(&[usize], &mut ChaCha8Rng) -> Result<Vec<(MicroBatch, f64)>> + 'a;
-
 /// Where in the run a step is.
 #[derive(Clone, Copy)]
 struct StepAt {
@@ -198,52 +177,6 @@ struct StepAt {
     total: usize,
     per_epoch: usize,
     lr: f64,
-}
-
-/// Splits a batch (one tensor per graph input, and its target) into at most `parts`
-/// micro-batches of consecutive rows, each weighted by its share of the batch.
-pub(crate) fn split_rows(
-    inputs: &[GTensor],
-    target: Target,
-    parts: usize,
-) -> Vec<(MicroBatch, f64)> {
-    let n = inputs.first().map_or(0, |t| t.shape()[0]);
-    let parts = parts.min(n / 2).max(1);
-    let rows = |t: &GTensor, a: usize, b: usize| {
-        let per = t.len() / n.max(1);
-        let mut shape = t.shape().to_vec();
-        shape[0] = b - a;
-        GTensor::new(shape, t.data()[a * per..b * per].to_vec()).expect("rows of a batch")
-    };
-    (0..parts)
-        .map(|i| {
-            let (a, b) = (i * n / parts, (i + 1) * n / parts);
-            let target = match &target {
-                Target::Labels(y) => Target::Labels(y[a..b].to_vec()),
-                Target::Embeddings {
-                    targets,
-                    token_weights,
-                } => Target::Embeddings {
-                    targets: rows(targets, a, b),
-                    token_weights: token_weights.as_ref().map(|w| rows(w, a, b)),
-                },
-            };
-            let mb = MicroBatch {
-                inputs: inputs.iter().map(|t| rows(t, a, b)).collect(),
-                target,
-            };
-            (mb, (b - a) as f64 / n as f64)
-        })
-        .collect()
-}
-
-/// Mean cosine distance `1 − cos(s, t)` of corresponding rows (the targets are constants).
-fn cosine_distance(s: Tensor<2>, t: Tensor<2>) -> Tensor<1> {
-    let dot = (s.clone() * t.clone()).sum_dim(1);
-    let ns = (s.clone() * s).sum_dim(1).sqrt();
-    let nt = (t.clone() * t).sum_dim(1).sqrt();
-    let cos = dot / (ns * nt + 1e-12);
-    (cos.neg() + 1.0).mean()
 }
 
 /// What one micro-batch's forward and backward pass yields.

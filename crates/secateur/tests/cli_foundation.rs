@@ -84,4 +84,23 @@ fn errors_are_clear_and_non_zero() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
     assert_eq!(std::fs::read(&a).unwrap(), before);
+
+    // a text set handed to optimize is named, with what to do instead
+    let text = dir.path().join("pairs.jsonl");
+    std::fs::write(&text, "{\"text\": \"a\", \"pair\": \"b\"}\n").unwrap();
+    let out_dir = dir.path().join("run");
+    let out = secateur(&[
+        "optimize",
+        "lenet5-bn",
+        "--data",
+        text.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pairs.jsonl") && err.contains("is a text set") && err.contains("prune"),
+        "{err}"
+    );
 }

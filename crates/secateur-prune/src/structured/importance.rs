@@ -28,11 +28,17 @@ pub enum GroupCriterion {
     /// Output energy `Σ H_jj·w²` of the features a channel feeds into linear layers, from
     /// calibration activations (per-element data, like Taylor's).
     Activation,
+    /// Fisher information of the channel masks (Kwon et al. 2022) from per-sample gradients on
+    /// calibration data, spread over the consumer slices (see `structured::fisher`).
+    Fisher,
 }
 
 impl GroupCriterion {
     pub fn needs_data(self) -> bool {
-        matches!(self, GroupCriterion::Taylor | GroupCriterion::Activation)
+        matches!(
+            self,
+            GroupCriterion::Taylor | GroupCriterion::Activation | GroupCriterion::Fisher
+        )
     }
 }
 
@@ -46,6 +52,7 @@ impl fmt::Display for GroupCriterion {
             GroupCriterion::Taylor => "taylor",
             GroupCriterion::Random => "random",
             GroupCriterion::Activation => "activation",
+            GroupCriterion::Fisher => "fisher",
         })
     }
 }
@@ -61,9 +68,10 @@ impl FromStr for GroupCriterion {
             "taylor" => GroupCriterion::Taylor,
             "random" => GroupCriterion::Random,
             "activation" => GroupCriterion::Activation,
+            "fisher" => GroupCriterion::Fisher,
             o => {
                 return Err(PruneError::Invalid(format!(
-                    "structured criterion '{o}' is not one of l1, l2, bn-scale, fpgm, taylor, random, activation"
+                    "structured criterion '{o}' is not one of l1, l2, bn-scale, fpgm, taylor, random, activation, fisher"
                 )));
             }
         })
@@ -262,7 +270,7 @@ pub fn group_scores(
                 *s = reduce(&v, reduction);
             }
         }
-        GroupCriterion::Activation => {
+        GroupCriterion::Activation | GroupCriterion::Fisher => {
             let consumers: Vec<_> = params
                 .iter()
                 .filter(|p| {

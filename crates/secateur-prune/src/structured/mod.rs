@@ -3,6 +3,7 @@
 //! pruned channels, and depth pruning (block and layer removal).
 
 pub mod depth;
+pub mod fisher;
 pub mod groups;
 pub mod importance;
 pub mod plan;
@@ -12,6 +13,7 @@ pub mod select;
 pub use depth::{
     BlockCandidate, identity_layers, rank_blocks, remove_block, remove_blocks, residual_blocks,
 };
+pub use fisher::fisher_importance;
 pub use groups::{AxisRef, DependencyGraph, Group, GroupKind, Member, ParamRole};
 pub use importance::{GroupCriterion, Normalizer, Reduction, group_scores};
 pub use plan::{Plan, PlanEntry, apply_plan, zero_channels};

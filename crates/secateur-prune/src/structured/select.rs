@@ -244,6 +244,36 @@ pub fn plan_channels(
             })
             .collect()
     };
+    // a global ratio removes that fraction of each kind of channel (heads and neurons have
+    // scores of different scales), with one threshold per kind across its groups
+    let global_ratio = |r: f64| -> Vec<usize> {
+        let mut thresholds: HashMap<GroupKind, f64> = HashMap::new();
+        for s in &scored {
+            let kind = s.group.kind;
+            if thresholds.contains_key(&kind) {
+                continue;
+            }
+            let mut all: Vec<f64> = scored
+                .iter()
+                .filter(|o| o.group.kind == kind)
+                .flat_map(|o| o.scores.iter().copied())
+                .collect();
+            all.sort_by(f64::total_cmp);
+            let idx = (r * all.len() as f64).round() as usize;
+            thresholds.insert(kind, all.get(idx).copied().unwrap_or(f64::INFINITY));
+        }
+        scored
+            .iter()
+            .map(|s| {
+                let tau = thresholds[&s.group.kind];
+                bounded_keep(
+                    s.group.channels(),
+                    s.scores.iter().filter(|&&v| v >= tau).count(),
+                    cfg,
+                )
+            })
+            .collect()
+    };
     // every candidate score threshold, ascending
     let mut taus: Vec<f64> = scored
         .iter()
@@ -253,16 +283,7 @@ pub fn plan_channels(
     taus.dedup();
     let counts = match (cfg.target, cfg.allocation) {
         (StructuredTarget::Ratio(r), Allocation::Uniform) => uniform(r),
-        (StructuredTarget::Ratio(r), Allocation::Global) => {
-            let total: usize = scored.iter().map(|s| s.group.channels()).sum();
-            let idx = ((r * total as f64).round() as usize).min(taus.len().saturating_sub(1));
-            let mut all: Vec<f64> = scored
-                .iter()
-                .flat_map(|s| s.scores.iter().copied())
-                .collect();
-            all.sort_by(f64::total_cmp);
-            global(all.get(idx).copied().unwrap_or(f64::NEG_INFINITY))
-        }
+        (StructuredTarget::Ratio(r), Allocation::Global) => global_ratio(r),
         (StructuredTarget::Macs(f) | StructuredTarget::Params(f), alloc) => {
             let base = measure(graph, deps, &Plan::default(), cfg.target)?;
             let goal = f * base;

@@ -244,6 +244,13 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     let model_is_file = Path::new(&args.model).exists() || args.model.ends_with(".onnx");
     let cfg = config(args, model_is_file)?;
     check_paths(&args.model, &args.out)?;
+    if secateur_data::is_text_path(&args.data.data) {
+        bail!(
+            "'{}' is a text set: optimize searches image classifiers only so far; prune a sentence encoder with `secateur prune MODEL --data {} --recipe recipes/heads-neurons-50.toml` (or --structured heads,neurons / --method sparsegpt) and compare files with `secateur bench`",
+            args.data.data,
+            args.data.data
+        );
+    }
     let split = args.data.load()?;
     let graph = load_model(&args.model, &zoo_config_for(&split, cfg.seed))?;
     let norm = args.data.normalization(&split, Some(&graph))?;

@@ -321,6 +321,13 @@ pub fn run_cmd(a: &PruneArgs) -> Result<()> {
         // with calibration text, channels are ranked by the output energy they feed (the
         // L1 norm of weights ignores the activations: 0.32 vs 0.78 agreement on MiniLM)
         s.criterion = "activation".into();
+        if a.recipe.is_none() && a.allocation.is_none() && a.normalizer.is_none() {
+            // output energies compare across layers: one ranking per kind (heads, neurons)
+            // keeps more of the layers that matter (MiniLM, 50 % heads and neurons: agreement
+            // 0.866 against 0.782 for the same ratio in every layer)
+            s.allocation = Allocation::Global;
+            s.normalizer = "none".into();
+        }
     }
     if text_data && a.recipe.is_none() {
         // distilling a pretrained encoder wants small steps and small batches (measured on

@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use secateur_data::{Normalization, Split};
 use secateur_graph::{Graph, summarize};
 use secateur_prune::structured::{
-    DependencyGraph, GroupCriterion, Plan, activation_importance, apply_plan, plan_channels,
-    reconstruct_consumers, remove_blocks,
+    DependencyGraph, GroupCriterion, Plan, activation_importance, apply_plan, fisher_importance,
+    plan_channels, reconstruct_consumers, remove_blocks,
 };
 use secateur_prune::weights::{
     Agp, Criterion, CriterionData, Granularity, LayerSparsity, OneShotConfig, OneShotMethod,
@@ -22,6 +22,7 @@ use secateur_prune::weights::{
 };
 use secateur_train::calibrate::{input_channel_norms, taylor_scores};
 use secateur_train::evaluate::predict_logits;
+use secateur_train::sensitivity::slice_sensitivities;
 use secateur_train::{Device, NoHook, evaluate};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -440,6 +441,32 @@ fn calibration_feeds<'g>(
     Ok((feeds, None))
 }
 
+/// The calibration batches split into single samples (one tensor per graph input each).
+fn calibration_samples(
+    g: &Graph,
+    ctx: &PruneContext,
+    batches: usize,
+) -> Result<Vec<Vec<secateur_graph::Tensor>>> {
+    let (feeds, _) = calibration_feeds(g, ctx, batches)?;
+    let mut samples = Vec::new();
+    for batch in feeds {
+        let n = batch.first().map_or(0, |(_, t)| t.shape()[0]);
+        for r in 0..n {
+            let sample = batch
+                .iter()
+                .map(|(_, t)| {
+                    let per = t.len() / n;
+                    let mut shape = t.shape().to_vec();
+                    shape[0] = 1;
+                    secateur_graph::Tensor::new(shape, t.data()[r * per..(r + 1) * per].to_vec())
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            samples.push(sample);
+        }
+    }
+    Ok(samples)
+}
+
 fn structured_channels(
     g: &Graph,
     s: &StructuredRecipe,
@@ -468,6 +495,15 @@ fn structured_channels(
                     bail!("the activation criterion needs a text set (--data FILE.txt|.jsonl)")
                 }
                 GroupCriterion::Activation => activation_importance(g, &grams)?,
+                GroupCriterion::Fisher => {
+                    let samples = calibration_samples(g, ctx, s.calibration_batches)?;
+                    let sens = slice_sensitivities(g, &samples, seed, &ctx.device)?;
+                    log(&format!(
+                        "structured: Fisher information of channel masks from {} calibration samples",
+                        samples.len()
+                    ));
+                    fisher_importance(g, &deps, &sens, samples.len(), &cfg.kinds)?
+                }
                 c if c.needs_data() => {
                     let split = need_split(ctx, "Taylor importance")?;
                     taylor_scores(
