@@ -104,3 +104,25 @@ fn errors_are_clear_and_non_zero() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_names_layers_without_unmeasured_placeholders() {
+    let out = secateur(&[
+        "bench",
+        "lenet5-bn",
+        "--batch",
+        "1",
+        "--threads",
+        "1",
+        "--budget-ms",
+        "50",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("median") && text.contains("conv2"), "{text}");
+    assert!(!text.contains("NaN"), "{text}");
+}

@@ -323,6 +323,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// A kernel time of the format choice, or "-" where no choice was measured (dense layers).
+fn measured_ms(ms: f64) -> String {
+    if ms.is_finite() {
+        format!("{ms:.4}")
+    } else {
+        "-".into()
+    }
+}
+
 fn print_result(r: &BenchResult) {
     let l = &r.latency;
     print!(
@@ -340,13 +349,13 @@ fn print_result(r: &BenchResult) {
     for (name, share) in &r.time_share {
         if let Some(c) = r.layers.iter().find(|c| c.node == *name) {
             println!(
-                "  {:<22} {:<10} {:>7} {:>7.1}% {:>9.4} {:>9.4} {:>6.1}%",
+                "  {:<22} {:<10} {:>7} {:>7.1}% {:>9} {:>9} {:>6.1}%",
                 c.node,
                 c.format,
                 c.threads,
                 c.sparsity * 100.0,
-                c.dense_ms,
-                c.chosen_ms,
+                measured_ms(c.dense_ms),
+                measured_ms(c.chosen_ms),
                 share * 100.0
             );
         } else if *share > 0.02 {
