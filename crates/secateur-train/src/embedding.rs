@@ -65,22 +65,13 @@ impl EmbeddingSet {
     }
 
     /// The rows `indices` of every tensor.
-    fn rows(&self, indices: &[usize]) -> (Vec<Tensor>, Tensor, Option<Tensor>) {
-        let pick = |t: &Tensor| {
-            let per = t.len() / self.len();
-            let mut data = Vec::with_capacity(indices.len() * per);
-            for &i in indices {
-                data.extend_from_slice(&t.data()[i * per..(i + 1) * per]);
-            }
-            let mut shape = t.shape().to_vec();
-            shape[0] = indices.len();
-            Tensor::new(shape, data).expect("rows of a checked set")
-        };
-        (
-            self.inputs.iter().map(pick).collect(),
-            pick(&self.targets),
-            self.token_weights.as_ref().map(pick),
-        )
+    fn rows(&self, indices: &[usize]) -> Result<(Vec<Tensor>, Tensor, Option<Tensor>)> {
+        let pick = |t: &Tensor| -> Result<Tensor> { Ok(t.select_axis(0, indices)?) };
+        Ok((
+            self.inputs.iter().map(pick).collect::<Result<_>>()?,
+            pick(&self.targets)?,
+            self.token_weights.as_ref().map(pick).transpose()?,
+        ))
     }
 }
 
@@ -103,12 +94,12 @@ impl Trainer {
         }
         let parts = self.config.micro_batches;
         let mut make = |chunk: &[usize], _: &mut rand_chacha::ChaCha8Rng| {
-            let (inputs, targets, token_weights) = set.rows(chunk);
+            let (inputs, targets, token_weights) = set.rows(chunk)?;
             let target = Target::Embeddings {
                 targets,
                 token_weights,
             };
-            Ok(split_rows(&inputs, target, parts))
+            split_rows(&inputs, target, parts)
         };
         self.run_epochs(set.len(), &mut make, hook, progress)
     }

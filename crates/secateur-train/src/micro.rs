@@ -36,14 +36,11 @@ pub(crate) fn split_rows(
     inputs: &[GTensor],
     target: Target,
     parts: usize,
-) -> Vec<(MicroBatch, f64)> {
+) -> Result<Vec<(MicroBatch, f64)>> {
     let n = inputs.first().map_or(0, |t| t.shape()[0]);
     let parts = parts.min(n / 2).max(1);
-    let rows = |t: &GTensor, a: usize, b: usize| {
-        let per = t.len() / n.max(1);
-        let mut shape = t.shape().to_vec();
-        shape[0] = b - a;
-        GTensor::new(shape, t.data()[a * per..b * per].to_vec()).expect("rows of a batch")
+    let rows = |t: &GTensor, a: usize, b: usize| -> Result<GTensor> {
+        Ok(t.select_axis(0, &(a..b).collect::<Vec<_>>())?)
     };
     (0..parts)
         .map(|i| {
@@ -54,15 +51,18 @@ pub(crate) fn split_rows(
                     targets,
                     token_weights,
                 } => Target::Embeddings {
-                    targets: rows(targets, a, b),
-                    token_weights: token_weights.as_ref().map(|w| rows(w, a, b)),
+                    targets: rows(targets, a, b)?,
+                    token_weights: token_weights.as_ref().map(|w| rows(w, a, b)).transpose()?,
                 },
             };
             let mb = MicroBatch {
-                inputs: inputs.iter().map(|t| rows(t, a, b)).collect(),
+                inputs: inputs
+                    .iter()
+                    .map(|t| rows(t, a, b))
+                    .collect::<Result<_>>()?,
                 target,
             };
-            (mb, (b - a) as f64 / n as f64)
+            Ok((mb, (b - a) as f64 / n as f64))
         })
         .collect()
 }

@@ -300,7 +300,7 @@ impl Trainer {
         let mut make = |chunk: &[usize], rng: &mut ChaCha8Rng| {
             let (mut x, y) = data.batch(chunk, norm);
             augment.apply(&mut x, rng);
-            Ok(split_rows(&[x], Target::Labels(y), parts))
+            split_rows(&[x], Target::Labels(y), parts)
         };
         self.run_epochs(data.len(), &mut make, hook, progress)
     }

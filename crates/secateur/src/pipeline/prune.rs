@@ -454,12 +454,7 @@ fn calibration_samples(
         for r in 0..n {
             let sample = batch
                 .iter()
-                .map(|(_, t)| {
-                    let per = t.len() / n;
-                    let mut shape = t.shape().to_vec();
-                    shape[0] = 1;
-                    secateur_graph::Tensor::new(shape, t.data()[r * per..(r + 1) * per].to_vec())
-                })
+                .map(|(_, t)| t.select_axis(0, &[r]))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             samples.push(sample);
         }
