@@ -41,6 +41,7 @@ fn dense_and_sparse_counts_match_hand_counts() {
         scope: Scope::PerLayer,
         exclude: vec![],
         seed: 0,
+        min_density: None,
     };
     let m = compute_masks(&g, &cfg, &CriterionData::default()).unwrap();
     apply_masks(&mut g, m).unwrap();
@@ -266,6 +267,7 @@ fn latency_table_predicts_recorded_and_interpolates() {
                 scope: Scope::PerLayer,
                 exclude: vec![],
                 seed: 0,
+                min_density: None,
             };
             let m = compute_masks(&g, &cfg, &CriterionData::default()).unwrap();
             apply_masks(&mut g, m).unwrap();

@@ -57,8 +57,13 @@ pub fn parse(raw: &[u8], path: &Path, ndims: usize) -> Result<IdxArray> {
             ]) as usize
         })
         .collect();
-    let n: usize = dims.iter().product();
     let body = bytes.len() - header;
+    let Some(n) = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+        return Err(format_err(
+            path,
+            format!("IDX dimensions {dims:?} describe more bytes than memory can hold"),
+        ));
+    };
     if body != n {
         let what = if body < n {
             "truncated"

@@ -81,17 +81,24 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<NpyArray> {
         .map(|s| s.trim_end_matches('L').parse::<usize>())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|_| format_err(path, format!("bad shape ({shape_txt})")))?;
-    let n: usize = shape.iter().product();
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format_err(path, format!("shape ({shape_txt}) is too large")))?;
     let body = &bytes[hend..];
-    let (endian, kind) = descr.split_at(1);
-    let big = endian == ">";
+    let (big, kind) = match descr.chars().next() {
+        Some('>') => (true, &descr[1..]),
+        Some('<' | '|' | '=') => (false, &descr[1..]),
+        _ => (false, descr.as_str()),
+    };
     let need = |size: usize| -> Result<()> {
-        if body.len() != n * size {
+        let want = n.checked_mul(size);
+        if want != Some(body.len()) {
             return Err(format_err(
                 path,
                 format!(
                     "shape {shape:?} of {descr} needs {} data bytes, found {} (truncated or corrupt)",
-                    n * size,
+                    want.map_or_else(|| "more than 2^64".to_string(), |w| w.to_string()),
                     body.len()
                 ),
             ));
@@ -193,6 +200,32 @@ mod tests {
                 .to_string()
                 .contains("truncated")
         );
+        let with_header = |header: &str, body: &[u8]| {
+            let mut out = b"\x93NUMPY\x01\x00".to_vec();
+            out.extend((header.len() as u16).to_le_bytes());
+            out.extend(header.as_bytes());
+            out.extend(body);
+            out
+        };
+        for descr in ["", "\u{e9}", "<", ">f9"] {
+            let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (1,), }}");
+            let err = parse(&with_header(&header, &[7]), p)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("a.npy"), "{descr:?}: {err}");
+        }
+        let header =
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }";
+        let err = parse(&with_header(header, &[0; 8]), p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too large"), "{err}");
+        let header =
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2147483648, 2147483648), }";
+        let err = parse(&with_header(header, &[0; 8]), p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("truncated"), "{err}");
         assert!(
             parse(b"hello world", p)
                 .unwrap_err()

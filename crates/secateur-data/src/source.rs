@@ -267,7 +267,18 @@ fn npy_dataset(x_path: &Path, y_path: &Path, name: &str, classes: usize) -> Resu
         npy::NpyData::I64(v) => v
             .iter()
             .map(|&l| {
-                u32::try_from(l).map_err(|_| format_err(y_path, format!("negative label {l}")))
+                u32::try_from(l)
+                    .ok()
+                    .filter(|&c| (c as usize) < MAX_CLASSES)
+                    .ok_or_else(|| {
+                        format_err(
+                            y_path,
+                            format!(
+                                "label {l} is not a class index from 0 to {}",
+                                MAX_CLASSES - 1
+                            ),
+                        )
+                    })
             })
             .collect::<Result<_>>()?,
         npy::NpyData::U8(v) => v.iter().map(|&l| l as u32).collect(),
@@ -281,6 +292,9 @@ fn npy_dataset(x_path: &Path, y_path: &Path, name: &str, classes: usize) -> Resu
     let names = (0..classes).map(|c| c.to_string()).collect();
     Dataset::new(name, sample_shape, samples, labels, names)
 }
+
+/// Most classes a data set's labels may name (ImageNet-21k has 21 843).
+pub const MAX_CLASSES: usize = 1 << 20;
 
 fn load_dir(dir: &Path) -> Result<Split> {
     if has_idx(dir) {
@@ -309,6 +323,15 @@ fn load_dir(dir: &Path) -> Result<Split> {
             npy::NpyData::U8(v) => v.iter().copied().max().unwrap_or(0) as usize,
             npy::NpyData::F32(_) => 0,
         };
+        if max_label >= MAX_CLASSES {
+            return Err(format_err(
+                &dir.join("y_train.npy"),
+                format!(
+                    "label {max_label} is not a class index from 0 to {}",
+                    MAX_CLASSES - 1
+                ),
+            ));
+        }
         let classes = max_label + 1;
         let train = npy_dataset(
             &dir.join("x_train.npy"),

@@ -6,7 +6,7 @@
 use crate::error::{GraphError, Result};
 use crate::mask::Mask;
 use crate::ops::{InputRole, Op};
-use crate::shape::{Dim, Shape};
+use crate::shape::{Dim, Shape, max_elements};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -261,7 +261,20 @@ impl Graph {
                 inputs.len()
             )));
         }
+        let limit = max_elements();
+        let too_large = |s: &Shape| s.elements_per_sample().is_none_or(|n| n > limit);
+        let advice = "per sample, the limit on one tensor (SECATEUR_MAX_TENSOR_MB raises it)";
+        if let Some((i, s)) = inputs.iter().enumerate().find(|(_, s)| too_large(s)) {
+            return Err(op_err(format!(
+                "input {i} has shape {s}: more than {limit} elements {advice}"
+            )));
+        }
         let outs = sem.infer(inputs).map_err(|e| op_err(e.0))?;
+        if let Some(s) = outs.iter().find(|s| too_large(s)) {
+            return Err(op_err(format!(
+                "infers output shape {s}: more than {limit} elements {advice}"
+            )));
+        }
         if outs.len() != node.outputs.len() {
             return Err(op_err(format!(
                 "produces {} outputs but the node names {}",

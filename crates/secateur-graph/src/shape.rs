@@ -108,10 +108,32 @@ impl Shape {
         self.0.iter().find_map(|d| d.batch_factor())
     }
 
+    /// Elements per sample (the batch dimension counts its multiple); `None` when the product
+    /// overflows.
+    pub fn elements_per_sample(&self) -> Option<usize> {
+        self.0.iter().try_fold(1usize, |acc, d| {
+            acc.checked_mul(d.known().or(d.batch_factor()).unwrap_or(1))
+        })
+    }
+
     /// Product of the known dimensions in a range; `None` if the range holds the batch.
     pub fn known_product(&self, range: std::ops::Range<usize>) -> Option<usize> {
         self.0[range].iter().map(|d| d.known()).product()
     }
+}
+
+/// Most elements any one tensor may hold per sample: 256 MiB of f32 (2^26) unless the
+/// environment variable `SECATEUR_MAX_TENSOR_MB` sets another size. Shapes past it come from
+/// corrupt or hostile files (a 60-byte file can declare a 2^40-pixel input) and are refused
+/// before anything is allocated for them.
+pub fn max_elements() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("SECATEUR_MAX_TENSOR_MB")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(1 << 26, |mb| mb.saturating_mul(1 << 20) / 4)
+    })
 }
 
 impl fmt::Display for Shape {

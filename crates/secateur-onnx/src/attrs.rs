@@ -90,7 +90,44 @@ impl<'a> Attrs<'a> {
         }
         Ok(out)
     }
+
+    /// Like [`Attrs::sizes`], for kernel sizes, strides and dilations: every value between 1
+    /// and [`MAX_WINDOW`] (a zero stride would divide by zero; a huge one overflow).
+    pub fn window_sizes<const N: usize>(
+        &self,
+        name: &str,
+        default: [usize; N],
+    ) -> Result<[usize; N], String> {
+        self.bounded_sizes(name, default, 1)
+    }
+
+    /// Like [`Attrs::sizes`], for pads: every value from 0 to [`MAX_WINDOW`].
+    pub fn pad_sizes<const N: usize>(
+        &self,
+        name: &str,
+        default: [usize; N],
+    ) -> Result<[usize; N], String> {
+        self.bounded_sizes(name, default, 0)
+    }
+
+    fn bounded_sizes<const N: usize>(
+        &self,
+        name: &str,
+        default: [usize; N],
+        min: usize,
+    ) -> Result<[usize; N], String> {
+        let out = self.sizes(name, default)?;
+        if out.iter().any(|&v| v < min || v > MAX_WINDOW) {
+            return Err(format!(
+                "attribute '{name}' must have values from {min} to {MAX_WINDOW}, got {out:?}"
+            ));
+        }
+        Ok(out)
+    }
 }
+
+/// Largest kernel size, stride or dilation accepted from a file.
+pub const MAX_WINDOW: usize = 1 << 16;
 
 pub fn int(name: &str, i: i64) -> AttributeProto {
     AttributeProto {

@@ -52,6 +52,22 @@ pub enum OnnxError {
     Model(String),
     #[error(transparent)]
     Graph(#[from] GraphError),
+    /// Any of the above met while importing a file, with the file's path.
+    #[error("'{}': {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        source: Box<OnnxError>,
+    },
+}
+
+impl OnnxError {
+    /// The error without the file it was met in.
+    pub fn root(&self) -> &OnnxError {
+        match self {
+            OnnxError::InFile { source, .. } => source.root(),
+            other => other,
+        }
+    }
 }
 
 /// One op type a model uses that import does not support.

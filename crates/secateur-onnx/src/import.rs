@@ -76,6 +76,13 @@ impl SymConst {
     }
 }
 
+/// An 8-bit constant: its dims, its values and whether its element type is INT8 (else UINT8).
+struct ByteConst {
+    dims: Vec<usize>,
+    values: Vec<i32>,
+    signed: bool,
+}
+
 struct Importer {
     graph: Graph,
     opset: i64,
@@ -89,7 +96,7 @@ struct Importer {
     aliases: HashMap<String, String>,
     node_names: HashSet<String>,
     /// 8-bit constants (quantized weights and zero points).
-    byte_consts: HashMap<String, (Vec<usize>, Vec<i32>)>,
+    byte_consts: HashMap<String, ByteConst>,
     /// `QuantizeLinear` outputs of activations: (input, parameters).
     pending_q: HashMap<String, (String, ActQuant)>,
     /// `DequantizeLinear` outputs standing for a quantized activation.
@@ -193,8 +200,19 @@ impl Importer {
                 self.int_consts
                     .insert(name.to_string(), SymConst::known(dims, &values));
             }
-            Constant::Byte { dims, values, .. } => {
-                self.byte_consts.insert(name.to_string(), (dims, values));
+            Constant::Byte {
+                dims,
+                values,
+                signed,
+            } => {
+                self.byte_consts.insert(
+                    name.to_string(),
+                    ByteConst {
+                        dims,
+                        values,
+                        signed,
+                    },
+                );
             }
         }
         Ok(())
@@ -512,8 +530,8 @@ impl Importer {
 
     /// Integer values of a constant (8-bit or wider) with its dims.
     fn int_values(&self, name: &str) -> Option<(Vec<usize>, Vec<i64>)> {
-        if let Some((d, v)) = self.byte_consts.get(name) {
-            return Some((d.clone(), v.iter().map(|&x| x as i64).collect()));
+        if let Some(b) = self.byte_consts.get(name) {
+            return Some((b.dims.clone(), b.values.iter().map(|&x| x as i64).collect()));
         }
         let c = self.int_consts.get(name)?;
         Some((c.dims.clone(), c.known_values()?))
@@ -529,7 +547,8 @@ impl Importer {
             .and_then(|n| self.float_consts.get(n))
             .cloned()
             .ok_or_else(|| node_err(node, "the scale must be a constant"))?;
-        let zp = match inputs.get(2).filter(|n| !n.is_empty()) {
+        let zp_name = inputs.get(2).filter(|n| !n.is_empty());
+        let zp = match zp_name {
             Some(n) => {
                 self.int_values(n)
                     .ok_or_else(|| node_err(node, "the zero point must be a constant"))?
@@ -537,15 +556,20 @@ impl Importer {
             }
             None => vec![0],
         };
-        let zp_signed = inputs
-            .get(2)
+        if zp.len() != 1 && zp.len() != scale.len() {
+            return Err(node_err(
+                node,
+                format!(
+                    "{} zero points for {} scales (expected 1 or one per scale)",
+                    zp.len(),
+                    scale.len()
+                ),
+            ));
+        }
+        // The zero point's element type is the quantized type (ONNX: uint8 when absent).
+        let zp_signed = zp_name
             .and_then(|n| self.byte_consts.get(n))
-            .is_some_and(|_| {
-                inputs
-                    .get(2)
-                    .and_then(|n| self.byte_consts.get(n))
-                    .is_some_and(|(_, v)| v.iter().any(|&x| x < 0))
-            });
+            .is_some_and(|b| b.signed);
         let x = inputs.first().cloned().unwrap_or_default();
         let per_axis = |dims: &[usize]| -> Result<(usize, usize, usize)> {
             let rank = dims.len() as i64;
@@ -608,11 +632,7 @@ impl Importer {
             let (_, inner, ch) = per_axis(w.shape())?;
             let c_of = |i: usize| if ch == 1 { 0 } else { (i / inner.max(1)) % ch };
             let zp_of = |c: usize| if zp.len() == 1 { zp[0] } else { zp[c] };
-            let (lo, hi) = if zp_signed || zp.iter().all(|&z| z <= 0) {
-                (-128, 127)
-            } else {
-                (0, 255)
-            };
+            let (lo, hi) = if zp_signed { (-128, 127) } else { (0, 255) };
             let q: Vec<i32> = w
                 .data()
                 .iter()
@@ -622,12 +642,19 @@ impl Importer {
                         .clamp(lo, hi) as i32
                 })
                 .collect();
-            self.byte_consts.insert(out, (w.shape().to_vec(), q));
+            self.byte_consts.insert(
+                out,
+                ByteConst {
+                    dims: w.shape().to_vec(),
+                    values: q,
+                    signed: zp_signed,
+                },
+            );
             return Ok(());
         }
         let z = zp[0];
         // an int8 activation equals a uint8 one with the zero point shifted by 128
-        let zp_u8 = if zp_signed || (z < 0) { z + 128 } else { z };
+        let zp_u8 = if zp_signed { z + 128 } else { z };
         let aq = ActQuant {
             scale: scale.data()[0],
             zero_point: zp_u8.clamp(0, 255) as u8,

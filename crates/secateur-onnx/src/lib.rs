@@ -43,8 +43,13 @@ pub fn import_bytes(bytes: &[u8], origin: &Path) -> Result<Graph> {
 pub fn import_bytes_with(bytes: &[u8], origin: &Path, opts: &ImportOptions) -> Result<Graph> {
     let model = decode_model(bytes, origin)?;
     import_model_with(&model, opts).map_err(|e| match e {
-        OnnxError::Model(m) => OnnxError::Model(format!("{}: {m}", origin.display())),
-        other => other,
+        named @ (OnnxError::Read { .. } | OnnxError::Decode { .. } | OnnxError::InFile { .. }) => {
+            named
+        }
+        other => OnnxError::InFile {
+            path: origin.to_path_buf(),
+            source: Box::new(other),
+        },
     })
 }
 

@@ -77,7 +77,13 @@ pub fn decode(t: &TensorProto) -> Result<Constant> {
         });
     }
     let dims = dims_of(t)?;
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| OnnxError::Tensor {
+            name: t.name.clone(),
+            message: format!("dims {dims:?} hold more elements than memory can"),
+        })?;
     let raw = !t.raw_data.is_empty();
     match t.data_type {
         data_type::FLOAT => {

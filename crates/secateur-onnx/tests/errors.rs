@@ -6,6 +6,15 @@ use secateur_onnx::tensor_proto::encode_f32;
 use secateur_onnx::{OnnxError, import_model};
 
 fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, opset: i64) -> ModelProto {
+    shaped_model(nodes, inits, opset, &[1, 4])
+}
+
+fn shaped_model(
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    opset: i64,
+    input: &[i64],
+) -> ModelProto {
     let vi = |name: &str, dims: &[i64]| ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
@@ -33,8 +42,8 @@ fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, opset: i64) -> ModelPro
         }],
         graph: Some(GraphProto {
             node: nodes,
-            input: vec![vi("x", &[1, 4])],
-            output: vec![vi("y", &[1, 4])],
+            input: vec![vi("x", input)],
+            output: vec![vi("y", input)],
             initializer: inits,
             ..Default::default()
         }),
@@ -209,4 +218,67 @@ fn a_huge_constant_of_shape_is_refused_not_allocated() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("fill") && e.contains("too large"), "{e}");
+}
+
+fn conv_with(attrs: Vec<AttributeProto>) -> ModelProto {
+    let w = Tensor::new(vec![2, 1, 3, 3], vec![0.1; 18]).unwrap();
+    let mut conv = node("Conv", "conv_0", &["x", "w"]);
+    conv.attribute = attrs;
+    shaped_model(vec![conv], vec![encode_f32("w", &w)], 17, &[1, 1, 6, 6])
+}
+
+#[test]
+fn zero_or_huge_strides_and_kernels_are_named_not_divided_by() {
+    use secateur_onnx::attrs::{ints, string};
+    let with = |name: &str, v: &[usize]| vec![ints(name, v), string("auto_pad", "SAME_UPPER")];
+    for attrs in [
+        with("strides", &[0, 1]),
+        with("kernel_shape", &[0, 3]),
+        with("dilations", &[1, 0]),
+        with("strides", &[1 << 40, 1]),
+        vec![ints("pads", &[1 << 40, 0, 0, 0])],
+    ] {
+        let name = attrs[0].name.clone();
+        let e = import_model(&conv_with(attrs)).unwrap_err().to_string();
+        assert!(e.contains("conv_0") && e.contains(&name), "{e}");
+    }
+}
+
+/// `QuantizeLinear → DequantizeLinear` of the input with the given zero point, then `Neg`.
+fn activation_qdq(zero_point: TensorProto) -> ModelProto {
+    let scale = encode_f32("s", &Tensor::new(vec![], vec![0.1]).unwrap());
+    let with_output = |n: NodeProto, out: &str| NodeProto {
+        output: vec![out.into()],
+        ..n
+    };
+    let nodes = vec![
+        with_output(node("QuantizeLinear", "q", &["x", "s", "zp"]), "x_q"),
+        with_output(node("DequantizeLinear", "dq", &["x_q", "s", "zp"]), "x_dq"),
+        node("Neg", "neg", &["x_dq"]),
+    ];
+    model(nodes, vec![scale, zero_point], 17)
+}
+
+#[test]
+fn an_int8_activation_with_zero_point_zero_keeps_its_negative_range() {
+    use secateur_onnx::tensor_proto::encode_i8;
+    let x = Tensor::new(vec![1, 4], vec![-5.0, 3.0, 20.0, -20.0]).unwrap();
+    for (signed, want) in [
+        (true, [5.0, -3.0, -12.7, 12.8]),
+        (false, [0.0, -3.0, -20.0, 0.0]),
+    ] {
+        let g = import_model(&activation_qdq(encode_i8("zp", &[], &[0], signed))).unwrap();
+        let y = secateur_graph::evaluate(&g, &[("x", x.clone())]).unwrap();
+        for (a, b) in y[0].data().iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "signed {signed}: {:?}", y[0].data());
+        }
+    }
+}
+
+#[test]
+fn zero_points_must_match_the_scales() {
+    use secateur_onnx::tensor_proto::encode_i8;
+    let m = activation_qdq(encode_i8("zp", &[3], &[0, 0, 0], true));
+    let e = import_model(&m).unwrap_err().to_string();
+    assert!(e.contains("3 zero points for 1 scales"), "{e}");
 }

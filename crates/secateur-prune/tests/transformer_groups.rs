@@ -226,6 +226,7 @@ fn sparsegpt_and_wanda_beat_magnitude_on_a_tiny_bert() {
         scope: Scope::PerLayer,
         exclude: Vec::new(),
         seed: 0,
+        min_density: None,
     };
     let masks = compute_masks(&m, &cfg, &CriterionData::default()).unwrap();
     apply_masks(&mut m, masks).unwrap();

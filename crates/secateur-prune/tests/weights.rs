@@ -20,6 +20,7 @@ fn cfg(
         scope,
         exclude: vec![],
         seed: 1,
+        min_density: None,
     }
 }
 
@@ -344,4 +345,49 @@ proptest! {
         let expect = ((s * (rows * cols) as f64).round() as usize).div_ceil(br * bc).min(rb * cb - 1);
         prop_assert_eq!(pruned_blocks, expect);
     }
+}
+
+/// A wide layer of large weights feeding a narrow one of small weights.
+fn big_and_small() -> Graph {
+    let (mut b, x) = GraphBuilder::new("t", &[100], 0);
+    let h = b.linear("wide", &x, 100).unwrap();
+    let y = b.linear("head", &h, 10).unwrap();
+    let mut g = b.finish(&y).unwrap();
+    g.initializers.insert(
+        "wide.weight".into(),
+        Tensor::from_fn(vec![100, 100], |i| 1.0 + (i % 7) as f32),
+    );
+    g.initializers.insert(
+        "head.weight".into(),
+        Tensor::from_fn(vec![10, 100], |i| 0.01 + 0.001 * (i % 5) as f32),
+    );
+    g
+}
+
+#[test]
+fn a_global_ranking_leaves_every_layer_its_density_floor() {
+    let g = big_and_small();
+    let global = |min_density| WeightPruneConfig {
+        min_density,
+        ..cfg(
+            Criterion::Magnitude { l2: false },
+            Granularity::Unstructured,
+            0.9,
+            Scope::Global,
+        )
+    };
+    let kept = |c: &WeightPruneConfig| {
+        let m = compute_masks(&g, c, &CriterionData::default()).unwrap();
+        (m["wide.weight"].kept(), m["head.weight"].kept())
+    };
+    // the head's weights are all smaller than the wide layer's: without a floor it keeps one
+    assert_eq!(kept(&global(Some(0.0))), (10000 + 1000 - 9900 - 1, 1));
+    // by default it keeps 2 % (20 of 1000) and the wide layer gives up the difference
+    let (wide, head) = kept(&global(None));
+    assert_eq!(head, 20);
+    assert_eq!(wide + head, 11000 - 9900);
+    assert_eq!(kept(&global(Some(0.1))).1, 100);
+    let bad = global(Some(1.5));
+    let e = compute_masks(&g, &bad, &CriterionData::default()).unwrap_err();
+    assert!(e.to_string().contains("min-density"), "{e}");
 }

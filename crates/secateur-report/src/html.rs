@@ -69,8 +69,10 @@ fn points_table(r: &Report, pts: &[&Point], with_models: bool) -> String {
                 "<td>{}</td>",
                 p.verification.as_ref().map_or("–".to_string(), |v| format!(
                     "{}{}{}",
-                    v.onnx_runtime_accuracy
-                        .map_or(String::new(), |a| format!("ONNX Runtime accuracy {a:.4}; ")),
+                    v.checked_accuracy.map_or(String::new(), |a| format!(
+                        "{} accuracy {a:.4}; ",
+                        short_engine(&v.engine)
+                    )),
                     v.remeasured_latency_ms
                         .map_or(String::new(), |l| format!("re-measured {l:.4} ms; ")),
                     esc(&v.note)
@@ -80,6 +82,11 @@ fn points_table(r: &Report, pts: &[&Point], with_models: bool) -> String {
         h += "</tr>";
     }
     h + "</tbody></table>"
+}
+
+/// The engine's name without the explanation in parentheses (the note carries it).
+fn short_engine(engine: &str) -> String {
+    esc(engine.split(" (").next().unwrap_or(engine))
 }
 
 /// Renders the report page.

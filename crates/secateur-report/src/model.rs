@@ -20,10 +20,20 @@ pub struct Objective {
     pub maximize: bool,
 }
 
+fn default_engine() -> String {
+    "ONNX Runtime".to_string()
+}
+
 /// A check of an exported model after the search.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verification {
-    pub onnx_runtime_accuracy: Option<f64>,
+    /// Accuracy of the exported file as evaluated by `engine`.
+    #[serde(alias = "onnx_runtime_accuracy")]
+    pub checked_accuracy: Option<f64>,
+    /// What evaluated it: "ONNX Runtime", or secateur's own runtime when ONNX Runtime is not
+    /// available.
+    #[serde(default = "default_engine")]
+    pub engine: String,
     pub remeasured_latency_ms: Option<f64>,
     pub note: String,
 }

@@ -30,7 +30,8 @@ fn point(id: &str, stage: &str, acc: f64, lat: f64, on_front: bool) -> Point {
         model_path: on_front.then(|| format!("models/{id}.onnx")),
         layer_keep: vec![("conv<1>".into(), 0.5 + lat / 20.0), ("fc1".into(), 0.25)],
         verification: on_front.then(|| Verification {
-            onnx_runtime_accuracy: Some(acc),
+            checked_accuracy: Some(acc),
+            engine: "ONNX Runtime".to_string(),
             remeasured_latency_ms: Some(lat * 1.01),
             note: "within tolerance".into(),
         }),
@@ -143,6 +144,24 @@ fn page_has_every_plot_and_every_front_member() {
     }
     assert!(html.contains("ONNX Runtime accuracy 0.8800"));
     assert!(html.contains("within tolerance"));
+}
+
+#[test]
+fn verification_names_the_engine_that_checked_the_file() {
+    let mut r = report();
+    for p in &mut r.points {
+        if let Some(v) = p.verification.as_mut() {
+            v.engine = "secateur runtime (ONNX Runtime not available)".into();
+        }
+    }
+    let html = secateur_report::html::render(&r);
+    assert!(html.contains("secateur runtime accuracy 0.8800"));
+    assert!(!html.contains("ONNX Runtime accuracy"));
+    // a report written before the engine was recorded still reads
+    let old = r#"{"onnx_runtime_accuracy": 0.9, "remeasured_latency_ms": null, "note": ""}"#;
+    let v: Verification = serde_json::from_str(old).unwrap();
+    assert_eq!(v.checked_accuracy, Some(0.9));
+    assert_eq!(v.engine, "ONNX Runtime");
 }
 
 #[test]

@@ -25,6 +25,7 @@ fn pruned(g: &Graph, granularity: Granularity, sparsity: Option<f64>, exclude: &
         scope: Scope::PerLayer,
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
         seed: 0,
+        min_density: None,
     };
     let m = compute_masks(&g, &cfg, &CriterionData::default()).unwrap();
     apply_masks(&mut g, m).unwrap();

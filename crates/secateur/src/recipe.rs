@@ -48,6 +48,10 @@ pub struct WeightsRecipe {
     pub targets: BTreeMap<String, f64>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Fraction of each layer's weights a global ranking leaves (default 0.02: no layer above
+    /// 98 % sparsity; 0 lets a layer lose all but one weight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_density: Option<f64>,
     #[serde(default)]
     pub schedule: ScheduleKind,
     /// Iterative: number of prune / fine-tune rounds.
@@ -232,6 +236,7 @@ impl Recipe {
                 scope: w.scope(),
                 exclude: w.exclude.clone(),
                 seed: self.seed,
+                min_density: w.min_density,
             };
             cfg.validate()?;
             if w.rounds == 0 {

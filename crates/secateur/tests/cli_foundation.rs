@@ -126,3 +126,41 @@ fn bench_names_layers_without_unmeasured_placeholders() {
     assert!(text.contains("median") && text.contains("conv2"), "{text}");
     assert!(!text.contains("NaN"), "{text}");
 }
+
+#[cfg(unix)]
+#[test]
+fn written_files_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (umask, want) in [("022", 0o644), ("077", 0o600)] {
+        let out_file = dir.path().join(format!("m{umask}.onnx"));
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask {umask}; exec \"$0\" convert lenet5-bn \"$1\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_secateur"))
+            .arg(&out_file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mode = std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, want, "umask {umask}: mode {mode:o}");
+    }
+}
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secateur"))
+        .args(["inspect", "resnet8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // close the reading end before anything is written: every write meets a broken pipe
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

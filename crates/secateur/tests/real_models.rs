@@ -272,6 +272,7 @@ fn check_unstructured(py: &Path, path: &Path, g: &Graph) {
         scope: Scope::Global,
         exclude: Vec::new(),
         seed: 0,
+        min_density: None,
     };
     let masks = compute_masks(g, &cfg, &CriterionData::default()).unwrap();
     let mut sparse = g.clone();

@@ -218,11 +218,16 @@ impl Reshape {
         }
         let in_factor = x.batch_factor();
         let out_factor = Shape(out.clone()).batch_factor();
-        let in_known: usize = x.0.iter().filter_map(|d| d.known()).product();
-        let out_known: usize = out.iter().filter_map(|d| d.known()).product();
+        let count = |dims: &[Dim], factor: Option<usize>| {
+            dims.iter()
+                .filter_map(|d| d.known())
+                .chain(factor)
+                .try_fold(1usize, |a, d| a.checked_mul(d))
+        };
         // element counts: in_factor·in_known (times the batch) against out_factor·out_known
-        let have = in_known * in_factor.unwrap_or(1);
-        let per = out_known * out_factor.unwrap_or(1);
+        let (Some(have), Some(per)) = (count(&x.0, in_factor), count(&out, out_factor)) else {
+            op_bail!("shape {:?} is too large for input {x}", self.shape);
+        };
         if let Some(i) = infer_at {
             if per == 0 || !have.is_multiple_of(per) {
                 op_bail!(

@@ -126,6 +126,12 @@ impl Importer {
                 ),
             ));
         }
+        let first_grid = || {
+            inputs
+                .first()
+                .and_then(|n| self.grids.get(n))
+                .ok_or_else(|| node_err(node, "the batch index must be the first input"))
+        };
         let int_list = |i: usize| {
             inputs
                 .get(i)
@@ -144,7 +150,10 @@ impl Importer {
                 BatchGrid::arange()
             }
             "Shape" => {
-                let shape = self.int_shape(&inputs[0]).expect("touched");
+                let shape = inputs
+                    .first()
+                    .and_then(|n| self.int_shape(n))
+                    .ok_or_else(|| node_err(node, "the input's shape is not known"))?;
                 let rank = shape.len() as i64;
                 let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
                 let start = clamp(a.int("start", 0).map_err(|m| node_err(node, m))?);
@@ -154,9 +163,9 @@ impl Importer {
                 self.int_consts.insert(out, SymConst { dims, values });
                 return Ok(true);
             }
-            "Cast" | "Identity" => self.grids[&inputs[0]].clone(),
+            "Cast" | "Identity" => first_grid()?.clone(),
             "Unsqueeze" | "Squeeze" => {
-                let g = &self.grids[&inputs[0]];
+                let g = first_grid()?;
                 let axes = if self.opset >= 13 {
                     int_list(1)
                 } else {
@@ -170,14 +179,23 @@ impl Importer {
                 folded.ok_or_else(|| node_err(node, "axes out of range or not of length 1"))?
             }
             "Expand" => {
-                let target = self.int_consts[&inputs[1]].values.clone();
-                let what = self.grid_operand(&inputs[0]).expect("checked");
+                let target = inputs
+                    .get(1)
+                    .and_then(|n| self.int_consts.get(n))
+                    .ok_or_else(|| node_err(node, "the target shape must be a constant"))?
+                    .values
+                    .clone();
+                let what = inputs
+                    .first()
+                    .and_then(|n| self.grid_operand(n))
+                    .ok_or_else(|| node_err(node, "the expanded input must be a batch index"))?;
                 BatchGrid::expand(what, &target)
                     .ok_or_else(|| node_err(node, "shapes do not broadcast"))?
             }
             "Add" | "Sub" | "Mul" => {
                 let f = IntBinary::from_op_type(op).expect("arithmetic");
-                let (x, y) = (self.grid_operand(&inputs[0]), self.grid_operand(&inputs[1]));
+                let operand = |i: usize| inputs.get(i).and_then(|n| self.grid_operand(n));
+                let (x, y) = (operand(0), operand(1));
                 match (x, y) {
                     (Some(x), Some(y)) => match BatchGrid::binary(f, x, y) {
                         Some(g) => g,
@@ -195,6 +213,9 @@ impl Importer {
                 let axis = a.int("axis", 0).map_err(|m| node_err(node, m))?;
                 BatchGrid::concat(&parts, axis)
                     .ok_or_else(|| node_err(node, "parts do not concatenate"))?
+            }
+            "GatherND" | "Gather" if inputs.len() != 2 => {
+                return Err(node_err(node, "expects two inputs: data and indices"));
             }
             "GatherND" => return self.gather_nd(node, inputs, index),
             "Gather" => return self.gather_flat(node, inputs, index),

@@ -47,10 +47,10 @@ impl Converter for ConvConverter {
             ));
         }
         let from_w = [w_shape.dim(2).unwrap_or(0), w_shape.dim(3).unwrap_or(0)];
-        let kernel = a.sizes("kernel_shape", from_w)?;
-        let strides = a.sizes("strides", [1, 1])?;
-        let dilations = a.sizes("dilations", [1, 1])?;
-        let mut pads = a.sizes("pads", [0; 4])?;
+        let kernel = a.window_sizes("kernel_shape", from_w)?;
+        let strides = a.window_sizes("strides", [1, 1])?;
+        let dilations = a.window_sizes("dilations", [1, 1])?;
+        let mut pads = a.pad_sizes("pads", [0; 4])?;
         let groups = a.int("group", 1)?;
         let groups =
             usize::try_from(groups).map_err(|_| format!("group must be positive, got {groups}"))?;

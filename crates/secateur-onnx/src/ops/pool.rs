@@ -30,12 +30,12 @@ fn geometry(a: &Attrs, ctx_node: &crate::proto::NodeProto) -> Result<PoolGeometr
             ));
         }
     }
-    let kernel = a.sizes("kernel_shape", [1, 1])?;
+    let kernel = a.window_sizes("kernel_shape", [1, 1])?;
     Ok(PoolGeometry {
         kernel,
-        strides: a.sizes("strides", [1, 1])?,
-        pads: a.sizes("pads", [0; 4])?,
-        dilations: a.sizes("dilations", [1, 1])?,
+        strides: a.window_sizes("strides", [1, 1])?,
+        pads: a.pad_sizes("pads", [0; 4])?,
+        dilations: a.window_sizes("dilations", [1, 1])?,
         ceil_mode: a.int("ceil_mode", 0)? != 0,
     })
 }

@@ -42,7 +42,17 @@ pub struct WeightPruneConfig {
     /// Layers (node or weight names) never pruned.
     pub exclude: Vec<String>,
     pub seed: u64,
+    /// Fraction of each layer's weights a global ranking must leave (`None`: the default
+    /// [`DEFAULT_MIN_DENSITY`], so that no layer collapses). Per-layer and explicit targets
+    /// are what the user asked for and are not raised.
+    #[serde(default)]
+    pub min_density: Option<f64>,
 }
+
+/// The density floor of a global ranking unless one is given: no layer is left above 98 %
+/// sparsity. Small layers (a classifier, a first convolution) otherwise lose nearly all their
+/// weights under one magnitude ranking, and the output stops depending on the input.
+pub const DEFAULT_MIN_DENSITY: f64 = 0.02;
 
 impl WeightPruneConfig {
     pub fn validate(&self) -> Result<()> {
@@ -57,6 +67,13 @@ impl WeightPruneConfig {
         };
         if let Some(s) = self.sparsity {
             check(s, "the")?;
+        }
+        if let Some(d) = self.min_density
+            && !(0.0..=1.0).contains(&d)
+        {
+            return Err(PruneError::Invalid(format!(
+                "min-density must be in [0, 1], got {d}"
+            )));
         }
         if let Scope::Targets(t) = &self.scope {
             for (layer, s) in t {
@@ -324,12 +341,17 @@ pub fn compute_masks(
             }
             all_units.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut alive: Vec<usize> = unit_sets.iter().map(|(_, u)| u.scores.len()).collect();
+            let density = cfg.min_density.unwrap_or(DEFAULT_MIN_DENSITY);
+            let floor: Vec<usize> = alive
+                .iter()
+                .map(|&n| ((density * n as f64).ceil() as usize).max(1))
+                .collect();
             let mut count = 0;
             for (score, li, k) in all_units {
                 if count >= target && score != f32::NEG_INFINITY {
                     break;
                 }
-                if alive[li] <= 1 {
+                if alive[li] <= floor[li] {
                     continue;
                 }
                 pruned_units[li][k] = true;

@@ -12,8 +12,8 @@ pub mod schedule;
 pub mod sparsegpt;
 
 pub use allocate::{
-    LayerSparsity, PrunableWeight, Scope, WeightPruneConfig, apply_masks, compute_masks,
-    prunable_weights, sparsity_report,
+    DEFAULT_MIN_DENSITY, LayerSparsity, PrunableWeight, Scope, WeightPruneConfig, apply_masks,
+    compute_masks, prunable_weights, sparsity_report,
 };
 pub use calibration::{Gram, collect_grams};
 pub use criteria::{Criterion, CriterionData};

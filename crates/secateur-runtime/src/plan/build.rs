@@ -201,6 +201,12 @@ impl<'a> Builder<'a> {
         }
         self.layers.extend(lowered.choice);
         let (inputs, consts) = if lowered.data_only {
+            if in_bufs[0] == usize::MAX {
+                return Err(err(
+                    &name,
+                    "its data input is a constant (a weight): fold the node away or feed it an activation",
+                ));
+            }
             let mut inputs = vec![in_bufs[0]];
             if let Some(r) = &lowered.residual {
                 inputs.push(self.buffer_in(r, layout)?);

@@ -366,6 +366,7 @@ impl ExecPlan {
             ..
         } = builder;
         let (phys, phys_of) = buffers::assign(&mut steps, &sizes, &input_bufs, output);
+        check_activation_memory(&phys, b, &graph.name)?;
         let buffers = phys.iter().map(|&n| vec![0.0f32; n]).collect();
         let pool = Self::thread_pool(config.threads)?;
         let input_shapes: Vec<Vec<usize>> =
@@ -580,4 +581,28 @@ impl ExecPlan {
         }
         Ok(total)
     }
+}
+
+/// Refuses a plan whose activation buffers would exceed 16 times the per-tensor limit of
+/// [`secateur_graph::max_elements`] per sample (4 GiB at batch 1 by default) before anything
+/// is allocated.
+fn check_activation_memory(buffers: &[usize], batch: usize, graph: &str) -> Result<()> {
+    let limit = secateur_graph::max_elements()
+        .saturating_mul(16)
+        .saturating_mul(batch);
+    let total = buffers
+        .iter()
+        .try_fold(0usize, |a, &n| a.checked_add(n))
+        .unwrap_or(usize::MAX);
+    if total > limit {
+        return Err(RuntimeError::Unsupported {
+            node: graph.to_string(),
+            message: format!(
+                "the activations at batch {batch} need {} MiB, more than the limit of {} MiB (SECATEUR_MAX_TENSOR_MB raises it)",
+                total / (1 << 18),
+                limit / (1 << 18)
+            ),
+        });
+    }
+    Ok(())
 }

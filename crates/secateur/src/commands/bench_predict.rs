@@ -67,6 +67,7 @@ fn variant(base: &Graph, sparsity: f64, keep: f64) -> Result<Graph> {
             scope: Scope::PerLayer,
             exclude: vec![],
             seed: 0,
+            min_density: None,
         };
         let m = compute_masks(&g, &cfg, &CriterionData::default())?;
         apply_masks(&mut g, m)?;

@@ -230,7 +230,7 @@ fn summary(o: &OptimizeOutcome) {
         let v = p
             .verification
             .as_ref()
-            .and_then(|v| v.onnx_runtime_accuracy)
+            .and_then(|v| v.checked_accuracy)
             .map_or("-".to_string(), |a| format!("{a:.4}"));
         println!("  {v:<10} {}", p.label);
     }

@@ -54,6 +54,10 @@ pub struct PruneArgs {
     /// Layers never pruned (node or weight names).
     #[arg(long, value_delimiter = ',')]
     pub exclude: Vec<String>,
+    /// Fraction of each layer's weights the global ranking must leave (default 0.02, so no
+    /// layer ends above 98 % sparsity; 0 allows a layer to collapse to one weight).
+    #[arg(long)]
+    pub min_density: Option<f64>,
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleKind>,
     /// Iterative: rounds of prune + fine-tune.
@@ -214,6 +218,7 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
             scope: ScopeKind::Global,
             targets: Default::default(),
             exclude: Vec::new(),
+            min_density: None,
             schedule: ScheduleKind::Oneshot,
             rounds: 3,
             start_fraction: 0.0,
@@ -230,6 +235,9 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
             w.sparsity = a.sparsity;
         }
         set!(w.scope, a.scope);
+        if a.min_density.is_some() {
+            w.min_density = a.min_density;
+        }
         if !a.targets.is_empty() {
             w.targets = a.targets.iter().cloned().collect();
         }
@@ -402,16 +410,38 @@ pub fn run_cmd(a: &PruneArgs) -> Result<()> {
         secateur_graph::io::write_atomic(p, recipe.to_toml()?.as_bytes())
             .with_context(|| format!("writing recipe '{}'", p.display()))?;
     }
+    let bytes = FileBytes {
+        input: std::fs::metadata(&a.model)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len()),
+        output: std::fs::metadata(&a.out)
+            .with_context(|| format!("reading back '{}'", a.out.display()))?
+            .len(),
+    };
     if a.json {
-        let v = serde_json::json!({ "model": a.model, "out": a.out, "recipe": recipe, "result": outcome });
+        let v = serde_json::json!({
+            "model": a.model,
+            "out": a.out,
+            "recipe": recipe,
+            "result": outcome,
+            "file_bytes": bytes.output,
+            "input_file_bytes": bytes.input,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print_outcome(&outcome, a);
+        print_outcome(&outcome, a, &bytes);
     }
     Ok(())
 }
 
-fn print_outcome(o: &PruneOutcome, a: &PruneArgs) {
+/// Sizes of the model file read (when the model was a file) and of the file written.
+struct FileBytes {
+    input: Option<u64>,
+    output: u64,
+}
+
+fn print_outcome(o: &PruneOutcome, a: &PruneArgs, bytes: &FileBytes) {
     if !o.shape_changes.is_empty() {
         println!(
             "{:<28} {:<20} {:<20}",
@@ -439,14 +469,17 @@ fn print_outcome(o: &PruneOutcome, a: &PruneArgs) {
         );
     }
     println!();
+    let fewer = |after: u64| o.macs_before as f64 / after.max(1) as f64;
     println!(
-        "parameters {} -> {} ({} non-zero), MACs {} -> {} ({:.2}x fewer)",
+        "parameters {} -> {} ({} non-zero); MACs per sample {} -> {} dense ({:.2}x fewer), {} executed with zero weights skipped ({:.2}x fewer)",
         o.params_before,
         o.params_after,
         o.nonzero_params_after,
         o.macs_before,
         o.macs_after,
-        o.macs_before as f64 / o.macs_after.max(1) as f64
+        fewer(o.macs_after),
+        o.macs_executed_after,
+        fewer(o.macs_executed_after)
     );
     match (&o.before, &o.after, &o.text_after) {
         (Some(b), Some(af), _) => println!("accuracy {:.4} -> {:.4}", b.accuracy, af.accuracy),
@@ -474,5 +507,12 @@ fn print_outcome(o: &PruneOutcome, a: &PruneArgs) {
     for n in &o.notes {
         println!("{n}");
     }
-    println!("wrote {}", a.out.display());
+    match bytes.input {
+        Some(input) => println!(
+            "wrote {} ({} bytes; the input file has {input})",
+            a.out.display(),
+            bytes.output
+        ),
+        None => println!("wrote {} ({} bytes)", a.out.display(), bytes.output),
+    }
 }

@@ -110,8 +110,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             ck.display()
         );
     }
-    let mut epochs_bar = Reporter::new("epochs", args.epochs as u64);
-    let mut batch_bar = Reporter::new("train", 1);
+    let (mut epochs_bar, mut batch_bar) =
+        Reporter::nested(("epochs", args.epochs as u64), ("train", 1));
+    epochs_bar.update(trainer.epochs_done as u64, args.epochs as u64, "", false);
     let mut on_progress = |p: &Progress| {
         batch_bar.update(
             p.batch as u64,
@@ -132,7 +133,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         report: &mut epochs_bar,
     };
     trainer.fit(&split.train, &norm, &mut hook, &mut on_progress)?;
-    batch_bar.finish();
+    batch_bar.finish_and_clear();
     epochs_bar.finish();
     let graph = trainer.into_graph()?;
     secateur_onnx::save_model(&graph, &args.out)?;

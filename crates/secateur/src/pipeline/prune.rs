@@ -65,6 +65,8 @@ pub struct PruneOutcome {
     pub nonzero_params_after: u64,
     pub macs_before: u64,
     pub macs_after: u64,
+    /// MACs per sample when the runtime skips zero weights.
+    pub macs_executed_after: u64,
     pub layers: Vec<LayerSparsity>,
     pub shape_changes: Vec<ShapeChange>,
     pub plan: Option<Plan>,
@@ -74,6 +76,36 @@ pub struct PruneOutcome {
     pub text_before: Option<TextScores>,
     pub text_after: Option<TextScores>,
     pub notes: Vec<String>,
+}
+
+/// Sparsity above which a layer is reported as (nearly) collapsed.
+const COLLAPSE_SPARSITY: f64 = 0.98;
+
+/// A warning naming every layer left above 98 % sparsity: its output barely depends on its
+/// input any more (by default the global ranking's density floor prevents this; per-layer
+/// targets, `--min-density 0` or a structured plan can still ask for it).
+fn collapse_warning(layers: &[LayerSparsity]) -> Option<String> {
+    let collapsed: Vec<String> = layers
+        .iter()
+        .filter(|l| l.sparsity > COLLAPSE_SPARSITY)
+        .map(|l| {
+            format!(
+                "{} ({:.1} %, {} of {} weights)",
+                l.layer,
+                100.0 * l.sparsity,
+                l.nonzero,
+                l.params
+            )
+        })
+        .collect();
+    (!collapsed.is_empty()).then(|| {
+        format!(
+            "warning: {} layer(s) left above {:.0} % sparsity, whose outputs barely depend on their inputs: {}",
+            collapsed.len(),
+            100.0 * COLLAPSE_SPARSITY,
+            collapsed.join(", ")
+        )
+    })
 }
 
 fn eval_summary(graph: &Graph, ctx: &PruneContext) -> Result<Option<EvalSummary>> {
@@ -177,6 +209,7 @@ pub fn run(
             scope: w.scope(),
             exclude: w.exclude.clone(),
             seed: recipe.seed,
+            min_density: w.min_density,
         };
         // SparseGPT, and Wanda on text, prune linear layers one after the other on the
         // activations of the already-pruned model (see secateur_prune::weights::oneshot)
@@ -370,8 +403,13 @@ pub fn run(
             });
         }
     }
+    let layers = sparsity_report(&g)?;
+    notes.extend(collapse_warning(&layers));
+    let macs_executed_after =
+        secateur_cost::counts::totals(&secateur_cost::counts::layer_counts(&g)?).sparse_macs;
     Ok(PruneOutcome {
-        layers: sparsity_report(&g)?,
+        layers,
+        macs_executed_after,
         graph: g,
         before,
         after,

@@ -73,6 +73,7 @@ fn table_variant(base: &Graph, keep: f64, gran: Option<(Granularity, f64)>) -> R
             },
             exclude: vec![],
             seed: 0,
+            min_density: None,
         };
         let m = compute_masks(&g, &cfg, &CriterionData::default())?;
         apply_masks(&mut g, m)?;

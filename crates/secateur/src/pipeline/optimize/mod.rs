@@ -744,9 +744,13 @@ pub fn run(
     let front_vecs: Vec<Vec<f64>> = final_front.iter().map(|&i| scoring.vector(fv[i])).collect();
     let knee_idx = knee(&front_vecs).map(|k| final_front[k]);
 
-    // verification of every front member
+    // verification of every front member (each recorded at once: a resumed run redoes none)
     let verifier = verify::Verifier::new(&full_split.test, &inp.norm)?;
-    let mut verifications: HashMap<String, Verification> = HashMap::new();
+    let mut verifications: HashMap<String, Verification> = dir
+        .read_lines("verifications.jsonl", |v: &verify::Checked| v.id.clone())?
+        .into_iter()
+        .map(|(id, c)| (id, c.verification))
+        .collect();
     let mut bar = Reporter::new("verify", 1);
     for (n, &i) in final_front.iter().enumerate() {
         bar.update(
@@ -756,6 +760,9 @@ pub fn run(
             true,
         );
         let r = &finals[i];
+        if verifications.contains_key(&r.id) {
+            continue;
+        }
         let g = finals::load_final(&dir, r)?;
         let acc = verifier.accuracy(&dir.path(&r.model_path), &g)?;
         let remeasured = if cfg.latency_on_host() {
@@ -763,10 +770,12 @@ pub fn run(
         } else {
             None
         };
-        verifications.insert(
-            r.id.clone(),
-            verification(r, acc, remeasured, verifier.engine()),
-        );
+        let checked = verify::Checked {
+            id: r.id.clone(),
+            verification: verification(r, acc, remeasured, verifier.engine()),
+        };
+        dir.append("verifications.jsonl", &checked)?;
+        verifications.insert(checked.id, checked.verification);
     }
     bar.finish();
     for (i, r) in finals.iter().enumerate() {
@@ -859,7 +868,8 @@ fn verification(r: &FinalRecord, acc: f64, remeasured: Option<f64>, engine: &str
         );
     }
     Verification {
-        onnx_runtime_accuracy: Some(acc),
+        checked_accuracy: Some(acc),
+        engine: engine.to_string(),
         remeasured_latency_ms: remeasured,
         note,
     }

@@ -347,6 +347,7 @@ impl SearchSpace {
                     .map(|w| w.node.clone())
                     .collect(),
                 seed: 0,
+                min_density: None,
             };
             let masks = compute_masks(&graph, &cfg, &CriterionData::default())?;
             apply_masks(&mut graph, masks)?;

@@ -11,6 +11,13 @@ use secateur_runtime::{ExecPlan, PlanConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// One front member's verification as recorded in `verifications.jsonl`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Checked {
+    pub id: String,
+    pub verification: secateur_report::Verification,
+}
+
 /// Accuracy checker for one test split.
 pub struct Verifier {
     python: Option<PathBuf>,
