@@ -95,6 +95,35 @@ fn cast_typed_inputs(graph: &Graph, nodes: Vec<NodeProto>) -> Vec<NodeProto> {
     out
 }
 
+/// The f32 weights (read as a `Weight` input, rank 2 or more) written as sparse initializers,
+/// with the elements each stores: the mask's keep set, or the non-zeros of an unmasked weight,
+/// wherever that takes fewer bytes than the dense tensor.
+fn sparse_weights(graph: &Graph) -> std::collections::BTreeMap<String, Vec<bool>> {
+    let quantized = |n: &String| {
+        graph
+            .quantization
+            .as_ref()
+            .is_some_and(|q| q.weights.contains_key(n))
+    };
+    graph
+        .initializer_roles()
+        .into_iter()
+        .filter(|(n, role)| *role == secateur_graph::InputRole::Weight && !quantized(n))
+        .filter_map(|(n, _)| {
+            let t = &graph.initializers[&n];
+            if t.shape().len() < 2 {
+                return None;
+            }
+            let keep: Vec<bool> = match graph.masks.get(&n) {
+                Some(m) => m.keep.clone(),
+                None => t.data().iter().map(|&v| v != 0.0).collect(),
+            };
+            let kept = keep.iter().filter(|&&k| k).count();
+            crate::sparse_init::is_smaller(kept, keep.len()).then_some((n, keep))
+        })
+        .collect()
+}
+
 /// Builds the ONNX model of a graph.
 pub fn export_model(graph: &Graph) -> Result<ModelProto> {
     graph.check()?;
@@ -143,13 +172,21 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
             ..Default::default()
         });
     }
-    let mut initializer: Vec<TensorProto> = graph
-        .initializers
-        .iter()
-        .filter(|(n, _)| !quant.is_some_and(|q| q.weights.contains_key(*n)))
-        .map(|(n, t)| encode_f32(n, t))
-        .collect();
+    let sparse = sparse_weights(graph);
+    let mut initializer: Vec<TensorProto> = Vec::new();
+    let mut sparse_constants = Vec::new();
+    for (n, t) in &graph.initializers {
+        if quant.is_some_and(|q| q.weights.contains_key(n)) {
+            continue;
+        }
+        match sparse.get(n) {
+            Some(keep) => sparse_constants.push(crate::sparse_init::constant_node(n, t, keep)),
+            None => initializer.push(encode_f32(n, t)),
+        }
+    }
     initializer.extend(ctx.initializers);
+    sparse_constants.append(&mut nodes);
+    let nodes = sparse_constants;
     let mut metadata_props: Vec<StringStringEntryProto> = graph
         .metadata
         .iter()
@@ -171,7 +208,11 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
     }
     metadata_props.extend(graph.masks.iter().map(|(w, m)| StringStringEntryProto {
         key: format!("{}{w}", mask_codec::PREFIX),
-        value: mask_codec::encode(m),
+        value: if sparse.contains_key(w) {
+            mask_codec::encode_from_indices(m)
+        } else {
+            mask_codec::encode(m)
+        },
     }));
     let nodes = cast_typed_inputs(graph, nodes);
     let gp = GraphProto {

@@ -84,6 +84,8 @@ struct ByteConst {
 }
 
 struct Importer {
+    /// Which elements each sparse-stored constant holds (the keep set of its mask).
+    sparse_keep: HashMap<String, Vec<bool>>,
     graph: Graph,
     opset: i64,
     shapes: HashMap<String, Shape>,
@@ -699,6 +701,15 @@ impl Importer {
                     t.name = out0.clone();
                     self.add_constant(&out0, &t)?;
                 }
+                "sparse_value" => {
+                    let sp = attr
+                        .sparse_tensor
+                        .as_ref()
+                        .ok_or_else(|| node_err(node, "sparse_value holds no sparse tensor"))?;
+                    let (_, t, keep) = crate::sparse_init::decode_sparse(sp)?;
+                    self.add_float_const(&out0, t);
+                    self.sparse_keep.insert(out0, keep);
+                }
                 "value_float" => {
                     let v = a.float("value_float", 0.0).map_err(|m| node_err(node, m))?;
                     self.add_constant(
@@ -1192,11 +1203,6 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
         .graph
         .as_ref()
         .ok_or_else(|| OnnxError::Model("the model has no graph".into()))?;
-    if !gp.sparse_initializer.is_empty() {
-        return Err(OnnxError::Model(
-            "sparse initializers are not supported".into(),
-        ));
-    }
     let mut imp = Importer {
         graph: Graph::new(if gp.name.is_empty() {
             "model"
@@ -1216,6 +1222,7 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
         act_alias: HashMap::new(),
         quant: Quantization::default(),
         dropped_qdq: 0,
+        sparse_keep: HashMap::new(),
     };
     imp.graph.outputs = gp.output.iter().map(|o| o.name.clone()).collect();
     for t in &gp.initializer {
@@ -1223,6 +1230,11 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
             return Err(OnnxError::Model("an initializer has no name".into()));
         }
         imp.add_constant(&t.name, t)?;
+    }
+    for sp in &gp.sparse_initializer {
+        let (name, t, keep) = crate::sparse_init::decode_sparse(sp)?;
+        imp.add_float_const(&name, t);
+        imp.sparse_keep.insert(name, keep);
     }
     for v in &gp.input {
         if imp.graph.initializers.contains_key(&v.name) || imp.int_consts.contains_key(&v.name) {
@@ -1259,7 +1271,11 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
             let names = prop.value.lines().map(str::to_string);
             imp.graph.integer_constants.extend(names);
         } else if let Some(weight) = prop.key.strip_prefix(mask_codec::PREFIX) {
-            let mask = mask_codec::decode(weight, &prop.value)?;
+            let mask = mask_codec::decode(
+                weight,
+                &prop.value,
+                imp.sparse_keep.get(weight).map(Vec::as_slice),
+            )?;
             imp.graph.masks.insert(weight.to_string(), mask);
         } else {
             imp.graph

@@ -15,6 +15,7 @@ pub mod mask_codec;
 pub mod ops;
 pub mod proto;
 pub mod qdq;
+pub mod sparse_init;
 pub mod tensor_proto;
 
 pub use error::{OnnxError, Result};

@@ -34,6 +34,18 @@ fn parse_pattern(s: &str) -> Option<MaskPattern> {
     }
 }
 
+/// Encodes the mask of a weight stored as a sparse initializer: its keep set is the
+/// initializer's index set, so only the pattern, axis and length are written.
+pub fn encode_from_indices(mask: &Mask) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        pattern_str(mask.pattern),
+        mask.out_axis,
+        mask.keep.len(),
+        crate::sparse_init::FROM_INDICES
+    )
+}
+
 /// Encodes a mask as a metadata value.
 pub fn encode(mask: &Mask) -> String {
     let mut bytes = vec![0u8; mask.keep.len().div_ceil(8)];
@@ -51,8 +63,9 @@ pub fn encode(mask: &Mask) -> String {
     )
 }
 
-/// Decodes a metadata value back into a mask.
-pub fn decode(weight: &str, value: &str) -> Result<Mask> {
+/// Decodes a metadata value back into a mask; `stored` is the keep set of the weight's sparse
+/// initializer, if it has one.
+pub fn decode(weight: &str, value: &str, stored: Option<&[bool]>) -> Result<Mask> {
     let bad = |m: &str| {
         OnnxError::Model(format!(
             "mask metadata for weight '{weight}' is malformed: {m}"
@@ -65,6 +78,19 @@ pub fn decode(weight: &str, value: &str) -> Result<Mask> {
     let pattern = parse_pattern(pattern).ok_or_else(|| bad("unknown pattern"))?;
     let out_axis = axis.parse().map_err(|_| bad("out_axis is not a number"))?;
     let len: usize = len.parse().map_err(|_| bad("length is not a number"))?;
+    if *bits == crate::sparse_init::FROM_INDICES {
+        let keep = stored.ok_or_else(|| bad("it refers to a sparse initializer the file lacks"))?;
+        if keep.len() != len {
+            return Err(bad(
+                "the sparse initializer's size does not match the length",
+            ));
+        }
+        return Ok(Mask {
+            keep: keep.to_vec(),
+            pattern,
+            out_axis,
+        });
+    }
     let bytes = STANDARD
         .decode(bits)
         .map_err(|_| bad("bits are not base64"))?;
@@ -92,8 +118,9 @@ mod tests {
             pattern: MaskPattern::NM { n: 1, m: 3 },
             out_axis: 0,
         };
-        assert_eq!(decode("w", &encode(&m)).unwrap(), m);
-        assert!(decode("w", "nm:1:3|0|9|!!").is_err());
-        assert!(decode("w", "weird|0|9|AAA=").is_err());
+        assert_eq!(decode("w", &encode(&m), None).unwrap(), m);
+        assert!(decode("w", "nm:1:3|0|9|!!", None).is_err());
+        assert!(decode("w", "unstructured|0|9|sparse_initializer", None).is_err());
+        assert!(decode("w", "weird|0|9|AAA=", None).is_err());
     }
 }

@@ -44,6 +44,7 @@ pub mod attribute_type {
     pub const TENSOR: i32 = 4;
     pub const FLOATS: i32 = 6;
     pub const INTS: i32 = 7;
+    pub const SPARSE_TENSOR: i32 = 11;
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -100,9 +101,25 @@ pub struct GraphProto {
     pub output: Vec<ValueInfoProto>,
     #[prost(message, repeated, tag = "13")]
     pub value_info: Vec<ValueInfoProto>,
-    /// Sparse initializers: recognised only to reject them with a clear message.
-    #[prost(bytes = "vec", repeated, tag = "15")]
-    pub sparse_initializer: Vec<Vec<u8>>,
+    /// Tensors stored as their non-zero values and indices (read on import; secateur writes
+    /// sparse weights as `Constant` nodes, which ONNX shape inference accepts, see
+    /// `sparse_init`).
+    #[prost(message, repeated, tag = "15")]
+    pub sparse_initializer: Vec<SparseTensorProto>,
+}
+
+/// A tensor stored as its values at `indices` (COO, int64, ascending), zero elsewhere.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SparseTensorProto {
+    /// The stored values, 1-D `[NNZ]`; its name is the tensor's name.
+    #[prost(message, optional, tag = "1")]
+    pub values: Option<TensorProto>,
+    /// `[NNZ]` linear indices or `[NNZ, rank]` coordinates.
+    #[prost(message, optional, tag = "2")]
+    pub indices: Option<TensorProto>,
+    /// Shape of the dense tensor.
+    #[prost(int64, repeated, tag = "3")]
+    pub dims: Vec<i64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -145,6 +162,9 @@ pub struct AttributeProto {
     pub strings: Vec<Vec<u8>>,
     #[prost(string, tag = "21")]
     pub ref_attr_name: String,
+    /// `Constant`'s `sparse_value`.
+    #[prost(message, optional, tag = "22")]
+    pub sparse_tensor: Option<SparseTensorProto>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -38,6 +38,20 @@ fn points_table(r: &Report, pts: &[&Point], with_models: bool) -> String {
         h += "<th>model</th><th>verification</th>";
     }
     h += "</tr></thead><tbody>";
+    if let Some(d) = &r.dense {
+        h += "<tr class=\"dense\"><td>dense model (reference)</td>";
+        for o in &r.objectives {
+            h += &format!(
+                "<td class=\"num\">{}</td>",
+                fmt(d.get(&o.key).copied().unwrap_or(f64::NAN))
+            );
+        }
+        h += "<td class=\"cfg\">unpruned, f32</td>";
+        if with_models {
+            h += "<td>–</td><td>–</td>";
+        }
+        h += "</tr>";
+    }
     for p in pts {
         let cls = if p.knee { " class=\"knee\"" } else { "" };
         h += &format!(
@@ -236,4 +250,5 @@ h1{margin-bottom:4px}h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bot
 .plots{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;border:1px solid #eee;border-radius:6px;padding:4px;background:#fff}\
 table{border-collapse:collapse;width:100%;font-size:13px;margin:8px 0}th,td{border-bottom:1px solid #eee;padding:4px 8px;text-align:left;vertical-align:top}\
 th{background:#fafafa}td.num{text-align:right;font-variant-numeric:tabular-nums}td.cfg{font-family:ui-monospace,Menlo,monospace;font-size:11px;color:#555}\
-tr.knee{background:#eefaf0}";
+tr.knee{background:#eefaf0}
+tr.dense{background:#f3f3f3;font-style:italic}";

@@ -102,6 +102,10 @@ pub struct Report {
     pub hypervolume_reference: Vec<f64>,
     pub sensitivity: Vec<SensitivityCurve>,
     pub notes: Vec<String>,
+    /// The dense model the run started from, as the reference of every plot and table
+    /// (objective key → value; accuracy on the test split, like the final models).
+    #[serde(default)]
+    pub dense: Option<BTreeMap<String, f64>>,
 }
 
 impl Report {

@@ -70,12 +70,20 @@ pub fn scatter(report: &Report, x_key: &str, y_key: &str, view: View) -> DrawRes
         }
     };
     let get = |p: &Point, k: &str| p.values.get(k).copied().unwrap_or(f64::NAN);
+    // the axes span the dense reference too
+    let dense_at = |k: &str| report.dense.as_ref().and_then(|d| d.get(k).copied());
+    let values = |k: &str| {
+        all.iter()
+            .map(|p| get(p, k))
+            .chain(dense_at(k))
+            .collect::<Vec<_>>()
+    };
     let log = {
-        let (lo, hi) = range(all.iter().map(|p| get(p, x_key)), false);
+        let (lo, hi) = range(values(x_key).into_iter(), false);
         lo > 0.0 && hi / lo.max(1e-12) > 20.0
     };
-    let (x0, x1) = range(all.iter().map(|p| get(p, x_key)), log);
-    let (y0, y1) = range(all.iter().map(|p| get(p, y_key)), false);
+    let (x0, x1) = range(values(x_key).into_iter(), log);
+    let (y0, y1) = range(values(y_key).into_iter(), false);
     let mut s = String::new();
     {
         let root = SVGBackend::with_string(&mut s, (W, H)).into_drawing_area();
@@ -109,6 +117,16 @@ pub fn scatter(report: &Report, x_key: &str, y_key: &str, view: View) -> DrawRes
         let mut front = pts(&|p| on_front(p) && !in_baseline(p));
         front.sort_by(|a, b| a.0.total_cmp(&b.0));
         let knee = pts(&|p| view == View::Final && p.knee);
+        let dense: Vec<(f64, f64)> = report
+            .dense
+            .as_ref()
+            .map(|d| {
+                let at = |k: &str| d.get(k).copied().unwrap_or(f64::NAN);
+                (at(x_key), at(y_key))
+            })
+            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log || *x > 0.0))
+            .into_iter()
+            .collect();
         // the staircase through the front members that are also non-dominated in this plane
         // (the front lives in more dimensions, so not all of them are)
         let mut stair: Vec<(f64, f64)> = Vec::new();
@@ -168,6 +186,16 @@ pub fn scatter(report: &Report, x_key: &str, y_key: &str, view: View) -> DrawRes
                         )?
                         .label("knee")
                         .legend(|(x, y)| Circle::new((x, y), 6, KNEE.stroke_width(2)));
+                }
+                if !dense.is_empty() {
+                    chart
+                        .draw_series(
+                            dense
+                                .iter()
+                                .map(|&(x, y)| Cross::new((x, y), 6, BLACK.stroke_width(2))),
+                        )?
+                        .label("dense model (reference)")
+                        .legend(|(x, y)| Cross::new((x, y), 5, BLACK.stroke_width(2)));
                 }
                 chart
                     .configure_series_labels()

@@ -95,7 +95,44 @@ fn report() -> Report {
             points: vec![(0.25, 0.01), (0.5, 0.05), (0.75, 0.2)],
         }],
         notes: vec!["a note with <b>markup</b>".into()],
+        dense: Some(BTreeMap::from([
+            ("accuracy".to_string(), 0.9123),
+            ("latency_ms".to_string(), 9.5),
+        ])),
     }
+}
+
+#[test]
+fn the_dense_model_is_the_reference_of_the_table_and_the_plots() {
+    let r = report();
+    let html = secateur_report::html::render(&r);
+    // the first row of every table of models (front and baseline) is the dense model
+    let tables: Vec<&str> = html
+        .split("<table>")
+        .filter(|t| t.contains("<th>configuration</th>"))
+        .collect();
+    assert_eq!(tables.len(), 2);
+    for t in tables {
+        let body = t.split("<tbody>").nth(1).unwrap();
+        let first_row = body.split("</tr>").next().unwrap();
+        assert!(first_row.contains("dense model (reference)"), "{first_row}");
+    }
+    assert!(html.contains("0.9123") && html.contains("9.500"));
+    let svg = secateur_report::plots::scatter(
+        &r,
+        "latency_ms",
+        "accuracy",
+        secateur_report::plots::View::Final,
+    )
+    .unwrap();
+    assert!(
+        svg.contains("dense model (reference)"),
+        "legend entry in the plot"
+    );
+    // without a dense reference (a report written before it existed) nothing changes
+    let mut old = r.clone();
+    old.dense = None;
+    assert!(!secateur_report::html::render(&old).contains("dense model"));
 }
 
 #[test]

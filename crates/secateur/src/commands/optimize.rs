@@ -216,6 +216,13 @@ fn summary(o: &OptimizeOutcome) {
         print!(" {:>w$}", ob.key);
     }
     println!("  {:<10} configuration", "verified");
+    if let Some(d) = &r.dense {
+        print!("{:<12}", "dense");
+        for (ob, w) in r.objectives.iter().zip(&widths) {
+            print!(" {:>w$.4}", d.get(&ob.key).copied().unwrap_or(f64::NAN));
+        }
+        println!("  {:<10} the model the run started from (reference)", "-");
+    }
     for p in &front {
         print!(
             "{:<12}",

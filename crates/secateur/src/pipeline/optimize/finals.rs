@@ -40,9 +40,15 @@ pub fn load_final(dir: &RunDir, r: &FinalRecord) -> Result<Graph> {
         .with_context(|| format!("reloading front member {}", r.id))
 }
 
-fn save(dir: &RunDir, rec: &FinalRecord, g: &Graph) -> Result<()> {
-    secateur_onnx::save_model(g, dir.path(&rec.model_path))
-        .with_context(|| format!("exporting {}", rec.model_path))?;
+/// Exports a final model, records the size of the file written (`file_kib`, next to the
+/// `model_kib` storage estimate) and appends the record.
+fn save(dir: &RunDir, rec: &mut FinalRecord, g: &Graph) -> Result<()> {
+    let path = dir.path(&rec.model_path);
+    secateur_onnx::save_model(g, &path).with_context(|| format!("exporting {}", rec.model_path))?;
+    let bytes = std::fs::metadata(&path)
+        .with_context(|| format!("reading back {}", path.display()))?
+        .len();
+    rec.values.insert("file_kib".into(), bytes as f64 / 1024.0);
     dir.append("finals.jsonl", rec)
 }
 
@@ -72,7 +78,7 @@ pub fn run(
         &mut |i, (g, values)| {
             let e = todo[i];
             let id = point_id("f-", &e.key);
-            let rec = FinalRecord {
+            let mut rec = FinalRecord {
                 key: e.key.clone(),
                 id: id.clone(),
                 values: values.clone(),
@@ -82,7 +88,7 @@ pub fn run(
                 members: vec![],
                 measured: false,
             };
-            save(dir, &rec, g)?;
+            save(dir, &mut rec, g)?;
             fresh.push(rec);
             done += 1;
             progress("final fine-tune", done, total);
@@ -212,7 +218,7 @@ fn ensembles(
                 .collect::<Vec<_>>()
                 .join(" + "),
         );
-        let rec = FinalRecord {
+        let mut rec = FinalRecord {
             key,
             id: id.clone(),
             values,
@@ -222,7 +228,7 @@ fn ensembles(
             members: parts.iter().map(|p| p.id.clone()).collect(),
             measured: parts.iter().all(|p| p.measured),
         };
-        save(dir, &rec, &g)?;
+        save(dir, &mut rec, &g)?;
         out.push(rec);
     }
     progress("ensembles", combos.len(), combos.len());

@@ -711,6 +711,7 @@ pub fn run(
             &search_constraints,
             notes,
             workers,
+            dense_values.clone(),
         );
         write_report(&dir, &report)?;
         return Ok(OptimizeOutcome {
@@ -735,6 +736,8 @@ pub fn run(
     let dense_test =
         secateur_train::evaluate(&base, &full_split.test, &inp.norm, 256, &device, None)?.accuracy;
     let final_constraints = floor(dense_test);
+    let mut dense_reference = dense_values.clone();
+    dense_reference.insert("accuracy".into(), dense_test);
     let scoring = Scoring {
         objectives: &cfg.objectives,
         constraints: &final_constraints,
@@ -812,6 +815,7 @@ pub fn run(
         &final_constraints,
         notes,
         workers,
+        dense_reference,
     );
     write_report(&dir, &report)?;
     let unmet = if final_front.is_empty() {

@@ -73,7 +73,7 @@ pub fn objectives(
                 ),
                 ObjectiveKind::Latency => format!("final models: {}; search: {}", costing.latency_method(true), costing.latency_method(false)),
                 ObjectiveKind::Energy => format!("{} per inference at batch {}", costing.energy_method(), cfg.batch),
-                ObjectiveKind::Bytes => "smallest deployable storage of all weights (sparse formats with their indices where smaller, int8 with per-channel scales when quantized)".into(),
+                ObjectiveKind::Bytes => "smallest deployable storage of all weights (sparse formats with their indices where smaller, int8 with per-channel scales when quantized); the exported .onnx file of each final model, whose size is listed as file_kib, stores weights below one-third density as sparse constants (value and int64 index, 12 bytes per kept weight) and int8 weights as INT8".into(),
                 ObjectiveKind::Memory => format!("activation buffers of secateur's runtime after liveness-based reuse, batch {}", cfg.batch),
             },
         })
@@ -236,6 +236,7 @@ pub fn assemble(
     constraints: &[super::objectives::Constraint],
     notes: Vec<String>,
     workers: usize,
+    dense: BTreeMap<String, f64>,
 ) -> Report {
     Report {
         title,
@@ -253,5 +254,6 @@ pub fn assemble(
         hypervolume_reference: hv.3,
         sensitivity,
         notes,
+        dense: Some(dense),
     }
 }
