@@ -183,6 +183,17 @@ fn tiny_run_writes_a_verified_report_and_resumes_after_a_kill() {
         kills >= 8,
         "only {kills} of the 10 kills came before the run ended"
     );
+
+    // a write that fails (the report's path is taken by a directory) ends with the path and
+    // the reason and loses nothing: once the cause is gone the run resumes to the same front
+    let report = killed.join("report.html");
+    let _ = std::fs::remove_file(&report);
+    std::fs::create_dir_all(report.join("blocker")).unwrap();
+    let out = secateur(&tiny_args(&killed));
+    assert!(!out.status.success(), "the blocked write must fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("report.html"), "{err}");
+    std::fs::remove_dir_all(&report).unwrap();
     let out = secateur(&tiny_args(&killed));
     assert!(
         out.status.success(),

@@ -453,3 +453,59 @@ fn unmutated_seeds_import_and_run() {
         run_once(&g, true);
     }
 }
+
+/// The smallest failing inputs of earlier runs, replayed exactly (each panicked before its fix):
+/// an initializer dim whose product overflowed in decoding, a Conv's data input rewired to a
+/// weight (an `expect` in the plan), an attribute set to 2^40 on the QDQ LeNet (pads
+/// overflowing in pooling), a batch-index node whose index moved to another input (a map
+/// index panic), and a ViT input dimension of 2^40 (overflow in Reshape's inference).
+#[test]
+fn findings_of_earlier_runs_end_in_errors() {
+    let findings: [(usize, Mutation); 5] = [
+        (
+            2,
+            Mutation::InitializerDim {
+                init: 378,
+                dim: 0,
+                value: 3694,
+            },
+        ),
+        (
+            706,
+            Mutation::Rewire {
+                node: 8287,
+                input: 0,
+                source: 5285,
+            },
+        ),
+        (
+            566,
+            Mutation::AttributeValue {
+                node: 8940,
+                attr: 5202,
+                value: 7822,
+            },
+        ),
+        (
+            106,
+            Mutation::Rewire {
+                node: 7545,
+                input: 9367,
+                source: 1668,
+            },
+        ),
+        (
+            559,
+            Mutation::InputDim {
+                dim: 1530,
+                value: 634,
+            },
+        ),
+    ];
+    for (seed, mutation) in findings {
+        let (name, model) = &seeds()[seed % seeds().len()];
+        let mut m = model.clone();
+        apply(&mut m, &mutation);
+        exercise(name, &m.encode_to_vec(), false);
+    }
+}
