@@ -2,7 +2,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secateur_graph::ElemType;
 use secateur_runtime::{ExecPlan, FormatPolicy, PlanConfig};
 use std::path::Path;
 
@@ -17,14 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut plan) = ExecPlan::compile(&graph, config) else {
         return;
     };
-    let inputs: Vec<Vec<f32>> = graph
-        .inputs
-        .iter()
-        .map(|v| {
-            let n: usize = v.shape.resolve(1).iter().product();
-            vec![if v.dtype == ElemType::Float { 0.5 } else { 1.0 }; n]
-        })
-        .collect();
+    let inputs = secateur_testkit::plain_inputs(&graph);
     let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
     let _ = plan.run_inputs(&slices);
 });

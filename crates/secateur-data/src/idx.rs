@@ -58,7 +58,7 @@ pub fn parse(raw: &[u8], path: &Path, ndims: usize) -> Result<IdxArray> {
         })
         .collect();
     let body = bytes.len() - header;
-    let Some(n) = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+    let Some(n) = secateur_graph::checked_product(dims.iter().copied()) else {
         return Err(format_err(
             path,
             format!("IDX dimensions {dims:?} describe more bytes than memory can hold"),

@@ -81,9 +81,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<NpyArray> {
         .map(|s| s.trim_end_matches('L').parse::<usize>())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|_| format_err(path, format!("bad shape ({shape_txt})")))?;
-    let n = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    let n = secateur_graph::checked_product(shape.iter().copied())
         .ok_or_else(|| format_err(path, format!("shape ({shape_txt}) is too large")))?;
     let body = &bytes[hend..];
     let (big, kind) = match descr.chars().next() {

@@ -34,6 +34,6 @@ pub use graph::{ElemType, Graph, Node, NodeShapes, ValueInfo};
 pub use mask::{Mask, MaskPattern, MatrixView};
 pub use ops::*;
 pub use quant::{ActQuant, Quantization, fake_quant_weight, quantize_weight};
-pub use shape::{Dim, Shape, max_elements};
+pub use shape::{Dim, Shape, checked_product, max_elements};
 pub use summary::{GraphSummary, LayerSummary, summarize};
 pub use tensor::{Tensor, numel, strides};

@@ -111,15 +111,22 @@ impl Shape {
     /// Elements per sample (the batch dimension counts its multiple); `None` when the product
     /// overflows.
     pub fn elements_per_sample(&self) -> Option<usize> {
-        self.0.iter().try_fold(1usize, |acc, d| {
-            acc.checked_mul(d.known().or(d.batch_factor()).unwrap_or(1))
-        })
+        checked_product(
+            self.0
+                .iter()
+                .map(|d| d.known().or(d.batch_factor()).unwrap_or(1)),
+        )
     }
 
     /// Product of the known dimensions in a range; `None` if the range holds the batch.
     pub fn known_product(&self, range: std::ops::Range<usize>) -> Option<usize> {
         self.0[range].iter().map(|d| d.known()).product()
     }
+}
+
+/// The product of sizes, `None` on overflow (sizes read from files are not to be trusted).
+pub fn checked_product(sizes: impl IntoIterator<Item = usize>) -> Option<usize> {
+    sizes.into_iter().try_fold(1usize, |a, d| a.checked_mul(d))
 }
 
 /// Most elements any one tensor may hold per sample: 256 MiB of f32 (2^26) unless the

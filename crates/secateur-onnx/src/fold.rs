@@ -103,9 +103,7 @@ pub const MAX_FOLDED_ELEMENTS: usize = 1 << 26;
 
 /// The number of elements of `dims`, if it is at most [`MAX_FOLDED_ELEMENTS`].
 pub fn element_count(dims: &[usize]) -> Option<usize> {
-    dims.iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .filter(|&n| n <= MAX_FOLDED_ELEMENTS)
+    secateur_graph::checked_product(dims.iter().copied()).filter(|&n| n <= MAX_FOLDED_ELEMENTS)
 }
 
 /// Broadcast dims of two integer constants (NumPy rules).

@@ -77,9 +77,7 @@ pub fn decode_sparse(sp: &SparseTensorProto) -> Result<(String, Tensor, Vec<bool
         .map(|&d| usize::try_from(d).ok())
         .collect::<Option<_>>()
         .ok_or_else(|| err(format!("negative dimension in {:?}", sp.dims)))?;
-    let len = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
+    let len = secateur_graph::checked_product(dims.iter().copied())
         .filter(|&n| n <= secateur_graph::max_elements())
         .ok_or_else(|| err(format!("dims {dims:?} are too large")))?;
     let Constant::Float(vals) = decode(values)? else {

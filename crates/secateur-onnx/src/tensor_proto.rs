@@ -77,10 +77,8 @@ pub fn decode(t: &TensorProto) -> Result<Constant> {
         });
     }
     let dims = dims_of(t)?;
-    let n = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| OnnxError::Tensor {
+    let n =
+        secateur_graph::checked_product(dims.iter().copied()).ok_or_else(|| OnnxError::Tensor {
             name: t.name.clone(),
             message: format!("dims {dims:?} hold more elements than memory can"),
         })?;

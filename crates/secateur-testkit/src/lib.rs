@@ -101,6 +101,20 @@ pub fn ort_run_inputs(
         .collect()
 }
 
+/// Valid inputs of one sample for every graph input: 0.5 for float inputs, 1 for token ids,
+/// masks and other integer inputs (a valid id and an attended position).
+pub fn plain_inputs(graph: &secateur_graph::Graph) -> Vec<Vec<f32>> {
+    graph
+        .inputs
+        .iter()
+        .map(|v| {
+            let n: usize = v.shape.resolve(1).iter().product();
+            let float = v.dtype == secateur_graph::ElemType::Float;
+            vec![if float { 0.5 } else { 1.0 }; n]
+        })
+        .collect()
+}
+
 /// A tensor of uniform values in [-1, 1) from a seed.
 pub fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

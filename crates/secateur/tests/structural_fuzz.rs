@@ -8,7 +8,7 @@
 
 use proptest::prelude::*;
 use prost::Message;
-use secateur_graph::{ElemType, Graph};
+use secateur_graph::Graph;
 use secateur_onnx::proto::ModelProto;
 use secateur_runtime::{ExecPlan, FormatPolicy, PlanConfig};
 use std::path::{Path, PathBuf};
@@ -389,15 +389,7 @@ fn run_once(graph: &Graph, measured: bool) {
         count(2);
         return;
     };
-    let inputs: Vec<Vec<f32>> = graph
-        .inputs
-        .iter()
-        .map(|v| {
-            let n: usize = v.shape.resolve(1).iter().product();
-            let fill = if v.dtype == ElemType::Float { 0.5 } else { 1.0 };
-            vec![fill; n]
-        })
-        .collect();
+    let inputs = secateur_testkit::plain_inputs(graph);
     let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
     let _ = plan.run_inputs(&slices);
     count(3);

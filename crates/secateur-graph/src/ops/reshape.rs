@@ -219,10 +219,7 @@ impl Reshape {
         let in_factor = x.batch_factor();
         let out_factor = Shape(out.clone()).batch_factor();
         let count = |dims: &[Dim], factor: Option<usize>| {
-            dims.iter()
-                .filter_map(|d| d.known())
-                .chain(factor)
-                .try_fold(1usize, |a, d| a.checked_mul(d))
+            crate::shape::checked_product(dims.iter().filter_map(|d| d.known()).chain(factor))
         };
         // element counts: in_factor·in_known (times the batch) against out_factor·out_known
         let (Some(have), Some(per)) = (count(&x.0, in_factor), count(&out, out_factor)) else {
