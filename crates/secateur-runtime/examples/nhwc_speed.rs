@@ -1,9 +1,11 @@
-//! Times the NHWC implicit-GEMM convolution on one layer and prints GFLOP/s:
-//! `nhwc_speed C_IN C_OUT HW K [PAD]` (`SILU=1` fuses a SiLU).
+//! Times the NHWC implicit-GEMM convolution on one layer, and the Winograd kernel where it
+//! applies (3×3), and prints GFLOP/s of the direct sum's operations:
+//! `nhwc_speed C_IN C_OUT HW K [PAD]` (`SILU=1` fuses a SiLU, `THREADS=N` splits one sample).
 use secateur_graph::Conv;
 use secateur_runtime::harness::{Budget, measure, probe};
 use secateur_runtime::kernels::epilogue::Tail;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
+use secateur_runtime::kernels::winograd::NhwcWinograd;
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -43,14 +45,26 @@ fn main() {
         .num_threads(threads)
         .build()
         .expect("pool");
-    let mut run =
-        || pool.install(|| packed.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads));
-    let one = probe(&mut run);
-    let s = measure(&mut run, Budget::for_duration(one, 500.0)).median_ms / 1e3;
     let flops = 2.0 * (co * ci * k * k * ho * ho) as f64;
-    println!(
-        "{ci}->{co} {hw}x{hw} k{k} p{pad}: {:.4} ms, {:.1} GFLOP/s",
-        s * 1e3,
-        flops / s / 1e9
-    );
+    let report = |name: &str, ms: f64| {
+        println!(
+            "{name:9} {ci}->{co} {hw}x{hw} k{k} p{pad}: {ms:.4} ms, {:.1} GFLOP/s",
+            flops / ms / 1e6
+        )
+    };
+    let time = |f: &mut dyn FnMut()| {
+        let one = probe(&mut *f);
+        measure(&mut *f, Budget::for_duration(one, 500.0)).median_ms
+    };
+    let ms = time(&mut || {
+        pool.install(|| packed.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
+    });
+    report("gemm", ms);
+    if let Some(wino) = NhwcWinograd::new(isa, &conv, ci, co, &w, &bias, tail) {
+        let mut scratch = vec![0.0; wino.scratch_len(hw, hw)];
+        let ms = time(&mut || {
+            pool.install(|| wino.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
+        });
+        report("winograd", ms);
+    }
 }

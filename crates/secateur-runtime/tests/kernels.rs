@@ -183,3 +183,27 @@ fn chunked_csr_layouts_match_reference() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// Constant padding equals the IR's Pad on random ranks, sizes and pads.
+    #[test]
+    fn constant_padding_matches_the_reference(
+        dims in proptest::collection::vec(1usize..5, 1..5),
+        pads in proptest::collection::vec((0usize..3, 0usize..3), 4),
+        fill in -2.0f32..2.0, seed in 0u64..100,
+    ) {
+        use secateur_graph::{OpSemantics, Pad, PadMode, Tensor};
+        let r = dims.len();
+        let (before, after): (Vec<usize>, Vec<usize>) = pads[..r].iter().copied().unzip();
+        let n: usize = dims.iter().product();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let pad = Pad { before: before.clone(), after: after.clone(), mode: PadMode::Constant(fill) };
+        let want = pad.eval(&[&Tensor::new(dims.clone(), x.clone()).unwrap()]).unwrap().remove(0);
+        let mut y = vec![f32::NAN; want.data().len()];
+        layout::pad_constant(&x, &dims, &before, &after, fill, &mut y);
+        prop_assert_eq!(&y[..], want.data());
+    }
+}

@@ -2,7 +2,9 @@
 //! implicit-GEMM convolution (groups, kernel sizes, asymmetric pads, strides, dilations,
 //! channel counts that are not multiples of the vector width, one or two threads) with every
 //! part of the fused tail (element-wise function, residual addition, function after it), the
-//! depthwise convolution, max and average pooling, and global average pooling.
+//! Winograd F(4×4, 3×3) convolution wherever it applies (channel counts across the 8-lane and
+//! 16-channel panel edges, outputs not a multiple of the 4×4 tile, reductions longer than one
+//! chunk), the depthwise convolution, max and average pooling, and global average pooling.
 
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -12,6 +14,7 @@ use secateur_runtime::kernels::Isa;
 use secateur_runtime::kernels::epilogue::Tail;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
 use secateur_runtime::kernels::nhwc_ops::{self, NhwcDepthwise};
+use secateur_runtime::kernels::winograd::NhwcWinograd;
 use secateur_runtime::ops;
 
 fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
@@ -117,6 +120,23 @@ fn check_conv(
             )
         });
         assert_close(&out, &want, &format!("nhwc conv {isa} {conv:?}"));
+        let Some(wino) = NhwcWinograd::new(isa, conv, c_in, c_out, &wt, &bias, tail) else {
+            assert!(!NhwcWinograd::applies(conv), "Winograd refused {conv:?}");
+            continue;
+        };
+        let mut out = vec![f32::NAN; c_out * ho * wo];
+        let mut scratch = vec![f32::NAN; wino.scratch_len(h, w)];
+        let x = nhwc(&x, c_in, h * w);
+        pool.install(|| wino.run(&x, h, w, ho, wo, &mut out, Some(&rn), &mut scratch, threads));
+        // the transforms round partial sums scaled by up to 8 and 1/24: an error that grows
+        // like the square root of the reduction length (C_in · 9)
+        let slack = 2e-5 * ((c_in * 9) as f32).sqrt();
+        for (i, (g, v)) in out.iter().zip(&want).enumerate() {
+            assert!(
+                (g - v).abs() <= 1e-4 * (1.0 + v.abs()) + slack,
+                "winograd {isa} {conv:?} {c_in}->{c_out} element {i}: {g} vs {v}"
+            );
+        }
     }
 }
 
@@ -140,8 +160,38 @@ fn long_reductions_accumulate_chunk_by_chunk() {
     check_conv(&conv(3, 2), 80, 34, 5, 5, Tail::default(), 2, 3);
 }
 
+#[test]
+fn winograd_reductions_longer_than_a_chunk_accumulate() {
+    // K = C_in = 600: two chunks of the product kernel; 2 threads split panels of one block
+    let conv = Conv {
+        kernel: [3, 3],
+        strides: [1, 1],
+        pads: [1; 4],
+        dilations: [1, 1],
+        groups: 1,
+    };
+    let tail = Tail {
+        act: Some(Pointwise::Relu),
+        residual: true,
+        post: None,
+    };
+    check_conv(&conv, 600, 40, 5, 6, tail, 2, 4);
+    check_conv(&conv, 24, 33, 9, 13, Tail::default(), 1, 5);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(150))]
+
+    #[test]
+    fn winograd_convolution_matches_the_reference(
+        c_in in 1usize..40, c_out in 1usize..40, h in 1usize..20, w in 1usize..20,
+        pads in proptest::array::uniform4(0usize..3), t in 0u8..32, threads in 1usize..3,
+        seed in 0u64..1000,
+    ) {
+        prop_assume!(h + pads[0] + pads[2] >= 3 && w + pads[1] + pads[3] >= 3);
+        let conv = Conv { kernel: [3, 3], strides: [1, 1], pads, dilations: [1, 1], groups: 1 };
+        check_conv(&conv, c_in, c_out, h, w, tail_of(t), threads, seed);
+    }
 
     #[test]
     fn implicit_gemm_convolution_matches_the_reference(

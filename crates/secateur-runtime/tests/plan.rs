@@ -382,3 +382,35 @@ fn pruned_convolutions_keep_sparse_kernels_inside_mixed_layout_plans() {
         );
     }
 }
+
+#[test]
+fn constant_padding_and_winograd_layers_match_the_reference_in_both_layouts() {
+    use secateur_graph::{GraphBuilder, Pad, PadMode};
+    let (mut b, x) = GraphBuilder::new("padded", &[3, 10, 9], 5);
+    let a = b.conv("a", &x, 32, 3, 1, 1, 1, true).unwrap();
+    // channels, top and right padded with 0.25 (an option-A shortcut pads channels with zeros)
+    let pad = Op::Pad(Pad {
+        before: vec![0, 2, 1, 0],
+        after: vec![0, 6, 0, 2],
+        mode: PadMode::Constant(0.25),
+    });
+    let p = b.node("pad", pad, &[&a], vec![]).unwrap();
+    // 40 -> 32 channels, 3×3 on an 11×11 output: the Winograd kernel on channels-last
+    let c = b.conv("c", &p, 32, 3, 1, 1, 1, true).unwrap();
+    let d = b.conv("d", &c, 24, 1, 1, 0, 1, true).unwrap();
+    let g = b.finish(&d).unwrap();
+    for (batch, threads) in [(1, 1), (3, 2)] {
+        check("padded", &g, FormatPolicy::Dense, batch, threads);
+    }
+    let plan = ExecPlan::compile(
+        &g,
+        PlanConfig {
+            policy: FormatPolicy::Dense,
+            layout: LayoutPolicy::ChannelsLast,
+            ..PlanConfig::new(1, 1)
+        },
+    )
+    .unwrap();
+    let formats: Vec<&str> = plan.layers.iter().map(|c| c.format.as_str()).collect();
+    assert!(formats.contains(&"nhwc-winograd"), "{formats:?}");
+}

@@ -89,6 +89,22 @@ impl Tail {
             || (self.act.is_some() && self.in_kernel_activation() == Activation::None)
     }
 
+    /// Applies the whole tail to `y` (laid out like `residual`): function, residual addition,
+    /// function after it, each as one vector pass (kernels whose tail is more than a clamp
+    /// store raw sums of a block and finish it here, so the functions' long dependency chains
+    /// of consecutive vectors overlap).
+    pub fn apply(&self, isa: super::Isa, y: &mut [f32], residual: Option<&[f32]>) {
+        if let Some(f) = self.act {
+            super::elementwise::pointwise_in_place(isa, f, y);
+        }
+        if let Some(r) = residual.filter(|_| self.residual) {
+            y.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+        }
+        if let Some(f) = self.post {
+            super::elementwise::pointwise_in_place(isa, f, y);
+        }
+    }
+
     /// Applies what the in-kernel activation left out to `y` (laid out like `residual`).
     pub fn apply_rest(&self, isa: super::Isa, y: &mut [f32], residual: Option<&[f32]>) {
         if self.in_kernel_activation() == Activation::None

@@ -1,5 +1,5 @@
 //! Data movement without arithmetic: strided slices (any start and step per axis, contiguous
-//! runs copied whole), gathers of whole blocks along one axis at constant positions (a channel
+//! runs copied whole), constant padding (the border filled, each innermost run copied whole), gathers of whole blocks along one axis at constant positions (a channel
 //! shuffle, an index select), and transposes of any rank (the output walked in order, the
 //! input read through permuted strides).
 
@@ -10,6 +10,46 @@ fn strides(dims: &[usize]) -> Vec<usize> {
         s[i] = s[i + 1] * dims[i + 1];
     }
     s
+}
+
+/// `y` = `x` (dims `dims`) with `before[a]` and `after[a]` values of `fill` around axis `a`.
+pub fn pad_constant(
+    x: &[f32],
+    dims: &[usize],
+    before: &[usize],
+    after: &[usize],
+    fill: f32,
+    y: &mut [f32],
+) {
+    let r = dims.len();
+    let out: Vec<usize> = (0..r).map(|a| before[a] + dims[a] + after[a]).collect();
+    let n: usize = out.iter().product();
+    y[..n].fill(fill);
+    if dims.contains(&0) {
+        return;
+    }
+    if r == 0 {
+        y[0] = x[0];
+        return;
+    }
+    let st = strides(&out);
+    let inner = dims[r - 1];
+    let outer: usize = dims[..r - 1].iter().product();
+    let mut idx = vec![0usize; r - 1];
+    for o in 0..outer {
+        let at: usize = before[r - 1]
+            + (0..r - 1)
+                .map(|a| (idx[a] + before[a]) * st[a])
+                .sum::<usize>();
+        y[at..at + inner].copy_from_slice(&x[o * inner..(o + 1) * inner]);
+        for a in (0..r - 1).rev() {
+            idx[a] += 1;
+            if idx[a] < dims[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
 }
 
 /// `y` = the slice of `x` (dims `dims`) taking `(start, step, count)` along each axis.

@@ -28,6 +28,7 @@ pub mod padding;
 pub mod softmax;
 pub mod sparse_conv;
 pub mod vmath;
+pub mod winograd;
 
 pub use block::BlockSparse;
 pub use csr::{Csr, Indices};

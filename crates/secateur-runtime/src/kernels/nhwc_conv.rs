@@ -20,10 +20,10 @@ use secateur_graph::Conv;
 const L2_WEIGHT_BYTES: usize = 256 * 1024;
 
 /// Reduction values per chunk: a chunk of one panel's weights is `KC · 16` floats (32 KiB).
-const KC: usize = 512;
+pub(super) const KC: usize = 512;
 
 /// Output channels per panel (two 8-lane vectors).
-const NR: usize = 16;
+pub(super) const NR: usize = 16;
 /// Output pixels per tile (12 accumulators, 2 weight vectors and a broadcast in the 16
 /// vector registers of AVX2).
 pub const MR: usize = 6;
@@ -344,28 +344,32 @@ impl Job<'_> {
 }
 
 /// One tile: `m ≤ MR` output pixels × one panel × one chunk of the reduction.
-struct Tile<'a> {
+pub(super) struct Tile<'a> {
     /// Each pixel's first input value (its first tap, the group's first channel).
-    a: [*const f32; MR],
-    m: usize,
+    pub(super) a: [*const f32; MR],
+    pub(super) m: usize,
     /// (offset, length) of the chunk's input pieces.
-    pieces: &'a [(usize, usize)],
+    pub(super) pieces: &'a [(usize, usize)],
     /// The chunk's packed weights.
-    b: *const f32,
+    pub(super) b: *const f32,
     /// The first chunk starts from zero, later ones from the partial sums in `y`; only the
     /// last applies bias and tail.
-    first: bool,
-    last: bool,
-    y: *mut f32,
-    res: Option<*const f32>,
-    y_pix: usize,
-    valid: usize,
-    bias: *const f32,
-    tail: &'a Tail,
+    pub(super) first: bool,
+    pub(super) last: bool,
+    pub(super) y: *mut f32,
+    pub(super) res: Option<*const f32>,
+    pub(super) y_pix: usize,
+    pub(super) valid: usize,
+    pub(super) bias: *const f32,
+    pub(super) tail: &'a Tail,
 }
 
 impl Tile<'_> {
-    unsafe fn run(&self, isa: Isa) {
+    /// The tile's products on `isa`'s vector kernel (portable loops without AVX2).
+    ///
+    /// # Safety
+    /// Every pointer reaches the values the fields' lengths describe.
+    pub(super) unsafe fn run(&self, isa: Isa) {
         unsafe {
             #[cfg(target_arch = "x86_64")]
             if isa != Isa::Portable {

@@ -130,11 +130,7 @@ fn depthwise_row(
         // SAFETY: AVX2 and FMA are present (any detected vector Isa implies them); the rows
         // iy0 .. iy0 + kh and the columns of pixels lo .. hi lie inside the input.
         unsafe {
-            if [kh, kw] == [3, 3] {
-                depthwise3x3_interior_avx2(d, x, w, iy0 as usize, lo..hi, y, residual);
-            } else {
-                depthwise_interior_avx2(d, x, w, iy0 as usize, lo..hi, y, residual);
-            }
+            depthwise_interior_avx2(d, x, w, iy0 as usize, lo..hi, y, residual);
         }
     }
     let mut acc = vec![0.0f32; c];
@@ -209,105 +205,67 @@ fn depthwise_pixel_portable(
     }
 }
 
-/// The pixels `cols` of one output row of a 3×3 depthwise convolution whose taps are all
-/// inside the input: per block of 8 channels, the nine weight vectors stay in registers while
-/// the row is swept (one load per multiply-add); the channels past the last whole block go
-/// through plain loops.
+/// Channel vectors the interior depthwise kernel computes together (independent chains).
+const VECTORS: usize = 4;
+
+/// `V` consecutive channel vectors of one pixel of a depthwise convolution: bias plus the
+/// taps of `kernel` (`x` at the pixel's top-left tap, `w` at the taps' weights, both at the
+/// first channel; `c` channels per pixel, `row` values per input row).
+///
+/// # Safety
+/// AVX2 and FMA; the taps of the `8·V` channels lie inside `x` and `w`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn depthwise3x3_interior_avx2(
-    d: &NhwcDepthwise,
-    x: &[f32],
-    w: usize,
-    iy0: usize,
-    cols: std::ops::Range<usize>,
-    y: &mut [f32],
-    res: Option<&[f32]>,
-) {
-    use super::vmath::v256;
+#[inline(always)]
+unsafe fn pixel_taps<const V: usize>(
+    x: *const f32,
+    w: *const f32,
+    bias: *const f32,
+    c: usize,
+    row: usize,
+    [kh, kw]: [usize; 2],
+) -> [std::arch::x86_64::__m256; V] {
     use std::arch::x86_64::*;
-    let c = d.c;
-    let sx = d.conv.strides[1];
-    let pl = d.conv.pads[1];
-    let row = w * c;
-    let clamp = match (d.tail.act, d.tail.post, res) {
-        (None, None, None) => Some((f32::NEG_INFINITY, f32::INFINITY)),
-        (Some(f), None, None) => f.clamp_bounds(),
-        _ => None,
-    };
-    let c8 = c - c % 8;
-    // SAFETY: (for the whole block) every load reads the pixel's 3×3 taps inside `x`, every
-    // store one of `cols` in `y`; channel offsets stay below `c8 <= c`.
+    // SAFETY: forwarded from the caller.
     unsafe {
-        let xp = x.as_ptr();
-        let wp = d.weights.as_ptr();
-        for ch in (0..c8).step_by(8) {
-            // (a loop, not a closure: closures do not inherit the target features)
-            let mut wv = [_mm256_setzero_ps(); 9];
-            for (t, v) in wv.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(wp.add(t * c + ch));
-            }
-            let bias = _mm256_loadu_ps(d.bias.as_ptr().add(ch));
-            for ox in cols.clone() {
-                let ix = ox * sx - pl;
-                let p0 = xp.add(iy0 * row + ix * c + ch);
-                let (p1, p2) = (p0.add(row), p0.add(2 * row));
-                let mut a = bias;
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p0), wv[0], a);
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p0.add(c)), wv[1], a);
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p0.add(2 * c)), wv[2], a);
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p1), wv[3], a);
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p1.add(c)), wv[4], a);
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p1.add(2 * c)), wv[5], a);
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p2), wv[6], a);
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p2.add(c)), wv[7], a);
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(p2.add(2 * c)), wv[8], a);
-                let at = ox * c + ch;
-                let v = match clamp {
-                    Some((lo, hi)) => {
-                        _mm256_min_ps(_mm256_max_ps(a, _mm256_set1_ps(lo)), _mm256_set1_ps(hi))
-                    }
-                    None => {
-                        let mut v = a;
-                        if let Some(f) = d.tail.act {
-                            v = v256::apply(f, v);
-                        }
-                        if let Some(r) = res {
-                            v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(at)));
-                        }
-                        if let Some(f) = d.tail.post {
-                            v = v256::apply(f, v);
-                        }
-                        v
-                    }
-                };
-                _mm256_storeu_ps(y.as_mut_ptr().add(at), v);
-            }
-        }
-    }
-    for ox in cols {
-        let ix = ox * sx - pl;
-        for j in c8..c {
-            let mut v = d.bias[j];
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    v += x[((iy0 + ky) * w + ix + kx) * c + j] * d.weights[(ky * 3 + kx) * c + j];
+        let mut acc: [__m256; V] = std::array::from_fn(|j| _mm256_loadu_ps(bias.add(8 * j)));
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let (xt, wt) = (x.add(ky * row + kx * c), w.add((ky * kw + kx) * c));
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let v = _mm256_loadu_ps(xt.add(8 * j));
+                    *a = _mm256_fmadd_ps(v, _mm256_loadu_ps(wt.add(8 * j)), *a);
                 }
             }
-            let mut v = d.tail.act.map_or(v, |f| f.apply(v));
-            if let Some(r) = res {
-                v += r[ox * c + j];
-            }
-            y[ox * c + j] = d.tail.post.map_or(v, |f| f.apply(v));
         }
+        acc
     }
 }
 
-/// The pixels `cols` of one output row of a depthwise convolution with up to 8 taps per row
-/// whose taps are all inside the input: per block of 8 channels and kernel row, the row's
-/// weight vectors stay in registers while the pixels accumulate into `y` (the last kernel row
-/// applies the tail); channels past the last whole block go through plain loops.
+/// `acc` clamped to `[lo, hi]` into `8·V` values at `y`.
+///
+/// # Safety
+/// AVX2; `8·V` values at `y`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_clamped<const V: usize>(
+    y: *mut f32,
+    acc: &[std::arch::x86_64::__m256; V],
+    lo: std::arch::x86_64::__m256,
+    hi: std::arch::x86_64::__m256,
+) {
+    use std::arch::x86_64::*;
+    for (j, a) in acc.iter().enumerate() {
+        // SAFETY: forwarded from the caller.
+        unsafe { _mm256_storeu_ps(y.add(8 * j), _mm256_min_ps(_mm256_max_ps(*a, lo), hi)) };
+    }
+}
+
+/// The pixels `cols` of one output row of a depthwise convolution whose taps are all inside
+/// the input, pixel by pixel: all channels of a pixel before the next, so each input cache line
+/// is read whole while it is in the L1 cache (sweeping a row per channel block missed the L1
+/// cache on every load); [`VECTORS`] channel vectors at a time, whose chains and tails overlap;
+/// weights come from the L1 cache. 3×3 kernels get a fully unrolled body. Channels past the
+/// last whole vector go through plain loops.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -320,58 +278,33 @@ unsafe fn depthwise_interior_avx2(
     y: &mut [f32],
     res: Option<&[f32]>,
 ) {
-    use super::vmath::v256;
-    use std::arch::x86_64::*;
     let c = d.c;
-    let [kh, kw] = d.conv.kernel;
-    let sx = d.conv.strides[1];
-    let pl = d.conv.pads[1];
-    let row = w * c;
-    let c8 = c - c % 8;
-    // SAFETY: (for the whole block) every load reads one of the pixel's taps inside `x`, every
-    // store one of `cols` in `y`; channel offsets stay below `c8 <= c`; `kw <= 8`.
+    // a clamp (or nothing) is applied in registers; any other tail after the row's sums, as
+    // vector passes over the row (still in the L1 cache)
+    let clamp = match (d.tail.act, d.tail.post, res) {
+        (None, None, None) => Some((f32::NEG_INFINITY, f32::INFINITY)),
+        (Some(f), None, None) => f.clamp_bounds(),
+        _ => None,
+    };
+    // SAFETY: forwarded from the caller (AVX2 and FMA present, taps inside `x`).
     unsafe {
-        let xp = x.as_ptr();
-        let wp = d.weights.as_ptr();
-        let yp = y.as_mut_ptr();
-        for ch in (0..c8).step_by(8) {
-            let bias = _mm256_loadu_ps(d.bias.as_ptr().add(ch));
-            for ky in 0..kh {
-                let mut wv = [_mm256_setzero_ps(); 8];
-                for (kx, v) in wv.iter_mut().enumerate().take(kw) {
-                    *v = _mm256_loadu_ps(wp.add((ky * kw + kx) * c + ch));
-                }
-                let last = ky + 1 == kh;
-                for ox in cols.clone() {
-                    let at = ox * c + ch;
-                    let src = xp.add((iy0 + ky) * row + (ox * sx - pl) * c + ch);
-                    let mut a = if ky == 0 {
-                        bias
-                    } else {
-                        _mm256_loadu_ps(yp.add(at))
-                    };
-                    for (kx, wk) in wv.iter().enumerate().take(kw) {
-                        a = _mm256_fmadd_ps(_mm256_loadu_ps(src.add(kx * c)), *wk, a);
-                    }
-                    if last {
-                        if let Some(f) = d.tail.act {
-                            a = v256::apply(f, a);
-                        }
-                        if let Some(r) = res {
-                            a = _mm256_add_ps(a, _mm256_loadu_ps(r.as_ptr().add(at)));
-                        }
-                        if let Some(f) = d.tail.post {
-                            a = v256::apply(f, a);
-                        }
-                    }
-                    _mm256_storeu_ps(yp.add(at), a);
-                }
-            }
+        if d.conv.kernel == [3, 3] {
+            interior_body(d, x, w, iy0, cols.clone(), y, clamp, [3, 3]);
+        } else {
+            interior_body(d, x, w, iy0, cols.clone(), y, clamp, d.conv.kernel);
         }
     }
+    if clamp.is_none() {
+        // (the channels past the last whole vector are overwritten below, with their tail)
+        let span = cols.start * c..cols.end * c;
+        d.tail
+            .apply(Isa::Avx2, &mut y[span.clone()], res.map(|r| &r[span]));
+    }
+    let [kh, kw] = d.conv.kernel;
+    let (sx, pl) = (d.conv.strides[1], d.conv.pads[1]);
     for ox in cols {
         let ix = ox * sx - pl;
-        for j in c8..c {
+        for j in c - c % 8..c {
             let mut v = d.bias[j];
             for ky in 0..kh {
                 for kx in 0..kw {
@@ -383,6 +316,54 @@ unsafe fn depthwise_interior_avx2(
                 v += r[ox * c + j];
             }
             y[ox * c + j] = d.tail.post.map_or(v, |f| f.apply(v));
+        }
+    }
+}
+
+/// The whole channel vectors of [`depthwise_interior_avx2`] for a `kernel` the caller may
+/// pass as constants (inlined, so a literal 3×3 unrolls).
+///
+/// # Safety
+/// AVX2 and FMA; every tap of the pixels `cols` inside `x`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn interior_body(
+    d: &NhwcDepthwise,
+    x: &[f32],
+    w: usize,
+    iy0: usize,
+    cols: std::ops::Range<usize>,
+    y: &mut [f32],
+    clamp: Option<(f32, f32)>,
+    kernel: [usize; 2],
+) {
+    use std::arch::x86_64::*;
+    let c = d.c;
+    let (sx, pl) = (d.conv.strides[1], d.conv.pads[1]);
+    let row = w * c;
+    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let c8 = c - c % 8;
+    // SAFETY: every load reads one of the pixel's taps inside `x`, every store one of `cols`
+    // in `y`; channel offsets stay below `c8 <= c`.
+    unsafe {
+        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        let (xp, wp, bp) = (x.as_ptr(), d.weights.as_ptr(), d.bias.as_ptr());
+        let yp = y.as_mut_ptr();
+        for ox in cols {
+            let p0 = xp.add(iy0 * row + (ox * sx - pl) * c);
+            let at = ox * c;
+            let mut ch = 0;
+            while ch + 8 * VECTORS <= c8 {
+                let acc = pixel_taps::<VECTORS>(p0.add(ch), wp.add(ch), bp.add(ch), c, row, kernel);
+                store_clamped(yp.add(at + ch), &acc, lo, hi);
+                ch += 8 * VECTORS;
+            }
+            while ch < c8 {
+                let acc = pixel_taps::<1>(p0.add(ch), wp.add(ch), bp.add(ch), c, row, kernel);
+                store_clamped(yp.add(at + ch), &acc, lo, hi);
+                ch += 8;
+            }
         }
     }
 }

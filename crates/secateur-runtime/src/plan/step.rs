@@ -12,6 +12,7 @@ use crate::kernels::layout;
 use crate::kernels::nhwc_conv::NhwcConv;
 use crate::kernels::nhwc_ops::{self, NhwcDepthwise};
 use crate::kernels::sparse_conv::SparseConv;
+use crate::kernels::winograd::NhwcWinograd;
 use crate::kernels::{Activation, Epilogue, Isa, Tail, WeightKernel, dense};
 use crate::ops;
 use rayon::prelude::*;
@@ -56,7 +57,7 @@ pub(super) struct ConvStep {
     pub(super) scratch: Vec<Vec<f32>>,
 }
 
-/// A convolution on channels-last activations (dense implicit GEMM or depthwise).
+/// A convolution on channels-last activations (dense implicit GEMM, Winograd or depthwise).
 #[derive(Clone)]
 pub(super) struct NhwcConvStep {
     pub(super) kernel: NhwcKernel,
@@ -75,6 +76,7 @@ pub(super) struct NhwcConvStep {
 #[derive(Clone)]
 pub(super) enum NhwcKernel {
     Gemm(NhwcConv),
+    Winograd(NhwcWinograd),
     Depthwise(NhwcDepthwise),
 }
 
@@ -103,6 +105,13 @@ pub(super) enum StepKind {
     Slice {
         dims: Vec<usize>,
         ranges: Vec<(i64, i64, usize)>,
+    },
+    /// Constant padding of the whole batch (dims and pads in memory order).
+    Pad {
+        dims: Vec<usize>,
+        before: Vec<usize>,
+        after: Vec<usize>,
+        fill: f32,
     },
     /// Blocks of `inner` values gathered along an axis of `n` at constant positions.
     GatherBlocks {
@@ -470,6 +479,12 @@ pub(super) fn run_step(
             }
         }
         StepKind::Slice { dims, ranges } => layout::slice(x, dims, ranges, out),
+        StepKind::Pad {
+            dims,
+            before,
+            after,
+            fill,
+        } => layout::pad_constant(x, dims, before, after, *fill, out),
         StepKind::GatherBlocks {
             outer,
             n,
@@ -566,6 +581,7 @@ impl NhwcKernel {
     pub(super) fn tail(&self) -> &Tail {
         match self {
             NhwcKernel::Gemm(k) => &k.tail,
+            NhwcKernel::Winograd(k) => &k.tail,
             NhwcKernel::Depthwise(k) => &k.tail,
         }
     }
@@ -588,6 +604,7 @@ fn run_nhwc_conv(
         let rs = residual.map(|r| &r[s * per_out..(s + 1) * per_out]);
         match kernel {
             NhwcKernel::Gemm(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
+            NhwcKernel::Winograd(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
             NhwcKernel::Depthwise(k) => k.run(isa, xs, h, w, ho, wo, y, rs, threads),
         }
     };

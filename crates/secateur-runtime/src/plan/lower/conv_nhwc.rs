@@ -1,12 +1,13 @@
 //! Lowering of convolutions on channels-last activations: depthwise convolutions to the NHWC
-//! depthwise kernel, every other convolution (grouped ones included) to the implicit-GEMM
-//! kernel, each with the whole fused tail (element-wise function, residual addition, function
+//! depthwise kernel, 3×3 stride-1 convolutions with enough channels and pixels to the Winograd
+//! kernel, every other convolution (grouped ones included) to the implicit-GEMM kernel, each with the whole fused tail (element-wise function, residual addition, function
 //! after it) in its epilogue. Weights run dense here: a convolution pruned far enough to gain
 //! from sparse kernels is lowered on NCHW instead (`conv.rs`) in a mixed-layout plan.
 
 use super::weights::Prepared;
 use crate::kernels::nhwc_conv::NhwcConv;
 use crate::kernels::nhwc_ops::NhwcDepthwise;
+use crate::kernels::winograd::NhwcWinograd;
 use crate::plan::LayerChoice;
 use crate::plan::step::{NhwcConvStep, NhwcKernel, StepKind};
 use secateur_graph::Conv;
@@ -32,6 +33,15 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
     let (kernel, format, scratch_len) = if depthwise {
         let k = NhwcDepthwise::new(c, c_in, fused.weight.data(), &fused.bias, fused.tail);
         (NhwcKernel::Depthwise(k), "nhwc-depthwise", 0)
+    } else if let Some(k) = NhwcWinograd::pays(c, c_in, c_out, ho, wo)
+        .then(|| {
+            let (w, b) = (fused.weight.data(), &fused.bias);
+            NhwcWinograd::new(config.isa, c, c_in, c_out, w, b, fused.tail)
+        })
+        .flatten()
+    {
+        let scratch = k.scratch_len(h, w);
+        (NhwcKernel::Winograd(k), "nhwc-winograd", scratch)
     } else {
         let k = NhwcConv::new(
             config.isa,
@@ -47,6 +57,7 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
     };
     let weight_bytes = match &kernel {
         NhwcKernel::Gemm(k) => k.bytes(),
+        NhwcKernel::Winograd(k) => k.bytes(),
         NhwcKernel::Depthwise(k) => k.bytes(),
     };
     // samples run in parallel when the batch fills the threads; else one sample is split

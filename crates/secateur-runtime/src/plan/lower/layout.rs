@@ -1,12 +1,13 @@
-//! Data movement with dedicated steps: concatenation along any axis, strided slices, gathers
-//! at constant positions (a channel shuffle, an index select) and transposes. Concatenation,
-//! slices and channel gathers follow their input's layout, with axes mapped to memory order.
+//! Data movement with dedicated steps: concatenation along any axis, strided slices, constant
+//! padding, gathers at constant positions (a channel shuffle, an index select) and transposes.
+//! Concatenation, slices, padding and channel gathers follow their input's layout, with axes
+//! mapped to memory order. Edge and reflect padding run by their reference evaluation.
 
 use super::{ChannelsLast, LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
 use crate::plan::err;
 use crate::plan::step::StepKind;
-use secateur_graph::{Concat, Gather, Slice, Transpose, normalize_axis};
+use secateur_graph::{Concat, Gather, Pad, PadMode, Slice, Transpose, normalize_axis};
 
 /// The memory axis of logical axis `axis` of a rank-4 value under channels-last.
 fn memory_axis(cx: &LowerCx, axis: usize, rank: usize) -> usize {
@@ -39,6 +40,38 @@ impl RuntimeOp for Slice {
         let kind = StepKind::Slice {
             dims: cx.memory_order(&dims, rank),
             ranges,
+        };
+        Ok(Lowered::plain(cx, kind))
+    }
+}
+
+impl RuntimeOp for Pad {
+    fn channels_last(&self, cx: &LowerCx) -> ChannelsLast {
+        let constant = matches!(self.mode, PadMode::Constant(_));
+        if constant && cx.in_shape(0).len() == 4 {
+            ChannelsLast::Follow
+        } else {
+            ChannelsLast::No
+        }
+    }
+
+    fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let PadMode::Constant(fill) = self.mode else {
+            return cx.reference();
+        };
+        let dims = cx.in_shape(0);
+        let rank = dims.len();
+        let (mut before, mut after) = (vec![0; rank], vec![0; rank]);
+        for ax in 0..rank {
+            let m = memory_axis(cx, ax, rank);
+            before[m] = self.before[ax];
+            after[m] = self.after[ax];
+        }
+        let kind = StepKind::Pad {
+            dims: cx.memory_order(&dims, rank),
+            before,
+            after,
+            fill,
         };
         Ok(Lowered::plain(cx, kind))
     }

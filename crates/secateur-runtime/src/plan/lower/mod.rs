@@ -181,7 +181,6 @@ impl RuntimeOp for secateur_graph::BatchNorm {}
 impl RuntimeOp for secateur_graph::Flatten {}
 impl RuntimeOp for secateur_graph::Reshape {}
 impl RuntimeOp for secateur_graph::Identity {}
-impl RuntimeOp for secateur_graph::Pad {}
 impl RuntimeOp for secateur_graph::Expand {}
 impl RuntimeOp for secateur_graph::Reduce {}
 impl RuntimeOp for secateur_graph::Where {}
