@@ -207,3 +207,33 @@ proptest! {
         prop_assert_eq!(&y[..], want.data());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    /// Gathers at constant positions equal the element-by-element definition, for channel
+    /// shuffles (their transpose path) and for other position lists alike.
+    #[test]
+    fn gathers_match_their_definition(
+        outer in 1usize..6, h in 1usize..20, g in 1usize..6, inner in 1usize..3,
+        shuffled in any::<bool>(), seed in 0u64..100,
+    ) {
+        let n = g * h;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let positions: Vec<usize> = if shuffled {
+            (0..n).map(|i| (i % g) * h + i / g).collect()
+        } else {
+            (0..n).map(|_| rng.random_range(0..n)).collect()
+        };
+        let x: Vec<f32> = (0..outer * n * inner).map(|i| i as f32).collect();
+        let mut y = vec![f32::NAN; outer * n * inner];
+        layout::gather_blocks(&x, outer, n, inner, &positions, &mut y);
+        for o in 0..outer {
+            for (j, &p) in positions.iter().enumerate() {
+                for k in 0..inner {
+                    prop_assert_eq!(y[(o * n + j) * inner + k], x[(o * n + p) * inner + k]);
+                }
+            }
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! Data movement without arithmetic: strided slices (any start and step per axis, contiguous
-//! runs copied whole), constant padding (the border filled, each innermost run copied whole), gathers of whole blocks along one axis at constant positions (a channel
-//! shuffle, an index select), and transposes of any rank (the output walked in order, the
-//! input read through permuted strides).
+//! runs copied whole), constant padding (the border filled, each innermost run copied whole),
+//! gathers of whole blocks along one axis at constant positions (an index select; a channel
+//! shuffle of channels-last values as a transpose of each pixel's channels), and transposes of
+//! any rank (the output walked in order, the input read through permuted strides).
 
 /// Row-major strides of `dims`.
 fn strides(dims: &[usize]) -> Vec<usize> {
@@ -129,6 +130,14 @@ pub fn gather_blocks(
     y: &mut [f32],
 ) {
     let m = positions.len();
+    // a channel shuffle on channels-last values: each pixel's channels transposed as g × n/g
+    if let Some(g) = shuffle_groups(positions, n).filter(|_| inner == 1) {
+        for o in 0..outer {
+            let src = &x[o * n..(o + 1) * n];
+            super::nhwc_ops::to_nhwc(src, g, n / g, &mut y[o * n..(o + 1) * n]);
+        }
+        return;
+    }
     for o in 0..outer {
         let src = &x[o * n * inner..(o + 1) * n * inner];
         let dst = &mut y[o * m * inner..(o + 1) * m * inner];
@@ -142,6 +151,21 @@ pub fn gather_blocks(
             }
         }
     }
+}
+
+/// The `g` of a channel shuffle when `positions` is one: `positions[j·g + k] = k·n/g + j`
+/// (all `n` values, `g` from 2 to 4).
+fn shuffle_groups(positions: &[usize], n: usize) -> Option<usize> {
+    if positions.len() != n {
+        return None;
+    }
+    (2..=4).filter(|&g| n.is_multiple_of(g)).find(|&g| {
+        let h = n / g;
+        positions
+            .iter()
+            .enumerate()
+            .all(|(i, &p)| p == (i % g) * h + i / g)
+    })
 }
 
 /// `y` = `x` (dims `dims`) with its axes permuted: output axis `i` is input axis `perm[i]`.

@@ -373,6 +373,9 @@ impl Tile<'_> {
         unsafe {
             #[cfg(target_arch = "x86_64")]
             if isa != Isa::Portable {
+                if self.valid <= 8 {
+                    return avx2::kernel_half(self);
+                }
                 return avx2::kernel(self);
             }
             let _ = isa;
@@ -510,6 +513,57 @@ mod avx2 {
         }
     }
 
+    /// The `6 × 8` tile of a panel with at most 8 real channels (the last panel of a layer
+    /// whose channel count is 8 more than a multiple of 16): half the multiply-adds of the full
+    /// tile, none on padding lanes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_half(t: &Tile) {
+        unsafe {
+            let init = if t.first {
+                [[_mm256_setzero_ps(); 2]; MR]
+            } else {
+                load_partial(t)
+            };
+            let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5] = init.map(|r| r[0]);
+            let mut bp = t.b;
+            for &(off, len) in t.pieces {
+                let a = t.a.map(|p| p.add(off));
+                macro_rules! step {
+                    ($k:expr, $b:expr) => {
+                        let b0 = _mm256_loadu_ps(bp.add($b));
+                        c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&*a[0].add($k)), b0, c0);
+                        c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&*a[1].add($k)), b0, c1);
+                        c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(&*a[2].add($k)), b0, c2);
+                        c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(&*a[3].add($k)), b0, c3);
+                        c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(&*a[4].add($k)), b0, c4);
+                        c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(&*a[5].add($k)), b0, c5);
+                    };
+                }
+                let mut kk = 0;
+                while kk + 4 <= len {
+                    step!(kk, 0);
+                    step!(kk + 1, 16);
+                    step!(kk + 2, 32);
+                    step!(kk + 3, 48);
+                    bp = bp.add(64);
+                    kk += 4;
+                }
+                while kk < len {
+                    step!(kk, 0);
+                    bp = bp.add(16);
+                    kk += 1;
+                }
+            }
+            let z = _mm256_setzero_ps();
+            let acc = [[c0, z], [c1, z], [c2, z], [c3, z], [c4, z], [c5, z]];
+            if t.last {
+                store(t, &acc);
+            } else {
+                store_partial(t, &acc);
+            }
+        }
+    }
+
     /// The partial sums an earlier chunk left in `y` (zero for padding lanes and rows).
     #[target_feature(enable = "avx2,fma")]
     unsafe fn load_partial(t: &Tile) -> [[__m256; 2]; MR] {
@@ -565,16 +619,19 @@ mod avx2 {
                 (Some(f), None, None) => f.clamp_bounds(),
                 _ => None,
             };
-            if let (Some((lo, hi)), 16) = (clamp, t.valid) {
+            if let (Some((lo, hi)), 16 | 8) = (clamp, t.valid) {
                 let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
                 let (b0, b1) = (_mm256_loadu_ps(t.bias), _mm256_loadu_ps(t.bias.add(8)));
                 for (p, row) in acc.iter().enumerate() {
                     if p < t.m {
                         let y = t.y.add(p * t.y_pix);
                         let v0 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(row[0], b0), lo), hi);
-                        let v1 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(row[1], b1), lo), hi);
                         _mm256_storeu_ps(y, v0);
-                        _mm256_storeu_ps(y.add(8), v1);
+                        if t.valid == 16 {
+                            let v1 =
+                                _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(row[1], b1), lo), hi);
+                            _mm256_storeu_ps(y.add(8), v1);
+                        }
                     }
                 }
                 return;

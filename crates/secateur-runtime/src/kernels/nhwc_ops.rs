@@ -542,24 +542,30 @@ fn pool_row_body<const FMA: bool>(
         let (kx0, kx1) = taps(ox, geo.strides[1], geo.pads[1], geo.dilations[1], kw, w);
         let ix0 = (ox * geo.strides[1]) as isize - geo.pads[1] as isize;
         let out = &mut y[ox * c..(ox + 1) * c];
-        out.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+        if max {
+            max_taps(
+                x,
+                w,
+                c,
+                (iy0, ix0),
+                (ky0, ky1, kx0, kx1),
+                geo.dilations,
+                out,
+            );
+            continue;
+        }
+        out.fill(0.0);
         for ky in ky0..ky1 {
             let iy = (iy0 + (ky * geo.dilations[0]) as isize) as usize;
             for kx in kx0..kx1 {
                 let ix = (ix0 + (kx * geo.dilations[1]) as isize) as usize;
                 let src = &x[(iy * w + ix) * c..(iy * w + ix + 1) * c];
-                if max {
-                    for (o, v) in out.iter_mut().zip(src) {
-                        *o = o.max(*v);
-                    }
-                } else {
-                    for (o, v) in out.iter_mut().zip(src) {
-                        *o += v;
-                    }
+                for (o, v) in out.iter_mut().zip(src) {
+                    *o += v;
                 }
             }
         }
-        if !max {
+        {
             let n = if include_pad {
                 // taps inside the padded input (ONNX counts padding, not the ceil overhang)
                 let span = |o: usize, ax: usize, k: usize, n: usize| {
@@ -580,6 +586,74 @@ fn pool_row_body<const FMA: bool>(
             }
         }
     }
+}
+
+/// The maximum over one output pixel's taps (`iy0`, `ix0`: its first tap, possibly outside the
+/// input; taps `ky0..ky1 × kx0..kx1` are inside): 32 channels at a time, then 8, in fixed-size
+/// blocks the compiler keeps in vector registers across the taps, then the rest.
+#[inline(always)]
+fn max_taps(
+    x: &[f32],
+    w: usize,
+    c: usize,
+    (iy0, ix0): (isize, isize),
+    (ky0, ky1, kx0, kx1): (usize, usize, usize, usize),
+    [dh, dw]: [usize; 2],
+    out: &mut [f32],
+) {
+    // the taps' offsets (a pool window of at most 8×8 without an allocation)
+    let mut offsets = [0usize; 64];
+    let mut n = 0;
+    for ky in ky0..ky1 {
+        let iy = (iy0 + (ky * dh) as isize) as usize;
+        for kx in kx0..kx1 {
+            let ix = (ix0 + (kx * dw) as isize) as usize;
+            if n == offsets.len() {
+                let all: Vec<usize> = (ky0..ky1)
+                    .flat_map(|ky| (kx0..kx1).map(move |kx| (ky, kx)))
+                    .map(|(ky, kx)| {
+                        let iy = (iy0 + (ky * dh) as isize) as usize;
+                        ((iy * w) + (ix0 + (kx * dw) as isize) as usize) * c
+                    })
+                    .collect();
+                return max_over(x, &all, c, out);
+            }
+            offsets[n] = (iy * w + ix) * c;
+            n += 1;
+        }
+    }
+    max_over(x, &offsets[..n], c, out)
+}
+
+/// The maximum over the pixels at `taps` (offsets in `x`) of each of `c` channels.
+#[inline(always)]
+fn max_over(x: &[f32], taps: &[usize], c: usize, out: &mut [f32]) {
+    let mut ch = 0;
+    while ch + 32 <= c {
+        max_block::<32>(x, taps, ch, out);
+        ch += 32;
+    }
+    while ch + 8 <= c {
+        max_block::<8>(x, taps, ch, out);
+        ch += 8;
+    }
+    for j in ch..c {
+        out[j] = taps.iter().fold(f32::NEG_INFINITY, |m, &t| m.max(x[t + j]));
+    }
+}
+
+/// Channels `ch .. ch + N` of [`max_taps`].
+#[inline(always)]
+fn max_block<const N: usize>(x: &[f32], taps: &[usize], ch: usize, out: &mut [f32]) {
+    let mut acc = [f32::NEG_INFINITY; N];
+    for &t in taps {
+        let src: &[f32; N] = x[t + ch..t + ch + N].try_into().expect("a block");
+        for (a, v) in acc.iter_mut().zip(src) {
+            // (maxps semantics; the same as f32::max, as the accumulator is never NaN)
+            *a = if *v > *a { *v } else { *a };
+        }
+    }
+    out[ch..ch + N].copy_from_slice(&acc);
 }
 
 dispatch!(
@@ -604,7 +678,24 @@ fn gap_body<const FMA: bool>(x: &[f32], p: usize, c: usize, y: &mut [f32]) {
 
 /// `[c][p]` (NCHW, one sample) into `[p][c]` (NHWC), in 16×16 blocks.
 pub fn to_nhwc(x: &[f32], c: usize, p: usize, y: &mut [f32]) {
-    transpose_blocks(x, c, p, y);
+    // images (3 channels) and other narrow inputs: pixel by pixel with the channel count known
+    match c {
+        1 => y[..p].copy_from_slice(&x[..p]),
+        2 => interleave::<2>(x, p, y),
+        3 => interleave::<3>(x, p, y),
+        4 => interleave::<4>(x, p, y),
+        _ => transpose_blocks(x, c, p, y),
+    }
+}
+
+/// `y[j][i] = x[i][j]` for `C` planes of `p` values.
+fn interleave<const C: usize>(x: &[f32], p: usize, y: &mut [f32]) {
+    let planes: [&[f32]; C] = std::array::from_fn(|i| &x[i * p..(i + 1) * p]);
+    for (j, px) in y[..C * p].chunks_exact_mut(C).enumerate() {
+        for (v, plane) in px.iter_mut().zip(planes) {
+            *v = plane[j];
+        }
+    }
 }
 
 /// `[p][c]` (NHWC, one sample) into `[c][p]` (NCHW).
@@ -643,13 +734,17 @@ mod tests {
 
     #[test]
     fn layout_conversions_are_inverse_transposes() {
-        let (c, p) = (19, 37);
-        let x: Vec<f32> = (0..c * p).map(|i| i as f32).collect();
-        let mut t = vec![0.0; c * p];
-        let mut back = vec![0.0; c * p];
-        to_nhwc(&x, c, p, &mut t);
-        assert_eq!(t[5 * c + 3], x[3 * p + 5]);
-        to_nchw(&t, c, p, &mut back);
-        assert_eq!(back, x);
+        // narrow inputs (1-4 channels) take their own path
+        for (c, p) in [(19, 37), (1, 5), (2, 9), (3, 37), (4, 16), (5, 3)] {
+            let x: Vec<f32> = (0..c * p).map(|i| i as f32).collect();
+            let mut t = vec![0.0; c * p];
+            let mut back = vec![0.0; c * p];
+            to_nhwc(&x, c, p, &mut t);
+            for (j, i) in (0..p).flat_map(|j| (0..c).map(move |i| (j, i))) {
+                assert_eq!(t[j * c + i], x[i * p + j], "c {c}: pixel {j} channel {i}");
+            }
+            to_nchw(&t, c, p, &mut back);
+            assert_eq!(back, x);
+        }
     }
 }

@@ -467,7 +467,11 @@ pub mod v256 {
         }
     }
 
-    /// `f` over `x` into `y` (32 lanes at a time, then 8, the tail through a lane buffer).
+    /// Vectors [`map`] computes together: the long chains of exp and division overlap.
+    const MAP_VECTORS: usize = 8;
+
+    /// `f` over `x` into `y` ([`MAP_VECTORS`] vectors at a time, then one, the tail through a
+    /// lane buffer).
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
@@ -478,14 +482,14 @@ pub mod v256 {
             let n = x.len().min(y.len());
             let mut i = 0;
             // four vectors per step: their chains are independent and overlap
-            while i + 32 <= n {
-                let mut xs: [__m256; 4] =
+            while i + 8 * MAP_VECTORS <= n {
+                let mut xs: [__m256; MAP_VECTORS] =
                     std::array::from_fn(|j| _mm256_loadu_ps(x.as_ptr().add(i + 8 * j)));
                 apply_all(f, &mut xs);
                 for (j, v) in xs.iter().enumerate() {
                     _mm256_storeu_ps(y.as_mut_ptr().add(i + 8 * j), *v);
                 }
-                i += 32;
+                i += 8 * MAP_VECTORS;
             }
             while i + 8 <= n {
                 let v = _mm256_loadu_ps(x.as_ptr().add(i));

@@ -12,6 +12,10 @@ use crate::plan::LayerChoice;
 use crate::plan::step::{NhwcConvStep, NhwcKernel, StepKind};
 use secateur_graph::Conv;
 
+/// Multiply-adds per sample below which one sample's layer runs on one thread: splitting it
+/// costs more in waking and joining threads (several microseconds) than it saves.
+const SPLIT_MIN_MACS: usize = 400_000;
+
 /// The channels-last step of convolution `c` and its reported choice.
 pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
     let Prepared {
@@ -60,13 +64,17 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
         NhwcKernel::Winograd(k) => k.bytes(),
         NhwcKernel::Depthwise(k) => k.bytes(),
     };
-    // samples run in parallel when the batch fills the threads; else one sample is split
+    // samples run in parallel when the batch fills the threads; else one sample is split,
+    // unless the layer is too small to pay for waking the other threads
+    let per_sample = rows * cols * ho * wo;
     let (workers, threads) = if b >= config.threads {
         (config.threads, 1)
+    } else if per_sample < SPLIT_MIN_MACS {
+        (1, 1)
     } else {
         (1, config.threads)
     };
-    let macs = (rows * cols * ho * wo * b) as u64;
+    let macs = (per_sample * b) as u64;
     let choice = LayerChoice {
         node: name,
         op: if depthwise {
