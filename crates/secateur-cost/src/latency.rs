@@ -4,8 +4,12 @@
 //! without running it: exact matches are used as they are, other layers are interpolated
 //! between the measured layers of the same op and geometry by work (executed MACs, or output
 //! size for MAC-free ops), and anything unseen falls back to the profile's roofline scaled by
-//! the table's median measured/modelled ratio. Tables are built from plans timed step by step
-//! on this machine and saved as JSON.
+//! the table's median measured/modelled ratio. What no layer accounts for (layout conversions
+//! between runs of layers, the plan's own overhead, caches between steps) is calibrated per
+//! model: each recorded plan is also timed whole, and a prediction is scaled by the recorded
+//! ratio of whole-plan time to the sum of its steps for the same graph (the median over all
+//! graphs for an unseen one). Tables are built from plans timed step by step on this machine
+//! and saved as JSON.
 
 use crate::error::{CostError, Result};
 use crate::profile::HardwareProfile;
@@ -42,6 +46,10 @@ pub struct Entry {
     pub threads: usize,
     pub ms: f64,
 }
+
+/// The kind of the entries that calibrate whole plans: `geometry` holds the graph's name,
+/// `work` the sum of the plan's step times and `ms` the whole plan's time.
+pub const WHOLE_PLAN: &str = "whole-plan";
 
 /// A latency lookup table for one machine.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -127,6 +135,26 @@ impl LatencyTable {
             .map(|i| ((i * 31) % 255) as f32 / 255.0 - 0.5)
             .collect();
         let times = plan.time_steps(&[&x], reps)?;
+        let whole = median_run_ms(&mut plan, &x, reps)?;
+        let steps: f64 = times.iter().map(|(_, t)| t).sum();
+        if steps > 0.0 && whole > 0.0 {
+            self.entries.push(Entry {
+                sig: LayerSig {
+                    node: String::new(),
+                    kind: WHOLE_PLAN.into(),
+                    geometry: graph.name.clone(),
+                    in_ch: 0,
+                    out_ch: 0,
+                    density: 1.0,
+                    pattern: String::new(),
+                    work: steps,
+                    macs: 0,
+                },
+                batch,
+                threads,
+                ms: whole,
+            });
+        }
         for s in sigs {
             let ms: f64 = times
                 .iter()
@@ -180,7 +208,7 @@ impl LatencyTable {
             let mut ratios: Vec<f64> = self
                 .entries
                 .iter()
-                .filter(|e| e.batch == batch && e.threads == threads)
+                .filter(|e| e.batch == batch && e.threads == threads && e.sig.kind != WHOLE_PLAN)
                 .map(|e| e.ms / roofline(&e.sig).max(1e-12))
                 .collect();
             ratios.sort_by(f64::total_cmp);
@@ -247,7 +275,8 @@ impl LatencyTable {
         }
     }
 
-    /// Predicted latency of a graph (sum over its layers).
+    /// Predicted latency of a graph: the sum over its layers, scaled by
+    /// [`LatencyTable::whole_plan_ratio`] at that sum.
     pub fn predict(
         &self,
         graph: &Graph,
@@ -255,10 +284,39 @@ impl LatencyTable {
         threads: usize,
         profile: &HardwareProfile,
     ) -> Result<f64> {
-        Ok(signatures(graph)?
+        let layers: f64 = signatures(graph)?
             .iter()
             .map(|s| self.predict_layer(s, batch, threads, profile).0)
-            .sum())
+            .sum();
+        Ok(layers * self.whole_plan_ratio(&graph.name, layers, batch, threads))
+    }
+
+    /// Whole-plan time over the sum of the step times, for a plan of graph `name` whose steps
+    /// sum to `steps_ms`: interpolated between the recorded plans of that graph (variants of
+    /// one model) nearest in step time (the nearest one's ratio outside their range), else
+    /// the median over all recorded plans, else 1.
+    pub fn whole_plan_ratio(&self, name: &str, steps_ms: f64, batch: usize, threads: usize) -> f64 {
+        let plans = || {
+            self.entries.iter().filter(|e| {
+                e.sig.kind == WHOLE_PLAN
+                    && e.batch == batch
+                    && e.threads == threads
+                    && e.sig.work > 0.0
+                    && e.ms > 0.0
+            })
+        };
+        let mut own: Vec<(f64, f64)> = plans()
+            .filter(|e| e.sig.geometry == name)
+            .map(|e| (e.sig.work, e.ms / e.sig.work))
+            .collect();
+        if !own.is_empty() {
+            own.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let x = steps_ms.clamp(own[0].0, own[own.len() - 1].0);
+            return interpolate(&own, x);
+        }
+        let mut all: Vec<f64> = plans().map(|e| e.ms / e.sig.work).collect();
+        all.sort_by(f64::total_cmp);
+        all.get(all.len() / 2).copied().unwrap_or(1.0)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -282,6 +340,19 @@ impl LatencyTable {
             message: format!("not a latency table: {e}"),
         })
     }
+}
+
+/// The median time of `reps` whole runs of `plan` on `x`.
+fn median_run_ms(plan: &mut ExecPlan, x: &[f32], reps: usize) -> Result<f64> {
+    let mut ms = Vec::with_capacity(reps.max(1));
+    plan.run(x)?;
+    for _ in 0..reps.max(1) {
+        let t = std::time::Instant::now();
+        plan.run(x)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms[ms.len() / 2])
 }
 
 /// Piecewise-linear interpolation of sorted `(x, y)` points at `x`, extrapolating linearly

@@ -311,4 +311,30 @@ fn latency_table_predicts_recorded_and_interpolates() {
         table
     );
     assert!(table.predict(&prune(0.9), 4, 1, &host).unwrap() > 0.0);
+    // each recorded plan was also timed whole: predictions of the same graph are scaled by
+    // the median ratio of whole-plan time to the sum of its steps
+    let whole: Vec<&secateur_cost::latency::Entry> = table
+        .entries
+        .iter()
+        .filter(|e| e.sig.kind == secateur_cost::latency::WHOLE_PLAN)
+        .collect();
+    assert_eq!(whole.len(), 3, "one per recorded plan");
+    let name = prune(0.9).name;
+    let layers: f64 = mid
+        .iter()
+        .map(|s| table.predict_layer(s, 4, 1, &host).0)
+        .sum();
+    let ratio = table.whole_plan_ratio(&name, layers, 4, 1);
+    assert!(ratio > 0.2 && ratio < 5.0, "whole/steps ratio {ratio}");
+    assert_eq!(
+        table.whole_plan_ratio(&name, layers, 64, 1),
+        1.0,
+        "no plan at that batch"
+    );
+    // a recorded plan's own step sum gives its own ratio back
+    let first = whole[0];
+    let own = table.whole_plan_ratio(&name, first.sig.work, 4, 1);
+    assert!((own - first.ms / first.sig.work).abs() < 1e-9);
+    let predicted = table.predict(&prune(0.9), 4, 1, &host).unwrap();
+    assert!((predicted - layers * ratio).abs() <= 1e-9 * predicted);
 }

@@ -121,6 +121,11 @@ pub fn run(args: &BenchPredictArgs) -> Result<()> {
             });
         }
     }
+    let plans = table
+        .entries
+        .iter()
+        .filter(|e| e.sig.kind == secateur_cost::latency::WHOLE_PLAN)
+        .count();
     let mut errs: Vec<f64> = results.iter().map(|r| r.error).collect();
     errs.sort_by(f64::total_cmp);
     let median = errs.get(errs.len() / 2).copied().unwrap_or(f64::NAN);
@@ -149,10 +154,11 @@ pub fn run(args: &BenchPredictArgs) -> Result<()> {
         );
     }
     println!(
-        "median error {:.1}% over {} held-out variants (table of {} measured layers, batch {}, {} thread(s))",
+        "median error {:.1}% over {} held-out variants (table of {} measured layers and {} whole plans, batch {}, {} thread(s))",
         median * 100.0,
         results.len(),
-        table.entries.len(),
+        table.entries.len() - plans,
+        plans,
         args.batch,
         args.threads
     );
