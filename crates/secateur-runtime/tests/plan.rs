@@ -414,3 +414,41 @@ fn constant_padding_and_winograd_layers_match_the_reference_in_both_layouts() {
     let formats: Vec<&str> = plan.layers.iter().map(|c| c.format.as_str()).collect();
     assert!(formats.contains(&"nhwc-winograd"), "{formats:?}");
 }
+
+#[test]
+fn one_sample_plans_with_a_batched_classifier_match_the_reference() {
+    use secateur_graph::GraphBuilder;
+    use secateur_runtime::BatchMode;
+    // conv → pool → flatten → 512×600 linear → relu → linear: the linear layers run batched
+    let (mut b, x) = GraphBuilder::new("classifier", &[3, 8, 8], 3);
+    let c = b.conv("conv", &x, 512, 3, 1, 1, 1, true).unwrap();
+    let p = b.global_avg_pool("gap", &c).unwrap();
+    let f = b.flatten("flat", &p).unwrap();
+    let l = b.linear("fc1", &f, 600).unwrap();
+    let r = b.relu("act", &l).unwrap();
+    let o = b.linear("fc2", &r, 10).unwrap();
+    let g = b.finish(&o).unwrap();
+    for (batch, threads) in [(5, 1), (5, 2), (2, 2)] {
+        let x = random_tensor(&[batch, 3, 8, 8], batch as u64);
+        let expect = evaluate(&g, &[("input", x.clone())]).unwrap().remove(0);
+        let mut plan = ExecPlan::compile(
+            &g,
+            PlanConfig {
+                batch_mode: BatchMode::SamplesApart,
+                ..PlanConfig::new(batch, threads)
+            },
+        )
+        .unwrap();
+        assert!(plan.runs_samples_apart() && plan.has_batched_tail());
+        assert_eq!(plan.output_shape, expect.shape());
+        let y = plan.run(x.data()).unwrap().to_vec();
+        let scale = expect.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (a, e) in y.iter().zip(expect.data()) {
+            assert!((a - e).abs() <= 1e-5 * scale, "batch {batch}: {a} vs {e}");
+        }
+        // profiled runs time the tail's steps too, and the result is the same
+        let steps = plan.time_steps(&[x.data()], 2).unwrap();
+        assert!(steps.iter().any(|(name, _)| name == "fc1"), "{steps:?}");
+        assert_eq!(plan.run(x.data()).unwrap(), &y[..]);
+    }
+}

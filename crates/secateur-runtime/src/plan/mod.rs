@@ -10,6 +10,7 @@ mod buffers;
 mod build;
 mod lower;
 mod step;
+mod tail;
 
 use crate::error::{Result, RuntimeError};
 use crate::kernels::{Format, Isa};
@@ -126,6 +127,10 @@ pub struct ExecPlan {
     /// parallel), and `steps` is empty: each sample's activations stay in cache through the
     /// whole network, and the workers never wait for each other between layers.
     samples: Vec<ExecPlan>,
+    /// With `samples`: the flat tail of the graph (the classifier after the last spatial
+    /// value), run once on the whole batch of the sample plans' outputs (`buffers[0]`) into
+    /// `buffers[1]`, so its weights are read once per batch, not once per sample.
+    tail: Option<Box<ExecPlan>>,
 }
 
 /// Whether both layouts are worth compiling and timing: at least half of the convolution
@@ -263,6 +268,17 @@ impl ExecPlan {
             batch_mode: BatchMode::Whole,
             ..config
         };
+        let split = tail::split_flat_tail(graph);
+        let (graph, tail) = match &split {
+            Some((head, tail)) => {
+                let whole = PlanConfig {
+                    batch_mode: BatchMode::Whole,
+                    ..config
+                };
+                (head, Some(Box::new(Self::compile(tail, whole)?)))
+            }
+            None => (graph, None),
+        };
         // one compilation (kernel choices timed once), copied for the other workers
         let first = Self::compile(graph, one)?;
         let mut samples = (1..workers)
@@ -277,8 +293,8 @@ impl ExecPlan {
             s
         };
         let input_shapes: Vec<Vec<usize>> = first.input_shapes.iter().map(|s| scale(s)).collect();
-        let output_shape = scale(&first.output_shape);
-        let layers = first
+        let head_out = scale(&first.output_shape);
+        let mut layers: Vec<LayerChoice> = first
             .layers
             .iter()
             .map(|l| LayerChoice {
@@ -287,6 +303,15 @@ impl ExecPlan {
                 ..l.clone()
             })
             .collect();
+        let mut buffers = vec![vec![0.0; head_out.iter().product()]];
+        let output_shape = match &tail {
+            Some(t) => {
+                layers.extend(t.layers.iter().cloned());
+                buffers.push(vec![0.0; t.output_shape.iter().product()]);
+                t.output_shape.clone()
+            }
+            None => head_out,
+        };
         Ok(ExecPlan {
             config: PlanConfig {
                 layout: first.config.layout,
@@ -294,14 +319,15 @@ impl ExecPlan {
                 ..config
             },
             steps: Vec::new(),
-            buffers: vec![vec![0.0; output_shape.iter().product()]],
-            output: 0,
+            output: buffers.len() - 1,
+            buffers,
             input_shape: input_shapes[0].clone(),
             input_shapes,
             output_shape,
             layers,
             pool: Self::thread_pool(workers)?,
             samples,
+            tail,
         })
     }
 
@@ -322,6 +348,10 @@ impl ExecPlan {
                 .iter()
                 .map(|p| p.duplicate())
                 .collect::<Result<_>>()?,
+            tail: match &self.tail {
+                Some(t) => Some(Box::new(t.duplicate()?)),
+                None => None,
+            },
         })
     }
 
@@ -383,6 +413,7 @@ impl ExecPlan {
             layers,
             pool,
             samples: Vec::new(),
+            tail: None,
         })
     }
 
@@ -435,6 +466,11 @@ impl ExecPlan {
     /// Whether the batch runs as one-sample plans side by side.
     pub fn runs_samples_apart(&self) -> bool {
         !self.samples.is_empty()
+    }
+
+    /// Whether the one-sample plans hand their features to a batched tail (the classifier).
+    pub fn has_batched_tail(&self) -> bool {
+        self.tail.is_some()
     }
 
     /// Median time of every step over `reps` profiled runs (name, milliseconds).
@@ -558,11 +594,30 @@ impl ExecPlan {
                 .try_for_each(work),
         };
         self.buffers[0] = out;
-        result
+        result?;
+        self.run_tail(None)
+    }
+
+    /// The batched tail on the sample plans' outputs (`buffers[0]`) into `buffers[1]`, with
+    /// its step times appended to `times` when given.
+    fn run_tail(&mut self, times: Option<&mut Vec<(String, f64)>>) -> Result<()> {
+        let Some(tail) = self.tail.as_mut() else {
+            return Ok(());
+        };
+        let features = std::mem::take(&mut self.buffers[0]);
+        let ran = match times {
+            Some(times) => tail.run_profiled(&[&features]).map(|t| times.extend(t)),
+            None => tail.run_inputs(&[&features]).map(|_| ()),
+        };
+        self.buffers[0] = features;
+        ran?;
+        let y = tail.output();
+        self.buffers[1][..y.len()].copy_from_slice(y);
+        Ok(())
     }
 
     /// Step times summed over the samples of the batch, run one after the other on the first
-    /// worker's plan.
+    /// worker's plan (then the batched tail's).
     fn run_samples_profiled(&mut self, inputs: &[&[f32]]) -> Result<Vec<(String, f64)>> {
         let b = self.config.batch;
         let out_n = self.buffers[0].len() / b;
@@ -579,6 +634,7 @@ impl ExecPlan {
                 }
             }
         }
+        self.run_tail(Some(&mut total))?;
         Ok(total)
     }
 }
