@@ -1,6 +1,7 @@
 //! Times the NHWC implicit-GEMM convolution on one layer, and the Winograd kernel where it
 //! applies (3×3), and prints GFLOP/s of the direct sum's operations:
-//! `nhwc_speed C_IN C_OUT HW K [PAD]` (`SILU=1` fuses a SiLU, `THREADS=N` splits one sample).
+//! `nhwc_speed C_IN C_OUT HW K [PAD]` (`SILU=1` fuses a SiLU, `THREADS=N` splits one sample,
+//! `STRIDE=S` strides the convolution).
 use secateur_graph::Conv;
 use secateur_runtime::harness::{Budget, measure, probe};
 use secateur_runtime::kernels::epilogue::Tail;
@@ -15,9 +16,10 @@ fn main() {
     let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
     let (ci, co, hw, k) = (arg(0, 64), arg(1, 64), arg(2, 56), arg(3, 3));
     let pad = arg(4, k / 2);
+    let stride: usize = std::env::var("STRIDE").map_or(1, |t| t.parse().expect("a number"));
     let conv = Conv {
         kernel: [k, k],
-        strides: [1, 1],
+        strides: [stride, stride],
         pads: [pad; 4],
         dilations: [1, 1],
         groups: 1,
@@ -34,7 +36,7 @@ fn main() {
     };
     let isa = secateur_runtime::kernels::Isa::detect();
     let packed = NhwcConv::new(isa, &conv, ci, co, &w, &bias, tail);
-    let ho = hw + 2 * pad + 1 - k;
+    let ho = (hw + 2 * pad - k) / stride + 1;
     let x: Vec<f32> = (0..ci * hw * hw)
         .map(|i| ((i * 3) % 17) as f32 * 0.01)
         .collect();

@@ -646,6 +646,17 @@ mod avx2 {
             if let Some(f) = t.tail.act {
                 v256::apply_all(f, &mut xs);
             }
+            // a function alone on whole vectors: stored straight from the registers
+            if t.res.is_none() && t.tail.post.is_none() && matches!(t.valid, 8 | 16) {
+                for (p, pair) in xs.chunks_exact(2).enumerate().take(t.m) {
+                    let y = t.y.add(p * t.y_pix);
+                    _mm256_storeu_ps(y, pair[0]);
+                    if t.valid == 16 {
+                        _mm256_storeu_ps(y.add(8), pair[1]);
+                    }
+                }
+                return;
+            }
             let mut rows = [[0.0f32; 16]; MR];
             for (i, x) in xs.iter().enumerate() {
                 _mm256_storeu_ps(rows[i / 2].as_mut_ptr().add(8 * (i % 2)), *x);
