@@ -104,7 +104,7 @@ fn lamp_spares_small_layers_that_global_magnitude_would_wipe_out() {
             Criterion::Magnitude { l2: false },
             Granularity::Unstructured,
             0.4,
-            Scope::Global,
+            Scope::GlobalRaw,
         ),
         &CriterionData::default(),
     )
@@ -112,7 +112,7 @@ fn lamp_spares_small_layers_that_global_magnitude_would_wipe_out() {
     assert_eq!(
         mag["fc2.weight"].kept(),
         1,
-        "global magnitude empties fc2 (down to the one-unit guard)"
+        "a raw global magnitude ranking empties fc2 (down to the one-unit guard)"
     );
     let lamp = compute_masks(
         &g,
@@ -373,7 +373,7 @@ fn a_global_ranking_leaves_every_layer_its_density_floor() {
             Criterion::Magnitude { l2: false },
             Granularity::Unstructured,
             0.9,
-            Scope::Global,
+            Scope::GlobalRaw,
         )
     };
     let kept = |c: &WeightPruneConfig| {
@@ -390,4 +390,33 @@ fn a_global_ranking_leaves_every_layer_its_density_floor() {
     let bad = global(Some(1.5));
     let e = compute_masks(&g, &bad, &CriterionData::default()).unwrap_err();
     assert!(e.to_string().contains("min-density"), "{e}");
+}
+
+#[test]
+fn the_global_ranking_of_magnitudes_ignores_a_per_layer_scale() {
+    // a batch norm folded into a layer multiplies its weights by a constant per channel; the
+    // default global ranking (magnitudes normalised per layer) allocates the same, the raw one
+    // does not
+    let w1: Vec<f32> = (0..8).map(|i| 0.3 + 0.1 * i as f32).collect();
+    let w2 = vec![0.25, 0.5, 0.75, 1.0];
+    let scaled: Vec<f32> = w2.iter().map(|v| v * 0.05).collect();
+    let masks = |w2: Vec<f32>, scope: Scope| {
+        let g = two_layers(w1.clone(), w2);
+        let c = WeightPruneConfig {
+            min_density: Some(0.0),
+            ..cfg(
+                Criterion::Magnitude { l2: false },
+                Granularity::Unstructured,
+                0.5,
+                scope,
+            )
+        };
+        let m = compute_masks(&g, &c, &CriterionData::default()).unwrap();
+        (m["fc1.weight"].kept(), m["fc2.weight"].kept())
+    };
+    assert_eq!(
+        masks(w2.clone(), Scope::Global),
+        masks(scaled.clone(), Scope::Global)
+    );
+    assert_ne!(masks(w2, Scope::GlobalRaw), masks(scaled, Scope::GlobalRaw));
 }

@@ -26,8 +26,13 @@ pub enum ScheduleKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ScopeKind {
+    /// One ranking over all layers, magnitudes normalised per layer (LAMP).
     #[default]
     Global,
+    /// One ranking over all layers of the raw magnitudes (PyTorch's global pruning).
+    #[serde(rename = "global-raw")]
+    #[value(name = "global-raw")]
+    GlobalRaw,
     Layer,
 }
 
@@ -190,10 +195,12 @@ impl WeightsRecipe {
     pub fn scope(&self) -> Scope {
         if !self.targets.is_empty() {
             Scope::Targets(self.targets.clone())
-        } else if self.scope == ScopeKind::Layer {
-            Scope::PerLayer
         } else {
-            Scope::Global
+            match self.scope {
+                ScopeKind::Layer => Scope::PerLayer,
+                ScopeKind::GlobalRaw => Scope::GlobalRaw,
+                ScopeKind::Global => Scope::Global,
+            }
         }
     }
 }

@@ -23,8 +23,13 @@ pub struct PrunableWeight {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
-    /// One ranking across all layers.
+    /// One ranking across all layers, of scores normalised per layer the LAMP way for
+    /// magnitude criteria (`w²` over the sum of the layer's larger `w²`): robust to layers of
+    /// very different size and scale (a batch norm folded into a convolution rescales its
+    /// weights, which moves a raw ranking).
     Global,
+    /// One ranking across all layers of the raw scores (PyTorch's `global_unstructured`).
+    GlobalRaw,
     /// The same sparsity in every layer.
     PerLayer,
     /// Explicit sparsity per layer (node or weight name); other layers are left alone.
@@ -91,7 +96,7 @@ impl WeightPruneConfig {
                 )))
             }
             (_, Granularity::NM { .. }, _, _) => Ok(()),
-            (_, _, None, Scope::Global | Scope::PerLayer) => {
+            (_, _, None, Scope::Global | Scope::GlobalRaw | Scope::PerLayer) => {
                 Err(PruneError::Invalid("a sparsity target is required".into()))
             }
             _ => Ok(()),
@@ -322,19 +327,24 @@ pub fn compute_masks(
                 pruned_units.push(p);
             }
         }
-        (_, Scope::Global) => {
+        (_, Scope::Global | Scope::GlobalRaw) => {
+            let normalised = cfg.scope == Scope::Global;
             let total: usize = unit_sets
                 .iter()
                 .map(|(_, u)| u.scores.len() * u.unit_size)
                 .sum();
             let target = (cfg.sparsity.unwrap_or(0.0) * total as f64).round() as usize;
-            // LAMP scores are normalised per layer; everything else is compared raw
+            // LAMP scores (and magnitudes under `Global`) are normalised per layer; everything
+            // else is compared raw
             let mut all_units: Vec<(f32, usize, usize)> = Vec::new();
             for (li, (_, u)) in unit_sets.iter().enumerate() {
-                let s = if cfg.criterion == Criterion::Lamp {
-                    lamp_units(&u.scores)
-                } else {
-                    u.scores.clone()
+                let s = match cfg.criterion {
+                    Criterion::Lamp => lamp_units(&u.scores),
+                    Criterion::Magnitude { l2: true } if normalised => lamp_units(&u.scores),
+                    Criterion::Magnitude { l2: false } if normalised => {
+                        lamp_units(&u.scores.iter().map(|s| s * s).collect::<Vec<_>>())
+                    }
+                    _ => u.scores.clone(),
                 };
                 all_units.extend(s.into_iter().enumerate().map(|(k, v)| (v, li, k)));
                 pruned_units.push(vec![false; u.scores.len()]);
