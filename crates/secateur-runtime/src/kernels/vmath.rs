@@ -228,14 +228,7 @@ pub mod v256 {
             // r = x − n·ln 2 in two parts (Cody–Waite)
             let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
             let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-            let mut p = _mm256_set1_ps(1.987_569_1e-4);
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
-            let r2 = _mm256_mul_ps(r, r);
-            let p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+            let p = exp_reduced(r);
             // p · 2^n in two factors, each a normal power of two (n ranges over [-149, 128])
             let n = _mm256_cvtps_epi32(n);
             let half = _mm256_srai_epi32::<1>(n);
@@ -249,6 +242,26 @@ pub mod v256 {
                 _mm256_mul_ps(p, pow2(half)),
                 pow2(_mm256_sub_epi32(n, half)),
             )
+        }
+    }
+
+    /// `e^r` for `|r| ≤ ln 2 / 2` (Cephes' polynomial), shared by [`exp`] and the sigmoid's
+    /// exponential.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; inlined into a caller compiled with them.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn exp_reduced(r: __m256) -> __m256 {
+        unsafe {
+            let mut p = _mm256_set1_ps(1.987_569_1e-4);
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
+            let r2 = _mm256_mul_ps(r, r);
+            _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)))
         }
     }
 
@@ -285,14 +298,7 @@ pub mod v256 {
             // r = −x − n·ln 2 in two parts (Cody–Waite)
             let r = _mm256_fnmsub_ps(n, _mm256_set1_ps(0.693_359_4), x);
             let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-            let mut p = _mm256_set1_ps(1.987_569_1e-4);
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
-            let r2 = _mm256_mul_ps(r, r);
-            let p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+            let p = exp_reduced(r);
             let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)));
             _mm256_mul_ps(p, pow2)
         }

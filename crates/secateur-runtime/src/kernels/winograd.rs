@@ -528,29 +528,33 @@ fn at(m: [&Lanes; ALPHA]) -> [Lanes; M] {
     o
 }
 
+/// A separable 2-D transform `T d Tᵀ` of a 6×6 tile: the 1-D transform `t` on every column,
+/// then on every row of the result.
 #[inline(always)]
-fn input_transform_body(d: &[[Lanes; ALPHA]; ALPHA]) -> [[Lanes; ALPHA]; ALPHA] {
-    // columns first (Bᵀ d), then rows ((Bᵀ d) B)
-    let mut cols = [[[0.0f32; LANES]; ALPHA]; ALPHA];
+fn separable<const K: usize>(
+    d: &[[Lanes; ALPHA]; ALPHA],
+    t: impl Fn([&Lanes; ALPHA]) -> [Lanes; K],
+) -> [[Lanes; K]; K] {
+    let mut cols = [[[0.0f32; LANES]; ALPHA]; K];
     for j in 0..ALPHA {
-        let c = bt(std::array::from_fn(|i| &d[i][j]));
-        for i in 0..ALPHA {
-            cols[i][j] = c[i];
+        let c = t(std::array::from_fn(|i| &d[i][j]));
+        for (row, v) in cols.iter_mut().zip(c) {
+            row[j] = v;
         }
     }
-    std::array::from_fn(|i| bt(std::array::from_fn(|j| &cols[i][j])))
+    std::array::from_fn(|r| t(std::array::from_fn(|j| &cols[r][j])))
 }
 
+/// `Bᵀ d B` of one input tile.
+#[inline(always)]
+fn input_transform_body(d: &[[Lanes; ALPHA]; ALPHA]) -> [[Lanes; ALPHA]; ALPHA] {
+    separable(d, bt)
+}
+
+/// `Aᵀ m A` of one tile's products.
 #[inline(always)]
 fn output_transform_body(s: &[[Lanes; ALPHA]; ALPHA]) -> [[Lanes; M]; M] {
-    let mut cols = [[[0.0f32; LANES]; ALPHA]; M];
-    for j in 0..ALPHA {
-        let c = at(std::array::from_fn(|i| &s[i][j]));
-        for r in 0..M {
-            cols[r][j] = c[r];
-        }
-    }
-    std::array::from_fn(|r| at(std::array::from_fn(|j| &cols[r][j])))
+    separable(s, at)
 }
 
 #[cfg(test)]
