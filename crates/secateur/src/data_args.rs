@@ -1,11 +1,11 @@
 //! Command-line options shared by every subcommand that reads data: the data set and the input
-//! normalisation. Normalisation precedence: `--mean/--std` given by the user, then the
-//! normalisation stored in the model by secateur, then the data set's standard statistics.
+//! normalisation (resolved by `secateur_pipeline::data`).
 
-use anyhow::{Context, Result, bail};
-use secateur_data::{DataSource, NORMALIZATION_KEY, Normalization, Split};
+use anyhow::Result;
+use secateur_data::{Normalization, Split};
 use secateur_graph::Graph;
-use secateur_graph::zoo::ZooConfig;
+
+pub use secateur_pipeline::data::zoo_config_for;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
@@ -23,42 +23,17 @@ pub struct DataArgs {
 impl DataArgs {
     /// Loads both splits.
     pub fn load(&self) -> Result<Split> {
-        let src: DataSource = self.data.parse()?;
-        src.load()
-            .with_context(|| format!("loading data set '{}'", self.data))
+        Ok(secateur_pipeline::data::load(&self.data)?)
     }
 
-    /// The normalisation to use with `graph` (see the module documentation).
+    /// The normalisation to use with `graph`: --mean/--std, then the model's, then the data
+    /// set's.
     pub fn normalization(&self, split: &Split, graph: Option<&Graph>) -> Result<Normalization> {
-        let norm = match (&self.mean, &self.std) {
-            (Some(m), Some(s)) => Normalization {
-                mean: m.clone(),
-                std: s.clone(),
-            },
-            (None, None) => graph
-                .and_then(|g| g.metadata.get(NORMALIZATION_KEY))
-                .and_then(|s| Normalization::from_metadata(s))
-                .unwrap_or_else(|| split.normalization.clone()),
-            _ => bail!("give both --mean and --std, or neither"),
-        };
-        norm.validate(split.train.channels())?;
-        Ok(norm)
-    }
-}
-
-/// Zoo geometry matching a data set.
-pub fn zoo_config_for(split: &Split, seed: u64) -> ZooConfig {
-    let s = &split.train.sample_shape;
-    let (c, h, w) = match s.as_slice() {
-        [c, h, w] => (*c, *h, *w),
-        [n] => (1, *n, 1),
-        _ => (1, 28, 28),
-    };
-    ZooConfig {
-        channels: c,
-        height: h,
-        width: w,
-        classes: split.train.classes(),
-        seed,
+        Ok(secateur_pipeline::data::normalization(
+            self.mean.as_deref(),
+            self.std.as_deref(),
+            split,
+            graph,
+        )?)
     }
 }

@@ -1,17 +1,19 @@
-//! The secateur application layer: resolving models, the pipelines that chain training,
-//! pruning, measurement and search, and the command-line subcommands. The binary (`main.rs`)
-//! only parses arguments and reports errors.
+//! The secateur command line: argument parsing and the subcommands, over the pipelines of
+//! `secateur_pipeline` (re-exported here under their old paths). The binary (`main.rs`) only
+//! parses arguments and reports errors.
 
 pub mod cli;
 pub mod commands;
 pub mod data_args;
-pub mod model_ref;
-pub mod pipeline;
-pub mod progress;
-pub mod python;
-pub mod recipe;
-pub mod recipe_structured;
 pub mod train_args;
+
+pub use secateur_pipeline::ort_python as python;
+pub use secateur_pipeline::{model_ref, progress, recipe, recipe_structured};
+
+/// The pipelines of `secateur_pipeline`, under the paths the subcommands use.
+pub mod pipeline {
+    pub use secateur_pipeline::{finetune, hooks, optimize, prune, text};
+}
 
 use anyhow::{Result, bail};
 use std::path::Path;

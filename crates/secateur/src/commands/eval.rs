@@ -58,7 +58,11 @@ fn run_text(args: &EvalArgs) -> Result<()> {
         let threads = rayon::current_num_threads();
         let mut m =
             crate::pipeline::text::Embedder::new(&g, args.batch_size.clamp(1, 16), threads)?;
-        crate::pipeline::text::embed_set(&mut m, &data.encoder, part)
+        Ok(crate::pipeline::text::embed_set(
+            &mut m,
+            &data.encoder,
+            part,
+        )?)
     };
     let ours = embed(&args.model)?;
     let reference = match &args.reference {

@@ -8,7 +8,6 @@
 use crate::data_args::{DataArgs, zoo_config_for};
 use crate::model_ref::load_model;
 use crate::pipeline::optimize::config::{OptimizeConfig, OptimizeFile, ValSource};
-use crate::pipeline::optimize::objectives::{Constraint, ObjectiveKind};
 use crate::pipeline::optimize::parallel::default_workers;
 use crate::pipeline::optimize::{OptimizeInputs, OptimizeOutcome, run as run_optimize};
 use anyhow::{Result, bail};
@@ -109,71 +108,38 @@ pub struct OptimizeArgs {
 
 /// Settings from defaults, the file and the flags.
 pub fn config(args: &OptimizeArgs, model_is_file: bool) -> Result<OptimizeConfig> {
-    let mut c = OptimizeConfig {
-        dense_epochs: if model_is_file { 0 } else { 8 },
-        ..Default::default()
+    let mut settings = match &args.config {
+        Some(p) => OptimizeFile::load(p)?,
+        None => OptimizeFile::default(),
     };
-    if let Some(p) = &args.config {
-        OptimizeFile::load(p)?.apply(&mut c)?;
-    }
-    if let Some(o) = &args.objectives {
-        c.objectives = o
-            .iter()
-            .map(|s| s.parse::<ObjectiveKind>())
-            .collect::<Result<_>>()?;
-    }
-    if !args.constraints.is_empty() {
-        c.constraints = args
-            .constraints
-            .iter()
-            .map(|s| s.parse::<Constraint>())
-            .collect::<Result<_>>()?;
-    }
-    macro_rules! flag {
-        ($($field:ident => $target:expr),* $(,)?) => {
-            $(if let Some(v) = &args.$field { $target = v.clone(); })*
-        };
-    }
-    flag!(
-        hardware => c.latency_hardware,
-        energy_hardware => c.energy_hardware,
-        batch => c.batch,
-        population => c.population,
-        generations => c.generations,
-        seed => c.seed,
-        search_samples => c.search_samples,
-        search_epochs => c.search_epochs,
-        val_samples => c.val_samples,
-        val_from => c.val_from,
-        final_epochs => c.final_epochs,
-        dense_epochs => c.dense_epochs,
-        lr => c.finetune.lr,
-        ensemble_size => c.ensemble_size,
-        max_final => c.max_final,
-        sensitivity_drop => c.sensitivity_drop,
-        max_accuracy_drop => c.max_accuracy_drop,
-        screen_pool => c.screen_pool,
-    );
-    if let Some(b) = args.budget {
-        if b < 2 * c.population {
-            bail!(
-                "--budget {b} is less than two generations of the population ({})",
-                c.population
-            );
-        }
-        c.generations = b / c.population - 1;
-    }
-    if args.distill {
-        c.finetune.distill = true;
-    }
-    if args.no_int8 {
-        c.int8 = false;
-    }
-    if args.no_baseline {
-        c.baseline = false;
-    }
-    c.validate()?;
-    Ok(c)
+    settings.overlay(&OptimizeFile {
+        objectives: args.objectives.clone(),
+        constraints: (!args.constraints.is_empty()).then(|| args.constraints.clone()),
+        hardware: args.hardware.clone(),
+        energy_hardware: args.energy_hardware.clone(),
+        batch: args.batch,
+        population: args.population,
+        generations: args.generations,
+        budget: args.budget,
+        seed: args.seed,
+        search_samples: args.search_samples,
+        search_epochs: args.search_epochs,
+        val_samples: args.val_samples,
+        val_from: args.val_from,
+        final_epochs: args.final_epochs,
+        dense_epochs: args.dense_epochs,
+        lr: args.lr,
+        distill: args.distill.then_some(true),
+        int8: args.no_int8.then_some(false),
+        ensemble_size: args.ensemble_size,
+        baseline: args.no_baseline.then_some(false),
+        max_final: args.max_final,
+        sensitivity_drop: args.sensitivity_drop,
+        max_accuracy_drop: args.max_accuracy_drop,
+        screen_pool: args.screen_pool,
+        ..Default::default()
+    });
+    Ok(settings.to_config(model_is_file)?)
 }
 
 /// Refuses an output directory that holds the input model (it could be overwritten).

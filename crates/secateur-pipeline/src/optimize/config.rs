@@ -6,7 +6,7 @@
 
 use super::objectives::{Constraint, ObjectiveKind};
 use crate::recipe::FinetuneRecipe;
-use anyhow::{Result, bail};
+use crate::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// Where the validation images that score candidates during the search come from.
@@ -256,8 +256,10 @@ impl OptimizeConfig {
     }
 }
 
-/// The settings a TOML file may give (`optimize --config FILE`); unset fields keep their
-/// defaults, and command-line flags override the file.
+/// The settings a user gives: a TOML file (`optimize --config FILE`), the command-line flags
+/// and the Python package's keyword arguments all fill this one structure, under the same
+/// (underscored) names. Unset fields keep their defaults; [`OptimizeFile::overlay`] lets later
+/// sources (flags over the file) win.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizeFile {
@@ -271,6 +273,8 @@ pub struct OptimizeFile {
     pub threads: Option<usize>,
     pub population: Option<usize>,
     pub generations: Option<usize>,
+    /// Search budget in evaluations: sets the generations for the population.
+    pub budget: Option<usize>,
     pub seed: Option<u64>,
     pub search_samples: Option<usize>,
     pub search_epochs: Option<usize>,
@@ -297,11 +301,68 @@ impl OptimizeFile {
     /// Reads a settings file.
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read settings file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("settings file {}: {e}", path.display()))
+            .map_err(|e| crate::invalid!("cannot read settings file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| crate::invalid!("settings file {}: {e}", path.display()))
     }
 
-    /// Applies the file's settings to `c`.
+    /// Settings from a JSON object (the Python package's keyword arguments); an unknown name
+    /// is refused with the list of known ones.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self> {
+        serde_json::from_value(value.clone()).map_err(|e| crate::invalid!("settings: {e}"))
+    }
+
+    /// Sets every field that `later` sets (flags over a file).
+    pub fn overlay(&mut self, later: &OptimizeFile) {
+        macro_rules! take {
+            ($($field:ident),*) => {
+                $(if later.$field.is_some() { self.$field = later.$field.clone(); })*
+            };
+        }
+        take!(
+            objectives,
+            constraints,
+            hardware,
+            energy_hardware,
+            batch,
+            threads,
+            population,
+            generations,
+            budget,
+            seed,
+            search_samples,
+            search_epochs,
+            val_samples,
+            val_from,
+            final_epochs,
+            dense_epochs,
+            lr,
+            distill,
+            int8,
+            remove_blocks,
+            ensemble_size,
+            ensemble_pool,
+            baseline,
+            max_final,
+            round_to,
+            sensitivity_drop,
+            max_accuracy_drop,
+            screen_pool
+        );
+    }
+
+    /// The run's configuration: defaults (a model given as a file is taken as trained: no
+    /// dense epochs; a built-in one is trained for 8), then these settings, validated.
+    pub fn to_config(&self, model_is_file: bool) -> Result<OptimizeConfig> {
+        let mut c = OptimizeConfig {
+            dense_epochs: if model_is_file { 0 } else { 8 },
+            ..Default::default()
+        };
+        self.apply(&mut c)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Applies the settings to `c`.
     pub fn apply(&self, c: &mut OptimizeConfig) -> Result<()> {
         if let Some(o) = &self.objectives {
             c.objectives = o.iter().map(|s| s.parse()).collect::<Result<_>>()?;
@@ -310,37 +371,50 @@ impl OptimizeFile {
             c.constraints = k.iter().map(|s| s.parse()).collect::<Result<_>>()?;
         }
         macro_rules! set {
-            ($($field:ident => $target:expr),* $(,)?) => {
-                $(if let Some(v) = &self.$field { $target = v.clone(); })*
+            ($($field:ident => $target:ident),*) => {
+                $(if let Some(v) = &self.$field { c.$target = v.clone(); })*
             };
         }
         set!(
-            hardware => c.latency_hardware,
-            energy_hardware => c.energy_hardware,
-            batch => c.batch,
-            threads => c.threads,
-            population => c.population,
-            generations => c.generations,
-            seed => c.seed,
-            search_samples => c.search_samples,
-            search_epochs => c.search_epochs,
-            val_samples => c.val_samples,
-            val_from => c.val_from,
-            final_epochs => c.final_epochs,
-            dense_epochs => c.dense_epochs,
-            lr => c.finetune.lr,
-            distill => c.finetune.distill,
-            int8 => c.int8,
-            remove_blocks => c.remove_blocks,
-            ensemble_size => c.ensemble_size,
-            ensemble_pool => c.ensemble_pool,
-            baseline => c.baseline,
-            max_final => c.max_final,
-            round_to => c.round_to,
-            sensitivity_drop => c.sensitivity_drop,
-            max_accuracy_drop => c.max_accuracy_drop,
-            screen_pool => c.screen_pool,
+            hardware => latency_hardware,
+            energy_hardware => energy_hardware,
+            batch => batch,
+            threads => threads,
+            population => population,
+            generations => generations,
+            seed => seed,
+            search_samples => search_samples,
+            search_epochs => search_epochs,
+            val_samples => val_samples,
+            val_from => val_from,
+            final_epochs => final_epochs,
+            dense_epochs => dense_epochs,
+            int8 => int8,
+            remove_blocks => remove_blocks,
+            ensemble_size => ensemble_size,
+            ensemble_pool => ensemble_pool,
+            baseline => baseline,
+            max_final => max_final,
+            round_to => round_to,
+            sensitivity_drop => sensitivity_drop,
+            max_accuracy_drop => max_accuracy_drop,
+            screen_pool => screen_pool
         );
+        if let Some(v) = self.lr {
+            c.finetune.lr = v;
+        }
+        if let Some(v) = self.distill {
+            c.finetune.distill = v;
+        }
+        if let Some(b) = self.budget {
+            if b < 2 * c.population {
+                crate::bail!(
+                    "budget {b} is less than two generations of the population ({})",
+                    c.population
+                );
+            }
+            c.generations = b / c.population - 1;
+        }
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::progress::Reporter;
 use crate::recipe::FinetuneRecipe;
-use anyhow::{Result, bail};
+use crate::{Result, bail};
 use secateur_data::{Normalization, Split};
 use secateur_graph::Graph;
 use secateur_train::{

@@ -6,7 +6,7 @@
 //! ignored. Settings are fingerprinted: a directory from a run with other settings is not
 //! resumed silently.
 
-use anyhow::{Context, Result, bail};
+use crate::{Context, Result, bail};
 use secateur_graph::io::write_atomic;
 use secateur_search::Nsga2;
 use serde::de::DeserializeOwned;
@@ -29,6 +29,33 @@ pub struct Evaluation {
     pub int8: bool,
     /// False when cheap objectives already broke a constraint and fine-tuning was skipped.
     pub finetuned: bool,
+    /// Where and how long it ran (the executor's record; not part of the result).
+    #[serde(default)]
+    pub ran: Option<RanOn>,
+}
+
+/// The host and process that ran an evaluation, and its wall time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RanOn {
+    pub host: String,
+    pub pid: u32,
+    pub wall_s: f64,
+}
+
+impl RanOn {
+    /// This process on this host, having run for `wall_s` seconds.
+    pub fn here(wall_s: f64) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "unknown".into());
+        RanOn {
+            host,
+            pid: std::process::id(),
+            wall_s,
+        }
+    }
 }
 
 /// A front member after the final fine-tune (or an ensemble of them).

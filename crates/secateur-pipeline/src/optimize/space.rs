@@ -7,7 +7,7 @@
 //! baseline and the search learns how to deviate from it. Decoding prunes channels by L2
 //! importance, removes blocks and masks weights by magnitude.
 
-use anyhow::{Context, Result};
+use crate::{Context, Result};
 use secateur_graph::Graph;
 use secateur_prune::structured::{
     BlockCandidate, DependencyGraph, GroupCriterion, Normalizer, Plan, Reduction, apply_plan,

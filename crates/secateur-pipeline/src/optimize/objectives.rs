@@ -2,7 +2,7 @@
 //! latency, energy, model bytes, peak activation memory), their units, and constraints written
 //! as `latency<=2ms`, `bytes<=256KiB`, `accuracy>=0.88`, `energy<=1mJ`, `memory<=1MiB`.
 
-use anyhow::{Result, bail};
+use crate::{Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -59,7 +59,7 @@ impl ObjectiveKind {
 }
 
 impl FromStr for ObjectiveKind {
-    type Err = anyhow::Error;
+    type Err = crate::PipelineError;
     fn from_str(s: &str) -> Result<Self> {
         Ok(match s.trim() {
             "accuracy" | "error" => ObjectiveKind::Accuracy,
@@ -97,7 +97,7 @@ fn parse_quantity(kind: ObjectiveKind, s: &str) -> Result<f64> {
     let (num, unit) = s.split_at(split);
     let v: f64 = num
         .parse()
-        .map_err(|_| anyhow::anyhow!("'{s}' does not start with a number"))?;
+        .map_err(|_| crate::invalid!("'{s}' does not start with a number"))?;
     let scale = match (kind, unit.trim()) {
         (ObjectiveKind::Accuracy, "") => 1.0,
         (ObjectiveKind::Accuracy, "%") => 0.01,
@@ -119,7 +119,7 @@ fn parse_quantity(kind: ObjectiveKind, s: &str) -> Result<f64> {
 }
 
 impl FromStr for Constraint {
-    type Err = anyhow::Error;
+    type Err = crate::PipelineError;
     fn from_str(s: &str) -> Result<Self> {
         let (lhs, rhs, at_most) = if let Some((l, r)) = s.split_once("<=") {
             (l, r, true)

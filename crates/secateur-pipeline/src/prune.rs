@@ -8,7 +8,7 @@ use super::hooks::{AgpHook, RiglHook};
 use super::text::{DISTILL_EXTRA_VIEWS, Feeds, SetEmbeddings, TextData, TextScores, score};
 use crate::recipe::{Recipe, ScheduleKind};
 use crate::recipe_structured::{BlockCriterion, StructuredKind, StructuredRecipe};
-use anyhow::{Context, Result, bail};
+use crate::{Context, Result, bail};
 use secateur_data::{Normalization, Split};
 use secateur_graph::{Graph, summarize};
 use secateur_prune::structured::{
@@ -597,7 +597,7 @@ fn structured_layers(
     let mut removed = Vec::new();
     while (summarize(&cur)?.total_macs as f64) > goal {
         let (next, r) = remove_blocks(&cur, 1, s.include_layers, &mut damage).map_err(|e| {
-            anyhow::anyhow!(
+            crate::invalid!(
                 "{e} (while aiming for {:.1}% of the MACs)",
                 s.target_macs.unwrap_or(1.0) * 100.0
             )

@@ -46,7 +46,7 @@ pub fn analyse(
     ctx: &EvalContext,
     workers: usize,
     progress: &mut dyn FnMut(usize, usize),
-) -> anyhow::Result<Sensitivity> {
+) -> crate::Result<Sensitivity> {
     let mut jobs: Vec<(String, &'static str, f64, Ratios)> = Vec::new();
     for g in &ctx.space.groups {
         for &r in &CHANNEL_RATIOS {

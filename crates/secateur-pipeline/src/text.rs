@@ -4,7 +4,7 @@
 //! embeddings of each text), retrieval top-1 accuracy (each text's nearest pair, by cosine,
 //! should be its own) or the Spearman correlation of cosine similarities with given scores.
 
-use anyhow::{Context, Result, bail};
+use crate::{Context, Result, bail};
 use secateur_data::{TextEncoder, TextSet, TextTask, TokenBatch, TokenInput, span_views};
 use secateur_graph::{Graph, Tensor};
 use secateur_prune::weights::{CriterionData, collect_grams};

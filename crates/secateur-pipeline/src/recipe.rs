@@ -2,7 +2,7 @@
 //! versioned and replayed. Every `prune` flag has a field here; flags given on the command
 //! line override the recipe file. `validate` rejects impossible requests before any work.
 
-use anyhow::{Result, bail};
+use crate::{Result, bail};
 use secateur_prune::weights::{Criterion, Granularity, Scope};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -209,7 +209,7 @@ impl Recipe {
     /// Parses a TOML recipe, naming the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
         let r: Recipe =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("recipe '{origin}': {e}"))?;
+            toml::from_str(text).map_err(|e| crate::invalid!("recipe '{origin}': {e}"))?;
         Ok(r)
     }
 

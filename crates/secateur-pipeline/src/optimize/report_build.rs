@@ -242,7 +242,7 @@ pub fn assemble(
         title,
         model,
         data,
-        created: crate::pipeline::optimize::timestamp(),
+        created: crate::optimize::timestamp(),
         settings: settings(cfg, workers),
         objectives,
         constraints: constraints.iter().map(|c| c.text.clone()).collect(),

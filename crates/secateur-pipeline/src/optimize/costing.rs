@@ -5,7 +5,7 @@
 //! peak activation memory (liveness-planned buffers of the runtime), MACs and parameters. Also
 //! latency measurement on the host, used for the final front.
 
-use anyhow::{Context, Result};
+use crate::{Context, Result};
 use secateur_cost::{HardwareProfile, LatencyTable, layer_counts, model, totals};
 use secateur_graph::{Graph, Quantization};
 use secateur_prune::structured::{

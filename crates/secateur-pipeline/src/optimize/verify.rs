@@ -3,7 +3,7 @@
 //! own runtime (a different engine from the training one); the figure is compared with the
 //! accuracy the front reports.
 
-use anyhow::{Context, Result, bail};
+use crate::{Context, Result, bail};
 use secateur_data::npy::{NpyData, encode};
 use secateur_data::{Dataset, Normalization};
 use secateur_graph::Graph;
@@ -32,7 +32,7 @@ impl Verifier {
         let idx: Vec<usize> = (0..test.len()).collect();
         let (x, labels) = test.batch(&idx, norm);
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
-        let python = crate::python::find();
+        let python = crate::ort_python::find();
         if python.is_some() {
             std::fs::write(
                 dir.path().join("x.npy"),
@@ -47,7 +47,7 @@ impl Verifier {
             )?;
             std::fs::write(
                 dir.path().join("ort_accuracy.py"),
-                include_str!("../../../assets/ort_accuracy.py"),
+                include_str!("../../assets/ort_accuracy.py"),
             )?;
         }
         Ok(Verifier {

@@ -4,7 +4,7 @@
 //! order; each result is passed to `on_done` on the calling thread as soon as it is ready (to
 //! be persisted at once) and all are returned in item order.
 
-use anyhow::{Result, anyhow};
+use crate::Result;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
@@ -28,7 +28,7 @@ pub fn parallel_map<T: Sync, R: Send>(
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Result<R>)>();
-    let mut first_error: Option<anyhow::Error> = None;
+    let mut first_error: Option<crate::PipelineError> = None;
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let tx = tx.clone();
@@ -37,7 +37,10 @@ pub fn parallel_map<T: Sync, R: Send>(
                 let pool = match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
                     Ok(p) => p,
                     Err(e) => {
-                        let _ = tx.send((usize::MAX, Err(anyhow!("cannot start a worker: {e}"))));
+                        let _ = tx.send((
+                            usize::MAX,
+                            Err(crate::invalid!("cannot start a worker: {e}")),
+                        ));
                         return;
                     }
                 };
@@ -105,7 +108,7 @@ mod tests {
             2,
             &|_, x| {
                 if *x == 7 {
-                    Err(anyhow!("bad item 7"))
+                    Err(crate::invalid!("bad item 7"))
                 } else {
                     Ok(*x)
                 }

@@ -15,7 +15,7 @@ use super::candidate::EvalContext;
 use super::scoring::{HvFrame, REFERENCE, Scoring};
 use super::space::GRANULARITIES;
 use super::store::Evaluation;
-use anyhow::Result;
+use crate::Result;
 use secateur_search::pareto::{dominates, hypervolume};
 use std::collections::BTreeMap;
 
@@ -225,6 +225,7 @@ mod tests {
             layer_keep: vec![("a".into(), keep), ("b".into(), keep)],
             int8: false,
             finetuned: true,
+            ran: None,
         }
     }
 

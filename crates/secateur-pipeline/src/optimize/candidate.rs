@@ -9,9 +9,9 @@ use super::config::OptimizeConfig;
 use super::costing::Costing;
 use super::objectives::ObjectiveKind;
 use super::space::{Decoded, Ratios, SearchSpace, key_of};
-use super::store::Evaluation;
-use crate::pipeline::finetune::{Finetune, TrainData};
-use anyhow::{Context, Result};
+use super::store::{Evaluation, RanOn};
+use crate::finetune::{Finetune, TrainData};
+use crate::{Context, Result};
 use secateur_data::{Dataset, Normalization, Split};
 use secateur_graph::Graph;
 use secateur_train::{Device, NoHook, evaluate};
@@ -26,8 +26,9 @@ pub struct EvalContext<'a> {
     pub costing: &'a Costing,
     /// Search fine-tuning subset (train) and validation split (test) of the training data.
     pub search: &'a Split,
-    /// The full data (final fine-tune on `train`, accuracy on `test`).
-    pub full: &'a Split,
+    /// The full data (final fine-tune on `train`, accuracy on `test`); absent in a worker
+    /// that evaluates search candidates only.
+    pub full: Option<&'a Split>,
     pub norm: &'a Normalization,
     pub device: &'a Device,
 }
@@ -57,6 +58,15 @@ impl EvalContext<'_> {
         Ok(evaluate(g, data, self.norm, 256, self.device, None)?.accuracy)
     }
 
+    /// The full data of the final stage.
+    pub fn full(&self) -> Result<&Split> {
+        self.full.ok_or_else(|| {
+            crate::invalid!(
+                "the final stage needs the full data set; this context evaluates search candidates only"
+            )
+        })
+    }
+
     /// Whether cheap `values` already break a constraint on a cost.
     fn breaks_cost_constraint(&self, values: &BTreeMap<String, f64>) -> bool {
         self.config
@@ -67,6 +77,7 @@ impl EvalContext<'_> {
 
     /// The search's evaluation of a genome.
     pub fn evaluate(&self, genome: &[f64]) -> Result<Evaluation> {
+        let started = std::time::Instant::now();
         let d = self.space.decode(self.base, genome)?;
         let key = key_of(&d.description);
         let mut values = self.costing.cheap(&d.graph, d.int8)?;
@@ -93,6 +104,7 @@ impl EvalContext<'_> {
             layer_keep: d.layer_keep,
             int8: d.int8,
             finetuned,
+            ran: Some(RanOn::here(started.elapsed().as_secs_f64())),
         })
     }
 
@@ -107,7 +119,7 @@ impl EvalContext<'_> {
     pub fn final_train(&self, genome: &[f64]) -> Result<(Graph, BTreeMap<String, f64>)> {
         let d = self.space.decode(self.base, genome)?;
         let graph = if self.config.final_epochs > 0 || d.int8 {
-            let tuned = self.finetune(&d, self.full, self.config.final_epochs, "final")?;
+            let tuned = self.finetune(&d, self.full()?, self.config.final_epochs, "final")?;
             // checkpoint selection on the validation split (never on the test split the
             // figures come from): a float model keeps its pruned-only weights if fine-tuning
             // did not improve them
@@ -123,7 +135,14 @@ impl EvalContext<'_> {
             d.graph.clone()
         };
         let mut values = self.costing.cheap(&graph, d.int8)?;
-        let r = evaluate(&graph, &self.full.test, self.norm, 256, self.device, None)?;
+        let r = evaluate(
+            &graph,
+            &self.full()?.test,
+            self.norm,
+            256,
+            self.device,
+            None,
+        )?;
         values.insert("accuracy".into(), r.accuracy);
         Ok((graph, values))
     }

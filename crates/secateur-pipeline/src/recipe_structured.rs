@@ -2,7 +2,7 @@
 //! parameters, allocation, rounding, exclusions, or a saved plan to replay) or depth pruning
 //! (removing residual blocks and shape-preserving layers).
 
-use anyhow::{Result, bail};
+use crate::{Result, bail};
 use secateur_prune::structured::{
     Allocation, ChannelPruneConfig, GroupCriterion, GroupKind, Normalizer, Reduction,
     StructuredTarget,
