@@ -1,7 +1,35 @@
-//! Progress display: a progress bar on a terminal, plain log lines otherwise (CI logs, pipes).
+//! Progress display: a progress bar on a terminal, plain log lines otherwise (CI logs, pipes),
+//! or, when a caller installs a [`Sink`] (the Python package's progress callback), every update
+//! handed to that function instead.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::{Arc, RwLock};
+
+/// Receives every progress update: stage label, position, total, message.
+pub type Sink = Arc<dyn Fn(&str, u64, u64, &str) + Send + Sync>;
+
+static SINK: RwLock<Option<Sink>> = RwLock::new(None);
+
+/// Runs `f` with `sink` receiving the progress updates instead of the terminal (none: the
+/// terminal); the previous sink is restored afterwards.
+pub fn with_sink<R>(sink: Option<Sink>, f: impl FnOnce() -> R) -> R {
+    let previous = replace_sink(sink);
+    let out = f();
+    replace_sink(previous);
+    out
+}
+
+fn replace_sink(sink: Option<Sink>) -> Option<Sink> {
+    match SINK.write() {
+        Ok(mut s) => std::mem::replace(&mut *s, sink),
+        Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), sink),
+    }
+}
+
+fn current_sink() -> Option<Sink> {
+    SINK.read().ok().and_then(|s| s.clone())
+}
 
 /// Reports progress of a sequence of items.
 pub struct Reporter {
@@ -26,7 +54,8 @@ impl Reporter {
     }
 
     fn build(label: &str, total: u64, multi: Option<&MultiProgress>) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
+        let terminal = std::io::stderr().is_terminal() && current_sink().is_none();
+        let bar = terminal.then(|| {
             let b = match multi {
                 Some(m) => m.add(ProgressBar::new(total)),
                 None => ProgressBar::new(total),
@@ -47,8 +76,12 @@ impl Reporter {
     }
 
     /// Moves to `pos` with a message; without a terminal, prints a line at most every 10 s and
-    /// always when `force` is set.
+    /// always when `force` is set; with a sink installed, hands every update to it.
     pub fn update(&mut self, pos: u64, total: u64, msg: &str, force: bool) {
+        if let Some(sink) = current_sink() {
+            sink(&self.label, pos, total, msg);
+            return;
+        }
         match &self.bar {
             Some(b) => {
                 b.set_length(total);
@@ -80,5 +113,29 @@ impl Reporter {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn a_sink_receives_updates_while_installed_only() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let sink: Sink = Arc::new(move |label, pos, total, msg| {
+            s.lock()
+                .unwrap()
+                .push(format!("{label} {pos}/{total} {msg}"))
+        });
+        with_sink(Some(sink), || {
+            let mut r = Reporter::new("search", 4);
+            r.update(1, 4, "one", false);
+            r.update(2, 4, "two", false);
+        });
+        Reporter::new("after", 1).update(1, 1, "not seen", true);
+        assert_eq!(*seen.lock().unwrap(), ["search 1/4 one", "search 2/4 two"]);
     }
 }

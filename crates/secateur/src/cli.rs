@@ -1,4 +1,5 @@
-//! Command-line definitions (clap).
+//! Command-line definitions (clap) and the dispatch of a parsed command line, shared by the
+//! `secateur` binary and the Python package's entry point.
 
 use crate::commands::{
     bench::BenchArgs, bench_kernels::BenchKernelsArgs, bench_predict::BenchPredictArgs,
@@ -67,4 +68,53 @@ pub enum Command {
     BenchKernels(BenchKernelsArgs),
     /// Measure training and evaluation throughput.
     BenchTrain(BenchTrainArgs),
+}
+
+/// Runs a parsed command line: global settings (threads, symbolic dimensions), then the
+/// subcommand.
+pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    use crate::commands;
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot set {n} threads: {e}"))?;
+    }
+    crate::model_ref::set_dims(&cli.dims, cli.seq_len.map(|n| n as usize));
+    match &cli.command {
+        Command::Optimize(a) => commands::optimize::run(a),
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Convert(a) => commands::convert::run(a),
+        Command::Train(a) => commands::train::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Prune(a) => commands::prune::run_cmd(a),
+        Command::BenchTrain(a) => commands::bench_train::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+        Command::BenchPredict(a) => commands::bench_predict::run(a),
+        Command::Profile(a) => commands::profile::run(a),
+        Command::BenchKernels(a) => commands::bench_kernels::run(a),
+    }
+}
+
+/// The whole command line from its arguments (the program name first): parses, runs, prints
+/// an error with its causes; returns the exit status.
+pub fn main_with<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match run(&cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
 }

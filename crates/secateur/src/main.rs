@@ -1,10 +1,6 @@
 //! The `secateur` binary: parse the command line, run the subcommand, print errors with their
 //! causes and exit non-zero.
 
-use clap::Parser;
-use secateur::cli::{Cli, Command};
-use secateur::commands;
-
 /// Output to a closed pipe (`secateur profile M | head`) ends the run quietly with success, as
 /// in other command-line tools; every other panic keeps the default report.
 fn quiet_on_closed_stdout() {
@@ -25,31 +21,5 @@ fn quiet_on_closed_stdout() {
 
 fn main() {
     quiet_on_closed_stdout();
-    let cli = Cli::parse();
-    if let Some(n) = cli.threads
-        && let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()
-    {
-        eprintln!("error: cannot set {n} threads: {e}");
-        std::process::exit(1);
-    }
-    secateur::model_ref::set_dims(&cli.dims, cli.seq_len.map(|n| n as usize));
-    let result = match &cli.command {
-        Command::Optimize(a) => commands::optimize::run(a),
-        Command::Inspect(a) => commands::inspect::run(a),
-        Command::Convert(a) => commands::convert::run(a),
-        Command::Train(a) => commands::train::run(a),
-        Command::Eval(a) => commands::eval::run(a),
-        Command::Prune(a) => commands::prune::run_cmd(a),
-        Command::BenchTrain(a) => commands::bench_train::run(a),
-        Command::Bench(a) => commands::bench::run(a),
-        Command::BenchPredict(a) => commands::bench_predict::run(a),
-        Command::Profile(a) => commands::profile::run(a),
-        Command::BenchKernels(a) => commands::bench_kernels::run(a),
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    std::process::exit(secateur::cli::main_with(std::env::args_os()));
 }

@@ -15,6 +15,7 @@ mod finish;
 pub mod objectives;
 pub mod parallel;
 pub mod report_build;
+pub mod request;
 pub mod scoring;
 pub mod screening;
 mod search;
@@ -40,7 +41,7 @@ use secateur_report::Report;
 use secateur_train::{Device, NoHook, Trainer};
 use space::SearchSpace;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use store::{Evaluation, RunDir};
 
 /// What a run starts from.
@@ -201,6 +202,22 @@ fn dense_model(
     g.metadata
         .insert(NORMALIZATION_KEY.into(), inp.norm.to_metadata());
     secateur_onnx::save_model(&g, &path).context("saving the dense model")
+}
+
+/// Refuses an output directory that holds the input model (it could be overwritten).
+pub(crate) fn check_paths(model: &str, out: &Path) -> Result<()> {
+    let m = Path::new(model);
+    if m.exists()
+        && let (Ok(mc), Ok(oc)) = (m.canonicalize(), out.canonicalize())
+        && mc.starts_with(&oc)
+    {
+        bail!(
+            "the input model {} lies inside the output directory {}; choose another --out so that it cannot be overwritten",
+            m.display(),
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// Fails early when even the most pruned models of the space break a cost constraint.

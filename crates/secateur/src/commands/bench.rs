@@ -318,7 +318,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        super::emit_json(&results)?;
     }
     Ok(())
 }

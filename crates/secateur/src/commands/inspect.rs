@@ -19,7 +19,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let g = load_model(&args.model, &ZooConfig::default())?;
     let s = summarize(&g)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        super::emit_json(&s)?;
         return Ok(());
     }
     println!(

@@ -5,13 +5,12 @@
 //! searches in a few minutes. Settings: built-in defaults < `--config FILE` < flags. Runs
 //! resume from their directory after a kill.
 
-use crate::data_args::{DataArgs, zoo_config_for};
-use crate::model_ref::load_model;
-use crate::pipeline::optimize::config::{OptimizeConfig, OptimizeFile, ValSource};
-use crate::pipeline::optimize::parallel::default_workers;
-use crate::pipeline::optimize::{OptimizeInputs, OptimizeOutcome, run as run_optimize};
+use crate::data_args::DataArgs;
+use crate::pipeline::optimize::config::{OptimizeFile, ValSource};
+use crate::pipeline::optimize::request::OptimizeRequest;
+use crate::pipeline::optimize::{OptimizeOutcome, run as run_optimize};
 use anyhow::{Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct OptimizeArgs {
@@ -104,58 +103,62 @@ pub struct OptimizeArgs {
     /// Candidates evaluated in parallel (default: the available cores).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Where candidates are evaluated: threads of this process, or tasks on a Ray cluster
+    /// (through the Python package's entry point).
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    pub executor: Executor,
+    /// Address of the Ray cluster (`ray.init(address=...)`; default: start a local one).
+    #[arg(long)]
+    pub ray_address: Option<String>,
 }
 
-/// Settings from defaults, the file and the flags.
-pub fn config(args: &OptimizeArgs, model_is_file: bool) -> Result<OptimizeConfig> {
-    let mut settings = match &args.config {
-        Some(p) => OptimizeFile::load(p)?,
-        None => OptimizeFile::default(),
-    };
-    settings.overlay(&OptimizeFile {
-        objectives: args.objectives.clone(),
-        constraints: (!args.constraints.is_empty()).then(|| args.constraints.clone()),
-        hardware: args.hardware.clone(),
-        energy_hardware: args.energy_hardware.clone(),
-        batch: args.batch,
-        population: args.population,
-        generations: args.generations,
-        budget: args.budget,
-        seed: args.seed,
-        search_samples: args.search_samples,
-        search_epochs: args.search_epochs,
-        val_samples: args.val_samples,
-        val_from: args.val_from,
-        final_epochs: args.final_epochs,
-        dense_epochs: args.dense_epochs,
-        lr: args.lr,
-        distill: args.distill.then_some(true),
-        int8: args.no_int8.then_some(false),
-        ensemble_size: args.ensemble_size,
-        baseline: args.no_baseline.then_some(false),
-        max_final: args.max_final,
-        sensitivity_drop: args.sensitivity_drop,
-        max_accuracy_drop: args.max_accuracy_drop,
-        screen_pool: args.screen_pool,
-        ..Default::default()
-    });
-    Ok(settings.to_config(model_is_file)?)
+/// Where the candidates of a search are evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    Local,
+    Ray,
 }
 
-/// Refuses an output directory that holds the input model (it could be overwritten).
-fn check_paths(model: &str, out: &Path) -> Result<()> {
-    let m = Path::new(model);
-    if m.exists()
-        && let (Ok(mc), Ok(oc)) = (m.canonicalize(), out.canonicalize())
-        && mc.starts_with(&oc)
-    {
-        bail!(
-            "the input model {} lies inside the output directory {}; choose another --out so that it cannot be overwritten",
-            m.display(),
-            out.display()
-        );
+/// What the flags ask for.
+pub fn request(args: &OptimizeArgs) -> OptimizeRequest {
+    OptimizeRequest {
+        model: args.model.clone(),
+        data: args.data.data.clone(),
+        mean: args.data.mean.clone(),
+        std: args.data.std.clone(),
+        config: args.config.clone(),
+        settings: OptimizeFile {
+            objectives: args.objectives.clone(),
+            constraints: (!args.constraints.is_empty()).then(|| args.constraints.clone()),
+            hardware: args.hardware.clone(),
+            energy_hardware: args.energy_hardware.clone(),
+            batch: args.batch,
+            population: args.population,
+            generations: args.generations,
+            budget: args.budget,
+            seed: args.seed,
+            search_samples: args.search_samples,
+            search_epochs: args.search_epochs,
+            val_samples: args.val_samples,
+            val_from: args.val_from,
+            final_epochs: args.final_epochs,
+            dense_epochs: args.dense_epochs,
+            lr: args.lr,
+            distill: args.distill.then_some(true),
+            int8: args.no_int8.then_some(false),
+            ensemble_size: args.ensemble_size,
+            baseline: args.no_baseline.then_some(false),
+            max_final: args.max_final,
+            sensitivity_drop: args.sensitivity_drop,
+            max_accuracy_drop: args.max_accuracy_drop,
+            screen_pool: args.screen_pool,
+            ..Default::default()
+        },
+        out: args.out.clone(),
+        fresh: args.fresh,
+        workers: args.workers,
     }
-    Ok(())
 }
 
 fn summary(o: &OptimizeOutcome) {
@@ -214,29 +217,12 @@ fn summary(o: &OptimizeOutcome) {
 }
 
 pub fn run(args: &OptimizeArgs) -> Result<()> {
-    let model_is_file = Path::new(&args.model).exists() || args.model.ends_with(".onnx");
-    let cfg = config(args, model_is_file)?;
-    check_paths(&args.model, &args.out)?;
-    if secateur_data::is_text_path(&args.data.data) {
+    if args.executor == Executor::Ray {
         bail!(
-            "'{}' is a text set: optimize searches image classifiers only so far; prune a sentence encoder with `secateur prune MODEL --data {} --recipe recipes/heads-neurons-50.toml` (or --structured heads,neurons / --method sparsegpt) and compare files with `secateur bench`",
-            args.data.data,
-            args.data.data
+            "the Ray executor is driven from Python: install the package (`pip install .` in this repository) and run its `secateur optimize ... --executor ray` entry point, or call secateur.optimize(..., executor=\"ray\")"
         );
     }
-    let split = args.data.load()?;
-    let graph = load_model(&args.model, &zoo_config_for(&split, cfg.seed))?;
-    let norm = args.data.normalization(&split, Some(&graph))?;
-    let inputs = OptimizeInputs {
-        model: graph,
-        model_label: args.model.clone(),
-        data_label: args.data.data.clone(),
-        split,
-        norm,
-        out: args.out.clone(),
-        fresh: args.fresh,
-        workers: args.workers.unwrap_or_else(default_workers),
-    };
+    let (cfg, inputs) = request(args).prepare()?;
     let outcome = run_optimize(&cfg, inputs, &mut |m| eprintln!("{m}"))?;
     if let Some(msg) = &outcome.unmet {
         bail!(

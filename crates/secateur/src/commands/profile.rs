@@ -234,7 +234,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         },
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::emit_json(&report)?;
         return Ok(());
     }
     println!(

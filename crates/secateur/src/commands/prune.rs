@@ -438,7 +438,7 @@ pub fn run_cmd(a: &PruneArgs) -> Result<()> {
             "file_bytes": bytes.output,
             "input_file_bytes": bytes.input,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        super::emit_json(&v)?;
     } else {
         print_outcome(&outcome, a, &bytes);
     }
