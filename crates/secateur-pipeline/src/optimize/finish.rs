@@ -5,6 +5,7 @@
 
 use super::OptimizeOutcome;
 use super::config::OptimizeConfig;
+use super::objectives::Constraint;
 use super::scoring::{HvFrame, Scoring};
 use super::search::{Search, accuracy_floor};
 use super::store::{Evaluation, FinalRecord, RunDir};
@@ -15,29 +16,139 @@ use secateur_report::{Point, Report, Verification};
 use secateur_search::knee;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// Hypervolume history, front and baseline hypervolumes, and the reference point.
+type Hypervolumes = (Vec<(usize, f64)>, f64, f64, Vec<f64>);
+
+/// The search and the baseline as the report shows them.
+struct SearchSummary<'a> {
+    search: Vec<&'a Evaluation>,
+    baseline: Vec<&'a Evaluation>,
+    /// Indices into `search` of its front.
+    front: Vec<usize>,
+    points: Vec<Point>,
+    baseline_points: Vec<Point>,
+    hv: Hypervolumes,
+}
+
 impl Search {
     /// Fronts, final stage, verification and report; the outcome of the run.
     pub fn finish(self, log: &mut dyn FnMut(&str)) -> Result<OptimizeOutcome> {
-        let cfg = &self.cfg;
-        let (dir, state, cache) = (&self.dir, &self.state, &self.cache);
-        let (sens, dense_values, costing) = (&self.sens, &self.dense_values, &self.costing);
-        let (full_split, search_split) = (&self.full_split, &self.search_split);
-        let (ctx, workers, device, base) = (self.context(), self.workers, &self.device, &self.base);
+        let summary = self.summarize(log);
+        let mut notes = vec![
+            format!(
+                "Hypervolumes are computed in a normalised frame: each objective scaled to [0, 1] over all feasible search and baseline points, reference point at {}; both from the search-stage accuracy estimates.",
+                scoring::REFERENCE
+            ),
+            self.split_note.clone(),
+        ];
+        if summary.front.is_empty() {
+            return self.finish_unmet(summary, notes);
+        }
+        let chosen = spread(
+            summary.front.iter().map(|&i| summary.search[i]).collect(),
+            self.cfg.max_final,
+        );
+        let mut bar = Reporter::new("final", 1);
+        let finals = finals::run(
+            &self.context(),
+            &self.dir,
+            &chosen,
+            self.workers,
+            &mut |what, d, n| bar.update(d as u64, n as u64, what, true),
+        )?;
+        bar.finish();
+        // the final models are judged on the test split, against the dense model's test accuracy
+        let dense_test = secateur_train::evaluate(
+            &self.base,
+            &self.full_split.test,
+            &self.norm,
+            256,
+            &self.device,
+            None,
+        )?
+        .accuracy;
+        let constraints = accuracy_floor(&self.cfg, dense_test);
+        let scoring = Scoring {
+            objectives: &self.cfg.objectives,
+            constraints: &constraints,
+        };
+        let values: Vec<&BTreeMap<String, f64>> = finals.iter().map(|r| &r.values).collect();
+        let front = scoring.front(&values);
+        let front_vectors: Vec<Vec<f64>> =
+            front.iter().map(|&i| scoring.vector(values[i])).collect();
+        let knee_idx = knee(&front_vectors).map(|k| front[k]);
+        let verifications = self.verify_members(&finals, &front)?;
+
+        let SearchSummary {
+            mut points,
+            baseline_points,
+            hv,
+            ..
+        } = summary;
+        for (i, r) in finals.iter().enumerate() {
+            points.push(report_build::final_point(
+                r,
+                front.contains(&i),
+                knee_idx == Some(i),
+                verifications.get(&r.id).cloned(),
+                &self.dense_values,
+            ));
+        }
+        notes.extend(best_per_constraint(
+            &self.cfg,
+            &finals,
+            &front,
+            &self.dense_values,
+        ));
+        if !self.cfg.latency_on_host() {
+            notes.push(format!(
+                "Latency is modelled for the {} profile, not measured: there is nothing to re-measure on this machine.",
+                self.cfg.latency_hardware
+            ));
+        }
+        let mut dense_reference = self.dense_values.clone();
+        dense_reference.insert("accuracy".into(), dense_test);
+        let report = self.report(
+            points,
+            baseline_points,
+            hv,
+            &constraints,
+            notes,
+            dense_reference,
+        );
+        write_report(&self.dir, &report)?;
+        let unmet = front.is_empty().then(|| {
+            let all: Vec<(&BTreeMap<String, f64>, String)> = finals
+                .iter()
+                .map(|r| {
+                    let label = report_build::label(&r.values, &r.description, &self.dense_values);
+                    (&r.values, format!("{} {label}", r.id))
+                })
+                .collect();
+            format!(
+                "after the final fine-tune, {}",
+                unmet_message(&scoring, &all)
+            )
+        });
+        Ok(OptimizeOutcome {
+            report,
+            dir: self.dir.root.clone(),
+            unmet,
+            resumed: self.resumed,
+        })
+    }
+
+    /// Fronts and hypervolumes of the search and of the baseline, and their report points.
+    fn summarize(&self, log: &mut dyn FnMut(&str)) -> SearchSummary<'_> {
+        let (state, cache) = (&self.state, &self.cache);
         let scoring = self.scoring();
-        let search_constraints = &self.search_constraints;
-        let floor = |dense: f64| accuracy_floor(cfg, dense);
-        // fronts and hypervolumes of the search and the baseline
         let search_keys = unique_keys(&state.generations);
-        let search_evals: Vec<&Evaluation> = search_keys.iter().map(|k| &cache[k]).collect();
-        let baseline_keys = state
-            .baseline
-            .clone()
-            .map(|b| dedup(&b))
-            .unwrap_or_default();
-        let baseline_evals: Vec<&Evaluation> = baseline_keys.iter().map(|k| &cache[k]).collect();
-        let sv: Vec<&BTreeMap<String, f64>> = search_evals.iter().map(|e| &e.values).collect();
-        let bv: Vec<&BTreeMap<String, f64>> = baseline_evals.iter().map(|e| &e.values).collect();
-        let search_front = scoring.front(&sv);
+        let search: Vec<&Evaluation> = search_keys.iter().map(|k| &cache[k]).collect();
+        let baseline_keys = state.baseline.as_deref().map(dedup).unwrap_or_default();
+        let baseline: Vec<&Evaluation> = baseline_keys.iter().map(|k| &cache[k]).collect();
+        let sv: Vec<&BTreeMap<String, f64>> = search.iter().map(|e| &e.values).collect();
+        let bv: Vec<&BTreeMap<String, f64>> = baseline.iter().map(|e| &e.values).collect();
+        let front = scoring.front(&sv);
         let baseline_front = scoring.front(&bv);
         let vecs = |set: &[&BTreeMap<String, f64>], idx: &[usize]| -> Vec<Vec<f64>> {
             idx.iter().map(|&i| scoring.vector(set[i])).collect()
@@ -48,8 +159,8 @@ impl Search {
             .filter(|v| scoring.violation(v) <= 0.0)
             .map(|v| scoring.vector(v))
             .collect();
-        let frame = HvFrame::over(&all_feasible, cfg.objectives.len());
-        let front_hv = frame.hypervolume(&vecs(&sv, &search_front));
+        let frame = HvFrame::over(&all_feasible, self.cfg.objectives.len());
+        let front_hv = frame.hypervolume(&vecs(&sv, &front));
         let baseline_hv = frame.hypervolume(&vecs(&bv, &baseline_front));
         let mut history = Vec::new();
         let mut so_far: Vec<&BTreeMap<String, f64>> = Vec::new();
@@ -65,129 +176,103 @@ impl Search {
         }
         log(&format!(
             "search: {} evaluated, {} on the front, hypervolume {front_hv:.4} vs uniform-ratio baseline {baseline_hv:.4} ({} evaluated)",
-            search_evals.len(),
-            search_front.len(),
-            baseline_evals.len()
+            search.len(),
+            front.len(),
+            baseline.len()
         ));
-        let mut points: Vec<Point> = search_evals
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let generation = state
-                    .generations
-                    .iter()
-                    .position(|ks| ks.contains(&e.key))
-                    .unwrap_or(0);
-                report_build::search_point(
-                    e,
-                    generation,
-                    "search",
-                    search_front.contains(&i),
-                    dense_values,
-                )
-            })
-            .collect();
-        let baseline_points: Vec<Point> = baseline_evals
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                report_build::search_point(
-                    e,
-                    0,
-                    "baseline",
-                    baseline_front.contains(&i),
-                    dense_values,
-                )
-            })
-            .collect();
-        let objectives =
-            report_build::objectives(cfg, costing, full_split.test.len(), search_split.test.len());
-        let title = format!("secateur: Pareto front of {}", self.model_label);
-        let hv = (history, front_hv, baseline_hv, frame.reference());
-        let mut notes = vec![
-            format!(
-                "Hypervolumes are computed in a normalised frame: each objective scaled to [0, 1] over all feasible search and baseline points, reference point at {}; both from the search-stage accuracy estimates.",
-                scoring::REFERENCE
-            ),
-            self.split_note.clone(),
-        ];
-
-        if search_front.is_empty() {
-            let all: Vec<(&BTreeMap<String, f64>, String)> = search_evals
+        let generation_of = |e: &Evaluation| {
+            state
+                .generations
                 .iter()
-                .chain(&baseline_evals)
-                .map(|e| {
-                    (
-                        &e.values,
-                        report_build::label(&e.values, &e.description, dense_values),
-                    )
-                })
-                .collect();
-            let message = unmet_message(&scoring, &all);
-            notes.push(message.clone());
-            let report = report_build::assemble(
-                title,
-                self.model_label.clone(),
-                self.data_label.clone(),
-                cfg,
-                objectives,
-                points,
-                baseline_points,
-                hv,
-                sens.curves.clone(),
-                search_constraints,
-                notes,
-                workers,
-                dense_values.clone(),
-            );
-            write_report(dir, &report)?;
-            return Ok(OptimizeOutcome {
-                report,
-                dir: dir.root.clone(),
-                unmet: Some(message),
-                resumed: self.resumed,
-            });
-        }
-
-        // the final stage
-        let chosen = spread(
-            search_front.iter().map(|&i| search_evals[i]).collect(),
-            cfg.max_final,
-        );
-        let mut bar = Reporter::new("final", 1);
-        let finals = finals::run(&ctx, dir, &chosen, workers, &mut |what, d, n| {
-            bar.update(d as u64, n as u64, what, true)
-        })?;
-        bar.finish();
-        // the final models are judged on the test split, against the dense model's test accuracy
-        let dense_test =
-            secateur_train::evaluate(base, &full_split.test, &self.norm, 256, device, None)?
-                .accuracy;
-        let final_constraints = floor(dense_test);
-        let mut dense_reference = dense_values.clone();
-        dense_reference.insert("accuracy".into(), dense_test);
-        let scoring = Scoring {
-            objectives: &cfg.objectives,
-            constraints: &final_constraints,
+                .position(|ks| ks.contains(&e.key))
+                .unwrap_or(0)
         };
-        let fv: Vec<&BTreeMap<String, f64>> = finals.iter().map(|r| &r.values).collect();
-        let final_front = scoring.front(&fv);
-        let front_vecs: Vec<Vec<f64>> =
-            final_front.iter().map(|&i| scoring.vector(fv[i])).collect();
-        let knee_idx = knee(&front_vecs).map(|k| final_front[k]);
+        let points = search
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let on_front = front.contains(&i);
+                report_build::search_point(
+                    e,
+                    generation_of(e),
+                    "search",
+                    on_front,
+                    &self.dense_values,
+                )
+            })
+            .collect();
+        let baseline_points = baseline
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let on_front = baseline_front.contains(&i);
+                report_build::search_point(e, 0, "baseline", on_front, &self.dense_values)
+            })
+            .collect();
+        SearchSummary {
+            search,
+            baseline,
+            front,
+            points,
+            baseline_points,
+            hv: (history, front_hv, baseline_hv, frame.reference()),
+        }
+    }
 
-        // verification of every front member (each recorded at once: a resumed run redoes none)
-        let verifier = verify::Verifier::new(&full_split.test, &self.norm)?;
+    /// The outcome when no searched candidate meets the constraints: the report of what was
+    /// evaluated, and which constraints failed with the closest point.
+    fn finish_unmet(
+        &self,
+        summary: SearchSummary<'_>,
+        mut notes: Vec<String>,
+    ) -> Result<OptimizeOutcome> {
+        let all: Vec<(&BTreeMap<String, f64>, String)> = summary
+            .search
+            .iter()
+            .chain(&summary.baseline)
+            .map(|e| {
+                let label = report_build::label(&e.values, &e.description, &self.dense_values);
+                (&e.values, label)
+            })
+            .collect();
+        let message = unmet_message(&self.scoring(), &all);
+        notes.push(message.clone());
+        let report = self.report(
+            summary.points,
+            summary.baseline_points,
+            summary.hv,
+            &self.search_constraints,
+            notes,
+            self.dense_values.clone(),
+        );
+        write_report(&self.dir, &report)?;
+        Ok(OptimizeOutcome {
+            report,
+            dir: self.dir.root.clone(),
+            unmet: Some(message),
+            resumed: self.resumed,
+        })
+    }
+
+    /// Verifies every front member's exported file (accuracy in the reference engine, latency
+    /// re-measured on the host); each result is recorded at once, so a resumed run redoes none.
+    fn verify_members(
+        &self,
+        finals: &[FinalRecord],
+        front: &[usize],
+    ) -> Result<HashMap<String, Verification>> {
+        let dir = &self.dir;
+        let verifier = verify::Verifier::new(&self.full_split.test, &self.norm)?;
         let mut verifications: HashMap<String, Verification> = dir
             .read_lines("verifications.jsonl", |v: &verify::Checked| v.id.clone())?
             .into_iter()
             .map(|(id, c)| (id, c.verification))
             .collect();
         let mut bar = Reporter::new("verify", 1);
-        for (n, &i) in final_front.iter().enumerate() {
+        for (n, &i) in front.iter().enumerate() {
             bar.update(
                 n as u64,
-                final_front.len() as u64,
+                front.len() as u64,
                 "checking exported models",
                 true,
             );
@@ -197,8 +282,8 @@ impl Search {
             }
             let g = finals::load_final(dir, r)?;
             let acc = verifier.accuracy(&dir.path(&r.model_path), &g)?;
-            let remeasured = if cfg.latency_on_host() {
-                Some(costing.measure_latency(&g)?)
+            let remeasured = if self.cfg.latency_on_host() {
+                Some(self.costing.measure_latency(&g)?)
             } else {
                 None
             };
@@ -210,70 +295,40 @@ impl Search {
             verifications.insert(checked.id, checked.verification);
         }
         bar.finish();
-        for (i, r) in finals.iter().enumerate() {
-            points.push(report_build::final_point(
-                r,
-                final_front.contains(&i),
-                knee_idx == Some(i),
-                verifications.get(&r.id).cloned(),
-                dense_values,
-            ));
-        }
-        notes.extend(best_per_constraint(
-            cfg,
-            &finals,
-            &final_front,
-            dense_values,
-        ));
-        if !cfg.latency_on_host() {
-            notes.push(format!(
-                "Latency is modelled for the {} profile, not measured: there is nothing to re-measure on this machine.",
-                cfg.latency_hardware
-            ));
-        }
-        let report = report_build::assemble(
-            title,
+        Ok(verifications)
+    }
+
+    /// The report of this run with the given points, constraints and notes.
+    fn report(
+        &self,
+        points: Vec<Point>,
+        baseline_points: Vec<Point>,
+        hv: Hypervolumes,
+        constraints: &[Constraint],
+        notes: Vec<String>,
+        dense: BTreeMap<String, f64>,
+    ) -> Report {
+        let objectives = report_build::objectives(
+            &self.cfg,
+            &self.costing,
+            self.full_split.test.len(),
+            self.search_split.test.len(),
+        );
+        report_build::assemble(
+            format!("secateur: Pareto front of {}", self.model_label),
             self.model_label.clone(),
             self.data_label.clone(),
-            cfg,
+            &self.cfg,
             objectives,
             points,
             baseline_points,
             hv,
-            sens.curves.clone(),
-            &final_constraints,
+            self.sens.curves.clone(),
+            constraints,
             notes,
-            workers,
-            dense_reference,
-        );
-        write_report(dir, &report)?;
-        let unmet = if final_front.is_empty() {
-            let all: Vec<(&BTreeMap<String, f64>, String)> = finals
-                .iter()
-                .map(|r| {
-                    (
-                        &r.values,
-                        format!(
-                            "{} {}",
-                            r.id,
-                            report_build::label(&r.values, &r.description, dense_values)
-                        ),
-                    )
-                })
-                .collect();
-            Some(format!(
-                "after the final fine-tune, {}",
-                unmet_message(&scoring, &all)
-            ))
-        } else {
-            None
-        };
-        Ok(OptimizeOutcome {
-            report,
-            dir: dir.root.clone(),
-            unmet,
-            resumed: self.resumed,
-        })
+            self.workers,
+            dense,
+        )
     }
 }
 
