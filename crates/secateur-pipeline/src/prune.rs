@@ -12,8 +12,9 @@ use crate::{Context, Result, bail};
 use secateur_data::{Normalization, Split};
 use secateur_graph::{Graph, summarize};
 use secateur_prune::structured::{
-    DependencyGraph, GroupCriterion, Plan, activation_importance, apply_plan, fisher_importance,
-    plan_channels, reconstruct_consumers, remove_blocks,
+    Allocation, ChannelPruneConfig, DependencyGraph, GroupCriterion, Plan, StructuredTarget,
+    activation_importance, apply_plan, fisher_importance, plan_channels, prunable_groups,
+    reconstruct_consumers, remove_blocks,
 };
 use secateur_prune::weights::{
     Agp, Criterion, CriterionData, Granularity, LayerSparsity, OneShotConfig, OneShotMethod,
@@ -25,7 +26,7 @@ use secateur_train::evaluate::predict_logits;
 use secateur_train::sensitivity::slice_sensitivities;
 use secateur_train::{Device, NoHook, evaluate};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Where the data comes from (absent for data-free pruning).
 pub struct PruneContext<'a> {
@@ -522,7 +523,7 @@ fn structured_channels(
                 .with_context(|| format!("plan '{}' is not a valid plan", path.display()))?
         }
         None => {
-            let cfg = s.channel_config(seed)?;
+            let mut cfg = s.channel_config(seed)?;
             let data = match cfg.criterion {
                 GroupCriterion::Activation if grams.is_empty() => {
                     bail!("the activation criterion needs a text set (--data FILE.txt|.jsonl)")
@@ -550,6 +551,10 @@ fn structured_channels(
                 }
                 _ => HashMap::new(),
             };
+            if cfg.allocation == Allocation::Sensitivity {
+                cfg.drop_curves =
+                    damage_curves(g, &deps, &cfg, &data, ctx, s.calibration_batches, log)?;
+            }
             plan_channels(g, &deps, &cfg, &data)?
         }
     };
@@ -562,6 +567,67 @@ fn structured_channels(
         ));
     }
     Ok((pruned, plan))
+}
+
+/// Fractions of a group's channels at which its damage is measured for the sensitivity
+/// allocation.
+const SENSITIVITY_RATIOS: [f64; 4] = [0.25, 0.5, 0.75, 0.9];
+
+/// Per prunable group, the rise of the loss on calibration images with that group alone
+/// pruned at each of [`SENSITIVITY_RATIOS`] (no fine-tuning), for the sensitivity allocation.
+fn damage_curves(
+    g: &Graph,
+    deps: &DependencyGraph,
+    cfg: &ChannelPruneConfig,
+    scores: &HashMap<String, Vec<f32>>,
+    ctx: &PruneContext,
+    batches: usize,
+    log: &mut dyn FnMut(&str),
+) -> Result<BTreeMap<String, Vec<(f64, f64)>>> {
+    let split = need_split(ctx, "the sensitivity allocation")?;
+    let calib = split.train.take(256 * batches.max(1));
+    let base = evaluate(g, &calib, &ctx.norm, 256, &ctx.device, None)?.loss;
+    let mut curves: BTreeMap<String, Vec<(f64, f64)>> = prunable_groups(deps, cfg)
+        .iter()
+        .map(|group| (group.name.clone(), Vec::new()))
+        .collect();
+    for r in SENSITIVITY_RATIOS
+        .into_iter()
+        .filter(|r| 1.0 - r >= cfg.min_keep)
+    {
+        // every group at ratio r, then each group's part of that plan alone
+        let uniform = ChannelPruneConfig {
+            target: StructuredTarget::Ratio(r),
+            allocation: Allocation::Uniform,
+            drop_curves: BTreeMap::new(),
+            ..cfg.clone()
+        };
+        let plan = plan_channels(g, deps, &uniform, scores)?;
+        for (name, points) in curves.iter_mut() {
+            let alone = Plan {
+                entries: plan
+                    .entries
+                    .iter()
+                    .filter(|e| e.group == *name)
+                    .cloned()
+                    .collect(),
+            };
+            let damage = if alone.entries.is_empty() {
+                0.0
+            } else {
+                let pruned = apply_plan(g, deps, &alone)?;
+                evaluate(&pruned, &calib, &ctx.norm, 256, &ctx.device, None)?.loss - base
+            };
+            points.push((r, damage));
+        }
+    }
+    log(&format!(
+        "structured: damage curves of {} groups measured on {} calibration images ({} pruned models)",
+        curves.len(),
+        calib.len(),
+        curves.values().map(Vec::len).sum::<usize>()
+    ));
+    Ok(curves)
 }
 
 fn structured_layers(

@@ -124,7 +124,9 @@ impl StructuredRecipe {
     }
 
     pub fn needs_data(&self) -> bool {
-        self.is_depth() || self.criterion().is_ok_and(|c| c.needs_data())
+        self.is_depth()
+            || self.allocation == Allocation::Sensitivity
+            || self.criterion().is_ok_and(|c| c.needs_data())
     }
 
     /// Whether this removes blocks and layers (depth) rather than groups of channels.
@@ -182,6 +184,7 @@ impl StructuredRecipe {
             exclude: self.exclude.clone(),
             kinds: self.group_kinds(),
             seed,
+            drop_curves: Default::default(),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -78,6 +78,60 @@ fn mac_and_param_targets_are_met() {
 }
 
 #[test]
+fn sensitivity_allocation_spares_the_groups_that_hurt_and_meets_the_target() {
+    let g = lenet();
+    let deps = DependencyGraph::build(&g).unwrap();
+    let base = summarize(&g).unwrap();
+    // conv2 is fragile, conv1 and fc1 cost nothing to prune until 75 %
+    let curve = |steep: f64| vec![(0.25, 0.0), (0.5, steep * 0.5), (0.75, steep), (0.9, 4.0)];
+    let mut c = cfg(StructuredTarget::Macs(0.5));
+    c.allocation = Allocation::Sensitivity;
+    c.drop_curves = [("conv1", 0.01), ("conv2", 2.0), ("fc1", 0.01)]
+        .into_iter()
+        .map(|(name, steep)| (name.to_string(), curve(steep)))
+        .collect();
+    let plan = plan_channels(&g, &deps, &c, &HashMap::new()).unwrap();
+    let pruned = apply_plan(&g, &deps, &plan).unwrap();
+    let macs = summarize(&pruned).unwrap().total_macs as f64 / base.total_macs as f64;
+    assert!(macs <= 0.5 && macs > 0.49, "kept {macs} of the MACs");
+    let kept = |group: &str| {
+        let e = plan.entries.iter().find(|e| e.group == group);
+        e.map_or(1.0, |e| e.keep.len() as f64 / e.channels as f64)
+    };
+    // conv2 loses only what is free on its curve; conv1 (cheap damage, many MACs) pays
+    assert!(
+        kept("conv2") >= 0.75 && kept("conv2") > kept("conv1"),
+        "conv1 {} conv2 {} fc1 {}",
+        kept("conv1"),
+        kept("conv2"),
+        kept("fc1")
+    );
+    // a ratio target removes that fraction of all channels, from the cheap groups first
+    c.target = StructuredTarget::Ratio(0.3);
+    let plan = plan_channels(&g, &deps, &c, &HashMap::new()).unwrap();
+    let removed: usize = plan.entries.iter().map(|e| e.channels - e.keep.len()).sum();
+    assert!(
+        (105..=110).contains(&removed),
+        "{removed} of 352 channels removed"
+    );
+    assert!(
+        plan.entries
+            .iter()
+            .filter(|e| e.group == "conv2")
+            .all(|e| e.keep.len() * 4 >= e.channels * 3),
+        "conv2 pruned past the free part of its curve"
+    );
+    // every group needs its curve
+    c.drop_curves.remove("fc1");
+    let e = plan_channels(&g, &deps, &c, &HashMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fc1") && e.contains("curve"), "{e}");
+    c.drop_curves.insert("fc1".into(), vec![(0.5, f64::NAN)]);
+    assert!(plan_channels(&g, &deps, &c, &HashMap::new()).is_err());
+}
+
+#[test]
 fn impossible_targets_are_explained() {
     let g = lenet();
     let deps = DependencyGraph::build(&g).unwrap();

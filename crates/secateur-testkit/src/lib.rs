@@ -166,7 +166,8 @@ pub fn ort_accuracy(
     let ys = dir.path().join("y.npy");
     std::fs::write(&xs, npy_f32(inputs.shape(), inputs.data())).map_err(|e| e.to_string())?;
     std::fs::write(&ys, npy_i64(labels)).map_err(|e| e.to_string())?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../secateur/assets/ort_accuracy.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../secateur-pipeline/assets/ort_accuracy.py");
     let out = Command::new(python)
         .arg(script)
         .arg(model)

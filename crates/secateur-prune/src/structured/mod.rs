@@ -18,4 +18,6 @@ pub use groups::{AxisRef, DependencyGraph, Group, GroupKind, Member, ParamRole};
 pub use importance::{GroupCriterion, Normalizer, Reduction, group_scores};
 pub use plan::{Plan, PlanEntry, apply_plan, zero_channels};
 pub use reconstruct::{activation_importance, reconstruct_consumers};
-pub use select::{Allocation, ChannelPruneConfig, StructuredTarget, plan_channels};
+pub use select::{
+    Allocation, ChannelPruneConfig, StructuredTarget, plan_channels, prunable_groups,
+};

@@ -2,8 +2,9 @@
 //! or a fraction of the original MACs or parameters to keep — either uniformly (the same ratio
 //! in every group) or globally (one threshold on normalised scores across groups), with
 //! `round_to` (kept counts are multiples of 4/8/16 for SIMD-friendly shapes) and per-group
-//! minimum keep / maximum prune ratios. MAC and parameter targets are met exactly by searching
-//! over the ratio or threshold and measuring the pruned graph.
+//! minimum keep / maximum prune ratios, or by sensitivity (each group's measured damage curve
+//! traded against what its channels cost, greedily). MAC and parameter targets are met exactly
+//! by searching over the ratio or threshold, or stepping, and measuring the pruned graph.
 
 use super::groups::{DependencyGraph, Group, GroupKind};
 use super::importance::{GroupCriterion, Normalizer, Reduction, group_scores};
@@ -11,7 +12,7 @@ use super::plan::{Plan, apply_plan};
 use crate::error::{PruneError, Result};
 use secateur_graph::{Graph, summarize};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What structured pruning aims for.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,13 +26,17 @@ pub enum StructuredTarget {
     Params(f64),
 }
 
-/// Uniform ratio per group, or one global ranking.
+/// Uniform ratio per group, one global ranking, or ratios from sensitivity curves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Allocation {
     #[default]
     Uniform,
     Global,
+    /// Per-group ratios from the groups' damage curves ([`ChannelPruneConfig::drop_curves`]):
+    /// channels are removed step by step from the group whose next step adds the least damage
+    /// per MAC (parameter, channel) saved, until the target is met.
+    Sensitivity,
 }
 
 /// A channel-pruning request.
@@ -52,6 +57,10 @@ pub struct ChannelPruneConfig {
     #[serde(default)]
     pub kinds: Vec<GroupKind>,
     pub seed: u64,
+    /// For [`Allocation::Sensitivity`]: per group, (fraction of channels removed, damage)
+    /// points measured with that group alone pruned (damage: e.g. the rise of the loss).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drop_curves: BTreeMap<String, Vec<(f64, f64)>>,
 }
 
 impl Default for ChannelPruneConfig {
@@ -67,6 +76,7 @@ impl Default for ChannelPruneConfig {
             exclude: Vec::new(),
             kinds: Vec::new(),
             seed: 0,
+            drop_curves: BTreeMap::new(),
         }
     }
 }
@@ -90,6 +100,16 @@ impl ChannelPruneConfig {
         }
         if !(self.min_keep > 0.0 && self.min_keep <= 1.0) {
             return bad(format!("min_keep must be in (0, 1], got {}", self.min_keep));
+        }
+        for (group, points) in &self.drop_curves {
+            if let Some((r, d)) = points
+                .iter()
+                .find(|(r, d)| !(0.0..=1.0).contains(r) || !d.is_finite())
+            {
+                return bad(format!(
+                    "damage curve of '{group}': point ({r}, {d}) is not a ratio in [0, 1] with a finite damage"
+                ));
+            }
         }
         Ok(())
     }
@@ -126,6 +146,15 @@ fn describe_kinds(deps: &DependencyGraph) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// The groups a request prunes: of the requested kinds, not excluded.
+pub fn prunable_groups<'a>(deps: &'a DependencyGraph, cfg: &ChannelPruneConfig) -> Vec<&'a Group> {
+    deps.groups
+        .iter()
+        .filter(|g| cfg.kinds.is_empty() || cfg.kinds.contains(&g.kind))
+        .filter(|g| !excluded(g, &cfg.exclude))
+        .collect()
 }
 
 /// The scored groups eligible for pruning.
@@ -284,6 +313,20 @@ pub fn plan_channels(
     let counts = match (cfg.target, cfg.allocation) {
         (StructuredTarget::Ratio(r), Allocation::Uniform) => uniform(r),
         (StructuredTarget::Ratio(r), Allocation::Global) => global_ratio(r),
+        (StructuredTarget::Ratio(r), Allocation::Sensitivity) => {
+            let costs: Vec<f64> = scored.iter().map(|s| s.group.channels() as f64).collect();
+            let total: f64 = costs.iter().sum();
+            let curves = DamageCurves::new(&scored, cfg, costs)?;
+            let removed = |counts: &[usize]| -> f64 {
+                scored
+                    .iter()
+                    .zip(counts)
+                    .map(|(s, &k)| (s.group.channels() - k) as f64)
+                    .sum::<f64>()
+                    / total
+            };
+            curves.allocate(|counts| Ok(removed(counts) >= r - 1e-9))?
+        }
         (StructuredTarget::Macs(f) | StructuredTarget::Params(f), alloc) => {
             let base = measure(graph, deps, &Plan::default(), cfg.target)?;
             let goal = f * base;
@@ -330,6 +373,27 @@ pub fn plan_channels(
                     }
                     uniform(hi)
                 }
+                Allocation::Sensitivity => {
+                    // what each group's channels cost: the MACs (parameters) its removal saves
+                    let mut costs = Vec::with_capacity(scored.len());
+                    for (i, s) in scored.iter().enumerate() {
+                        let mut counts: Vec<usize> =
+                            scored.iter().map(|o| o.group.channels()).collect();
+                        let n = s.group.channels();
+                        counts[i] = bounded_keep(n, n / 2, cfg);
+                        let removed = (n - counts[i]).max(1) as f64 / n as f64;
+                        let after =
+                            measure(graph, deps, &plan_from_counts(&scored, &counts), cfg.target)?;
+                        costs.push(((base - after) / removed).max(0.0) / base);
+                    }
+                    let curves = DamageCurves::new(&scored, cfg, costs)?;
+                    curves.allocate(|counts| {
+                        Ok(
+                            measure(graph, deps, &plan_from_counts(&scored, counts), cfg.target)?
+                                <= goal,
+                        )
+                    })?
+                }
                 Allocation::Global => {
                     // smallest threshold whose plan meets the goal
                     let (mut lo, mut hi) = (0usize, taus.len());
@@ -354,4 +418,130 @@ pub fn plan_channels(
         }
     };
     Ok(plan_from_counts(&scored, &counts))
+}
+
+/// The damage curves of the scored groups, for [`Allocation::Sensitivity`].
+struct DamageCurves<'a> {
+    cfg: &'a ChannelPruneConfig,
+    /// Per group: its channel count and its curve, (ratio, damage) ascending from (0, 0),
+    /// damage non-decreasing.
+    curves: Vec<(usize, Vec<(f64, f64)>)>,
+    /// Per group: what removing all of its channels costs (MACs, parameters or channels,
+    /// in any unit common to all groups).
+    costs: Vec<f64>,
+}
+
+impl<'a> DamageCurves<'a> {
+    fn new(scored: &[Scored], cfg: &'a ChannelPruneConfig, costs: Vec<f64>) -> Result<Self> {
+        let mut curves = Vec::with_capacity(scored.len());
+        for s in scored {
+            let points = cfg.drop_curves.get(&s.group.name).ok_or_else(|| {
+                PruneError::Invalid(format!(
+                    "the sensitivity allocation has no damage curve for group '{}'",
+                    s.group.name
+                ))
+            })?;
+            let mut pts: Vec<(f64, f64)> = std::iter::once((0.0, 0.0))
+                .chain(points.iter().map(|&(r, d)| (r, d.max(0.0))))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // measured damage is noisy: removing more never hurts less
+            let mut worst = 0.0f64;
+            for p in &mut pts {
+                worst = worst.max(p.1);
+                p.1 = worst;
+            }
+            curves.push((s.group.channels(), pts));
+        }
+        Ok(DamageCurves { cfg, curves, costs })
+    }
+
+    /// The damage of removing fraction `r` of a group, interpolated linearly (extrapolated
+    /// with the last slope past the last point).
+    fn damage(points: &[(f64, f64)], r: f64) -> f64 {
+        let i = points.partition_point(|p| p.0 < r);
+        let (a, b) = match i {
+            0 => return 0.0,
+            i if i >= points.len() => {
+                if points.len() < 2 {
+                    return points[0].1;
+                }
+                (points[points.len() - 2], points[points.len() - 1])
+            }
+            i => (points[i - 1], points[i]),
+        };
+        if b.0 <= a.0 {
+            return b.1;
+        }
+        a.1 + (b.1 - a.1) * (r - a.0) / (b.0 - a.0)
+    }
+
+    /// Steps overshoot: channels are given back, one at a time to the group they hurt most,
+    /// while the target is still met.
+    fn give_back(
+        &self,
+        mut counts: Vec<usize>,
+        meets: &mut impl FnMut(&[usize]) -> Result<bool>,
+    ) -> Result<Vec<usize>> {
+        let r = self.cfg.round_to.max(1);
+        let mut order: Vec<usize> = (0..counts.len()).collect();
+        let slope = |i: usize, k: usize| {
+            let (n, points) = &self.curves[i];
+            let r1 = 1.0 - k as f64 / *n as f64;
+            let r0 = (r1 - 1.0 / *n as f64).max(0.0);
+            (Self::damage(points, r1) - Self::damage(points, r0)) / self.costs[i].max(1e-12)
+        };
+        order.sort_by(|&a, &b| slope(b, counts[b]).total_cmp(&slope(a, counts[a])));
+        for i in order {
+            let n = self.curves[i].0;
+            while counts[i] + r <= n {
+                counts[i] += r;
+                if !meets(&counts)? {
+                    counts[i] -= r;
+                    break;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Removes channels step by step (1/32 of a group, or `round_to`), each time from the
+    /// group whose next step adds the least damage per cost saved, until the counts `meet`
+    /// the target.
+    fn allocate(&self, mut meets: impl FnMut(&[usize]) -> Result<bool>) -> Result<Vec<usize>> {
+        let mut counts: Vec<usize> = self.curves.iter().map(|(n, _)| *n).collect();
+        loop {
+            if meets(&counts)? {
+                return self.give_back(counts, &mut meets);
+            }
+            let mut best: Option<(f64, f64, usize, usize)> = None;
+            for (i, ((n, points), cost)) in self.curves.iter().zip(&self.costs).enumerate() {
+                let n = *n;
+                let step = (n / 32).max(self.cfg.round_to).max(1);
+                let next = bounded_keep(n, counts[i].saturating_sub(step), self.cfg);
+                if next >= counts[i] {
+                    continue;
+                }
+                let (r0, r1) = (
+                    1.0 - counts[i] as f64 / n as f64,
+                    1.0 - next as f64 / n as f64,
+                );
+                let damage = Self::damage(points, r1) - Self::damage(points, r0);
+                let saved = cost * (r1 - r0);
+                let rate = damage / saved.max(1e-12);
+                let better = best.is_none_or(|(b_rate, b_saved, _, _)| {
+                    rate < b_rate - 1e-12 || (rate <= b_rate + 1e-12 && saved > b_saved)
+                });
+                if better {
+                    best = Some((rate, saved, i, next));
+                }
+            }
+            let Some((_, _, i, next)) = best else {
+                return Err(PruneError::Unreachable(
+                    "the target cannot be met even with every group at its minimum".into(),
+                ));
+            };
+            counts[i] = next;
+        }
+    }
 }
