@@ -7,6 +7,7 @@
 //! particular [`OpSemantics::axis_links`] tells which axes of its inputs and outputs index the
 //! same channels, from which structured pruning derives its dependency groups.
 
+pub mod attention_layout;
 pub mod bert;
 pub mod builder;
 pub mod ensemble;

@@ -1290,6 +1290,7 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
     graph.fuse_silu();
     graph.fuse_gelu();
     graph.fuse_channel_shuffles()?;
+    graph.canonicalize_attention()?;
     graph.check()?;
     Ok(graph)
 }

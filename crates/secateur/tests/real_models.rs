@@ -9,7 +9,8 @@
 
 use secateur_graph::{Graph, Tensor, evaluate};
 use secateur_prune::structured::{
-    ChannelPruneConfig, DependencyGraph, StructuredTarget, apply_plan, plan_channels, zero_channels,
+    ChannelPruneConfig, DependencyGraph, GroupKind, StructuredTarget, apply_plan, plan_channels,
+    zero_channels,
 };
 use secateur_prune::weights::{
     Criterion, CriterionData, Granularity, Scope, WeightPruneConfig, apply_masks, compute_masks,
@@ -356,5 +357,33 @@ fn full_size_models() {
         let t = std::time::Instant::now();
         check_model(&py, &path, &[1]);
         eprintln!("{}: ok ({:.0} s)", label(&path), t.elapsed().as_secs_f64());
+    }
+}
+
+/// torchvision's ViT computes Q, K and V with one packed projection and folds heads into the
+/// batch axis; the import rewrites that layout so that each encoder layer has one group of
+/// attention heads spanning its Q, K and V projections (both exporters). Pruning them is
+/// checked against zero-masking and ONNX Runtime by `check_model` above.
+#[test]
+fn vit_attention_heads_are_found_in_both_exports() {
+    for name in ["vit.ts17", "vit.dynamo"] {
+        let g = secateur_onnx::load_model(fixture(name)).unwrap();
+        let deps = DependencyGraph::build(&g).unwrap();
+        let heads: Vec<_> = deps
+            .groups
+            .iter()
+            .filter(|gr| gr.kind == GroupKind::Heads)
+            .collect();
+        assert_eq!(heads.len(), 2, "{name}: one heads group per encoder layer");
+        for h in heads {
+            assert_eq!(h.channels(), 2, "{name}: {} heads", h.name);
+            assert_eq!(h.producers().count(), 3, "{name}: Q, K and V in {}", h.name);
+        }
+        let neurons = deps
+            .groups
+            .iter()
+            .filter(|gr| gr.kind == GroupKind::Neurons)
+            .count();
+        assert!(neurons >= 2, "{name}: MLP neurons");
     }
 }
