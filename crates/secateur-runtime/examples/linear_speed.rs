@@ -1,17 +1,26 @@
 //! GFLOP/s of the dense linear-layer product (`x[rows×k] · Wᵀ`, the path of a transformer's
-//! projections) at the shapes of all-MiniLM-L6-v2 at sequence length 128, one thread.
+//! projections) at the shapes of all-MiniLM-L6-v2 (sequence length 128) and ViT-B/16 (197
+//! tokens), one thread: the gemm crate with a separate bias pass, and the NHWC implicit-GEMM
+//! kernel as a 1×1 convolution over `rows` pixels (bias in its register epilogue).
 //!
 //!     cargo run --release -p secateur-runtime --example linear_speed
 
+use secateur_graph::Conv;
 use secateur_runtime::harness::{Budget, measure};
+use secateur_runtime::kernels::epilogue::Tail;
+use secateur_runtime::kernels::nhwc_conv::NhwcConv;
 use secateur_runtime::kernels::{Epilogue, dense};
 
 fn main() {
+    let isa = secateur_runtime::kernels::Isa::detect();
     for (rows, k, m) in [
         (128, 384, 384),
         (128, 384, 1536),
         (128, 1536, 384),
         (128, 384, 192),
+        (197, 768, 768),
+        (197, 768, 3072),
+        (197, 3072, 768),
     ] {
         let wt: Vec<f32> = (0..k * m).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
         let x: Vec<f32> = (0..rows * k)
@@ -23,14 +32,38 @@ fn main() {
             bias: Some(&bias),
             act: secateur_runtime::kernels::Activation::None,
         };
-        let s = measure(
+        let flops = 2.0 * (rows * k * m) as f64;
+        let gemm = measure(
             &mut || dense::matmul_pretransposed(&wt, &x, &mut y, m, k, rows, &ep, 1),
             Budget::default(),
-        );
-        let gflops = 2.0 * (rows * k * m) as f64 / (s.median_ms * 1e6);
+        )
+        .median_ms;
+        // W [m × k] row-major is the 1×1 convolution's weight
+        let w: Vec<f32> = (0..m * k).map(|i| wt[(i % k) * m + i / k]).collect();
+        let conv = Conv {
+            kernel: [1, 1],
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            groups: 1,
+        };
+        let packed = NhwcConv::new(isa, &conv, k, m, &w, &bias, Tail::default());
+        let mut scratch = vec![0.0; packed.scratch_len(rows, 1)];
+        let mut y2 = vec![0.0f32; rows * m];
+        let nhwc = measure(
+            &mut || packed.run(&x, rows, 1, rows, 1, &mut y2, None, &mut scratch, 1),
+            Budget::default(),
+        )
+        .median_ms;
+        let diff = y
+            .iter()
+            .zip(&y2)
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+            .fold(0.0f32, f32::max);
         println!(
-            "rows {rows} k {k} m {m}: {:.3} ms, {gflops:.1} GFLOP/s",
-            s.median_ms
+            "rows {rows} k {k} m {m}: gemm {gemm:.3} ms {:.1} GFLOP/s | nhwc 1x1 {nhwc:.3} ms {:.1} GFLOP/s (max rel diff {diff:.1e})",
+            flops / (gemm * 1e6),
+            flops / (nhwc * 1e6)
         );
     }
 }
