@@ -40,13 +40,7 @@ fn main() {
         .median_ms;
         // W [m × k] row-major is the 1×1 convolution's weight
         let w: Vec<f32> = (0..m * k).map(|i| wt[(i % k) * m + i / k]).collect();
-        let conv = Conv {
-            kernel: [1, 1],
-            strides: [1, 1],
-            pads: [0; 4],
-            dilations: [1, 1],
-            groups: 1,
-        };
+        let conv = Conv::new([1, 1], 0);
         let packed = NhwcConv::new(isa, &conv, k, m, &w, &bias, Tail::default());
         let mut scratch = vec![0.0; packed.scratch_len(rows, 1)];
         let mut y2 = vec![0.0f32; rows * m];

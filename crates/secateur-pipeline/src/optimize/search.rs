@@ -216,23 +216,14 @@ impl Search {
             .iter()
             .filter_map(|k| self.cache.get(k))
             .collect();
-        let ctx = EvalContext {
-            config: &self.cfg,
-            base: &self.base,
-            space: &self.space,
-            costing: &self.costing,
-            search: &self.search_split,
-            full: Some(&self.full_split),
-            norm: &self.norm,
-            device: &self.device,
-        };
-        let scoring = Scoring {
-            objectives: &self.cfg.objectives,
-            constraints: &self.search_constraints,
-        };
+        let ctx = self.context();
+        let scoring = self.scoring();
         let (space, base) = (&self.space, &self.base);
         let mut screen_error = None;
-        let genomes = self.state.nsga.ask_screened(
+        // the generator advances on a copy (the context borrows the whole search); the copy
+        // replaces the state below
+        let mut nsga = self.state.nsga.clone();
+        let genomes = nsga.ask_screened(
             self.cfg.population * self.cfg.screen_pool,
             &mut |g| {
                 space
@@ -246,10 +237,11 @@ impl Search {
                 })
             },
         );
-        match screen_error {
-            Some(e) => Err(e.context("screening offspring")),
-            None => Ok(genomes),
+        if let Some(e) = screen_error {
+            return Err(e.context("screening offspring"));
         }
+        self.state.nsga = nsga;
+        Ok(genomes)
     }
 
     fn batch(&self, stage: Stage, genomes: Vec<Vec<f64>>) -> Result<Batch> {

@@ -243,3 +243,40 @@ fn dataset(m: &DatasetMeta, rest: &mut &[u8]) -> Result<Dataset> {
     }
     Ok(d)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_that_are_not_a_context_are_refused_without_panicking() {
+        let e = WorkerContext::from_bytes(b"not a context").err().unwrap();
+        assert!(e.to_string().contains("magic"), "{e}");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&1000u64.to_le_bytes());
+        bytes.extend_from_slice(b"{}");
+        let e = WorkerContext::from_bytes(&bytes).err().unwrap();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        let mut bytes = MAGIC.to_vec();
+        section(&mut bytes, b"{\"fingerprint\": 1}");
+        let e = WorkerContext::from_bytes(&bytes).err().unwrap();
+        assert!(e.to_string().contains("header"), "{e}");
+    }
+
+    #[test]
+    fn datasets_whose_sizes_disagree_are_refused() {
+        let meta = DatasetMeta {
+            name: "val".into(),
+            sample_shape: vec![1, 2, 2],
+            class_names: vec!["a".into()],
+            bytes: true,
+        };
+        let mut packed = Vec::new();
+        section(&mut packed, &[0u8; 7]);
+        section(&mut packed, &[0u8; 8]);
+        let e = dataset(&meta, &mut packed.as_slice())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'val'") && e.contains("7 values"), "{e}");
+    }
+}

@@ -150,13 +150,7 @@ fn token_rows(
     m: usize,
     per_sample: usize,
 ) -> (StepKind, LayerChoice) {
-    let conv = Conv {
-        kernel: [1, 1],
-        strides: [1, 1],
-        pads: [0; 4],
-        dilations: [1, 1],
-        groups: 1,
-    };
+    let conv = Conv::new([1, 1], 0);
     let kernel = NhwcConv::new(
         config.isa,
         &conv,
