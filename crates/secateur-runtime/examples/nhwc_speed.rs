@@ -1,7 +1,7 @@
 //! Times the NHWC implicit-GEMM convolution on one layer, and the Winograd kernel where it
 //! applies (3×3), and prints GFLOP/s of the direct sum's operations:
 //! `nhwc_speed C_IN C_OUT HW K [PAD]` (`SILU=1` fuses a SiLU, `THREADS=N` splits one sample,
-//! `STRIDE=S` strides the convolution).
+//! `STRIDE=S` strides the convolution, `CONV_GROUPS=G` groups it, `ISA=avx2` skips AVX-512).
 use secateur_graph::Conv;
 use secateur_runtime::harness::{Budget, measure, probe};
 use secateur_runtime::kernels::epilogue::Tail;
@@ -17,14 +17,15 @@ fn main() {
     let (ci, co, hw, k) = (arg(0, 64), arg(1, 64), arg(2, 56), arg(3, 3));
     let pad = arg(4, k / 2);
     let stride: usize = std::env::var("STRIDE").map_or(1, |t| t.parse().expect("a number"));
+    let groups: usize = std::env::var("CONV_GROUPS").map_or(1, |t| t.parse().expect("a number"));
     let conv = Conv {
         kernel: [k, k],
         strides: [stride, stride],
         pads: [pad; 4],
         dilations: [1, 1],
-        groups: 1,
+        groups,
     };
-    let w: Vec<f32> = (0..co * ci * k * k)
+    let w: Vec<f32> = (0..co * ci / groups * k * k)
         .map(|i| ((i * 7) % 13) as f32 * 0.01)
         .collect();
     let bias = vec![0.1; co];
@@ -34,7 +35,10 @@ fn main() {
             .then_some(secateur_graph::Pointwise::Silu),
         ..Tail::default()
     };
-    let isa = secateur_runtime::kernels::Isa::detect();
+    let isa = match std::env::var("ISA").as_deref() {
+        Ok("avx2") => secateur_runtime::kernels::Isa::Avx2,
+        _ => secateur_runtime::kernels::Isa::detect(),
+    };
     let packed = NhwcConv::new(isa, &conv, ci, co, &w, &bias, tail);
     let ho = (hw + 2 * pad - k) / stride + 1;
     let x: Vec<f32> = (0..ci * hw * hw)
@@ -47,7 +51,7 @@ fn main() {
         .num_threads(threads)
         .build()
         .expect("pool");
-    let flops = 2.0 * (co * ci * k * k * ho * ho) as f64;
+    let flops = 2.0 * (co * ci / groups * k * k * ho * ho) as f64;
     let report = |name: &str, ms: f64| {
         println!(
             "{name:9} {ci}->{co} {hw}x{hw} k{k} p{pad}: {ms:.4} ms, {:.1} GFLOP/s",

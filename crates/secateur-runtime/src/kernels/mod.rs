@@ -23,6 +23,8 @@ pub mod layernorm;
 pub mod layout;
 pub mod nhwc_conv;
 pub mod nhwc_ops;
+#[cfg(target_arch = "x86_64")]
+mod nhwc_pair512;
 pub mod nm;
 pub mod padding;
 pub mod softmax;

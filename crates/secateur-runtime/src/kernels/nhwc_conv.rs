@@ -8,8 +8,8 @@
 //! function after it ([`Tail`]) are applied to the accumulators before the store. Padding is a
 //! zero-bordered copy of the input. Grouped convolutions run one GEMM per group on the
 //! group's channel range. Work splits over (panel, pixel range) for several threads on one
-//! sample. The vector kernel is AVX2 + FMA (also on AVX-512 machines, where Zen 4 has the same
-//! peak); elsewhere a portable loop computes the same.
+//! sample. The vector kernel is AVX2 + FMA; with AVX-512 two adjacent panels of a group run
+//! together as a `6 × 32` tile (`nhwc_pair512`); elsewhere a portable loop computes the same.
 
 use super::epilogue::Tail;
 use super::isa::Isa;
@@ -20,7 +20,13 @@ use secateur_graph::Conv;
 const L2_WEIGHT_BYTES: usize = 256 * 1024;
 
 /// Reduction values per chunk: a chunk of one panel's weights is `KC · 16` floats (32 KiB).
-pub(super) const KC: usize = 512;
+const KC: usize = 512;
+
+/// Reduction values per chunk on `isa`: the AVX-512 tile reads two panels at once, so its
+/// chunks are half as long to keep the same 32 KiB of weights in the L1 cache.
+pub(super) fn chunk_len(isa: Isa) -> usize {
+    if isa == Isa::Avx512 { KC / 2 } else { KC }
+}
 
 /// Output channels per panel (two 8-lane vectors).
 pub(super) const NR: usize = 16;
@@ -153,12 +159,13 @@ impl NhwcConv {
 
     /// The input pieces one output pixel reads, as (offset from its first tap, length) in
     /// packed order: a filter row of `kw · C` contiguous values when ungrouped and undilated,
-    /// else one tap's `C/groups` channels; long pieces are cut at [`KC`].
+    /// else one tap's `C/groups` channels; long pieces are cut at [`chunk_len`].
     fn pieces(&self, wp: usize) -> Vec<(usize, usize)> {
         let [kh, kw] = self.kernel;
         let [dh, dw] = self.dilations;
         let cin_g = self.c_in / self.groups;
         let row = wp * self.c_in;
+        let kc = chunk_len(self.isa);
         let whole: Vec<(usize, usize)> = if self.groups == 1 && dw == 1 {
             (0..kh).map(|ky| (ky * dh * row, kw * self.c_in)).collect()
         } else {
@@ -171,19 +178,19 @@ impl NhwcConv {
             .into_iter()
             .flat_map(|(off, len)| {
                 (0..len)
-                    .step_by(KC)
-                    .map(move |s| (off + s, KC.min(len - s)))
+                    .step_by(kc)
+                    .map(move |s| (off + s, kc.min(len - s)))
             })
             .collect()
     }
 
-    /// Consecutive pieces of at most [`KC`] values together: the reduction is accumulated
+    /// Consecutive pieces of at most `kc` values together: the reduction is accumulated
     /// chunk by chunk so that a chunk's weights stay in the L1 cache across pixel tiles.
-    fn chunks(pieces: &[(usize, usize)]) -> Vec<std::ops::Range<usize>> {
+    fn chunks(kc: usize, pieces: &[(usize, usize)]) -> Vec<std::ops::Range<usize>> {
         let mut out = Vec::new();
         let (mut start, mut len) = (0, 0);
         for (i, &(_, l)) in pieces.iter().enumerate() {
-            if len + l > KC && i > start {
+            if len + l > kc && i > start {
                 out.push(start..i);
                 (start, len) = (i, 0);
             }
@@ -218,7 +225,7 @@ impl NhwcConv {
             padded
         };
         let pieces = self.pieces(wp);
-        let chunks = Self::chunks(&pieces);
+        let chunks = Self::chunks(chunk_len(self.isa), &pieces);
         let pixels = ho * wo;
         let job = Job {
             conv: self,
@@ -236,7 +243,11 @@ impl NhwcConv {
         // through every panel of a set while its inputs are in the L1 cache; a set holds the
         // panels whose weights fit in the L2 cache together, so the input is read once per set.
         let per_panel = self.k * NR * 4;
-        let set = (L2_WEIGHT_BYTES / per_panel).clamp(1, self.panels.len());
+        let mut set = (L2_WEIGHT_BYTES / per_panel).clamp(1, self.panels.len());
+        if self.isa == Isa::Avx512 && set % 2 == 1 && set < self.panels.len() {
+            // the AVX-512 tile takes panels two at a time
+            set += 1;
+        }
         let panel_sets = self.panels.len().div_ceil(set);
         let blocks = if threads > 1 {
             (threads * 4).div_ceil(panel_sets)
@@ -304,23 +315,31 @@ impl Job<'_> {
                 }
                 at
             };
+            // AVX-512 takes two pixel tiles at once where a group has a single panel
+            let span = if c.isa == Isa::Avx512 { 2 } else { 1 };
             let mut q = pixels.start;
             while q < pixels.end {
-                let m = MR.min(pixels.end - q);
-                let mut at = [0usize; MR];
-                for i in 0..MR {
-                    // pixels past the end repeat the last one; their results are not stored
-                    at[i] = if i < m { next() } else { at[m - 1] };
+                let mut tiles = [PixelTile::default(); 2];
+                let mut count = 0;
+                while count < span && q < pixels.end {
+                    let m = MR.min(pixels.end - q);
+                    let mut at = [0usize; MR];
+                    for i in 0..MR {
+                        // pixels past the end repeat the last one; their results are not stored
+                        at[i] = if i < m { next() } else { at[m - 1] };
+                    }
+                    tiles[count] = PixelTile { q, m, at };
+                    q += m;
+                    count += 1;
                 }
-                for panel in panels {
-                    let group = panel.group * cin_g;
-                    let out = q * c.c_out + panel.first;
+                let tile = |t: &PixelTile, panel: &Panel| {
+                    let out = t.q * c.c_out + panel.first;
                     // SAFETY: forwarded from the caller: every pixel's taps lie in the padded
                     // input, its outputs in `y`, the chunk's weights in the panel.
-                    let tile = unsafe {
+                    unsafe {
                         Tile {
-                            a: at.map(|o| base.add(o + group)),
-                            m,
+                            a: t.at.map(|o| base.add(o + panel.group * cin_g)),
+                            m: t.m,
                             pieces,
                             b: c.packed.as_ptr().add(panel.offset + k0 * NR),
                             first,
@@ -332,14 +351,60 @@ impl Job<'_> {
                             bias: c.bias.as_ptr().add(panel.bias_offset),
                             tail: &c.tail,
                         }
-                    };
+                    }
+                };
+                let mut i = 0;
+                while i < panels.len() {
+                    let next = panels.get(i + 1).filter(|p| p.group == panels[i].group);
                     // SAFETY: as above.
-                    unsafe { tile.run(c.isa) };
+                    i += unsafe { run_tiles(c.isa, &tiles[..count], &panels[i], next, &tile) };
                 }
-                q += m;
             }
             k0 += pieces.iter().map(|p| p.1).sum::<usize>();
         }
+    }
+}
+
+/// Up to `MR` consecutive output pixels: the first one's index and each one's input offset.
+#[derive(Clone, Copy, Default)]
+struct PixelTile {
+    q: usize,
+    m: usize,
+    at: [usize; MR],
+}
+
+/// Runs the pixel tiles through `panel` (and `next`, the group's following panel) with the
+/// widest kernel `isa` has; returns how many panels it covered.
+///
+/// # Safety
+/// Every tile `tile` builds must satisfy [`Tile::run`]'s contract.
+unsafe fn run_tiles<'a>(
+    isa: Isa,
+    tiles: &[PixelTile],
+    panel: &Panel,
+    next: Option<&Panel>,
+    tile: &impl Fn(&PixelTile, &Panel) -> Tile<'a>,
+) -> usize {
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            use super::nhwc_pair512::{pair_kernel, pixel_pair_kernel};
+            if let Some(next) = next {
+                for t in tiles {
+                    pair_kernel(&tile(t, panel), &tile(t, next));
+                }
+                return 2;
+            }
+            if let [t0, t1] = tiles {
+                pixel_pair_kernel(&tile(t0, panel), &tile(t1, panel));
+                return 1;
+            }
+        }
+        let _ = next;
+        for t in tiles {
+            tile(t, panel).run(isa);
+        }
+        1
     }
 }
 
@@ -430,7 +495,7 @@ impl Tile<'_> {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use super::{MR, Tile};
     use crate::kernels::vmath::v256;
     use std::arch::x86_64::*;
@@ -566,7 +631,7 @@ mod avx2 {
 
     /// The partial sums an earlier chunk left in `y` (zero for padding lanes and rows).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn load_partial(t: &Tile) -> [[__m256; 2]; MR] {
+    pub(in crate::kernels) unsafe fn load_partial(t: &Tile) -> [[__m256; 2]; MR] {
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
             for (p, row) in acc.iter_mut().enumerate().take(t.m) {
@@ -589,7 +654,7 @@ mod avx2 {
 
     /// The raw partial sums into `y`, for the next chunk.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn store_partial(t: &Tile, acc: &[[__m256; 2]; MR]) {
+    pub(in crate::kernels) unsafe fn store_partial(t: &Tile, acc: &[[__m256; 2]; MR]) {
         unsafe {
             for (p, row) in acc.iter().enumerate().take(t.m) {
                 let y = t.y.add(p * t.y_pix);
@@ -611,7 +676,7 @@ mod avx2 {
     /// Bias, tail and the store of the first `m` pixels (a partial vector through a lane
     /// buffer).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn store(t: &Tile, acc: &[[__m256; 2]; MR]) {
+    pub(in crate::kernels) unsafe fn store(t: &Tile, acc: &[[__m256; 2]; MR]) {
         unsafe {
             // the common case: at most a clamp, no residual, whole vectors
             let clamp = match (t.tail.act, t.tail.post, t.res) {

@@ -5,7 +5,7 @@
 //! per output value and input channel instead of 9 (4× fewer). The input transform `Bᵀ d B` and
 //! the output transform `Aᵀ m A` run on 8 channels at a time (NHWC keeps a pixel's channels
 //! contiguous); the 36 products reuse the 6×16 register tile of the implicit-GEMM kernel
-//! ([`super::nhwc_conv`]) on weights transformed once (`G g Gᵀ`, in f64) and packed per panel
+//! ([`super::nhwc_conv`]; with AVX-512 its 6×32 tile over two panels) on weights transformed once (`G g Gᵀ`, in f64) and packed per panel
 //! of 16 output channels. Tiles are processed in blocks whose transformed inputs fit in the L2
 //! cache; blocks (and panel ranges when one sample is split) run on several threads. The bias
 //! is added in the output transform, a clamp activation too; any other tail runs as one pass
@@ -15,7 +15,7 @@
 use super::elementwise::pointwise_in_place;
 use super::epilogue::Tail;
 use super::isa::Isa;
-use super::nhwc_conv::{KC, MR, NR, Tile, pad_nhwc};
+use super::nhwc_conv::{MR, NR, Tile, chunk_len, pad_nhwc};
 use rayon::prelude::*;
 use secateur_graph::Conv;
 use std::cell::RefCell;
@@ -67,10 +67,15 @@ impl NhwcWinograd {
 
     /// Whether it is expected to beat the implicit GEMM on this layer: enough channels for the
     /// products to dominate the transforms, and enough tiles for the 4× larger transformed
-    /// weights to be reused (measured with `examples/nhwc_speed`, see BENCHMARKS.md).
-    pub fn pays(conv: &Conv, c_in: usize, c_out: usize, ho: usize, wo: usize) -> bool {
+    /// weights to be reused (measured with `examples/nhwc_speed` and whole models, see
+    /// BENCHMARKS.md). The AVX-512 implicit GEMM is twice as fast as the AVX2 one, so there
+    /// Winograd pays only from 28×28 outputs on: at 14×14 and 7×7 it still wins alone (its 9×
+    /// larger transformed weights cached) but loses inside resnet18, where those weights come
+    /// from memory on every inference.
+    pub fn pays(isa: Isa, conv: &Conv, c_in: usize, c_out: usize, ho: usize, wo: usize) -> bool {
         let tiles = ho.div_ceil(M) * wo.div_ceil(M);
-        Self::applies(conv) && c_in >= 24 && c_out >= 16 && tiles >= 9
+        let min_tiles = if isa == Isa::Avx512 { 17 } else { 9 };
+        Self::applies(conv) && c_in >= 24 && c_out >= 16 && tiles >= min_tiles
     }
 
     /// From the row-major `[c_out × c_in·3·3]` weights (ONNX order), one bias per output
@@ -248,15 +253,25 @@ impl NhwcWinograd {
         let (v_len, m_len) = (POINTS * nt * self.c_in, POINTS * nt * NR);
         BLOCK.with(|cell| {
             let mut buf = cell.borrow_mut();
-            if buf.len() < v_len + m_len {
-                buf.resize(v_len + m_len, 0.0);
+            if buf.len() < v_len + 2 * m_len {
+                buf.resize(v_len + 2 * m_len, 0.0);
             }
             let (v, m) = buf.split_at_mut(v_len);
             self.transform_input(xp, g, tiles.clone(), v);
-            for p in panels {
-                self.products(v, nt, p, &mut m[..m_len]);
-                // SAFETY: forwarded from the caller.
-                unsafe { self.transform_output(&m[..m_len], g, tiles.clone(), p, clamp, y) };
+            let mut p = panels.start;
+            while p < panels.end {
+                // with AVX-512 two panels share the register tile (see `nhwc_pair512`)
+                let count = if self.isa == Isa::Avx512 && p + 1 < panels.end {
+                    2
+                } else {
+                    1
+                };
+                self.products(v, nt, p, count, &mut m[..count * m_len]);
+                for (i, m) in m.chunks_exact(m_len).take(count).enumerate() {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { self.transform_output(m, g, tiles.clone(), p + i, clamp, y) };
+                }
+                p += count;
             }
         });
     }
@@ -326,37 +341,53 @@ impl NhwcWinograd {
         }
     }
 
-    /// `m[e][t][j] = Σ_c v[e][t][c] · U[e][c][panel p's channel j]` with the register tile.
-    fn products(&self, v: &[f32], nt: usize, p: usize, m: &mut [f32]) {
+    /// `m[e][t][j] = Σ_c v[e][t][c] · U[e][c][panel p's channel j]` with the register tile, for
+    /// `count` (1 or 2, two only with AVX-512) consecutive panels from `p`, each panel's
+    /// products in its own `POINTS · nt · NR` part of `m`.
+    fn products(&self, v: &[f32], nt: usize, p: usize, count: usize, m: &mut [f32]) {
         // the products carry no bias or tail: both apply after the output transform
         let (zero_tail, zeros) = (Tail::default(), [0.0f32; NR]);
+        let m_len = POINTS * nt * NR;
+        let m = m.as_mut_ptr();
+        let kc = chunk_len(self.isa);
         for e in 0..POINTS {
-            let weights = self.offset + (p * POINTS + e) * self.c_in * NR;
-            for k0 in (0..self.c_in).step_by(KC) {
-                let len = KC.min(self.c_in - k0);
+            for k0 in (0..self.c_in).step_by(kc) {
+                let len = kc.min(self.c_in - k0);
                 let pieces = [(k0, len)];
                 for t0 in (0..nt).step_by(MR) {
                     let rows = MR.min(nt - t0);
                     let a = std::array::from_fn(|i| {
                         v[(e * nt + t0 + i.min(rows - 1)) * self.c_in..].as_ptr()
                     });
-                    let tile = Tile {
-                        a,
-                        m: rows,
-                        pieces: &pieces,
-                        b: self.packed[weights + k0 * NR..].as_ptr(),
-                        first: k0 == 0,
-                        last: k0 + len == self.c_in,
-                        y: m[(e * nt + t0) * NR..].as_mut_ptr(),
-                        res: None,
-                        y_pix: NR,
-                        valid: NR,
-                        bias: zeros.as_ptr(),
-                        tail: &zero_tail,
+                    let tile = |panel: usize| {
+                        let weights = self.offset + (panel * POINTS + e) * self.c_in * NR;
+                        Tile {
+                            a,
+                            m: rows,
+                            pieces: &pieces,
+                            b: self.packed[weights + k0 * NR..].as_ptr(),
+                            first: k0 == 0,
+                            last: k0 + len == self.c_in,
+                            // SAFETY: inside the `count · m_len` values of `m`
+                            y: unsafe { m.add((panel - p) * m_len + (e * nt + t0) * NR) },
+                            res: None,
+                            y_pix: NR,
+                            valid: NR,
+                            bias: zeros.as_ptr(),
+                            tail: &zero_tail,
+                        }
                     };
                     // SAFETY: each pointer reaches `len` values of its row of `v`, the panel's
-                    // `len × NR` weights and `rows` rows of `NR` products in `m`.
-                    unsafe { tile.run(self.isa) };
+                    // `len × NR` weights and `rows` rows of `NR` products in its part of `m`;
+                    // two panels only where AVX-512 was detected.
+                    unsafe {
+                        #[cfg(target_arch = "x86_64")]
+                        if count == 2 {
+                            super::nhwc_pair512::pair_kernel(&tile(p), &tile(p + 1));
+                            continue;
+                        }
+                        tile(p).run(self.isa)
+                    };
                 }
             }
         }

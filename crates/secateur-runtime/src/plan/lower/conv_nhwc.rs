@@ -37,7 +37,7 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
     let (kernel, format, scratch_len) = if depthwise {
         let k = NhwcDepthwise::new(c, c_in, fused.weight.data(), &fused.bias, fused.tail);
         (NhwcKernel::Depthwise(k), "nhwc-depthwise", 0)
-    } else if let Some(k) = NhwcWinograd::pays(c, c_in, c_out, ho, wo)
+    } else if let Some(k) = NhwcWinograd::pays(config.isa, c, c_in, c_out, ho, wo)
         .then(|| {
             let (w, b) = (fused.weight.data(), &fused.bias);
             NhwcWinograd::new(config.isa, c, c_in, c_out, w, b, fused.tail)

@@ -1,0 +1,157 @@
+//! The AVX-512 register tiles of the NHWC implicit GEMM: 6 output pixels × two adjacent
+//! 16-channel panels of one group, or 12 pixels × one panel where a group has a single panel;
+//! 12 zmm accumulators either way. Each reduction step loads one weight
+//! vector per panel and broadcasts one input value per pixel into 12 multiply-adds, twice the
+//! work per instruction of the AVX2 `6 × 16` tile on cores with two 512-bit FMA units. The
+//! panels keep their `[K][16]` packing, so the same packed weights serve both tiles; bias,
+//! tail, residual and partial sums go through the AVX2 tile's epilogue on the two halves of
+//! each accumulator (the epilogue runs once per tile, the products `K` times).
+
+#![cfg(target_arch = "x86_64")]
+
+use super::nhwc_conv::{MR, Tile, avx2};
+use std::arch::x86_64::*;
+
+#[inline(always)]
+unsafe fn join([lo, hi]: [__m256; 2]) -> __m512 {
+    unsafe {
+        let lo = _mm512_castpd256_pd512(_mm256_castps_pd(lo));
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, _mm256_castps_pd(hi)))
+    }
+}
+
+#[inline(always)]
+unsafe fn halves(v: __m512) -> [__m256; 2] {
+    unsafe {
+        let hi = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v));
+        [_mm512_castps512_ps256(v), _mm256_castpd_ps(hi)]
+    }
+}
+
+/// Two tiles that share their pixels (`a`, `m`, `pieces`, `first`, `last`) and differ in the
+/// panel (`b`, `y`, `res`, `valid`, `bias`): `t0`'s panel is whole, `t1`'s is the next one
+/// of the same group.
+///
+/// # Safety
+/// AVX-512F must be available; every pointer of both tiles reaches what its fields describe.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn pair_kernel(t0: &Tile, t1: &Tile) {
+    unsafe { two_tiles::<true>(t0, t1) }
+}
+
+/// Two tiles of one panel (`b`, `valid`, `bias`, `pieces`, `first`, `last` shared) over
+/// consecutive pixel tiles (`a`, `m`, `y`, `res` differ): the kernel of a group with a single
+/// panel (grouped convolutions of 16 channels per group, narrow layers), 12 accumulators over
+/// one weight vector and 12 broadcasts per step.
+///
+/// # Safety
+/// As [`pair_kernel`].
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn pixel_pair_kernel(t0: &Tile, t1: &Tile) {
+    unsafe { two_tiles::<false>(t0, t1) }
+}
+
+/// The products of two tiles: with `SAME_PIXELS` the second tile's weights are loaded and the
+/// broadcasts shared, else the weight vector is shared and each tile broadcasts its own
+/// pixels. No closures here: they would not inherit the target features and stay calls.
+#[inline(always)]
+unsafe fn two_tiles<const SAME_PIXELS: bool>(t0: &Tile, t1: &Tile) {
+    unsafe {
+        let zero = [[_mm256_setzero_ps(); 2]; MR];
+        let (i0, i1) = if t0.first {
+            (zero, zero)
+        } else {
+            (avx2::load_partial(t0), avx2::load_partial(t1))
+        };
+        let (mut c0, mut c1, mut c2) = (join(i0[0]), join(i0[1]), join(i0[2]));
+        let (mut c3, mut c4, mut c5) = (join(i0[3]), join(i0[4]), join(i0[5]));
+        let (mut d0, mut d1, mut d2) = (join(i1[0]), join(i1[1]), join(i1[2]));
+        let (mut d3, mut d4, mut d5) = (join(i1[3]), join(i1[4]), join(i1[5]));
+        let (mut b0, mut b1) = (t0.b, t1.b);
+        for &(off, len) in t0.pieces {
+            let a = [
+                t0.a[0].add(off),
+                t0.a[1].add(off),
+                t0.a[2].add(off),
+                t0.a[3].add(off),
+                t0.a[4].add(off),
+                t0.a[5].add(off),
+            ];
+            let e = [
+                t1.a[0].add(off),
+                t1.a[1].add(off),
+                t1.a[2].add(off),
+                t1.a[3].add(off),
+                t1.a[4].add(off),
+                t1.a[5].add(off),
+            ];
+            macro_rules! step {
+                ($k:expr, $o:expr) => {
+                    let w0 = _mm512_loadu_ps(b0.add($o));
+                    let w1 = if SAME_PIXELS {
+                        _mm512_loadu_ps(b1.add($o))
+                    } else {
+                        w0
+                    };
+                    macro_rules! pixel {
+                        ($i:expr, $c:ident, $d:ident) => {
+                            let x = _mm512_set1_ps(*a[$i].add($k));
+                            $c = _mm512_fmadd_ps(x, w0, $c);
+                            let x = if SAME_PIXELS {
+                                x
+                            } else {
+                                _mm512_set1_ps(*e[$i].add($k))
+                            };
+                            $d = _mm512_fmadd_ps(x, w1, $d);
+                        };
+                    }
+                    pixel!(0, c0, d0);
+                    pixel!(1, c1, d1);
+                    pixel!(2, c2, d2);
+                    pixel!(3, c3, d3);
+                    pixel!(4, c4, d4);
+                    pixel!(5, c5, d5);
+                };
+            }
+            let mut kk = 0;
+            while kk + 4 <= len {
+                step!(kk, 0);
+                step!(kk + 1, 16);
+                step!(kk + 2, 32);
+                step!(kk + 3, 48);
+                b0 = b0.add(64);
+                b1 = b1.add(64);
+                kk += 4;
+            }
+            while kk < len {
+                step!(kk, 0);
+                b0 = b0.add(16);
+                b1 = b1.add(16);
+                kk += 1;
+            }
+        }
+        let acc0 = [
+            halves(c0),
+            halves(c1),
+            halves(c2),
+            halves(c3),
+            halves(c4),
+            halves(c5),
+        ];
+        let acc1 = [
+            halves(d0),
+            halves(d1),
+            halves(d2),
+            halves(d3),
+            halves(d4),
+            halves(d5),
+        ];
+        if t0.last {
+            avx2::store(t0, &acc0);
+            avx2::store(t1, &acc1);
+        } else {
+            avx2::store_partial(t0, &acc0);
+            avx2::store_partial(t1, &acc1);
+        }
+    }
+}
