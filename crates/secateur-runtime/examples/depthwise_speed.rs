@@ -1,5 +1,5 @@
 //! Times the NHWC depthwise convolution on one layer and prints GFLOP/s:
-//! `depthwise_speed C HW K STRIDE` (`SILU=1` fuses a SiLU).
+//! `depthwise_speed C HW K STRIDE` (`SILU=1` fuses a SiLU, `ISA=avx2` skips AVX-512).
 use secateur_graph::Conv;
 use secateur_runtime::harness::{Budget, measure, probe};
 use secateur_runtime::kernels::epilogue::Tail;
@@ -37,7 +37,10 @@ fn main() {
         .map(|i| ((i * 3) % 17) as f32 * 0.01)
         .collect();
     let mut y = vec![0.0; c * ho * ho];
-    let isa = secateur_runtime::kernels::Isa::detect();
+    let isa = match std::env::var("ISA").as_deref() {
+        Ok("avx2") => secateur_runtime::kernels::Isa::Avx2,
+        _ => secateur_runtime::kernels::Isa::detect(),
+    };
     let mut run = || dw.run(isa, &x, hw, hw, ho, ho, &mut y, None, 1);
     let one = probe(&mut run);
     let ms = measure(&mut run, Budget::for_duration(one, 500.0)).median_ms;
@@ -52,7 +55,10 @@ fn main() {
 #[allow(dead_code)]
 fn silu_only(n: usize) {
     let mut y: Vec<f32> = (0..n).map(|i| ((i * 3) % 17) as f32 * 0.1 - 0.8).collect();
-    let isa = secateur_runtime::kernels::Isa::detect();
+    let isa = match std::env::var("ISA").as_deref() {
+        Ok("avx2") => secateur_runtime::kernels::Isa::Avx2,
+        _ => secateur_runtime::kernels::Isa::detect(),
+    };
     let mut run = || {
         secateur_runtime::kernels::elementwise::pointwise_in_place(
             isa,

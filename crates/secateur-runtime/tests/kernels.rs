@@ -121,6 +121,29 @@ proptest! {
     }
 
     #[test]
+    fn fully_connected_products_match_reference(m in 1usize..300, k in 1usize..90, n in 1usize..4, a in 0u8..3, threads in 1usize..3, seed in 0u64..1000) {
+        // y[n×m] = x[n×k] · wt[k×m]: at n = 1 the vector-matrix kernel (AVX-512), whose
+        // column blocks of 128 end in masked lanes for every m
+        let w = sparse_matrix(m, k, 1.0, seed);
+        let wt: Vec<f32> = (0..k * m).map(|i| w[(i % m) * k + i / m]).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 5);
+        let x: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let xt: Vec<f32> = (0..k * n).map(|i| x[(i % n) * k + i / n]).collect();
+        let bias: Vec<f32> = (0..m).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let ep = Epilogue { bias: Some(&bias), act: act_of(a) };
+        let want = reference_matmul(&w, m, k, &xt, n, &ep);
+        let mut y = vec![f32::NAN; n * m];
+        dense::matmul_pretransposed(&wt, &x, &mut y, m, k, n, &ep, threads);
+        for i in 0..n {
+            for j in 0..m {
+                let (got, want) = (y[i * m + j], want[j * n + i]);
+                let tol = 1e-4 * (1.0 + want.abs()) * (k as f32).sqrt();
+                prop_assert!((got - want).abs() <= tol, "{m}x{k}x{n}: y[{i}][{j}] = {got}, reference {want}");
+            }
+        }
+    }
+
+    #[test]
     fn nm_matches_reference(rows in 1usize..40, groups in 1usize..12, n in 1usize..100, pat in 0usize..3, a in 0u8..3, seed in 0u64..1000) {
         let (keep, m) = [(2, 4), (1, 4), (4, 8)][pat];
         let cols = groups * m;

@@ -173,12 +173,123 @@ pub fn matmul_pretransposed(
     ep: &Epilogue,
     threads: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if n == 1 && super::Isa::detect() == super::Isa::Avx512 {
+        vector_times_matrix(wt, x, y, k, m, threads);
+    } else {
+        matmul(x, wt, y, n, k, m, &Epilogue::NONE, threads);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     matmul(x, wt, y, n, k, m, &Epilogue::NONE, threads);
     if ep.bias.is_some() || ep.act != super::Activation::None {
         for row in y[..m * n].chunks_mut(m) {
             for (j, v) in row.iter_mut().enumerate() {
                 *v = ep.act.apply(*v + ep.bias(j));
             }
+        }
+    }
+}
+
+/// Columns of `y` per register block of [`vector_times_matrix`] (eight 16-lane accumulators).
+#[cfg(target_arch = "x86_64")]
+const VM_BLOCK: usize = 128;
+
+/// `y[M] = x[K] · wt[K×M]` for one row (a fully connected layer at batch 1): the weights are
+/// streamed once, row by row, into 128 column accumulators held in registers, instead of
+/// going through the GEMM's packing, which copies all of them on every call. Column blocks
+/// are split over the current rayon pool when `threads > 1`.
+#[cfg(target_arch = "x86_64")]
+fn vector_times_matrix(wt: &[f32], x: &[f32], y: &mut [f32], k: usize, m: usize, threads: usize) {
+    use rayon::prelude::*;
+    assert!(
+        wt.len() >= k * m && x.len() >= k && y.len() >= m,
+        "vector-matrix product: buffer sizes do not match {k}x{m}"
+    );
+    let block = |(b, out): (usize, &mut [f32])| {
+        // SAFETY: AVX-512F was detected by the caller; `out` holds the block's columns, and
+        // every row of `wt` holds `m >= b·VM_BLOCK + out.len()` values (checked above).
+        unsafe { vm_block_avx512(wt, x, out, k, m, b * VM_BLOCK) }
+    };
+    let blocks = y[..m].chunks_mut(VM_BLOCK).enumerate();
+    if threads > 1 && m > VM_BLOCK {
+        blocks.collect::<Vec<_>>().into_par_iter().for_each(block);
+    } else {
+        blocks.for_each(block);
+    }
+}
+
+/// Columns `j0 .. j0 + out.len()` (at most [`VM_BLOCK`]) of `x · wt`; lanes past the end are
+/// masked off.
+///
+/// # Safety
+/// AVX-512F; `wt` holds `k` rows of `m` values, `x` holds `k` values, `j0 + out.len() <= m`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn vm_block_avx512(wt: &[f32], x: &[f32], out: &mut [f32], k: usize, m: usize, j0: usize) {
+    use std::arch::x86_64::*;
+    let width = out.len();
+    let mask = |v: usize| -> __mmask16 {
+        let lanes = width.saturating_sub(16 * v).min(16);
+        ((1u32 << lanes) - 1) as __mmask16
+    };
+    let masks = [
+        mask(0),
+        mask(1),
+        mask(2),
+        mask(3),
+        mask(4),
+        mask(5),
+        mask(6),
+        mask(7),
+    ];
+    // SAFETY: masked lanes are neither read nor written (their addresses, which may lie past
+    // the buffers, are formed with wrapping arithmetic); the others lie inside row `kk` of
+    // `wt` at columns below `j0 + width <= m`, and inside `out`.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); 8];
+        let base = wt.as_ptr().add(j0);
+        for (kk, &xv) in x[..k].iter().enumerate() {
+            let xv = _mm512_set1_ps(xv);
+            let row = base.add(kk * m);
+            acc[0] = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(masks[0], row), acc[0]);
+            acc[1] = _mm512_fmadd_ps(
+                xv,
+                _mm512_maskz_loadu_ps(masks[1], row.wrapping_add(16)),
+                acc[1],
+            );
+            acc[2] = _mm512_fmadd_ps(
+                xv,
+                _mm512_maskz_loadu_ps(masks[2], row.wrapping_add(32)),
+                acc[2],
+            );
+            acc[3] = _mm512_fmadd_ps(
+                xv,
+                _mm512_maskz_loadu_ps(masks[3], row.wrapping_add(48)),
+                acc[3],
+            );
+            acc[4] = _mm512_fmadd_ps(
+                xv,
+                _mm512_maskz_loadu_ps(masks[4], row.wrapping_add(64)),
+                acc[4],
+            );
+            acc[5] = _mm512_fmadd_ps(
+                xv,
+                _mm512_maskz_loadu_ps(masks[5], row.wrapping_add(80)),
+                acc[5],
+            );
+            acc[6] = _mm512_fmadd_ps(
+                xv,
+                _mm512_maskz_loadu_ps(masks[6], row.wrapping_add(96)),
+                acc[6],
+            );
+            acc[7] = _mm512_fmadd_ps(
+                xv,
+                _mm512_maskz_loadu_ps(masks[7], row.wrapping_add(112)),
+                acc[7],
+            );
+        }
+        for (v, a) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(16 * v), masks[v], *a);
         }
     }
 }

@@ -130,7 +130,11 @@ fn depthwise_row(
         // SAFETY: AVX2 and FMA are present (any detected vector Isa implies them); the rows
         // iy0 .. iy0 + kh and the columns of pixels lo .. hi lie inside the input.
         unsafe {
-            depthwise_interior_avx2(d, x, w, iy0 as usize, lo..hi, y, residual);
+            if isa == Isa::Avx512 {
+                depthwise_interior_avx512(d, x, w, iy0 as usize, lo..hi, y, residual);
+            } else {
+                depthwise_interior_avx2(d, x, w, iy0 as usize, lo..hi, y, residual);
+            }
         }
     }
     let mut acc = vec![0.0f32; c];
@@ -260,6 +264,65 @@ unsafe fn store_clamped<const V: usize>(
     }
 }
 
+/// [`pixel_taps`] over 16-channel vectors.
+///
+/// # Safety
+/// AVX-512F; the taps of the `16·V` channels lie inside `x` and `w`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pixel_taps512<const V: usize>(
+    x: *const f32,
+    w: *const f32,
+    bias: *const f32,
+    c: usize,
+    row: usize,
+    [kh, kw]: [usize; 2],
+) -> [std::arch::x86_64::__m512; V] {
+    use std::arch::x86_64::*;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); V];
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_loadu_ps(bias.add(16 * j));
+        }
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let (xt, wt) = (x.add(ky * row + kx * c), w.add((ky * kw + kx) * c));
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let v = _mm512_loadu_ps(xt.add(16 * j));
+                    *a = _mm512_fmadd_ps(v, _mm512_loadu_ps(wt.add(16 * j)), *a);
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// `acc` clamped to the bounds of the 8-lane `lo` and `hi` into `16·V` values at `y`.
+///
+/// # Safety
+/// AVX-512F; `16·V` values at `y`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_clamped512<const V: usize>(
+    y: *mut f32,
+    acc: &[std::arch::x86_64::__m512; V],
+    lo: std::arch::x86_64::__m256,
+    hi: std::arch::x86_64::__m256,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (lo, hi) = (
+            _mm512_broadcastss_ps(_mm256_castps256_ps128(lo)),
+            _mm512_broadcastss_ps(_mm256_castps256_ps128(hi)),
+        );
+        for (j, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(y.add(16 * j), _mm512_min_ps(_mm512_max_ps(*a, lo), hi));
+        }
+    }
+}
+
 /// The pixels `cols` of one output row of a depthwise convolution whose taps are all inside
 /// the input, pixel by pixel: all channels of a pixel before the next, so each input cache line
 /// is read whole while it is in the L1 cache (sweeping a row per channel block missed the L1
@@ -268,8 +331,43 @@ unsafe fn store_clamped<const V: usize>(
 /// last whole vector go through plain loops.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn depthwise_interior_avx2(
+    d: &NhwcDepthwise,
+    x: &[f32],
+    w: usize,
+    iy0: usize,
+    cols: std::ops::Range<usize>,
+    y: &mut [f32],
+    res: Option<&[f32]>,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { depthwise_interior::<false>(d, x, w, iy0, cols, y, res) }
+}
+
+/// [`depthwise_interior_avx2`] with 16-channel vectors first (AVX-512), then the 8-channel
+/// ones for what is left.
+///
+/// # Safety
+/// AVX-512F, AVX2 and FMA; as [`depthwise_interior_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn depthwise_interior_avx512(
+    d: &NhwcDepthwise,
+    x: &[f32],
+    w: usize,
+    iy0: usize,
+    cols: std::ops::Range<usize>,
+    y: &mut [f32],
+    res: Option<&[f32]>,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { depthwise_interior::<true>(d, x, w, iy0, cols, y, res) }
+}
+
+/// The body of the interior kernels; `WIDE` adds the 16-channel vectors.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn depthwise_interior<const WIDE: bool>(
     d: &NhwcDepthwise,
     x: &[f32],
     w: usize,
@@ -289,16 +387,17 @@ unsafe fn depthwise_interior_avx2(
     // SAFETY: forwarded from the caller (AVX2 and FMA present, taps inside `x`).
     unsafe {
         if d.conv.kernel == [3, 3] {
-            interior_body(d, x, w, iy0, cols.clone(), y, clamp, [3, 3]);
+            interior_body::<WIDE>(d, x, w, iy0, cols.clone(), y, clamp, [3, 3]);
         } else {
-            interior_body(d, x, w, iy0, cols.clone(), y, clamp, d.conv.kernel);
+            interior_body::<WIDE>(d, x, w, iy0, cols.clone(), y, clamp, d.conv.kernel);
         }
     }
     if clamp.is_none() {
         // (the channels past the last whole vector are overwritten below, with their tail)
         let span = cols.start * c..cols.end * c;
+        let isa = if WIDE { Isa::Avx512 } else { Isa::Avx2 };
         d.tail
-            .apply(Isa::Avx2, &mut y[span.clone()], res.map(|r| &r[span]));
+            .apply(isa, &mut y[span.clone()], res.map(|r| &r[span]));
     }
     let [kh, kw] = d.conv.kernel;
     let (sx, pl) = (d.conv.strides[1], d.conv.pads[1]);
@@ -328,7 +427,7 @@ unsafe fn depthwise_interior_avx2(
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn interior_body(
+unsafe fn interior_body<const WIDE: bool>(
     d: &NhwcDepthwise,
     x: &[f32],
     w: usize,
@@ -354,6 +453,27 @@ unsafe fn interior_body(
             let p0 = xp.add(iy0 * row + (ox * sx - pl) * c);
             let at = ox * c;
             let mut ch = 0;
+            if WIDE {
+                let c16 = c - c % 16;
+                while ch + 16 * VECTORS <= c16 {
+                    let acc = pixel_taps512::<VECTORS>(
+                        p0.add(ch),
+                        wp.add(ch),
+                        bp.add(ch),
+                        c,
+                        row,
+                        kernel,
+                    );
+                    store_clamped512(yp.add(at + ch), &acc, lo, hi);
+                    ch += 16 * VECTORS;
+                }
+                while ch < c16 {
+                    let acc =
+                        pixel_taps512::<1>(p0.add(ch), wp.add(ch), bp.add(ch), c, row, kernel);
+                    store_clamped512(yp.add(at + ch), &acc, lo, hi);
+                    ch += 16;
+                }
+            }
             while ch + 8 * VECTORS <= c8 {
                 let acc = pixel_taps::<VECTORS>(p0.add(ch), wp.add(ch), bp.add(ch), c, row, kernel);
                 store_clamped(yp.add(at + ch), &acc, lo, hi);

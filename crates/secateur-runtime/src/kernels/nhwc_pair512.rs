@@ -3,13 +3,16 @@
 //! 12 zmm accumulators either way. Each reduction step loads one weight
 //! vector per panel and broadcasts one input value per pixel into 12 multiply-adds, twice the
 //! work per instruction of the AVX2 `6 × 16` tile on cores with two 512-bit FMA units. The
-//! panels keep their `[K][16]` packing, so the same packed weights serve both tiles; bias,
-//! tail, residual and partial sums go through the AVX2 tile's epilogue on the two halves of
-//! each accumulator (the epilogue runs once per tile, the products `K` times).
+//! panels keep their `[K][16]` packing, so the same packed weights serve both tiles. Bias and a
+//! lone element-wise function run on the 16-lane accumulators; residuals, partial panels and
+//! partial sums go through the AVX2 tile's epilogue on the two halves of each accumulator (the
+//! epilogue runs once per tile, the products `K` times).
 
 #![cfg(target_arch = "x86_64")]
 
 use super::nhwc_conv::{MR, Tile, avx2};
+use super::vmath;
+use secateur_graph::Pointwise;
 use std::arch::x86_64::*;
 
 #[inline(always)]
@@ -130,6 +133,21 @@ unsafe fn two_tiles<const SAME_PIXELS: bool>(t0: &Tile, t1: &Tile) {
                 kk += 1;
             }
         }
+        if t0.last && store_whole(t0, [c0, c1, c2, c3, c4, c5]) {
+            if store_whole(t1, [d0, d1, d2, d3, d4, d5]) {
+                return;
+            }
+            // (t1 alone goes through the AVX2 epilogue below; t0 is not stored twice)
+            let acc1 = [
+                halves(d0),
+                halves(d1),
+                halves(d2),
+                halves(d3),
+                halves(d4),
+                halves(d5),
+            ];
+            return avx2::store(t1, &acc1);
+        }
         let acc0 = [
             halves(c0),
             halves(c1),
@@ -154,4 +172,43 @@ unsafe fn two_tiles<const SAME_PIXELS: bool>(t0: &Tile, t1: &Tile) {
             avx2::store_partial(t1, &acc1);
         }
     }
+}
+
+/// The last chunk's store of a tile whose panel is whole and whose tail is at most one
+/// element-wise function (no residual): bias and function on the 16-lane accumulators, then
+/// one store per pixel. Returns false, storing nothing, for the other tiles.
+#[inline(always)]
+unsafe fn store_whole(t: &Tile, mut acc: [__m512; MR]) -> bool {
+    if t.valid != 16 || t.res.is_some() || t.tail.post.is_some() {
+        return false;
+    }
+    unsafe {
+        let bias = _mm512_loadu_ps(t.bias);
+        for v in acc.iter_mut() {
+            *v = _mm512_add_ps(*v, bias);
+        }
+        // plain loops: a closure would not inherit the target features
+        match t.tail.act {
+            None => {}
+            Some(Pointwise::Sigmoid) => {
+                for v in acc.iter_mut() {
+                    *v = vmath::sigmoid(*v);
+                }
+            }
+            Some(Pointwise::Silu) => {
+                for v in acc.iter_mut() {
+                    *v = _mm512_mul_ps(*v, vmath::sigmoid(*v));
+                }
+            }
+            Some(f) => {
+                for v in acc.iter_mut() {
+                    *v = vmath::apply(f, *v);
+                }
+            }
+        }
+        for (p, v) in acc.iter().enumerate().take(t.m) {
+            _mm512_storeu_ps(t.y.add(p * t.y_pix), *v);
+        }
+    }
+    true
 }
