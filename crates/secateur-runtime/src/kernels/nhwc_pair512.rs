@@ -3,10 +3,10 @@
 //! 12 zmm accumulators either way. Each reduction step loads one weight
 //! vector per panel and broadcasts one input value per pixel into 12 multiply-adds, twice the
 //! work per instruction of the AVX2 `6 × 16` tile on cores with two 512-bit FMA units. The
-//! panels keep their `[K][16]` packing, so the same packed weights serve both tiles. Bias and a
-//! lone element-wise function run on the 16-lane accumulators; residuals, partial panels and
-//! partial sums go through the AVX2 tile's epilogue on the two halves of each accumulator (the
-//! epilogue runs once per tile, the products `K` times).
+//! panels keep their `[K][16]` packing, so the same packed weights serve both tiles. The fused
+//! tail (bias, function, residual, function) runs on the 16-lane accumulators of whole panels;
+//! partial panels and partial sums go through the AVX2 tile's epilogue on the two halves of
+//! each accumulator (the epilogue runs once per tile, the products `K` times).
 
 #![cfg(target_arch = "x86_64")]
 
@@ -174,12 +174,12 @@ unsafe fn two_tiles<const SAME_PIXELS: bool>(t0: &Tile, t1: &Tile) {
     }
 }
 
-/// The last chunk's store of a tile whose panel is whole and whose tail is at most one
-/// element-wise function (no residual): bias and function on the 16-lane accumulators, then
-/// one store per pixel. Returns false, storing nothing, for the other tiles.
+/// The last chunk's store of a tile whose panel is whole: bias, function, residual addition
+/// and the function after it on the 16-lane accumulators, then one store per pixel. Returns
+/// false, storing nothing, for a partial panel.
 #[inline(always)]
 unsafe fn store_whole(t: &Tile, mut acc: [__m512; MR]) -> bool {
-    if t.valid != 16 || t.res.is_some() || t.tail.post.is_some() {
+    if t.valid != 16 {
         return false;
     }
     unsafe {
@@ -187,28 +187,56 @@ unsafe fn store_whole(t: &Tile, mut acc: [__m512; MR]) -> bool {
         for v in acc.iter_mut() {
             *v = _mm512_add_ps(*v, bias);
         }
-        // plain loops: a closure would not inherit the target features
-        match t.tail.act {
-            None => {}
-            Some(Pointwise::Sigmoid) => {
-                for v in acc.iter_mut() {
-                    *v = vmath::sigmoid(*v);
-                }
+        if let Some(f) = t.tail.act {
+            apply_all(f, &mut acc);
+        }
+        if let Some(r) = t.res {
+            for (p, v) in acc.iter_mut().enumerate().take(t.m) {
+                *v = _mm512_add_ps(*v, _mm512_loadu_ps(r.add(p * t.y_pix)));
             }
-            Some(Pointwise::Silu) => {
-                for v in acc.iter_mut() {
-                    *v = _mm512_mul_ps(*v, vmath::sigmoid(*v));
-                }
-            }
-            Some(f) => {
-                for v in acc.iter_mut() {
-                    *v = vmath::apply(f, *v);
-                }
-            }
+        }
+        if let Some(f) = t.tail.post {
+            apply_all(f, &mut acc);
         }
         for (p, v) in acc.iter().enumerate().take(t.m) {
             _mm512_storeu_ps(t.y.add(p * t.y_pix), *v);
         }
     }
     true
+}
+
+/// `f` on every accumulator, the function chosen once (plain loops: a closure would not
+/// inherit the target features).
+#[inline(always)]
+unsafe fn apply_all(f: Pointwise, acc: &mut [__m512; MR]) {
+    unsafe {
+        match f {
+            Pointwise::Relu => {
+                for v in acc.iter_mut() {
+                    *v = _mm512_max_ps(*v, _mm512_setzero_ps());
+                }
+            }
+            Pointwise::Clip { min, max } => {
+                let (lo, hi) = (_mm512_set1_ps(min), _mm512_set1_ps(max));
+                for v in acc.iter_mut() {
+                    *v = _mm512_min_ps(_mm512_max_ps(*v, lo), hi);
+                }
+            }
+            Pointwise::Sigmoid => {
+                for v in acc.iter_mut() {
+                    *v = vmath::sigmoid(*v);
+                }
+            }
+            Pointwise::Silu => {
+                for v in acc.iter_mut() {
+                    *v = _mm512_mul_ps(*v, vmath::sigmoid(*v));
+                }
+            }
+            other => {
+                for v in acc.iter_mut() {
+                    *v = vmath::apply(other, *v);
+                }
+            }
+        }
+    }
 }

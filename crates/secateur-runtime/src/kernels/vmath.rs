@@ -1,7 +1,8 @@
 //! Element-wise functions on AVX-512 vectors of 16 floats, for kernel epilogues and the
 //! vectorised element-wise steps: `exp` (Cephes' range reduction and degree-6 polynomial,
 //! about 1 ulp, scaled by `vscalefps`), and from it sigmoid, SiLU, tanh, and GELU (erf by
-//! Abramowitz–Stegun 7.1.26, absolute error below 1.5e-7); clamps, hard sigmoid / swish and
+//! Abramowitz–Stegun 7.1.26, absolute error below 1.5e-7), their reciprocals by the hardware
+//! estimate and one Newton step instead of a division; clamps, hard sigmoid / swish and
 //! leaky ReLU are exact. [`apply`] evaluates any [`Pointwise`] on a vector, falling back to
 //! the scalar definition lane by lane for the rare functions without a vector form.
 
@@ -83,10 +84,8 @@ pub unsafe fn tanh(x: __m512) -> __m512 {
     unsafe {
         let one = _mm512_set1_ps(1.0);
         let e = exp(_mm512_add_ps(x, x));
-        _mm512_sub_ps(
-            one,
-            _mm512_div_ps(_mm512_set1_ps(2.0), _mm512_add_ps(e, one)),
-        )
+        // (1 / (e + 1) is flushed to 0 where e + 1 ≥ 2^126, giving 1)
+        _mm512_fnmadd_ps(_mm512_set1_ps(2.0), recip(_mm512_add_ps(e, one)), one)
     }
 }
 
@@ -105,7 +104,7 @@ pub unsafe fn erf(x: __m512) -> __m512 {
             _mm512_castps_si512(x),
         ));
         let one = _mm512_set1_ps(1.0);
-        let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), a, one));
+        let t = recip(_mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), a, one));
         let mut p = _mm512_set1_ps(1.061_405_4);
         p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453_152_1));
         p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421_413_8));

@@ -289,12 +289,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let tmp = tempfile::tempdir()?;
     let mut results = Vec::new();
-    for spec in &args.models {
+    for (i, spec) in args.models.iter().enumerate() {
         let g = load_model(spec, &ZooConfig::default())?;
         let onnx = if Path::new(spec).is_file() {
             PathBuf::from(spec)
         } else {
-            let p = tmp.path().join(format!("{spec}.onnx"));
+            // a built-in name or a checkpoint directory (a path: never joined onto the
+            // temporary directory, which an absolute one would replace)
+            let p = tmp.path().join(format!("model{i}.onnx"));
             secateur_onnx::save_model(&g, &p)?;
             p
         };
