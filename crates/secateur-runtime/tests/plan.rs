@@ -387,7 +387,7 @@ fn pruned_convolutions_keep_sparse_kernels_inside_mixed_layout_plans() {
 fn constant_padding_and_winograd_layers_match_the_reference_in_both_layouts() {
     use secateur_graph::{GraphBuilder, Pad, PadMode};
     let (mut b, x) = GraphBuilder::new("padded", &[3, 20, 19], 5);
-    let a = b.conv("a", &x, 32, 3, 1, 1, 1, true).unwrap();
+    let a = b.conv("a", &x, 48, 3, 1, 1, 1, true).unwrap();
     // channels, top and right padded with 0.25 (an option-A shortcut pads channels with zeros)
     let pad = Op::Pad(Pad {
         before: vec![0, 2, 1, 0],
@@ -395,8 +395,8 @@ fn constant_padding_and_winograd_layers_match_the_reference_in_both_layouts() {
         mode: PadMode::Constant(0.25),
     });
     let p = b.node("pad", pad, &[&a], vec![]).unwrap();
-    // 40 -> 32 channels, 3×3 on a 21×21 output (36 tiles, enough for Winograd with AVX-512
-    // too): the Winograd kernel on channels-last
+    // 56 -> 32 channels, 3×3 on a 21×21 output (36 tiles and 56 channels, enough for
+    // Winograd with AVX-512 too): the Winograd kernel on channels-last
     let c = b.conv("c", &p, 32, 3, 1, 1, 1, true).unwrap();
     let d = b.conv("d", &c, 24, 1, 1, 0, 1, true).unwrap();
     let g = b.finish(&d).unwrap();

@@ -69,13 +69,18 @@ impl NhwcWinograd {
     /// products to dominate the transforms, and enough tiles for the 4× larger transformed
     /// weights to be reused (measured with `examples/nhwc_speed` and whole models, see
     /// BENCHMARKS.md). The AVX-512 implicit GEMM is twice as fast as the AVX2 one, so there
-    /// Winograd pays only from 28×28 outputs on: at 14×14 and 7×7 it still wins alone (its 9×
-    /// larger transformed weights cached) but loses inside resnet18, where those weights come
-    /// from memory on every inference.
+    /// Winograd pays only from 28×28 outputs and 48 input channels on: at 14×14 and 7×7 it
+    /// still wins alone (its 9× larger transformed weights cached) but loses inside resnet18,
+    /// where those weights come from memory on every inference; with 32 channels its
+    /// transforms cost more than the GEMM saves (32→32 at 56×56: 0.50–0.76 vs 0.46–0.61 ms).
     pub fn pays(isa: Isa, conv: &Conv, c_in: usize, c_out: usize, ho: usize, wo: usize) -> bool {
         let tiles = ho.div_ceil(M) * wo.div_ceil(M);
-        let min_tiles = if isa == Isa::Avx512 { 17 } else { 9 };
-        Self::applies(conv) && c_in >= 24 && c_out >= 16 && tiles >= min_tiles
+        let (min_tiles, min_c_in) = if isa == Isa::Avx512 {
+            (17, 48)
+        } else {
+            (9, 24)
+        };
+        Self::applies(conv) && c_in >= min_c_in && c_out >= 16 && tiles >= min_tiles
     }
 
     /// From the row-major `[c_out × c_in·3·3]` weights (ONNX order), one bias per output
