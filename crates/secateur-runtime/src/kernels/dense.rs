@@ -232,16 +232,7 @@ unsafe fn vm_block_avx512(wt: &[f32], x: &[f32], out: &mut [f32], k: usize, m: u
         let lanes = width.saturating_sub(16 * v).min(16);
         ((1u32 << lanes) - 1) as __mmask16
     };
-    let masks = [
-        mask(0),
-        mask(1),
-        mask(2),
-        mask(3),
-        mask(4),
-        mask(5),
-        mask(6),
-        mask(7),
-    ];
+    let masks: [__mmask16; 8] = std::array::from_fn(mask);
     // SAFETY: masked lanes are neither read nor written (their addresses, which may lie past
     // the buffers, are formed with wrapping arithmetic); the others lie inside row `kk` of
     // `wt` at columns below `j0 + width <= m`, and inside `out`.
@@ -251,42 +242,10 @@ unsafe fn vm_block_avx512(wt: &[f32], x: &[f32], out: &mut [f32], k: usize, m: u
         for (kk, &xv) in x[..k].iter().enumerate() {
             let xv = _mm512_set1_ps(xv);
             let row = base.add(kk * m);
-            acc[0] = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(masks[0], row), acc[0]);
-            acc[1] = _mm512_fmadd_ps(
-                xv,
-                _mm512_maskz_loadu_ps(masks[1], row.wrapping_add(16)),
-                acc[1],
-            );
-            acc[2] = _mm512_fmadd_ps(
-                xv,
-                _mm512_maskz_loadu_ps(masks[2], row.wrapping_add(32)),
-                acc[2],
-            );
-            acc[3] = _mm512_fmadd_ps(
-                xv,
-                _mm512_maskz_loadu_ps(masks[3], row.wrapping_add(48)),
-                acc[3],
-            );
-            acc[4] = _mm512_fmadd_ps(
-                xv,
-                _mm512_maskz_loadu_ps(masks[4], row.wrapping_add(64)),
-                acc[4],
-            );
-            acc[5] = _mm512_fmadd_ps(
-                xv,
-                _mm512_maskz_loadu_ps(masks[5], row.wrapping_add(80)),
-                acc[5],
-            );
-            acc[6] = _mm512_fmadd_ps(
-                xv,
-                _mm512_maskz_loadu_ps(masks[6], row.wrapping_add(96)),
-                acc[6],
-            );
-            acc[7] = _mm512_fmadd_ps(
-                xv,
-                _mm512_maskz_loadu_ps(masks[7], row.wrapping_add(112)),
-                acc[7],
-            );
+            for (v, a) in acc.iter_mut().enumerate() {
+                let w = _mm512_maskz_loadu_ps(masks[v], row.wrapping_add(16 * v));
+                *a = _mm512_fmadd_ps(xv, w, *a);
+            }
         }
         for (v, a) in acc.iter().enumerate() {
             _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(16 * v), masks[v], *a);

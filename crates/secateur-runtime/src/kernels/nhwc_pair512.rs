@@ -12,7 +12,6 @@
 
 use super::nhwc_conv::{MR, Tile, avx2};
 use super::vmath;
-use secateur_graph::Pointwise;
 use std::arch::x86_64::*;
 
 #[inline(always)]
@@ -72,22 +71,7 @@ unsafe fn two_tiles<const SAME_PIXELS: bool>(t0: &Tile, t1: &Tile) {
         let (mut d3, mut d4, mut d5) = (join(i1[3]), join(i1[4]), join(i1[5]));
         let (mut b0, mut b1) = (t0.b, t1.b);
         for &(off, len) in t0.pieces {
-            let a = [
-                t0.a[0].add(off),
-                t0.a[1].add(off),
-                t0.a[2].add(off),
-                t0.a[3].add(off),
-                t0.a[4].add(off),
-                t0.a[5].add(off),
-            ];
-            let e = [
-                t1.a[0].add(off),
-                t1.a[1].add(off),
-                t1.a[2].add(off),
-                t1.a[3].add(off),
-                t1.a[4].add(off),
-                t1.a[5].add(off),
-            ];
+            let (a, e) = (offset(&t0.a, off), offset(&t1.a, off));
             macro_rules! step {
                 ($k:expr, $o:expr) => {
                     let w0 = _mm512_loadu_ps(b0.add($o));
@@ -188,7 +172,7 @@ unsafe fn store_whole(t: &Tile, mut acc: [__m512; MR]) -> bool {
             *v = _mm512_add_ps(*v, bias);
         }
         if let Some(f) = t.tail.act {
-            apply_all(f, &mut acc);
+            vmath::apply_all(f, &mut acc);
         }
         if let Some(r) = t.res {
             for (p, v) in acc.iter_mut().enumerate().take(t.m) {
@@ -196,7 +180,7 @@ unsafe fn store_whole(t: &Tile, mut acc: [__m512; MR]) -> bool {
             }
         }
         if let Some(f) = t.tail.post {
-            apply_all(f, &mut acc);
+            vmath::apply_all(f, &mut acc);
         }
         for (p, v) in acc.iter().enumerate().take(t.m) {
             _mm512_storeu_ps(t.y.add(p * t.y_pix), *v);
@@ -205,38 +189,14 @@ unsafe fn store_whole(t: &Tile, mut acc: [__m512; MR]) -> bool {
     true
 }
 
-/// `f` on every accumulator, the function chosen once (plain loops: a closure would not
+/// Every pixel's input pointer `off` values further (a loop, not `map`: its closure would not
 /// inherit the target features).
 #[inline(always)]
-unsafe fn apply_all(f: Pointwise, acc: &mut [__m512; MR]) {
-    unsafe {
-        match f {
-            Pointwise::Relu => {
-                for v in acc.iter_mut() {
-                    *v = _mm512_max_ps(*v, _mm512_setzero_ps());
-                }
-            }
-            Pointwise::Clip { min, max } => {
-                let (lo, hi) = (_mm512_set1_ps(min), _mm512_set1_ps(max));
-                for v in acc.iter_mut() {
-                    *v = _mm512_min_ps(_mm512_max_ps(*v, lo), hi);
-                }
-            }
-            Pointwise::Sigmoid => {
-                for v in acc.iter_mut() {
-                    *v = vmath::sigmoid(*v);
-                }
-            }
-            Pointwise::Silu => {
-                for v in acc.iter_mut() {
-                    *v = _mm512_mul_ps(*v, vmath::sigmoid(*v));
-                }
-            }
-            other => {
-                for v in acc.iter_mut() {
-                    *v = vmath::apply(other, *v);
-                }
-            }
-        }
+unsafe fn offset(a: &[*const f32; MR], off: usize) -> [*const f32; MR] {
+    let mut out = *a;
+    for p in out.iter_mut() {
+        // SAFETY: the caller's pieces lie inside each pixel's input.
+        *p = unsafe { p.add(off) };
     }
+    out
 }

@@ -195,6 +195,48 @@ pub unsafe fn apply(f: Pointwise, x: __m512) -> __m512 {
     }
 }
 
+/// `f` on every vector of `xs`: the function is chosen once and the vectors are independent,
+/// so their long dependency chains (exp, reciprocal) overlap. Plain loops: a closure would not
+/// inherit the target features.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn apply_all<const N: usize>(f: Pointwise, xs: &mut [__m512; N]) {
+    unsafe {
+        match f {
+            Pointwise::Relu => {
+                for v in xs.iter_mut() {
+                    *v = _mm512_max_ps(*v, _mm512_setzero_ps());
+                }
+            }
+            Pointwise::Clip { min, max } => {
+                let (lo, hi) = (_mm512_set1_ps(min), _mm512_set1_ps(max));
+                for v in xs.iter_mut() {
+                    *v = _mm512_min_ps(_mm512_max_ps(*v, lo), hi);
+                }
+            }
+            Pointwise::Sigmoid => {
+                for v in xs.iter_mut() {
+                    *v = sigmoid(*v);
+                }
+            }
+            Pointwise::Silu => {
+                for v in xs.iter_mut() {
+                    *v = _mm512_mul_ps(*v, sigmoid(*v));
+                }
+            }
+            other => {
+                for v in xs.iter_mut() {
+                    *v = apply(other, *v);
+                }
+            }
+        }
+    }
+}
+
 /// Vectors [`map`] computes together: the long chains of exp and the reciprocal overlap.
 const MAP_VECTORS: usize = 4;
 
@@ -211,28 +253,11 @@ pub unsafe fn map(f: Pointwise, x: &[f32], y: &mut [f32]) {
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
         let mut i = 0;
         while i + 16 * MAP_VECTORS <= n {
-            // plain loops: a closure would not inherit the target features
             let mut xs = [_mm512_setzero_ps(); MAP_VECTORS];
             for (j, v) in xs.iter_mut().enumerate() {
                 *v = _mm512_loadu_ps(xp.add(i + 16 * j));
             }
-            match f {
-                Pointwise::Sigmoid => {
-                    for v in xs.iter_mut() {
-                        *v = sigmoid(*v);
-                    }
-                }
-                Pointwise::Silu => {
-                    for v in xs.iter_mut() {
-                        *v = _mm512_mul_ps(*v, sigmoid(*v));
-                    }
-                }
-                other => {
-                    for v in xs.iter_mut() {
-                        *v = apply(other, *v);
-                    }
-                }
-            }
+            apply_all(f, &mut xs);
             for (j, v) in xs.iter().enumerate() {
                 _mm512_storeu_ps(yp.add(i + 16 * j), *v);
             }
