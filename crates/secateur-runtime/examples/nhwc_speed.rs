@@ -1,11 +1,13 @@
-//! Times the NHWC implicit-GEMM convolution on one layer, and the Winograd kernel where it
-//! applies (3×3), and prints GFLOP/s of the direct sum's operations:
+//! Times the NHWC implicit-GEMM convolution on one layer, the Winograd kernel where it
+//! applies (3×3) and the int8 kernel (ungrouped, quantizing its input in the timed call), and
+//! prints GFLOP/s (GOP/s for int8) of the direct sum's operations:
 //! `nhwc_speed C_IN C_OUT HW K [PAD]` (`SILU=1` fuses a SiLU, `THREADS=N` splits one sample,
 //! `STRIDE=S` strides the convolution, `CONV_GROUPS=G` groups it, `ISA=avx2` skips AVX-512).
 use secateur_graph::Conv;
 use secateur_runtime::harness::{Budget, measure, probe};
 use secateur_runtime::kernels::epilogue::Tail;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
+use secateur_runtime::kernels::nhwc_int8::NhwcInt8Conv;
 use secateur_runtime::kernels::winograd::NhwcWinograd;
 
 fn main() {
@@ -72,5 +74,15 @@ fn main() {
             pool.install(|| wino.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
         });
         report("winograd", ms);
+    }
+    let q: Vec<i8> = (0..w.len()).map(|i| ((i * 7) % 255) as i8).collect();
+    let scales = vec![0.01; co];
+    let quant = secateur_graph::ActQuant::from_range(0.0, 0.2);
+    if let Some(int8) = NhwcInt8Conv::new(isa, &conv, ci, co, &q, &scales, &bias, quant, tail) {
+        let mut scratch = vec![0u8; int8.scratch_bytes(hw, hw)];
+        let ms = time(&mut || {
+            pool.install(|| int8.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
+        });
+        report("int8", ms);
     }
 }

@@ -4,15 +4,20 @@
 //! part of the fused tail (element-wise function, residual addition, function after it), the
 //! Winograd F(4×4, 3×3) convolution wherever it applies (channel counts across the 8-lane and
 //! 16-channel panel edges, outputs not a multiple of the 4×4 tile, reductions longer than one
-//! chunk), the depthwise convolution, max and average pooling, and global average pooling.
+//! chunk), the int8 convolution (VNNI and portable) against the reference on the quantized
+//! values it stands for, the depthwise convolution, max and average pooling, and global
+//! average pooling.
 
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use secateur_graph::{AveragePool, Conv, MaxPool, OpSemantics, Pointwise, PoolGeometry, Tensor};
+use secateur_graph::{
+    ActQuant, AveragePool, Conv, MaxPool, OpSemantics, Pointwise, PoolGeometry, Tensor,
+};
 use secateur_runtime::kernels::Isa;
 use secateur_runtime::kernels::epilogue::Tail;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
+use secateur_runtime::kernels::nhwc_int8::NhwcInt8Conv;
 use secateur_runtime::kernels::nhwc_ops::{self, NhwcDepthwise};
 use secateur_runtime::kernels::winograd::NhwcWinograd;
 use secateur_runtime::ops;
@@ -140,6 +145,97 @@ fn check_conv(
     }
 }
 
+/// The int8 kernel against the reference convolution of the values it represents: the input
+/// quantized and dequantized by `quant`, the weights `q · scale` per output channel.
+#[allow(clippy::too_many_arguments)]
+fn check_int8(
+    conv: &Conv,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    quant: ActQuant,
+    tail: Tail,
+    threads: usize,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let [k0, k1] = conv.kernel;
+    let x = random(c_in * h * w, &mut rng);
+    let q: Vec<i8> = (0..c_out * c_in * k0 * k1)
+        .map(|_| rng.random_range(-127i8..=127))
+        .collect();
+    let scales: Vec<f32> = (0..c_out).map(|_| rng.random_range(0.001..0.02)).collect();
+    let wt: Vec<f32> = q
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| v as f32 * scales[i / (c_in * k0 * k1)])
+        .collect();
+    let bias = random(c_out, &mut rng);
+    let xq: Vec<f32> = x.iter().map(|&v| quant.fake(v)).collect();
+    let y = conv
+        .eval(&[
+            &Tensor::new(vec![1, c_in, h, w], xq).unwrap(),
+            &Tensor::new(vec![c_out, c_in, k0, k1], wt).unwrap(),
+            &Tensor::new(vec![c_out], bias.clone()).unwrap(),
+        ])
+        .unwrap()
+        .remove(0);
+    let (ho, wo) = (y.shape()[2], y.shape()[3]);
+    let r = random(c_out * ho * wo, &mut rng);
+    let want = nhwc(&finish(y.data(), &tail, &r), c_out, ho * wo);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let (xn, rn) = (nhwc(&x, c_in, h * w), nhwc(&r, c_out, ho * wo));
+    for isa in Isa::available() {
+        let k = NhwcInt8Conv::new(isa, conv, c_in, c_out, &q, &scales, &bias, quant, tail)
+            .expect("an ungrouped convolution");
+        let mut out = vec![f32::NAN; c_out * ho * wo];
+        let mut scratch = vec![0u8; k.scratch_bytes(h, w)];
+        pool.install(|| {
+            k.run(
+                &xn,
+                h,
+                w,
+                ho,
+                wo,
+                &mut out,
+                Some(&rn),
+                &mut scratch,
+                threads,
+            )
+        });
+        assert_close(
+            &out,
+            &want,
+            &format!("int8 conv {isa} {conv:?} {c_in}->{c_out}"),
+        );
+    }
+}
+
+#[test]
+fn int8_convolutions_of_real_layer_shapes() {
+    let conv = |k: usize, s: usize| Conv {
+        kernel: [k, k],
+        strides: [s, s],
+        pads: [k / 2; 4],
+        dilations: [1, 1],
+        groups: 1,
+    };
+    let tail = Tail {
+        act: Some(Pointwise::Relu),
+        residual: true,
+        post: Some(Pointwise::Relu),
+    };
+    let image = ActQuant::from_range(-2.1, 2.6);
+    check_int8(&conv(7, 2), 3, 64, 23, 21, image, Tail::default(), 1, 1);
+    let relu = ActQuant::from_range(0.0, 1.3);
+    check_int8(&conv(3, 1), 96, 80, 9, 8, relu, tail, 2, 2);
+    check_int8(&conv(1, 2), 130, 48, 7, 7, relu, Tail::default(), 1, 3);
+}
+
 #[test]
 fn long_reductions_accumulate_chunk_by_chunk() {
     // K = 3·3·70 = 630 and 1·1·600 (several chunks of 256), grouped 2·(3·3·40)
@@ -204,6 +300,20 @@ proptest! {
         prop_assume!(h + pads[0] + pads[2] >= span && w + pads[1] + pads[3] >= span);
         let conv = Conv { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], groups };
         check_conv(&conv, groups * cin_g, groups * cout_g, h, w, tail_of(t), threads, seed);
+    }
+
+    #[test]
+    fn int8_convolution_matches_the_reference(
+        c_in in 1usize..20, c_out in 1usize..70, k in 1usize..4, h in 2usize..12,
+        w in 2usize..20, pads in proptest::array::uniform4(0usize..2), stride in 1usize..3,
+        dil in 1usize..3, lo in -3.0f32..0.5, t in 0u8..32, threads in 1usize..3,
+        seed in 0u64..1000,
+    ) {
+        let span = (k - 1) * dil + 1;
+        prop_assume!(h + pads[0] + pads[2] >= span && w + pads[1] + pads[3] >= span);
+        let conv = Conv { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], groups: 1 };
+        let quant = ActQuant::from_range(lo, lo + 2.5);
+        check_int8(&conv, c_in, c_out, h, w, quant, tail_of(t), threads, seed);
     }
 
     #[test]

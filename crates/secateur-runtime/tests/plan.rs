@@ -194,6 +194,20 @@ fn quantized_graphs_match_the_simulation() {
     }
     g.quantization = Some(q);
     check("lenet int8", &g, FormatPolicy::Dense, 2, 1);
+    // channels-last plans run the quantized convolutions in integers where the CPU can
+    let plan = ExecPlan::compile(
+        &g,
+        PlanConfig {
+            layout: LayoutPolicy::ChannelsLast,
+            ..PlanConfig::new(2, 1)
+        },
+    )
+    .unwrap();
+    let isa = secateur_runtime::kernels::Isa::detect();
+    let int8 = secateur_runtime::kernels::nhwc_int8::int8_runs_fast(isa);
+    for l in plan.layers.iter().filter(|l| l.node.starts_with("conv")) {
+        assert_eq!(l.format == "nhwc-int8", int8, "{}: {}", l.node, l.format);
+    }
 }
 
 #[test]

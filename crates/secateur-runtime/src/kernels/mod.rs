@@ -22,6 +22,9 @@ pub mod isa;
 pub mod layernorm;
 pub mod layout;
 pub mod nhwc_conv;
+pub mod nhwc_int8;
+#[cfg(target_arch = "x86_64")]
+mod nhwc_int8_vnni;
 pub mod nhwc_ops;
 #[cfg(target_arch = "x86_64")]
 mod nhwc_pair512;

@@ -160,32 +160,39 @@ impl<'a> Builder<'a> {
                 return Err(err(&name, format!("input '{v}' is not available")));
             }
         }
-        // a quantized activation entering this node
-        if let Some(q) = self
-            .graph
-            .quantization
-            .as_ref()
-            .and_then(|q| q.activations.get(&name))
+        // views of activations alias their input's buffer: no data movement
+        let aliased = view && in_bufs[0] != usize::MAX;
+        let lowered = if aliased { None } else { Some(op.lower(&cx)?) };
+        // a quantized activation entering this node, unless its kernel quantizes it
+        if let Some(q) = self.quantization_of(&name)
             && in_bufs[0] != usize::MAX
+            && !lowered.as_ref().is_some_and(|l| l.quantizes_input)
         {
             let n = self.len_of(&node.inputs[0]);
             let qb = self.new_buf(n);
             self.steps.push(Step {
                 name: format!("{name}.quantize_input"),
-                kind: StepKind::Quant { q: *q, n },
+                kind: StepKind::Quant { q, n },
                 inputs: vec![in_bufs[0]],
                 output: qb,
                 consts: vec![],
             });
             in_bufs[0] = qb;
         }
-        // aliases: no data movement
-        if view && in_bufs[0] != usize::MAX {
+        let Some(lowered) = lowered else {
             self.value_buf.insert(node.outputs[0].clone(), in_bufs[0]);
             return Ok(());
-        }
-        let lowered = op.lower(&cx)?;
+        };
         self.push_lowered(name, lowered, in_bufs, consts, want)
+    }
+
+    /// The quantization of the activation entering node `name`, if the graph has one.
+    fn quantization_of(&self, name: &str) -> Option<secateur_graph::ActQuant> {
+        self.graph
+            .quantization
+            .as_ref()
+            .and_then(|q| q.activations.get(name))
+            .copied()
     }
 
     fn push_lowered(

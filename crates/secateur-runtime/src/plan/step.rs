@@ -10,6 +10,7 @@ use crate::kernels::direct_conv::DirectConv;
 use crate::kernels::elementwise::{self, Broadcast};
 use crate::kernels::layout;
 use crate::kernels::nhwc_conv::NhwcConv;
+use crate::kernels::nhwc_int8::NhwcInt8Conv;
 use crate::kernels::nhwc_ops::{self, NhwcDepthwise};
 use crate::kernels::sparse_conv::SparseConv;
 use crate::kernels::winograd::NhwcWinograd;
@@ -78,6 +79,8 @@ pub(super) enum NhwcKernel {
     Gemm(NhwcConv),
     Winograd(NhwcWinograd),
     Depthwise(NhwcDepthwise),
+    /// Reads the f32 input and quantizes it itself (no simulation step before it).
+    Int8(NhwcInt8Conv),
 }
 
 #[derive(Clone)]
@@ -583,6 +586,7 @@ impl NhwcKernel {
             NhwcKernel::Gemm(k) => &k.tail,
             NhwcKernel::Winograd(k) => &k.tail,
             NhwcKernel::Depthwise(k) => &k.tail,
+            NhwcKernel::Int8(k) => &k.tail,
         }
     }
 }
@@ -606,6 +610,13 @@ fn run_nhwc_conv(
             NhwcKernel::Gemm(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
             NhwcKernel::Winograd(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
             NhwcKernel::Depthwise(k) => k.run(isa, xs, h, w, ho, wo, y, rs, threads),
+            NhwcKernel::Int8(k) => {
+                // SAFETY: any bytes are valid `u8`s, and the view covers the floats' memory.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast(), scratch.len() * 4)
+                };
+                k.run(xs, h, w, ho, wo, y, rs, bytes, threads)
+            }
         }
     };
     if threads == 1 && c.scratch.len() > 1 {

@@ -1,11 +1,14 @@
 //! Lowering of convolutions on channels-last activations: depthwise convolutions to the NHWC
 //! depthwise kernel, 3×3 stride-1 convolutions with enough channels and pixels to the Winograd
-//! kernel, every other convolution (grouped ones included) to the implicit-GEMM kernel, each with the whole fused tail (element-wise function, residual addition, function
-//! after it) in its epilogue. Weights run dense here: a convolution pruned far enough to gain
+//! kernel, a quantized ungrouped convolution to the int8 kernel where the CPU has VNNI (it then
+//! quantizes its own input), every other convolution (grouped ones included) to the
+//! implicit-GEMM kernel, each with the whole fused tail (element-wise function, residual
+//! addition, function after it) in its epilogue. Weights run dense here: a convolution pruned far enough to gain
 //! from sparse kernels is lowered on NCHW instead (`conv.rs`) in a mixed-layout plan.
 
 use super::weights::Prepared;
 use crate::kernels::nhwc_conv::NhwcConv;
+use crate::kernels::nhwc_int8::{NhwcInt8Conv, int8_runs_fast};
 use crate::kernels::nhwc_ops::NhwcDepthwise;
 use crate::kernels::winograd::NhwcWinograd;
 use crate::plan::LayerChoice;
@@ -28,13 +31,26 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
         sparsity,
         rows,
         cols,
+        int8,
         ..
     } = prep;
     let b = config.batch;
     let (c_in, h, w) = (xs[1], xs[2], xs[3]);
     let (c_out, ho, wo) = (out_shape[1], out_shape[2], out_shape[3]);
     let depthwise = c.is_depthwise(c_in) && c_out == c_in;
-    let (kernel, format, scratch_len) = if depthwise {
+    let int8 = int8
+        .filter(|_| int8_runs_fast(config.isa) && !depthwise)
+        .and_then(|f| {
+            let (bias, tail) = (&fused.bias, fused.tail);
+            NhwcInt8Conv::new(
+                config.isa, c, c_in, c_out, &f.q, &f.scales, bias, f.quant, tail,
+            )
+        });
+    let (kernel, format, scratch_len) = if let Some(k) = int8 {
+        // the byte copy of the input in a scratch of floats
+        let scratch = k.scratch_bytes(h, w).div_ceil(4);
+        (NhwcKernel::Int8(k), "nhwc-int8", scratch)
+    } else if depthwise {
         let k = NhwcDepthwise::new(c, c_in, fused.weight.data(), &fused.bias, fused.tail);
         (NhwcKernel::Depthwise(k), "nhwc-depthwise", 0)
     } else if let Some(k) = NhwcWinograd::pays(config.isa, c, c_in, c_out, ho, wo)
@@ -63,6 +79,7 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
         NhwcKernel::Gemm(k) => k.bytes(),
         NhwcKernel::Winograd(k) => k.bytes(),
         NhwcKernel::Depthwise(k) => k.bytes(),
+        NhwcKernel::Int8(k) => k.bytes(),
     };
     // samples run in parallel when the batch fills the threads; else one sample is split,
     // unless the layer is too small to pay for waking the other threads

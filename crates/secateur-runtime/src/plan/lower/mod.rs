@@ -95,6 +95,9 @@ pub(crate) struct Lowered {
     /// then the residual value its chain adds, if any.
     pub data_only: bool,
     pub residual: Option<String>,
+    /// Whether the step quantizes its data input itself (an int8 kernel), so the graph's
+    /// quantization of that input needs no simulation step before it.
+    pub quantizes_input: bool,
 }
 
 impl Lowered {
@@ -109,6 +112,7 @@ impl Lowered {
             output,
             data_only: false,
             residual: None,
+            quantizes_input: false,
         }
     }
 
@@ -123,6 +127,7 @@ impl Lowered {
             out_len: prep.out_len,
             data_only: true,
             residual: prep.fused.residual.clone(),
+            quantizes_input: false,
         }
     }
 

@@ -8,7 +8,9 @@ use crate::fold::{FusedLayer, fuse_layer};
 use crate::harness::{Budget, measure_interleaved, probe};
 use crate::kernels::{Epilogue, Format, Isa, WeightKernel};
 use crate::plan::{FormatPolicy, PlanConfig, err};
-use secateur_graph::{Graph, MaskPattern, Op, Tensor, fake_quant_weight};
+use secateur_graph::{
+    ActQuant, Graph, MaskPattern, Op, Tensor, fake_quant_weight, quantize_weight,
+};
 
 /// A weighted layer ready to lower: its fused weight and what the fusion absorbed.
 pub(super) struct Prepared {
@@ -27,6 +29,17 @@ pub(super) struct Prepared {
     pub absorbed: Vec<usize>,
     pub output: String,
     pub out_len: usize,
+    /// The layer's integer form where the graph quantizes its weight and input.
+    pub int8: Option<Int8Form>,
+}
+
+/// A quantized layer in integers: the int8 weights (`[out × in]`, as the fused weight), the
+/// f32 value of one weight unit per output row (the weight scale times any folded batch-norm
+/// factor) and the quantization of its input activation.
+pub(super) struct Int8Form {
+    pub q: Vec<i8>,
+    pub scales: Vec<f32>,
+    pub quant: ActQuant,
 }
 
 /// The weight matrix of the layer at `cx` with what the fusion rule absorbs folded in.
@@ -42,6 +55,7 @@ pub(super) fn prepare(cx: &LowerCx) -> Result<Prepared> {
     let out_shape = cx.value_shape(&fused.output);
     let sparsity = fused.weight.count_zeros() as f64 / fused.weight.len().max(1) as f64;
     let (rows, cols) = (fused.weight.shape()[0], fused.weight.shape()[1]);
+    let int8 = int8_form(graph, ni, &fused.weight);
     Ok(Prepared {
         name: cx.node().name.clone(),
         config: cx.config,
@@ -56,7 +70,50 @@ pub(super) fn prepare(cx: &LowerCx) -> Result<Prepared> {
         rows,
         cols,
         pattern,
+        int8,
     })
+}
+
+/// The integer form of convolution `ni` when the graph quantizes its weight (per output
+/// channel) and its input: the int8 weights of the graph's quantization, and each row's unit
+/// read off the fused weight (`fused = q · unit`, exact to rounding; a fused weight that is
+/// not such a multiple of `q`, which no fusion makes, keeps the layer in f32).
+fn int8_form(graph: &Graph, ni: usize, fused: &Tensor) -> Option<Int8Form> {
+    let node = &graph.nodes[ni];
+    let quantization = graph.quantization.as_ref()?;
+    let quant = *quantization.activations.get(&node.name)?;
+    if !matches!(node.op, Op::Conv(_)) || quantization.weights.get(&node.inputs[1]) != Some(&0) {
+        return None;
+    }
+    let (q, _) = quantize_weight(graph.initializers.get(&node.inputs[1])?, 0);
+    let rows = fused.shape()[0];
+    let cols = fused.len() / rows.max(1);
+    if q.len() != fused.len() {
+        return None;
+    }
+    let mut scales = Vec::with_capacity(rows);
+    for (qr, fr) in q.chunks(cols).zip(fused.data().chunks(cols)) {
+        let (at, _) = qr
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, v)| v.unsigned_abs())
+            .unwrap_or((0, &0));
+        let unit = if qr.get(at).is_some_and(|&v| v != 0) {
+            fr[at] / qr[at] as f32
+        } else {
+            0.0
+        };
+        let largest = fr.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let exact = qr
+            .iter()
+            .zip(fr)
+            .all(|(&qv, &f)| (qv as f32 * unit - f).abs() <= 1e-5 * largest);
+        if !exact || !unit.is_finite() {
+            return None;
+        }
+        scales.push(unit);
+    }
+    Some(Int8Form { q, scales, quant })
 }
 
 /// The weight of a Conv/Gemm/MatMul as a row-major `[out × in]` matrix (fake-quantized when the

@@ -1,0 +1,95 @@
+//! The AVX-512 VNNI register tile of the int8 convolution: 12 output pixels × one or two
+//! panels of 16 output channels, 24 (or 12) `i32` accumulators. Each step of the reduction
+//! loads one weight vector per panel (16 channels × 4 consecutive reduction bytes) and
+//! broadcasts 4 input bytes per pixel into `vpdpbusd` (u8 × i8, four products summed into each
+//! lane; no saturation, the sum of four products fits easily). The epilogue converts the sums
+//! to f32 (`sum · unit + bias`), applies the fused tail on 16-lane vectors and stores with a
+//! lane mask where the panel is partial.
+
+#![cfg(target_arch = "x86_64")]
+
+use super::nhwc_int8::{MR, Tile};
+use super::vmath;
+use std::arch::x86_64::*;
+
+/// The tile's products and epilogue for `NP` panels.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI must be available; every pointer of `t` reaches what its fields describe.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+pub(super) unsafe fn tile<const NP: usize>(t: &Tile) {
+    unsafe {
+        let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+        for j in 0..NP {
+            let s = _mm512_loadu_si512(t.start.add(16 * j) as *const _);
+            for row in acc.iter_mut() {
+                row[j] = s;
+            }
+        }
+        let mut bp = t.b;
+        for &(off, len) in t.pieces {
+            let mut a = t.a;
+            for p in a.iter_mut() {
+                *p = p.add(off);
+            }
+            let mut kk = 0;
+            while kk < len {
+                let mut w = [_mm512_setzero_si512(); NP];
+                for (j, v) in w.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(bp.add(64 * j) as *const _);
+                }
+                for p in 0..MR {
+                    let x = _mm512_set1_epi32((a[p].add(kk) as *const i32).read_unaligned());
+                    for j in 0..NP {
+                        acc[p][j] = _mm512_dpbusd_epi32(acc[p][j], x, w[j]);
+                    }
+                }
+                bp = bp.add(64 * NP);
+                kk += 4;
+            }
+        }
+        for j in 0..NP {
+            let lanes = t.valid.saturating_sub(16 * j).min(16);
+            if lanes == 0 {
+                break;
+            }
+            let mut v = [_mm512_setzero_ps(); MR];
+            for (p, v) in v.iter_mut().enumerate() {
+                *v = _mm512_cvtepi32_ps(acc[p][j]);
+            }
+            store(t, j, lanes, &mut v);
+        }
+    }
+}
+
+/// Converts, finishes and stores panel `j` of the tile: `lanes` real channels.
+#[inline(always)]
+unsafe fn store(t: &Tile, j: usize, lanes: usize, v: &mut [__m512; MR]) {
+    unsafe {
+        let mask: __mmask16 = if lanes == 16 {
+            0xffff
+        } else {
+            (1u16 << lanes) - 1
+        };
+        let unit = _mm512_loadu_ps(t.unit.add(16 * j));
+        let bias = _mm512_loadu_ps(t.bias.add(16 * j));
+        for x in v.iter_mut() {
+            *x = _mm512_fmadd_ps(*x, unit, bias);
+        }
+        if let Some(f) = t.tail.act {
+            vmath::apply_all(f, v);
+        }
+        if let Some(r) = t.res {
+            for (p, x) in v.iter_mut().enumerate().take(t.m) {
+                let r = _mm512_maskz_loadu_ps(mask, r.add(p * t.y_pix + 16 * j));
+                *x = _mm512_add_ps(*x, r);
+            }
+        }
+        if let Some(f) = t.tail.post {
+            vmath::apply_all(f, v);
+        }
+        for (p, x) in v.iter().enumerate().take(t.m) {
+            _mm512_mask_storeu_ps(t.y.add(p * t.y_pix + 16 * j), mask, *x);
+        }
+    }
+}
