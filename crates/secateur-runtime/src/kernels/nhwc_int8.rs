@@ -163,14 +163,34 @@ impl NhwcInt8Conv {
         self.packed.len() + self.start.len() * 12
     }
 
-    fn padded_dims(&self, h: usize, w: usize) -> (usize, usize) {
+    /// Whether the byte copy holds only the pixels a strided 1×1 convolution reads (then the
+    /// kernel runs on it at stride 1).
+    fn subsampled(&self) -> bool {
+        self.kernel == [1, 1] && self.pads == [0; 4] && self.strides != [1, 1]
+    }
+
+    /// Rows and columns of the byte copy of an `h × w` input.
+    fn copy_dims(&self, h: usize, w: usize) -> (usize, usize) {
+        let [sh, sw] = self.strides;
+        if self.subsampled() {
+            return ((h - 1) / sh + 1, (w - 1) / sw + 1);
+        }
         let p = self.pads;
         (h + p[0] + p[2], w + p[1] + p[3])
     }
 
-    /// Bytes of scratch a call needs: the quantized, padded input.
+    /// The strides the tile walks the byte copy with.
+    fn copy_strides(&self) -> [usize; 2] {
+        if self.subsampled() {
+            [1, 1]
+        } else {
+            self.strides
+        }
+    }
+
+    /// Bytes of scratch a call needs: the quantized input copy.
     pub fn scratch_bytes(&self, h: usize, w: usize) -> usize {
-        let (hp, wp) = self.padded_dims(h, w);
+        let (hp, wp) = self.copy_dims(h, w);
         hp * wp * self.cp
     }
 
@@ -191,20 +211,58 @@ impl NhwcInt8Conv {
         }
     }
 
-    /// Quantizes `x` (`[h][w][c_in]`) into the padded byte copy `xq`, exactly as ONNX
-    /// `QuantizeLinear` does (round half to even, saturation).
-    fn quantize_padded(&self, x: &[f32], h: usize, w: usize, xq: &mut [u8]) {
-        let (_, wp) = self.padded_dims(h, w);
-        let zp = self.quant.zero_point;
-        xq.fill(zp);
+    /// Quantizes `x` (`[h][w][c_in]`) into the byte copy `xq` (padded, or subsampled), exactly
+    /// as ONNX `QuantizeLinear` does (round half to even, saturation); borders and the extra
+    /// channels hold the zero point. Rows in parallel when `threads > 1`.
+    fn quantize_input(&self, x: &[f32], h: usize, w: usize, xq: &mut [u8], threads: usize) {
+        let (_, wp) = self.copy_dims(h, w);
         let (cp, c) = (self.cp, self.c_in);
-        let (zpf, scale) = (zp as f32, self.quant.scale);
-        for yy in 0..h {
-            for xx in 0..w {
-                let src = &x[(yy * w + xx) * c..(yy * w + xx + 1) * c];
-                let at = ((yy + self.pads[0]) * wp + xx + self.pads[1]) * cp;
-                quantize_row(src, scale, zpf, &mut xq[at..at + c]);
+        let sub = self.subsampled();
+        let [sh, sw] = self.strides;
+        let (top, left) = (self.pads[0], self.pads[1]);
+        let (zp, scale) = (self.quant.zero_point, self.quant.scale);
+        let row = |r: usize, out: &mut [u8]| {
+            let src_row = if sub {
+                Some(r * sh)
+            } else {
+                r.checked_sub(top).filter(|&y| y < h)
+            };
+            let Some(yy) = src_row else {
+                out.fill(zp);
+                return;
+            };
+            // few channels (a first layer's 3): the whole row at once, then spread out
+            let mut narrow = vec![0u8; if c < 16 && !sub { w * c } else { 0 }];
+            if !narrow.is_empty() {
+                quantize(&x[yy * w * c..(yy + 1) * w * c], scale, zp, &mut narrow);
             }
+            for (j, px) in out.chunks_exact_mut(cp).enumerate() {
+                let src_col = if sub {
+                    Some(j * sw)
+                } else {
+                    j.checked_sub(left).filter(|&v| v < w)
+                };
+                let Some(xx) = src_col else {
+                    px.fill(zp);
+                    continue;
+                };
+                if narrow.is_empty() {
+                    let at = (yy * w + xx) * c;
+                    quantize(&x[at..at + c], scale, zp, &mut px[..c]);
+                } else {
+                    px[..c].copy_from_slice(&narrow[xx * c..(xx + 1) * c]);
+                }
+                px[c..].fill(zp);
+            }
+        };
+        if threads > 1 {
+            xq.par_chunks_mut(wp * cp)
+                .enumerate()
+                .for_each(|(r, out)| row(r, out));
+        } else {
+            xq.chunks_mut(wp * cp)
+                .enumerate()
+                .for_each(|(r, out)| row(r, out));
         }
     }
 
@@ -224,17 +282,18 @@ impl NhwcInt8Conv {
         scratch: &mut [u8],
         threads: usize,
     ) {
-        let (_, wp) = self.padded_dims(h, w);
+        let (_, wp) = self.copy_dims(h, w);
         let xq = &mut scratch[..self.scratch_bytes(h, w)];
-        self.quantize_padded(x, h, w, xq);
+        self.quantize_input(x, h, w, xq, threads);
         let xq: &[u8] = xq;
         let pieces = self.pieces(wp);
         let pixels = ho * wo;
+        let [sh, sw] = self.copy_strides();
         let job = Job {
             conv: self,
             xq,
-            row_step: self.strides[0] * wp * self.cp,
-            col_step: self.strides[1] * self.cp,
+            row_step: sh * wp * self.cp,
+            col_step: sw * self.cp,
             wo,
             pieces: &pieces,
             y: SendPtr(y.as_mut_ptr()),
@@ -270,15 +329,61 @@ impl NhwcInt8Conv {
     }
 }
 
-/// `QuantizeLinear` of one pixel's channels: `clamp(round_half_even(x / scale) + zp, 0, 255)`
-/// (round half to even by the 1.5·2²³ trick, exact for the clamped range; as the f32
-/// simulation step computes it).
+/// `QuantizeLinear` of one pixel's channels: `clamp(round_half_even(x / scale) + zp, 0, 255)`,
+/// on 16 lanes with AVX-512 (the division and rounding of the f32 simulation step).
 #[inline]
-fn quantize_row(src: &[f32], scale: f32, zp: f32, dst: &mut [u8]) {
+fn quantize(src: &[f32], scale: f32, zp: u8, dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected; the lengths are checked inside.
+        return unsafe { quantize_avx512(src, scale, zp, dst) };
+    }
+    quantize_scalar(src, scale, zp, dst)
+}
+
+/// The portable form (round half to even by the 1.5·2²³ trick, exact for the clamped range).
+fn quantize_scalar(src: &[f32], scale: f32, zp: u8, dst: &mut [u8]) {
     const MAGIC: f32 = 12_582_912.0;
+    let zp = zp as f32;
     for (o, v) in dst.iter_mut().zip(src) {
         let y = (*v / scale).clamp(-512.0, 512.0);
         *o = ((y + MAGIC) - MAGIC + zp).clamp(0.0, 255.0) as u8;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_avx512(src: &[f32], scale: f32, zp: u8, dst: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let n = src.len().min(dst.len());
+    let (s, z) = (_mm512_set1_ps(scale), _mm512_set1_epi32(zp as i32));
+    let mut i = 0;
+    while i < n {
+        let lanes = (n - i).min(16);
+        let mask: __mmask16 = if lanes == 16 {
+            0xffff
+        } else {
+            (1u16 << lanes) - 1
+        };
+        // SAFETY: the mask keeps the load and store inside `src` and `dst`.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+            // round to nearest even, then saturate: the scalar form's clamps
+            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_div_ps(x, s),
+            );
+            let r = _mm512_min_ps(
+                _mm512_max_ps(r, _mm512_set1_ps(-512.0)),
+                _mm512_set1_ps(512.0),
+            );
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(r), z);
+            let q = _mm512_max_epi32(
+                _mm512_min_epi32(q, _mm512_set1_epi32(255)),
+                _mm512_setzero_si512(),
+            );
+            _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(i) as *mut _, mask, q);
+        }
+        i += 16;
     }
 }
 
