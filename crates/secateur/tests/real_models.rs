@@ -5,8 +5,8 @@
 //! runtime and the training forward pass equal ONNX Runtime on the original file at batch 1
 //! and 2; the re-exported file equals it too; structured channel pruning at ratio 0.5 equals
 //! the model with the removed channels zeroed and gives a smaller file ONNX Runtime runs;
-//! 90 % unstructured pruning exports to a file ONNX Runtime runs; with every convolution
-//! quantized to int8 (calibrated on one batch), the runtime (integer kernels where the CPU has
+//! 90 % unstructured pruning exports to a file ONNX Runtime runs; with every convolution and
+//! linear layer quantized to int8 (calibrated on one batch), the runtime (integer kernels where the CPU has
 //! VNNI) equals the reference simulation, and ONNX Runtime runs the QDQ export to the same
 //! values.
 
@@ -231,13 +231,11 @@ fn check_model(py: &Path, path: &Path, batches: &[usize]) {
     }
     check_channel_pruning(py, path, &g);
     check_unstructured(py, path, &g);
-    if !attention {
-        check_int8(py, path, &g);
-    }
+    check_int8(py, path, &g);
 }
 
-/// Every convolution's weight (per output channel) and input (ranges of one calibration
-/// batch) quantized; the runtime and ONNX Runtime on the QDQ export against the simulation.
+/// Every convolution's and linear layer's weight (per output channel) and input (ranges of
+/// one calibration batch) quantized; the runtime and ONNX Runtime on the QDQ export against the simulation.
 fn check_int8(py: &Path, path: &Path, g: &Graph) {
     let name = &label(path);
     let calibration = fixture_inputs(path, 2, 21);
@@ -247,11 +245,26 @@ fn check_int8(py: &Path, path: &Path, g: &Graph) {
         .collect();
     let values = evaluate_all(g, &feeds).unwrap();
     let mut q = Quantization::default();
-    for node in g.nodes.iter().filter(|n| matches!(n.op, Op::Conv(_))) {
+    for node in &g.nodes {
+        // the output axis of each weighted layer's constant weight
+        let axis = match &node.op {
+            Op::Conv(_) => 0,
+            Op::Gemm(gemm) if gemm.trans_b => 0,
+            Op::Gemm(_) | Op::MatMul(_) => 1,
+            _ => continue,
+        };
+        if node
+            .inputs
+            .get(1)
+            .and_then(|w| g.initializers.get(w))
+            .is_none()
+        {
+            continue;
+        }
         let x = &values[&node.inputs[0]];
         let lo = x.data().iter().copied().fold(f32::INFINITY, f32::min);
         let hi = x.data().iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        q.weights.insert(node.inputs[1].clone(), 0);
+        q.weights.insert(node.inputs[1].clone(), axis);
         q.activations
             .insert(node.name.clone(), ActQuant::from_range(lo, hi));
     }
@@ -264,6 +277,25 @@ fn check_int8(py: &Path, path: &Path, g: &Graph) {
         .unwrap()
         .remove(0);
     let runtime = runtime_output(&quantized, &inputs);
+    // where the CPU has VNNI, linear layers and ungrouped convolutions of channels-last plans
+    // run in integers
+    let isa = secateur_runtime::kernels::Isa::detect();
+    if secateur_runtime::kernels::nhwc_int8::int8_runs_fast(isa) {
+        let config = PlanConfig {
+            layout: secateur_runtime::LayoutPolicy::ChannelsLast,
+            ..PlanConfig::new(2, 1)
+        };
+        let plan = ExecPlan::compile(&quantized, config).unwrap();
+        for l in &plan.layers {
+            let grouped = g
+                .nodes
+                .iter()
+                .any(|n| n.name == l.node && matches!(&n.op, Op::Conv(c) if c.groups > 1));
+            if matches!(l.op.as_str(), "Gemm" | "MatMul") || (l.op == "Conv" && !grouped) {
+                assert_eq!(l.format, "nhwc-int8", "{name}: {} ({})", l.node, l.op);
+            }
+        }
+    }
     // a value within f32 rounding of a level boundary may land on either level (each
     // implementation sums in its own order, ONNX Runtime's convolutions the most differently):
     // a level is 1/255 of an activation's range, and such flips are rare, so the largest

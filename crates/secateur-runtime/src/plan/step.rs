@@ -580,6 +580,13 @@ pub(super) fn run_step(
     Ok(())
 }
 
+impl StepKind {
+    /// Whether the step quantizes its data input itself (an int8 kernel).
+    pub(super) fn quantizes_input(&self) -> bool {
+        matches!(self, StepKind::NhwcConv(s) if matches!(s.kernel, NhwcKernel::Int8(_)))
+    }
+}
+
 impl NhwcKernel {
     pub(super) fn tail(&self) -> &Tail {
         match self {

@@ -11,7 +11,7 @@ use crate::kernels::direct_conv::DirectConv;
 use crate::kernels::sparse_conv::SparseConv;
 use crate::kernels::{Epilogue, Format, Isa, WeightKernel};
 use crate::ops;
-use crate::plan::step::{ConvStep, NhwcKernel, StepKind};
+use crate::plan::step::{ConvStep, StepKind};
 use crate::plan::{FormatPolicy, LayerChoice, LayoutPolicy, err};
 use secateur_graph::{Conv, Tensor};
 
@@ -35,12 +35,7 @@ impl RuntimeOp for Conv {
         } else {
             lower_conv(self, prep)?
         };
-        let mut lowered = shell.with(kind, choice);
-        lowered.quantizes_input = matches!(
-            &lowered.kind,
-            StepKind::NhwcConv(s) if matches!(s.kernel, NhwcKernel::Int8(_))
-        );
-        Ok(lowered)
+        Ok(shell.with(kind, choice))
     }
 }
 

@@ -4,12 +4,14 @@
 //! 1×1 convolution of the channels-last implicit-GEMM kernel instead, with the whole fused
 //! tail (bias, GELU, residual addition) in its register epilogue: 1–8 % faster than the gemm
 //! crate on MiniLM's and ViT's shapes (`examples/linear_speed`), and no pass over the output
-//! for the tail.
+//! for the tail. A quantized layer runs on the int8 kernel the same way where the CPU has
+//! VNNI.
 
 use super::weights::{Choice, Prepared, candidates, choose, prepare};
 use super::{LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
 use crate::kernels::nhwc_conv::NhwcConv;
+use crate::kernels::nhwc_int8::{NhwcInt8Conv, int8_runs_fast};
 use crate::kernels::{Format, WeightKernel};
 use crate::plan::step::{Linear, NhwcConvStep, NhwcKernel, StepKind};
 use crate::plan::{FormatPolicy, LayerChoice, err};
@@ -59,11 +61,57 @@ fn lower_linear(op_type: &str, prep: Prepared) -> Result<(StepKind, LayerChoice)
         rows,
         cols,
         pattern,
+        int8,
         ..
     } = prep;
     let measure = config.policy == FormatPolicy::Measure;
     let k = *xs.last().unwrap_or(&1);
     let n_rows: usize = xs.iter().product::<usize>() / k.max(1);
+    let batch = config.batch.max(1);
+    let int8 = int8
+        .filter(|_| int8_runs_fast(config.isa) && n_rows.is_multiple_of(batch))
+        .and_then(|f| {
+            let (conv, tail) = (Conv::new([1, 1], 0), fused.tail);
+            NhwcInt8Conv::new(
+                config.isa,
+                &conv,
+                k,
+                rows,
+                &f.q,
+                &f.scales,
+                &fused.bias,
+                f.quant,
+                tail,
+            )
+        });
+    if let Some(kernel) = int8 {
+        let macs = (rows * cols * n_rows) as u64;
+        let choice = LayerChoice {
+            node: name,
+            op: op_type.into(),
+            fused: fused_names,
+            format: "nhwc-int8".into(),
+            threads: config.threads,
+            sparsity,
+            candidates: vec![],
+            dense_ms: f64::NAN,
+            chosen_ms: f64::NAN,
+            dense_macs: macs,
+            executed_macs: macs,
+            weight_bytes: kernel.bytes(),
+        };
+        let per_sample = n_rows / batch;
+        let scratch = kernel.scratch_bytes(per_sample, 1).div_ceil(4);
+        let rows_kernel = RowsKernel::Int8(kernel, scratch);
+        return Ok(token_rows(
+            &config,
+            choice,
+            rows_kernel,
+            k,
+            rows,
+            per_sample,
+        ));
+    }
     let Choice {
         kernel,
         threads: t,
@@ -92,12 +140,22 @@ fn lower_linear(op_type: &str, prep: Prepared) -> Result<(StepKind, LayerChoice)
         executed_macs: (kernel.macs_per_column() * n_rows) as u64,
         weight_bytes: kernel.bytes(),
     };
-    let batch = config.batch.max(1);
     if kernel.format() == Format::Dense
         && n_rows.is_multiple_of(batch)
         && n_rows / batch >= TOKEN_ROWS
     {
-        return Ok(token_rows(&config, choice, &fused, k, rows, n_rows / batch));
+        let conv = Conv::new([1, 1], 0);
+        let (w, b) = (fused.weight.data(), &fused.bias);
+        let gemm = NhwcConv::new(config.isa, &conv, k, rows, w, b, fused.tail);
+        let rows_kernel = RowsKernel::F32(gemm);
+        return Ok(token_rows(
+            &config,
+            choice,
+            rows_kernel,
+            k,
+            rows,
+            n_rows / batch,
+        ));
     }
     let sparse = kernel.format() != Format::Dense && n_rows > 1;
     let wt = match &kernel {
@@ -139,27 +197,24 @@ const TOKEN_ROWS: usize = 12;
 /// Multiply-adds per sample below which one sample runs on one thread (as for convolutions).
 const SPLIT_MIN_MACS: usize = 400_000;
 
+/// The channels-last kernel a linear layer's rows run on.
+enum RowsKernel {
+    F32(NhwcConv),
+    /// With the scratch (in floats) for its quantized input.
+    Int8(NhwcInt8Conv, usize),
+}
+
 /// A dense linear layer over `per_sample` rows of each sample as a 1×1 convolution of the
 /// channels-last kernel over `per_sample × 1` pixels (rows are independent, so any equal split
 /// of the rows into samples is exact, whatever axis the batch is on).
 fn token_rows(
     config: &crate::plan::PlanConfig,
     mut choice: LayerChoice,
-    fused: &crate::fold::FusedLayer,
+    kernel: RowsKernel,
     k: usize,
     m: usize,
     per_sample: usize,
 ) -> (StepKind, LayerChoice) {
-    let conv = Conv::new([1, 1], 0);
-    let kernel = NhwcConv::new(
-        config.isa,
-        &conv,
-        k,
-        m,
-        fused.weight.data(),
-        &fused.bias,
-        fused.tail,
-    );
     let batch = config.batch.max(1);
     let (workers, threads) = if batch >= config.threads {
         (config.threads, 1)
@@ -168,11 +223,17 @@ fn token_rows(
     } else {
         (1, config.threads)
     };
-    choice.format = "nhwc-gemm".into();
     choice.threads = threads.max(workers);
-    choice.weight_bytes = kernel.bytes();
+    let (kernel, scratch_len) = match kernel {
+        RowsKernel::F32(k) => {
+            choice.format = "nhwc-gemm".into();
+            choice.weight_bytes = k.bytes();
+            (NhwcKernel::Gemm(k), 0)
+        }
+        RowsKernel::Int8(k, scratch) => (NhwcKernel::Int8(k), scratch),
+    };
     let kind = StepKind::NhwcConv(Box::new(NhwcConvStep {
-        kernel: NhwcKernel::Gemm(kernel),
+        kernel,
         c_in: k,
         c_out: m,
         h: per_sample,
@@ -180,7 +241,7 @@ fn token_rows(
         ho: per_sample,
         wo: 1,
         threads,
-        scratch: vec![Vec::new(); workers],
+        scratch: vec![vec![0.0; scratch_len]; workers],
     }));
     (kind, choice)
 }

@@ -133,6 +133,7 @@ impl Lowered {
 
     /// The shell with its step and kernel choice.
     fn with(mut self, kind: StepKind, choice: LayerChoice) -> Self {
+        self.quantizes_input = kind.quantizes_input();
         self.kind = kind;
         self.choice = Some(choice);
         self

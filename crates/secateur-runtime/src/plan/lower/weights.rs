@@ -74,20 +74,29 @@ pub(super) fn prepare(cx: &LowerCx) -> Result<Prepared> {
     })
 }
 
-/// The integer form of convolution `ni` when the graph quantizes its weight (per output
-/// channel) and its input: the int8 weights of the graph's quantization, and each row's unit
-/// read off the fused weight (`fused = q · unit`, exact to rounding; a fused weight that is
-/// not such a multiple of `q`, which no fusion makes, keeps the layer in f32).
+/// The integer form of layer `ni` (a convolution, or a linear layer with a 2-D weight) when
+/// the graph quantizes its weight (per output channel) and its input: the int8 weights of the
+/// graph's quantization as `[out × in]` rows, and each row's unit read off the fused weight
+/// (`fused = q · unit`, exact to rounding; a fused weight that is not such a multiple of `q`,
+/// which no fusion makes, keeps the layer in f32).
 fn int8_form(graph: &Graph, ni: usize, fused: &Tensor) -> Option<Int8Form> {
     let node = &graph.nodes[ni];
     let quantization = graph.quantization.as_ref()?;
     let quant = *quantization.activations.get(&node.name)?;
-    if !matches!(node.op, Op::Conv(_)) || quantization.weights.get(&node.inputs[1]) != Some(&0) {
-        return None;
-    }
-    let (q, _) = quantize_weight(graph.initializers.get(&node.inputs[1])?, 0);
+    let axis = *quantization.weights.get(&node.inputs[1])?;
+    let w0 = graph.initializers.get(&node.inputs[1])?;
+    let (q, _) = quantize_weight(w0, axis);
     let rows = fused.shape()[0];
     let cols = fused.len() / rows.max(1);
+    let q = match (&node.op, axis, w0.shape()) {
+        (Op::Conv(_), 0, _) => q,
+        (Op::Gemm(_) | Op::MatMul(_), 0, [_, _]) => q,
+        // `[in × out]`: the rows are the columns
+        (Op::Gemm(_) | Op::MatMul(_), 1, &[k, n]) => {
+            (0..n * k).map(|i| q[(i % k) * n + i / k]).collect()
+        }
+        _ => return None,
+    };
     if q.len() != fused.len() {
         return None;
     }
