@@ -110,10 +110,10 @@ impl Finetune<'_> {
                 }
             }
             TrainData::Embeddings(set) => {
-                if self.quantize.is_some() {
-                    bail!(
-                        "int8 quantization of a sentence encoder is not available: drop --quantize"
-                    );
+                if let Some(batches) = self.quantize
+                    && t.quant.is_none()
+                {
+                    t.enable_quantization_on(set, batches)?;
                 }
                 // --distill adds the hidden states both graphs share to the matched outputs
                 if let (Some(teacher), true) = (self.teacher, self.recipe.distill)

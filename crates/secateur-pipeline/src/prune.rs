@@ -143,9 +143,9 @@ pub fn run(
         None => None,
     };
     // sentence encoders recover by distillation from the dense model's embeddings of the
-    // calibration texts (no labels needed)
+    // calibration texts (no labels needed); quantization calibrates on those texts too
     let distill_set = match ctx.text {
-        Some(t) if recipe.finetune.epochs > 0 => {
+        Some(t) if recipe.finetune.epochs > 0 || recipe.quantize.is_some() => {
             Some(t.distillation_set(&model, DISTILL_EXTRA_VIEWS, recipe.seed)?)
         }
         _ => None,

@@ -4,8 +4,11 @@
 //! mean cosine distance between the model's output and that embedding, the quantity the
 //! agreement metric measures.
 
+use crate::batch::to_value;
 use crate::error::{Result, TrainError};
+use crate::forward::{ForwardCtx, forward};
 use crate::micro::{Target, split_rows};
+use crate::quant::{FakeQuant, RangeObserver};
 use crate::trainer::{Progress, TrainHook, Trainer};
 use secateur_graph::Tensor;
 
@@ -76,6 +79,53 @@ impl EmbeddingSet {
 }
 
 impl Trainer {
+    /// Calibrates activation ranges on the first `batches` batches of `set`'s inputs, then
+    /// trains and evaluates with int8 fake quantization (as [`Trainer::enable_quantization`]
+    /// does on images): post-training quantization of an encoder, or quantization-aware
+    /// distillation when epochs follow.
+    pub fn enable_quantization_on(&mut self, set: &EmbeddingSet, batches: usize) -> Result<()> {
+        self.check_inputs(set)?;
+        let mut observer = RangeObserver::default();
+        let order: Vec<usize> = (0..set.len()).collect();
+        for chunk in order
+            .chunks(self.config.batch_size.max(1))
+            .take(batches.max(1))
+        {
+            let (inputs, _, _) = set.rows(chunk)?;
+            let values = inputs
+                .into_iter()
+                .map(|t| to_value(t, &self.device))
+                .collect::<Result<Vec<_>>>()?;
+            let mut ctx = ForwardCtx {
+                train: false,
+                quant: None,
+                observer: Some(&mut observer),
+                taps: None,
+            };
+            forward(
+                &self.graph,
+                &self.program,
+                &self.store.values,
+                &self.store.shapes,
+                &values,
+                &mut ctx,
+            )?;
+        }
+        self.quant = Some(FakeQuant::new(&self.graph, &self.store, &observer));
+        Ok(())
+    }
+
+    fn check_inputs(&self, set: &EmbeddingSet) -> Result<()> {
+        if set.inputs.len() != self.graph.inputs.len() {
+            return Err(TrainError::DataMismatch(format!(
+                "the model has {} inputs but the embedding set gives {}",
+                self.graph.inputs.len(),
+                set.inputs.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Trains the remaining epochs of the configuration so that the model's output on each
     /// sample points along its target embedding (cosine distance; augmentation does not
     /// apply).
@@ -85,13 +135,7 @@ impl Trainer {
         hook: &mut dyn TrainHook,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<()> {
-        if set.inputs.len() != self.graph.inputs.len() {
-            return Err(TrainError::DataMismatch(format!(
-                "the model has {} inputs but the embedding set gives {}",
-                self.graph.inputs.len(),
-                set.inputs.len()
-            )));
-        }
+        self.check_inputs(set)?;
         let parts = self.config.micro_batches;
         let mut make = |chunk: &[usize], _: &mut rand_chacha::ChaCha8Rng| {
             let (inputs, targets, token_weights) = set.rows(chunk)?;

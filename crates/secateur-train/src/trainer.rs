@@ -156,7 +156,7 @@ impl Teacher {
 pub struct Trainer {
     pub graph: Graph,
     pub store: ParamStore,
-    program: Program,
+    pub(crate) program: Program,
     pub optimizer: Optimizer,
     pub quant: Option<FakeQuant>,
     teacher: Option<Teacher>,

@@ -1,6 +1,7 @@
 //! Sentence encoders end to end: the real all-MiniLM-L6-v2 read from its Hugging Face
 //! checkpoint equals PyTorch's embeddings (golden numbers) and ONNX Runtime on its export;
-//! its tokenizer reproduces the Hugging Face token ids; text sets score it.
+//! its tokenizer reproduces the Hugging Face token ids; text sets score it; it quantizes to
+//! int8 on a text set.
 
 use secateur::pipeline::text::{Embedder, TextGraph, embed_set, mean_cosine, score};
 use secateur_data::{TextEncoder, TextSet};
@@ -133,19 +134,65 @@ fn agreement_of(stdout: &str) -> f64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
-#[test]
-fn distillation_on_unlabeled_text_recovers_pruned_minilm() {
-    let Some(dir) = require_minilm() else { return };
-    let d = tempfile::tempdir().unwrap();
-    // 80 real pairs (160 texts): 128 to calibrate and distil on, 32 held out
+/// The first `n` lines of the bundled text set, written to a temporary file.
+fn small_text_set(dir: &Path, n: usize) -> PathBuf {
     let all = std::fs::read_to_string(
         secateur_testkit::workspace_root()
             .join("crates/secateur-data/data/pydoc-pairs/pydoc-pairs.jsonl"),
     )
     .unwrap();
-    let small: Vec<&str> = all.lines().take(80).collect();
-    let data = d.path().join("pairs.jsonl");
+    let small: Vec<&str> = all.lines().take(n).collect();
+    let data = dir.join("pairs.jsonl");
     std::fs::write(&data, small.join("\n")).unwrap();
+    data
+}
+
+#[test]
+fn minilm_quantizes_to_int8_on_a_text_set() {
+    let Some(dir) = require_minilm() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let data = small_text_set(d.path(), 80);
+    let out = d.path().join("int8.onnx");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_secateur"))
+        .args([
+            "prune",
+            dir.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .args([
+            "--seq-len",
+            "32",
+            "--quantize",
+            "int8",
+            "--finetune-epochs",
+            "0",
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // post-training int8 (calibrated on the texts) keeps the embeddings' direction
+    let agreement = agreement_of(&stdout);
+    assert!(agreement >= 0.97, "int8 agreement {agreement}");
+    // every linear layer of the six encoder layers is quantized in the exported QDQ file
+    let g = secateur_onnx::load_model(&out).unwrap();
+    let q = g.quantization.expect("a quantized model");
+    assert_eq!(q.weights.len(), 36, "{:?}", q.weights.keys());
+    assert_eq!(q.activations.len(), 36);
+}
+
+#[test]
+fn distillation_on_unlabeled_text_recovers_pruned_minilm() {
+    let Some(dir) = require_minilm() else { return };
+    let d = tempfile::tempdir().unwrap();
+    // 80 real pairs (160 texts): 128 to calibrate and distil on, 32 held out
+    let data = small_text_set(d.path(), 80);
     let prune = |epochs: &str, out: &str| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_secateur"))
             .args([

@@ -113,7 +113,7 @@ impl OpSemantics for Reduce {
             .enumerate()
             .map(|(i, &d)| if self.axes.contains(&i) { 1 } else { d })
             .collect();
-        let (st_in, st_kept) = (strides(s), strides(&kept));
+        let st_kept = strides(&kept);
         let n_out: usize = kept.iter().product();
         let init = match self.kind {
             ReduceKind::Max => f32::NEG_INFINITY,
@@ -121,18 +121,30 @@ impl OpSemantics for Reduce {
             _ => 0.0,
         };
         let mut acc = vec![init; n_out];
-        for (flat, &v) in x.data().iter().enumerate() {
-            let mut o = 0;
-            for ax in 0..s.len() {
-                if !self.axes.contains(&ax) {
-                    o += ((flat / st_in[ax]) % s[ax]) * st_kept[ax];
-                }
-            }
+        // walk the input in order with its index as an odometer: the output offset moves with
+        // the kept axes, without a division per element
+        let reduced: Vec<bool> = (0..s.len()).map(|a| self.axes.contains(&a)).collect();
+        let mut idx = vec![0usize; s.len()];
+        let mut o = 0;
+        for &v in x.data() {
             acc[o] = match self.kind {
                 ReduceKind::Sum | ReduceKind::Mean => acc[o] + v,
                 ReduceKind::Max => acc[o].max(v),
                 ReduceKind::Min => acc[o].min(v),
             };
+            for ax in (0..s.len()).rev() {
+                idx[ax] += 1;
+                if !reduced[ax] {
+                    o += st_kept[ax];
+                }
+                if idx[ax] < s[ax] {
+                    break;
+                }
+                if !reduced[ax] {
+                    o -= st_kept[ax] * s[ax];
+                }
+                idx[ax] = 0;
+            }
         }
         if self.kind == ReduceKind::Mean {
             let count: usize = self.axes.iter().map(|&a| s[a]).product();
