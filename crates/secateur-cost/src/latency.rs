@@ -34,6 +34,10 @@ pub struct LayerSig {
     pub pattern: String,
     /// Executed MACs per sample (sparse when density < 0.7) or output elements for MAC-free ops.
     pub work: f64,
+    /// Whether the graph quantizes the layer (weight and input) to int8: where the CPU has
+    /// VNNI it runs on other kernels, so int8 layers are only compared with int8 entries.
+    #[serde(default)]
+    pub int8: bool,
     /// Dense MACs per sample (for the roofline fallback).
     pub macs: u64,
 }
@@ -94,6 +98,10 @@ pub fn signatures(graph: &Graph) -> secateur_graph::Result<Vec<LayerSig>> {
                     .map_or_else(|| "unstructured".to_string(), |m| m.pattern.to_string());
             }
         }
+        let int8 = graph.quantization.as_ref().is_some_and(|q| {
+            q.activations.contains_key(&n.name)
+                && n.inputs.get(1).is_some_and(|w| q.weights.contains_key(w))
+        });
         let macs = summary.layers[i].macs;
         let work = if macs > 0 {
             if density < 0.7 {
@@ -114,6 +122,7 @@ pub fn signatures(graph: &Graph) -> secateur_graph::Result<Vec<LayerSig>> {
             pattern,
             work,
             macs,
+            int8,
         });
     }
     Ok(sigs)
@@ -149,6 +158,7 @@ impl LatencyTable {
                     pattern: String::new(),
                     work: steps,
                     macs: 0,
+                    int8: false,
                 },
                 batch,
                 threads,
@@ -186,6 +196,7 @@ impl LatencyTable {
                 && e.threads == threads
                 && e.sig.kind == s.kind
                 && e.sig.geometry == s.geometry
+                && e.sig.int8 == s.int8
                 && (e.sig.pattern == s.pattern || e.sig.pattern.is_empty())
         })
     }
@@ -201,6 +212,15 @@ impl LatencyTable {
         profile: &HardwareProfile,
     ) -> (f64, &'static str) {
         let fam: Vec<&Entry> = self.same_family(s, batch, threads).collect();
+        if fam.is_empty() && s.int8 {
+            // no int8 layer of this kind measured: its f32 time (what the layer costs
+            // where it runs as a simulation)
+            let f32_sig = LayerSig {
+                int8: false,
+                ..s.clone()
+            };
+            return self.predict_layer(&f32_sig, batch, threads, profile);
+        }
         if fam.is_empty() {
             let roofline = |sig: &LayerSig| {
                 batch as f64 * sig.work / (profile.macs_per_second(false) * 0.9) * 1e3

@@ -338,3 +338,56 @@ fn latency_table_predicts_recorded_and_interpolates() {
     let predicted = table.predict(&prune(0.9), 4, 1, &host).unwrap();
     assert!((predicted - layers * ratio).abs() <= 1e-9 * predicted);
 }
+
+#[test]
+fn int8_layers_are_predicted_from_int8_entries() {
+    let host = HardwareProfile::load("host").unwrap();
+    let g = lenet();
+    let mut q = secateur_graph::Quantization::default();
+    for w in secateur_prune::weights::prunable_weights(&g).unwrap() {
+        q.weights.insert(w.weight, w.out_axis);
+        q.activations
+            .insert(w.node, secateur_graph::ActQuant::from_range(-1.0, 1.0));
+    }
+    let mut quantized = g.clone();
+    quantized.quantization = Some(q);
+    let sigs = signatures(&quantized).unwrap();
+    for s in &sigs {
+        assert_eq!(
+            s.int8,
+            s.macs > 0,
+            "{}: only weighted layers are int8",
+            s.node
+        );
+    }
+    let conv2 = sigs.iter().find(|s| s.node == "conv2").unwrap();
+    let mut table = LatencyTable {
+        machine: "test".into(),
+        entries: vec![],
+    };
+    table.record_model(&g, 4, 1, 5).unwrap();
+    // no int8 entry yet: the layer is predicted at its f32 time
+    let f32_sig = signatures(&g).unwrap().remove(2);
+    assert_eq!(f32_sig.node, "conv2");
+    assert_eq!(
+        table.predict_layer(conv2, 4, 1, &host),
+        table.predict_layer(&f32_sig, 4, 1, &host)
+    );
+    // with the int8 plan recorded, its own entry
+    table.record_model(&quantized, 4, 1, 5).unwrap();
+    let entry = table
+        .entries
+        .iter()
+        .find(|e| e.sig.node == "conv2" && e.sig.int8)
+        .expect("an int8 entry for conv2");
+    assert_eq!(table.predict_layer(conv2, 4, 1, &host), (entry.ms, "table"));
+    let f32_entry = table
+        .entries
+        .iter()
+        .find(|e| e.sig.node == "conv2" && !e.sig.int8)
+        .unwrap();
+    assert_eq!(
+        table.predict_layer(&f32_sig, 4, 1, &host),
+        (f32_entry.ms, "table")
+    );
+}

@@ -283,6 +283,8 @@ fn check_int8(py: &Path, path: &Path, g: &Graph) {
     if secateur_runtime::kernels::nhwc_int8::int8_runs_fast(isa) {
         let config = PlanConfig {
             layout: secateur_runtime::LayoutPolicy::ChannelsLast,
+            // (a measured plan keeps f32 for a layer where int8 times slower)
+            policy: secateur_runtime::FormatPolicy::Dense,
             ..PlanConfig::new(2, 1)
         };
         let plan = ExecPlan::compile(&quantized, config).unwrap();

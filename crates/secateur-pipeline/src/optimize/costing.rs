@@ -7,7 +7,7 @@
 
 use crate::{Context, Result};
 use secateur_cost::{HardwareProfile, LatencyTable, layer_counts, model, totals};
-use secateur_graph::{Graph, Quantization};
+use secateur_graph::{ActQuant, Graph, Quantization};
 use secateur_prune::structured::{
     ChannelPruneConfig, DependencyGraph, StructuredTarget, apply_plan, plan_channels,
 };
@@ -36,12 +36,16 @@ pub struct Costing {
     pub threads: usize,
 }
 
-/// Marks every Conv/Gemm weight of `g` as int8 (per output channel) so that counts and the
-/// energy model see an int8 model before quantization-aware training calibrates it.
+/// Marks every Conv/Gemm weight of `g` as int8 (per output channel) and its input with a
+/// placeholder range, so that counts, the energy model and the latency table see an int8
+/// model before quantization-aware training calibrates it (the ranges change values, not
+/// costs).
 pub fn provisional_int8(g: &Graph) -> Result<Graph> {
     let mut q = Quantization::default();
     for w in prunable_weights(g)? {
         q.weights.insert(w.weight, w.out_axis);
+        q.activations
+            .insert(w.node, ActQuant::from_range(-1.0, 1.0));
     }
     let mut out = g.clone();
     out.quantization = Some(q);
@@ -87,6 +91,7 @@ pub fn build_latency_table(
     base: &Graph,
     batch: usize,
     threads: usize,
+    int8: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LatencyTable> {
     let mut table = LatencyTable {
@@ -101,12 +106,17 @@ pub fn build_latency_table(
     }
     grans.push(Some((Granularity::NM { n: 2, m: 4 }, 0.5)));
     let keeps = [1.0, 0.7, 0.45, 0.2];
-    let total = keeps.len() * grans.len();
+    // int8 variants at each width, dense and unstructured (the int8 kernels run dense)
+    let int8_grans = [None, Some((Granularity::Unstructured, 0.8))];
+    let total = keeps.len() * (grans.len() + if int8 { int8_grans.len() } else { 0 });
     let mut done = 0;
     for &keep in &keeps {
-        for gran in &grans {
+        let quantized = int8_grans.iter().filter(|_| int8).map(|g| (g, true));
+        for (gran, int8) in grans.iter().map(|g| (g, false)).chain(quantized) {
             // a granularity that does not fit the model's shapes is skipped
-            if let Ok(v) = table_variant(base, keep, *gran) {
+            let variant = table_variant(base, keep, *gran)
+                .and_then(|v| if int8 { provisional_int8(&v) } else { Ok(v) });
+            if let Ok(v) = variant {
                 table
                     .record_model(&v, batch, threads, 12)
                     .with_context(|| format!("timing a variant keeping {keep} of the channels"))?;

@@ -348,9 +348,10 @@ fn costing(cfg: &OptimizeConfig, base: &Graph, dir: &RunDir) -> Result<Costing> 
             Some(t) => LatencySource::Table(t),
             None => {
                 let mut bar = Reporter::new("latency table", 1);
-                let t = build_latency_table(base, cfg.batch, cfg.threads, &mut |d, n| {
-                    bar.update(d as u64, n as u64, "timing layers", false)
-                })?;
+                let t =
+                    build_latency_table(base, cfg.batch, cfg.threads, cfg.int8, &mut |d, n| {
+                        bar.update(d as u64, n as u64, "timing layers", false)
+                    })?;
                 bar.finish();
                 dir.write_json("latency-table.json", &t)?;
                 LatencySource::Table(t)

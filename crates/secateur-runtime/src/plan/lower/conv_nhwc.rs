@@ -1,23 +1,45 @@
 //! Lowering of convolutions on channels-last activations: depthwise convolutions to the NHWC
 //! depthwise kernel, 3×3 stride-1 convolutions with enough channels and pixels to the Winograd
-//! kernel, a quantized ungrouped convolution to the int8 kernel where the CPU has VNNI (it then
-//! quantizes its own input), every other convolution (grouped ones included) to the
+//! kernel, a quantized ungrouped convolution to the int8 kernel where the CPU has VNNI and
+//! (in measured plans) it times faster than the f32 kernel (it then quantizes its own input), every other convolution (grouped ones included) to the
 //! implicit-GEMM kernel, each with the whole fused tail (element-wise function, residual
 //! addition, function after it) in its epilogue. Weights run dense here: a convolution pruned far enough to gain
 //! from sparse kernels is lowered on NCHW instead (`conv.rs`) in a mixed-layout plan.
 
 use super::weights::Prepared;
+use crate::harness::{Budget, measure_interleaved, probe};
 use crate::kernels::nhwc_conv::NhwcConv;
 use crate::kernels::nhwc_int8::{NhwcInt8Conv, int8_runs_fast};
 use crate::kernels::nhwc_ops::NhwcDepthwise;
 use crate::kernels::winograd::NhwcWinograd;
-use crate::plan::LayerChoice;
 use crate::plan::step::{NhwcConvStep, NhwcKernel, StepKind};
+use crate::plan::{FormatPolicy, LayerChoice};
 use secateur_graph::Conv;
 
 /// Multiply-adds per sample below which one sample's layer runs on one thread: splitting it
 /// costs more in waking and joining threads (several microseconds) than it saves.
 const SPLIT_MIN_MACS: usize = 400_000;
+
+/// Whether the int8 kernel runs layer `k8` faster than the f32 kernel runs it (one sample of
+/// zeros, interleaved; the f32 simulation also quantizes its input, left out in its favour):
+/// a first layer of one or three channels, padded to four, and few output channels can lose.
+fn int8_pays(k8: &NhwcInt8Conv, f32k: &NhwcConv, [h, w, ho, wo]: [usize; 4]) -> bool {
+    let x = vec![0.0f32; h * w * k8.c_in];
+    let out_len = ho * wo * k8.c_out;
+    let (mut y8, mut y32) = (vec![0.0f32; out_len], vec![0.0f32; out_len]);
+    let mut s8 = vec![0u8; k8.scratch_bytes(h, w)];
+    let mut s32 = vec![0.0f32; f32k.scratch_len(h, w)];
+    let residual = k8.tail.residual.then(|| vec![0.0f32; out_len]);
+    let r = residual.as_deref();
+    let mut run8 = || k8.run(&x, h, w, ho, wo, &mut y8, r, &mut s8, 1);
+    let mut run32 = || f32k.run(&x, h, w, ho, wo, &mut y32, r, &mut s32, 1);
+    let one = probe(&mut run32);
+    let t = measure_interleaved(
+        &mut [&mut run8, &mut run32],
+        Budget::for_duration(one, 10.0),
+    );
+    t[0].median_ms < t[1].median_ms
+}
 
 /// The channels-last step of convolution `c` and its reported choice.
 pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
@@ -45,6 +67,13 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
             NhwcInt8Conv::new(
                 config.isa, c, c_in, c_out, &f.q, &f.scales, bias, f.quant, tail,
             )
+        })
+        .filter(|k| {
+            config.policy != FormatPolicy::Measure || {
+                let (wt, b) = (fused.weight.data(), &fused.bias);
+                let f32_kernel = NhwcConv::new(config.isa, c, c_in, c_out, wt, b, fused.tail);
+                int8_pays(k, &f32_kernel, [h, w, ho, wo])
+            }
         });
     let (kernel, format, scratch_len) = if let Some(k) = int8 {
         // the byte copy of the input in a scratch of floats
