@@ -30,6 +30,7 @@ pub mod nhwc_ops;
 mod nhwc_pair512;
 pub mod nm;
 pub mod padding;
+pub mod quantize;
 pub mod softmax;
 pub mod sparse_conv;
 pub mod vmath;

@@ -16,6 +16,7 @@
 
 use super::epilogue::Tail;
 use super::isa::Isa;
+use super::quantize::quantize;
 use rayon::prelude::*;
 use secateur_graph::{ActQuant, Conv};
 
@@ -72,6 +73,7 @@ pub struct NhwcInt8Conv {
     unit: Vec<f32>,
     bias: Vec<f32>,
     pub tail: Tail,
+    isa: Isa,
     vnni: bool,
 }
 
@@ -154,6 +156,7 @@ impl NhwcInt8Conv {
             unit,
             bias: padded_bias,
             tail,
+            isa,
             vnni: int8_runs_fast(isa),
         })
     }
@@ -220,7 +223,7 @@ impl NhwcInt8Conv {
         let sub = self.subsampled();
         let [sh, sw] = self.strides;
         let (top, left) = (self.pads[0], self.pads[1]);
-        let (zp, scale) = (self.quant.zero_point, self.quant.scale);
+        let (zp, scale, isa) = (self.quant.zero_point, self.quant.scale, self.isa);
         let row = |r: usize, out: &mut [u8]| {
             let src_row = if sub {
                 Some(r * sh)
@@ -234,7 +237,13 @@ impl NhwcInt8Conv {
             // few channels (a first layer's 3): the whole row at once, then spread out
             let mut narrow = vec![0u8; if c < 16 && !sub { w * c } else { 0 }];
             if !narrow.is_empty() {
-                quantize(&x[yy * w * c..(yy + 1) * w * c], scale, zp, &mut narrow);
+                quantize(
+                    isa,
+                    &x[yy * w * c..(yy + 1) * w * c],
+                    scale,
+                    zp,
+                    &mut narrow,
+                );
             }
             for (j, px) in out.chunks_exact_mut(cp).enumerate() {
                 let src_col = if sub {
@@ -248,7 +257,7 @@ impl NhwcInt8Conv {
                 };
                 if narrow.is_empty() {
                     let at = (yy * w + xx) * c;
-                    quantize(&x[at..at + c], scale, zp, &mut px[..c]);
+                    quantize(isa, &x[at..at + c], scale, zp, &mut px[..c]);
                 } else {
                     px[..c].copy_from_slice(&narrow[xx * c..(xx + 1) * c]);
                 }
@@ -326,64 +335,6 @@ impl NhwcInt8Conv {
         } else {
             units.iter().for_each(run);
         }
-    }
-}
-
-/// `QuantizeLinear` of one pixel's channels: `clamp(round_half_even(x / scale) + zp, 0, 255)`,
-/// on 16 lanes with AVX-512 (the division and rounding of the f32 simulation step).
-#[inline]
-fn quantize(src: &[f32], scale: f32, zp: u8, dst: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F was detected; the lengths are checked inside.
-        return unsafe { quantize_avx512(src, scale, zp, dst) };
-    }
-    quantize_scalar(src, scale, zp, dst)
-}
-
-/// The portable form (round half to even by the 1.5·2²³ trick, exact for the clamped range).
-fn quantize_scalar(src: &[f32], scale: f32, zp: u8, dst: &mut [u8]) {
-    const MAGIC: f32 = 12_582_912.0;
-    let zp = zp as f32;
-    for (o, v) in dst.iter_mut().zip(src) {
-        let y = (*v / scale).clamp(-512.0, 512.0);
-        *o = ((y + MAGIC) - MAGIC + zp).clamp(0.0, 255.0) as u8;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn quantize_avx512(src: &[f32], scale: f32, zp: u8, dst: &mut [u8]) {
-    use std::arch::x86_64::*;
-    let n = src.len().min(dst.len());
-    let (s, z) = (_mm512_set1_ps(scale), _mm512_set1_epi32(zp as i32));
-    let mut i = 0;
-    while i < n {
-        let lanes = (n - i).min(16);
-        let mask: __mmask16 = if lanes == 16 {
-            0xffff
-        } else {
-            (1u16 << lanes) - 1
-        };
-        // SAFETY: the mask keeps the load and store inside `src` and `dst`.
-        unsafe {
-            let x = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
-            // round to nearest even, then saturate: the scalar form's clamps
-            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm512_div_ps(x, s),
-            );
-            let r = _mm512_min_ps(
-                _mm512_max_ps(r, _mm512_set1_ps(-512.0)),
-                _mm512_set1_ps(512.0),
-            );
-            let q = _mm512_add_epi32(_mm512_cvtps_epi32(r), z);
-            let q = _mm512_max_epi32(
-                _mm512_min_epi32(q, _mm512_set1_epi32(255)),
-                _mm512_setzero_si512(),
-            );
-            _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(i) as *mut _, mask, q);
-        }
-        i += 16;
     }
 }
 

@@ -554,15 +554,13 @@ pub(super) fn run_step(
             out[..y[0].len()].copy_from_slice(y[0].data());
         }
         StepKind::Quant { q, n } => {
-            // round-half-to-even by the 1.5·2²³ trick (exact for |y| < 2²², and y is clamped
-            // well inside that without changing the clamped level): vectorises without SSE4.1
-            const MAGIC: f32 = 12_582_912.0;
-            let (zp, scale) = (q.zero_point as f32, q.scale);
-            for (o, v) in out[..*n].iter_mut().zip(&x[..*n]) {
-                let y = (*v / scale).clamp(-512.0, 512.0);
-                let level = ((y + MAGIC) - MAGIC + zp).clamp(0.0, 255.0);
-                *o = (level - zp) * scale;
-            }
+            crate::kernels::quantize::fake_quantize(
+                isa,
+                &x[..*n],
+                q.scale,
+                q.zero_point,
+                &mut out[..*n],
+            );
         }
     }
     if let Some((tail, per_sample)) = tail.filter(|t| t.0.has_rest()) {
