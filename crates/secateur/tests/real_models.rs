@@ -298,19 +298,29 @@ fn check_int8(py: &Path, path: &Path, g: &Graph) {
             }
         }
     }
-    // a value within f32 rounding of a level boundary may land on either level (each
-    // implementation sums in its own order, ONNX Runtime's convolutions the most differently):
-    // a level is 1/255 of an activation's range, and such flips are rare, so the largest
-    // error may reach a few levels and the mean stays below one; a wrong zero point, scale or
-    // folded factor errs by far more
-    for (what, got, max_bound, mean_bound) in [
-        ("int8 runtime", runtime, 1e-2, 1e-3),
-        ("ORT on the QDQ file", ort, 2e-2, 4e-3),
+    // A value within f32 rounding of a level boundary may land on either level: a level is
+    // 1/255 of an activation's range, so each implementation's own f32 arithmetic (summation
+    // order, erf, exp) flips a few levels, and the flips propagate through deep models
+    // (convnext_tiny: the three pairs all differ by max ≈ 0.018, mean ≈ 0.004 of the largest
+    // output; all-MiniLM-L6-v2: the runtime and ORT agree to 7 digits, both 0.040 / 0.0048
+    // from the reference simulation). So the runtime must be about as close to the others as
+    // ONNX Runtime is to the simulation, and close in absolute terms; a wrong zero point, scale
+    // or folded factor puts it far from both (a 5 % scale error: max 0.27, mean 0.068 on the
+    // resnet fixture, whose ORT-to-simulation distance is under 0.003).
+    let (ort_max, ort_mean) = level_errors(&ort, &simulated);
+    assert!(
+        ort_max <= 0.1 && ort_mean <= 1e-2,
+        "{name}: ORT on the QDQ file vs the simulation: max {ort_max}, mean {ort_mean}"
+    );
+    for (what, want) in [
+        ("ORT on the QDQ file", &ort),
+        ("the simulation", &simulated),
     ] {
-        let (max, mean) = level_errors(&got, &simulated);
+        let (max, mean) = level_errors(&runtime, want);
         assert!(
-            max <= max_bound && mean <= mean_bound,
-            "{name}: {what} vs simulation: max {max}, mean {mean}"
+            max <= 2.0 * ort_max + 1e-2 && mean <= 2.0 * ort_mean + 1e-3,
+            "{name}: int8 runtime vs {what}: max {max}, mean {mean} (ORT vs the simulation: \
+             max {ort_max}, mean {ort_mean})"
         );
     }
 }
