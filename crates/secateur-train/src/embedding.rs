@@ -6,9 +6,7 @@
 
 use crate::batch::to_value;
 use crate::error::{Result, TrainError};
-use crate::forward::{ForwardCtx, forward};
 use crate::micro::{Target, split_rows};
-use crate::quant::{FakeQuant, RangeObserver};
 use crate::trainer::{Progress, TrainHook, Trainer};
 use secateur_graph::Tensor;
 
@@ -85,34 +83,19 @@ impl Trainer {
     /// distillation when epochs follow.
     pub fn enable_quantization_on(&mut self, set: &EmbeddingSet, batches: usize) -> Result<()> {
         self.check_inputs(set)?;
-        let mut observer = RangeObserver::default();
         let order: Vec<usize> = (0..set.len()).collect();
-        for chunk in order
+        let device = self.device.clone();
+        let batches = order
             .chunks(self.config.batch_size.max(1))
             .take(batches.max(1))
-        {
-            let (inputs, _, _) = set.rows(chunk)?;
-            let values = inputs
-                .into_iter()
-                .map(|t| to_value(t, &self.device))
-                .collect::<Result<Vec<_>>>()?;
-            let mut ctx = ForwardCtx {
-                train: false,
-                quant: None,
-                observer: Some(&mut observer),
-                taps: None,
-            };
-            forward(
-                &self.graph,
-                &self.program,
-                &self.store.values,
-                &self.store.shapes,
-                &values,
-                &mut ctx,
-            )?;
-        }
-        self.quant = Some(FakeQuant::new(&self.graph, &self.store, &observer));
-        Ok(())
+            .map(|chunk| {
+                let (inputs, _, _) = set.rows(chunk)?;
+                inputs
+                    .into_iter()
+                    .map(|t| to_value(t, &device))
+                    .collect::<Result<Vec<_>>>()
+            });
+        self.calibrate(batches)
     }
 
     fn check_inputs(&self, set: &EmbeddingSet) -> Result<()> {

@@ -256,11 +256,28 @@ impl Trainer {
         batches_n: usize,
     ) -> Result<()> {
         check_fit(&self.graph, data)?;
-        let mut observer = RangeObserver::default();
         let order: Vec<usize> = (0..data.len()).collect();
-        for chunk in order.chunks(self.config.batch_size).take(batches_n.max(1)) {
-            let (x, _) = data.batch(chunk, norm);
-            let input = to_value(x, &self.device)?;
+        let device = self.device.clone();
+        let batches = order
+            .chunks(self.config.batch_size)
+            .take(batches_n.max(1))
+            .map(|chunk| {
+                let (x, _) = data.batch(chunk, norm);
+                Ok(vec![to_value(x, &device)?])
+            });
+        self.calibrate(batches)
+    }
+
+    /// Observes the activation ranges entering every quantized layer over `batches` (the
+    /// graph inputs of each, made one batch at a time), then turns on int8 fake quantization
+    /// with them.
+    pub(crate) fn calibrate(
+        &mut self,
+        batches: impl Iterator<Item = Result<Vec<Value>>>,
+    ) -> Result<()> {
+        let mut observer = RangeObserver::default();
+        for inputs in batches {
+            let inputs = inputs?;
             let mut ctx = ForwardCtx {
                 train: false,
                 quant: None,
@@ -272,7 +289,7 @@ impl Trainer {
                 &self.program,
                 &self.store.values,
                 &self.store.shapes,
-                &[input],
+                &inputs,
                 &mut ctx,
             )?;
         }

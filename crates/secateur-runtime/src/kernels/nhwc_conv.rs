@@ -248,34 +248,61 @@ impl NhwcConv {
             // the AVX-512 tile takes panels two at a time
             set += 1;
         }
-        let panel_sets = self.panels.len().div_ceil(set);
-        let blocks = if threads > 1 {
-            (threads * 4).div_ceil(panel_sets)
-        } else {
-            1
-        };
-        let step = pixels.div_ceil(blocks).div_ceil(MR).max(1) * MR;
-        let units: Vec<(usize, usize)> = (0..panel_sets)
-            .flat_map(|p| (0..pixels).step_by(step).map(move |q| (p, q)))
-            .collect();
-        let run = |&(p, q0): &(usize, usize)| {
-            let panels = &self.panels[p * set..((p + 1) * set).min(self.panels.len())];
-            // SAFETY: every unit writes its own panels' channels of its own pixels of `y`,
-            // inside the `[ho][wo][c_out]` the caller's shapes give.
-            unsafe { job.block(panels, q0..(q0 + step).min(pixels)) }
-        };
-        if threads > 1 && units.len() > 1 {
-            units.par_iter().for_each(run);
-        } else {
-            units.iter().for_each(run);
-        }
+        for_each_unit(
+            self.panels.len(),
+            set,
+            pixels,
+            MR,
+            threads,
+            |panels, pixels| {
+                // SAFETY: every unit writes its own panels' channels of its own pixels of `y`,
+                // inside the `[ho][wo][c_out]` the caller's shapes give.
+                unsafe { job.block(&self.panels[panels], pixels) }
+            },
+        );
+    }
+}
+
+/// Runs `unit(blocks, pixels)` over one layer's units of work: its weight blocks (panels) in
+/// sets of `set` (whose weights stay in the L2 cache together, so each tile of pixels runs
+/// through a whole set while its inputs are in the L1 cache) times ranges of output pixels,
+/// multiples of `mr` long; with `threads > 1`, several units per thread on the current rayon
+/// pool.
+pub(super) fn for_each_unit(
+    blocks: usize,
+    set: usize,
+    pixels: usize,
+    mr: usize,
+    threads: usize,
+    unit: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync,
+) {
+    let sets = blocks.div_ceil(set.max(1));
+    let parts = if threads > 1 {
+        (threads * 4).div_ceil(sets.max(1))
+    } else {
+        1
+    };
+    let step = pixels.div_ceil(parts).div_ceil(mr).max(1) * mr;
+    let units: Vec<(usize, usize)> = (0..sets)
+        .flat_map(|s| (0..pixels).step_by(step).map(move |q| (s, q)))
+        .collect();
+    let run = |&(s, q): &(usize, usize)| {
+        unit(
+            s * set..((s + 1) * set).min(blocks),
+            q..(q + step).min(pixels),
+        )
+    };
+    if threads > 1 && units.len() > 1 {
+        units.par_iter().for_each(run);
+    } else {
+        units.iter().for_each(run);
     }
 }
 
 /// A raw pointer shared by the workers of one layer, each writing disjoint elements.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the workers of a layer write disjoint elements (see `NhwcConv::run`).
+pub(super) struct SendPtr(pub(super) *mut f32);
+// SAFETY: the workers of a layer write disjoint elements (see `for_each_unit`'s callers).
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}

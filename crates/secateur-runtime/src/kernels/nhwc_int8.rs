@@ -16,6 +16,7 @@
 
 use super::epilogue::Tail;
 use super::isa::Isa;
+use super::nhwc_conv::{SendPtr, for_each_unit};
 use super::quantize::quantize;
 use rayon::prelude::*;
 use secateur_graph::{ActQuant, Conv};
@@ -314,37 +315,20 @@ impl NhwcInt8Conv {
         // every pixel tile of the range runs through its blocks
         let per_block = self.k * NR * NB;
         let set = (L2_WEIGHT_BYTES / per_block).clamp(1, self.blocks.len().max(1));
-        let sets = self.blocks.len().div_ceil(set);
-        let parts = if threads > 1 {
-            (threads * 4).div_ceil(sets)
-        } else {
-            1
-        };
-        let step = pixels.div_ceil(parts).div_ceil(MR).max(1) * MR;
-        let units: Vec<(usize, usize)> = (0..sets)
-            .flat_map(|s| (0..pixels).step_by(step).map(move |q| (s, q)))
-            .collect();
-        let run = |&(s, q0): &(usize, usize)| {
-            let blocks = &self.blocks[s * set..((s + 1) * set).min(self.blocks.len())];
-            // SAFETY: every unit writes its own blocks' channels of its own pixels of `y`,
-            // inside the `[ho][wo][c_out]` the caller's shapes give.
-            unsafe { job.range(blocks, q0..(q0 + step).min(pixels)) }
-        };
-        if threads > 1 && units.len() > 1 {
-            units.par_iter().for_each(run);
-        } else {
-            units.iter().for_each(run);
-        }
+        for_each_unit(
+            self.blocks.len(),
+            set,
+            pixels,
+            MR,
+            threads,
+            |blocks, pixels| {
+                // SAFETY: every unit writes its own blocks' channels of its own pixels of `y`,
+                // inside the `[ho][wo][c_out]` the caller's shapes give.
+                unsafe { job.range(&self.blocks[blocks], pixels) }
+            },
+        );
     }
 }
-
-/// A raw pointer shared by the workers of one layer, each writing disjoint elements.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the workers of a layer write disjoint elements (see `NhwcInt8Conv::run`).
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
 
 /// What every tile of one layer call shares.
 struct Job<'a> {
