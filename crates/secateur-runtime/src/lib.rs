@@ -10,6 +10,7 @@ pub mod kernel_bench;
 pub mod kernels;
 pub mod ops;
 pub mod plan;
+pub mod team;
 
 pub use error::{Result, RuntimeError};
 pub use harness::{Budget, Stats};

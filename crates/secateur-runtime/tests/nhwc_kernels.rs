@@ -360,16 +360,18 @@ proptest! {
             let want = nhwc(y.data(), c, ho * wo);
             for isa in Isa::available() {
                 let mut out = vec![f32::NAN; c * ho * wo];
-                nhwc_ops::pool(isa, &xn, c, h, w, &geometry, max, include_pad, ho, wo, &mut out);
+                nhwc_ops::pool(isa, &xn, c, h, w, &geometry, max, include_pad, ho, wo, &mut out, 2);
                 assert_close(&out, &want, &format!("pool max={max} {isa}"));
             }
             let mut planar = vec![f32::NAN; c * ho * wo];
             ops::pool(&x, c, h, w, &geometry, max, include_pad, ho, wo, &mut planar);
             assert_close(&planar, y.data(), &format!("NCHW pool max={max}"));
         }
-        let mut gap = vec![0.0; c];
-        nhwc_ops::global_avg_pool(Isa::detect(), &xn, h * w, c, &mut gap);
         let want: Vec<f32> = (0..c).map(|ch| x[ch * h * w..(ch + 1) * h * w].iter().sum::<f32>() / (h * w) as f32).collect();
-        assert_close(&gap, &want, "global average pool");
+        for threads in [1, 3] {
+            let mut gap = vec![0.0; c];
+            nhwc_ops::global_avg_pool(Isa::detect(), &xn, h * w, c, &mut gap, threads);
+            assert_close(&gap, &want, &format!("global average pool, {threads} threads"));
+        }
     }
 }

@@ -93,7 +93,7 @@ fn dense_and_unstructured_plans_match_the_reference() {
     for (name, g) in models() {
         let sparse = pruned(&g, Granularity::Unstructured, Some(0.9), &[]);
         for (variant, graph) in [("dense", &g), ("90%", &sparse)] {
-            for (batch, threads) in [(1, 1), (3, 2)] {
+            for (batch, threads) in [(1, 1), (1, 2), (3, 2)] {
                 check(
                     &format!("{name}/{variant}"),
                     graph,

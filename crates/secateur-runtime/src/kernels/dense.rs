@@ -58,7 +58,7 @@ pub fn matmul(
 
 /// Independent products `y[l] = a[l]·b[l]` of row-major `M×K` and `K×N` matrices read at the
 /// given offsets (broadcast operands repeat an offset), written consecutively to `y`; the
-/// matrices are split over the current rayon pool when `threads > 1`.
+/// matrices are split over the running team (`crate::team`) when `threads > 1`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_matmul(
     a: &[f32],
@@ -69,7 +69,6 @@ pub fn batch_matmul(
     b_offsets: &[usize],
     threads: usize,
 ) {
-    use rayon::prelude::*;
     let count = a_offsets.len();
     assert!(
         b_offsets.len() == count
@@ -78,7 +77,7 @@ pub fn batch_matmul(
             && b_offsets.iter().all(|&o| o + k * n <= b.len()),
         "batched matmul: buffer sizes do not match {count} x {m}x{k}x{n}"
     );
-    let one = |(l, out): (usize, &mut [f32])| {
+    let one = |l: usize, out: &mut [f32]| {
         // SAFETY: every operand matrix lies inside its slice (checked above) and `out` is the
         // m×n chunk of `y` owned by this product.
         unsafe {
@@ -105,12 +104,7 @@ pub fn batch_matmul(
             );
         }
     };
-    let chunks = y[..count * m * n].chunks_mut((m * n).max(1)).enumerate();
-    if threads > 1 && count > 1 {
-        chunks.collect::<Vec<_>>().into_par_iter().for_each(one);
-    } else {
-        chunks.for_each(one);
-    }
+    crate::team::parallel_chunks(threads, &mut y[..count * m * n], (m * n).max(1), one);
 }
 
 /// `y[N×M] = x[N×K] · w[M×K]ᵀ + bias (per column), activation`.
@@ -197,25 +191,19 @@ const VM_BLOCK: usize = 128;
 /// `y[M] = x[K] · wt[K×M]` for one row (a fully connected layer at batch 1): the weights are
 /// streamed once, row by row, into 128 column accumulators held in registers, instead of
 /// going through the GEMM's packing, which copies all of them on every call. Column blocks
-/// are split over the current rayon pool when `threads > 1`.
+/// are split over the running team (`crate::team`) when `threads > 1`.
 #[cfg(target_arch = "x86_64")]
 fn vector_times_matrix(wt: &[f32], x: &[f32], y: &mut [f32], k: usize, m: usize, threads: usize) {
-    use rayon::prelude::*;
     assert!(
         wt.len() >= k * m && x.len() >= k && y.len() >= m,
         "vector-matrix product: buffer sizes do not match {k}x{m}"
     );
-    let block = |(b, out): (usize, &mut [f32])| {
+    let block = |b: usize, out: &mut [f32]| {
         // SAFETY: AVX-512F was detected by the caller; `out` holds the block's columns, and
         // every row of `wt` holds `m >= b·VM_BLOCK + out.len()` values (checked above).
         unsafe { vm_block_avx512(wt, x, out, k, m, b * VM_BLOCK) }
     };
-    let blocks = y[..m].chunks_mut(VM_BLOCK).enumerate();
-    if threads > 1 && m > VM_BLOCK {
-        blocks.collect::<Vec<_>>().into_par_iter().for_each(block);
-    } else {
-        blocks.for_each(block);
-    }
+    crate::team::parallel_chunks(threads, &mut y[..m], VM_BLOCK, block);
 }
 
 /// Columns `j0 .. j0 + out.len()` (at most [`VM_BLOCK`]) of `x · wt`; lanes past the end are

@@ -70,40 +70,84 @@ impl Broadcast {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Length of the output's rows: the runs along the last (merged) axis that every kernel
+    /// walks as one inner loop.
+    pub fn row(&self) -> usize {
+        self.dims.last().copied().unwrap_or(1)
+    }
 }
 
 /// `y = f(a, b)` with the broadcast `bc`.
 pub fn binary(isa: Isa, f: BinaryFn, bc: &Broadcast, a: &[f32], b: &[f32], y: &mut [f32]) {
-    binary_dispatch(isa, f, bc, a, b, y)
+    binary_dispatch(isa, f, bc, a, b, y, 0)
+}
+
+/// Rows `first_row..` of `y = f(a, b)` (rows of [`Broadcast::row`] values), as many as `y`
+/// holds whole: a piece of the output for one thread.
+pub fn binary_rows(
+    isa: Isa,
+    f: BinaryFn,
+    bc: &Broadcast,
+    a: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    first_row: usize,
+) {
+    binary_dispatch(isa, f, bc, a, b, y, first_row)
 }
 
 dispatch!(
-    fn binary_dispatch[][](f: BinaryFn, bc: &Broadcast, a: &[f32], b: &[f32], y: &mut [f32]) => binary_body
+    fn binary_dispatch[][](f: BinaryFn, bc: &Broadcast, a: &[f32], b: &[f32], y: &mut [f32], first_row: usize) => binary_body
 );
 
 #[inline(always)]
-fn binary_body<const FMA: bool>(f: BinaryFn, bc: &Broadcast, a: &[f32], b: &[f32], y: &mut [f32]) {
+fn binary_body<const FMA: bool>(
+    f: BinaryFn,
+    bc: &Broadcast,
+    a: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    first: usize,
+) {
     match f {
-        BinaryFn::Add => walk(bc, a, b, y, |p, q| p + q),
-        BinaryFn::Sub => walk(bc, a, b, y, |p, q| p - q),
-        BinaryFn::Mul => walk(bc, a, b, y, |p, q| p * q),
-        BinaryFn::Div => walk(bc, a, b, y, |p, q| p / q),
-        BinaryFn::Max => walk(bc, a, b, y, |p, q| p.max(q)),
-        BinaryFn::Min => walk(bc, a, b, y, |p, q| p.min(q)),
-        other => walk(bc, a, b, y, |p, q| other.apply(p, q)),
+        BinaryFn::Add => walk(bc, a, b, y, first, |p, q| p + q),
+        BinaryFn::Sub => walk(bc, a, b, y, first, |p, q| p - q),
+        BinaryFn::Mul => walk(bc, a, b, y, first, |p, q| p * q),
+        BinaryFn::Div => walk(bc, a, b, y, first, |p, q| p / q),
+        BinaryFn::Max => walk(bc, a, b, y, first, |p, q| p.max(q)),
+        BinaryFn::Min => walk(bc, a, b, y, first, |p, q| p.min(q)),
+        other => walk(bc, a, b, y, first, |p, q| other.apply(p, q)),
     }
 }
 
-/// Every output element, the last axis as an inner loop of one of four shapes.
+/// The output's rows from `first` (as many as `y` holds), the last axis as an inner loop of
+/// one of four shapes.
 #[inline(always)]
-fn walk(bc: &Broadcast, a: &[f32], b: &[f32], y: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+fn walk(
+    bc: &Broadcast,
+    a: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    first: usize,
+    f: impl Fn(f32, f32) -> f32,
+) {
     let r = bc.dims.len();
     let inner = bc.dims[r - 1];
     let (ia, ib) = (bc.stride_a[r - 1] != 0, bc.stride_b[r - 1] != 0);
     let outer: usize = bc.dims[..r - 1].iter().product();
+    let rows = (y.len() / inner.max(1)).min(outer.saturating_sub(first));
+    // the odometer's position at row `first`
     let mut idx = vec![0usize; r - 1];
     let (mut oa, mut ob) = (0usize, 0usize);
-    for o in 0..outer {
+    let mut rest = first;
+    for ax in (0..r - 1).rev() {
+        idx[ax] = rest % bc.dims[ax];
+        rest /= bc.dims[ax];
+        oa += idx[ax] * bc.stride_a[ax];
+        ob += idx[ax] * bc.stride_b[ax];
+    }
+    for o in 0..rows {
         let out = &mut y[o * inner..(o + 1) * inner];
         match (ia, ib) {
             (true, true) => {
@@ -230,6 +274,15 @@ mod tests {
                 let a10: Vec<f32> = a.iter().map(|v| v * 10.0).collect();
                 binary(isa, BinaryFn::Add, &bc, &a10, &b, &mut y);
                 assert_eq!(y, want, "{sa:?} {sb:?} {so:?} {isa}");
+                // the same output in pieces of whole rows, as threads compute it
+                let row = bc.row();
+                for rows in 1..4 {
+                    let mut pieces = vec![f32::NAN; bc.len()];
+                    for (i, ys) in pieces.chunks_mut(rows * row).enumerate() {
+                        binary_rows(isa, BinaryFn::Add, &bc, &a10, &b, ys, i * rows);
+                    }
+                    assert_eq!(pieces, want, "{sa:?} {sb:?} {so:?} {isa} by {rows} rows");
+                }
             }
         }
     }

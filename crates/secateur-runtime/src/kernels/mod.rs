@@ -42,7 +42,6 @@ pub use epilogue::{Activation, Epilogue, Tail};
 pub use isa::Isa;
 pub use nm::NmSparse;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -185,14 +184,11 @@ impl WeightKernel {
             return;
         }
         let chunk = m.div_ceil(threads).div_ceil(align) * align;
-        y[..m * n]
-            .par_chunks_mut(chunk * n)
-            .enumerate()
-            .for_each(|(i, ys)| {
-                let r0 = i * chunk;
-                let r1 = (r0 + chunk).min(m);
-                run(ys, r0, r1);
-            });
+        crate::team::parallel_chunks(threads, &mut y[..m * n], chunk * n, |i, ys| {
+            let r0 = i * chunk;
+            let r1 = (r0 + chunk).min(m);
+            run(ys, r0, r1);
+        });
     }
 }
 

@@ -13,7 +13,6 @@
 
 use super::epilogue::Tail;
 use super::isa::Isa;
-use rayon::prelude::*;
 use secateur_graph::Conv;
 
 /// Bytes of packed weights a set of panels may hold (about a quarter of a 1 MiB L2 cache).
@@ -202,7 +201,7 @@ impl NhwcConv {
 
     /// One sample: `x` is `[h][w][c_in]`, `y` is `[ho][wo][c_out]`, `residual` (when the tail
     /// adds one) is laid out like `y`; `scratch` holds [`NhwcConv::scratch_len`] values.
-    /// `threads > 1` splits the work on the current rayon pool.
+    /// `threads > 1` splits the work over the running team (`crate::team`).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -292,11 +291,7 @@ pub(super) fn for_each_unit(
             q..(q + step).min(pixels),
         )
     };
-    if threads > 1 && units.len() > 1 {
-        units.par_iter().for_each(run);
-    } else {
-        units.iter().for_each(run);
-    }
+    crate::team::parallel_for(threads, units.len(), |i| run(&units[i]));
 }
 
 /// A raw pointer shared by the workers of one layer, each writing disjoint elements.

@@ -18,7 +18,6 @@ use super::epilogue::Tail;
 use super::isa::Isa;
 use super::nhwc_conv::{SendPtr, for_each_unit};
 use super::quantize::quantize;
-use rayon::prelude::*;
 use secateur_graph::{ActQuant, Conv};
 
 /// Output channels per panel: one vector of 16 `i32` sums.
@@ -265,20 +264,12 @@ impl NhwcInt8Conv {
                 px[c..].fill(zp);
             }
         };
-        if threads > 1 {
-            xq.par_chunks_mut(wp * cp)
-                .enumerate()
-                .for_each(|(r, out)| row(r, out));
-        } else {
-            xq.chunks_mut(wp * cp)
-                .enumerate()
-                .for_each(|(r, out)| row(r, out));
-        }
+        crate::team::parallel_chunks(threads, xq, wp * cp, row);
     }
 
     /// One sample: `x` is `[h][w][c_in]`, `y` is `[ho][wo][c_out]`, `residual` (when the tail
     /// adds one) is laid out like `y`; `scratch` holds [`NhwcInt8Conv::scratch_bytes`] bytes.
-    /// `threads > 1` splits the work on the current rayon pool.
+    /// `threads > 1` splits the work over the running team (`crate::team`).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,

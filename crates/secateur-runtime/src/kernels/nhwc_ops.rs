@@ -7,7 +7,6 @@
 
 use super::epilogue::Tail;
 use super::isa::{Isa, dispatch};
-use rayon::prelude::*;
 use secateur_graph::{Conv, PoolGeometry};
 
 /// Valid kernel taps `lo..hi` along one axis for output index `o`: those whose input index
@@ -75,17 +74,13 @@ impl NhwcDepthwise {
         threads: usize,
     ) {
         let row = wo * self.c;
-        let body = |(oy, yr): (usize, &mut [f32])| {
+        let body = |oy: usize, yr: &mut [f32]| {
             let res = residual
                 .filter(|_| self.tail.residual)
                 .map(|r| &r[oy * row..(oy + 1) * row]);
             depthwise_row(isa, self, x, h, w, oy, wo, yr, res);
         };
-        if threads > 1 {
-            y[..ho * row].par_chunks_mut(row).enumerate().for_each(body);
-        } else {
-            y[..ho * row].chunks_mut(row).enumerate().for_each(body);
-        }
+        crate::team::parallel_chunks(threads, &mut y[..ho * row], row, body);
     }
 }
 
@@ -607,22 +602,12 @@ pub fn pool(
     ho: usize,
     wo: usize,
     y: &mut [f32],
+    threads: usize,
 ) {
-    for oy in 0..ho {
-        pool_row(
-            isa,
-            x,
-            c,
-            h,
-            w,
-            geo,
-            max,
-            include_pad,
-            oy,
-            wo,
-            &mut y[oy * wo * c..(oy + 1) * wo * c],
-        );
-    }
+    let row = wo * c;
+    crate::team::parallel_chunks(threads, &mut y[..ho * row], row, |oy, yr| {
+        pool_row(isa, x, c, h, w, geo, max, include_pad, oy, wo, yr)
+    });
 }
 
 dispatch!(
@@ -776,23 +761,40 @@ fn max_block<const N: usize>(x: &[f32], taps: &[usize], ch: usize, out: &mut [f3
     out[ch..ch + N].copy_from_slice(&acc);
 }
 
+/// The mean over the `p` pixels of one sample `[p][c]`, into `[c]`; with `threads > 1`, each
+/// thread sums a range of pixels and the partial sums are added at the end.
+pub fn global_avg_pool(isa: Isa, x: &[f32], p: usize, c: usize, y: &mut [f32], threads: usize) {
+    let y = &mut y[..c];
+    let inv = 1.0 / p.max(1) as f32;
+    if threads <= 1 || p < 2 {
+        gap_sum(isa, &x[..p * c], c, y);
+    } else {
+        let per = p.div_ceil(threads);
+        let mut partial = vec![0.0f32; p.div_ceil(per) * c];
+        crate::team::parallel_chunks(threads, &mut partial, c, |i, sums| {
+            let pixels = i * per..((i + 1) * per).min(p);
+            gap_sum(isa, &x[pixels.start * c..pixels.end * c], c, sums)
+        });
+        y.copy_from_slice(&partial[..c]);
+        for sums in partial[c..].chunks_exact(c) {
+            y.iter_mut().zip(sums).for_each(|(o, s)| *o += s);
+        }
+    }
+    y.iter_mut().for_each(|o| *o *= inv);
+}
+
 dispatch!(
-    /// The mean over the `p` pixels of one sample `[p][c]`, into `[c]`.
-    pub fn global_avg_pool[][](x: &[f32], p: usize, c: usize, y: &mut [f32]) => gap_body
+    /// `y[ch]` = the sum over the pixels of `x` (`[pixels][c]`) of channel `ch`.
+    fn gap_sum[][](x: &[f32], c: usize, y: &mut [f32]) => gap_body
 );
 
 #[inline(always)]
-fn gap_body<const FMA: bool>(x: &[f32], p: usize, c: usize, y: &mut [f32]) {
-    let y = &mut y[..c];
+fn gap_body<const FMA: bool>(x: &[f32], c: usize, y: &mut [f32]) {
     y.fill(0.0);
-    for px in x[..p * c].chunks_exact(c) {
+    for px in x.chunks_exact(c) {
         for (o, v) in y.iter_mut().zip(px) {
             *o += v;
         }
-    }
-    let inv = 1.0 / p.max(1) as f32;
-    for o in y.iter_mut() {
-        *o *= inv;
     }
 }
 

@@ -16,7 +16,6 @@ use super::elementwise::pointwise_in_place;
 use super::epilogue::Tail;
 use super::isa::Isa;
 use super::nhwc_conv::{MR, NR, Tile, chunk_len, pad_nhwc};
-use rayon::prelude::*;
 use secateur_graph::Conv;
 use std::cell::RefCell;
 
@@ -152,7 +151,7 @@ impl NhwcWinograd {
 
     /// One sample: `x` is `[h][w][c_in]`, `y` is `[ho][wo][c_out]`, `residual` (when the tail
     /// adds one) is laid out like `y`; `scratch` holds [`NhwcWinograd::scratch_len`] values.
-    /// `threads > 1` splits the work on the current rayon pool.
+    /// `threads > 1` splits the work over the running team (`crate::team`).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -200,11 +199,7 @@ impl NhwcWinograd {
             // inside the `[ho][wo][c_out]` output.
             unsafe { self.unit(xp, &g, tiles, panels, clamp, out) };
         };
-        if threads > 1 && units.len() > 1 {
-            units.par_iter().for_each(run);
-        } else {
-            units.iter().for_each(run);
-        }
+        crate::team::parallel_for(threads, units.len(), |i| run(&units[i]));
         if clamp.is_none() {
             self.finish(y, residual, threads);
         }
@@ -224,7 +219,7 @@ impl NhwcWinograd {
         const CHUNK: usize = 16 * 1024;
         let tail = self.tail;
         let isa = self.isa;
-        let rest = |(i, ys): (usize, &mut [f32])| {
+        let rest = |i: usize, ys: &mut [f32]| {
             if let Some(f) = tail.act {
                 pointwise_in_place(isa, f, ys);
             }
@@ -236,11 +231,7 @@ impl NhwcWinograd {
                 pointwise_in_place(isa, f, ys);
             }
         };
-        if threads > 1 {
-            y.par_chunks_mut(CHUNK).enumerate().for_each(rest);
-        } else {
-            y.chunks_mut(CHUNK).enumerate().for_each(rest);
-        }
+        crate::team::parallel_chunks(threads, y, CHUNK, rest);
     }
 
     /// Tiles `tiles` through panels `panels`: input transform, 36 products per panel, output

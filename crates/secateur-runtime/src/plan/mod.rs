@@ -14,6 +14,7 @@ mod tail;
 
 use crate::error::{Result, RuntimeError};
 use crate::kernels::{Format, Isa};
+use crate::team::Team;
 use rayon::prelude::*;
 use secateur_graph::Graph;
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,37 @@ pub struct LayerChoice {
     pub weight_bytes: usize,
 }
 
+impl LayerChoice {
+    /// A layer whose kernel follows from its shape, not from timing candidates: nothing
+    /// measured, and it executes every multiply-accumulate it has.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn unmeasured(
+        node: String,
+        op: &str,
+        fused: Vec<String>,
+        format: &str,
+        threads: usize,
+        sparsity: f64,
+        macs: u64,
+        weight_bytes: usize,
+    ) -> Self {
+        LayerChoice {
+            node,
+            op: op.into(),
+            fused,
+            format: format.into(),
+            threads,
+            sparsity,
+            candidates: vec![],
+            dense_ms: f64::NAN,
+            chosen_ms: f64::NAN,
+            dense_macs: macs,
+            executed_macs: macs,
+            weight_bytes,
+        }
+    }
+}
+
 /// A compiled graph.
 pub struct ExecPlan {
     pub config: PlanConfig,
@@ -123,6 +155,8 @@ pub struct ExecPlan {
     pub output_shape: Vec<usize>,
     pub layers: Vec<LayerChoice>,
     pool: Option<rayon::ThreadPool>,
+    /// The spinning workers that split one inference's layers (with `threads > 1`).
+    team: Option<Team>,
     /// When not empty, the batch runs as one-sample runs of these plans (one per worker, in
     /// parallel), and `steps` is empty: each sample's activations stay in cache through the
     /// whole network, and the workers never wait for each other between layers.
@@ -326,6 +360,7 @@ impl ExecPlan {
             output_shape,
             layers,
             pool: Self::thread_pool(workers)?,
+            team: None,
             samples,
             tail,
         })
@@ -343,6 +378,7 @@ impl ExecPlan {
             output_shape: self.output_shape.clone(),
             layers: self.layers.clone(),
             pool: Self::thread_pool(self.config.threads)?,
+            team: Self::team(self.config.threads, &self.samples)?,
             samples: self
                 .samples
                 .iter()
@@ -353,6 +389,16 @@ impl ExecPlan {
                 None => None,
             },
         })
+    }
+
+    /// The team splitting each layer of a plan that runs samples one by one over `threads`.
+    fn team(threads: usize, samples: &[ExecPlan]) -> Result<Option<Team>> {
+        if threads <= 1 || !samples.is_empty() {
+            return Ok(None);
+        }
+        Team::new(threads)
+            .map(Some)
+            .map_err(|e| RuntimeError::Config(format!("cannot start {threads} threads: {e}")))
     }
 
     /// A pool of `threads` workers, or none for one thread.
@@ -412,6 +458,7 @@ impl ExecPlan {
             output_shape,
             layers,
             pool,
+            team: Self::team(config.threads, &[])?,
             samples: Vec::new(),
             tail: None,
         })
@@ -531,6 +578,7 @@ impl ExecPlan {
         let isa = self.config.isa;
         let batch = self.config.batch;
         let pool = self.pool.take();
+        let team = self.team.take();
         let mut body = || -> Result<()> {
             for si in 0..self.steps.len() {
                 let t = Instant::now();
@@ -545,10 +593,14 @@ impl ExecPlan {
             }
             Ok(())
         };
-        let result = match &pool {
-            Some(p) => p.install(body),
-            None => body(),
+        // the team splits the layers; the pool runs what rayon still does (the gemm crate)
+        let result = match (&pool, &team) {
+            (Some(p), Some(t)) => p.install(|| t.enter(body)),
+            (Some(p), None) => p.install(body),
+            (None, Some(t)) => t.enter(body),
+            (None, None) => body(),
         };
+        self.team = team;
         self.pool = pool;
         result
     }

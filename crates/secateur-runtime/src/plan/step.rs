@@ -16,7 +16,7 @@ use crate::kernels::sparse_conv::SparseConv;
 use crate::kernels::winograd::NhwcWinograd;
 use crate::kernels::{Activation, Epilogue, Isa, Tail, WeightKernel, dense};
 use crate::ops;
-use rayon::prelude::*;
+use crate::team::{available_threads, parallel_chunks, parallel_chunks_with};
 use secateur_graph::{ActQuant, BinaryFn, Conv, Op, Pointwise, PoolGeometry, Tensor};
 
 #[derive(Clone)]
@@ -342,15 +342,13 @@ pub(super) fn run_step(
             if c.kernel_threads == 1 && c.scratch.len() > 1 {
                 let workers = c.scratch.len();
                 let per_worker = batch.div_ceil(workers);
-                out[..batch * per_out]
-                    .par_chunks_mut(per_worker * per_out)
-                    .zip(c.scratch.par_iter_mut())
-                    .enumerate()
-                    .for_each(|(wi, (ys, scratch))| {
-                        for (j, y) in ys.chunks_mut(per_out).enumerate() {
-                            sample(wi * per_worker + j, y, scratch);
-                        }
-                    });
+                let ys = &mut out[..batch * per_out];
+                let scratch = &mut c.scratch;
+                parallel_chunks_with(workers, ys, per_worker * per_out, scratch, |wi, ys, sc| {
+                    for (j, y) in ys.chunks_mut(per_out).enumerate() {
+                        sample(wi * per_worker + j, y, sc);
+                    }
+                });
             } else {
                 let mut scratch = c.scratch.pop().unwrap_or_default();
                 for (s, y) in out[..batch * per_out].chunks_mut(per_out).enumerate() {
@@ -374,10 +372,11 @@ pub(super) fn run_step(
         } => {
             let per_in = *c_in * *h * *w;
             let per_out = *c_out * *ho * *wo;
-            out[..batch * per_out]
-                .par_chunks_mut(per_out)
-                .enumerate()
-                .for_each(|(s, y)| {
+            parallel_chunks(
+                available_threads(),
+                &mut out[..batch * per_out],
+                per_out,
+                |s, y| {
                     ops::depthwise(
                         &x[s * per_in..(s + 1) * per_in],
                         *c_in,
@@ -392,7 +391,8 @@ pub(super) fn run_step(
                         *wo,
                         y,
                     );
-                });
+                },
+            );
         }
         StepKind::Linear(l) => {
             let ep = Epilogue {
@@ -433,19 +433,36 @@ pub(super) fn run_step(
         StepKind::Gap { planes, inner } => ops::global_avg_pool(x, *planes, *inner, out),
         StepKind::Binary { f, bc, na, nb } => {
             let b = input_of(inputs, consts, buffers, 1);
-            let n = bc.len();
-            elementwise::binary(isa, *f, bc, &x[..*na], &b[..*nb], &mut out[..n]);
+            let (n, row) = (bc.len(), bc.row());
+            let (a, b) = (&x[..*na], &b[..*nb]);
+            let threads = split_threads(n);
+            let rows = (n / row.max(1)).div_ceil(threads * 4).max(1);
+            parallel_chunks(threads, &mut out[..n], rows * row, |i, ys| {
+                elementwise::binary_rows(isa, *f, bc, a, b, ys, i * rows)
+            });
         }
         StepKind::Concat { outer, chunks } => {
             let total: usize = chunks.iter().sum();
-            for (k, &ch) in chunks.iter().enumerate() {
-                let offset: usize = chunks[..k].iter().sum();
-                let src = input_of(inputs, consts, buffers, k);
-                for o in 0..*outer {
-                    out[o * total + offset..o * total + offset + ch]
-                        .copy_from_slice(&src[o * ch..(o + 1) * ch]);
-                }
-            }
+            let srcs: Vec<&[f32]> = (0..chunks.len())
+                .map(|k| input_of(inputs, consts, buffers, k))
+                .collect();
+            let threads = split_threads(*outer * total);
+            let rows = outer.div_ceil(threads * 4).max(1);
+            parallel_chunks(
+                threads,
+                &mut out[..*outer * total],
+                rows * total,
+                |i, ys| {
+                    for (r, y) in ys.chunks_mut(total).enumerate() {
+                        let o = i * rows + r;
+                        let mut offset = 0;
+                        for (src, &ch) in srcs.iter().zip(chunks.iter()) {
+                            y[offset..offset + ch].copy_from_slice(&src[o * ch..(o + 1) * ch]);
+                            offset += ch;
+                        }
+                    }
+                },
+            );
         }
         StepKind::NhwcConv(c) => {
             let residual = c
@@ -466,19 +483,20 @@ pub(super) fn run_step(
             wo,
         } => {
             let (per_in, per_out) = (*c * *h * *w, *c * *ho * *wo);
-            out[..batch * per_out]
-                .par_chunks_mut(per_out)
-                .enumerate()
-                .for_each(|(s, y)| {
-                    let xs = &x[s * per_in..(s + 1) * per_in];
-                    nhwc_ops::pool(isa, xs, *c, *h, *w, geo, *max, *include_pad, *ho, *wo, y);
-                });
+            let threads = available_threads();
+            for (s, y) in out[..batch * per_out].chunks_mut(per_out).enumerate() {
+                let xs = &x[s * per_in..(s + 1) * per_in];
+                let (max, pad) = (*max, *include_pad);
+                nhwc_ops::pool(isa, xs, *c, *h, *w, geo, max, pad, *ho, *wo, y, threads);
+            }
         }
         StepKind::NhwcGap { c, p } => {
             let (c, p) = (*c, *p);
+            let threads = split_threads(c * p);
             for s in 0..batch {
                 let xs = &x[s * c * p..(s + 1) * c * p];
-                nhwc_ops::global_avg_pool(isa, xs, p, c, &mut out[s * c..(s + 1) * c]);
+                let ys = &mut out[s * c..(s + 1) * c];
+                nhwc_ops::global_avg_pool(isa, xs, p, c, ys, threads);
             }
         }
         StepKind::Slice { dims, ranges } => layout::slice(x, dims, ranges, out),
@@ -538,7 +556,14 @@ pub(super) fn run_step(
         StepKind::Softmax { outer, red, inner } => {
             crate::kernels::softmax::softmax(isa, x, *outer, *red, *inner, out)
         }
-        StepKind::Pointwise(f) => elementwise::pointwise(isa, *f, x, out),
+        StepKind::Pointwise(f) => {
+            let n = x.len().min(out.len());
+            let threads = split_threads(n);
+            let piece = n.div_ceil(threads * 4).next_multiple_of(16);
+            parallel_chunks(threads, &mut out[..n], piece, |i, ys| {
+                elementwise::pointwise(isa, *f, &x[i * piece..], ys)
+            });
+        }
         StepKind::Reference { op, shapes } => {
             let tensors: Vec<Tensor> = shapes
                 .iter()
@@ -596,6 +621,19 @@ impl NhwcKernel {
     }
 }
 
+/// Values below which a data-movement or element-wise step stays on one thread: waking the
+/// team's helpers costs more than copying them.
+const SPLIT_MIN_VALUES: usize = 32 * 1024;
+
+/// Threads to split a step over `values` outputs on: the running team's, unless too few.
+fn split_threads(values: usize) -> usize {
+    if values < SPLIT_MIN_VALUES {
+        1
+    } else {
+        available_threads()
+    }
+}
+
 /// A channels-last convolution over the batch: samples in parallel on the plan's workers, or
 /// one sample at a time split over `threads`.
 fn run_nhwc_conv(
@@ -627,15 +665,18 @@ fn run_nhwc_conv(
     if threads == 1 && c.scratch.len() > 1 {
         let workers = c.scratch.len();
         let per_worker = batch.div_ceil(workers);
-        out[..batch * per_out]
-            .par_chunks_mut(per_worker * per_out)
-            .zip(c.scratch.par_iter_mut())
-            .enumerate()
-            .for_each(|(wi, (ys, scratch))| {
+        let ys = &mut out[..batch * per_out];
+        parallel_chunks_with(
+            workers,
+            ys,
+            per_worker * per_out,
+            &mut c.scratch,
+            |wi, ys, sc| {
                 for (j, y) in ys.chunks_mut(per_out).enumerate() {
-                    sample(wi * per_worker + j, y, scratch, 1);
+                    sample(wi * per_worker + j, y, sc, 1);
                 }
-            });
+            },
+        );
     } else {
         let mut scratch = c.scratch.pop().unwrap_or_default();
         for (s, y) in out[..batch * per_out].chunks_mut(per_out).enumerate() {

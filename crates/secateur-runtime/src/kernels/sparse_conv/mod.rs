@@ -18,7 +18,6 @@ mod avx2;
 mod avx512;
 
 use super::epilogue::Epilogue;
-use rayon::prelude::*;
 use secateur_graph::Conv;
 
 /// A convolution's non-zero weights with their input offsets in the phase-split input.
@@ -183,7 +182,7 @@ impl SparseConv {
     }
 
     /// One sample: `x` is `[c_in, h, w]`, `y` is `[c_out, ho, wo]`; `threads > 1` splits the
-    /// output channels on the current rayon pool.
+    /// output channels over the running team (`crate::team`).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -226,16 +225,9 @@ impl SparseConv {
         } else {
             self.c_out
         };
-        let block = |(bi, out): (usize, &mut [f32])| {
+        crate::team::parallel_chunks(threads, flat, per_block * len, |bi, out| {
             self.run_channels(xq, bi * per_block, len, out, ep);
-        };
-        if threads > 1 {
-            flat.par_chunks_mut(per_block * len)
-                .enumerate()
-                .for_each(block);
-        } else {
-            flat.chunks_mut(per_block * len).enumerate().for_each(block);
-        }
+        });
         if compact {
             for o in 0..self.c_out {
                 for oy in 0..ho {

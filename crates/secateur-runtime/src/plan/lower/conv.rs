@@ -73,20 +73,17 @@ fn lower_depthwise(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
     } = prep;
     let b = config.batch;
     let (c_out, ho, wo) = (out_shape[1], out_shape[2], out_shape[3]);
-    let choice = LayerChoice {
-        node: name.clone(),
-        op: "Conv (depthwise)".into(),
-        fused: fused_names,
-        format: "direct".into(),
-        threads: config.threads,
+    let macs = (b * c_out * ho * wo * cols) as u64;
+    let choice = LayerChoice::unmeasured(
+        name.clone(),
+        "Conv (depthwise)",
+        fused_names,
+        "direct",
+        config.threads,
         sparsity,
-        candidates: vec![],
-        dense_ms: f64::NAN,
-        chosen_ms: f64::NAN,
-        dense_macs: (b * c_out * ho * wo * cols) as u64,
-        executed_macs: (b * c_out * ho * wo * cols) as u64,
-        weight_bytes: fused.weight.len() * 4,
-    };
+        macs,
+        fused.weight.len() * 4,
+    );
     let kind = StepKind::Depthwise {
         conv: c.clone(),
         weights: fused.weight.into_data(),

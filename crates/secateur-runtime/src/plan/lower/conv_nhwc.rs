@@ -121,25 +121,21 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
         (1, config.threads)
     };
     let macs = (per_sample * b) as u64;
-    let choice = LayerChoice {
-        node: name,
-        op: if depthwise {
-            "Conv (depthwise)"
-        } else {
-            "Conv"
-        }
-        .into(),
-        fused: fused_names,
-        format: format.into(),
-        threads: config.threads,
-        sparsity,
-        candidates: vec![],
-        dense_ms: f64::NAN,
-        chosen_ms: f64::NAN,
-        dense_macs: macs,
-        executed_macs: macs,
-        weight_bytes,
+    let op = if depthwise {
+        "Conv (depthwise)"
+    } else {
+        "Conv"
     };
+    let choice = LayerChoice::unmeasured(
+        name,
+        op,
+        fused_names,
+        format,
+        config.threads,
+        sparsity,
+        macs,
+        weight_bytes,
+    );
     let kind = StepKind::NhwcConv(Box::new(NhwcConvStep {
         kernel,
         c_in,

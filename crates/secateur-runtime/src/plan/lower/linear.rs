@@ -86,20 +86,16 @@ fn lower_linear(op_type: &str, prep: Prepared) -> Result<(StepKind, LayerChoice)
         });
     if let Some(kernel) = int8 {
         let macs = (rows * cols * n_rows) as u64;
-        let choice = LayerChoice {
-            node: name,
-            op: op_type.into(),
-            fused: fused_names,
-            format: "nhwc-int8".into(),
-            threads: config.threads,
+        let choice = LayerChoice::unmeasured(
+            name,
+            op_type,
+            fused_names,
+            "nhwc-int8",
+            config.threads,
             sparsity,
-            candidates: vec![],
-            dense_ms: f64::NAN,
-            chosen_ms: f64::NAN,
-            dense_macs: macs,
-            executed_macs: macs,
-            weight_bytes: kernel.bytes(),
-        };
+            macs,
+            kernel.bytes(),
+        );
         let per_sample = n_rows / batch;
         let scratch = kernel.scratch_bytes(per_sample, 1).div_ceil(4);
         let rows_kernel = RowsKernel::Int8(kernel, scratch);
