@@ -49,10 +49,8 @@ fn main() {
     let mut y = vec![0.0; co * ho * ho];
     let mut scratch = vec![0.0; packed.scratch_len(hw, hw)];
     let threads: usize = std::env::var("THREADS").map_or(1, |t| t.parse().expect("a number"));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("pool");
+    // the runtime's own team (an inference's threads), as plans run layers
+    let team = secateur_runtime::team::Team::new(threads).expect("threads");
     let flops = 2.0 * (co * ci / groups * k * k * ho * ho) as f64;
     let report = |name: &str, ms: f64| {
         println!(
@@ -65,13 +63,13 @@ fn main() {
         measure(&mut *f, Budget::for_duration(one, 500.0)).median_ms
     };
     let ms = time(&mut || {
-        pool.install(|| packed.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
+        team.enter(|| packed.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
     });
     report("gemm", ms);
     if let Some(wino) = NhwcWinograd::new(isa, &conv, ci, co, &w, &bias, tail) {
         let mut scratch = vec![0.0; wino.scratch_len(hw, hw)];
         let ms = time(&mut || {
-            pool.install(|| wino.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
+            team.enter(|| wino.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
         });
         report("winograd", ms);
     }
@@ -81,7 +79,7 @@ fn main() {
     if let Some(int8) = NhwcInt8Conv::new(isa, &conv, ci, co, &q, &scales, &bias, quant, tail) {
         let mut scratch = vec![0u8; int8.scratch_bytes(hw, hw)];
         let ms = time(&mut || {
-            pool.install(|| int8.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
+            team.enter(|| int8.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
         });
         report("int8", ms);
     }

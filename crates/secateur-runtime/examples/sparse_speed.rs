@@ -50,12 +50,9 @@ fn main() {
     let mut y = vec![0.0; co * ho * ho];
     let mut scratch = vec![0.0; sc.scratch_len(ho, ho)];
     let threads: usize = std::env::var("THREADS").map_or(1, |t| t.parse().expect("a number"));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("pool");
-    let mut run =
-        || pool.install(|| sc.run(&x, hw, hw, ho, ho, &mut y, &ep, &mut scratch, threads));
+    // the runtime's own team (an inference's threads), as plans run layers
+    let team = secateur_runtime::team::Team::new(threads).expect("threads");
+    let mut run = || team.enter(|| sc.run(&x, hw, hw, ho, ho, &mut y, &ep, &mut scratch, threads));
     let one = probe(&mut run);
     let secs = measure(&mut run, Budget::for_duration(one, 500.0)).median_ms / 1e3;
     let flops = 2.0 * (sc.nnz() * ho * ho) as f64;
