@@ -3,17 +3,15 @@
 //! followed by the bias/activation epilogue.
 
 use super::epilogue::Epilogue;
+use crate::team::parallel_for;
 use gemm::{Parallelism, gemm};
 
-fn parallelism(threads: usize) -> Parallelism {
-    if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    }
-}
+/// Rows or columns of a product below which it is not split over threads.
+const SPLIT_MIN: usize = 32;
 
-/// `y[M×N] = epilogue(w[M×K] · x[K×N])`, all row-major.
+/// `y[M×N] = epilogue(w[M×K] · x[K×N])`, all row-major; with `threads > 1` the rows (or,
+/// when there are few, the columns) are split over the running team (`crate::team`), each
+/// piece one single-threaded product.
 pub fn matmul(
     w: &[f32],
     x: &[f32],
@@ -28,32 +26,66 @@ pub fn matmul(
         w.len() >= m * k && x.len() >= k * n && y.len() >= m * n,
         "dense matmul: buffer sizes do not match {m}x{k}x{n}"
     );
-    // SAFETY: the slices hold at least the m×k, k×n and m×n elements the strides address
-    // (checked above), and `y` does not alias the inputs (distinct borrows).
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            y.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            w.as_ptr(),
-            1,
-            k as isize,
-            x.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(threads),
-        );
-    }
+    let (wp, xp, yp) = (
+        w.as_ptr() as usize,
+        x.as_ptr() as usize,
+        y.as_mut_ptr() as usize,
+    );
+    for_pieces(threads, m, n, |rows, cols| {
+        let (w, x, y) = (wp as *const f32, xp as *const f32, yp as *mut f32);
+        // SAFETY: the slices hold at least the m×k, k×n and m×n elements the strides address
+        // (checked above), `y` does not alias the inputs (distinct borrows), and each piece
+        // writes only its own block of `y`.
+        unsafe {
+            gemm(
+                rows.len(),
+                cols.len(),
+                k,
+                y.add(rows.start * n + cols.start),
+                1,
+                n as isize,
+                false,
+                w.add(rows.start * k),
+                1,
+                k as isize,
+                x.add(cols.start),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
     ep.apply_rows(&mut y[..m * n], n, 0);
+}
+
+/// Calls `piece(rows, cols)` for blocks covering a `rows × cols` product, split along the
+/// longer side into up to `threads` pieces on the running team (whole, below `2·SPLIT_MIN`).
+fn for_pieces(
+    threads: usize,
+    rows: usize,
+    cols: usize,
+    piece: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync,
+) {
+    let len = rows.max(cols);
+    let pieces = if len >= 2 * SPLIT_MIN {
+        threads.clamp(1, len / SPLIT_MIN)
+    } else {
+        1
+    };
+    let per = len.div_ceil(pieces).next_multiple_of(16);
+    parallel_for(pieces, len.div_ceil(per), |i| {
+        let part = i * per..((i + 1) * per).min(len);
+        if rows >= cols {
+            piece(part, 0..cols)
+        } else {
+            piece(0..rows, part)
+        }
+    });
 }
 
 /// Independent products `y[l] = a[l]·b[l]` of row-major `M×K` and `K×N` matrices read at the
@@ -122,30 +154,39 @@ pub fn matmul_transposed(
         w.len() >= m * k && x.len() >= k * n && y.len() >= m * n,
         "dense matmul: buffer sizes do not match {m}x{k}x{n}"
     );
-    // SAFETY: as above; Wᵀ is addressed with row stride 1 and column stride k inside `w`.
-    unsafe {
-        gemm(
-            n,
-            m,
-            k,
-            y.as_mut_ptr(),
-            1,
-            m as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(threads),
-        );
-    }
+    let (wp, xp, yp) = (
+        w.as_ptr() as usize,
+        x.as_ptr() as usize,
+        y.as_mut_ptr() as usize,
+    );
+    for_pieces(threads, n, m, |rows, cols| {
+        let (w, x, y) = (wp as *const f32, xp as *const f32, yp as *mut f32);
+        // SAFETY: as above; Wᵀ is addressed with row stride 1 and column stride k inside `w`;
+        // each piece writes only its own block of `y`.
+        unsafe {
+            gemm(
+                rows.len(),
+                cols.len(),
+                k,
+                y.add(rows.start * m + cols.start),
+                1,
+                m as isize,
+                false,
+                x.add(rows.start * k),
+                1,
+                k as isize,
+                w.add(cols.start * k),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
     if ep.bias.is_some() || ep.act != super::Activation::None {
         for row in y[..m * n].chunks_mut(m) {
             for (j, v) in row.iter_mut().enumerate() {

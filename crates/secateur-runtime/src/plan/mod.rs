@@ -154,6 +154,7 @@ pub struct ExecPlan {
     pub input_shapes: Vec<Vec<usize>>,
     pub output_shape: Vec<usize>,
     pub layers: Vec<LayerChoice>,
+    /// The workers of a plan that runs samples apart (one sample plan each).
     pool: Option<rayon::ThreadPool>,
     /// The spinning workers that split one inference's layers (with `threads > 1`).
     team: Option<Team>,
@@ -377,7 +378,11 @@ impl ExecPlan {
             input_shapes: self.input_shapes.clone(),
             output_shape: self.output_shape.clone(),
             layers: self.layers.clone(),
-            pool: Self::thread_pool(self.config.threads)?,
+            pool: if self.samples.is_empty() {
+                None
+            } else {
+                Self::thread_pool(self.config.threads)?
+            },
             team: Self::team(self.config.threads, &self.samples)?,
             samples: self
                 .samples
@@ -444,7 +449,6 @@ impl ExecPlan {
         let (phys, phys_of) = buffers::assign(&mut steps, &sizes, &input_bufs, output);
         check_activation_memory(&phys, b, &graph.name)?;
         let buffers = phys.iter().map(|&n| vec![0.0f32; n]).collect();
-        let pool = Self::thread_pool(config.threads)?;
         let input_shapes: Vec<Vec<usize>> =
             graph.inputs.iter().map(|i| i.shape.resolve(b)).collect();
         let output_shape = shapes[out_name].resolve(b);
@@ -457,7 +461,7 @@ impl ExecPlan {
             input_shapes,
             output_shape,
             layers,
-            pool,
+            pool: None,
             team: Self::team(config.threads, &[])?,
             samples: Vec::new(),
             tail: None,
@@ -593,11 +597,10 @@ impl ExecPlan {
             }
             Ok(())
         };
-        // the team splits the layers; the pool runs what rayon still does (the gemm crate)
+        // (entering a rayon pool costs tens of microseconds per call: the team does it all)
         let result = match (&pool, &team) {
-            (Some(p), Some(t)) => p.install(|| t.enter(body)),
+            (_, Some(t)) => t.enter(body),
             (Some(p), None) => p.install(body),
-            (None, Some(t)) => t.enter(body),
             (None, None) => body(),
         };
         self.team = team;
