@@ -252,6 +252,8 @@ fn long_reductions_accumulate_chunk_by_chunk() {
         groups,
     };
     check_conv(&conv(3, 1), 70, 37, 6, 7, tail, 1, 1);
+    // four panels at a time (64 channels) and a partial fifth, over several chunks
+    check_conv(&conv(3, 1), 70, 70, 6, 7, tail, 1, 4);
     check_conv(&conv(1, 1), 600, 20, 3, 5, tail, 2, 2);
     check_conv(&conv(3, 2), 80, 34, 5, 5, Tail::default(), 2, 3);
 }
@@ -291,7 +293,7 @@ proptest! {
 
     #[test]
     fn implicit_gemm_convolution_matches_the_reference(
-        groups in 1usize..4, cin_g in 1usize..7, cout_g in 1usize..40, k in 1usize..4,
+        groups in 1usize..4, cin_g in 1usize..7, cout_g in 1usize..90, k in 1usize..4,
         h in 2usize..12, w in 2usize..30, pads in proptest::array::uniform4(0usize..2),
         stride in 1usize..3, dil in 1usize..3, t in 0u8..32, threads in 1usize..3,
         seed in 0u64..1000,

@@ -243,9 +243,9 @@ impl NhwcConv {
         // panels whose weights fit in the L2 cache together, so the input is read once per set.
         let per_panel = self.k * NR * 4;
         let mut set = (L2_WEIGHT_BYTES / per_panel).clamp(1, self.panels.len());
-        if self.isa == Isa::Avx512 && set % 2 == 1 && set < self.panels.len() {
-            // the AVX-512 tile takes panels two at a time
-            set += 1;
+        if self.isa == Isa::Avx512 && set < self.panels.len() {
+            // the AVX-512 tiles take panels four (or two) at a time
+            set = set.next_multiple_of(4);
         }
         for_each_unit(
             self.panels.len(),
@@ -377,9 +377,8 @@ impl Job<'_> {
                 };
                 let mut i = 0;
                 while i < panels.len() {
-                    let next = panels.get(i + 1).filter(|p| p.group == panels[i].group);
                     // SAFETY: as above.
-                    i += unsafe { run_tiles(c.isa, &tiles[..count], &panels[i], next, &tile) };
+                    i += unsafe { run_tiles(c.isa, &tiles[..count], &panels[i..], &tile) };
                 }
             }
             k0 += pieces.iter().map(|p| p.1).sum::<usize>();
@@ -395,22 +394,40 @@ struct PixelTile {
     at: [usize; MR],
 }
 
-/// Runs the pixel tiles through `panel` (and `next`, the group's following panel) with the
-/// widest kernel `isa` has; returns how many panels it covered.
+/// Runs the pixel tiles through the first of `panels` (and up to three more of the same
+/// group) with the widest kernel `isa` has; returns how many panels it covered.
 ///
 /// # Safety
 /// Every tile `tile` builds must satisfy [`Tile::run`]'s contract.
 unsafe fn run_tiles<'a>(
     isa: Isa,
     tiles: &[PixelTile],
-    panel: &Panel,
-    next: Option<&Panel>,
+    panels: &[Panel],
     tile: &impl Fn(&PixelTile, &Panel) -> Tile<'a>,
 ) -> usize {
+    let panel = &panels[0];
+    let same = panels
+        .iter()
+        .take(4)
+        .take_while(|p| p.group == panel.group)
+        .count();
+    let next = panels.get(1).filter(|_| same > 1);
     unsafe {
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512 {
-            use super::nhwc_pair512::{pair_kernel, pixel_pair_kernel};
+            use super::nhwc_pair512::{pair_kernel, pixel_pair_kernel, quad_kernel};
+            if same == 4 {
+                let p = &panels[..4];
+                for t in tiles {
+                    quad_kernel(
+                        &tile(t, &p[0]),
+                        &tile(t, &p[1]),
+                        &tile(t, &p[2]),
+                        &tile(t, &p[3]),
+                    );
+                }
+                return 4;
+            }
             if let Some(next) = next {
                 for t in tiles {
                     pair_kernel(&tile(t, panel), &tile(t, next));

@@ -158,6 +158,113 @@ unsafe fn two_tiles<const SAME_PIXELS: bool>(t0: &Tile, t1: &Tile) {
     }
 }
 
+/// Four tiles that share their pixels and cover four consecutive panels of one group: 6 pixels
+/// × 64 channels, 24 accumulators; each reduction step loads four weight vectors and six
+/// broadcasts for 24 multiply-adds (the pair's 8 loads fed 12), so the loads no longer
+/// compete with the multiply-adds.
+///
+/// # Safety
+/// As [`pair_kernel`], for all four tiles.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn quad_kernel(t0: &Tile, t1: &Tile, t2: &Tile, t3: &Tile) {
+    unsafe {
+        macro_rules! init {
+            ($t:expr) => {{
+                let i = if $t.first {
+                    [[_mm256_setzero_ps(); 2]; MR]
+                } else {
+                    avx2::load_partial($t)
+                };
+                [
+                    join(i[0]),
+                    join(i[1]),
+                    join(i[2]),
+                    join(i[3]),
+                    join(i[4]),
+                    join(i[5]),
+                ]
+            }};
+        }
+        let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5] = init!(t0);
+        let [mut d0, mut d1, mut d2, mut d3, mut d4, mut d5] = init!(t1);
+        let [mut e0, mut e1, mut e2, mut e3, mut e4, mut e5] = init!(t2);
+        let [mut f0, mut f1, mut f2, mut f3, mut f4, mut f5] = init!(t3);
+        let (mut b0, mut b1, mut b2, mut b3) = (t0.b, t1.b, t2.b, t3.b);
+        for &(off, len) in t0.pieces {
+            let a = offset(&t0.a, off);
+            macro_rules! step {
+                ($k:expr, $o:expr) => {
+                    let w0 = _mm512_loadu_ps(b0.add($o));
+                    let w1 = _mm512_loadu_ps(b1.add($o));
+                    let w2 = _mm512_loadu_ps(b2.add($o));
+                    let w3 = _mm512_loadu_ps(b3.add($o));
+                    macro_rules! pixel {
+                        ($i:expr, $c:ident, $d:ident, $e:ident, $f:ident) => {
+                            let x = _mm512_set1_ps(*a[$i].add($k));
+                            $c = _mm512_fmadd_ps(x, w0, $c);
+                            $d = _mm512_fmadd_ps(x, w1, $d);
+                            $e = _mm512_fmadd_ps(x, w2, $e);
+                            $f = _mm512_fmadd_ps(x, w3, $f);
+                        };
+                    }
+                    pixel!(0, c0, d0, e0, f0);
+                    pixel!(1, c1, d1, e1, f1);
+                    pixel!(2, c2, d2, e2, f2);
+                    pixel!(3, c3, d3, e3, f3);
+                    pixel!(4, c4, d4, e4, f4);
+                    pixel!(5, c5, d5, e5, f5);
+                };
+            }
+            let mut kk = 0;
+            while kk + 2 <= len {
+                step!(kk, 0);
+                step!(kk + 1, 16);
+                b0 = b0.add(32);
+                b1 = b1.add(32);
+                b2 = b2.add(32);
+                b3 = b3.add(32);
+                kk += 2;
+            }
+            while kk < len {
+                step!(kk, 0);
+                b0 = b0.add(16);
+                b1 = b1.add(16);
+                b2 = b2.add(16);
+                b3 = b3.add(16);
+                kk += 1;
+            }
+        }
+        finish(t0, [c0, c1, c2, c3, c4, c5]);
+        finish(t1, [d0, d1, d2, d3, d4, d5]);
+        finish(t2, [e0, e1, e2, e3, e4, e5]);
+        finish(t3, [f0, f1, f2, f3, f4, f5]);
+    }
+}
+
+/// A tile's accumulators out: the fused tail on whole 16-lane vectors after the last chunk,
+/// else through the AVX2 tile's epilogue (partial panels, partial sums).
+#[inline(always)]
+unsafe fn finish(t: &Tile, acc: [__m512; MR]) {
+    unsafe {
+        if t.last && store_whole(t, acc) {
+            return;
+        }
+        let halves = [
+            halves(acc[0]),
+            halves(acc[1]),
+            halves(acc[2]),
+            halves(acc[3]),
+            halves(acc[4]),
+            halves(acc[5]),
+        ];
+        if t.last {
+            avx2::store(t, &halves);
+        } else {
+            avx2::store_partial(t, &halves);
+        }
+    }
+}
+
 /// The last chunk's store of a tile whose panel is whole: bias, function, residual addition
 /// and the function after it on the 16-lane accumulators, then one store per pixel. Returns
 /// false, storing nothing, for a partial panel.
