@@ -59,16 +59,8 @@ pub(super) unsafe fn pixel_pair_kernel(t0: &Tile, t1: &Tile) {
 #[inline(always)]
 unsafe fn two_tiles<const SAME_PIXELS: bool>(t0: &Tile, t1: &Tile) {
     unsafe {
-        let zero = [[_mm256_setzero_ps(); 2]; MR];
-        let (i0, i1) = if t0.first {
-            (zero, zero)
-        } else {
-            (avx2::load_partial(t0), avx2::load_partial(t1))
-        };
-        let (mut c0, mut c1, mut c2) = (join(i0[0]), join(i0[1]), join(i0[2]));
-        let (mut c3, mut c4, mut c5) = (join(i0[3]), join(i0[4]), join(i0[5]));
-        let (mut d0, mut d1, mut d2) = (join(i1[0]), join(i1[1]), join(i1[2]));
-        let (mut d3, mut d4, mut d5) = (join(i1[3]), join(i1[4]), join(i1[5]));
+        let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5] = start(t0);
+        let [mut d0, mut d1, mut d2, mut d3, mut d4, mut d5] = start(t1);
         let (mut b0, mut b1) = (t0.b, t1.b);
         for &(off, len) in t0.pieces {
             let (a, e) = (offset(&t0.a, off), offset(&t1.a, off));
@@ -117,44 +109,8 @@ unsafe fn two_tiles<const SAME_PIXELS: bool>(t0: &Tile, t1: &Tile) {
                 kk += 1;
             }
         }
-        if t0.last && store_whole(t0, [c0, c1, c2, c3, c4, c5]) {
-            if store_whole(t1, [d0, d1, d2, d3, d4, d5]) {
-                return;
-            }
-            // (t1 alone goes through the AVX2 epilogue below; t0 is not stored twice)
-            let acc1 = [
-                halves(d0),
-                halves(d1),
-                halves(d2),
-                halves(d3),
-                halves(d4),
-                halves(d5),
-            ];
-            return avx2::store(t1, &acc1);
-        }
-        let acc0 = [
-            halves(c0),
-            halves(c1),
-            halves(c2),
-            halves(c3),
-            halves(c4),
-            halves(c5),
-        ];
-        let acc1 = [
-            halves(d0),
-            halves(d1),
-            halves(d2),
-            halves(d3),
-            halves(d4),
-            halves(d5),
-        ];
-        if t0.last {
-            avx2::store(t0, &acc0);
-            avx2::store(t1, &acc1);
-        } else {
-            avx2::store_partial(t0, &acc0);
-            avx2::store_partial(t1, &acc1);
-        }
+        finish(t0, &[c0, c1, c2, c3, c4, c5]);
+        finish(t1, &[d0, d1, d2, d3, d4, d5]);
     }
 }
 
@@ -168,27 +124,10 @@ unsafe fn two_tiles<const SAME_PIXELS: bool>(t0: &Tile, t1: &Tile) {
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(super) unsafe fn quad_kernel(t0: &Tile, t1: &Tile, t2: &Tile, t3: &Tile) {
     unsafe {
-        macro_rules! init {
-            ($t:expr) => {{
-                let i = if $t.first {
-                    [[_mm256_setzero_ps(); 2]; MR]
-                } else {
-                    avx2::load_partial($t)
-                };
-                [
-                    join(i[0]),
-                    join(i[1]),
-                    join(i[2]),
-                    join(i[3]),
-                    join(i[4]),
-                    join(i[5]),
-                ]
-            }};
-        }
-        let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5] = init!(t0);
-        let [mut d0, mut d1, mut d2, mut d3, mut d4, mut d5] = init!(t1);
-        let [mut e0, mut e1, mut e2, mut e3, mut e4, mut e5] = init!(t2);
-        let [mut f0, mut f1, mut f2, mut f3, mut f4, mut f5] = init!(t3);
+        let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5] = start(t0);
+        let [mut d0, mut d1, mut d2, mut d3, mut d4, mut d5] = start(t1);
+        let [mut e0, mut e1, mut e2, mut e3, mut e4, mut e5] = start(t2);
+        let [mut f0, mut f1, mut f2, mut f3, mut f4, mut f5] = start(t3);
         let (mut b0, mut b1, mut b2, mut b3) = (t0.b, t1.b, t2.b, t3.b);
         for &(off, len) in t0.pieces {
             let a = offset(&t0.a, off);
@@ -234,19 +173,54 @@ pub(super) unsafe fn quad_kernel(t0: &Tile, t1: &Tile, t2: &Tile, t3: &Tile) {
                 kk += 1;
             }
         }
-        finish(t0, [c0, c1, c2, c3, c4, c5]);
-        finish(t1, [d0, d1, d2, d3, d4, d5]);
-        finish(t2, [e0, e1, e2, e3, e4, e5]);
-        finish(t3, [f0, f1, f2, f3, f4, f5]);
+        finish(t0, &[c0, c1, c2, c3, c4, c5]);
+        finish(t1, &[d0, d1, d2, d3, d4, d5]);
+        finish(t2, &[e0, e1, e2, e3, e4, e5]);
+        finish(t3, &[f0, f1, f2, f3, f4, f5]);
+    }
+}
+
+/// A tile's accumulators in: zero for the first chunk, else (out of line, as [`finish`]) the
+/// partial sums stored in its outputs.
+#[inline(always)]
+unsafe fn start(t: &Tile) -> [__m512; MR] {
+    if t.first {
+        // SAFETY: AVX-512F is enabled in every caller.
+        unsafe { [_mm512_setzero_ps(); MR] }
+    } else {
+        // SAFETY: as the caller's contract.
+        unsafe { partial_sums(t) }
+    }
+}
+
+/// The partial sums a tile's earlier chunks stored in its outputs.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn partial_sums(t: &Tile) -> [__m512; MR] {
+    unsafe {
+        let i = avx2::load_partial(t);
+        [
+            join(i[0]),
+            join(i[1]),
+            join(i[2]),
+            join(i[3]),
+            join(i[4]),
+            join(i[5]),
+        ]
     }
 }
 
 /// A tile's accumulators out: the fused tail on whole 16-lane vectors after the last chunk,
-/// else through the AVX2 tile's epilogue (partial panels, partial sums).
-#[inline(always)]
-unsafe fn finish(t: &Tile, acc: [__m512; MR]) {
+/// else through the AVX2 tile's epilogue (partial panels, partial sums). Never inlined: the
+/// tail's functions inlined into a tile kernel made the compiler spill the accumulators of
+/// its product loop in some builds (the same source ran twice as slow, depending on how the
+/// crate was split into codegen units); out of line, the loop keeps its registers in every
+/// build.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn finish(t: &Tile, acc: &[__m512; MR]) {
     unsafe {
-        if t.last && store_whole(t, acc) {
+        if t.last && store_whole(t, *acc) {
             return;
         }
         let halves = [

@@ -14,7 +14,7 @@ mod tail;
 
 use crate::error::{Result, RuntimeError};
 use crate::kernels::{Format, Isa};
-use crate::team::Team;
+use crate::team::{FlushDenormals, Team};
 use rayon::prelude::*;
 use secateur_graph::Graph;
 use serde::{Deserialize, Serialize};
@@ -583,6 +583,7 @@ impl ExecPlan {
         let batch = self.config.batch;
         let pool = self.pool.take();
         let team = self.team.take();
+        let _flush = FlushDenormals::new();
         let mut body = || -> Result<()> {
             for si in 0..self.steps.len() {
                 let t = Instant::now();

@@ -524,7 +524,13 @@ pub(super) fn run_step(
         StepKind::LayerNorm { rows, n, eps, bias } => {
             let scale = input_of(inputs, consts, buffers, 1);
             let b = bias.then(|| input_of(inputs, consts, buffers, 2));
-            crate::kernels::layernorm::layer_norm(x, *rows, *n, *eps, scale, b, out);
+            let threads = split_threads(*rows * *n);
+            let per = rows.div_ceil(threads * 4).max(1) * *n;
+            parallel_chunks(threads, &mut out[..*rows * *n], per, |i, ys| {
+                let xs = &x[i * per..i * per + ys.len()];
+                let rows = ys.len() / *n;
+                crate::kernels::layernorm::layer_norm(xs, rows, *n, *eps, scale, b, ys);
+            });
         }
         StepKind::BatchMatMul {
             products: p,
@@ -554,7 +560,14 @@ pub(super) fn run_step(
             }
         }
         StepKind::Softmax { outer, red, inner } => {
-            crate::kernels::softmax::softmax(isa, x, *outer, *red, *inner, out)
+            let slice = *red * *inner;
+            let threads = split_threads(*outer * slice);
+            let per = outer.div_ceil(threads * 4).max(1) * slice;
+            parallel_chunks(threads, &mut out[..*outer * slice], per, |i, ys| {
+                let xs = &x[i * per..i * per + ys.len()];
+                let (outer, red, inner) = (ys.len() / slice, *red, *inner);
+                crate::kernels::softmax::softmax(isa, xs, outer, red, inner, ys)
+            });
         }
         StepKind::Pointwise(f) => {
             let n = x.len().min(out.len());
