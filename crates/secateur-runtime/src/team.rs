@@ -5,7 +5,7 @@
 //! progress (`Team::enter`), so handing them a layer's units of work costs a few atomic
 //! operations, and they sleep as soon as the inference ends, leaving the cores to whatever
 //! runs next. Kernels call [`parallel_for`], which uses the team of the calling thread when
-//! there is one, the current rayon pool otherwise (examples, benchmarks of single kernels).
+//! there is one, the current rayon pool otherwise (tests of single kernels).
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};

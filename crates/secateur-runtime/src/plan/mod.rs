@@ -3,7 +3,8 @@
 //! [`lower::RuntimeOp`] (weighted layers fused with what the graph's fusion rule absorbs, with a
 //! measured kernel choice; ops without a kernel through their reference evaluation); then
 //! buffers are assigned by liveness (`buffers.rs`). Steps and how they run are
-//! in `step.rs`. Activations live in preallocated buffers, and the batch is processed in
+//! in `step.rs`. Activations live in preallocated buffers; one inference is split over the
+//! plan's team of threads (`crate::team`), and a batch run as one-sample plans runs them in
 //! parallel on a dedicated pool without oversubscription.
 
 mod buffers;
