@@ -6,6 +6,45 @@ use super::epilogue::Epilogue;
 use crate::team::parallel_for;
 use gemm::{Parallelism, gemm};
 
+/// `dst = lhs · rhs` on this thread through the gemm crate: sizes `(rows, cols, k)`, the
+/// destination with its row stride (columns adjacent), each operand with its column and row
+/// strides.
+///
+/// # Safety
+/// Every element the sizes and strides address lies inside its operand's allocation, and
+/// `dst` aliases neither operand.
+unsafe fn gemm_block(
+    (rows, cols, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, isize),
+    (lhs, lhs_cs, lhs_rs): (*const f32, isize, isize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, isize, isize),
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm(
+            rows,
+            cols,
+            k,
+            dst,
+            1,
+            dst_rs,
+            false,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
 /// Rows or columns of a product below which it is not split over threads.
 const SPLIT_MIN: usize = 32;
 
@@ -37,26 +76,11 @@ pub fn matmul(
         // (checked above), `y` does not alias the inputs (distinct borrows), and each piece
         // writes only its own block of `y`.
         unsafe {
-            gemm(
-                rows.len(),
-                cols.len(),
-                k,
-                y.add(rows.start * n + cols.start),
-                1,
-                n as isize,
-                false,
-                w.add(rows.start * k),
-                1,
-                k as isize,
-                x.add(cols.start),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
+            gemm_block(
+                (rows.len(), cols.len(), k),
+                (y.add(rows.start * n + cols.start), n as isize),
+                (w.add(rows.start * k), 1, k as isize),
+                (x.add(cols.start), 1, n as isize),
             );
         }
     });
@@ -113,26 +137,11 @@ pub fn batch_matmul(
         // SAFETY: every operand matrix lies inside its slice (checked above) and `out` is the
         // m×n chunk of `y` owned by this product.
         unsafe {
-            gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.as_ptr().add(a_offsets[l]),
-                1,
-                k as isize,
-                b.as_ptr().add(b_offsets[l]),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
+            gemm_block(
+                (m, n, k),
+                (out.as_mut_ptr(), n as isize),
+                (a.as_ptr().add(a_offsets[l]), 1, k as isize),
+                (b.as_ptr().add(b_offsets[l]), 1, n as isize),
             );
         }
     };
@@ -164,26 +173,11 @@ pub fn matmul_transposed(
         // SAFETY: as above; Wᵀ is addressed with row stride 1 and column stride k inside `w`;
         // each piece writes only its own block of `y`.
         unsafe {
-            gemm(
-                rows.len(),
-                cols.len(),
-                k,
-                y.add(rows.start * m + cols.start),
-                1,
-                m as isize,
-                false,
-                x.add(rows.start * k),
-                1,
-                k as isize,
-                w.add(cols.start * k),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
+            gemm_block(
+                (rows.len(), cols.len(), k),
+                (y.add(rows.start * m + cols.start), m as isize),
+                (x.add(rows.start * k), 1, k as isize),
+                (w.add(cols.start * k), k as isize, 1),
             );
         }
     });
