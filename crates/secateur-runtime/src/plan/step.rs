@@ -433,12 +433,9 @@ pub(super) fn run_step(
         StepKind::Gap { planes, inner } => ops::global_avg_pool(x, *planes, *inner, out),
         StepKind::Binary { f, bc, na, nb } => {
             let b = input_of(inputs, consts, buffers, 1);
-            let (n, row) = (bc.len(), bc.row());
             let (a, b) = (&x[..*na], &b[..*nb]);
-            let threads = split_threads(n);
-            let rows = (n / row.max(1)).div_ceil(threads * 4).max(1);
-            parallel_chunks(threads, &mut out[..n], rows * row, |i, ys| {
-                elementwise::binary_rows(isa, *f, bc, a, b, ys, i * rows)
+            for_row_pieces(&mut out[..bc.len()], bc.row(), |first, ys| {
+                elementwise::binary_rows(isa, *f, bc, a, b, ys, first)
             });
         }
         StepKind::Concat { outer, chunks } => {
@@ -446,23 +443,16 @@ pub(super) fn run_step(
             let srcs: Vec<&[f32]> = (0..chunks.len())
                 .map(|k| input_of(inputs, consts, buffers, k))
                 .collect();
-            let threads = split_threads(*outer * total);
-            let rows = outer.div_ceil(threads * 4).max(1);
-            parallel_chunks(
-                threads,
-                &mut out[..*outer * total],
-                rows * total,
-                |i, ys| {
-                    for (r, y) in ys.chunks_mut(total).enumerate() {
-                        let o = i * rows + r;
-                        let mut offset = 0;
-                        for (src, &ch) in srcs.iter().zip(chunks.iter()) {
-                            y[offset..offset + ch].copy_from_slice(&src[o * ch..(o + 1) * ch]);
-                            offset += ch;
-                        }
+            for_row_pieces(&mut out[..*outer * total], total, |first, ys| {
+                for (r, y) in ys.chunks_mut(total).enumerate() {
+                    let o = first + r;
+                    let mut offset = 0;
+                    for (src, &ch) in srcs.iter().zip(chunks.iter()) {
+                        y[offset..offset + ch].copy_from_slice(&src[o * ch..(o + 1) * ch]);
+                        offset += ch;
                     }
-                },
-            );
+                }
+            });
         }
         StepKind::NhwcConv(c) => {
             let residual = c
@@ -524,10 +514,8 @@ pub(super) fn run_step(
         StepKind::LayerNorm { rows, n, eps, bias } => {
             let scale = input_of(inputs, consts, buffers, 1);
             let b = bias.then(|| input_of(inputs, consts, buffers, 2));
-            let threads = split_threads(*rows * *n);
-            let per = rows.div_ceil(threads * 4).max(1) * *n;
-            parallel_chunks(threads, &mut out[..*rows * *n], per, |i, ys| {
-                let xs = &x[i * per..i * per + ys.len()];
+            for_row_pieces(&mut out[..*rows * *n], *n, |first, ys| {
+                let xs = &x[first * *n..first * *n + ys.len()];
                 let rows = ys.len() / *n;
                 crate::kernels::layernorm::layer_norm(xs, rows, *n, *eps, scale, b, ys);
             });
@@ -561,20 +549,17 @@ pub(super) fn run_step(
         }
         StepKind::Softmax { outer, red, inner } => {
             let slice = *red * *inner;
-            let threads = split_threads(*outer * slice);
-            let per = outer.div_ceil(threads * 4).max(1) * slice;
-            parallel_chunks(threads, &mut out[..*outer * slice], per, |i, ys| {
-                let xs = &x[i * per..i * per + ys.len()];
+            for_row_pieces(&mut out[..*outer * slice], slice, |first, ys| {
+                let xs = &x[first * slice..first * slice + ys.len()];
                 let (outer, red, inner) = (ys.len() / slice, *red, *inner);
                 crate::kernels::softmax::softmax(isa, xs, outer, red, inner, ys)
             });
         }
         StepKind::Pointwise(f) => {
+            // rows of 16: one vector each
             let n = x.len().min(out.len());
-            let threads = split_threads(n);
-            let piece = n.div_ceil(threads * 4).next_multiple_of(16);
-            parallel_chunks(threads, &mut out[..n], piece, |i, ys| {
-                elementwise::pointwise(isa, *f, &x[i * piece..], ys)
+            for_row_pieces(&mut out[..n], 16, |first, ys| {
+                elementwise::pointwise(isa, *f, &x[first * 16..], ys)
             });
         }
         StepKind::Reference { op, shapes } => {
@@ -645,6 +630,15 @@ fn split_threads(values: usize) -> usize {
     } else {
         available_threads()
     }
+}
+
+/// Calls `work(first_row, piece)` over pieces of whole `row`-long rows of `out` (the last row
+/// may be shorter), a few pieces per thread of the running team when `out` is large enough.
+fn for_row_pieces(out: &mut [f32], row: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
+    let row = row.max(1);
+    let threads = split_threads(out.len());
+    let rows = out.len().div_ceil(row).div_ceil(threads * 4).max(1);
+    parallel_chunks(threads, out, rows * row, |i, ys| work(i * rows, ys));
 }
 
 /// A channels-last convolution over the batch: samples in parallel on the plan's workers, or
