@@ -52,7 +52,9 @@ fn main() {
     let threads: usize = std::env::var("THREADS").map_or(1, |t| t.parse().expect("a number"));
     // the runtime's own team (an inference's threads), as plans run layers
     let team = secateur_runtime::team::Team::new(threads).expect("threads");
-    let mut run = || team.enter(|| sc.run(&x, hw, hw, ho, ho, &mut y, &ep, &mut scratch, threads));
+    let isa = secateur_runtime::kernels::Isa::detect();
+    let mut run =
+        || team.enter(|| sc.run(isa, &x, hw, hw, ho, ho, &mut y, &ep, &mut scratch, threads));
     let one = probe(&mut run);
     let secs = measure(&mut run, Budget::for_duration(one, 500.0)).median_ms / 1e3;
     let flops = 2.0 * (sc.nnz() * ho * ho) as f64;

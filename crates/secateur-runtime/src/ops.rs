@@ -223,9 +223,9 @@ fn valid_taps(
     (0..kernel).filter_map(move |k| (o * s + k * d).checked_sub(pad).filter(|&i| i < n))
 }
 
-/// Max pooling of any geometry as two passes per plane: the maxima along each input row at
-/// the output columns, then the maxima of those rows along each output column's taps, whole
-/// rows at a time (vectorised).
+/// Max pooling of any geometry as two passes per output row: the maxima of its taps' input
+/// rows, whole rows at a time (vectorised), then the maxima along that row at each output
+/// column's taps, which form a run `first, first + dx, …` of known length.
 #[allow(clippy::too_many_arguments)]
 fn max_pool_separable(
     x: &[f32],
@@ -241,25 +241,31 @@ fn max_pool_separable(
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
     let (top, left) = (g.pads[0], g.pads[1]);
-    // input columns of each output column's taps, found once
-    let cols: Vec<Vec<usize>> = (0..wo)
-        .map(|ox| valid_taps(ox, sx, dx, left, kw, w).collect())
+    // (first input column, number of taps) of each output column, found once
+    let cols: Vec<(usize, usize)> = (0..wo)
+        .map(|ox| {
+            let mut taps = valid_taps(ox, sx, dx, left, kw, w);
+            let first = taps.next();
+            (first.unwrap_or(0), first.map_or(0, |_| 1 + taps.count()))
+        })
         .collect();
-    let mut rows = vec![0.0f32; h * wo];
+    let mut row = vec![0.0f32; w];
     for pl in 0..planes {
         let src = &x[pl * h * w..(pl + 1) * h * w];
-        for (r, hm) in src.chunks_exact(w).zip(rows.chunks_exact_mut(wo)) {
-            for (m, taps) in hm.iter_mut().zip(&cols) {
-                *m = taps.iter().fold(f32::NEG_INFINITY, |a, &ix| a.max(r[ix]));
-            }
-        }
         let dst = &mut y[pl * ho * wo..(pl + 1) * ho * wo];
         for (oy, d) in dst.chunks_exact_mut(wo).enumerate() {
-            d.fill(f32::NEG_INFINITY);
+            row.fill(f32::NEG_INFINITY);
             for iy in valid_taps(oy, sy, dy, top, kh, h) {
-                for (o, v) in d.iter_mut().zip(&rows[iy * wo..(iy + 1) * wo]) {
-                    *o = o.max(*v);
+                for (m, v) in row.iter_mut().zip(&src[iy * w..(iy + 1) * w]) {
+                    *m = m.max(*v);
                 }
+            }
+            for (o, &(first, n)) in d.iter_mut().zip(&cols) {
+                *o = match n {
+                    0 => f32::NEG_INFINITY,
+                    3 if dx == 1 => row[first].max(row[first + 1]).max(row[first + 2]),
+                    _ => (1..n).fold(row[first], |m, k| m.max(row[first + k * dx])),
+                };
             }
         }
     }

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use secateur_graph::{Conv, OpSemantics, Tensor};
+use secateur_runtime::kernels::Isa;
 use secateur_runtime::kernels::direct_conv::DirectConv;
 use secateur_runtime::kernels::epilogue::{Activation, Epilogue};
 use secateur_runtime::kernels::sparse_conv::SparseConv;
@@ -123,12 +124,39 @@ proptest! {
             assert_close(&y, &want, name);
         }
         if let Some(s) = SparseConv::new(&c.conv, c_in, c_out, h, w, &c.weight) {
-            for threads in [1, 2] {
+            for (isa, threads) in Isa::available().into_iter().flat_map(|i| [(i, 1), (i, 2)]) {
                 let mut y = vec![f32::NAN; c_out * ho * wo];
                 let mut scratch = vec![0.0f32; s.scratch_len(ho, wo)];
-                s.run(&c.x, h, w, ho, wo, &mut y, &ep, &mut scratch, threads);
-                assert_close(&y, &want, &format!("sparse, {threads} threads"));
+                s.run(isa, &c.x, h, w, ho, wo, &mut y, &ep, &mut scratch, threads);
+                assert_close(&y, &want, &format!("sparse {isa}, {threads} threads"));
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Many input channels at low density: the non-zeros fall into several input-channel
+    /// chunks whose partial sums the tiles carry through the output, output channels go in
+    /// pairs (and an odd one alone), and runs span full and partial tiles.
+    #[test]
+    fn chunked_sparse_convolutions_match_the_reference(
+        c_in in 48usize..120, c_out in 1usize..12, k in 2usize..4, hw in 12usize..30,
+        stride in 1usize..3, density in 0.15f64..0.4, a in 0u8..3, seed in 0u64..1000,
+    ) {
+        let pad = k / 2;
+        let c = case(c_in, c_out, k, hw, hw + 3, [pad; 4], stride, 1, density, seed);
+        let act = act_of(a);
+        let (want, ho, wo) = reference(&c, act);
+        let ep = Epilogue { bias: Some(&c.bias), act };
+        let s = SparseConv::new(&c.conv, c_in, c_out, hw, hw + 3, &c.weight).unwrap();
+        prop_assert!(s.chunks() > 1, "{} chunks", s.chunks());
+        for (isa, threads) in Isa::available().into_iter().flat_map(|i| [(i, 1), (i, 2)]) {
+            let mut y = vec![f32::NAN; c_out * ho * wo];
+            let mut scratch = vec![0.0f32; s.scratch_len(ho, wo)];
+            s.run(isa, &c.x, hw, hw + 3, ho, wo, &mut y, &ep, &mut scratch, threads);
+            assert_close(&y, &want, &format!("chunked sparse {isa}, {threads} threads"));
         }
     }
 }

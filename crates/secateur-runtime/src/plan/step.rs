@@ -314,7 +314,18 @@ pub(super) fn run_step(
                         bias: Some(&c.bias),
                         act: c.act,
                     };
-                    sc.run(xs, c.h, c.w, c.ho, c.wo, y, &ep, scratch, c.kernel_threads);
+                    sc.run(
+                        isa,
+                        xs,
+                        c.h,
+                        c.w,
+                        c.ho,
+                        c.wo,
+                        y,
+                        &ep,
+                        scratch,
+                        c.kernel_threads,
+                    );
                     return;
                 }
                 for gi in 0..g {
@@ -429,7 +440,16 @@ pub(super) fn run_step(
             w,
             ho,
             wo,
-        } => ops::pool(x, *planes, *h, *w, geo, *max, *include_pad, *ho, *wo, out),
+        } => {
+            let (h, w, ho, wo, planes) = (*h, *w, *ho, *wo, *planes);
+            let (plane_in, plane_out) = (h * w, ho * wo);
+            let out = &mut out[..planes * plane_out];
+            for_row_pieces(out, plane_out, |first, ys| {
+                let n = ys.len() / plane_out.max(1);
+                let xs = &x[first * plane_in..(first + n) * plane_in];
+                ops::pool(xs, n, h, w, geo, *max, *include_pad, ho, wo, ys)
+            })
+        }
         StepKind::Gap { planes, inner } => ops::global_avg_pool(x, *planes, *inner, out),
         StepKind::Binary { f, bc, na, nb } => {
             let b = input_of(inputs, consts, buffers, 1);

@@ -1,276 +1,244 @@
-//! The AVX-512 kernels of the sparse direct convolution for stride-1 layers with outputs at most
-//! 64 wide: a block of output rows of one channel in up to 16 accumulator vectors (full, half or
-//! mixed-width vectors by output width), reading each tap's row straight from the padded input.
+//! The AVX-512 kernels of the sparse direct convolution: a tile of up to 128 consecutive flat
+//! output positions (eight accumulator vectors) of one output channel, one broadcast and one
+//! fused multiply-add with a memory operand per vector and non-zero weight. Tiles of seven
+//! vectors or fewer (short runs such as 7×7 or 14×14 outputs, and the end of a run) take two
+//! output channels at once, so at least eight independent accumulator chains hide the
+//! multiply-add latency. Masked loads and stores cover partial tiles exactly.
 
-use super::SparseConv;
-use crate::kernels::epilogue::Epilogue;
+use super::{Pass, SparseConv};
+use crate::kernels::epilogue::{Activation, Epilogue};
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::ops::Range;
 
-impl SparseConv {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512(
-        &self,
-        xp: &[f32],
-        ho: usize,
-        wo: usize,
-        y: &mut [f32],
-        ep: &Epilogue,
-    ) {
-        unsafe {
-            let vpr = wo.div_ceil(16);
-            if wo <= 8 {
-                // half vectors: Zen 4 runs two 256-bit FMAs per cycle, one 512-bit
-                return self.half_rows_kernel(xp, ho, wo, y, ep);
-            }
-            if wo > 16 && wo <= 24 {
-                // one full vector and one half vector per row (e.g. 24-wide outputs)
-                return self.mixed_rows_kernel(xp, ho, wo, y, ep);
-            }
-            match vpr {
-                1 => self.rows_kernel::<1, 8>(xp, ho, wo, y, ep),
-                2 => self.rows_kernel::<2, 8>(xp, ho, wo, y, ep),
-                3 => self.rows_kernel::<3, 4>(xp, ho, wo, y, ep),
-                _ => self.rows_kernel::<4, 4>(xp, ho, wo, y, ep),
-            }
+/// Accumulator vectors of a full tile.
+pub(super) const VECTORS: usize = 8;
+/// Output positions of a full tile.
+pub(super) const TILE: usize = 16 * VECTORS;
+
+/// One output channel's side of a tile: its non-zeros in the chunk, its bias and its output.
+#[derive(Clone, Copy)]
+struct Lane<'a> {
+    offs: &'a [u32],
+    vals: &'a [f32],
+    bias: f32,
+    dst: *mut f32,
+}
+
+/// Positions `start..start + n` of the flat runs of output channels `channels` for the
+/// non-zeros of input-channel chunk `chunk`; `out` holds the runs (of `len`) one after the other.
+///
+/// # Safety
+/// The CPU has AVX-512F; `start + n ≤ len ≤ TILE`-aligned bounds hold as the driver computes
+/// them, every offset of `sc` plus `start + n` is within `xq`, and `out` holds
+/// `channels.len() · len` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile_channels(
+    sc: &SparseConv,
+    xq: &[f32],
+    channels: Range<usize>,
+    chunk: usize,
+    start: usize,
+    n: usize,
+    len: usize,
+    out: &mut [f32],
+    ep: &Epilogue,
+    pass: Pass,
+) {
+    let o0 = channels.start;
+    let x = unsafe { xq.as_ptr().add(start) };
+    let y = out.as_mut_ptr();
+    let lane = |o: usize| {
+        let (offs, vals) = sc.channel(chunk, o);
+        Lane {
+            offs,
+            vals,
+            bias: ep.bias(o),
+            dst: y.wrapping_add((o - o0) * len + start),
         }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::needless_range_loop)]
-    unsafe fn rows_kernel<const V: usize, const RB: usize>(
-        &self,
-        xp: &[f32],
-        ho: usize,
-        wo: usize,
-        y: &mut [f32],
-        ep: &Epilogue,
-    ) {
-        use std::arch::x86_64::*;
-        unsafe {
-            let xb = xp.as_ptr();
-            let mut masks = [0u16; V];
-            for (t, m) in masks.iter_mut().enumerate() {
-                let left = wo.saturating_sub(16 * t).min(16);
-                *m = if left >= 16 {
-                    0xFFFF
+    };
+    let vectors = n.div_ceil(16);
+    unsafe {
+        if vectors >= VECTORS {
+            for o in channels {
+                if n == TILE {
+                    tile1::<VECTORS, false>(x, lane(o), ep.act, n, pass);
                 } else {
-                    ((1u32 << left) - 1) as u16
+                    tile1::<VECTORS, true>(x, lane(o), ep.act, n, pass);
+                }
+            }
+            return;
+        }
+        let mut o = channels.start;
+        while o + 2 <= channels.end {
+            let (a, b) = (lane(o), lane(o + 1));
+            match vectors {
+                1 => tile2::<1>(x, a, b, ep.act, n, pass),
+                2 => tile2::<2>(x, a, b, ep.act, n, pass),
+                3 => tile2::<3>(x, a, b, ep.act, n, pass),
+                4 => tile2::<4>(x, a, b, ep.act, n, pass),
+                5 => tile2::<5>(x, a, b, ep.act, n, pass),
+                6 => tile2::<6>(x, a, b, ep.act, n, pass),
+                _ => tile2::<7>(x, a, b, ep.act, n, pass),
+            }
+            o += 2;
+        }
+        if o < channels.end {
+            match vectors {
+                1 => tile1::<1, true>(x, lane(o), ep.act, n, pass),
+                2 => tile1::<2, true>(x, lane(o), ep.act, n, pass),
+                3 => tile1::<3, true>(x, lane(o), ep.act, n, pass),
+                4 => tile1::<4, true>(x, lane(o), ep.act, n, pass),
+                5 => tile1::<5, true>(x, lane(o), ep.act, n, pass),
+                6 => tile1::<6, true>(x, lane(o), ep.act, n, pass),
+                _ => tile1::<7, true>(x, lane(o), ep.act, n, pass),
+            }
+        }
+    }
+}
+
+/// The lane masks of `V` vectors covering `n` positions.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn masks<const V: usize>(n: usize) -> [__mmask16; V] {
+    std::array::from_fn(|t| {
+        let left = n.saturating_sub(16 * t).min(16);
+        ((1u32 << left) - 1) as __mmask16
+    })
+}
+
+/// The starting accumulators of a lane: its bias on the first pass, its partial sums after.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn start<const V: usize, const MASKED: bool>(
+    lane: &Lane,
+    m: &[__mmask16; V],
+    pass: Pass,
+) -> [__m512; V] {
+    unsafe {
+        if pass.first {
+            return [_mm512_set1_ps(lane.bias); V];
+        }
+        std::array::from_fn(|t| {
+            if MASKED {
+                _mm512_maskz_loadu_ps(m[t], lane.dst.wrapping_add(16 * t))
+            } else {
+                _mm512_loadu_ps(lane.dst.add(16 * t))
+            }
+        })
+    }
+}
+
+/// Stores a lane's accumulators, activated on the last pass.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn finish<const V: usize, const MASKED: bool>(
+    lane: &Lane,
+    acc: &[__m512; V],
+    m: &[__mmask16; V],
+    act: Activation,
+    pass: Pass,
+) {
+    unsafe {
+        for t in 0..V {
+            let r = if pass.last {
+                match act {
+                    Activation::None => acc[t],
+                    Activation::Relu => _mm512_max_ps(acc[t], _mm512_setzero_ps()),
+                    Activation::Clip { min, max } => _mm512_min_ps(
+                        _mm512_max_ps(acc[t], _mm512_set1_ps(min)),
+                        _mm512_set1_ps(max),
+                    ),
+                }
+            } else {
+                acc[t]
+            };
+            if MASKED {
+                _mm512_mask_storeu_ps(lane.dst.wrapping_add(16 * t), m[t], r);
+            } else {
+                _mm512_storeu_ps(lane.dst.add(16 * t), r);
+            }
+        }
+    }
+}
+
+/// `V` vectors of one output channel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile1<const V: usize, const MASKED: bool>(
+    x: *const f32,
+    lane: Lane,
+    act: Activation,
+    n: usize,
+    pass: Pass,
+) {
+    unsafe {
+        let m = masks::<V>(n);
+        let mut acc = start::<V, MASKED>(&lane, &m, pass);
+        for (&off, &v) in lane.offs.iter().zip(lane.vals) {
+            let w = _mm512_set1_ps(v);
+            let p = x.wrapping_add(off as usize);
+            for t in 0..V {
+                let xv = if MASKED {
+                    _mm512_maskz_loadu_ps(m[t], p.wrapping_add(16 * t))
+                } else {
+                    _mm512_loadu_ps(p.add(16 * t))
                 };
-            }
-            let act = |a: __m512| match ep.act {
-                crate::kernels::Activation::None => a,
-                crate::kernels::Activation::Relu => _mm512_max_ps(a, _mm512_setzero_ps()),
-                crate::kernels::Activation::Clip { min, max } => {
-                    _mm512_min_ps(_mm512_max_ps(a, _mm512_set1_ps(min)), _mm512_set1_ps(max))
-                }
-            };
-            for o in 0..self.c_out {
-                let (s, e) = (self.row_ptr[o] as usize, self.row_ptr[o + 1] as usize);
-                let b = _mm512_set1_ps(ep.bias(o));
-                let mut oy0 = 0;
-                // full blocks of RB rows: fixed-size accumulators stay in registers
-                while oy0 + RB <= ho {
-                    let mut acc = [[b; V]; RB];
-                    for j in s..e {
-                        let v = _mm512_set1_ps(*self.values.get_unchecked(j));
-                        let base = xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wq);
-                        for r in 0..RB {
-                            let row = base.add(r * self.wq);
-                            for t in 0..V {
-                                acc[r][t] = _mm512_fmadd_ps(
-                                    v,
-                                    _mm512_maskz_loadu_ps(masks[t], row.add(16 * t)),
-                                    acc[r][t],
-                                );
-                            }
-                        }
-                    }
-                    for r in 0..RB {
-                        let dst = y.as_mut_ptr().add((o * ho + oy0 + r) * wo);
-                        for t in 0..V {
-                            _mm512_mask_storeu_ps(dst.add(16 * t), masks[t], act(acc[r][t]));
-                        }
-                    }
-                    oy0 += RB;
-                }
-                // remaining rows one at a time
-                while oy0 < ho {
-                    let mut acc = [b; V];
-                    for j in s..e {
-                        let v = _mm512_set1_ps(*self.values.get_unchecked(j));
-                        let row = xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wq);
-                        for t in 0..V {
-                            acc[t] = _mm512_fmadd_ps(
-                                v,
-                                _mm512_maskz_loadu_ps(masks[t], row.add(16 * t)),
-                                acc[t],
-                            );
-                        }
-                    }
-                    let dst = y.as_mut_ptr().add((o * ho + oy0) * wo);
-                    for t in 0..V {
-                        _mm512_mask_storeu_ps(dst.add(16 * t), masks[t], act(acc[t]));
-                    }
-                    oy0 += 1;
-                }
+                acc[t] = _mm512_fmadd_ps(w, xv, acc[t]);
             }
         }
+        finish::<V, MASKED>(&lane, &acc, &m, act, pass);
     }
+}
 
-    /// Outputs at most 8 wide: one masked 256-bit vector per output row, 16 rows in registers.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl")]
-    unsafe fn half_rows_kernel(
-        &self,
-        xp: &[f32],
-        ho: usize,
-        wo: usize,
-        y: &mut [f32],
-        ep: &Epilogue,
-    ) {
-        use std::arch::x86_64::*;
-        const RB: usize = 8;
-        unsafe {
-            let xb = xp.as_ptr();
-            let mask = ((1u32 << wo) - 1) as u8;
-            let act = |a: __m256| match ep.act {
-                crate::kernels::Activation::None => a,
-                crate::kernels::Activation::Relu => _mm256_max_ps(a, _mm256_setzero_ps()),
-                crate::kernels::Activation::Clip { min, max } => {
-                    _mm256_min_ps(_mm256_max_ps(a, _mm256_set1_ps(min)), _mm256_set1_ps(max))
-                }
-            };
-            for o in 0..self.c_out {
-                let (s, e) = (self.row_ptr[o] as usize, self.row_ptr[o + 1] as usize);
-                let b = _mm256_set1_ps(ep.bias(o));
-                let mut oy0 = 0;
-                while oy0 + RB <= ho {
-                    let mut acc = [b; RB];
-                    for j in s..e {
-                        let v = _mm256_set1_ps(*self.values.get_unchecked(j));
-                        let base = xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wq);
-                        for (r, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(
-                                v,
-                                _mm256_maskz_loadu_ps(mask, base.add(r * self.wq)),
-                                *a,
-                            );
-                        }
-                    }
-                    for (r, a) in acc.iter().enumerate() {
-                        _mm256_mask_storeu_ps(
-                            y.as_mut_ptr().add((o * ho + oy0 + r) * wo),
-                            mask,
-                            act(*a),
-                        );
-                    }
-                    oy0 += RB;
-                }
-                while oy0 < ho {
-                    let mut a = b;
-                    for j in s..e {
-                        let v = _mm256_set1_ps(*self.values.get_unchecked(j));
-                        a = _mm256_fmadd_ps(
-                            v,
-                            _mm256_maskz_loadu_ps(
-                                mask,
-                                xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wq),
-                            ),
-                            a,
-                        );
-                    }
-                    _mm256_mask_storeu_ps(y.as_mut_ptr().add((o * ho + oy0) * wo), mask, act(a));
-                    oy0 += 1;
+/// `V` vectors of two output channels at once: their non-zeros are interleaved while both
+/// have some, so the two sets of accumulators form independent chains.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile2<const V: usize>(
+    x: *const f32,
+    a: Lane,
+    b: Lane,
+    act: Activation,
+    n: usize,
+    pass: Pass,
+) {
+    unsafe {
+        let m = masks::<V>(n);
+        let mut acc_a = start::<V, true>(&a, &m, pass);
+        let mut acc_b = start::<V, true>(&b, &m, pass);
+        let common = a.offs.len().min(b.offs.len());
+        for j in 0..common {
+            let (wa, wb) = (
+                _mm512_set1_ps(*a.vals.get_unchecked(j)),
+                _mm512_set1_ps(*b.vals.get_unchecked(j)),
+            );
+            let pa = x.wrapping_add(*a.offs.get_unchecked(j) as usize);
+            let pb = x.wrapping_add(*b.offs.get_unchecked(j) as usize);
+            for t in 0..V {
+                let xa = _mm512_maskz_loadu_ps(m[t], pa.wrapping_add(16 * t));
+                let xb = _mm512_maskz_loadu_ps(m[t], pb.wrapping_add(16 * t));
+                acc_a[t] = _mm512_fmadd_ps(wa, xa, acc_a[t]);
+                acc_b[t] = _mm512_fmadd_ps(wb, xb, acc_b[t]);
+            }
+        }
+        for (lane, acc) in [(&a, &mut acc_a), (&b, &mut acc_b)] {
+            for (&off, &v) in lane.offs[common..].iter().zip(&lane.vals[common..]) {
+                let w = _mm512_set1_ps(v);
+                let p = x.wrapping_add(off as usize);
+                for t in 0..V {
+                    let xv = _mm512_maskz_loadu_ps(m[t], p.wrapping_add(16 * t));
+                    acc[t] = _mm512_fmadd_ps(w, xv, acc[t]);
                 }
             }
         }
-    }
-
-    /// Outputs 17–24 wide: a full 512-bit vector plus a masked 256-bit vector per row.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl")]
-    unsafe fn mixed_rows_kernel(
-        &self,
-        xp: &[f32],
-        ho: usize,
-        wo: usize,
-        y: &mut [f32],
-        ep: &Epilogue,
-    ) {
-        use std::arch::x86_64::*;
-        const RB: usize = 6;
-        unsafe {
-            let xb = xp.as_ptr();
-            let mask = ((1u32 << (wo - 16)) - 1) as u8;
-            let act16 = |a: __m512| match ep.act {
-                crate::kernels::Activation::None => a,
-                crate::kernels::Activation::Relu => _mm512_max_ps(a, _mm512_setzero_ps()),
-                crate::kernels::Activation::Clip { min, max } => {
-                    _mm512_min_ps(_mm512_max_ps(a, _mm512_set1_ps(min)), _mm512_set1_ps(max))
-                }
-            };
-            let act8 = |a: __m256| match ep.act {
-                crate::kernels::Activation::None => a,
-                crate::kernels::Activation::Relu => _mm256_max_ps(a, _mm256_setzero_ps()),
-                crate::kernels::Activation::Clip { min, max } => {
-                    _mm256_min_ps(_mm256_max_ps(a, _mm256_set1_ps(min)), _mm256_set1_ps(max))
-                }
-            };
-            for o in 0..self.c_out {
-                let (s, e) = (self.row_ptr[o] as usize, self.row_ptr[o + 1] as usize);
-                let b16 = _mm512_set1_ps(ep.bias(o));
-                let b8 = _mm256_set1_ps(ep.bias(o));
-                let mut oy0 = 0;
-                while oy0 < ho {
-                    let rows = (ho - oy0).min(RB);
-                    if rows == RB {
-                        let mut a = [b16; RB];
-                        let mut h = [b8; RB];
-                        for j in s..e {
-                            let v16 = _mm512_set1_ps(*self.values.get_unchecked(j));
-                            let v8 = _mm256_set1_ps(*self.values.get_unchecked(j));
-                            let base =
-                                xb.add(*self.offsets.get_unchecked(j) as usize + oy0 * self.wq);
-                            for r in 0..RB {
-                                let row = base.add(r * self.wq);
-                                a[r] = _mm512_fmadd_ps(v16, _mm512_loadu_ps(row), a[r]);
-                                h[r] = _mm256_fmadd_ps(
-                                    v8,
-                                    _mm256_maskz_loadu_ps(mask, row.add(16)),
-                                    h[r],
-                                );
-                            }
-                        }
-                        for r in 0..RB {
-                            let dst = y.as_mut_ptr().add((o * ho + oy0 + r) * wo);
-                            _mm512_storeu_ps(dst, act16(a[r]));
-                            _mm256_mask_storeu_ps(dst.add(16), mask, act8(h[r]));
-                        }
-                    } else {
-                        for r in 0..rows {
-                            let mut a = b16;
-                            let mut h = b8;
-                            for j in s..e {
-                                let v = *self.values.get_unchecked(j);
-                                let row = xb.add(
-                                    *self.offsets.get_unchecked(j) as usize + (oy0 + r) * self.wq,
-                                );
-                                a = _mm512_fmadd_ps(_mm512_set1_ps(v), _mm512_loadu_ps(row), a);
-                                h = _mm256_fmadd_ps(
-                                    _mm256_set1_ps(v),
-                                    _mm256_maskz_loadu_ps(mask, row.add(16)),
-                                    h,
-                                );
-                            }
-                            let dst = y.as_mut_ptr().add((o * ho + oy0 + r) * wo);
-                            _mm512_storeu_ps(dst, act16(a));
-                            _mm256_mask_storeu_ps(dst.add(16), mask, act8(h));
-                        }
-                    }
-                    oy0 += rows;
-                }
-            }
-        }
+        finish::<V, true>(&a, &acc_a, &m, act, pass);
+        finish::<V, true>(&b, &acc_b, &m, act, pass);
     }
 }

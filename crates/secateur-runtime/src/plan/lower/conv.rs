@@ -358,7 +358,7 @@ fn time_conv_variants(
                 let mut y = vec![0.0f32; sc.c_out * p];
                 let mut scratch = vec![0.0f32; sc.scratch_len(ho, wo)];
                 runners.push(Box::new(move || {
-                    sc.run(x, h, w, ho, wo, &mut y, &ep, &mut scratch, 1)
+                    sc.run(isa, x, h, w, ho, wo, &mut y, &ep, &mut scratch, 1)
                 }));
             }
         }
