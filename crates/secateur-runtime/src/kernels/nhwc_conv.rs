@@ -163,14 +163,14 @@ impl NhwcConv {
     }
 
     /// The input pieces one output pixel reads, as (offset from its first tap, length) in
-    /// packed order: a filter row of `kw · C` contiguous values when ungrouped and undilated,
-    /// else one tap's `C/groups` channels; long pieces are cut at [`chunk_len`].
-    fn pieces(&self, wp: usize) -> Vec<(usize, usize)> {
+    /// packed order (a filter row of `kw · C` contiguous values when ungrouped and undilated,
+    /// else one tap's `C/groups` channels), cut into chunks of the reduction: the ranges of
+    /// pieces each chunk covers. See [`balanced_chunks`].
+    fn pieces(&self, wp: usize) -> (Vec<(usize, usize)>, Vec<std::ops::Range<usize>>) {
         let [kh, kw] = self.kernel;
         let [dh, dw] = self.dilations;
         let cin_g = self.c_in / self.groups;
         let row = wp * self.c_in;
-        let kc = chunk_len(self.isa);
         let whole: Vec<(usize, usize)> = if self.groups == 1 && dw == 1 {
             (0..kh).map(|ky| (ky * dh * row, kw * self.c_in)).collect()
         } else {
@@ -179,30 +179,7 @@ impl NhwcConv {
                 .map(|(ky, kx)| (ky * dh * row + kx * dw * self.c_in, cin_g))
                 .collect()
         };
-        whole
-            .into_iter()
-            .flat_map(|(off, len)| {
-                (0..len)
-                    .step_by(kc)
-                    .map(move |s| (off + s, kc.min(len - s)))
-            })
-            .collect()
-    }
-
-    /// Consecutive pieces of at most `kc` values together: the reduction is accumulated
-    /// chunk by chunk so that a chunk's weights stay in the L1 cache across pixel tiles.
-    fn chunks(kc: usize, pieces: &[(usize, usize)]) -> Vec<std::ops::Range<usize>> {
-        let mut out = Vec::new();
-        let (mut start, mut len) = (0, 0);
-        for (i, &(_, l)) in pieces.iter().enumerate() {
-            if len + l > kc && i > start {
-                out.push(start..i);
-                (start, len) = (i, 0);
-            }
-            len += l;
-        }
-        out.push(start..pieces.len());
-        out
+        balanced_chunks(&whole, chunk_len(self.isa))
     }
 
     /// One sample: `x` is `[h][w][c_in]`, `y` is `[ho][wo][c_out]`, `residual` (when the tail
@@ -229,8 +206,7 @@ impl NhwcConv {
             pad_nhwc(x, h, w, self.c_in, self.pads, padded);
             padded
         };
-        let pieces = self.pieces(wp);
-        let chunks = Self::chunks(chunk_len(self.isa), &pieces);
+        let (pieces, chunks) = self.pieces(wp);
         let pixels = ho * wo;
         let job = Job {
             conv: self,
@@ -266,6 +242,37 @@ impl NhwcConv {
             },
         );
     }
+}
+
+/// Reduction chunks of equal length: as few as keep each within `kc` values (a quarter more
+/// where that saves a chunk), the pieces cut where a chunk ends. Every chunk costs each tile
+/// a pass over its partial sums, and a short chunk runs narrower tiles: cutting at `kc`
+/// alone made a 3×3 layer of 64 channels (K = 576) alternate chunks of 128 and 64, and the
+/// 7×7 stem (K = 147) run one chunk of 126 and one of 21.
+fn balanced_chunks(
+    whole: &[(usize, usize)],
+    kc: usize,
+) -> (Vec<(usize, usize)>, Vec<std::ops::Range<usize>>) {
+    let total: usize = whole.iter().map(|p| p.1).sum();
+    let count = total.div_ceil(kc + kc / 4).max(1);
+    let target = total.div_ceil(count).max(1);
+    let (mut pieces, mut chunks) = (Vec::new(), Vec::new());
+    let (mut start, mut fill) = (0, 0);
+    for &(mut off, mut len) in whole {
+        while len > 0 {
+            let take = len.min(target - fill);
+            pieces.push((off, take));
+            (off, len, fill) = (off + take, len - take, fill + take);
+            if fill == target {
+                chunks.push(start..pieces.len());
+                (start, fill) = (pieces.len(), 0);
+            }
+        }
+    }
+    if start < pieces.len() {
+        chunks.push(start..pieces.len());
+    }
+    (pieces, chunks)
 }
 
 /// Runs `unit(blocks, pixels)` over one layer's units of work: its weight blocks (panels) in
@@ -817,5 +824,57 @@ pub fn pad_nhwc(x: &[f32], h: usize, w: usize, c: usize, pads: [usize; 4], out: 
         dst[..pads[1] * c].fill(0.0);
         dst[(pads[1] + w) * c..].fill(0.0);
         dst[pads[1] * c..(pads[1] + w) * c].copy_from_slice(&x[r * w * c..(r + 1) * w * c]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balanced_chunks;
+
+    /// The chunks cover the pieces in order without gaps or overlaps, each piece cut only
+    /// where a chunk ends, with as few chunks as the slack allows and equal lengths but the last.
+    #[test]
+    fn chunks_are_balanced_and_cover_the_reduction() {
+        let cases: [&[(usize, usize)]; 5] = [
+            &[(0, 192), (1000, 192), (2000, 192)], // 3×3, 64 channels: K = 576
+            &[
+                (0, 21),
+                (500, 21),
+                (900, 21),
+                (1300, 21),
+                (1700, 21),
+                (2100, 21),
+                (2500, 21),
+            ],
+            &[(0, 48), (100, 48), (200, 48)], // K = 144: one chunk with the slack
+            &[(0, 1536), (5000, 1536), (9000, 1536)],
+            &[(0, 7)],
+        ];
+        for whole in cases {
+            let (pieces, chunks) = balanced_chunks(whole, 128);
+            let total: usize = whole.iter().map(|p| p.1).sum();
+            assert_eq!(chunks.len(), total.div_ceil(160).max(1), "{whole:?}");
+            // the pieces read the same input values, in the same order, as the whole ones
+            let values = |ps: &[(usize, usize)]| -> Vec<usize> {
+                ps.iter().flat_map(|&(off, len)| off..off + len).collect()
+            };
+            assert_eq!(values(&pieces), values(whole), "pieces cover the reduction");
+            assert_eq!(chunks.first().map(|c| c.start), Some(0));
+            assert_eq!(chunks.last().map(|c| c.end), Some(pieces.len()));
+            let lens: Vec<usize> = chunks
+                .iter()
+                .map(|c| pieces[c.clone()].iter().map(|p| p.1).sum())
+                .collect();
+            let target = total.div_ceil(chunks.len());
+            for (i, &l) in lens.iter().enumerate() {
+                assert!(l <= 160, "{whole:?}: chunk of {l}");
+                if i + 1 < lens.len() {
+                    assert_eq!(l, target, "{whole:?}: {lens:?}");
+                }
+            }
+            for w in chunks.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+            }
+        }
     }
 }
