@@ -32,10 +32,12 @@ pub(super) fn assign(
     }
     for (si, s) in steps.iter().enumerate() {
         let need = sizes[s.output];
+        // the most recently freed buffer that is large enough (its lines are the likeliest
+        // to be still cached), else the most recently freed one, grown
         let slot = free
             .iter()
-            .position(|&p| phys[p] >= need)
-            .or_else(|| free.iter().position(|_| true));
+            .rposition(|&p| phys[p] >= need)
+            .or_else(|| free.len().checked_sub(1));
         let p = match slot {
             Some(fi) => {
                 let p = free.remove(fi);
