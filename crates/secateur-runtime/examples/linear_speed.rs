@@ -1,9 +1,10 @@
 //! GFLOP/s of the dense linear-layer product (`x[rows×k] · Wᵀ`, the path of a transformer's
 //! projections) at the shapes of all-MiniLM-L6-v2 (sequence length 128) and ViT-B/16 (197
 //! tokens), one thread: the gemm crate with a separate bias pass, and the NHWC implicit-GEMM
-//! kernel as a 1×1 convolution over `rows` pixels (bias in its register epilogue).
+//! kernel as a 1×1 convolution over `rows` pixels (bias in its register epilogue). Three
+//! arguments `ROWS K M` time that one shape instead.
 //!
-//!     cargo run --release -p secateur-runtime --example linear_speed
+//!     cargo run --release -p secateur-runtime --example linear_speed [ROWS K M]
 
 use secateur_graph::Conv;
 use secateur_runtime::harness::{Budget, measure};
@@ -13,15 +14,23 @@ use secateur_runtime::kernels::{Epilogue, dense};
 
 fn main() {
     let isa = secateur_runtime::kernels::Isa::detect();
-    for (rows, k, m) in [
-        (128, 384, 384),
-        (128, 384, 1536),
-        (128, 1536, 384),
-        (128, 384, 192),
-        (197, 768, 768),
-        (197, 768, 3072),
-        (197, 3072, 768),
-    ] {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("numbers: ROWS K M"))
+        .collect();
+    let shapes = match args[..] {
+        [rows, k, m] => vec![(rows, k, m)],
+        _ => vec![
+            (128, 384, 384),
+            (128, 384, 1536),
+            (128, 1536, 384),
+            (128, 384, 192),
+            (197, 768, 768),
+            (197, 768, 3072),
+            (197, 3072, 768),
+        ],
+    };
+    for (rows, k, m) in shapes {
         let wt: Vec<f32> = (0..k * m).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
         let x: Vec<f32> = (0..rows * k)
             .map(|i| ((i * 5) % 11) as f32 * 0.01)
