@@ -179,8 +179,9 @@ impl Graph {
         (per_channel && shapes.get(&node.outputs[0]) == Some(out)).then(|| (c, other.clone()))
     }
 
-    /// The element-wise function that is the sole reader of `value`.
-    fn next_pointwise(&self, value: &str) -> Option<(usize, Pointwise)> {
+    /// The element-wise function that is the sole reader of `value` (not a graph output, the
+    /// function's input not quantized): what a step producing `value` may apply itself.
+    pub fn next_pointwise(&self, value: &str) -> Option<(usize, Pointwise)> {
         let c = self.sole_reader(value)?;
         let OpClass::Pointwise(f) = self.nodes[c].op.class() else {
             return None;

@@ -29,6 +29,29 @@ pub struct FusedLayer {
     pub output: String,
 }
 
+/// An inference batch norm as a per-channel affine map `x·scale + shift`:
+/// `scale = γ/√(σ² + ε)`, `shift = β − μ·scale`.
+pub fn batch_norm_affine(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(var)
+        .map(|(g, v)| g / (v + epsilon).sqrt())
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    (scale, shift)
+}
+
 /// Builds the fused form of layer `node` (a weighted layer with a constant weight, given as
 /// `[out × in]` rows and a bias) from the graph's fusion rule ([`Graph::fused_chain`]).
 pub fn fuse_layer(
@@ -55,8 +78,8 @@ pub fn fuse_layer(
         };
         let (gamma, beta, mean, var) = (p(1), p(2), p(3), p(4));
         if gamma.len() == rows {
-            for r in 0..rows {
-                let s = gamma[r] / (var[r] + bn.epsilon).sqrt();
+            let (scale, _) = batch_norm_affine(&gamma, &beta, &mean, &var, bn.epsilon);
+            for (r, s) in scale.into_iter().enumerate() {
                 for v in &mut w.data_mut()[r * cols..(r + 1) * cols] {
                     *v *= s;
                 }

@@ -469,3 +469,45 @@ fn one_sample_plans_with_a_batched_classifier_match_the_reference() {
         assert_eq!(plan.run(x.data()).unwrap(), &y[..]);
     }
 }
+
+/// Batch norms no layer absorbs — after a concatenation, as in DenseNet's pre-activation
+/// layers, with and without the ReLU after them — run as per-channel affine steps in both
+/// layouts, with statistics that are not the identity.
+#[test]
+fn standalone_batch_norms_match_the_reference_in_both_layouts() {
+    use secateur_graph::GraphBuilder;
+    let (mut b, x) = GraphBuilder::new("dense_block", &[3, 12, 11], 7);
+    let a = b.conv("a", &x, 20, 3, 1, 1, 1, true).unwrap();
+    let c = b.conv("c", &x, 12, 1, 1, 0, 1, true).unwrap();
+    let cat = b.concat("cat", &[&a, &c]).unwrap();
+    let n1 = b.batch_norm("norm1", &cat).unwrap();
+    let r1 = b.relu("relu1", &n1).unwrap();
+    let d = b.conv("d", &r1, 16, 3, 1, 1, 1, true).unwrap();
+    let cat2 = b.concat("cat2", &[&cat, &d]).unwrap();
+    // read twice: no function to absorb
+    let n2 = b.batch_norm("norm2", &cat2).unwrap();
+    let e = b.conv("e", &n2, 8, 1, 1, 0, 1, true).unwrap();
+    let sum = b.add("sum", &n2, &n2).unwrap();
+    let f = b.conv("f", &sum, 8, 1, 1, 0, 1, true).unwrap();
+    let out = b.add("out", &e, &f).unwrap();
+    let mut g = b.finish(&out).unwrap();
+    let stats: Vec<(String, usize)> = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::BatchNorm(_)))
+        .flat_map(|n| n.inputs[1..].iter().cloned().zip(1..))
+        .collect();
+    for (k, (name, role)) in stats.into_iter().enumerate() {
+        let t = g.initializers.get_mut(&name).unwrap();
+        let r = random_tensor(t.shape(), 40 + k as u64);
+        // running variances stay positive
+        let data = r
+            .data()
+            .iter()
+            .map(|v| if role == 4 { v.abs() + 0.3 } else { *v });
+        *t = Tensor::new(t.shape().to_vec(), data.collect()).unwrap();
+    }
+    for (batch, threads) in [(1, 1), (3, 2)] {
+        check("dense_block", &g, FormatPolicy::Dense, batch, threads);
+    }
+}

@@ -200,6 +200,16 @@ pub(super) enum StepKind {
         inner: usize,
     },
     Pointwise(Pointwise),
+    /// `x·scale[c] + shift[c]` over the first `n` values (channel `c` of value `i` is
+    /// `i / inner % channels`: `inner` 1 channels-last, the plane size channels-first), then
+    /// `post` if set.
+    ChannelAffine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        inner: usize,
+        post: Option<Pointwise>,
+        n: usize,
+    },
     /// An operator without a dedicated kernel, run by its reference evaluation on inputs of
     /// these shapes (correct, not fast).
     Reference {
@@ -582,6 +592,23 @@ pub(super) fn run_step(
                 elementwise::pointwise(isa, *f, &x[first * 16..], ys)
             });
         }
+        StepKind::ChannelAffine {
+            scale,
+            shift,
+            inner,
+            post,
+            n,
+        } => {
+            let (scale, shift, inner, post) = (&scale[..], &shift[..], *inner, *post);
+            let row = scale.len() * inner;
+            for_row_pieces(&mut out[..*n], row, |first, ys| {
+                let xs = &x[first * row..first * row + ys.len()];
+                channel_affine(scale, shift, inner, xs, ys);
+                if let Some(f) = post {
+                    elementwise::pointwise_in_place(isa, f, ys);
+                }
+            });
+        }
         StepKind::Reference { op, shapes } => {
             let tensors: Vec<Tensor> = shapes
                 .iter()
@@ -654,6 +681,28 @@ fn split_threads(values: usize) -> usize {
 
 /// Calls `work(first_row, piece)` over pieces of whole `row`-long rows of `out` (the last row
 /// may be shorter), a few pieces per thread of the running team when `out` is large enough.
+/// `y = x·scale[c] + shift[c]` over whole rows of `scale.len()` channels × `inner` values.
+fn channel_affine(scale: &[f32], shift: &[f32], inner: usize, x: &[f32], y: &mut [f32]) {
+    let row = scale.len() * inner;
+    for (yr, xr) in y.chunks_exact_mut(row).zip(x.chunks_exact(row)) {
+        if inner == 1 {
+            for ((o, v), (s, b)) in yr.iter_mut().zip(xr).zip(scale.iter().zip(shift)) {
+                *o = v * s + b;
+            }
+            continue;
+        }
+        for ((yp, xp), (s, b)) in yr
+            .chunks_exact_mut(inner)
+            .zip(xr.chunks_exact(inner))
+            .zip(scale.iter().zip(shift))
+        {
+            for (o, v) in yp.iter_mut().zip(xp) {
+                *o = v * s + b;
+            }
+        }
+    }
+}
+
 fn for_row_pieces(out: &mut [f32], row: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
     let row = row.max(1);
     let threads = split_threads(out.len());

@@ -1,12 +1,14 @@
 //! Element-wise ops on the generic vector steps: pointwise functions, broadcasting binaries,
+//! batch norms that no layer absorbs (a per-channel affine step with the function after it),
 //! and softmax along any axis (or over all trailing axes for the legacy form).
 
 use super::{ChannelsLast, LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
+use crate::fold::batch_norm_affine;
 use crate::kernels::elementwise::Broadcast;
 use crate::plan::err;
 use crate::plan::step::StepKind;
-use secateur_graph::{Binary, Softmax, Unary, normalize_axis};
+use secateur_graph::{BatchNorm, Binary, Softmax, Unary, normalize_axis};
 
 impl RuntimeOp for Unary {
     fn channels_last(&self, _cx: &LowerCx) -> ChannelsLast {
@@ -50,6 +52,59 @@ impl RuntimeOp for Binary {
             nb: sb.iter().product(),
         };
         Ok(Lowered::plain(cx, kind))
+    }
+}
+
+impl RuntimeOp for BatchNorm {
+    fn channels_last(&self, cx: &LowerCx) -> ChannelsLast {
+        if cx.out_shape().len() == 4 {
+            ChannelsLast::Follow
+        } else {
+            ChannelsLast::No
+        }
+    }
+
+    /// A batch norm no weighted layer absorbed (one after a concatenation or an addition, as
+    /// in DenseNet's pre-activation layers): one pass of `x·scale + shift` per channel, with
+    /// the element-wise function that alone reads it; with statistics that are not
+    /// constants, its reference evaluation.
+    fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let node = cx.node();
+        let dims = cx.in_shape(0);
+        let channels = dims.get(1).copied().unwrap_or(0);
+        let params: Option<Vec<&[f32]>> = node.inputs[1..]
+            .iter()
+            .map(|v| cx.graph.initializers.get(v).map(|t| t.data()))
+            .collect();
+        let Some(p) = params.filter(|p| p.len() == 4 && p.iter().all(|v| v.len() == channels))
+        else {
+            return cx.reference();
+        };
+        let (scale, shift) = batch_norm_affine(p[0], p[1], p[2], p[3], self.epsilon);
+        let inner = if cx.nhwc {
+            1
+        } else {
+            dims[2..].iter().product()
+        };
+        let mut lowered = Lowered::plain(
+            cx,
+            StepKind::ChannelAffine {
+                scale,
+                shift,
+                inner,
+                post: None,
+                n: dims.iter().product(),
+            },
+        );
+        if let Some((c, f)) = cx.graph.next_pointwise(&node.outputs[0]) {
+            if let StepKind::ChannelAffine { post, .. } = &mut lowered.kind {
+                *post = Some(f);
+            }
+            lowered.absorbed.push(c);
+            lowered.output = cx.graph.nodes[c].outputs[0].clone();
+        }
+        lowered.data_only = true;
+        Ok(lowered)
     }
 }
 

@@ -183,7 +183,6 @@ pub(crate) fn lowering(op: &Op) -> &dyn RuntimeOp {
 }
 
 // ops that run by their reference evaluation (or alias their input, for views)
-impl RuntimeOp for secateur_graph::BatchNorm {}
 impl RuntimeOp for secateur_graph::Flatten {}
 impl RuntimeOp for secateur_graph::Reshape {}
 impl RuntimeOp for secateur_graph::Identity {}
