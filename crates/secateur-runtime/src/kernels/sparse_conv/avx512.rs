@@ -180,7 +180,24 @@ unsafe fn tile1<const V: usize, const MASKED: bool>(
     unsafe {
         let m = masks::<V>(n);
         let mut acc = start::<V, MASKED>(&lane, &m, pass);
-        for (&off, &v) in lane.offs.iter().zip(lane.vals) {
+        accumulate::<V, MASKED>(x, lane.offs, lane.vals, &m, &mut acc);
+        finish::<V, MASKED>(&lane, &acc, &m, act, pass);
+    }
+}
+
+/// Adds each non-zero `vals[j]` times the `V` vectors at `x + offs[j]` to `acc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn accumulate<const V: usize, const MASKED: bool>(
+    x: *const f32,
+    offs: &[u32],
+    vals: &[f32],
+    m: &[__mmask16; V],
+    acc: &mut [__m512; V],
+) {
+    unsafe {
+        for (&off, &v) in offs.iter().zip(vals) {
             let w = _mm512_set1_ps(v);
             let p = x.wrapping_add(off as usize);
             for t in 0..V {
@@ -192,7 +209,6 @@ unsafe fn tile1<const V: usize, const MASKED: bool>(
                 acc[t] = _mm512_fmadd_ps(w, xv, acc[t]);
             }
         }
-        finish::<V, MASKED>(&lane, &acc, &m, act, pass);
     }
 }
 
@@ -228,16 +244,9 @@ unsafe fn tile2<const V: usize>(
                 acc_b[t] = _mm512_fmadd_ps(wb, xb, acc_b[t]);
             }
         }
-        for (lane, acc) in [(&a, &mut acc_a), (&b, &mut acc_b)] {
-            for (&off, &v) in lane.offs[common..].iter().zip(&lane.vals[common..]) {
-                let w = _mm512_set1_ps(v);
-                let p = x.wrapping_add(off as usize);
-                for t in 0..V {
-                    let xv = _mm512_maskz_loadu_ps(m[t], p.wrapping_add(16 * t));
-                    acc[t] = _mm512_fmadd_ps(w, xv, acc[t]);
-                }
-            }
-        }
+        // the longer list's remaining non-zeros
+        accumulate::<V, true>(x, &a.offs[common..], &a.vals[common..], &m, &mut acc_a);
+        accumulate::<V, true>(x, &b.offs[common..], &b.vals[common..], &m, &mut acc_b);
         finish::<V, true>(&a, &acc_a, &m, act, pass);
         finish::<V, true>(&b, &acc_b, &m, act, pass);
     }
