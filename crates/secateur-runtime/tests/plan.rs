@@ -471,8 +471,8 @@ fn one_sample_plans_with_a_batched_classifier_match_the_reference() {
 }
 
 /// Batch norms no layer absorbs — after a concatenation, as in DenseNet's pre-activation
-/// layers, with and without the ReLU after them — run as per-channel affine steps in both
-/// layouts, with statistics that are not the identity.
+/// layers, with the ReLU after them, with another function, and with none — run as
+/// per-channel affine steps in both layouts, with statistics that are not the identity.
 #[test]
 fn standalone_batch_norms_match_the_reference_in_both_layouts() {
     use secateur_graph::GraphBuilder;
@@ -489,7 +489,12 @@ fn standalone_batch_norms_match_the_reference_in_both_layouts() {
     let e = b.conv("e", &n2, 8, 1, 1, 0, 1, true).unwrap();
     let sum = b.add("sum", &n2, &n2).unwrap();
     let f = b.conv("f", &sum, 8, 1, 1, 0, 1, true).unwrap();
-    let out = b.add("out", &e, &f).unwrap();
+    let ef = b.add("ef", &e, &f).unwrap();
+    // another function than ReLU after the norm: a second pass
+    let n3 = b.batch_norm("norm3", &d).unwrap();
+    let r6 = b.relu6("relu6", &n3).unwrap();
+    let h = b.conv("h", &r6, 8, 1, 1, 0, 1, true).unwrap();
+    let out = b.add("out", &ef, &h).unwrap();
     let mut g = b.finish(&out).unwrap();
     let stats: Vec<(String, usize)> = g
         .nodes

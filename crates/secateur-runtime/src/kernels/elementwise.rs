@@ -188,6 +188,51 @@ fn walk(
     }
 }
 
+dispatch!(
+    /// `y = x·scale[c] + shift[c]` over whole rows of `scale.len()` channels × `inner` values
+    /// (`inner` 1: channels-last; the plane size: channels-first), with `RELU` clamped at
+    /// zero in the same pass.
+    pub fn channel_affine[const RELU: bool][RELU,](
+        scale: &[f32],
+        shift: &[f32],
+        inner: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) => channel_affine_body
+);
+
+#[inline(always)]
+fn channel_affine_body<const RELU: bool, const FMA: bool>(
+    scale: &[f32],
+    shift: &[f32],
+    inner: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let affine = |v: f32, s: f32, b: f32| {
+        let r = if FMA { v.mul_add(s, b) } else { v * s + b };
+        if RELU { r.max(0.0) } else { r }
+    };
+    let row = scale.len() * inner;
+    for (yr, xr) in y.chunks_exact_mut(row).zip(x.chunks_exact(row)) {
+        if inner == 1 {
+            for ((o, v), (s, b)) in yr.iter_mut().zip(xr).zip(scale.iter().zip(shift)) {
+                *o = affine(*v, *s, *b);
+            }
+            continue;
+        }
+        for ((yp, xp), (s, b)) in yr
+            .chunks_exact_mut(inner)
+            .zip(xr.chunks_exact(inner))
+            .zip(scale.iter().zip(shift))
+        {
+            for (o, v) in yp.iter_mut().zip(xp) {
+                *o = affine(*v, *s, *b);
+            }
+        }
+    }
+}
+
 /// `y = f(y)` element-wise, in place (through a small stack block for the vector paths).
 pub fn pointwise_in_place(isa: Isa, f: Pointwise, y: &mut [f32]) {
     let mut block = [0.0f32; 256];

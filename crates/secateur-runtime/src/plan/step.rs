@@ -603,8 +603,13 @@ pub(super) fn run_step(
             let row = scale.len() * inner;
             for_row_pieces(&mut out[..*n], row, |first, ys| {
                 let xs = &x[first * row..first * row + ys.len()];
-                channel_affine(scale, shift, inner, xs, ys);
-                if let Some(f) = post {
+                match post {
+                    Some(Pointwise::Relu) => {
+                        elementwise::channel_affine::<true>(isa, scale, shift, inner, xs, ys)
+                    }
+                    _ => elementwise::channel_affine::<false>(isa, scale, shift, inner, xs, ys),
+                }
+                if let Some(f) = post.filter(|f| *f != Pointwise::Relu) {
                     elementwise::pointwise_in_place(isa, f, ys);
                 }
             });
@@ -681,28 +686,6 @@ fn split_threads(values: usize) -> usize {
 
 /// Calls `work(first_row, piece)` over pieces of whole `row`-long rows of `out` (the last row
 /// may be shorter), a few pieces per thread of the running team when `out` is large enough.
-/// `y = x·scale[c] + shift[c]` over whole rows of `scale.len()` channels × `inner` values.
-fn channel_affine(scale: &[f32], shift: &[f32], inner: usize, x: &[f32], y: &mut [f32]) {
-    let row = scale.len() * inner;
-    for (yr, xr) in y.chunks_exact_mut(row).zip(x.chunks_exact(row)) {
-        if inner == 1 {
-            for ((o, v), (s, b)) in yr.iter_mut().zip(xr).zip(scale.iter().zip(shift)) {
-                *o = v * s + b;
-            }
-            continue;
-        }
-        for ((yp, xp), (s, b)) in yr
-            .chunks_exact_mut(inner)
-            .zip(xr.chunks_exact(inner))
-            .zip(scale.iter().zip(shift))
-        {
-            for (o, v) in yp.iter_mut().zip(xp) {
-                *o = v * s + b;
-            }
-        }
-    }
-}
-
 fn for_row_pieces(out: &mut [f32], row: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
     let row = row.max(1);
     let threads = split_threads(out.len());
