@@ -201,8 +201,8 @@ pub(super) enum StepKind {
     },
     Pointwise(Pointwise),
     /// `x·scale[c] + shift[c]` over the first `n` values (channel `c` of value `i` is
-    /// `i / inner % channels`: `inner` 1 channels-last, the plane size channels-first), then
-    /// `post` if set.
+    /// `i / inner % scale.len()`: `inner` 1 channels-last, the plane size channels-first),
+    /// then `post` if set.
     ChannelAffine {
         scale: Vec<f32>,
         shift: Vec<f32>,

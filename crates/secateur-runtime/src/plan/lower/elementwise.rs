@@ -86,20 +86,18 @@ impl RuntimeOp for BatchNorm {
         } else {
             dims[2..].iter().product()
         };
+        let next = cx.graph.next_pointwise(&node.outputs[0]);
         let mut lowered = Lowered::plain(
             cx,
             StepKind::ChannelAffine {
                 scale,
                 shift,
                 inner,
-                post: None,
+                post: next.map(|(_, f)| f),
                 n: dims.iter().product(),
             },
         );
-        if let Some((c, f)) = cx.graph.next_pointwise(&node.outputs[0]) {
-            if let StepKind::ChannelAffine { post, .. } = &mut lowered.kind {
-                *post = Some(f);
-            }
+        if let Some((c, _)) = next {
             lowered.absorbed.push(c);
             lowered.output = cx.graph.nodes[c].outputs[0].clone();
         }
