@@ -80,10 +80,7 @@ pub fn signatures(graph: &Graph) -> secateur_graph::Result<Vec<LayerSig>> {
         }
         let ins = shapes[&n.inputs[0]].resolve(1);
         let outs = shapes[&n.outputs[0]].resolve(1);
-        let (in_ch, out_ch) = (
-            ins.get(1).copied().unwrap_or(1),
-            outs.get(1).copied().unwrap_or(1),
-        );
+        let (in_ch, out_ch) = n.op.sem().kernel_widths(std::slice::from_ref(&ins), &outs);
         let (kind, geometry) = n.op.sem().kernel_signature(std::slice::from_ref(&ins));
         let mut density = 1.0;
         let mut pattern = String::new();
@@ -139,11 +136,9 @@ impl LatencyTable {
     ) -> Result<()> {
         let sigs = signatures(graph)?;
         let mut plan = ExecPlan::compile(graph, PlanConfig::new(batch, threads))?;
-        let n: usize = plan.input_shape.iter().product();
-        let x: Vec<f32> = (0..n)
-            .map(|i| ((i * 31) % 255) as f32 / 255.0 - 0.5)
-            .collect();
-        let times = plan.time_steps(&[&x], reps)?;
+        let synthetic = secateur_graph::synthetic_inputs(graph, &plan.input_shapes);
+        let x: Vec<&[f32]> = synthetic.iter().map(|(_, v)| v.as_slice()).collect();
+        let times = plan.time_steps(&x, reps)?;
         let whole = median_run_ms(&mut plan, &x, reps)?;
         let steps: f64 = times.iter().map(|(_, t)| t).sum();
         if steps > 0.0 && whole > 0.0 {
@@ -225,12 +220,22 @@ impl LatencyTable {
             let roofline = |sig: &LayerSig| {
                 batch as f64 * sig.work / (profile.macs_per_second(false) * 0.9) * 1e3
             };
-            let mut ratios: Vec<f64> = self
-                .entries
-                .iter()
-                .filter(|e| e.batch == batch && e.threads == threads && e.sig.kind != WHOLE_PLAN)
-                .map(|e| e.ms / roofline(&e.sig).max(1e-12))
-                .collect();
+            // the measured-over-roofline ratio of layers of the same kind (other geometries),
+            // else of every layer
+            let ratios_of = |same_kind: bool| -> Vec<f64> {
+                self.entries
+                    .iter()
+                    .filter(|e| {
+                        e.batch == batch && e.threads == threads && e.sig.kind != WHOLE_PLAN
+                    })
+                    .filter(|e| !same_kind || e.sig.kind == s.kind)
+                    .map(|e| e.ms / roofline(&e.sig).max(1e-12))
+                    .collect()
+            };
+            let mut ratios = ratios_of(true);
+            if ratios.is_empty() {
+                ratios = ratios_of(false);
+            }
             ratios.sort_by(f64::total_cmp);
             let k = ratios.get(ratios.len() / 2).copied().unwrap_or(1.0);
             return (roofline(s) * k, "roofline");
@@ -362,13 +367,13 @@ impl LatencyTable {
     }
 }
 
-/// The median time of `reps` whole runs of `plan` on `x`.
-fn median_run_ms(plan: &mut ExecPlan, x: &[f32], reps: usize) -> Result<f64> {
+/// The median time of `reps` whole runs of `plan` on the inputs `x`.
+fn median_run_ms(plan: &mut ExecPlan, x: &[&[f32]], reps: usize) -> Result<f64> {
     let mut ms = Vec::with_capacity(reps.max(1));
-    plan.run(x)?;
+    plan.run_inputs(x)?;
     for _ in 0..reps.max(1) {
         let t = std::time::Instant::now();
-        plan.run(x)?;
+        plan.run_inputs(x)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);

@@ -218,15 +218,12 @@ pub enum TokenInput {
 impl TokenInput {
     /// From a graph input's name (`input_ids`, `attention_mask`, `token_type_ids`, ...).
     pub fn from_input_name(name: &str) -> Option<TokenInput> {
-        let n = name.to_ascii_lowercase();
-        if n.contains("mask") {
-            Some(TokenInput::AttentionMask)
-        } else if n.contains("type") || n.contains("segment") {
-            Some(TokenInput::TypeIds)
-        } else if n.contains("ids") || n.contains("input") || n.contains("token") {
-            Some(TokenInput::Ids)
-        } else {
-            None
+        use secateur_graph::InputKind;
+        match secateur_graph::synthetic::token_kind_of_name(name)? {
+            InputKind::Mask => Some(TokenInput::AttentionMask),
+            InputKind::Types => Some(TokenInput::TypeIds),
+            InputKind::Ids => Some(TokenInput::Ids),
+            InputKind::Float => None,
         }
     }
 }

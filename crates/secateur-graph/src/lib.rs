@@ -23,6 +23,7 @@ pub mod rewrite;
 pub mod shape;
 pub mod sharing;
 pub mod summary;
+pub mod synthetic;
 pub mod tensor;
 pub mod zoo;
 
@@ -37,4 +38,5 @@ pub use ops::*;
 pub use quant::{ActQuant, Quantization, fake_quant_weight, quantize_weight};
 pub use shape::{Dim, Shape, checked_product, max_elements};
 pub use summary::{GraphSummary, LayerSummary, summarize};
+pub use synthetic::{InputKind, synthetic_inputs};
 pub use tensor::{Tensor, numel, strides};

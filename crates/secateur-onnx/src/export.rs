@@ -61,33 +61,61 @@ fn onnx_type(t: ElemType) -> i32 {
 }
 
 /// Integer and boolean graph inputs enter the float graph through one `Cast` each, placed
-/// first; every node reads the cast value instead of the input.
+/// first; every node reads the cast value instead of the input. An input that only `Cast`
+/// nodes already read (a graph imported from such an export) is left as it is, and a cast's
+/// name never repeats a name the graph already uses, so export → import → export round trips.
 fn cast_typed_inputs(graph: &Graph, nodes: Vec<NodeProto>) -> Vec<NodeProto> {
+    let reads = |n: &str, node: &NodeProto| node.input.iter().any(|i| i == n);
     let typed: Vec<&str> = graph
         .inputs
         .iter()
         .filter(|i| i.dtype != ElemType::Float)
         .map(|i| i.name.as_str())
+        .filter(|&n| {
+            nodes
+                .iter()
+                .any(|node| reads(n, node) && node.op_type != "Cast")
+        })
         .collect();
     if typed.is_empty() {
         return nodes;
     }
-    let cast_name = |n: &str| format!("{n}__as_float");
+    let used: std::collections::HashSet<&str> = nodes
+        .iter()
+        .flat_map(|node| node.output.iter().chain([&node.name]))
+        .map(String::as_str)
+        .chain(graph.initializers.keys().map(String::as_str))
+        .collect();
+    let cast_names: Vec<String> = typed
+        .iter()
+        .map(|&n| {
+            (1..)
+                .map(|k| match k {
+                    1 => format!("{n}__as_float"),
+                    k => format!("{n}__as_float{k}"),
+                })
+                .find(|c| !used.contains(c.as_str()))
+                .expect("an unused name exists")
+        })
+        .collect();
     let mut out: Vec<NodeProto> = typed
         .iter()
-        .map(|&n| NodeProto {
+        .zip(&cast_names)
+        .map(|(&n, c)| NodeProto {
             input: vec![n.to_string()],
-            output: vec![cast_name(n)],
-            name: cast_name(n),
+            output: vec![c.clone()],
+            name: c.clone(),
             op_type: "Cast".into(),
             attribute: vec![crate::attrs::int("to", data_type::FLOAT as i64)],
             ..Default::default()
         })
         .collect();
     for mut node in nodes {
-        for i in &mut node.input {
-            if typed.contains(&i.as_str()) {
-                *i = cast_name(i);
+        if node.op_type != "Cast" {
+            for i in &mut node.input {
+                if let Some(k) = typed.iter().position(|t| t == i) {
+                    *i = cast_names[k].clone();
+                }
             }
         }
         out.push(node);
@@ -128,10 +156,7 @@ fn sparse_weights(graph: &Graph) -> std::collections::BTreeMap<String, Vec<bool>
 pub fn export_model(graph: &Graph) -> Result<ModelProto> {
     graph.check()?;
     let shapes = graph.infer_shapes()?;
-    let mut ctx = ExportCtx {
-        initializers: Vec::new(),
-        nodes: Vec::new(),
-    };
+    let mut ctx = ExportCtx::for_graph(graph);
     let mut nodes = Vec::with_capacity(graph.nodes.len());
     let quant = graph.quantization.as_ref();
     if let Some(q) = quant {

@@ -23,6 +23,30 @@ fn lead(s: &Shape) -> Shape {
 }
 
 impl OpSemantics for BatchMatMul {
+    /// The reduction length times the batch dimensions after the first (attention heads) in,
+    /// the columns out: a linear layer's input and output features, whatever the rows
+    /// (tokens) are.
+    fn kernel_widths(&self, inputs: &[Vec<usize>], output: &[usize]) -> (usize, usize) {
+        let a = inputs.first().map_or(&[][..], Vec::as_slice);
+        let k = a.last().copied().unwrap_or(1);
+        let batch: usize = a
+            .get(1..a.len().saturating_sub(2))
+            .map_or(1, |d| d.iter().product());
+        (k * batch, output.last().copied().unwrap_or(1))
+    }
+
+    /// Rows and rank: the widths (which pruning changes) are [`Self::kernel_widths`].
+    fn kernel_signature(&self, inputs: &[Vec<usize>]) -> (&'static str, String) {
+        let a = inputs.first().map_or(&[][..], Vec::as_slice);
+        let rows = a
+            .len()
+            .checked_sub(2)
+            .and_then(|i| a.get(i))
+            .copied()
+            .unwrap_or(1);
+        ("MatMul", format!("m{rows} r{}", a.len()))
+    }
+
     fn op_type(&self) -> &'static str {
         "MatMul"
     }

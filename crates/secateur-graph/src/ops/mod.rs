@@ -177,6 +177,14 @@ pub trait OpSemantics {
         (self.op_type(), format!("in{spatial:?}"))
     }
 
+    /// The input and output widths by which a latency table interpolates between pruned
+    /// variants of this layer, from the concrete shapes (batch 1): the channels (axis 1) of
+    /// the first input and of the output.
+    fn kernel_widths(&self, inputs: &[Vec<usize>], output: &[usize]) -> (usize, usize) {
+        let first = inputs.first().and_then(|s| s.get(1)).copied();
+        (first.unwrap_or(1), output.get(1).copied().unwrap_or(1))
+    }
+
     /// Accepted number of inputs.
     fn input_count(&self) -> RangeInclusive<usize> {
         1..=1

@@ -123,7 +123,7 @@ fn axis(a: i64, rank: usize) -> Result<usize, String> {
 
 /// Writes `values` as an int64 initializer named after the node; returns its name.
 fn int_initializer(ctx: &mut ExportCtx, node: &Node, what: &str, values: &[i64]) -> String {
-    let name = format!("{}__{what}", node.name);
+    let name = ctx.fresh(format!("{}__{what}", node.name));
     ctx.initializers
         .push(encode_i64(&name, &[values.len()], values));
     name

@@ -74,11 +74,47 @@ pub struct ExportCtx {
     /// Nodes computing intermediate values of the node (an op the export opset lacks,
     /// written as the ops it decomposes into), placed right before it.
     pub nodes: Vec<NodeProto>,
+    /// Names the graph and the helpers already use: a helper's name that is taken (a graph
+    /// imported from an earlier export holds that export's helpers) gets a numeric suffix.
+    pub used: std::collections::HashSet<String>,
 }
 
 impl ExportCtx {
-    /// Adds a float scalar initializer named `name`; returns the name.
+    /// A context for exporting `graph`, whose names are all taken.
+    pub fn for_graph(graph: &secateur_graph::Graph) -> Self {
+        let used = graph
+            .nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().chain([&n.name]))
+            .chain(graph.inputs.iter().map(|i| &i.name))
+            .chain(graph.initializers.keys())
+            .cloned()
+            .collect();
+        ExportCtx {
+            initializers: Vec::new(),
+            nodes: Vec::new(),
+            used,
+        }
+    }
+
+    /// `name`, or the first of `name_2`, `name_3`, ... that no value or node uses yet; the
+    /// returned name is taken from then on.
+    pub fn fresh(&mut self, name: String) -> String {
+        let unique = if self.used.contains(&name) {
+            (2..)
+                .map(|k| format!("{name}_{k}"))
+                .find(|c| !self.used.contains(c))
+                .expect("an unused name exists")
+        } else {
+            name
+        };
+        self.used.insert(unique.clone());
+        unique
+    }
+
+    /// Adds a float scalar initializer named `name` (made unique); returns the name.
     pub fn scalar(&mut self, name: String, value: f32) -> String {
+        let name = self.fresh(name);
         self.initializers.push(crate::tensor_proto::encode_f32(
             &name,
             &Tensor::scalar(value),
@@ -99,6 +135,7 @@ impl ExportCtx {
         output: String,
         attribute: Vec<AttributeProto>,
     ) -> String {
+        let output = self.fresh(output);
         self.nodes.push(NodeProto {
             input: inputs,
             output: vec![output.clone()],

@@ -88,7 +88,7 @@ impl Converter for ReduceConverter {
         let mut inputs = vec![node.inputs[0].clone()];
         // the export opset (17) takes ReduceSum's axes as an input, the others' as attribute
         if r.kind == ReduceKind::Sum {
-            let name = format!("{}__axes", node.name);
+            let name = ctx.fresh(format!("{}__axes", node.name));
             let axes: Vec<i64> = r.axes.iter().map(|&a| a as i64).collect();
             ctx.initializers
                 .push(encode_i64(&name, &[axes.len()], &axes));

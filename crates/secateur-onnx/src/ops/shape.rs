@@ -79,7 +79,7 @@ impl Converter for ReshapeConverter {
         let Op::Reshape(r) = &node.op else {
             return Err("not a Reshape".into());
         };
-        let name = format!("{}__shape", node.name);
+        let name = ctx.fresh(format!("{}__shape", node.name));
         ctx.initializers
             .push(encode_i64(&name, &[r.shape.len()], &r.shape));
         let mut attributes = vec![];

@@ -1,35 +1,32 @@
-//! Evaluating one candidate: decode its genome against the trained dense model, compute the
-//! cheap objectives first, and only when they break no constraint fine-tune it briefly on a
-//! fixed subset of the training split and measure accuracy on the held-out validation split
-//! (the search's accuracy estimate). The final evaluation of a front member fine-tunes it with
-//! the full budget on the whole training split and measures accuracy on the test split.
-//! Training is seeded by the run's seed, so an evaluation is a pure function of the genome.
+//! Evaluating one candidate: decode its genome against the dense model, compute the cheap
+//! objectives first, and only when they break no constraint fine-tune it briefly on a fixed
+//! subset of the training split (image classifiers; sentence encoders are scored one-shot,
+//! their pruned layers refitted on calibration statistics) and score it on the held-out
+//! validation data (the search's accuracy estimate). The final evaluation of a front member
+//! fine-tunes (or distils) it with the full budget and scores it on the test data. Training is
+//! seeded by the run's seed, so an evaluation is a pure function of the genome.
 
 use super::config::OptimizeConfig;
 use super::costing::Costing;
 use super::objectives::ObjectiveKind;
 use super::space::{Decoded, Ratios, SearchSpace, key_of};
 use super::store::{Evaluation, RanOn};
-use crate::finetune::{Finetune, TrainData};
+use super::task::{Part, TaskData};
+use crate::finetune::Finetune;
 use crate::{Context, Result};
-use secateur_data::{Dataset, Normalization, Split};
 use secateur_graph::Graph;
-use secateur_train::{Device, NoHook, evaluate};
+use secateur_train::{Device, NoHook};
 use std::collections::BTreeMap;
 
 /// Everything an evaluation reads.
 pub struct EvalContext<'a> {
     pub config: &'a OptimizeConfig,
-    /// The trained dense model.
+    /// The dense model.
     pub base: &'a Graph,
     pub space: &'a SearchSpace,
     pub costing: &'a Costing,
-    /// Search fine-tuning subset (train) and validation split (test) of the training data.
-    pub search: &'a Split,
-    /// The full data (final fine-tune on `train`, accuracy on `test`); absent in a worker
-    /// that evaluates search candidates only.
-    pub full: Option<&'a Split>,
-    pub norm: &'a Normalization,
+    /// The data candidates are fine-tuned and scored on.
+    pub task: &'a TaskData,
     pub device: &'a Device,
 }
 
@@ -37,12 +34,9 @@ pub struct EvalContext<'a> {
 const CALIBRATION_BATCHES: usize = 4;
 
 impl EvalContext<'_> {
-    fn finetune(&self, d: &Decoded, split: &Split, epochs: usize, label: &str) -> Result<Graph> {
+    fn finetune(&self, d: &Decoded, part: Part, epochs: usize, label: &str) -> Result<Graph> {
         let ft = Finetune {
-            data: TrainData::Images {
-                split,
-                norm: self.norm,
-            },
+            data: self.task.train_data(part)?,
             device: self.device,
             recipe: &self.config.finetune,
             teacher: self.config.finetune.distill.then_some(self.base),
@@ -54,17 +48,14 @@ impl EvalContext<'_> {
         ft.run(d.graph.clone(), epochs, &mut NoHook)
     }
 
-    fn accuracy(&self, g: &Graph, data: &Dataset) -> Result<f64> {
-        Ok(evaluate(g, data, self.norm, 256, self.device, None)?.accuracy)
+    /// `accuracy` (and the task's other scores) of `g` on `part`'s held-out data.
+    fn scores(&self, g: &Graph, part: Part) -> Result<BTreeMap<String, f64>> {
+        self.task.scores(g, part, self.device)
     }
 
-    /// The full data of the final stage.
-    pub fn full(&self) -> Result<&Split> {
-        self.full.ok_or_else(|| {
-            crate::invalid!(
-                "the final stage needs the full data set; this context evaluates search candidates only"
-            )
-        })
+    fn decode(&self, genome: &[f64]) -> Result<Decoded> {
+        self.space
+            .decode_refit(self.base, genome, self.task.refit())
     }
 
     /// Whether cheap `values` already break a constraint on a cost.
@@ -78,24 +69,28 @@ impl EvalContext<'_> {
     /// The search's evaluation of a genome.
     pub fn evaluate(&self, genome: &[f64]) -> Result<Evaluation> {
         let started = std::time::Instant::now();
-        let d = self.space.decode(self.base, genome)?;
+        let d = self.decode(genome)?;
         let key = key_of(&d.description);
         let mut values = self.costing.cheap(&d.graph, d.int8)?;
-        let finetuned = !self.breaks_cost_constraint(&values);
+        let epochs = self.task.search_epochs(self.config);
+        let finetuned = !self.breaks_cost_constraint(&values) && (epochs > 0 || d.int8);
         let graph = if finetuned {
-            self.finetune(&d, self.search, self.config.search_epochs, "candidate")
+            self.finetune(&d, Part::Search, epochs, "candidate")
                 .with_context(|| format!("fine-tuning candidate {key}"))?
         } else {
             d.graph.clone()
         };
-        let mut acc = self.accuracy(&graph, &self.search.test)?;
+        let mut scores = self.scores(&graph, Part::Search)?;
         if finetuned && !d.int8 {
             // a short fine-tune on a subset can lower the accuracy of a lightly pruned model,
             // which starts near the dense optimum: keep the better weights, as checkpoint
             // selection on the validation split does (int8 needs its calibrating fine-tune)
-            acc = acc.max(self.accuracy(&d.graph, &self.search.test)?);
+            let before = self.scores(&d.graph, Part::Search)?;
+            if before["accuracy"] > scores["accuracy"] {
+                scores = before;
+            }
         }
-        values.insert("accuracy".into(), acc);
+        values.extend(scores);
         Ok(Evaluation {
             key,
             genome: genome.to_vec(),
@@ -108,24 +103,26 @@ impl EvalContext<'_> {
         })
     }
 
-    /// Accuracy on the validation split of the model pruned with `ratios`, not fine-tuned.
+    /// Validation accuracy of the model pruned with `ratios`, not fine-tuned (refitted on text).
     pub fn accuracy_untrained(&self, ratios: &Ratios) -> Result<f64> {
-        let d = self.space.apply(self.base, ratios)?;
-        self.accuracy(&d.graph, &self.search.test)
+        let d = self
+            .space
+            .apply_refit(self.base, ratios, self.task.refit())?;
+        Ok(self.scores(&d.graph, Part::Search)?["accuracy"])
     }
 
     /// The final fine-tune of a front member: the trained graph and its quantities (accuracy
-    /// on the test split; latency still predicted, measured later on a quiet machine).
+    /// on the test data; latency still predicted, measured later on a quiet machine).
     pub fn final_train(&self, genome: &[f64]) -> Result<(Graph, BTreeMap<String, f64>)> {
-        let d = self.space.decode(self.base, genome)?;
+        let d = self.decode(genome)?;
         let graph = if self.config.final_epochs > 0 || d.int8 {
-            let tuned = self.finetune(&d, self.full()?, self.config.final_epochs, "final")?;
-            // checkpoint selection on the validation split (never on the test split the
-            // figures come from): a float model keeps its pruned-only weights if fine-tuning
-            // did not improve them
+            let tuned = self.finetune(&d, Part::Final, self.config.final_epochs, "final")?;
+            // checkpoint selection on the validation data (never on the test data the figures
+            // come from): a float model keeps its pruned-only weights if fine-tuning did not
+            // improve them
             if !d.int8
-                && self.accuracy(&d.graph, &self.search.test)?
-                    > self.accuracy(&tuned, &self.search.test)?
+                && self.scores(&d.graph, Part::Search)?["accuracy"]
+                    > self.scores(&tuned, Part::Search)?["accuracy"]
             {
                 d.graph.clone()
             } else {
@@ -135,15 +132,7 @@ impl EvalContext<'_> {
             d.graph.clone()
         };
         let mut values = self.costing.cheap(&graph, d.int8)?;
-        let r = evaluate(
-            &graph,
-            &self.full()?.test,
-            self.norm,
-            256,
-            self.device,
-            None,
-        )?;
-        values.insert("accuracy".into(), r.accuracy);
+        values.extend(self.scores(&graph, Part::Final)?);
         Ok((graph, values))
     }
 }

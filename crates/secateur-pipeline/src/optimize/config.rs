@@ -33,6 +33,32 @@ impl std::fmt::Display for ValSource {
     }
 }
 
+/// What scores a sentence encoder's candidates on a text set (their "accuracy" objective).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TextScore {
+    /// Agreement with the dense model: mean cosine similarity of the two embeddings of each
+    /// held-out text (no labels needed).
+    #[default]
+    Agreement,
+    /// The text set's task score: retrieval top-1 for pairs, Spearman correlation for scored
+    /// pairs.
+    Task,
+}
+
+impl std::fmt::Display for TextScore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TextScore::Agreement => "agreement",
+            TextScore::Task => "task",
+        })
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// Everything that determines the result of a run (the worker count does not).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OptimizeConfig {
@@ -85,6 +111,10 @@ pub struct OptimizeConfig {
     /// picks which of them are evaluated (1 evaluates every child: plain NSGA-II).
     #[serde(default = "default_screen_pool")]
     pub screen_pool: usize,
+    /// With a text set: what scores candidates (left out of the settings' JSON at its
+    /// default, so image runs keep their fingerprints).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub text_score: TextScore,
 }
 
 fn default_screen_pool() -> usize {
@@ -125,6 +155,7 @@ impl Default for OptimizeConfig {
             sensitivity_drop: 0.3,
             max_accuracy_drop: 0.1,
             screen_pool: default_screen_pool(),
+            text_score: TextScore::default(),
         }
     }
 }
@@ -250,6 +281,45 @@ impl OptimizeConfig {
         }
     }
 
+    /// The defaults for a sentence encoder searched on a text set, before the user's settings:
+    /// latency at batch 1 (one text), candidates scored one-shot (no fine-tuning, no int8,
+    /// no ensembles of embeddings), a collapse floor of 0.2 below the dense score.
+    pub fn text_defaults(&mut self) {
+        self.batch = 1;
+        self.int8 = false;
+        self.ensemble_size = 0;
+        self.remove_blocks = false;
+        self.final_epochs = 0;
+        self.dense_epochs = 0;
+        self.max_accuracy_drop = 0.2;
+    }
+
+    /// Rejects settings a text search cannot honour.
+    pub fn validate_text(&self) -> Result<()> {
+        if self.dense_epochs > 0 {
+            bail!(
+                "dense-epochs is {}: a sentence encoder is searched as given (pretrained); set it to 0",
+                self.dense_epochs
+            );
+        }
+        if self.ensemble_size >= 2 {
+            bail!(
+                "ensemble-size is {}: ensembles average classifiers' outputs and are not built for sentence encoders; set it to 0",
+                self.ensemble_size
+            );
+        }
+        Ok(())
+    }
+
+    /// What the search space may use besides channels.
+    pub fn space_shape(&self) -> super::space::SpaceShape {
+        super::space::SpaceShape {
+            int8: self.int8,
+            blocks: self.remove_blocks,
+            round_to: self.round_to,
+        }
+    }
+
     /// Whether latency is measured on this machine.
     pub fn latency_on_host(&self) -> bool {
         self.latency_hardware == "host"
@@ -295,6 +365,8 @@ pub struct OptimizeFile {
     pub sensitivity_drop: Option<f64>,
     pub max_accuracy_drop: Option<f64>,
     pub screen_pool: Option<usize>,
+    /// With a text set: `agreement` (with the dense model) or `task` (the set's task score).
+    pub text_score: Option<TextScore>,
 }
 
 impl OptimizeFile {
@@ -346,19 +418,27 @@ impl OptimizeFile {
             round_to,
             sensitivity_drop,
             max_accuracy_drop,
-            screen_pool
+            screen_pool,
+            text_score
         );
     }
 
     /// The run's configuration: defaults (a model given as a file is taken as trained: no
-    /// dense epochs; a built-in one is trained for 8), then these settings, validated.
-    pub fn to_config(&self, model_is_file: bool) -> Result<OptimizeConfig> {
+    /// dense epochs; a built-in one is trained for 8; a sentence encoder on a `text` set gets
+    /// [`OptimizeConfig::text_defaults`]), then these settings, validated.
+    pub fn to_config(&self, model_is_file: bool, text: bool) -> Result<OptimizeConfig> {
         let mut c = OptimizeConfig {
             dense_epochs: if model_is_file { 0 } else { 8 },
             ..Default::default()
         };
+        if text {
+            c.text_defaults();
+        }
         self.apply(&mut c)?;
         c.validate()?;
+        if text {
+            c.validate_text()?;
+        }
         Ok(c)
     }
 
@@ -398,7 +478,8 @@ impl OptimizeFile {
             round_to => round_to,
             sensitivity_drop => sensitivity_drop,
             max_accuracy_drop => max_accuracy_drop,
-            screen_pool => screen_pool
+            screen_pool => screen_pool,
+            text_score => text_score
         );
         if let Some(v) = self.lr {
             c.finetune.lr = v;

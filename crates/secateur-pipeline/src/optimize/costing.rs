@@ -5,11 +5,12 @@
 //! peak activation memory (liveness-planned buffers of the runtime), MACs and parameters. Also
 //! latency measurement on the host, used for the final front.
 
+use super::task::GroupRanking;
 use crate::{Context, Result};
 use secateur_cost::{HardwareProfile, LatencyTable, layer_counts, model, totals};
 use secateur_graph::{ActQuant, Graph, Quantization};
 use secateur_prune::structured::{
-    ChannelPruneConfig, DependencyGraph, StructuredTarget, apply_plan, plan_channels,
+    ChannelPruneConfig, DependencyGraph, GroupKind, StructuredTarget, apply_plan, plan_channels,
 };
 use secateur_prune::weights::{
     Criterion, CriterionData, Granularity, Scope, WeightPruneConfig, apply_masks, compute_masks,
@@ -54,12 +55,18 @@ pub fn provisional_int8(g: &Graph) -> Result<Graph> {
 
 /// A variant of `base` for the latency table: a uniform fraction of channels kept, then weights
 /// pruned per layer with one granularity.
-fn table_variant(base: &Graph, keep: f64, gran: Option<(Granularity, f64)>) -> Result<Graph> {
+fn table_variant(
+    base: &Graph,
+    keep: f64,
+    gran: Option<(Granularity, f64)>,
+    kinds: &[GroupKind],
+) -> Result<Graph> {
     let mut g = base.clone();
     if keep < 1.0 {
         let deps = DependencyGraph::build(&g)?;
         let cfg = ChannelPruneConfig {
             target: StructuredTarget::Ratio(1.0 - keep),
+            kinds: kinds.to_vec(),
             ..Default::default()
         };
         let plan = plan_channels(&g, &deps, &cfg, &HashMap::new())?;
@@ -92,6 +99,7 @@ pub fn build_latency_table(
     batch: usize,
     threads: usize,
     int8: bool,
+    ranking: &GroupRanking,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LatencyTable> {
     let mut table = LatencyTable {
@@ -100,21 +108,25 @@ pub fn build_latency_table(
     };
     let block = Granularity::Block { rows: 4, cols: 1 };
     let mut grans: Vec<Option<(Granularity, f64)>> = vec![None];
-    for s in [0.5, 0.8, 0.95] {
+    for s in [0.5, 0.8, 0.95].into_iter().filter(|_| ranking.weights) {
         grans.push(Some((Granularity::Unstructured, s)));
         grans.push(Some((block, s)));
     }
-    grans.push(Some((Granularity::NM { n: 2, m: 4 }, 0.5)));
+    if ranking.weights {
+        grans.push(Some((Granularity::NM { n: 2, m: 4 }, 0.5)));
+    }
     let keeps = [1.0, 0.7, 0.45, 0.2];
-    // int8 variants at each width, dense and unstructured (the int8 kernels run dense)
+    // int8 variants at each width, dense and unstructured (the int8 kernels run dense; a space
+    // without weight sparsity needs the dense ones only)
     let int8_grans = [None, Some((Granularity::Unstructured, 0.8))];
+    let int8_grans = &int8_grans[..if ranking.weights { 2 } else { 1 }];
     let total = keeps.len() * (grans.len() + if int8 { int8_grans.len() } else { 0 });
     let mut done = 0;
     for &keep in &keeps {
         let quantized = int8_grans.iter().filter(|_| int8).map(|g| (g, true));
         for (gran, int8) in grans.iter().map(|g| (g, false)).chain(quantized) {
             // a granularity that does not fit the model's shapes is skipped
-            let variant = table_variant(base, keep, *gran)
+            let variant = table_variant(base, keep, *gran, &ranking.kinds)
                 .and_then(|v| if int8 { provisional_int8(&v) } else { Ok(v) });
             if let Ok(v) = variant {
                 table
@@ -207,14 +219,12 @@ impl Costing {
     /// Latency of `g` measured on this machine (median, ms per batch).
     pub fn measure_latency(&self, g: &Graph) -> Result<f64> {
         let mut plan = ExecPlan::compile(g, PlanConfig::new(self.batch, self.threads))?;
-        let n: usize = plan.input_shape.iter().product();
-        let x: Vec<f32> = (0..n)
-            .map(|i| ((i * 31) % 255) as f32 / 255.0 - 0.5)
-            .collect();
-        plan.run(&x)?;
+        let synthetic = secateur_graph::synthetic_inputs(g, &plan.input_shapes);
+        let x: Vec<&[f32]> = synthetic.iter().map(|(_, v)| v.as_slice()).collect();
+        plan.run_inputs(&x)?;
         let stats = measure(
             &mut || {
-                plan.run(&x).expect("input sized by the plan");
+                plan.run_inputs(&x).expect("inputs sized by the plan");
             },
             Budget::default(),
         );

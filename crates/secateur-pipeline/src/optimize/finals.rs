@@ -7,9 +7,9 @@
 use super::candidate::EvalContext;
 use super::parallel::parallel_map;
 use super::store::{Evaluation, FinalRecord, RunDir};
+use super::task::Part;
 use crate::{Context, Result};
 use secateur_graph::{Graph, ensemble};
-use secateur_train::evaluate;
 use std::collections::{BTreeMap, HashMap};
 
 /// Quantities that add up when models run one after the other.
@@ -207,8 +207,7 @@ fn ensembles(
             "fps".into(),
             ctx.config.batch as f64 / (ms / 1e3).max(1e-12),
         );
-        let r = evaluate(&g, &ctx.full()?.test, ctx.norm, 256, ctx.device, None)?;
-        values.insert("accuracy".into(), r.accuracy);
+        values.extend(ctx.task.scores(&g, Part::Final, ctx.device)?);
         let mut description = BTreeMap::new();
         description.insert(
             "ensemble".into(),

@@ -9,6 +9,7 @@ use super::objectives::Constraint;
 use super::scoring::{HvFrame, Scoring};
 use super::search::{Search, accuracy_floor};
 use super::store::{Evaluation, FinalRecord, RunDir};
+use super::task::Part;
 use super::{dedup, finals, report_build, scoring, spread, unique_keys, unmet_message, verify};
 use crate::Result;
 use crate::progress::Reporter;
@@ -58,15 +59,8 @@ impl Search {
         )?;
         bar.finish();
         // the final models are judged on the test split, against the dense model's test accuracy
-        let dense_test = secateur_train::evaluate(
-            &self.base,
-            &self.full_split.test,
-            &self.norm,
-            256,
-            &self.device,
-            None,
-        )?
-        .accuracy;
+        let dense_scores = self.task.scores(&self.base, Part::Final, &self.device)?;
+        let dense_test = dense_scores["accuracy"];
         let constraints = accuracy_floor(&self.cfg, dense_test);
         let scoring = Scoring {
             objectives: &self.cfg.objectives,
@@ -107,7 +101,7 @@ impl Search {
             ));
         }
         let mut dense_reference = self.dense_values.clone();
-        dense_reference.insert("accuracy".into(), dense_test);
+        dense_reference.extend(dense_scores);
         let report = self.report(
             points,
             baseline_points,
@@ -262,7 +256,7 @@ impl Search {
         front: &[usize],
     ) -> Result<HashMap<String, Verification>> {
         let dir = &self.dir;
-        let verifier = verify::Verifier::new(&self.full_split.test, &self.norm)?;
+        let verifier = verify::Verifier::new(&self.task)?;
         let mut verifications: HashMap<String, Verification> = dir
             .read_lines("verifications.jsonl", |v: &verify::Checked| v.id.clone())?
             .into_iter()
@@ -311,8 +305,7 @@ impl Search {
         let objectives = report_build::objectives(
             &self.cfg,
             &self.costing,
-            self.full_split.test.len(),
-            self.search_split.test.len(),
+            self.task.accuracy_method(&self.cfg),
         );
         report_build::assemble(
             format!("secateur: Pareto front of {}", self.model_label),

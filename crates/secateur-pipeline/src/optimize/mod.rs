@@ -23,6 +23,7 @@ pub mod seeding;
 pub mod sensitivity;
 pub mod space;
 pub mod store;
+pub mod task;
 pub mod verify;
 pub mod worker;
 
@@ -44,13 +45,20 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use store::{Evaluation, RunDir};
 
+/// The data a run searches with.
+pub enum InputData {
+    /// A labelled image set and the model's input normalisation.
+    Images { split: Split, norm: Normalization },
+    /// A text set with the model's tokenizer (the model is a sentence encoder).
+    Text(crate::text::TextData),
+}
+
 /// What a run starts from.
 pub struct OptimizeInputs {
     pub model: Graph,
     pub model_label: String,
     pub data_label: String,
-    pub split: Split,
-    pub norm: Normalization,
+    pub data: InputData,
     pub out: PathBuf,
     pub fresh: bool,
     pub workers: usize,
@@ -162,9 +170,10 @@ fn data_splits(split: &Split, cfg: &OptimizeConfig) -> Result<(Split, Split, Str
 /// Makes sure the run directory holds the dense model (`dense.onnx`): trained here, or the
 /// input as given.
 fn dense_model(
-    inp: &OptimizeInputs,
+    model: &Graph,
+    model_label: &str,
+    (full, norm): (&Split, &Normalization),
     cfg: &OptimizeConfig,
-    full: &Split,
     dir: &RunDir,
     device: &Device,
     log: &mut dyn FnMut(&str),
@@ -173,11 +182,11 @@ fn dense_model(
     if path.exists() {
         return Ok(());
     }
-    let mut g = inp.model.clone();
+    let mut g = model.clone();
     if cfg.dense_epochs > 0 {
         log(&format!(
             "training {} for {} epoch(s) on {} images",
-            inp.model_label,
+            model_label,
             cfg.dense_epochs,
             full.train.len()
         ));
@@ -188,7 +197,7 @@ fn dense_model(
         let tc = train_config(&recipe, cfg.dense_epochs, cfg.seed)?;
         let mut t = Trainer::new(g, tc, device.clone())?;
         let mut bar = Reporter::new("dense training", 1);
-        t.fit(&full.train, &inp.norm, &mut NoHook, &mut |p| {
+        t.fit(&full.train, norm, &mut NoHook, &mut |p| {
             bar.update(
                 (p.epoch * p.batches + p.batch) as u64,
                 (p.epochs * p.batches) as u64,
@@ -200,7 +209,7 @@ fn dense_model(
         g = t.into_graph()?;
     }
     g.metadata
-        .insert(NORMALIZATION_KEY.into(), inp.norm.to_metadata());
+        .insert(NORMALIZATION_KEY.into(), norm.to_metadata());
     secateur_onnx::save_model(&g, &path).context("saving the dense model")
 }
 

@@ -48,29 +48,25 @@ pub fn label(
     s
 }
 
-/// The objectives of the report with their methods.
+/// The objectives of the report with their methods; `accuracy` is the task's name and method
+/// of its accuracy objective.
 pub fn objectives(
     cfg: &OptimizeConfig,
     costing: &Costing,
-    test_samples: usize,
-    val_samples: usize,
+    accuracy: (String, String),
 ) -> Vec<Objective> {
-    let val_split = match cfg.val_source() {
-        super::config::ValSource::Test => "test",
-        _ => "training",
-    };
     cfg.objectives
         .iter()
         .map(|k| Objective {
             key: k.key().into(),
-            name: k.name().into(),
+            name: match k {
+                ObjectiveKind::Accuracy => accuracy.0.clone(),
+                _ => k.name().into(),
+            },
             unit: k.unit().into(),
             maximize: k.maximize(),
             method: match k {
-                ObjectiveKind::Accuracy => format!(
-                    "final models: top-1 on the test split ({test_samples} images) after {} epoch(s) of fine-tuning; search: top-1 on {val_samples} images held out of the {val_split} split after {} epoch(s) on {} images; a float model keeps its pruned-only weights where the validation split scores them higher",
-                    cfg.final_epochs, cfg.search_epochs, cfg.search_samples
-                ),
+                ObjectiveKind::Accuracy => accuracy.1.clone(),
                 ObjectiveKind::Latency => format!("final models: {}; search: {}", costing.latency_method(true), costing.latency_method(false)),
                 ObjectiveKind::Energy => format!("{} per inference at batch {}", costing.energy_method(), cfg.batch),
                 ObjectiveKind::Bytes => "smallest deployable storage of all weights (sparse formats with their indices where smaller, int8 with per-channel scales when quantized); the exported .onnx file of each final model, whose size is listed as file_kib, stores weights below one-third density as sparse constants (value and int64 index, 12 bytes per kept weight) and int8 weights as INT8".into(),

@@ -1,14 +1,18 @@
 //! What a user asks `optimize` for, in one structure the command line and the Python package
 //! both fill: the model and data arguments, the settings (a TOML file, then the settings given
 //! directly), the run directory, and the local worker count. [`OptimizeRequest::prepare`]
-//! resolves it into the run's configuration and inputs, refusing what cannot work (a text set,
-//! an output directory that holds the input model) before anything is written.
+//! resolves it into the run's configuration and inputs, refusing what cannot work (an output
+//! directory that holds the input model, settings a text search cannot honour) before anything
+//! is written. A text set (.txt / .jsonl) makes the run a sentence-encoder search.
 
+use super::config::TextScore;
 use super::config::{OptimizeConfig, OptimizeFile};
 use super::parallel::default_workers;
-use super::{OptimizeInputs, check_paths};
+use super::{InputData, OptimizeInputs, check_paths};
 use crate::model_ref::load_model;
-use crate::{Result, bail};
+use crate::text::{TextData, TextGraph};
+use crate::{Context, Result, bail};
+use secateur_data::TextTask;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -33,6 +37,9 @@ pub struct OptimizeRequest {
     pub mean: Option<Vec<f32>>,
     #[serde(default)]
     pub std: Option<Vec<f32>>,
+    /// The model's tokenizer.json for a text set (default: next to the model).
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
     /// A TOML settings file; `settings` override it.
     #[serde(default)]
     pub config: Option<PathBuf>,
@@ -65,6 +72,7 @@ impl Default for OptimizeRequest {
             data: default_data(),
             mean: None,
             std: None,
+            tokenizer: None,
             config: None,
             settings: OptimizeFile::default(),
             out: default_out(),
@@ -92,7 +100,12 @@ impl OptimizeRequest {
             None => OptimizeFile::default(),
         };
         settings.overlay(&self.settings);
-        settings.to_config(self.model_is_file())
+        settings.to_config(self.model_is_file(), self.is_text())
+    }
+
+    /// Whether the data is a text set (the model then is a sentence encoder).
+    pub fn is_text(&self) -> bool {
+        secateur_data::is_text_path(&self.data)
     }
 
     /// The configuration and the inputs of the run: settings validated, paths checked, data
@@ -100,27 +113,43 @@ impl OptimizeRequest {
     pub fn prepare(&self) -> Result<(OptimizeConfig, OptimizeInputs)> {
         let cfg = self.config()?;
         check_paths(&self.model, &self.out)?;
-        if secateur_data::is_text_path(&self.data) {
-            bail!(
-                "'{}' is a text set: optimize searches image classifiers only so far; prune a sentence encoder with `secateur prune MODEL --data {} --recipe recipes/heads-neurons-50.toml` (or --structured heads,neurons / --method sparsegpt) and compare files with `secateur bench`",
-                self.data,
-                self.data
-            );
-        }
-        let split = crate::data::load(&self.data)?;
-        let graph = load_model(&self.model, &crate::data::zoo_config_for(&split, cfg.seed))?;
-        let norm = crate::data::normalization(
-            self.mean.as_deref(),
-            self.std.as_deref(),
-            &split,
-            Some(&graph),
-        )?;
+        let (graph, data) = if self.is_text() {
+            let graph = load_model(&self.model, &Default::default())?;
+            TextGraph::of(&graph).with_context(|| {
+                format!(
+                    "'{}' is a text set, so '{}' must be a sentence encoder whose inputs are token tensors",
+                    self.data, self.model
+                )
+            })?;
+            let text = TextData::load(
+                Path::new(&self.data),
+                &self.model,
+                self.tokenizer.as_deref(),
+            )
+            .with_context(|| format!("loading text set '{}'", self.data))?;
+            if cfg.text_score == TextScore::Task && text.held_out.task() == TextTask::Sentences {
+                bail!(
+                    "text-score task needs pairs (a .jsonl with \"pair\", optionally \"score\"); '{}' holds single sentences: use text-score agreement",
+                    self.data
+                );
+            }
+            (graph, InputData::Text(text))
+        } else {
+            let split = crate::data::load(&self.data)?;
+            let graph = load_model(&self.model, &crate::data::zoo_config_for(&split, cfg.seed))?;
+            let norm = crate::data::normalization(
+                self.mean.as_deref(),
+                self.std.as_deref(),
+                &split,
+                Some(&graph),
+            )?;
+            (graph, InputData::Images { split, norm })
+        };
         let inputs = OptimizeInputs {
             model: graph,
             model_label: self.model.clone(),
             data_label: self.data.clone(),
-            split,
-            norm,
+            data,
             out: self.out.clone(),
             fresh: self.fresh,
             workers: self.workers.unwrap_or_else(default_workers),

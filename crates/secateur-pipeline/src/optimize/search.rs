@@ -16,11 +16,13 @@ use super::scoring::Scoring;
 use super::sensitivity::{self, Sensitivity};
 use super::space::SearchSpace;
 use super::store::{Evaluation, RunDir, SearchState};
-use super::{OptimizeInputs, check_reachable, data_splits, dense_model, seeding, unique_keys};
+use super::task::{GroupRanking, ImageTask, TaskData, TextTask};
+use super::{
+    InputData, OptimizeInputs, check_reachable, data_splits, dense_model, seeding, unique_keys,
+};
 use crate::progress::Reporter;
 use crate::{Context, Result};
 use secateur_cost::{HardwareProfile, LatencyTable};
-use secateur_data::{Normalization, Split};
 use secateur_graph::Graph;
 use secateur_search::{Individual, Nsga2, Nsga2Config, Truncation};
 use secateur_train::Device;
@@ -60,10 +62,8 @@ pub struct Search {
     pub(super) dense_values: BTreeMap<String, f64>,
     pub(super) sens: Sensitivity,
     pub(super) space: SearchSpace,
-    pub(super) search_split: Split,
-    pub(super) full_split: Split,
+    pub(super) task: TaskData,
     pub(super) split_note: String,
-    pub(super) norm: Normalization,
     pub(super) search_constraints: Vec<Constraint>,
     pub(super) cache: HashMap<String, Evaluation>,
     pub(super) state: SearchState,
@@ -90,30 +90,31 @@ impl Search {
             }),
         )?;
         let device = Device::flex();
-        let (search_split, full_split, split_note) = data_splits(&inp.split, cfg)?;
-        dense_model(&inp, cfg, &full_split, &dir, &device, log)?;
+        let (task, split_note) = prepare_task(
+            cfg,
+            inp.data,
+            &inp.model,
+            &inp.model_label,
+            &dir,
+            &device,
+            log,
+        )?;
         // every stage and every worker reads the dense model as saved, so a fresh run, a
         // resumed one and a remote evaluation start from the same graph
         let base = secateur_onnx::load_model(dir.path("dense.onnx"))
             .context("reloading the dense model")?;
-        let costing = costing(cfg, &base, &dir)?;
+        let task = task.finish(cfg, &base, log)?;
+        let ranking = task.ranking();
+        let costing = costing(cfg, &base, &dir, &ranking)?;
         let dense_values = costing.cheap(&base, false)?;
         let workers = inp.workers.max(1);
-        let sens = sensitivity(
-            cfg,
-            &base,
-            &costing,
-            &search_split,
-            &inp.norm,
-            &dir,
-            workers,
-        )?;
+        let sens = sensitivity(cfg, &base, &costing, &task, &dir, workers)?;
         log(&format!(
             "dense model: validation accuracy {:.4}; sensitivity analysis done ({} curves)",
             sens.dense_accuracy,
             sens.curves.len()
         ));
-        let space = bounded_space(cfg, &base, &sens)?;
+        let space = bounded_space(cfg, &base, &sens, &ranking)?;
         check_reachable(cfg, &space, &base, &costing)?;
         let search_constraints = accuracy_floor(cfg, sens.dense_accuracy);
         let cache = dir.read_lines("evaluations.jsonl", |e: &Evaluation| e.key.clone())?;
@@ -141,10 +142,8 @@ impl Search {
             dense_values,
             sens,
             space,
-            search_split,
-            full_split,
+            task,
             split_note,
-            norm: inp.norm,
             search_constraints,
             cache,
             state,
@@ -173,9 +172,7 @@ impl Search {
             base: &self.base,
             space: &self.space,
             costing: &self.costing,
-            search: &self.search_split,
-            full: Some(&self.full_split),
-            norm: &self.norm,
+            task: &self.task,
             device: &self.device,
         }
     }
@@ -342,16 +339,25 @@ impl Search {
 
 /// The cost models: the host's latency table (measured once, kept in the run directory) or a
 /// modelled profile.
-fn costing(cfg: &OptimizeConfig, base: &Graph, dir: &RunDir) -> Result<Costing> {
+fn costing(
+    cfg: &OptimizeConfig,
+    base: &Graph,
+    dir: &RunDir,
+    ranking: &GroupRanking,
+) -> Result<Costing> {
     let latency = if cfg.latency_on_host() {
         match dir.read_json::<LatencyTable>("latency-table.json")? {
             Some(t) => LatencySource::Table(t),
             None => {
                 let mut bar = Reporter::new("latency table", 1);
-                let t =
-                    build_latency_table(base, cfg.batch, cfg.threads, cfg.int8, &mut |d, n| {
-                        bar.update(d as u64, n as u64, "timing layers", false)
-                    })?;
+                let t = build_latency_table(
+                    base,
+                    cfg.batch,
+                    cfg.threads,
+                    cfg.int8,
+                    ranking,
+                    &mut |d, n| bar.update(d as u64, n as u64, "timing layers", false),
+                )?;
                 bar.finish();
                 dir.write_json("latency-table.json", &t)?;
                 LatencySource::Table(t)
@@ -374,8 +380,7 @@ fn sensitivity(
     cfg: &OptimizeConfig,
     base: &Graph,
     costing: &Costing,
-    search: &Split,
-    norm: &Normalization,
+    task: &TaskData,
     dir: &RunDir,
     workers: usize,
 ) -> Result<Sensitivity> {
@@ -385,9 +390,8 @@ fn sensitivity(
     let no_bounds = HashMap::new();
     let full_space = SearchSpace::derive(
         base,
-        cfg.int8,
-        cfg.remove_blocks,
-        cfg.round_to,
+        &cfg.space_shape(),
+        &task.ranking(),
         &no_bounds,
         &no_bounds,
     )?;
@@ -396,9 +400,7 @@ fn sensitivity(
         base,
         space: &full_space,
         costing,
-        search,
-        full: None,
-        norm,
+        task,
         device: &Device::flex(),
     };
     let mut bar = Reporter::new("sensitivity", 1);
@@ -415,15 +417,77 @@ pub(super) fn bounded_space(
     cfg: &OptimizeConfig,
     base: &Graph,
     sens: &Sensitivity,
+    ranking: &GroupRanking,
 ) -> Result<SearchSpace> {
     SearchSpace::derive(
         base,
-        cfg.int8,
-        cfg.remove_blocks,
-        cfg.round_to,
+        &cfg.space_shape(),
+        ranking,
         &sens.max_removed,
         &sens.max_sparsity,
     )
+}
+
+/// The task's data before the dense model is known: image splits (the dense model trained on
+/// them when it starts untrained), or the text set (the encoder taken as given).
+enum PendingTask {
+    Images(ImageTask),
+    Text(crate::text::TextData),
+}
+
+impl PendingTask {
+    /// The task, with what it derives from the dense model as saved.
+    fn finish(
+        self,
+        cfg: &OptimizeConfig,
+        base: &Graph,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<TaskData> {
+        Ok(match self {
+            PendingTask::Images(t) => TaskData::Images(t),
+            PendingTask::Text(data) => {
+                TaskData::Text(Box::new(TextTask::build(data, base, cfg, log)?))
+            }
+        })
+    }
+}
+
+/// Splits the data and makes sure the run directory holds the dense model; returns the task
+/// still to finish and the note on the split for the report.
+fn prepare_task(
+    cfg: &OptimizeConfig,
+    data: InputData,
+    model: &Graph,
+    model_label: &str,
+    dir: &RunDir,
+    device: &Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<(PendingTask, String)> {
+    match data {
+        InputData::Images { split, norm } => {
+            let (search, full, note) = data_splits(&split, cfg)?;
+            dense_model(model, model_label, (&full, &norm), cfg, dir, device, log)?;
+            let task = ImageTask {
+                search,
+                full: Some(full),
+                norm,
+            };
+            Ok((PendingTask::Images(task), note))
+        }
+        InputData::Text(text) => {
+            let path = dir.path("dense.onnx");
+            if !path.exists() {
+                secateur_onnx::save_model(model, &path).context("saving the dense model")?;
+            }
+            let note = format!(
+                "Text set {}: {} examples calibrate (channel ranking and least-squares refit); of the {} held out, every other one scores the search, the rest the final figures (agreement: mean cosine of the pooled embeddings to the dense model's).",
+                text.name,
+                text.calibration.examples.len(),
+                text.held_out.examples.len()
+            );
+            Ok((PendingTask::Text(text), note))
+        }
+    }
 }
 
 /// The user's constraints plus the accuracy floor relative to the dense model's `dense`.

@@ -39,8 +39,26 @@ pub fn uniform_ratio(space: &SearchSpace, t: f64, method: Method) -> Vec<f64> {
     g
 }
 
-/// The methods of the baseline (int8 variants only when the space has int8).
+/// The methods of the baseline (int8 variants only when the space has int8), without those
+/// the space cannot express (weight sparsity in a space of channels only, and the reverse).
 pub fn baseline_methods(space: &SearchSpace) -> Vec<Method> {
+    let (channels, weights) = (
+        space.index("channels").is_some(),
+        space.index("weights").is_some(),
+    );
+    let mut m = all_methods(space);
+    m.retain(|x| (channels || !x.channels) && (weights || x.granularity.is_none()));
+    if m.is_empty() {
+        m.push(Method {
+            channels: false,
+            granularity: None,
+            int8: space.int8,
+        });
+    }
+    m
+}
+
+fn all_methods(space: &SearchSpace) -> Vec<Method> {
     let mut m = vec![
         Method {
             channels: true,

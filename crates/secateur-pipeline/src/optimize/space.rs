@@ -4,18 +4,22 @@
 //! blocks, 2:4), optionally int8, and optionally the removal of each residual block. A layer's
 //! ratio is `min(level · scale, bound)`, with the bound from the sensitivity analysis: with
 //! every scale at 1 a genome is exactly a uniform-ratio model, so the search space contains the
-//! baseline and the search learns how to deviate from it. Decoding prunes channels by L2
-//! importance, removes blocks and masks weights by magnitude.
+//! baseline and the search learns how to deviate from it. Decoding prunes channels in the
+//! order of the task's ranking (L2 importance of the weights for image classifiers, output
+//! energy for sentence encoders, whose space holds heads and FFN neurons only), refits the
+//! layers reading pruned channels when the task has calibration statistics, removes blocks and
+//! masks weights by magnitude.
 
+use super::task::GroupRanking;
 use crate::{Context, Result};
 use secateur_graph::Graph;
 use secateur_prune::structured::{
-    BlockCandidate, DependencyGraph, GroupCriterion, Normalizer, Plan, Reduction, apply_plan,
-    group_scores, remove_block, residual_blocks,
+    BlockCandidate, DependencyGraph, Normalizer, Plan, Reduction, apply_plan, group_scores,
+    reconstruct_consumers, remove_block, residual_blocks,
 };
 use secateur_prune::weights::{
-    Criterion, CriterionData, Granularity, Scope, WeightPruneConfig, apply_masks, compute_masks,
-    prunable_weights,
+    Criterion, CriterionData, Gram, Granularity, Scope, WeightPruneConfig, apply_masks,
+    compute_masks, prunable_weights,
 };
 use secateur_search::{Gene, Space};
 use serde::{Deserialize, Serialize};
@@ -28,6 +32,14 @@ pub const SCALE_RANGE: (f64, f64) = (0.4, 1.6);
 /// Default bounds when no sensitivity analysis limits a layer.
 const DEFAULT_MAX_REMOVED: f64 = 0.9;
 const DEFAULT_MAX_SPARSITY: f64 = 0.95;
+
+/// What a space may use besides channels: int8, block removal, the rounding of channel counts.
+#[derive(Clone, Copy, Debug)]
+pub struct SpaceShape {
+    pub int8: bool,
+    pub blocks: bool,
+    pub round_to: usize,
+}
 
 /// A channel group of the model.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -94,26 +106,30 @@ pub struct Decoded {
 }
 
 impl SearchSpace {
-    /// Derives the space from `base`; `max_removed` bounds the fraction of channels a group may
+    /// Derives the space from `base`: the groups of `ranking`'s kinds, channels in its order,
+    /// weights when it allows them; `max_removed` bounds the fraction of channels a group may
     /// lose and `max_sparsity` the sparsity of a weight, per name (from sensitivity).
     pub fn derive(
         base: &Graph,
-        int8: bool,
-        blocks: bool,
-        round_to: usize,
+        shape: &SpaceShape,
+        ranking: &GroupRanking,
         max_removed: &HashMap<String, f64>,
         max_sparsity: &HashMap<String, f64>,
     ) -> Result<Self> {
         let deps = DependencyGraph::build(base)?;
         let mut groups = Vec::new();
+        let no_data = HashMap::new();
         for g in &deps.groups {
+            if !ranking.kinds.is_empty() && !ranking.kinds.contains(&g.kind) {
+                continue;
+            }
             let scores = group_scores(
                 base,
                 g,
-                GroupCriterion::L2,
+                ranking.criterion,
                 Reduction::Mean,
                 Normalizer::None,
-                &HashMap::new(),
+                ranking.data.unwrap_or(&no_data),
                 0,
             )?;
             let mut order: Vec<usize> = (0..g.channels()).collect();
@@ -129,7 +145,12 @@ impl SearchSpace {
                     .clamp(0.0, 0.95),
             });
         }
-        let layers: Vec<LayerInfo> = prunable_weights(base)?
+        let weights = if ranking.weights {
+            prunable_weights(base)?
+        } else {
+            Vec::new()
+        };
+        let layers: Vec<LayerInfo> = weights
             .into_iter()
             .map(|w| LayerInfo {
                 max_sparsity: max_sparsity
@@ -141,7 +162,7 @@ impl SearchSpace {
                 weight: w.weight,
             })
             .collect();
-        let blocks = if blocks {
+        let blocks = if shape.blocks {
             residual_blocks(base)?
         } else {
             Vec::new()
@@ -178,7 +199,7 @@ impl SearchSpace {
                 options: GRANULARITIES.iter().map(|s| s.to_string()).collect(),
             });
         }
-        if int8 {
+        if shape.int8 {
             genes.push(Gene::Choice {
                 name: "precision".into(),
                 options: vec!["f32".into(), "int8".into()],
@@ -194,9 +215,9 @@ impl SearchSpace {
             groups,
             layers,
             blocks,
-            int8,
+            int8: shape.int8,
             space: Space { genes },
-            round_to: round_to.max(1),
+            round_to: shape.round_to.max(1),
         })
     }
 
@@ -262,8 +283,29 @@ impl SearchSpace {
         self.apply(base, &self.ratios(g))
     }
 
+    /// Applies a genome to `base`, refitting the layers that read pruned channels by least
+    /// squares on `refit`'s calibration statistics (of `base`) when given.
+    pub fn decode_refit(
+        &self,
+        base: &Graph,
+        g: &[f64],
+        refit: Option<&HashMap<String, Gram>>,
+    ) -> Result<Decoded> {
+        self.apply_refit(base, &self.ratios(g), refit)
+    }
+
     /// Prunes `base` with explicit ratios.
     pub fn apply(&self, base: &Graph, r: &Ratios) -> Result<Decoded> {
+        self.apply_refit(base, r, None)
+    }
+
+    /// Prunes `base` with explicit ratios, refitting as [`SearchSpace::decode_refit`] does.
+    pub fn apply_refit(
+        &self,
+        base: &Graph,
+        r: &Ratios,
+        refit: Option<&HashMap<String, Gram>>,
+    ) -> Result<Decoded> {
         let mut description = BTreeMap::new();
         let mut layer_keep = Vec::new();
         // channels
@@ -287,6 +329,10 @@ impl SearchSpace {
             layer_keep.push((format!("{} channels", gr.name), k as f64 / n as f64));
         }
         let mut graph = apply_plan(base, &deps, &plan).context("applying the channel plan")?;
+        if let Some(grams) = refit.filter(|_| !plan.entries.is_empty()) {
+            reconstruct_consumers(base, &mut graph, &deps, &plan, grams)
+                .context("refitting the layers that read pruned channels")?;
+        }
         // blocks
         for b in &self.blocks {
             let remove = r.remove_blocks.contains(&b.name);

@@ -13,6 +13,7 @@ use super::search::{Search, bounded_space};
 use super::sensitivity::Sensitivity;
 use super::space::SearchSpace;
 use super::store::Evaluation;
+use super::task::{ImageTask, TaskData};
 use crate::{Context, Result, bail};
 use secateur_cost::{HardwareProfile, LatencyTable};
 use secateur_data::{Dataset, Normalization, Samples, Split};
@@ -52,8 +53,7 @@ pub struct WorkerContext {
     base: Graph,
     space: SearchSpace,
     costing: Costing,
-    search: Split,
-    norm: Normalization,
+    task: TaskData,
     device: Device,
     pool: rayon::ThreadPool,
 }
@@ -61,6 +61,11 @@ pub struct WorkerContext {
 impl WorkerContext {
     /// Packs what `search`'s evaluations read.
     pub(super) fn bytes_of(search: &Search) -> Result<Vec<u8>> {
+        let TaskData::Images(images) = &search.task else {
+            bail!(
+                "the Ray executor evaluates image-classifier searches; run a text search with the local executor (--executor local)"
+            );
+        };
         let dense = std::fs::read(search.dir.path("dense.onnx"))
             .context("reading the dense model of the run")?;
         let header = Header {
@@ -73,16 +78,16 @@ impl WorkerContext {
                 LatencySource::Table(t) => Some(t.clone()),
                 LatencySource::Modelled => None,
             },
-            norm: search.norm.clone(),
-            train: meta(&search.search_split.train),
-            val: meta(&search.search_split.test),
+            norm: images.norm.clone(),
+            train: meta(&images.search.train),
+            val: meta(&images.search.test),
         };
         let json = serde_json::to_vec(&header)?;
         let mut out = Vec::with_capacity(json.len() + dense.len() + 64);
         out.extend_from_slice(MAGIC);
         section(&mut out, &json);
         section(&mut out, &dense);
-        for d in [&search.search_split.train, &search.search_split.test] {
+        for d in [&images.search.train, &images.search.test] {
             section(&mut out, &sample_bytes(&d.samples));
             let labels: Vec<u8> = d.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
             section(&mut out, &labels);
@@ -111,7 +116,16 @@ impl WorkerContext {
         if cfg.fingerprint() != header.fingerprint {
             bail!("worker context: the settings do not match their fingerprint");
         }
-        let space = bounded_space(&cfg, &base, &header.sensitivity)?;
+        let task = TaskData::Images(ImageTask {
+            search: Split {
+                train,
+                test: val,
+                normalization: header.norm.clone(),
+            },
+            full: None,
+            norm: header.norm,
+        });
+        let space = bounded_space(&cfg, &base, &header.sensitivity, &task.ranking())?;
         let costing = Costing {
             latency_profile: header.latency_profile,
             energy_profile: header.energy_profile,
@@ -134,12 +148,7 @@ impl WorkerContext {
             base,
             space,
             costing,
-            search: Split {
-                train,
-                test: val,
-                normalization: header.norm.clone(),
-            },
-            norm: header.norm,
+            task,
             device: Device::flex(),
             pool,
         })
@@ -157,9 +166,7 @@ impl WorkerContext {
             base: &self.base,
             space: &self.space,
             costing: &self.costing,
-            search: &self.search,
-            full: None,
-            norm: &self.norm,
+            task: &self.task,
             device: &self.device,
         };
         self.pool.install(|| ctx.evaluate(genome))

@@ -92,47 +92,7 @@ pub struct OrtServer {
 }
 
 /// What a synthetic benchmark input holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputKind {
-    /// Values in [-0.5, 0.5).
-    Float,
-    /// Token ids below 100 (inside any vocabulary).
-    Ids,
-    /// An attention mask of ones.
-    Mask,
-    /// Token types (zeros).
-    Types,
-}
-
-/// One synthetic input per graph input, for plans of `shapes` (the plan's input shapes):
-/// integer inputs get token ids, masks or token types by their names, float inputs a fixed
-/// pattern.
-pub fn synthetic_inputs(g: &Graph, shapes: &[Vec<usize>]) -> Vec<(InputKind, Vec<f32>)> {
-    use secateur_data::TokenInput;
-    g.inputs
-        .iter()
-        .zip(shapes)
-        .map(|(info, shape)| {
-            let n: usize = shape.iter().product();
-            let kind = match (info.dtype, TokenInput::from_input_name(&info.name)) {
-                (secateur_graph::ElemType::Float, _) => InputKind::Float,
-                (_, Some(TokenInput::AttentionMask)) => InputKind::Mask,
-                (_, Some(TokenInput::TypeIds)) => InputKind::Types,
-                _ => InputKind::Ids,
-            };
-            let values = (0..n)
-                .map(|i| match kind {
-                    InputKind::Float => ((i * 31) % 255) as f32 / 255.0 - 0.5,
-                    InputKind::Ids => ((i * 31) % 100) as f32,
-                    InputKind::Mask => 1.0,
-                    InputKind::Types => 0.0,
-                })
-                .collect();
-            (kind, values)
-        })
-        .collect()
-}
+pub use secateur_graph::{InputKind, synthetic_inputs};
 
 impl OrtServer {
     /// Starts ONNX Runtime on `model` with inputs of these shapes and kinds (graph order).

@@ -2,11 +2,13 @@
 //! model for the best trade-offs between accuracy, latency, energy, size and memory, and writes
 //! a report directory (front.json, report.html, every front member as ONNX). With no
 //! arguments it trains the built-in `lenet5-bn` on the embedded `fashion-mnist-mini` and
-//! searches in a few minutes. Settings: built-in defaults < `--config FILE` < flags. Runs
+//! searches in a few minutes. With a text set (`--data FILE.jsonl|.txt`) the model is a
+//! sentence encoder (an ONNX file or a Hugging Face checkpoint directory): heads and FFN
+//! neurons per layer are searched, scored by agreement with the dense model. Settings: built-in defaults < `--config FILE` < flags. Runs
 //! resume from their directory after a kill.
 
 use crate::data_args::DataArgs;
-use crate::pipeline::optimize::config::{OptimizeFile, ValSource};
+use crate::pipeline::optimize::config::{OptimizeFile, TextScore, ValSource};
 use crate::pipeline::optimize::request::OptimizeRequest;
 use crate::pipeline::optimize::{OptimizeOutcome, run as run_optimize};
 use anyhow::{Result, bail};
@@ -14,11 +16,19 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct OptimizeArgs {
-    /// Model: .onnx file (trained) or built-in name (trained first).
+    /// Model: .onnx file (trained), built-in name (trained first), or with a text set a
+    /// sentence encoder (.onnx or a Hugging Face checkpoint directory).
     #[arg(default_value = "lenet5-bn")]
     pub model: String,
     #[command(flatten)]
     pub data: DataArgs,
+    /// The model's tokenizer.json when the data is a text set (default: next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// With a text set: what scores candidates, agreement with the dense model (mean cosine
+    /// of the embeddings) or the set's task score (retrieval top-1 / Spearman).
+    #[arg(long, value_enum)]
+    pub text_score: Option<TextScore>,
     /// Settings file (TOML); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -127,6 +137,7 @@ pub fn request(args: &OptimizeArgs) -> OptimizeRequest {
         data: args.data.data.clone(),
         mean: args.data.mean.clone(),
         std: args.data.std.clone(),
+        tokenizer: args.tokenizer.clone(),
         config: args.config.clone(),
         settings: OptimizeFile {
             objectives: args.objectives.clone(),
@@ -153,6 +164,7 @@ pub fn request(args: &OptimizeArgs) -> OptimizeRequest {
             sensitivity_drop: args.sensitivity_drop,
             max_accuracy_drop: args.max_accuracy_drop,
             screen_pool: args.screen_pool,
+            text_score: args.text_score,
             ..Default::default()
         },
         out: args.out.clone(),
