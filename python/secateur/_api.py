@@ -155,6 +155,7 @@ def optimize(
     config: Optional[PathLike] = None,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
+    tokenizer: Optional[PathLike] = None,
     executor: str = "local",
     ray_address: Optional[str] = None,
     progress: Optional[Progress] = None,
@@ -162,7 +163,11 @@ def optimize(
 ) -> Front:
     """The main job: a Pareto front of pruned / int8 / ensembled variants of ``model`` (an
     .onnx file taken as trained, or a built-in name trained first; default ``lenet5-bn``) on
-    ``data`` (default the embedded ``fashion-mnist-mini``).
+    ``data`` (default the embedded ``fashion-mnist-mini``). With a text set (``.jsonl`` or
+    ``.txt``) ``model`` is a sentence encoder (an .onnx file or a Hugging Face checkpoint
+    directory) whose heads and FFN neurons are searched, scored by agreement with the dense
+    model (``text_score="task"``: the set's task score); ``tokenizer`` is its
+    tokenizer.json when not next to the model.
 
     ``settings`` are those of ``secateur optimize`` and its TOML file, underscored:
     ``objectives=["accuracy", "latency"]``, ``constraints=["latency<=2ms"]``, ``hardware``,
@@ -170,7 +175,7 @@ def optimize(
     ``search_samples``, ``search_epochs``, ``val_samples``, ``val_from``, ``final_epochs``,
     ``dense_epochs``, ``lr``, ``distill``, ``int8``, ``remove_blocks``, ``ensemble_size``,
     ``ensemble_pool``, ``baseline``, ``max_final``, ``round_to``, ``sensitivity_drop``,
-    ``max_accuracy_drop``, ``screen_pool``, ``threads``; ``config`` is a TOML file they
+    ``max_accuracy_drop``, ``screen_pool``, ``threads``, ``text_score``; ``config`` is a TOML file they
     override. ``executor="ray"`` evaluates the candidates as Ray tasks on the cluster
     ``ray.init(address=ray_address)`` connects to. A run interrupted at any point resumes
     from ``out``. ``progress(stage, done, total, message)`` is called as the run advances.
@@ -188,6 +193,8 @@ def optimize(
         request["mean"] = list(mean)
     if std is not None:
         request["std"] = list(std)
+    if tokenizer is not None:
+        request["tokenizer"] = os.fspath(tokenizer)
     return _run(request, executor, ray_address, progress)
 
 

@@ -8,7 +8,7 @@ use crate::{Context, Result, bail};
 use secateur_data::{TextEncoder, TextSet, TextTask, TokenBatch, TokenInput, span_views};
 use secateur_graph::{Graph, Tensor};
 use secateur_prune::weights::{CriterionData, collect_grams};
-use secateur_runtime::{ExecPlan, FormatPolicy, PlanConfig};
+use secateur_runtime::{BatchMode, ExecPlan, FormatPolicy, PlanConfig};
 use secateur_train::EmbeddingSet;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -178,16 +178,36 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    /// Compiles `g` for batches of `batch` texts on `threads` threads.
+    /// Compiles `g` for batches of `batch` texts on `threads` threads, the fastest of the
+    /// runtime's plans (measured).
     pub fn new(g: &Graph, batch: usize, threads: usize) -> Result<Embedder> {
-        let shape = TextGraph::of(g)?;
-        let plan = ExecPlan::compile(
+        Self::with_config(
             g,
             PlanConfig {
                 policy: FormatPolicy::Measure,
                 ..PlanConfig::new(batch, threads)
             },
-        )?;
+        )
+    }
+
+    /// Compiles `g` with dense kernels, the batch as one: no plan is timed, for scoring many
+    /// pruned variants once each (a search), where measuring plans would cost more than it
+    /// saves.
+    pub fn for_scoring(g: &Graph, batch: usize, threads: usize) -> Result<Embedder> {
+        Self::with_config(
+            g,
+            PlanConfig {
+                policy: FormatPolicy::Dense,
+                batch_mode: BatchMode::Whole,
+                ..PlanConfig::new(batch, threads)
+            },
+        )
+    }
+
+    fn with_config(g: &Graph, config: PlanConfig) -> Result<Embedder> {
+        let shape = TextGraph::of(g)?;
+        let batch = config.batch;
+        let plan = ExecPlan::compile(g, config)?;
         let dim = plan.output_shape.iter().skip(1).product();
         Ok(Embedder {
             plan,

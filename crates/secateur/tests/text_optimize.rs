@@ -183,6 +183,49 @@ fn a_sentence_encoder_is_searched_on_a_text_set_and_its_front_verified() {
 }
 
 #[test]
+fn int8_and_distillation_reach_the_text_front_when_asked_for() {
+    let Some(tok) = require_minilm() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let model = encoder(d.path(), &tok);
+    let data = text_set(d.path(), 100, false);
+    let config = d.path().join("search.toml");
+    std::fs::write(&config, "int8 = true\nfinal_epochs = 1\nlr = 0.0003\n").unwrap();
+    let out = d.path().join("run");
+    let o = optimize(
+        &model,
+        &data,
+        &out,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--objectives",
+            "accuracy,bytes",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = front_json(&out);
+    let points = r["points"].as_array().unwrap();
+    let int8: Vec<&serde_json::Value> = points
+        .iter()
+        .filter(|p| p["genome"]["precision"] == "int8")
+        .collect();
+    assert!(!int8.is_empty(), "no int8 candidate evaluated");
+    for p in points.iter().filter(|p| p["on_front"] == true) {
+        let (acc, checked) = (
+            p["values"]["accuracy"].as_f64().unwrap(),
+            p["verification"]["checked_accuracy"].as_f64().unwrap(),
+        );
+        // int8 files run in another engine than the simulation that scored them
+        let tolerance = if p["genome"]["precision"] == "int8" {
+            0.02
+        } else {
+            1e-3
+        };
+        assert!((acc - checked).abs() < tolerance, "{p}");
+    }
+}
+
+#[test]
 fn settings_a_text_search_cannot_honour_are_refused() {
     let Some(tok) = require_minilm() else { return };
     let d = tempfile::tempdir().unwrap();

@@ -34,6 +34,11 @@ pub fn label(
     if sparse {
         s += &format!(" ({gran})");
     }
+    for word in ["heads", "neurons"] {
+        if let Some(kept) = description.get(word) {
+            s += &format!(", {word} {kept}");
+        }
+    }
     if description.get("precision").is_some_and(|p| p == "int8") {
         s += ", int8";
     }

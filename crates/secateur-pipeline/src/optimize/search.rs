@@ -120,7 +120,14 @@ impl Search {
         let cache = dir.read_lines("evaluations.jsonl", |e: &Evaluation| e.key.clone())?;
         let state = match dir.read_json("state.json")? {
             Some(s) => s,
-            None => initial_state(cfg, &space, fingerprint)?,
+            None => {
+                let extra: Vec<Vec<f64>> = task
+                    .seed_allocations(&base)?
+                    .iter()
+                    .map(|a| seeding::genome_of_allocation(&space, a))
+                    .collect();
+                initial_state(cfg, &space, fingerprint, &extra)?
+            }
         };
         if resumed {
             log(&format!(
@@ -512,6 +519,7 @@ fn initial_state(
     cfg: &OptimizeConfig,
     space: &SearchSpace,
     fingerprint: String,
+    extra_seeds: &[Vec<f64>],
 ) -> Result<SearchState> {
     Ok(SearchState {
         fingerprint,
@@ -524,7 +532,7 @@ fn initial_state(
                 truncation: Truncation::Hypervolume,
                 ..Default::default()
             },
-            seeding::seeds(space, cfg.population),
+            seeding::seeds(space, cfg.population, extra_seeds),
         )?,
         generations: Vec::new(),
         baseline: None,

@@ -5,6 +5,7 @@
 
 use super::space::SearchSpace;
 use secateur_search::Gene;
+use std::collections::HashMap;
 
 /// A pruning method for uniform-ratio genomes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -133,19 +134,107 @@ pub fn baseline_genomes(space: &SearchSpace, n: usize) -> Vec<Vec<f64>> {
 /// Seeds of the initial population: the dense model, then uniform-ratio models, each seed a
 /// different method at a level from a golden-ratio sequence over [0.15, 0.95] (every method at
 /// a different level: a coarse, stratified cover of the space the search then refines).
-pub fn seeds(space: &SearchSpace, population: usize) -> Vec<Vec<f64>> {
+pub fn seeds(space: &SearchSpace, population: usize, extra: &[Vec<f64>]) -> Vec<Vec<f64>> {
     let methods = baseline_methods(space);
     let mut out = vec![space.dense_genome()];
-    for j in 0..population.saturating_sub(1) {
+    // the task's own allocations fill at most half of the population
+    out.extend(extra.iter().take(population / 2).cloned());
+    let uniform = population.saturating_sub(out.len());
+    for j in 0..uniform {
         let t = 0.15 + 0.8 * ((j as f64 + 0.5) * 0.618_033_988_75).fract();
         out.push(uniform_ratio(space, t, methods[j % methods.len()]));
     }
     out
 }
 
+/// The channel genome closest to removing `removed[group]` of each group (others kept): the
+/// level is the mean fraction removed, each group's scale its fraction over the level (within
+/// the scales' range; the sensitivity bounds still apply when decoding).
+pub fn genome_of_allocation(space: &SearchSpace, removed: &HashMap<String, f64>) -> Vec<f64> {
+    let mut g = space.dense_genome();
+    let fractions: Vec<f64> = space
+        .groups
+        .iter()
+        .map(|gr| removed.get(&gr.name).copied().unwrap_or(0.0))
+        .collect();
+    let level = fractions.iter().sum::<f64>() / fractions.len().max(1) as f64;
+    let Some(k) = space.index("channels") else {
+        return g;
+    };
+    if let Gene::Real { hi, .. } = &space.space.genes[k] {
+        g[k] = level.min(*hi);
+    }
+    for (gr, f) in space.groups.iter().zip(fractions) {
+        if let Some(i) = space.index(&format!("channels:{}", gr.name))
+            && let Gene::Real { lo, hi, .. } = &space.space.genes[i]
+        {
+            g[i] = if level > 0.0 {
+                (f / level).clamp(*lo, *hi)
+            } else {
+                1.0
+            };
+        }
+    }
+    g
+}
 #[cfg(test)]
 mod tests {
-    use super::level;
+    use super::*;
+    use crate::optimize::space::SpaceShape;
+    use crate::optimize::task::GroupRanking;
+    use secateur_graph::zoo::{ZooConfig, ZooModel, build};
+    use secateur_prune::structured::GroupCriterion;
+
+    #[test]
+    fn an_allocation_becomes_a_genome_that_decodes_to_it() {
+        let g = build(ZooModel::Lenet5Bn, &ZooConfig::default()).unwrap();
+        let ranking = GroupRanking {
+            criterion: GroupCriterion::L2,
+            data: None,
+            kinds: Vec::new(),
+            weights: true,
+            scale_range: (0.0, 2.5),
+        };
+        let shape = SpaceShape {
+            int8: false,
+            blocks: false,
+            round_to: 1,
+        };
+        let none = HashMap::new();
+        let space = SearchSpace::derive(&g, &shape, &ranking, &none, &none).unwrap();
+        assert!(space.groups.len() >= 2);
+        let wanted: HashMap<String, f64> = space
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, gr)| (gr.name.clone(), [0.2, 0.6, 0.05][i % 3]))
+            .collect();
+        let genome = genome_of_allocation(&space, &wanted);
+        let r = space.ratios(&genome);
+        for (name, want) in &wanted {
+            assert!(
+                (r.removed[name] - want).abs() < 1e-9,
+                "{name}: {} vs {want}",
+                r.removed[name]
+            );
+        }
+        assert!(r.sparsity.values().all(|&s| s == 0.0), "weights stay dense");
+        // seeds: the dense model, then the task's allocations (at most half), then uniform ones
+        let s = seeds(
+            &space,
+            6,
+            &[
+                genome.clone(),
+                genome.clone(),
+                genome.clone(),
+                genome.clone(),
+            ],
+        );
+        assert_eq!(s.len(), 6);
+        assert_eq!(s[0], space.dense_genome());
+        assert_eq!(&s[1..4], &[genome.clone(), genome.clone(), genome.clone()]);
+        assert_ne!(s[4], genome);
+    }
 
     #[test]
     fn levels_go_coarse_to_fine() {

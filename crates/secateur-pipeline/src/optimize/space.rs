@@ -14,8 +14,8 @@ use super::task::GroupRanking;
 use crate::{Context, Result};
 use secateur_graph::Graph;
 use secateur_prune::structured::{
-    BlockCandidate, DependencyGraph, Normalizer, Plan, Reduction, apply_plan, group_scores,
-    reconstruct_consumers, remove_block, residual_blocks,
+    BlockCandidate, DependencyGraph, GroupKind, Normalizer, Plan, Reduction, apply_plan,
+    group_scores, reconstruct_consumers, remove_block, residual_blocks,
 };
 use secateur_prune::weights::{
     Criterion, CriterionData, Gram, Granularity, Scope, WeightPruneConfig, apply_masks,
@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Granularities the search chooses from.
 pub const GRANULARITIES: [&str; 3] = ["unstructured", "block:4x1", "2:4"];
-/// Range of the per-layer scales.
+/// Range of the per-layer scales (unless the task's ranking widens it).
 pub const SCALE_RANGE: (f64, f64) = (0.4, 1.6);
 /// Default bounds when no sensitivity analysis limits a layer.
 const DEFAULT_MAX_REMOVED: f64 = 0.9;
@@ -45,8 +45,11 @@ pub struct SpaceShape {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupInfo {
     pub name: String,
+    /// Convolution channels, linear neurons or attention heads.
+    #[serde(default)]
+    pub kind: GroupKind,
     pub channels: usize,
-    /// Channels by decreasing L2 importance.
+    /// Channels by decreasing importance (the task's ranking).
     pub order: Vec<usize>,
     /// Largest fraction of channels that may be removed.
     pub max_removed: f64,
@@ -136,6 +139,7 @@ impl SearchSpace {
             order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
             groups.push(GroupInfo {
                 name: g.name.clone(),
+                kind: g.kind,
                 channels: g.channels(),
                 order,
                 max_removed: max_removed
@@ -168,11 +172,8 @@ impl SearchSpace {
             Vec::new()
         };
         let mut genes = Vec::new();
-        let scale = |name: String| Gene::Real {
-            name,
-            lo: SCALE_RANGE.0,
-            hi: SCALE_RANGE.1,
-        };
+        let (lo, hi) = ranking.scale_range;
+        let scale = |name: String| Gene::Real { name, lo, hi };
         if !groups.is_empty() {
             let hi = groups.iter().map(|g| g.max_removed).fold(0.0, f64::max);
             genes.push(Gene::Real {
@@ -327,6 +328,18 @@ impl SearchSpace {
             }
             description.insert(format!("keep:{}", gr.name), format!("{k}/{n}"));
             layer_keep.push((format!("{} channels", gr.name), k as f64 / n as f64));
+        }
+        // a transformer's totals in words (heads and FFN neurons kept over all layers)
+        for (kind, word) in [(GroupKind::Heads, "heads"), (GroupKind::Neurons, "neurons")] {
+            let of_kind = self.groups.iter().filter(|g| g.kind == kind);
+            let total: usize = of_kind.clone().map(|g| g.channels).sum();
+            if total > 0 {
+                let kept: usize = of_kind
+                    .map(|g| description.get(&format!("keep:{}", g.name)))
+                    .filter_map(|v| v?.split('/').next()?.parse::<usize>().ok())
+                    .sum();
+                description.insert(word.into(), format!("{kept}/{total}"));
+            }
         }
         let mut graph = apply_plan(base, &deps, &plan).context("applying the channel plan")?;
         if let Some(grams) = refit.filter(|_| !plan.entries.is_empty()) {

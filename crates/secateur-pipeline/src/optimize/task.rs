@@ -8,6 +8,7 @@
 //! held-out texts score the search, the other half the final figures.
 
 use super::config::{OptimizeConfig, TextScore};
+use super::space::SCALE_RANGE;
 use crate::finetune::TrainData;
 use crate::text::{
     CALIBRATION_BATCH, DISTILL_EXTRA_VIEWS, Embedder, SetEmbeddings, TextData, TextGraph,
@@ -16,7 +17,10 @@ use crate::text::{
 use crate::{Context, Result};
 use secateur_data::{Normalization, Split, TextSet, TextTask as SetTask};
 use secateur_graph::Graph;
-use secateur_prune::structured::{GroupCriterion, GroupKind, activation_importance};
+use secateur_prune::structured::{
+    Allocation, ChannelPruneConfig, DependencyGraph, GroupCriterion, GroupKind, Normalizer,
+    StructuredTarget, activation_importance, plan_channels,
+};
 use secateur_prune::weights::Gram;
 use secateur_train::{Device, EmbeddingSet, evaluate};
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +28,16 @@ use std::collections::{BTreeMap, HashMap};
 /// Calibration batches (of [`CALIBRATION_BATCH`] texts) whose statistics rank channels and
 /// refit the layers after pruning (128 texts: the `prune` default's figures in BENCHMARKS.md).
 pub const TEXT_CALIBRATION_BATCHES: usize = 16;
+
+/// Range of the per-layer scales of a sentence encoder's space: wide enough to hold the
+/// allocations of a global ranking (one layer keeps 90 % of its neurons while another keeps
+/// 20 %), which the search is seeded with.
+pub const TEXT_SCALE_RANGE: (f64, f64) = (0.0, 2.5);
+/// Fractions of heads and neurons removed by the global-ranking seeds of a text search.
+pub const GLOBAL_SEED_LEVELS: [f64; 5] = [0.2, 0.35, 0.5, 0.6, 0.7];
+
+/// Texts embedded at once when scoring candidates.
+pub const SCORING_BATCH: usize = 16;
 
 /// Which data a step uses: the search's (fine-tuning subset, validation split) or the final
 /// stage's (whole training split, test split).
@@ -125,14 +139,49 @@ impl TaskData {
                 data: None,
                 kinds: Vec::new(),
                 weights: true,
+                scale_range: SCALE_RANGE,
             },
             TaskData::Text(t) => GroupRanking {
                 criterion: GroupCriterion::Activation,
                 data: Some(&t.importance),
                 kinds: vec![GroupKind::Heads, GroupKind::Neurons],
                 weights: false,
+                scale_range: TEXT_SCALE_RANGE,
             },
         }
+    }
+
+    /// Allocations the search starts from besides the uniform ones: for a sentence encoder,
+    /// the fractions of each group removed when heads and neurons are ranked across layers
+    /// (one ranking per kind by output energy: `prune`'s default with text, BENCHMARKS.md) at
+    /// [`GLOBAL_SEED_LEVELS`]; none for images.
+    pub fn seed_allocations(&self, base: &Graph) -> Result<Vec<HashMap<String, f64>>> {
+        let TaskData::Text(t) = self else {
+            return Ok(Vec::new());
+        };
+        let deps = DependencyGraph::build(base)?;
+        let mut out = Vec::new();
+        for level in GLOBAL_SEED_LEVELS {
+            let cfg = ChannelPruneConfig {
+                criterion: GroupCriterion::Activation,
+                normalizer: Normalizer::None,
+                allocation: Allocation::Global,
+                kinds: vec![GroupKind::Heads, GroupKind::Neurons],
+                target: StructuredTarget::Ratio(level),
+                ..Default::default()
+            };
+            let plan = plan_channels(base, &deps, &cfg, &t.importance)?;
+            out.push(
+                plan.entries
+                    .iter()
+                    .map(|e| {
+                        let removed = 1.0 - e.keep.len() as f64 / e.channels.max(1) as f64;
+                        (e.group.clone(), removed)
+                    })
+                    .collect(),
+            );
+        }
+        Ok(out)
     }
 
     /// The accuracy objective's name and how it is measured, for the report.
@@ -169,6 +218,8 @@ pub struct GroupRanking<'a> {
     pub kinds: Vec<GroupKind>,
     /// Whether the space holds weight sparsity (unstructured, blocks, N:M).
     pub weights: bool,
+    /// Range of the per-group scales around the global level.
+    pub scale_range: (f64, f64),
 }
 
 impl ImageTask {
@@ -202,7 +253,7 @@ impl TextTask {
         })?;
         let grams = data.criterion_data(dense, TEXT_CALIBRATION_BATCHES)?.grams;
         let importance = activation_importance(dense, &grams)?;
-        let mut m = Embedder::new(dense, CALIBRATION_BATCH, rayon::current_num_threads())?;
+        let mut m = Embedder::for_scoring(dense, SCORING_BATCH, rayon::current_num_threads())?;
         let validation_reference = embed_set(&mut m, &data.encoder, &validation)?;
         let test_reference = embed_set(&mut m, &data.encoder, &test)?;
         let distillation = if cfg.final_epochs > 0 || cfg.int8 {
@@ -242,7 +293,7 @@ impl TextTask {
     /// Scores of `g`'s embeddings of `part`'s texts.
     pub fn scores(&self, g: &Graph, part: Part) -> Result<BTreeMap<String, f64>> {
         let (set, reference) = self.part(part);
-        let mut m = Embedder::new(g, CALIBRATION_BATCH, rayon::current_num_threads())?;
+        let mut m = Embedder::for_scoring(g, SCORING_BATCH, rayon::current_num_threads())?;
         let e = embed_set(&mut m, &self.data.encoder, set)?;
         Ok(self.score_embeddings(set, &e, reference))
     }
