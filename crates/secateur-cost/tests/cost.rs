@@ -391,3 +391,55 @@ fn int8_layers_are_predicted_from_int8_entries() {
         (f32_entry.ms, "table")
     );
 }
+
+/// A transformer's linear layers are told apart by their rows (tokens) and sized by their
+/// features, so that pruning FFN neurons changes exactly the widths a latency table
+/// interpolates over (the token count, once taken for a width, made every layer look alike).
+#[test]
+fn transformer_layers_are_sized_by_features_not_tokens() {
+    use secateur_graph::bert::{BertConfig, HiddenAct, Pooling, random_bert};
+    use secateur_prune::structured::{
+        ChannelPruneConfig, GroupKind, StructuredTarget, plan_channels,
+    };
+    let cfg = BertConfig {
+        vocab_size: 50,
+        hidden_size: 16,
+        num_hidden_layers: 1,
+        num_attention_heads: 4,
+        intermediate_size: 40,
+        max_position_embeddings: 16,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        hidden_act: HiddenAct::Gelu,
+    };
+    let g = random_bert(&cfg, 12, Pooling::Mean, 1).unwrap();
+    let deps = DependencyGraph::build(&g).unwrap();
+    let half = ChannelPruneConfig {
+        target: StructuredTarget::Ratio(0.5),
+        kinds: vec![GroupKind::Neurons, GroupKind::Heads],
+        ..Default::default()
+    };
+    let plan = plan_channels(&g, &deps, &half, &HashMap::new()).unwrap();
+    let pruned = apply_plan(&g, &deps, &plan).unwrap();
+    let sig = |graph: &Graph, node: &str| {
+        latency::signatures(graph)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.node.contains(node))
+            .unwrap_or_else(|| panic!("no layer named like {node}"))
+    };
+    for (graph, neurons, heads) in [(&g, 40, 4), (&pruned, 20, 2)] {
+        let up = sig(graph, "intermediate.dense");
+        let down = sig(graph, "layer.0.output.dense");
+        let query = sig(graph, "self.query");
+        let scores = sig(graph, "scores");
+        assert_eq!((up.in_ch, up.out_ch), (16, neurons), "{up:?}");
+        assert_eq!((down.in_ch, down.out_ch), (neurons, 16), "{down:?}");
+        assert_eq!(query.out_ch, 4 * heads, "{query:?}");
+        // rows (12 tokens) in the geometry, the same for every width
+        assert_eq!(up.geometry, sig(&g, "intermediate.dense").geometry);
+        assert!(up.geometry.contains("12"), "{}", up.geometry);
+        // attention scores: heads x head size in, tokens out
+        assert_eq!((scores.in_ch, scores.out_ch), (4 * heads, 12), "{scores:?}");
+    }
+}

@@ -9,7 +9,9 @@ pub use secateur_pipeline::data::zoo_config_for;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Data set: fashion-mnist-mini (embedded), fashion-mnist, mnist, cifar10, or a directory.
+    /// Data set: fashion-mnist-mini (embedded), fashion-mnist, mnist, cifar10, or a directory;
+    /// for `eval` and `optimize` also a text set (.txt one sentence per line, .jsonl with
+    /// "text", optional "pair" and "score") for a sentence encoder.
     #[arg(long, default_value = "fashion-mnist-mini")]
     pub data: String,
     /// Per-channel input mean after scaling pixels to [0, 1] (one value or one per channel).

@@ -210,6 +210,20 @@ impl OpSemantics for MatMul {
         OpClass::WeightedLayer
     }
 
+    /// The rows (every axis but the last: tokens of a sequence) tell kernels apart; the
+    /// widths pruning changes are [`Self::kernel_widths`].
+    fn kernel_signature(&self, inputs: &[Vec<usize>]) -> (&'static str, String) {
+        let a = inputs.first().map_or(&[][..], Vec::as_slice);
+        let rows: usize = a.split_last().map_or(1, |(_, lead)| lead.iter().product());
+        ("MatMul", format!("m{rows} linear"))
+    }
+
+    /// Input features (the reduction length `K`) and output features (`N`).
+    fn kernel_widths(&self, inputs: &[Vec<usize>], output: &[usize]) -> (usize, usize) {
+        let k = inputs.first().and_then(|a| a.last()).copied().unwrap_or(1);
+        (k, output.last().copied().unwrap_or(1))
+    }
+
     fn op_type(&self) -> &'static str {
         "MatMul"
     }
