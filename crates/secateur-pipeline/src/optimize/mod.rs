@@ -45,12 +45,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use store::{Evaluation, RunDir};
 
-/// The data a run searches with.
+/// The data a run searches with (one value per run: its variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum InputData {
     /// A labelled image set and the model's input normalisation.
     Images { split: Split, norm: Normalization },
     /// A text set with the model's tokenizer (the model is a sentence encoder).
-    Text(crate::text::TextData),
+    Text(Box<crate::text::TextData>),
 }
 
 /// What a run starts from.

@@ -133,7 +133,7 @@ impl OptimizeRequest {
                     self.data
                 );
             }
-            (graph, InputData::Text(text))
+            (graph, InputData::Text(Box::new(text)))
         } else {
             let split = crate::data::load(&self.data)?;
             let graph = load_model(&self.model, &crate::data::zoo_config_for(&split, cfg.seed))?;

@@ -438,8 +438,8 @@ pub(super) fn bounded_space(
 /// The task's data before the dense model is known: image splits (the dense model trained on
 /// them when it starts untrained), or the text set (the encoder taken as given).
 enum PendingTask {
-    Images(ImageTask),
-    Text(crate::text::TextData),
+    Images(Box<ImageTask>),
+    Text(Box<crate::text::TextData>),
 }
 
 impl PendingTask {
@@ -453,7 +453,7 @@ impl PendingTask {
         Ok(match self {
             PendingTask::Images(t) => TaskData::Images(t),
             PendingTask::Text(data) => {
-                TaskData::Text(Box::new(TextTask::build(data, base, cfg, log)?))
+                TaskData::Text(Box::new(TextTask::build(*data, base, cfg, log)?))
             }
         })
     }
@@ -479,7 +479,7 @@ fn prepare_task(
                 full: Some(full),
                 norm,
             };
-            Ok((PendingTask::Images(task), note))
+            Ok((PendingTask::Images(Box::new(task)), note))
         }
         InputData::Text(text) => {
             let path = dir.path("dense.onnx");

@@ -77,7 +77,7 @@ pub struct TextTask {
 
 /// What candidates are scored on.
 pub enum TaskData {
-    Images(ImageTask),
+    Images(Box<ImageTask>),
     Text(Box<TextTask>),
 }
 

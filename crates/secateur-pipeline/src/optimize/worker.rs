@@ -116,7 +116,7 @@ impl WorkerContext {
         if cfg.fingerprint() != header.fingerprint {
             bail!("worker context: the settings do not match their fingerprint");
         }
-        let task = TaskData::Images(ImageTask {
+        let task = TaskData::Images(Box::new(ImageTask {
             search: Split {
                 train,
                 test: val,
@@ -124,7 +124,7 @@ impl WorkerContext {
             },
             full: None,
             norm: header.norm,
-        });
+        }));
         let space = bounded_space(&cfg, &base, &header.sensitivity, &task.ranking())?;
         let costing = Costing {
             latency_profile: header.latency_profile,
