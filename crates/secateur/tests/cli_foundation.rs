@@ -85,7 +85,8 @@ fn errors_are_clear_and_non_zero() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
     assert_eq!(std::fs::read(&a).unwrap(), before);
 
-    // a text set handed to optimize is named, with what to do instead
+    // a text set handed to optimize with an image model: both named, and what the model
+    // must be
     let text = dir.path().join("pairs.jsonl");
     std::fs::write(&text, "{\"text\": \"a\", \"pair\": \"b\"}\n").unwrap();
     let out_dir = dir.path().join("run");
@@ -100,7 +101,10 @@ fn errors_are_clear_and_non_zero() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("pairs.jsonl") && err.contains("is a text set") && err.contains("prune"),
+        err.contains("pairs.jsonl")
+            && err.contains("is a text set")
+            && err.contains("lenet5-bn")
+            && err.contains("sentence encoder"),
         "{err}"
     );
 }
