@@ -102,20 +102,12 @@ impl ImageVerifier {
     fn accuracy(&self, model: &Path, graph: &Graph) -> Result<f64> {
         match &self.python {
             Some(py) => {
-                let out = Command::new(py)
-                    .arg(self.dir.path().join("ort_accuracy.py"))
+                let mut cmd = Command::new(py);
+                cmd.arg(self.dir.path().join("ort_accuracy.py"))
                     .arg(model)
                     .arg(self.dir.path().join("x.npy"))
-                    .arg(self.dir.path().join("y.npy"))
-                    .output()
-                    .context("running ONNX Runtime")?;
-                if !out.status.success() {
-                    bail!(
-                        "ONNX Runtime could not evaluate {}: {}",
-                        model.display(),
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
+                    .arg(self.dir.path().join("y.npy"));
+                let out = run_ort(cmd, model)?;
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
                 v["accuracy"]
                     .as_f64()
@@ -150,6 +142,19 @@ impl ImageVerifier {
         }
         Ok(correct as f64 / n.max(1) as f64)
     }
+}
+
+/// Runs an ONNX Runtime script on `model`; a failure names the model and what the script said.
+fn run_ort(mut cmd: Command, model: &Path) -> Result<std::process::Output> {
+    let out = cmd.output().context("running ONNX Runtime")?;
+    if !out.status.success() {
+        bail!(
+            "ONNX Runtime could not run {}: {}",
+            model.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
 }
 
 /// Checker of a sentence encoder on the test texts: the token inputs of every test text written
@@ -200,20 +205,12 @@ impl<'a> TextVerifier<'a> {
             args.push(format!("{name}={}", path.display()));
         }
         let out_path = self.dir.path().join("embeddings.npy");
-        let out = Command::new(py)
-            .arg(self.dir.path().join("ort_embeddings.py"))
+        let mut cmd = Command::new(py);
+        cmd.arg(self.dir.path().join("ort_embeddings.py"))
             .arg(model)
             .arg(&out_path)
-            .args(&args)
-            .output()
-            .context("running ONNX Runtime")?;
-        if !out.status.success() {
-            bail!(
-                "ONNX Runtime could not run {}: {}",
-                model.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+            .args(&args);
+        run_ort(cmd, model)?;
         let arr = secateur_data::npy::read(&out_path)?;
         let (NpyData::F32(values), &[n, dim]) = (arr.data, arr.shape.as_slice()) else {
             bail!(

@@ -5,6 +5,8 @@
 //! evaluator whose results equal the driver's own. Layout: the magic `SECATEUR-WORKER1`, a
 //! little-endian u64 length and a JSON header, then length-prefixed sections (the dense ONNX
 //! model, then samples and labels of the search's training subset and validation split).
+//! Image searches only: a text search (whose context would carry the text set, the tokenizer
+//! and the calibration statistics) is refused with a message and runs on the local executor.
 
 use super::candidate::EvalContext;
 use super::config::OptimizeConfig;
