@@ -7,14 +7,14 @@ use super::finetune::{Finetune, TrainData};
 use super::hooks::{AgpHook, RiglHook};
 use super::text::{DISTILL_EXTRA_VIEWS, Feeds, SetEmbeddings, TextData, TextScores, score};
 use crate::recipe::{Recipe, ScheduleKind};
-use crate::recipe_structured::{BlockCriterion, StructuredKind, StructuredRecipe};
+use crate::recipe_structured::{BlockCriterion, Reconstruction, StructuredKind, StructuredRecipe};
 use crate::{Context, Result, bail};
 use secateur_data::{Normalization, Split};
 use secateur_graph::{Graph, summarize};
 use secateur_prune::structured::{
     Allocation, ChannelPruneConfig, DependencyGraph, GroupCriterion, Plan, StructuredTarget,
     activation_importance, apply_plan, fisher_importance, plan_channels, prunable_groups,
-    reconstruct_consumers, remove_blocks,
+    reconstruct_consumers, reconstruct_sequential, remove_blocks,
 };
 use secateur_prune::weights::{
     Agp, Criterion, CriterionData, Granularity, LayerSparsity, OneShotConfig, OneShotMethod,
@@ -559,12 +559,26 @@ fn structured_channels(
         }
     };
     let mut pruned = apply_plan(g, &deps, &plan)?;
-    if !grams.is_empty() {
-        let refit = reconstruct_consumers(g, &mut pruned, &deps, &plan, &grams)?;
-        log(&format!(
-            "structured: {} layers reading pruned channels refitted by least squares on calibration text",
-            refit.len()
-        ));
+    if let Some(text) = ctx.text {
+        let refit = match s.reconstruction {
+            Reconstruction::Sequential => {
+                let (feeds, rows) = text.calibration_feeds(g, s.calibration_batches)?;
+                reconstruct_sequential(g, &mut pruned, &deps, &plan, &feeds, Some(&rows))?
+            }
+            Reconstruction::Dense => reconstruct_consumers(g, &mut pruned, &deps, &plan, &grams)?,
+            Reconstruction::Off => Vec::new(),
+        };
+        if !refit.is_empty() {
+            log(&format!(
+                "structured: {} layers reading pruned channels refitted by least squares ({}) on {} calibration texts",
+                refit.len(),
+                match s.reconstruction {
+                    Reconstruction::Sequential => "sequentially, on the pruned model's inputs",
+                    _ => "from the dense model's inputs",
+                },
+                text.calibration_texts(s.calibration_batches),
+            ));
+        }
     }
     Ok((pruned, plan))
 }

@@ -35,6 +35,23 @@ pub enum BlockCriterion {
     Accuracy,
 }
 
+/// How the linear layers reading pruned channels are refitted by least squares (with a text
+/// set: the calibration texts are the data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Reconstruction {
+    /// Layer by layer in execution order, each on the inputs the pruned model really gives it
+    /// (earlier layers pruned and refitted), against the dense model's output of that layer
+    /// plus the residual it is added to; biases refitted too.
+    #[default]
+    Sequential,
+    /// Each layer from the dense model's input statistics alone (one pass, no second look
+    /// at the data).
+    Dense,
+    /// No refit.
+    Off,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StructuredRecipe {
@@ -77,6 +94,9 @@ pub struct StructuredRecipe {
     pub block_criterion: BlockCriterion,
     #[serde(default = "default_calibration")]
     pub calibration_batches: usize,
+    /// The least-squares refit of the layers reading pruned channels (with a text set).
+    #[serde(default)]
+    pub reconstruction: Reconstruction,
 }
 
 fn default_criterion() -> String {
@@ -116,6 +136,7 @@ impl StructuredRecipe {
             include_layers: false,
             block_criterion: BlockCriterion::OutputChange,
             calibration_batches: default_calibration(),
+            reconstruction: Reconstruction::default(),
         }
     }
 

@@ -72,6 +72,14 @@ impl TextData {
         Ok((feeds, rows))
     }
 
+    /// How many calibration texts `batches` batches hold.
+    pub fn calibration_texts(&self, batches: usize) -> usize {
+        self.calibration
+            .all_texts()
+            .len()
+            .min(batches.max(1) * CALIBRATION_BATCH)
+    }
+
     /// Calibration statistics of `g`'s linear layers (Gram matrices and Wanda's feature norms).
     pub fn criterion_data(&self, g: &Graph, batches: usize) -> Result<CriterionData> {
         let (feeds, rows) = self.calibration_feeds(g, batches)?;

@@ -61,21 +61,37 @@ fn broadcast_eval(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result
     };
     let (pa, pb) = (padded(a.shape()), padded(b.shape()));
     let (st_a, st_b) = (strides(&pa), strides(&pb));
-    let st_o = strides(&out_shape);
     let n: usize = out_shape.iter().product();
     let mut out = Vec::with_capacity(n);
-    for flat in 0..n {
-        let (mut ia, mut ib) = (0, 0);
-        for ax in 0..r {
-            let idx = (flat / st_o[ax]) % out_shape[ax];
-            if pa[ax] != 1 {
-                ia += idx * st_a[ax];
-            }
-            if pb[ax] != 1 {
-                ib += idx * st_b[ax];
-            }
+    if r == 0 {
+        out.push(f(a.data()[0], b.data()[0]));
+        return Tensor::new(out_shape, out).map_err(|e| OpError::new(e.to_string()));
+    }
+    // runs along the last axis (each operand contiguous or repeated), the leading axes
+    // counted by an odometer that moves each operand's offset by its stride
+    let last = out_shape[r - 1];
+    let (da, db) = (usize::from(pa[r - 1] != 1), usize::from(pb[r - 1] != 1));
+    let mut index = vec![0usize; r - 1];
+    let (mut oa, mut ob) = (0usize, 0usize);
+    for _ in 0..n.checked_div(last).unwrap_or(0) {
+        for j in 0..last {
+            out.push(f(a.data()[oa + j * da], b.data()[ob + j * db]));
         }
-        out.push(f(a.data()[ia], b.data()[ib]));
+        for ax in (0..r - 1).rev() {
+            let (sa, sb) = (
+                if pa[ax] != 1 { st_a[ax] } else { 0 },
+                if pb[ax] != 1 { st_b[ax] } else { 0 },
+            );
+            index[ax] += 1;
+            oa += sa;
+            ob += sb;
+            if index[ax] < out_shape[ax] {
+                break;
+            }
+            index[ax] = 0;
+            oa -= sa * out_shape[ax];
+            ob -= sb * out_shape[ax];
+        }
     }
     Tensor::new(out_shape, out).map_err(|e| OpError::new(e.to_string()))
 }
@@ -127,6 +143,40 @@ impl OpSemantics for Binary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The odometer walk reads the same operand elements as the per-element index arithmetic
+    /// of the broadcasting rule, on shapes broadcast along every axis and rank.
+    #[test]
+    fn broadcast_walk_matches_per_element_indexing() {
+        let shapes: [(&[usize], &[usize]); 7] = [
+            (&[2, 3, 4], &[2, 3, 4]),
+            (&[2, 3, 4], &[4]),
+            (&[2, 3, 4], &[3, 1]),
+            (&[2, 1, 4], &[1, 3, 1]),
+            (&[5], &[1]),
+            (&[1, 3, 1, 2], &[4, 1, 5, 1]),
+            (&[], &[2, 2]),
+        ];
+        for (sa, sb) in shapes {
+            let a = Tensor::from_fn(sa.to_vec(), |i| i as f32 + 1.0);
+            let b = Tensor::from_fn(sb.to_vec(), |i| 100.0 * (i as f32 + 1.0));
+            let got = broadcast_eval(&a, &b, |x, y| x + y).unwrap();
+            let out = got.shape().to_vec();
+            let r = out.len();
+            let pad = |s: &[usize]| [vec![1; r - s.len()], s.to_vec()].concat();
+            let (pa, pb) = (pad(sa), pad(sb));
+            let (st_a, st_b, st_o) = (strides(&pa), strides(&pb), strides(&out));
+            for (flat, v) in got.data().iter().enumerate() {
+                let (mut ia, mut ib) = (0, 0);
+                for ax in 0..r {
+                    let idx = (flat / st_o[ax]) % out[ax];
+                    ia += if pa[ax] != 1 { idx * st_a[ax] } else { 0 };
+                    ib += if pb[ax] != 1 { idx * st_b[ax] } else { 0 };
+                }
+                assert_eq!(*v, a.data()[ia] + b.data()[ib], "{sa:?} + {sb:?} at {flat}");
+            }
+        }
+    }
 
     #[test]
     fn broadcasting_rules() {

@@ -292,14 +292,7 @@ impl OpSemantics for MatMul {
         // row i of the output accumulates a[i][p] · (row p of b) for p in order: the same
         // sum in the same order as the textbook triple loop, with contiguous rows
         let mut out = vec![0.0f32; rows * n];
-        for (i, y) in out.chunks_mut(n.max(1)).enumerate() {
-            for p in 0..k {
-                let av = a.data()[i * k + p];
-                for (o, bv) in y.iter_mut().zip(&b.data()[p * n..(p + 1) * n]) {
-                    *o += av * bv;
-                }
-            }
-        }
+        super::matmul::accumulate_rows(&mut out, a.data(), b.data(), k, n);
         let mut shape = a.shape().to_vec();
         let last = shape.len() - 1;
         shape[last] = n;

@@ -118,14 +118,7 @@ impl OpSemantics for BatchMatMul {
         for (l, y) in out.chunks_mut((m * n).max(1)).enumerate() {
             let (xa, xb) = (&a.data()[p.a_offsets[l]..], &b.data()[p.b_offsets[l]..]);
             // contiguous rows of B, each output summed over q in order (as the triple loop)
-            for (i, row) in y.chunks_mut(n.max(1)).enumerate() {
-                for q in 0..k {
-                    let av = xa[i * k + q];
-                    for (o, bv) in row.iter_mut().zip(&xb[q * n..(q + 1) * n]) {
-                        *o += av * bv;
-                    }
-                }
-            }
+            accumulate_rows(y, xa, xb, k, n);
         }
         Ok(vec![
             Tensor::new(p.out_shape, out).map_err(|e| OpError::new(e.to_string()))?,
@@ -181,9 +174,100 @@ impl BatchMatMul {
     }
 }
 
+/// `y[i] += Σ_q a[i][q] · b[q]` for every row `i` of `y` (`a` row-major with `k` columns, `b`
+/// row-major `k × n`), each output summed over `q` in order: the textbook triple loop's sum,
+/// bit for bit. Tiles of [`TILE_ROWS`] × [`TILE_COLS`] outputs stay in registers over the
+/// whole sum (each row of `b` read once per tile of rows, not once per row); the edges go one
+/// output row at a time.
+pub(crate) fn accumulate_rows(y: &mut [f32], a: &[f32], b: &[f32], k: usize, n: usize) {
+    let n = n.max(1);
+    let rows = y.len() / n;
+    let full_cols = n - n % TILE_COLS;
+    let mut i = 0;
+    while i + TILE_ROWS <= rows {
+        for c in (0..full_cols).step_by(TILE_COLS) {
+            let mut acc = [[0.0f32; TILE_COLS]; TILE_ROWS];
+            for (r, t) in acc.iter_mut().enumerate() {
+                t.copy_from_slice(&y[(i + r) * n + c..(i + r) * n + c + TILE_COLS]);
+            }
+            let a_rows: [&[f32]; TILE_ROWS] =
+                std::array::from_fn(|r| &a[(i + r) * k..(i + r + 1) * k]);
+            for (q, bq) in b.chunks_exact(n).take(k).enumerate() {
+                let bq: [f32; TILE_COLS] = bq[c..c + TILE_COLS].try_into().expect("tile width");
+                for (t, ar) in acc.iter_mut().zip(&a_rows) {
+                    let av = ar[q];
+                    for (o, bv) in t.iter_mut().zip(bq) {
+                        *o += av * bv;
+                    }
+                }
+            }
+            for (r, t) in acc.iter().enumerate() {
+                y[(i + r) * n + c..(i + r) * n + c + TILE_COLS].copy_from_slice(t);
+            }
+        }
+        if full_cols < n {
+            for r in i..i + TILE_ROWS {
+                accumulate_row(
+                    &mut y[r * n + full_cols..(r + 1) * n],
+                    &a[r * k..],
+                    b,
+                    k,
+                    n,
+                    full_cols,
+                );
+            }
+        }
+        i += TILE_ROWS;
+    }
+    for r in i..rows {
+        accumulate_row(&mut y[r * n..(r + 1) * n], &a[r * k..], b, k, n, 0);
+    }
+}
+
+/// One output row's columns from `c0` on: `y[j] += Σ_q a[q] · b[q][c0 + j]`, over `q` in order.
+fn accumulate_row(y: &mut [f32], a: &[f32], b: &[f32], k: usize, n: usize, c0: usize) {
+    for q in 0..k {
+        let av = a[q];
+        for (o, bv) in y.iter_mut().zip(&b[q * n + c0..(q + 1) * n]) {
+            *o += av * bv;
+        }
+    }
+}
+
+/// Output rows and columns of a reference product's register tile.
+const TILE_ROWS: usize = 4;
+const TILE_COLS: usize = 8;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tiled product gives the textbook triple loop's sums bit for bit, on every shape
+    /// around the tile sizes (full tiles, edge rows, edge columns, empty sums).
+    #[test]
+    fn tiled_rows_equal_the_triple_loop_bit_for_bit() {
+        let value = |i: usize| ((i * 2654435761) % 1000) as f32 / 333.0 - 1.5;
+        for rows in [0, 1, 3, 4, 5, 9] {
+            for k in [0, 1, 7, 33] {
+                for n in [1, 7, 8, 9, 17] {
+                    let a: Vec<f32> = (0..rows * k).map(value).collect();
+                    let b: Vec<f32> = (0..k * n).map(|i| value(i + 7)).collect();
+                    let start: Vec<f32> = (0..rows * n).map(|i| value(i + 3)).collect();
+                    let mut got = start.clone();
+                    accumulate_rows(&mut got, &a, &b, k, n);
+                    for i in 0..rows {
+                        for j in 0..n {
+                            let mut acc = start[i * n + j];
+                            for q in 0..k {
+                                acc += a[i * k + q] * b[q * n + j];
+                            }
+                            assert_eq!(got[i * n + j].to_bits(), acc.to_bits(), "{rows}x{k}x{n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn batched_product_with_broadcasting() {

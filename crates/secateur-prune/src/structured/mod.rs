@@ -9,6 +9,7 @@ pub mod importance;
 pub mod plan;
 pub mod reconstruct;
 pub mod select;
+pub mod sequential;
 
 pub use depth::{
     BlockCandidate, identity_layers, rank_blocks, remove_block, remove_blocks, residual_blocks,
@@ -21,3 +22,4 @@ pub use reconstruct::{activation_importance, reconstruct_consumers};
 pub use select::{
     Allocation, ChannelPruneConfig, StructuredTarget, plan_channels, prunable_groups,
 };
+pub use sequential::reconstruct_sequential;

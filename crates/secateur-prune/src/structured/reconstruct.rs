@@ -118,17 +118,50 @@ fn refit_rows(
 ) -> Result<Vec<f64>> {
     let (d, s) = (gram.dim, keep.len());
     let h = gram.full();
-    let mean = keep.iter().map(|&j| h[j * d + j]).sum::<f64>() / s as f64;
+    let mut a = vec![0.0f64; s * s];
+    for (p, &i) in keep.iter().enumerate() {
+        for (q, &j) in keep.iter().enumerate() {
+            a[p * s + q] = h[i * d + j];
+        }
+    }
+    // right-hand sides B = H[S, :] · Wᵀ (s × rows), each row a vectorised update
+    let rows = view.rows;
+    let mut wt = vec![0.0f64; d * rows];
+    for r in 0..rows {
+        for c in 0..d {
+            wt[c * rows + r] = w.data()[view.index(r, c)] as f64;
+        }
+    }
+    let mut b = vec![0.0f64; s * rows];
+    for (p, &i) in keep.iter().enumerate() {
+        let bp = &mut b[p * rows..(p + 1) * rows];
+        for c in 0..d {
+            axpy(bp, h[i * d + c], &wt[c * rows..(c + 1) * rows]);
+        }
+    }
+    let x = solve_damped(&a, b, s, rows)?;
+    // out[r][p] = X[p][r]
+    let mut out = vec![0.0f64; rows * s];
+    for p in 0..s {
+        for r in 0..rows {
+            out[r * s + p] = x[p * rows + r];
+        }
+    }
+    Ok(out)
+}
+
+/// `X = (A + λI)⁻¹ B` for a symmetric positive semi-definite `A` (`s × s`) and `m` right-hand
+/// sides (`B` row-major `s × m`, consumed), with `λ` 1 % of `A`'s mean diagonal, raised tenfold
+/// until the factorisation succeeds.
+pub(crate) fn solve_damped(a: &[f64], mut x: Vec<f64>, s: usize, m: usize) -> Result<Vec<f64>> {
+    let mean = (0..s).map(|p| a[p * s + p]).sum::<f64>() / s.max(1) as f64;
     let mut lambda = 1e-2 * mean.max(1e-12);
     let l = loop {
-        let mut a = vec![0.0f64; s * s];
-        for (p, &i) in keep.iter().enumerate() {
-            for (q, &j) in keep.iter().enumerate() {
-                a[p * s + q] = h[i * d + j];
-            }
-            a[p * s + p] += lambda;
+        let mut damped = a.to_vec();
+        for p in 0..s {
+            damped[p * s + p] += lambda;
         }
-        if let Some(l) = cholesky(&a, s) {
+        if let Some(l) = cholesky(&damped, s) {
             break l;
         }
         lambda *= 10.0;
@@ -138,47 +171,26 @@ fn refit_rows(
             ));
         }
     };
-    // right-hand sides B = H[S, :] · Wᵀ (s × rows), then L Y = B and Lᵀ X = Y for every row at
-    // once: each step an update of a contiguous row of `rows` values (vectorised)
-    let rows = view.rows;
-    let mut wt = vec![0.0f64; d * rows];
-    for r in 0..rows {
-        for c in 0..d {
-            wt[c * rows + r] = w.data()[view.index(r, c)] as f64;
-        }
-    }
-    let mut x = vec![0.0f64; s * rows];
-    for (p, &i) in keep.iter().enumerate() {
-        let xp = &mut x[p * rows..(p + 1) * rows];
-        for c in 0..d {
-            axpy(xp, h[i * d + c], &wt[c * rows..(c + 1) * rows]);
-        }
-    }
+    // L Y = B, then Lᵀ X = Y, for every right-hand side at once: each step an update of a
+    // contiguous row of `m` values (vectorised)
     for p in 0..s {
-        let (done, rest) = x.split_at_mut(p * rows);
-        let xp = &mut rest[..rows];
+        let (done, rest) = x.split_at_mut(p * m);
+        let xp = &mut rest[..m];
         for q in 0..p {
-            axpy(xp, -l[p * s + q], &done[q * rows..(q + 1) * rows]);
+            axpy(xp, -l[p * s + q], &done[q * m..(q + 1) * m]);
         }
         xp.iter_mut().for_each(|v| *v /= l[p * s + p]);
     }
     for p in (0..s).rev() {
-        let (head, done) = x.split_at_mut((p + 1) * rows);
-        let xp = &mut head[p * rows..];
+        let (head, done) = x.split_at_mut((p + 1) * m);
+        let xp = &mut head[p * m..];
         for q in p + 1..s {
             let k = q - p - 1;
-            axpy(xp, -l[q * s + p], &done[k * rows..(k + 1) * rows]);
+            axpy(xp, -l[q * s + p], &done[k * m..(k + 1) * m]);
         }
         xp.iter_mut().for_each(|v| *v /= l[p * s + p]);
     }
-    // out[r][p] = X[p][r]
-    let mut out = vec![0.0f64; rows * s];
-    for p in 0..s {
-        for r in 0..rows {
-            out[r * s + p] = x[p * rows + r];
-        }
-    }
-    Ok(out)
+    Ok(x)
 }
 
 /// `y += a · x`.

@@ -7,6 +7,7 @@
 
 use super::allocate::prunable_weights;
 use crate::error::{PruneError, Result};
+use rayon::prelude::*;
 use secateur_graph::{Graph, MatrixView, Tensor, evaluate_all};
 use std::collections::HashMap;
 
@@ -110,23 +111,33 @@ pub fn collect_grams(
         .iter()
         .map(|l| (l.weight.clone(), Gram::new(l.features)))
         .collect();
-    for (b, feeds) in batches.iter().enumerate() {
-        let values = evaluate_all(graph, feeds)?;
-        let keep = row_keep.and_then(|k| k.get(b));
-        for l in &layers {
-            let x = values.get(&l.input).ok_or_else(|| {
-                PruneError::Invalid(format!("calibration: value '{}' was not computed", l.input))
-            })?;
-            if x.shape().last() != Some(&l.features) {
-                continue; // features not along the last axis: not a row-wise linear layer
-            }
-            let gram = grams.get_mut(&l.weight).expect("one Gram per layer");
-            let rows = x.len() / l.features;
-            for (r, row) in x.data().chunks_exact(l.features).enumerate() {
-                if keep.is_some_and(|k| k.len() == rows && !k[r]) {
-                    continue;
+    // batches evaluated in parallel, a few at a time (each holds all of its values)
+    let width = rayon::current_num_threads().max(1);
+    for (c, chunk) in batches.chunks(width).enumerate() {
+        let evaluated = chunk
+            .par_iter()
+            .map(|feeds| evaluate_all(graph, feeds))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for (j, values) in evaluated.iter().enumerate() {
+            let keep = row_keep.and_then(|k| k.get(c * width + j));
+            for l in &layers {
+                let x = values.get(&l.input).ok_or_else(|| {
+                    PruneError::Invalid(format!(
+                        "calibration: value '{}' was not computed",
+                        l.input
+                    ))
+                })?;
+                if x.shape().last() != Some(&l.features) {
+                    continue; // features not along the last axis: not a row-wise linear layer
                 }
-                gram.add_row(row);
+                let gram = grams.get_mut(&l.weight).expect("one Gram per layer");
+                let rows = x.len() / l.features;
+                for (r, row) in x.data().chunks_exact(l.features).enumerate() {
+                    if keep.is_some_and(|k| k.len() == rows && !k[r]) {
+                        continue;
+                    }
+                    gram.add_row(row);
+                }
             }
         }
     }

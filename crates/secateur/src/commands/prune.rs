@@ -8,11 +8,15 @@ use crate::model_ref::load_model;
 use crate::pipeline::prune::{PruneContext, PruneOutcome, run};
 use crate::pipeline::text::TextData;
 use crate::recipe::{QuantizeRecipe, Recipe, ScheduleKind, ScopeKind, WeightsRecipe};
-use crate::recipe_structured::{BlockCriterion, StructuredKind, StructuredRecipe};
+use crate::recipe_structured::{BlockCriterion, Reconstruction, StructuredKind, StructuredRecipe};
 use anyhow::{Context, Result, bail};
 use secateur_data::{DataSource, NORMALIZATION_KEY};
 use secateur_graph::zoo::ZooConfig;
 use secateur_prune::structured::Allocation;
+
+/// Calibration batches (of 8 texts) of structured pruning with a text set, unless
+/// `--calibration-batches` or a recipe says otherwise: 512 texts (all of a smaller set).
+const TEXT_PRUNE_CALIBRATION_BATCHES: usize = 64;
 use std::path::Path;
 use std::path::PathBuf;
 
@@ -120,6 +124,11 @@ pub struct PruneArgs {
     pub include_layers: bool,
     #[arg(long, value_enum)]
     pub block_criterion: Option<BlockCriterion>,
+    /// With a text set: how the layers reading pruned heads or neurons are refitted by least
+    /// squares (sequential: layer by layer on the pruned model's own inputs; dense: from the
+    /// dense model's input statistics; off).
+    #[arg(long, value_enum)]
+    pub reconstruction: Option<Reconstruction>,
 
     /// Fine-tuning epochs after (or during) pruning (with a text set: distillation from the
     /// dense model's embeddings of the calibration texts).
@@ -291,6 +300,7 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
         }
         set!(s.block_criterion, a.block_criterion);
         set!(s.calibration_batches, a.calibration_batches);
+        set!(s.reconstruction, a.reconstruction);
         if !a.exclude.is_empty() && r.weights.is_none() {
             s.exclude = a.exclude.clone();
         }
@@ -342,6 +352,15 @@ pub fn run_cmd(a: &PruneArgs) -> Result<()> {
             s.allocation = Allocation::Global;
             s.normalizer = "none".into();
         }
+    }
+    if let Some(s) = recipe.structured.as_mut().filter(|_| text_data)
+        && a.recipe.is_none()
+        && a.calibration_batches.is_none()
+        && !s.is_depth()
+    {
+        // the ranking statistics and the least-squares refit both gain from more text
+        // (MiniLM, 50 % heads and neurons: agreement 0.866 with 128 texts, 0.916 with 512)
+        s.calibration_batches = TEXT_PRUNE_CALIBRATION_BATCHES;
     }
     if let Some(s) = recipe
         .structured
