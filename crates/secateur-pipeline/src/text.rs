@@ -17,6 +17,12 @@ use std::path::{Path, PathBuf};
 pub const HELD_OUT_FRACTION: f64 = 0.2;
 /// Texts per calibration batch.
 pub const CALIBRATION_BATCH: usize = 8;
+
+/// Calibration batches (of [`CALIBRATION_BATCH`] texts) whose statistics rank heads and neurons
+/// and refit the layers reading them, in `prune` (unless told otherwise) and `optimize`: 512
+/// texts (all of a smaller set). MiniLM, 50 % of heads and neurons, one-shot agreement: 0.866
+/// with 128 texts, 0.906 with 512 (dense-statistics refit), 0.916 (sequential refit).
+pub const TEXT_CALIBRATION_BATCHES: usize = 64;
 /// Word-span views of each calibration text added for distillation (more distinct inputs
 /// from a small text set).
 pub const DISTILL_EXTRA_VIEWS: usize = 2;

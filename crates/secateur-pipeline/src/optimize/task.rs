@@ -11,8 +11,8 @@ use super::config::{OptimizeConfig, TextScore};
 use super::space::SCALE_RANGE;
 use crate::finetune::TrainData;
 use crate::text::{
-    CALIBRATION_BATCH, DISTILL_EXTRA_VIEWS, Embedder, SetEmbeddings, TextData, TextGraph,
-    embed_set, score,
+    CALIBRATION_BATCH, DISTILL_EXTRA_VIEWS, Embedder, SetEmbeddings, TEXT_CALIBRATION_BATCHES,
+    TextData, TextGraph, embed_set, score,
 };
 use crate::{Context, Result};
 use secateur_data::{Normalization, Split, TextSet, TextTask as SetTask};
@@ -24,10 +24,6 @@ use secateur_prune::structured::{
 use secateur_prune::weights::Gram;
 use secateur_train::{Device, EmbeddingSet, evaluate};
 use std::collections::{BTreeMap, HashMap};
-
-/// Calibration batches (of [`CALIBRATION_BATCH`] texts) whose statistics rank channels and
-/// refit the layers after pruning (128 texts: the `prune` default's figures in BENCHMARKS.md).
-pub const TEXT_CALIBRATION_BATCHES: usize = 16;
 
 /// Range of the per-layer scales of a sentence encoder's space: wide enough to hold the
 /// allocations of a global ranking (one layer keeps 90 % of its neurons while another keeps

@@ -380,14 +380,14 @@ fn kept_rows(x: &Tensor, cols: &[usize], keep: Option<&Vec<bool>>) -> (Vec<f64>,
 
 /// Whether the left operand of [`matmul_acc`] is read transposed.
 #[derive(Clone, Copy, PartialEq)]
-pub(crate) enum Transpose {
+enum Transpose {
     No,
     Lhs,
 }
 
 /// `dst (rows × cols) += lhs · rhs` with the inner size `k`: `lhs` is row-major `rows × k`, or
 /// `k × rows` read transposed; `rhs` row-major `k × cols`.
-pub(crate) fn matmul_acc(
+fn matmul_acc(
     dst: &mut [f64],
     lhs: &[f64],
     rhs: &[f64],

@@ -6,17 +6,13 @@
 use crate::data_args::{DataArgs, zoo_config_for};
 use crate::model_ref::load_model;
 use crate::pipeline::prune::{PruneContext, PruneOutcome, run};
-use crate::pipeline::text::TextData;
+use crate::pipeline::text::{TEXT_CALIBRATION_BATCHES, TextData};
 use crate::recipe::{QuantizeRecipe, Recipe, ScheduleKind, ScopeKind, WeightsRecipe};
 use crate::recipe_structured::{BlockCriterion, Reconstruction, StructuredKind, StructuredRecipe};
 use anyhow::{Context, Result, bail};
 use secateur_data::{DataSource, NORMALIZATION_KEY};
 use secateur_graph::zoo::ZooConfig;
 use secateur_prune::structured::Allocation;
-
-/// Calibration batches (of 8 texts) of structured pruning with a text set, unless
-/// `--calibration-batches` or a recipe says otherwise: 512 texts (all of a smaller set).
-const TEXT_PRUNE_CALIBRATION_BATCHES: usize = 64;
 use std::path::Path;
 use std::path::PathBuf;
 
@@ -360,7 +356,7 @@ pub fn run_cmd(a: &PruneArgs) -> Result<()> {
     {
         // the ranking statistics and the least-squares refit both gain from more text
         // (MiniLM, 50 % heads and neurons: agreement 0.866 with 128 texts, 0.916 with 512)
-        s.calibration_batches = TEXT_PRUNE_CALIBRATION_BATCHES;
+        s.calibration_batches = TEXT_CALIBRATION_BATCHES;
     }
     if let Some(s) = recipe
         .structured
