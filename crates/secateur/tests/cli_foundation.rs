@@ -107,6 +107,28 @@ fn errors_are_clear_and_non_zero() {
             && err.contains("sentence encoder"),
         "{err}"
     );
+
+    // the least-squares refit of structured pruning needs calibration text: refused without
+    let pruned = dir.path().join("p.onnx");
+    let out = secateur(&[
+        "prune",
+        "lenet5-bn",
+        "--structured",
+        "channels",
+        "--ratio",
+        "0.5",
+        "--reconstruction",
+        "dense",
+        "--out",
+        pruned.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--reconstruction") && err.contains("text set"),
+        "{err}"
+    );
+    assert!(!pruned.exists());
 }
 
 #[test]

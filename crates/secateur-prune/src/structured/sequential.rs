@@ -21,10 +21,11 @@ use super::groups::DependencyGraph;
 use super::plan::{Plan, kept_indices};
 use super::reconstruct::solve_damped;
 use crate::error::{PruneError, Result};
+use crate::weights::calibration::for_each_evaluated;
 use crate::weights::prunable_weights;
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
-use secateur_graph::{Graph, MatrixView, Tensor, evaluate_all, evaluate_node, feed_values};
+use secateur_graph::{Graph, MatrixView, Tensor, evaluate_node, feed_values};
 use std::collections::HashMap;
 
 /// One layer to refit: a linear layer whose input features the plan removed.
@@ -91,10 +92,21 @@ pub fn reconstruct_sequential(
                     })
                 })
                 .collect::<Result<_>>()?;
-            let residuals: Option<Vec<&Tensor>> = refits[i]
-                .residual
-                .as_ref()
-                .map(|res| states.iter().map(|st| &st[res]).collect());
+            let residuals: Option<Vec<&Tensor>> = match &refits[i].residual {
+                Some(res) => Some(
+                    states
+                        .iter()
+                        .map(|st| {
+                            st.get(res).ok_or_else(|| {
+                                PruneError::Invalid(format!(
+                                    "reconstruction: residual '{res}' is not a computed value"
+                                ))
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                ),
+                None => None,
+            };
             let ok = refit_layer(
                 pruned,
                 &refits[i],
@@ -214,20 +226,12 @@ fn dense_targets(
             Ok(wt)
         })
         .collect::<Result<_>>()?;
-    // batches evaluated in parallel, a few at a time (each holds all of its values)
-    let width = rayon::current_num_threads().max(1);
-    for (c, chunk) in batches.chunks(width).enumerate() {
-        let evaluated = chunk
-            .par_iter()
-            .map(|feeds| evaluate_all(dense, feeds))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        for (j, values) in evaluated.iter().enumerate() {
-            let keep = row_keep.and_then(|k| k.get(c * width + j));
-            for (i, r) in refits.iter().enumerate() {
-                targets[i].push(dense_target(dense, r, &wts[i], values, keep)?);
-            }
+    for_each_evaluated(dense, batches, row_keep, |values, keep| {
+        for (i, r) in refits.iter().enumerate() {
+            targets[i].push(dense_target(dense, r, &wts[i], values, keep)?);
         }
-    }
+        Ok(())
+    })?;
     Ok(targets)
 }
 

@@ -111,7 +111,38 @@ pub fn collect_grams(
         .iter()
         .map(|l| (l.weight.clone(), Gram::new(l.features)))
         .collect();
-    // batches evaluated in parallel, a few at a time (each holds all of its values)
+    for_each_evaluated(graph, batches, row_keep, |values, keep| {
+        for l in &layers {
+            let x = values.get(&l.input).ok_or_else(|| {
+                PruneError::Invalid(format!("calibration: value '{}' was not computed", l.input))
+            })?;
+            if x.shape().last() != Some(&l.features) {
+                continue; // features not along the last axis: not a row-wise linear layer
+            }
+            let gram = grams.get_mut(&l.weight).expect("one Gram per layer");
+            let rows = x.len() / l.features;
+            for (r, row) in x.data().chunks_exact(l.features).enumerate() {
+                if keep.is_some_and(|k| k.len() == rows && !k[r]) {
+                    continue;
+                }
+                gram.add_row(row);
+            }
+        }
+        Ok(())
+    })?;
+    grams.retain(|_, g| g.rows > 0);
+    Ok(grams)
+}
+
+/// Evaluates `graph` on every calibration batch and hands each batch's values, with its
+/// `row_keep` entry, to `visit`, in batch order. Batches are evaluated in parallel, as many at a
+/// time as there are threads (each holds all of its values until visited).
+pub(crate) fn for_each_evaluated(
+    graph: &Graph,
+    batches: &[Vec<(&str, Tensor)>],
+    row_keep: Option<&[Vec<bool>]>,
+    mut visit: impl FnMut(&HashMap<String, Tensor>, Option<&Vec<bool>>) -> Result<()>,
+) -> Result<()> {
     let width = rayon::current_num_threads().max(1);
     for (c, chunk) in batches.chunks(width).enumerate() {
         let evaluated = chunk
@@ -119,30 +150,10 @@ pub fn collect_grams(
             .map(|feeds| evaluate_all(graph, feeds))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         for (j, values) in evaluated.iter().enumerate() {
-            let keep = row_keep.and_then(|k| k.get(c * width + j));
-            for l in &layers {
-                let x = values.get(&l.input).ok_or_else(|| {
-                    PruneError::Invalid(format!(
-                        "calibration: value '{}' was not computed",
-                        l.input
-                    ))
-                })?;
-                if x.shape().last() != Some(&l.features) {
-                    continue; // features not along the last axis: not a row-wise linear layer
-                }
-                let gram = grams.get_mut(&l.weight).expect("one Gram per layer");
-                let rows = x.len() / l.features;
-                for (r, row) in x.data().chunks_exact(l.features).enumerate() {
-                    if keep.is_some_and(|k| k.len() == rows && !k[r]) {
-                        continue;
-                    }
-                    gram.add_row(row);
-                }
-            }
+            visit(values, row_keep.and_then(|k| k.get(c * width + j)))?;
         }
     }
-    grams.retain(|_, g| g.rows > 0);
-    Ok(grams)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -331,6 +331,11 @@ pub fn run_cmd(a: &PruneArgs) -> Result<()> {
     crate::guard_output(&a.out, &[a.model.as_str()])?;
     let mut recipe = effective_recipe(a)?;
     let text_data = a.data.as_deref().is_some_and(secateur_data::is_text_path);
+    if a.reconstruction.is_some() && !text_data {
+        bail!(
+            "--reconstruction refits layers from calibration text: give a text set (--data FILE.txt|.jsonl)"
+        );
+    }
     if let Some(s) = recipe
         .structured
         .as_mut()
