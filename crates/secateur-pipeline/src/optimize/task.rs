@@ -11,8 +11,8 @@ use super::config::{OptimizeConfig, TextScore};
 use super::space::SCALE_RANGE;
 use crate::finetune::TrainData;
 use crate::text::{
-    CALIBRATION_BATCH, DISTILL_EXTRA_VIEWS, Embedder, SetEmbeddings, TEXT_CALIBRATION_BATCHES,
-    TextData, TextGraph, embed_set, score,
+    DISTILL_EXTRA_VIEWS, Embedder, SetEmbeddings, TEXT_CALIBRATION_BATCHES, TextData, TextGraph,
+    embed_set, score,
 };
 use crate::{Context, Result};
 use secateur_data::{Normalization, Split, TextSet, TextTask as SetTask};
@@ -332,7 +332,7 @@ impl TextTask {
         };
         let how = format!(
             "pruned one-shot (heads and FFN neurons ranked by output energy on {} calibration texts, the layers reading them refitted by least squares){recovery}",
-            TEXT_CALIBRATION_BATCHES * CALIBRATION_BATCH
+            self.data.calibration_texts(TEXT_CALIBRATION_BATCHES)
         );
         match self.score {
             TextScore::Agreement => (
