@@ -21,7 +21,7 @@ use super::groups::DependencyGraph;
 use super::plan::{Plan, kept_indices};
 use super::reconstruct::solve_damped;
 use crate::error::{PruneError, Result};
-use crate::weights::calibration::for_each_evaluated;
+use crate::weights::calibration::{for_each_evaluated, last_readers};
 use crate::weights::prunable_weights;
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
@@ -431,15 +431,4 @@ fn matmul_acc(
             Parallelism::Rayon(0),
         );
     }
-}
-
-/// For every value read by a node, the index of the last node reading it.
-fn last_readers(graph: &Graph) -> HashMap<String, usize> {
-    let mut last = HashMap::new();
-    for (i, n) in graph.nodes.iter().enumerate() {
-        for v in &n.inputs {
-            last.insert(v.clone(), i);
-        }
-    }
-    last
 }

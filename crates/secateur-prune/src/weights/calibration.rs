@@ -156,6 +156,18 @@ pub(crate) fn for_each_evaluated(
     Ok(())
 }
 
+/// For every value read by a node of `graph`, the index of the last node reading it (passes
+/// that evaluate node by node drop a value after it).
+pub(crate) fn last_readers(graph: &Graph) -> HashMap<String, usize> {
+    let mut last = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for v in &n.inputs {
+            last.insert(v.clone(), i);
+        }
+    }
+    last
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

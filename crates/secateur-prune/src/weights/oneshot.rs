@@ -7,7 +7,7 @@
 //! calibration set. Layers reading the same value (Q, K and V) share one Gram matrix.
 
 use super::allocate::prunable_weights;
-use super::calibration::Gram;
+use super::calibration::{Gram, last_readers};
 use super::sparsegpt::{SparseGptConfig, sparsegpt_matrix};
 use crate::error::{PruneError, Result};
 use secateur_graph::{Graph, Mask, MaskPattern, MatrixView, Tensor, evaluate_node, feed_values};
@@ -181,16 +181,7 @@ pub fn prune_sequentially(
     }
     let targets = targets(graph, &cfg.exclude)?;
     // the last node reading each value, so that values are dropped once consumed
-    let mut last_use: HashMap<&str, usize> = HashMap::new();
-    for (i, n) in graph.nodes.iter().enumerate() {
-        for v in &n.inputs {
-            last_use.insert(v.as_str(), i);
-        }
-    }
-    let last_use: HashMap<String, usize> = last_use
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let last_use = last_readers(graph);
     let outputs: HashSet<String> = graph.outputs.iter().cloned().collect();
     let mut values: Vec<HashMap<String, Tensor>> = batches
         .iter()
