@@ -28,6 +28,8 @@ mod nhwc_int8_vnni;
 pub mod nhwc_ops;
 #[cfg(target_arch = "x86_64")]
 mod nhwc_pair512;
+#[cfg(target_arch = "x86_64")]
+mod nhwc_span512;
 pub mod nm;
 pub mod padding;
 pub mod quantize;

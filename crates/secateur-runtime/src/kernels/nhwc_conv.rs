@@ -332,6 +332,11 @@ impl Job<'_> {
     /// `MR` pixels at a time, each tile through every panel.
     unsafe fn block(&self, panels: &[Panel], pixels: std::ops::Range<usize>) {
         let c = self.conv;
+        #[cfg(target_arch = "x86_64")]
+        if c.isa == Isa::Avx512 && c.groups == 1 && self.chunks.len() == 1 {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.spans(panels, pixels) };
+        }
         let cin_g = c.c_in / c.groups;
         let (row_step, col_step) = (c.strides[0] * self.wp * c.c_in, c.strides[1] * c.c_in);
         let base = self.xp.as_ptr();
@@ -397,6 +402,52 @@ impl Job<'_> {
                 }
             }
             k0 += pieces.iter().map(|p| p.1).sum::<usize>();
+        }
+    }
+}
+
+impl Job<'_> {
+    /// [`Job::block`] of an ungrouped layer whose reduction is one chunk, on AVX-512: blocks
+    /// of pixels through the whole panel set in one call each (`nhwc_span512`).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn spans(&self, panels: &[Panel], pixels: std::ops::Range<usize>) {
+        use super::nhwc_span512::{BLOCK_PIXELS, Span, run};
+        let c = self.conv;
+        let (row_step, col_step) = (c.strides[0] * self.wp * c.c_in, c.strides[1] * c.c_in);
+        let (mut oy, mut ox) = (pixels.start / self.wo, pixels.start % self.wo);
+        let mut offsets = [0usize; BLOCK_PIXELS];
+        let (head, last) = (&panels[0], &panels[panels.len() - 1]);
+        let mut q = pixels.start;
+        while q < pixels.end {
+            let n = BLOCK_PIXELS.min(pixels.end - q);
+            for o in offsets[..n].iter_mut() {
+                *o = oy * row_step + ox * col_step;
+                ox += 1;
+                if ox == self.wo {
+                    ox = 0;
+                    oy += 1;
+                }
+            }
+            let out = q * c.c_out + head.first;
+            // SAFETY: the caller's contract: the pixels' taps lie in the padded input, their
+            // outputs (and residuals) in `y`, the set's panels are consecutive in `packed`.
+            unsafe {
+                run(&Span {
+                    base: self.xp.as_ptr(),
+                    offsets: &offsets[..n],
+                    pieces: self.pieces,
+                    k: c.k,
+                    weights: c.packed.as_ptr().add(head.offset),
+                    bias: c.bias.as_ptr().add(head.bias_offset),
+                    panels: panels.len(),
+                    last_valid: last.valid,
+                    y: self.y.0.add(out),
+                    res: self.res.map(|p| p.0.add(out) as *const f32),
+                    y_pix: c.c_out,
+                    tail: &c.tail,
+                })
+            };
+            q += n;
         }
     }
 }

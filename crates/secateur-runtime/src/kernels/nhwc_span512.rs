@@ -1,0 +1,211 @@
+//! The AVX-512 path of the NHWC implicit GEMM for ungrouped convolutions whose whole
+//! reduction is one chunk (1×1 layers of up to 160 input channels, the 3-channel stems):
+//! a block of output pixels runs through every panel set of the layer inside one call, each
+//! step 6 pixels × up to four 16-channel panels (24 accumulators) with the bias, a clamp
+//! (ReLU, ReLU6, Clip) and the residual addition applied in registers before a masked store.
+//! With a reduction this short, building a tile description and calling an out-of-line
+//! epilogue per 6 × 32 tile cost as much as the products (16 → 64 channels at 55 × 55 ran at
+//! 40–65 GFLOP/s against 140–180 for the bare loop); here only the pixels' input offsets are
+//! computed per tile. Other element-wise functions run out of line on the accumulators.
+
+#![cfg(target_arch = "x86_64")]
+
+use super::epilogue::Tail;
+use super::nhwc_conv::NR;
+use super::vmath;
+use secateur_graph::Pointwise;
+use std::arch::x86_64::*;
+
+/// Output pixels per block (a multiple of every tile's rows): their input offsets are
+/// computed once and reused by every panel set (with a reduction of at most 160 values, a
+/// block's input is at most 30 KiB).
+pub(super) const BLOCK_PIXELS: usize = 48;
+
+/// One block of output pixels of one layer call, through `panels` consecutive panels.
+pub(super) struct Span<'a> {
+    /// The (padded) input; each pixel's first tap is `base + offsets[i]`.
+    pub base: *const f32,
+    pub offsets: &'a [usize],
+    /// (offset, length) of the input pieces one pixel reads, in packed order.
+    pub pieces: &'a [(usize, usize)],
+    /// Reduction length (the pieces' total).
+    pub k: usize,
+    /// The first panel's packed `[k][16]` weights; the next panels follow `k · 16` apart.
+    pub weights: *const f32,
+    /// The first panel's padded bias; the next panels follow 16 apart.
+    pub bias: *const f32,
+    pub panels: usize,
+    /// Real channels of the last panel (16 unless the layer's channels are not a multiple).
+    pub last_valid: usize,
+    /// The output of the block's first pixel at the first panel's first channel, and the
+    /// residual at the same place; pixels are `y_pix` apart.
+    pub y: *mut f32,
+    pub res: Option<*const f32>,
+    pub y_pix: usize,
+    pub tail: &'a Tail,
+}
+
+/// What the epilogue does with one element-wise function.
+#[derive(Clone, Copy)]
+enum Step {
+    Nothing,
+    Clamp(f32, f32),
+    Other(Pointwise),
+}
+
+impl Step {
+    fn of(f: Option<Pointwise>) -> Step {
+        match f {
+            None => Step::Nothing,
+            Some(f) => f
+                .clamp_bounds()
+                .map_or(Step::Other(f), |(lo, hi)| Step::Clamp(lo, hi)),
+        }
+    }
+}
+
+/// Runs the span: every panel set (four panels, then what is left) over every pixel tile.
+///
+/// # Safety
+/// AVX-512F must be available; `base + offsets[i] + piece` reaches the input of every piece,
+/// `weights` and `bias` hold `panels` panels, and `y` (and `res`) hold `offsets.len()` pixels
+/// `y_pix` apart, each with the panels' channels.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn run(s: &Span) {
+    unsafe {
+        let mut p = 0;
+        while p < s.panels {
+            // tiles of 24 accumulators where the panels allow (12 for a single panel, whose
+            // 12 broadcasts per weight vector already fill the load ports)
+            p += match s.panels - p {
+                1 => panel_set::<12, 1>(s, p),
+                2 => panel_set::<12, 2>(s, p),
+                3 => panel_set::<8, 3>(s, p),
+                _ => panel_set::<6, 4>(s, p),
+            };
+        }
+    }
+}
+
+/// Panels `first .. first + NP` over the block's pixels, `M` at a time; returns `NP`.
+#[inline(always)]
+unsafe fn panel_set<const M: usize, const NP: usize>(s: &Span, first: usize) -> usize {
+    unsafe {
+        let weights = s.weights.add(first * s.k * NR);
+        let mut q = 0;
+        while q < s.offsets.len() {
+            let m = M.min(s.offsets.len() - q);
+            let mut a = [s.base; M];
+            for (i, p) in a.iter_mut().enumerate() {
+                // pixels past the end repeat the last one; their results are not stored
+                *p = s.base.add(s.offsets[q + i.min(m - 1)]);
+            }
+            let acc = products::<M, NP>(&a, s.pieces, weights, s.k);
+            store::<M, NP>(s, first, q, m, acc);
+            q += m;
+        }
+        NP
+    }
+}
+
+/// The products of one tile: `M` pixels × `NP` panels over the whole reduction.
+#[inline(always)]
+unsafe fn products<const M: usize, const NP: usize>(
+    a: &[*const f32; M],
+    pieces: &[(usize, usize)],
+    weights: *const f32,
+    k: usize,
+) -> [[__m512; NP]; M] {
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); NP]; M];
+        let mut bp = weights;
+        for &(off, len) in pieces {
+            for kk in off..off + len {
+                let mut w = [_mm512_setzero_ps(); NP];
+                for (j, v) in w.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(bp.add(j * k * NR));
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a[i].add(kk));
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = _mm512_fmadd_ps(x, w[j], *v);
+                    }
+                }
+                bp = bp.add(NR);
+            }
+        }
+        acc
+    }
+}
+
+/// Bias, tail and the masked store of the first `m` pixels of a tile.
+#[inline(always)]
+unsafe fn store<const M: usize, const NP: usize>(
+    s: &Span,
+    first: usize,
+    q: usize,
+    m: usize,
+    mut acc: [[__m512; NP]; M],
+) {
+    unsafe {
+        let mut masks = [0xffffu16; NP];
+        if first + NP == s.panels {
+            masks[NP - 1] = ((1u32 << s.last_valid) - 1) as u16;
+        }
+        for j in 0..NP {
+            let b = _mm512_loadu_ps(s.bias.add((first + j) * NR));
+            for row in acc.iter_mut() {
+                row[j] = _mm512_add_ps(row[j], b);
+            }
+        }
+        apply(Step::of(s.tail.act), &mut acc);
+        let at = |i: usize, j: usize| (q + i) * s.y_pix + (first + j) * NR;
+        if let Some(r) = s.res.filter(|_| s.tail.residual) {
+            for (i, row) in acc.iter_mut().enumerate().take(m) {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_add_ps(*v, _mm512_maskz_loadu_ps(masks[j], r.add(at(i, j))));
+                }
+            }
+        }
+        apply(Step::of(s.tail.post), &mut acc);
+        for (i, row) in acc.iter().enumerate().take(m) {
+            for (j, v) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(s.y.add(at(i, j)), masks[j], *v);
+            }
+        }
+    }
+}
+
+/// One element-wise function over a tile's accumulators: a clamp in registers, anything
+/// else out of line (inlined, the long functions made the compiler spill the product loop's
+/// accumulators).
+#[inline(always)]
+unsafe fn apply<const M: usize, const NP: usize>(step: Step, acc: &mut [[__m512; NP]; M]) {
+    unsafe {
+        match step {
+            Step::Nothing => {}
+            Step::Clamp(lo, hi) => {
+                let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+                for row in acc.iter_mut() {
+                    for v in row.iter_mut() {
+                        *v = _mm512_min_ps(_mm512_max_ps(*v, lo), hi);
+                    }
+                }
+            }
+            Step::Other(f) => apply_out_of_line(f, acc),
+        }
+    }
+}
+
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn apply_out_of_line<const M: usize, const NP: usize>(
+    f: Pointwise,
+    acc: &mut [[__m512; NP]; M],
+) {
+    unsafe {
+        for row in acc.iter_mut() {
+            vmath::apply_all(f, row);
+        }
+    }
+}
