@@ -27,8 +27,6 @@ pub mod nhwc_int8;
 mod nhwc_int8_vnni;
 pub mod nhwc_ops;
 #[cfg(target_arch = "x86_64")]
-mod nhwc_pair512;
-#[cfg(target_arch = "x86_64")]
 mod nhwc_span512;
 pub mod nm;
 pub mod padding;

@@ -8,8 +8,9 @@
 //! function after it ([`Tail`]) are applied to the accumulators before the store. Padding is a
 //! zero-bordered copy of the input. Grouped convolutions run one GEMM per group on the
 //! group's channel range. Work splits over (panel, pixel range) for several threads on one
-//! sample. The vector kernel is AVX2 + FMA; with AVX-512 two adjacent panels of a group run
-//! together as a `6 × 32` tile (`nhwc_pair512`); elsewhere a portable loop computes the same.
+//! sample. The vector kernel is AVX2 + FMA; with AVX-512 a block of pixels runs through all
+//! of a group's panels in one call with tiles of up to four panels (`nhwc_span512`);
+//! elsewhere a portable loop computes the same.
 
 use super::epilogue::Tail;
 use super::isa::Isa;
@@ -27,11 +28,6 @@ const KC: usize = 512;
 pub(super) fn chunk_len(isa: Isa) -> usize {
     if isa == Isa::Avx512 { KC / 4 } else { KC }
 }
-
-/// Reduction length of a chunk from which the AVX-512 four-panel tile is used: below it the
-/// tile's epilogue (four panels' tails) outweighs its products (3→64 channels 3×3, K = 27,
-/// ran 1.18× slower than with two-panel tiles; 64→384 1×1, K = 64, 1.09×).
-const QUAD_MIN_K: usize = 96;
 
 /// Output channels per panel (two 8-lane vectors).
 pub(super) const NR: usize = 16;
@@ -333,7 +329,7 @@ impl Job<'_> {
     unsafe fn block(&self, panels: &[Panel], pixels: std::ops::Range<usize>) {
         let c = self.conv;
         #[cfg(target_arch = "x86_64")]
-        if c.isa == Isa::Avx512 && c.groups == 1 && self.chunks.len() == 1 {
+        if c.isa == Isa::Avx512 {
             // SAFETY: forwarded from the caller.
             return unsafe { self.spans(panels, pixels) };
         }
@@ -344,8 +340,6 @@ impl Job<'_> {
         for (ci, chunk) in self.chunks.iter().enumerate() {
             let pieces = &self.pieces[chunk.clone()];
             let (first, last) = (ci == 0, ci + 1 == self.chunks.len());
-            // the four-panel tile pays where the products outweigh its epilogue
-            let wide = pieces.iter().map(|p| p.1).sum::<usize>() >= QUAD_MIN_K;
             // the input offset of each output pixel, stepping along rows without divisions
             let (mut oy, mut ox) = (pixels.start / self.wo, pixels.start % self.wo);
             let mut next = || {
@@ -357,31 +351,22 @@ impl Job<'_> {
                 }
                 at
             };
-            // AVX-512 takes two pixel tiles at once where a group has a single panel
-            let span = if c.isa == Isa::Avx512 { 2 } else { 1 };
             let mut q = pixels.start;
             while q < pixels.end {
-                let mut tiles = [PixelTile::default(); 2];
-                let mut count = 0;
-                while count < span && q < pixels.end {
-                    let m = MR.min(pixels.end - q);
-                    let mut at = [0usize; MR];
-                    for i in 0..MR {
-                        // pixels past the end repeat the last one; their results are not stored
-                        at[i] = if i < m { next() } else { at[m - 1] };
-                    }
-                    tiles[count] = PixelTile { q, m, at };
-                    q += m;
-                    count += 1;
+                let m = MR.min(pixels.end - q);
+                let mut at = [0usize; MR];
+                for i in 0..MR {
+                    // pixels past the end repeat the last one; their results are not stored
+                    at[i] = if i < m { next() } else { at[m - 1] };
                 }
-                let tile = |t: &PixelTile, panel: &Panel| {
-                    let out = t.q * c.c_out + panel.first;
+                for panel in panels {
+                    let out = q * c.c_out + panel.first;
                     // SAFETY: forwarded from the caller: every pixel's taps lie in the padded
                     // input, its outputs in `y`, the chunk's weights in the panel.
                     unsafe {
                         Tile {
-                            a: t.at.map(|o| base.add(o + panel.group * cin_g)),
-                            m: t.m,
+                            a: at.map(|o| base.add(o + panel.group * cin_g)),
+                            m,
                             pieces,
                             b: c.packed.as_ptr().add(panel.offset + k0 * NR),
                             first,
@@ -393,13 +378,10 @@ impl Job<'_> {
                             bias: c.bias.as_ptr().add(panel.bias_offset),
                             tail: &c.tail,
                         }
-                    }
-                };
-                let mut i = 0;
-                while i < panels.len() {
-                    // SAFETY: as above.
-                    i += unsafe { run_tiles(c.isa, &tiles[..count], &panels[i..], wide, &tile) };
+                        .run(c.isa)
+                    };
                 }
+                q += m;
             }
             k0 += pieces.iter().map(|p| p.1).sum::<usize>();
         }
@@ -407,111 +389,60 @@ impl Job<'_> {
 }
 
 impl Job<'_> {
-    /// [`Job::block`] of an ungrouped layer whose reduction is one chunk, on AVX-512: blocks
-    /// of pixels through the whole panel set in one call each (`nhwc_span512`).
+    /// [`Job::block`] on AVX-512: chunk by chunk of the reduction, blocks of pixels through
+    /// each group's panels of the set in one call (`nhwc_span512`).
     #[cfg(target_arch = "x86_64")]
     unsafe fn spans(&self, panels: &[Panel], pixels: std::ops::Range<usize>) {
         use super::nhwc_span512::{BLOCK_PIXELS, Span, run};
         let c = self.conv;
+        let cin_g = c.c_in / c.groups;
         let (row_step, col_step) = (c.strides[0] * self.wp * c.c_in, c.strides[1] * c.c_in);
-        let (mut oy, mut ox) = (pixels.start / self.wo, pixels.start % self.wo);
         let mut offsets = [0usize; BLOCK_PIXELS];
-        let (head, last) = (&panels[0], &panels[panels.len() - 1]);
-        let mut q = pixels.start;
-        while q < pixels.end {
-            let n = BLOCK_PIXELS.min(pixels.end - q);
-            for o in offsets[..n].iter_mut() {
-                *o = oy * row_step + ox * col_step;
-                ox += 1;
-                if ox == self.wo {
-                    ox = 0;
-                    oy += 1;
+        let mut k0 = 0;
+        for (ci, chunk) in self.chunks.iter().enumerate() {
+            let pieces = &self.pieces[chunk.clone()];
+            let (mut oy, mut ox) = (pixels.start / self.wo, pixels.start % self.wo);
+            let mut q = pixels.start;
+            while q < pixels.end {
+                let n = BLOCK_PIXELS.min(pixels.end - q);
+                for o in offsets[..n].iter_mut() {
+                    *o = oy * row_step + ox * col_step;
+                    ox += 1;
+                    if ox == self.wo {
+                        ox = 0;
+                        oy += 1;
+                    }
                 }
-            }
-            let out = q * c.c_out + head.first;
-            // SAFETY: the caller's contract: the pixels' taps lie in the padded input, their
-            // outputs (and residuals) in `y`, the set's panels are consecutive in `packed`.
-            unsafe {
-                run(&Span {
-                    base: self.xp.as_ptr(),
-                    offsets: &offsets[..n],
-                    pieces: self.pieces,
-                    k: c.k,
-                    weights: c.packed.as_ptr().add(head.offset),
-                    bias: c.bias.as_ptr().add(head.bias_offset),
-                    panels: panels.len(),
-                    last_valid: last.valid,
-                    y: self.y.0.add(out),
-                    res: self.res.map(|p| p.0.add(out) as *const f32),
-                    y_pix: c.c_out,
-                    tail: &c.tail,
-                })
-            };
-            q += n;
-        }
-    }
-}
-
-/// Up to `MR` consecutive output pixels: the first one's index and each one's input offset.
-#[derive(Clone, Copy, Default)]
-struct PixelTile {
-    q: usize,
-    m: usize,
-    at: [usize; MR],
-}
-
-/// Runs the pixel tiles through the first of `panels` (and up to three more of the same
-/// group, with `wide`) with the widest kernel `isa` has; returns how many panels it covered.
-///
-/// # Safety
-/// Every tile `tile` builds must satisfy [`Tile::run`]'s contract.
-unsafe fn run_tiles<'a>(
-    isa: Isa,
-    tiles: &[PixelTile],
-    panels: &[Panel],
-    wide: bool,
-    tile: &impl Fn(&PixelTile, &Panel) -> Tile<'a>,
-) -> usize {
-    let panel = &panels[0];
-    let reach = if wide { 4 } else { 2 };
-    let same = panels
-        .iter()
-        .take(reach)
-        .take_while(|p| p.group == panel.group)
-        .count();
-    let next = panels.get(1).filter(|_| same > 1);
-    unsafe {
-        #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 {
-            use super::nhwc_pair512::{pair_kernel, pixel_pair_kernel, quad_kernel};
-            if same == 4 {
-                let p = &panels[..4];
-                for t in tiles {
-                    quad_kernel(
-                        &tile(t, &p[0]),
-                        &tile(t, &p[1]),
-                        &tile(t, &p[2]),
-                        &tile(t, &p[3]),
-                    );
+                for run_of in panels.chunk_by(|a, b| a.group == b.group) {
+                    let (head, last) = (&run_of[0], &run_of[run_of.len() - 1]);
+                    let out = q * c.c_out + head.first;
+                    // SAFETY: the caller's contract: the pixels' taps lie in the padded
+                    // input, their outputs (and residuals) in `y`; a group's panels are
+                    // consecutive in `packed` and in the padded bias.
+                    unsafe {
+                        run(&Span {
+                            base: self.xp.as_ptr().add(head.group * cin_g),
+                            offsets: &offsets[..n],
+                            pieces,
+                            weights: c.packed.as_ptr().add(head.offset + k0 * NR),
+                            w_panel: c.k * NR,
+                            bias: c.bias.as_ptr().add(head.bias_offset),
+                            panels: run_of.len(),
+                            last_valid: last.valid,
+                            first: ci == 0,
+                            last: ci + 1 == self.chunks.len(),
+                            y: self.y.0.add(out),
+                            res: self.res.map(|p| p.0.add(out) as *const f32),
+                            y_pix: c.c_out,
+                            y_panel: NR,
+                            tail: &c.tail,
+                        })
+                    };
                 }
-                return 4;
+                q += n;
             }
-            if let Some(next) = next {
-                for t in tiles {
-                    pair_kernel(&tile(t, panel), &tile(t, next));
-                }
-                return 2;
-            }
-            if let [t0, t1] = tiles {
-                pixel_pair_kernel(&tile(t0, panel), &tile(t1, panel));
-                return 1;
-            }
+            k0 += pieces.iter().map(|p| p.1).sum::<usize>();
         }
-        let _ = next;
-        for t in tiles {
-            tile(t, panel).run(isa);
-        }
-        1
     }
 }
 
@@ -738,7 +669,7 @@ pub(super) mod avx2 {
 
     /// The partial sums an earlier chunk left in `y` (zero for padding lanes and rows).
     #[target_feature(enable = "avx2,fma")]
-    pub(in crate::kernels) unsafe fn load_partial(t: &Tile) -> [[__m256; 2]; MR] {
+    unsafe fn load_partial(t: &Tile) -> [[__m256; 2]; MR] {
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
             for (p, row) in acc.iter_mut().enumerate().take(t.m) {
@@ -761,7 +692,7 @@ pub(super) mod avx2 {
 
     /// The raw partial sums into `y`, for the next chunk.
     #[target_feature(enable = "avx2,fma")]
-    pub(in crate::kernels) unsafe fn store_partial(t: &Tile, acc: &[[__m256; 2]; MR]) {
+    unsafe fn store_partial(t: &Tile, acc: &[[__m256; 2]; MR]) {
         unsafe {
             for (p, row) in acc.iter().enumerate().take(t.m) {
                 let y = t.y.add(p * t.y_pix);
@@ -783,7 +714,7 @@ pub(super) mod avx2 {
     /// Bias, tail and the store of the first `m` pixels (a partial vector through a lane
     /// buffer).
     #[target_feature(enable = "avx2,fma")]
-    pub(in crate::kernels) unsafe fn store(t: &Tile, acc: &[[__m256; 2]; MR]) {
+    unsafe fn store(t: &Tile, acc: &[[__m256; 2]; MR]) {
         unsafe {
             // the common case: at most a clamp, no residual, whole vectors
             let clamp = match (t.tail.act, t.tail.post, t.res) {

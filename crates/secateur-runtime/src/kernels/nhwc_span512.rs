@@ -1,12 +1,13 @@
-//! The AVX-512 path of the NHWC implicit GEMM for ungrouped convolutions whose whole
-//! reduction is one chunk (1×1 layers of up to 160 input channels, the 3-channel stems):
-//! a block of output pixels runs through every panel set of the layer inside one call, each
-//! step 6 pixels × up to four 16-channel panels (24 accumulators) with the bias, a clamp
-//! (ReLU, ReLU6, Clip) and the residual addition applied in registers before a masked store.
-//! With a reduction this short, building a tile description and calling an out-of-line
-//! epilogue per 6 × 32 tile cost as much as the products (16 → 64 channels at 55 × 55 ran at
-//! 40–65 GFLOP/s against 140–180 for the bare loop); here only the pixels' input offsets are
-//! computed per tile. Other element-wise functions run out of line on the accumulators.
+//! The AVX-512 register tiles of the NHWC implicit GEMM and of the Winograd products: a block
+//! of output pixels (or Winograd tiles) runs through all of one group's panels inside one
+//! call, each tile up to four 16-channel panels × 6–12 pixels (24 accumulators), chunk by
+//! chunk of the reduction (partial sums wait in the output), with the bias, a clamp (ReLU,
+//! ReLU6, Clip) and the residual addition applied in registers before a masked store after the
+//! last chunk. Building a tile description and calling an out-of-line epilogue per 6 × 32 tile
+//! had cost as much as the products of a short reduction (16 → 64 channels at 55 × 55 ran at
+//! 40–65 GFLOP/s against 140–180 for a bare loop) and 10–20 % on long ones; here only the
+//! pixels' input offsets are computed per tile. Other element-wise functions run out of line
+//! on the accumulators.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -28,20 +29,25 @@ pub(super) struct Span<'a> {
     pub offsets: &'a [usize],
     /// (offset, length) of the input pieces one pixel reads, in packed order.
     pub pieces: &'a [(usize, usize)],
-    /// Reduction length (the pieces' total).
-    pub k: usize,
-    /// The first panel's packed `[k][16]` weights; the next panels follow `k · 16` apart.
+    /// The first panel's packed weights (`[16]` per reduction value, in the pieces' order);
+    /// the next panels' follow `w_panel` values apart.
     pub weights: *const f32,
-    /// The first panel's padded bias; the next panels follow 16 apart.
+    pub w_panel: usize,
+    /// The first panel's padded bias; the next panels' follow 16 apart.
     pub bias: *const f32,
     pub panels: usize,
     /// Real channels of the last panel (16 unless the layer's channels are not a multiple).
     pub last_valid: usize,
+    /// The first chunk of the reduction starts from zero, later ones from the partial sums in
+    /// `y`; only the last applies bias and tail.
+    pub first: bool,
+    pub last: bool,
     /// The output of the block's first pixel at the first panel's first channel, and the
-    /// residual at the same place; pixels are `y_pix` apart.
+    /// residual at the same place; pixels are `y_pix` apart, panels `y_panel`.
     pub y: *mut f32,
     pub res: Option<*const f32>,
     pub y_pix: usize,
+    pub y_panel: usize,
     pub tail: &'a Tail,
 }
 
@@ -78,33 +84,58 @@ pub(super) unsafe fn run(s: &Span) {
             // tiles of 24 accumulators where the panels allow (12 for a single panel, whose
             // 12 broadcasts per weight vector already fill the load ports)
             p += match s.panels - p {
-                1 => panel_set::<12, 1>(s, p),
-                2 => panel_set::<12, 2>(s, p),
-                3 => panel_set::<8, 3>(s, p),
-                _ => panel_set::<6, 4>(s, p),
+                1 => panel_set::<12, 6, 1>(s, p),
+                2 => panel_set::<12, 6, 2>(s, p),
+                3 => panel_set::<8, 4, 3>(s, p),
+                _ => panel_set::<6, 3, 4>(s, p),
             };
         }
     }
 }
 
-/// Panels `first .. first + NP` over the block's pixels, `M` at a time; returns `NP`.
+/// Panels `first .. first + NP` over the block's pixels, `M` at a time (a last tile of at
+/// most `H` pixels with `H` rows: computing rows past the end is wasted work, and layers of
+/// 7 × 7 pixels or Winograd blocks of 4–16 tiles have few); returns `NP`.
 #[inline(always)]
-unsafe fn panel_set<const M: usize, const NP: usize>(s: &Span, first: usize) -> usize {
+unsafe fn panel_set<const M: usize, const H: usize, const NP: usize>(
+    s: &Span,
+    first: usize,
+) -> usize {
     unsafe {
-        let weights = s.weights.add(first * s.k * NR);
         let mut q = 0;
         while q < s.offsets.len() {
             let m = M.min(s.offsets.len() - q);
-            let mut a = [s.base; M];
-            for (i, p) in a.iter_mut().enumerate() {
-                // pixels past the end repeat the last one; their results are not stored
-                *p = s.base.add(s.offsets[q + i.min(m - 1)]);
+            if m <= H {
+                tile::<H, NP>(s, first, q, m);
+            } else {
+                tile::<M, NP>(s, first, q, m);
             }
-            let acc = products::<M, NP>(&a, s.pieces, weights, s.k);
-            store::<M, NP>(s, first, q, m, acc);
             q += m;
         }
         NP
+    }
+}
+
+/// Pixels `q .. q + m` (`m ≤ M`) of the block through panels `first .. first + NP`.
+#[inline(always)]
+unsafe fn tile<const M: usize, const NP: usize>(s: &Span, first: usize, q: usize, m: usize) {
+    unsafe {
+        let mut a = [s.base; M];
+        for (i, p) in a.iter_mut().enumerate() {
+            // pixels past the end repeat the last one; their results are not stored
+            *p = s.base.add(s.offsets[q + i.min(m - 1)]);
+        }
+        let mut acc = [[_mm512_setzero_ps(); NP]; M];
+        if !s.first {
+            load_partial(s, first, q, m, &mut acc);
+        }
+        let weights = s.weights.add(first * s.w_panel);
+        products::<M, NP>(&a, s.pieces, weights, s.w_panel, &mut acc);
+        if s.last {
+            store::<M, NP>(s, first, q, m, acc);
+        } else {
+            store_partial(s, first, q, m, &acc);
+        }
     }
 }
 
@@ -114,16 +145,16 @@ unsafe fn products<const M: usize, const NP: usize>(
     a: &[*const f32; M],
     pieces: &[(usize, usize)],
     weights: *const f32,
-    k: usize,
-) -> [[__m512; NP]; M] {
+    w_panel: usize,
+    acc: &mut [[__m512; NP]; M],
+) {
     unsafe {
-        let mut acc = [[_mm512_setzero_ps(); NP]; M];
         let mut bp = weights;
         for &(off, len) in pieces {
             for kk in off..off + len {
                 let mut w = [_mm512_setzero_ps(); NP];
                 for (j, v) in w.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(bp.add(j * k * NR));
+                    *v = _mm512_loadu_ps(bp.add(j * w_panel));
                 }
                 for (i, row) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(*a[i].add(kk));
@@ -134,7 +165,54 @@ unsafe fn products<const M: usize, const NP: usize>(
                 bp = bp.add(NR);
             }
         }
-        acc
+    }
+}
+
+/// The lanes of each panel of the set that are real channels.
+#[inline(always)]
+fn masks<const NP: usize>(s: &Span, first: usize) -> [u16; NP] {
+    let mut masks = [0xffffu16; NP];
+    if first + NP == s.panels {
+        masks[NP - 1] = ((1u32 << s.last_valid) - 1) as u16;
+    }
+    masks
+}
+
+/// The partial sums an earlier chunk stored for the first `m` pixels of a tile.
+#[inline(always)]
+unsafe fn load_partial<const M: usize, const NP: usize>(
+    s: &Span,
+    first: usize,
+    q: usize,
+    m: usize,
+    acc: &mut [[__m512; NP]; M],
+) {
+    let masks = masks::<NP>(s, first);
+    for (i, row) in acc.iter_mut().enumerate().take(m) {
+        for (j, v) in row.iter_mut().enumerate() {
+            let at = (q + i) * s.y_pix + (first + j) * s.y_panel;
+            // SAFETY: the span's contract: the pixel's outputs lie in `y`.
+            *v = unsafe { _mm512_maskz_loadu_ps(masks[j], s.y.add(at)) };
+        }
+    }
+}
+
+/// The raw partial sums of the first `m` pixels of a tile, for the next chunk.
+#[inline(always)]
+unsafe fn store_partial<const M: usize, const NP: usize>(
+    s: &Span,
+    first: usize,
+    q: usize,
+    m: usize,
+    acc: &[[__m512; NP]; M],
+) {
+    let masks = masks::<NP>(s, first);
+    for (i, row) in acc.iter().enumerate().take(m) {
+        for (j, v) in row.iter().enumerate() {
+            let at = (q + i) * s.y_pix + (first + j) * s.y_panel;
+            // SAFETY: as `load_partial`.
+            unsafe { _mm512_mask_storeu_ps(s.y.add(at), masks[j], *v) };
+        }
     }
 }
 
@@ -148,10 +226,7 @@ unsafe fn store<const M: usize, const NP: usize>(
     mut acc: [[__m512; NP]; M],
 ) {
     unsafe {
-        let mut masks = [0xffffu16; NP];
-        if first + NP == s.panels {
-            masks[NP - 1] = ((1u32 << s.last_valid) - 1) as u16;
-        }
+        let masks = masks::<NP>(s, first);
         for j in 0..NP {
             let b = _mm512_loadu_ps(s.bias.add((first + j) * NR));
             for row in acc.iter_mut() {
@@ -159,7 +234,7 @@ unsafe fn store<const M: usize, const NP: usize>(
             }
         }
         apply(Step::of(s.tail.act), &mut acc);
-        let at = |i: usize, j: usize| (q + i) * s.y_pix + (first + j) * NR;
+        let at = |i: usize, j: usize| (q + i) * s.y_pix + (first + j) * s.y_panel;
         if let Some(r) = s.res.filter(|_| s.tail.residual) {
             for (i, row) in acc.iter_mut().enumerate().take(m) {
                 for (j, v) in row.iter_mut().enumerate() {

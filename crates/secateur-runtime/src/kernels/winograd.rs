@@ -341,6 +341,10 @@ impl NhwcWinograd {
     /// `count` (1 or 2, two only with AVX-512) consecutive panels from `p`, each panel's
     /// products in its own `POINTS · nt · NR` part of `m`.
     fn products(&self, v: &[f32], nt: usize, p: usize, count: usize, m: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx512 {
+            return self.products_avx512(v, nt, p, count, m);
+        }
         // the products carry no bias or tail: both apply after the output transform
         let (zero_tail, zeros) = (Tail::default(), [0.0f32; NR]);
         let m_len = POINTS * nt * NR;
@@ -374,17 +378,52 @@ impl NhwcWinograd {
                         }
                     };
                     // SAFETY: each pointer reaches `len` values of its row of `v`, the panel's
-                    // `len × NR` weights and `rows` rows of `NR` products in its part of `m`;
-                    // two panels only where AVX-512 was detected.
-                    unsafe {
-                        #[cfg(target_arch = "x86_64")]
-                        if count == 2 {
-                            super::nhwc_pair512::pair_kernel(&tile(p), &tile(p + 1));
-                            continue;
-                        }
-                        tile(p).run(self.isa)
-                    };
+                    // `len × NR` weights and `rows` rows of `NR` products in its part of `m`.
+                    unsafe { tile(p).run(self.isa) };
                 }
+            }
+        }
+    }
+
+    /// [`NhwcWinograd::products`] on AVX-512: per point and chunk of the reduction, every
+    /// tile of the block through the `count` panels in one call (`nhwc_span512`).
+    #[cfg(target_arch = "x86_64")]
+    fn products_avx512(&self, v: &[f32], nt: usize, p: usize, count: usize, m: &mut [f32]) {
+        use super::nhwc_span512::{Span, run};
+        let (zero_tail, zeros) = (Tail::default(), [0.0f32; 2 * NR]);
+        let m_len = POINTS * nt * NR;
+        assert!(count <= 2 && m.len() >= count * m_len && nt <= MAX_BLOCK_TILES);
+        let kc = chunk_len(self.isa);
+        let mut offsets = [0usize; MAX_BLOCK_TILES];
+        for e in 0..POINTS {
+            for (t, o) in offsets[..nt].iter_mut().enumerate() {
+                *o = (e * nt + t) * self.c_in;
+            }
+            for k0 in (0..self.c_in).step_by(kc) {
+                let len = kc.min(self.c_in - k0);
+                let weights = self.offset + (p * POINTS + e) * self.c_in * NR + k0 * NR;
+                // SAFETY: AVX-512 was detected; each tile's row of `v` holds `c_in` values, the
+                // panels' weights lie in `packed` (`POINTS · c_in · NR` apart), and the
+                // products of `nt` tiles × `count` panels in `m` (`m_len` apart).
+                unsafe {
+                    run(&Span {
+                        base: v.as_ptr(),
+                        offsets: &offsets[..nt],
+                        pieces: &[(k0, len)],
+                        weights: self.packed[weights..].as_ptr(),
+                        w_panel: POINTS * self.c_in * NR,
+                        bias: zeros.as_ptr(),
+                        panels: count,
+                        last_valid: NR,
+                        first: k0 == 0,
+                        last: k0 + len == self.c_in,
+                        y: m.as_mut_ptr().add(e * nt * NR),
+                        res: None,
+                        y_pix: NR,
+                        y_panel: m_len,
+                        tail: &zero_tail,
+                    })
+                };
             }
         }
     }
