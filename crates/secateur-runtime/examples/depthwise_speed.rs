@@ -1,5 +1,7 @@
 //! Times the NHWC depthwise convolution on one layer and prints GFLOP/s:
-//! `depthwise_speed C HW K STRIDE` (`SILU=1` fuses a SiLU, `ISA=avx2` skips AVX-512).
+//! `depthwise_speed C HW K STRIDE` (`SILU=1` fuses a SiLU, `ISA=avx2` skips AVX-512, `PAD=P`
+//! pads by `P` instead of `K/2`: `PAD=0` times the interior kernel alone; `MIN=1` reports the
+//! fastest run instead of the median).
 use secateur_graph::Conv;
 use secateur_runtime::harness::{Budget, measure, probe};
 use secateur_runtime::kernels::epilogue::Tail;
@@ -12,10 +14,11 @@ fn main() {
         .collect();
     let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
     let (c, hw, k, s) = (arg(0, 144), arg(1, 56), arg(2, 3), arg(3, 1));
+    let pad: usize = std::env::var("PAD").map_or(k / 2, |t| t.parse().expect("a number"));
     let conv = Conv {
         kernel: [k, k],
         strides: [s, s],
-        pads: [k / 2; 4],
+        pads: [pad; 4],
         dilations: [1, 1],
         groups: c,
     };
@@ -32,7 +35,7 @@ fn main() {
     if std::env::var("SILU_ONLY").is_ok() {
         silu_only(c * hw * hw);
     }
-    let ho = (hw + 2 * (k / 2) - k) / s + 1;
+    let ho = (hw + 2 * pad - k) / s + 1;
     let x: Vec<f32> = (0..c * hw * hw)
         .map(|i| ((i * 3) % 17) as f32 * 0.01)
         .collect();
@@ -43,11 +46,13 @@ fn main() {
     };
     let mut run = || dw.run(isa, &x, hw, hw, ho, ho, &mut y, None, 1);
     let one = probe(&mut run);
-    let ms = measure(&mut run, Budget::for_duration(one, 500.0)).median_ms;
+    let stats = measure(&mut run, Budget::for_duration(one, 500.0));
+    let ms = if std::env::var("MIN").is_ok() { stats.min_ms } else { stats.median_ms };
     let flops = 2.0 * (c * k * k * ho * ho) as f64;
     println!(
-        "depthwise {c}ch {hw}x{hw} k{k} s{s}: {ms:.4} ms, {:.1} GFLOP/s",
-        flops / ms / 1e6
+        "depthwise {c}ch {hw}x{hw} k{k} s{s} p{pad}: {ms:.4} ms, {:.1} GFLOP/s, {:.2} ns per output pixel",
+        flops / ms / 1e6,
+        ms * 1e6 / (ho * ho) as f64
     );
 }
 
