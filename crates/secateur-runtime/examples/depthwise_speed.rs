@@ -47,7 +47,11 @@ fn main() {
     let mut run = || dw.run(isa, &x, hw, hw, ho, ho, &mut y, None, 1);
     let one = probe(&mut run);
     let stats = measure(&mut run, Budget::for_duration(one, 500.0));
-    let ms = if std::env::var("MIN").is_ok() { stats.min_ms } else { stats.median_ms };
+    let ms = if std::env::var("MIN").is_ok() {
+        stats.min_ms
+    } else {
+        stats.median_ms
+    };
     let flops = 2.0 * (c * k * k * ho * ho) as f64;
     println!(
         "depthwise {c}ch {hw}x{hw} k{k} s{s} p{pad}: {ms:.4} ms, {:.1} GFLOP/s, {:.2} ns per output pixel",
