@@ -256,7 +256,7 @@ impl NhwcWinograd {
             self.transform_input(xp, g, tiles.clone(), v);
             let mut p = panels.start;
             while p < panels.end {
-                // with AVX-512 two panels share the register tile (see `nhwc_pair512`)
+                // with AVX-512 two panels share the register tiles (see `nhwc_span512`)
                 let count = if self.isa == Isa::Avx512 && p + 1 < panels.end {
                     2
                 } else {
