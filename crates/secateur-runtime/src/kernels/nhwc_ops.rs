@@ -115,20 +115,25 @@ fn depthwise_row(
     let fast = isa != Isa::Portable
         && kw <= 8
         && conv.dilations == [1, 1]
-        && (ky0, ky1) == (0, kh)
+        && ky0 < ky1
         && c >= 8
         && lo < hi;
     #[cfg(not(target_arch = "x86_64"))]
     let fast = false;
     #[cfg(target_arch = "x86_64")]
     if fast {
-        // SAFETY: AVX2 and FMA are present (any detected vector Isa implies them); the rows
-        // iy0 .. iy0 + kh and the columns of pixels lo .. hi lie inside the input.
+        // the kernel rows whose input rows exist (all but in the first and last rows)
+        let rows = KernelRows {
+            input: (iy0 + ky0 as isize) as usize,
+            taps: ky0..ky1,
+        };
+        // SAFETY: AVX2 and FMA are present (any detected vector Isa implies them); the input
+        // rows of `rows` and the columns of pixels lo .. hi lie inside the input.
         unsafe {
             if isa == Isa::Avx512 {
-                depthwise_interior_avx512(d, x, w, iy0 as usize, lo..hi, y, residual);
+                depthwise_interior_avx512(d, x, w, rows, lo..hi, y, residual);
             } else {
-                depthwise_interior_avx2(d, x, w, iy0 as usize, lo..hi, y, residual);
+                depthwise_interior_avx2(d, x, w, rows, lo..hi, y, residual);
             }
         }
     }
@@ -347,13 +352,13 @@ unsafe fn depthwise_interior_avx2(
     d: &NhwcDepthwise,
     x: &[f32],
     w: usize,
-    iy0: usize,
+    rows: KernelRows,
     cols: std::ops::Range<usize>,
     y: &mut [f32],
     res: Option<&[f32]>,
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe { depthwise_interior::<false>(d, x, w, iy0, cols, y, res) }
+    unsafe { depthwise_interior::<false>(d, x, w, rows, cols, y, res) }
 }
 
 /// [`depthwise_interior_avx2`] with 16-channel vectors first (AVX-512), then the 8-channel
@@ -367,13 +372,21 @@ unsafe fn depthwise_interior_avx512(
     d: &NhwcDepthwise,
     x: &[f32],
     w: usize,
-    iy0: usize,
+    rows: KernelRows,
     cols: std::ops::Range<usize>,
     y: &mut [f32],
     res: Option<&[f32]>,
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe { depthwise_interior::<true>(d, x, w, iy0, cols, y, res) }
+    unsafe { depthwise_interior::<true>(d, x, w, rows, cols, y, res) }
+}
+
+/// The kernel rows one output row of a depthwise convolution reads: `taps` (all of them but
+/// next to the top and bottom edges), the first of them at input row `input`.
+#[derive(Clone, Debug)]
+struct KernelRows {
+    input: usize,
+    taps: std::ops::Range<usize>,
 }
 
 /// The body of the interior kernels; `WIDE` adds the 16-channel vectors.
@@ -383,7 +396,7 @@ unsafe fn depthwise_interior<const WIDE: bool>(
     d: &NhwcDepthwise,
     x: &[f32],
     w: usize,
-    iy0: usize,
+    rows: KernelRows,
     cols: std::ops::Range<usize>,
     y: &mut [f32],
     res: Option<&[f32]>,
@@ -398,10 +411,11 @@ unsafe fn depthwise_interior<const WIDE: bool>(
     };
     // SAFETY: forwarded from the caller (AVX2 and FMA present, taps inside `x`).
     unsafe {
-        if d.conv.kernel == [3, 3] {
-            interior_body::<WIDE>(d, x, w, iy0, cols.clone(), y, clamp, [3, 3]);
+        if d.conv.kernel == [3, 3] && rows.taps == (0..3) {
+            interior_body::<WIDE>(d, x, w, &rows, cols.clone(), y, clamp, [3, 3]);
         } else {
-            interior_body::<WIDE>(d, x, w, iy0, cols.clone(), y, clamp, d.conv.kernel);
+            let kernel = [rows.taps.len(), d.conv.kernel[1]];
+            interior_body::<WIDE>(d, x, w, &rows, cols.clone(), y, clamp, kernel);
         }
     }
     if clamp.is_none() {
@@ -414,15 +428,16 @@ unsafe fn depthwise_interior<const WIDE: bool>(
     if c.is_multiple_of(8) {
         return;
     }
-    let [kh, kw] = d.conv.kernel;
+    let kw = d.conv.kernel[1];
     let (sx, pl) = (d.conv.strides[1], d.conv.pads[1]);
     for ox in cols {
         let ix = ox * sx - pl;
         for j in c - c % 8..c {
             let mut v = d.bias[j];
-            for ky in 0..kh {
+            for (r, ky) in rows.taps.clone().enumerate() {
+                let iy = rows.input + r;
                 for kx in 0..kw {
-                    v += x[((iy0 + ky) * w + ix + kx) * c + j] * d.weights[(ky * kw + kx) * c + j];
+                    v += x[(iy * w + ix + kx) * c + j] * d.weights[(ky * kw + kx) * c + j];
                 }
             }
             let mut v = d.tail.act.map_or(v, |f| f.apply(v));
@@ -435,7 +450,8 @@ unsafe fn depthwise_interior<const WIDE: bool>(
 }
 
 /// The whole channel vectors of [`depthwise_interior_avx2`] for a `kernel` the caller may
-/// pass as constants (inlined, so a literal 3×3 unrolls).
+/// pass as constants (inlined, so a literal 3×3 unrolls): the rows `rows.taps` of the
+/// filter, `kernel[0]` of them.
 ///
 /// # Safety
 /// AVX2 and FMA; every tap of the pixels `cols` inside `x`.
@@ -446,7 +462,7 @@ unsafe fn interior_body<const WIDE: bool>(
     d: &NhwcDepthwise,
     x: &[f32],
     w: usize,
-    iy0: usize,
+    rows: &KernelRows,
     cols: std::ops::Range<usize>,
     y: &mut [f32],
     clamp: Option<(f32, f32)>,
@@ -463,7 +479,13 @@ unsafe fn interior_body<const WIDE: bool>(
     // in `y`; channel offsets stay below `c8 <= c`.
     unsafe {
         let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-        let (xp, wp, bp) = (x.as_ptr(), d.weights.as_ptr(), d.bias.as_ptr());
+        let (xp, bp) = (x.as_ptr(), d.bias.as_ptr());
+        // the weights of the first kernel row read
+        let wp = d
+            .weights
+            .as_ptr()
+            .add(rows.taps.start * d.conv.kernel[1] * c);
+        let iy0 = rows.input;
         let yp = y.as_mut_ptr();
         if WIDE {
             // blocks of pixels (four, or two at stride 2, where that measured faster), all
