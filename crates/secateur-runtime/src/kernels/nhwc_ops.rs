@@ -383,6 +383,7 @@ unsafe fn depthwise_interior_avx512(
 
 /// The kernel rows one output row of a depthwise convolution reads: `taps` (all of them but
 /// next to the top and bottom edges), the first of them at input row `input`.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Debug)]
 struct KernelRows {
     input: usize,
