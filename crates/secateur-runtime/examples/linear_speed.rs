@@ -42,11 +42,8 @@ fn main() {
             act: secateur_runtime::kernels::Activation::None,
         };
         let flops = 2.0 * (rows * k * m) as f64;
-        let gemm = measure(
-            &mut || dense::matmul_pretransposed(&wt, &x, &mut y, m, k, rows, &ep, 1),
-            Budget::default(),
-        )
-        .median_ms;
+        let fc = dense::FullyConnected::new(isa, wt.clone(), k, m, rows);
+        let gemm = measure(&mut || fc.run(&x, &mut y, rows, &ep, 1), Budget::default()).median_ms;
         // W [m × k] row-major is the 1×1 convolution's weight
         let w: Vec<f32> = (0..m * k).map(|i| wt[(i % k) * m + i / k]).collect();
         let conv = Conv::new([1, 1], 0);

@@ -122,8 +122,8 @@ proptest! {
 
     #[test]
     fn fully_connected_products_match_reference(m in 1usize..300, k in 1usize..90, n in 1usize..4, a in 0u8..3, threads in 1usize..3, seed in 0u64..1000) {
-        // y[n×m] = x[n×k] · wt[k×m]: at n = 1 the vector-matrix kernel (AVX-512), whose
-        // column blocks of 128 end in masked lanes for every m
+        // y[n×m] = x[n×k] · wt[k×m]: at n = 1 the vector-matrix kernel over packed column
+        // blocks (AVX-512), whose blocks of 128 end in masked lanes for every m
         let w = sparse_matrix(m, k, 1.0, seed);
         let wt: Vec<f32> = (0..k * m).map(|i| w[(i % m) * k + i / m]).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 5);
@@ -132,14 +132,17 @@ proptest! {
         let bias: Vec<f32> = (0..m).map(|_| rng.random_range(-0.5..0.5)).collect();
         let ep = Epilogue { bias: Some(&bias), act: act_of(a) };
         let want = reference_matmul(&w, m, k, &xt, n, &ep);
-        let mut y = vec![f32::NAN; n * m];
-        dense::matmul_pretransposed(&wt, &x, &mut y, m, k, n, &ep, threads);
+        for isa in Isa::available() {
+            let mut y = vec![f32::NAN; n * m];
+            let fc = dense::FullyConnected::new(isa, wt.clone(), k, m, n);
+            fc.run(&x, &mut y, n, &ep, threads);
         for i in 0..n {
             for j in 0..m {
                 let (got, want) = (y[i * m + j], want[j * n + i]);
                 let tol = 1e-4 * (1.0 + want.abs()) * (k as f32).sqrt();
-                prop_assert!((got - want).abs() <= tol, "{m}x{k}x{n}: y[{i}][{j}] = {got}, reference {want}");
+                prop_assert!((got - want).abs() <= tol, "{isa:?} {m}x{k}x{n}: y[{i}][{j}] = {got}, reference {want}");
             }
+        }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Dense products through the `gemm` crate: `Y = W·X` for convolutions (weights times the
 //! im2col matrix) and `Y = X·Wᵀ` for fully connected layers without transposing anything,
-//! followed by the bias/activation epilogue.
+//! followed by the bias/activation epilogue; and fully connected layers at batch 1 on AVX-512
+//! as a vector-matrix product over weights packed in column blocks (one sequential stream).
 
 use super::epilogue::Epilogue;
 use crate::team::parallel_for;
@@ -190,65 +191,118 @@ pub fn matmul_transposed(
     }
 }
 
-/// `y[N×M] = x[N×K] · wt[K×M] + bias (per column), activation`, with `wt = Wᵀ` stored
-/// row-major (fully connected layers: no strided operand for the GEMM).
-pub fn matmul_pretransposed(
-    wt: &[f32],
-    x: &[f32],
-    y: &mut [f32],
-    m: usize,
+/// The weights of a fully connected layer `y[N×M] = x[N×K] · Wᵀ + bias, activation` for a
+/// fixed number of rows `N`: `Wᵀ` row-major for the GEMM, or, for one row (batch 1) on
+/// AVX-512, cut into column blocks of [`VM_BLOCK`] whose `K` rows are stored one after the
+/// other, so that the product streams the weights in one sequential pass. Read row by row from
+/// the full `Wᵀ`, a block jumps `M` floats between rows: every row of a 1024 → 1000 classifier
+/// lands on another 4 KiB page, and with the weights coming from memory (they are read once per
+/// inference) the layer ran at half the bandwidth ONNX Runtime reaches.
+#[derive(Clone)]
+pub struct FullyConnected {
+    weights: Vec<f32>,
     k: usize,
-    n: usize,
-    ep: &Epilogue,
-    threads: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if n == 1 && super::Isa::detect() == super::Isa::Avx512 {
-        vector_times_matrix(wt, x, y, k, m, threads);
-    } else {
-        matmul(x, wt, y, n, k, m, &Epilogue::NONE, threads);
+    m: usize,
+    blocked: bool,
+}
+
+impl FullyConnected {
+    /// From `wt = Wᵀ` (`K×M` row-major), for products of `rows` rows on `isa`.
+    pub fn new(isa: super::Isa, wt: Vec<f32>, k: usize, m: usize, rows: usize) -> Self {
+        assert!(
+            wt.len() == k * m,
+            "fully connected weights: {} values for {k}x{m}",
+            wt.len()
+        );
+        if rows != 1 || isa != super::Isa::Avx512 {
+            return FullyConnected {
+                weights: wt,
+                k,
+                m,
+                blocked: false,
+            };
+        }
+        let mut blocks = Vec::with_capacity(k * m);
+        for j0 in (0..m).step_by(VM_BLOCK) {
+            let width = VM_BLOCK.min(m - j0);
+            for row in wt.chunks_exact(m) {
+                blocks.extend_from_slice(&row[j0..j0 + width]);
+            }
+        }
+        FullyConnected {
+            weights: blocks,
+            k,
+            m,
+            blocked: true,
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    matmul(x, wt, y, n, k, m, &Epilogue::NONE, threads);
-    if ep.bias.is_some() || ep.act != super::Activation::None {
-        for row in y[..m * n].chunks_mut(m) {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = ep.act.apply(*v + ep.bias(j));
+
+    /// `y[rows×M] = x[rows×K] · Wᵀ + bias, activation`.
+    pub fn run(&self, x: &[f32], y: &mut [f32], rows: usize, ep: &Epilogue, threads: usize) {
+        let (k, m) = (self.k, self.m);
+        if self.blocked && rows == 1 {
+            vector_times_blocks(&self.weights, x, y, k, m, threads);
+        } else {
+            assert!(!self.blocked, "weights packed for one row, {rows} given");
+            matmul(x, &self.weights, y, rows, k, m, &Epilogue::NONE, threads);
+        }
+        if ep.bias.is_some() || ep.act != super::Activation::None {
+            for row in y[..m * rows].chunks_mut(m) {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = ep.act.apply(*v + ep.bias(j));
+                }
             }
         }
     }
 }
 
-/// Columns of `y` per register block of [`vector_times_matrix`] (eight 16-lane accumulators).
-#[cfg(target_arch = "x86_64")]
+/// Columns of `y` per register block of [`vector_times_blocks`] (eight 16-lane accumulators).
 const VM_BLOCK: usize = 128;
 
-/// `y[M] = x[K] · wt[K×M]` for one row (a fully connected layer at batch 1): the weights are
-/// streamed once, row by row, into 128 column accumulators held in registers, instead of
-/// going through the GEMM's packing, which copies all of them on every call. Column blocks
-/// are split over the running team (`crate::team`) when `threads > 1`.
-#[cfg(target_arch = "x86_64")]
-fn vector_times_matrix(wt: &[f32], x: &[f32], y: &mut [f32], k: usize, m: usize, threads: usize) {
+/// `y[M] = x[K] · Wᵀ` for one row from the column blocks of [`FullyConnected`]: each block's
+/// weights are streamed once into 128 column accumulators held in registers (no packing per
+/// call, as the GEMM would do). Blocks are split over the running team (`crate::team`) when
+/// `threads > 1`; without AVX-512 (weights packed on another machine's plan never reach here,
+/// but the check is cheap) a portable loop computes the same sums.
+fn vector_times_blocks(
+    blocks: &[f32],
+    x: &[f32],
+    y: &mut [f32],
+    k: usize,
+    m: usize,
+    threads: usize,
+) {
     assert!(
-        wt.len() >= k * m && x.len() >= k && y.len() >= m,
+        blocks.len() >= k * m && x.len() >= k && y.len() >= m,
         "vector-matrix product: buffer sizes do not match {k}x{m}"
     );
     let block = |b: usize, out: &mut [f32]| {
-        // SAFETY: AVX-512F was detected by the caller; `out` holds the block's columns, and
-        // every row of `wt` holds `m >= b·VM_BLOCK + out.len()` values (checked above).
-        unsafe { vm_block_avx512(wt, x, out, k, m, b * VM_BLOCK) }
+        let w = &blocks[b * VM_BLOCK * k..][..k * out.len()];
+        #[cfg(target_arch = "x86_64")]
+        if super::Isa::detect() == super::Isa::Avx512 {
+            // SAFETY: AVX-512F was detected; `w` holds the block's `k` rows of `out.len()`
+            // values and `x` holds `k` values (checked above).
+            unsafe { vm_block_avx512(w, &x[..k], out) };
+            return;
+        }
+        out.fill(0.0);
+        for (row, &xv) in w.chunks_exact(out.len()).zip(x) {
+            for (o, &wv) in out.iter_mut().zip(row) {
+                *o += xv * wv;
+            }
+        }
     };
     crate::team::parallel_chunks(threads, &mut y[..m], VM_BLOCK, block);
 }
 
-/// Columns `j0 .. j0 + out.len()` (at most [`VM_BLOCK`]) of `x · wt`; lanes past the end are
-/// masked off.
+/// One block of [`vector_times_blocks`]: `out[j] = Σ_kk x[kk] · w[kk·width + j]` with
+/// `width = out.len() ≤ VM_BLOCK`; lanes past the width are masked off.
 ///
 /// # Safety
-/// AVX-512F; `wt` holds `k` rows of `m` values, `x` holds `k` values, `j0 + out.len() <= m`.
+/// AVX-512F; `w` holds `x.len()` rows of `out.len()` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn vm_block_avx512(wt: &[f32], x: &[f32], out: &mut [f32], k: usize, m: usize, j0: usize) {
+unsafe fn vm_block_avx512(w: &[f32], x: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let width = out.len();
     let mask = |v: usize| -> __mmask16 {
@@ -258,17 +312,17 @@ unsafe fn vm_block_avx512(wt: &[f32], x: &[f32], out: &mut [f32], k: usize, m: u
     let masks: [__mmask16; 8] = std::array::from_fn(mask);
     // SAFETY: masked lanes are neither read nor written (their addresses, which may lie past
     // the buffers, are formed with wrapping arithmetic); the others lie inside row `kk` of
-    // `wt` at columns below `j0 + width <= m`, and inside `out`.
+    // `w` and inside `out`.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); 8];
-        let base = wt.as_ptr().add(j0);
-        for (kk, &xv) in x[..k].iter().enumerate() {
+        let mut row = w.as_ptr();
+        for &xv in x {
             let xv = _mm512_set1_ps(xv);
-            let row = base.add(kk * m);
             for (v, a) in acc.iter_mut().enumerate() {
                 let w = _mm512_maskz_loadu_ps(masks[v], row.wrapping_add(16 * v));
                 *a = _mm512_fmadd_ps(xv, w, *a);
             }
+            row = row.wrapping_add(width);
         }
         for (v, a) in acc.iter().enumerate() {
             _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(16 * v), masks[v], *a);

@@ -33,8 +33,8 @@ pub(super) struct Linear {
     pub(super) threads: usize,
     pub(super) xt: Vec<f32>,
     pub(super) yt: Vec<f32>,
-    /// Wᵀ row-major for the dense path.
-    pub(super) wt: Vec<f32>,
+    /// The weights of the dense path (`None` for sparse kernels).
+    pub(super) dense: Option<dense::FullyConnected>,
 }
 
 #[derive(Clone)]
@@ -423,7 +423,11 @@ pub(super) fn run_step(
             let (k, m, n) = (l.k, l.m, l.rows);
             match &l.kernel {
                 WeightKernel::Dense { .. } => {
-                    dense::matmul_pretransposed(&l.wt, x, out, m, k, n, &ep, l.threads)
+                    let fc = l
+                        .dense
+                        .as_ref()
+                        .expect("dense weights of a dense linear step");
+                    fc.run(&x[..n * k], &mut out[..n * m], n, &ep, l.threads)
                 }
                 sparse if n == 1 => sparse.matmul(isa, &x[..k], 1, &mut out[..m], &ep, l.threads),
                 sparse => {

@@ -10,6 +10,7 @@
 use super::weights::{Choice, Prepared, candidates, choose, prepare};
 use super::{LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
+use crate::kernels::dense::FullyConnected;
 use crate::kernels::nhwc_conv::NhwcConv;
 use crate::kernels::nhwc_int8::{NhwcInt8Conv, int8_runs_fast};
 use crate::kernels::{Format, WeightKernel};
@@ -154,13 +155,16 @@ fn lower_linear(op_type: &str, prep: Prepared) -> Result<(StepKind, LayerChoice)
         ));
     }
     let sparse = kernel.format() != Format::Dense && n_rows > 1;
-    let wt = match &kernel {
-        WeightKernel::Dense { .. } => fused
-            .weight
-            .transpose2()
-            .map_err(|e| err(&name, e.to_string()))?
-            .into_data(),
-        _ => Vec::new(),
+    let dense = match &kernel {
+        WeightKernel::Dense { .. } => {
+            let wt = fused
+                .weight
+                .transpose2()
+                .map_err(|e| err(&name, e.to_string()))?
+                .into_data();
+            Some(FullyConnected::new(config.isa, wt, k, rows, n_rows))
+        }
+        _ => None,
     };
     let kind = StepKind::Linear(Box::new(Linear {
         xt: if sparse {
@@ -173,7 +177,7 @@ fn lower_linear(op_type: &str, prep: Prepared) -> Result<(StepKind, LayerChoice)
         } else {
             Vec::new()
         },
-        wt,
+        dense,
         kernel,
         bias: fused.bias,
         act: fused.act,
