@@ -277,6 +277,57 @@ fn winograd_reductions_longer_than_a_chunk_accumulate() {
     check_conv(&conv, 24, 33, 9, 13, Tail::default(), 1, 5);
 }
 
+/// A depthwise convolution against the reference on every instruction set, with a residual
+/// and the tail; returns the input (NCHW), as a tensor and in NHWC for further checks.
+fn check_depthwise(
+    conv: &Conv,
+    c: usize,
+    h: usize,
+    w: usize,
+    tail: Tail,
+    seed: u64,
+) -> (Vec<f32>, Tensor, Vec<f32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let k = conv.kernel[0];
+    let x = random(c * h * w, &mut rng);
+    let xt = Tensor::new(vec![1, c, h, w], x.clone()).unwrap();
+    let wt = random(c * k * k, &mut rng);
+    let bias = random(c, &mut rng);
+    let y = conv
+        .eval(&[
+            &xt,
+            &Tensor::new(vec![c, 1, k, k], wt.clone()).unwrap(),
+            &Tensor::new(vec![c], bias.clone()).unwrap(),
+        ])
+        .unwrap()
+        .remove(0);
+    let (ho, wo) = (y.shape()[2], y.shape()[3]);
+    let r = random(c * ho * wo, &mut rng);
+    let want = nhwc(&finish(y.data(), &tail, &r), c, ho * wo);
+    let d = NhwcDepthwise::new(conv, c, &wt, &bias, tail);
+    let xn = nhwc(&x, c, h * w);
+    for isa in Isa::available() {
+        let mut out = vec![f32::NAN; c * ho * wo];
+        d.run(
+            isa,
+            &xn,
+            h,
+            w,
+            ho,
+            wo,
+            &mut out,
+            Some(&nhwc(&r, c, ho * wo)),
+            1,
+        );
+        assert_close(
+            &out,
+            &want,
+            &format!("depthwise {isa} {conv:?} c {c} {h}x{w}"),
+        );
+    }
+    (x, xt, xn)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(150))]
 
@@ -327,31 +378,9 @@ proptest! {
         let span = (k - 1) * dil + 1;
         prop_assume!(h + pads[0] + pads[2] >= span && w + pads[1] + pads[3] >= span);
         prop_assume!(pads.iter().all(|&p| p < span));
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let conv = Conv { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], groups: c };
-        let x = random(c * h * w, &mut rng);
-        let xt = Tensor::new(vec![1, c, h, w], x.clone()).unwrap();
-        let wt = random(c * k * k, &mut rng);
-        let bias = random(c, &mut rng);
-        let y = conv
-            .eval(&[
-                &xt,
-                &Tensor::new(vec![c, 1, k, k], wt.clone()).unwrap(),
-                &Tensor::new(vec![c], bias.clone()).unwrap(),
-            ])
-            .unwrap()
-            .remove(0);
-        let (ho, wo) = (y.shape()[2], y.shape()[3]);
-        let tail = tail_of(t);
-        let r = random(c * ho * wo, &mut rng);
-        let want = nhwc(&finish(y.data(), &tail, &r), c, ho * wo);
-        let d = NhwcDepthwise::new(&conv, c, &wt, &bias, tail);
-        let xn = nhwc(&x, c, h * w);
-        for isa in Isa::available() {
-            let mut out = vec![f32::NAN; c * ho * wo];
-            d.run(isa, &xn, h, w, ho, wo, &mut out, Some(&nhwc(&r, c, ho * wo)), 1);
-            assert_close(&out, &want, &format!("depthwise {isa}"));
-        }
+        let (x, xt, xn) = check_depthwise(&conv, c, h, w, tail_of(t), seed);
+        let (ho, wo) = (conv.out_size(h, 0).unwrap(), conv.out_size(w, 1).unwrap());
         let geometry = PoolGeometry { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], ceil_mode: false };
         let pools: [(bool, Box<dyn OpSemantics>); 2] = [
             (true, Box::new(MaxPool { geometry: geometry.clone() })),
@@ -375,5 +404,20 @@ proptest! {
             nhwc_ops::global_avg_pool(Isa::detect(), &xn, h * w, c, &mut gap, threads);
             assert_close(&gap, &want, &format!("global average pool, {threads} threads"));
         }
+    }
+
+    #[test]
+    fn depthwise_sliding_windows_match_the_reference(
+        vectors in 1usize..7, rest in 0usize..3, k in 3usize..6, h in 2usize..12,
+        w in 2usize..40, pads in proptest::array::uniform4(0usize..3), stride in 1usize..3,
+        t in 0u8..32, seed in 0u64..1000,
+    ) {
+        // 5×5 kernels (and, for comparison, 3×3 and 4×4) over whole 16-channel vectors and a
+        // few more, rows long enough for windows of 16 pixels, padding on either side
+        let c = 16 * vectors + [0, 8, 5][rest];
+        prop_assume!(h + pads[0] + pads[2] >= k && w + pads[1] + pads[3] >= k);
+        prop_assume!(pads.iter().all(|&p| p < k));
+        let conv = Conv { kernel: [k, k], strides: [stride, stride], pads, dilations: [1, 1], groups: c };
+        check_depthwise(&conv, c, h, w, tail_of(t), seed);
     }
 }
