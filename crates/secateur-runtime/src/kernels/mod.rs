@@ -25,6 +25,8 @@ pub mod nhwc_conv;
 pub mod nhwc_int8;
 #[cfg(target_arch = "x86_64")]
 mod nhwc_int8_vnni;
+#[cfg(target_arch = "x86_64")]
+mod nhwc_maxpool512;
 pub mod nhwc_ops;
 #[cfg(target_arch = "x86_64")]
 mod nhwc_span512;

@@ -126,7 +126,7 @@ fn depthwise_row(
         && kw <= 8
         && conv.dilations == [1, 1]
         && ky0 < ky1
-        && c >= 8
+        && (c >= 8 || isa == Isa::Avx512)
         && lo < hi;
     #[cfg(not(target_arch = "x86_64"))]
     let fast = false;
@@ -325,6 +325,40 @@ unsafe fn block_taps512<const P: usize, const V: usize>(
     }
 }
 
+/// [`block_taps512`] for the last, partial vector of channels: one vector of the lanes in
+/// `mask` for each of `P` pixels.
+///
+/// # Safety
+/// AVX-512F; as [`block_taps512`], for the lanes in `mask`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn masked_taps512<const P: usize>(
+    x: *const f32,
+    step: usize,
+    w: *const f32,
+    bias: *const f32,
+    (c, row): (usize, usize),
+    [kh, kw]: [usize; 2],
+    mask: u16,
+) -> [std::arch::x86_64::__m512; P] {
+    use std::arch::x86_64::*;
+    // SAFETY: forwarded from the caller; masked lanes are not read.
+    unsafe {
+        let mut acc = [_mm512_maskz_loadu_ps(mask, bias); P];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let (xt, wt) = (x.add(ky * row + kx * c), w.add((ky * kw + kx) * c));
+                let wv = _mm512_maskz_loadu_ps(mask, wt);
+                for (p, a) in acc.iter_mut().enumerate() {
+                    let v = _mm512_maskz_loadu_ps(mask, xt.add(p * step));
+                    *a = _mm512_fmadd_ps(v, wv, *a);
+                }
+            }
+        }
+        acc
+    }
+}
+
 /// `acc` clamped to the bounds of the 8-lane `lo` and `hi` into `16·V` values at `y`.
 ///
 /// # Safety
@@ -436,7 +470,8 @@ unsafe fn depthwise_interior<const WIDE: bool>(
         d.tail
             .apply(isa, &mut y[span.clone()], res.map(|r| &r[span]));
     }
-    if c.is_multiple_of(8) {
+    if c.is_multiple_of(8) || WIDE {
+        // (AVX-512 did the last partial vector with a mask)
         return;
     }
     let kw = d.conv.kernel[1];
@@ -484,6 +519,7 @@ unsafe fn interior_body<const WIDE: bool>(
     let (sx, pl) = (d.conv.strides[1], d.conv.pads[1]);
     let row = w * c;
     let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let (clamp_lo, clamp_hi) = (lo, hi);
     let c8 = c - c % 8;
     let c16 = c - c % 16;
     // SAFETY: every load reads one of the pixel's taps inside `x`, every store one of `cols`
@@ -574,10 +610,44 @@ unsafe fn interior_body<const WIDE: bool>(
                 ox += 1;
             }
         }
-        // (AVX-512 did the whole 16-channel vectors above; with nothing left the loop is
-        // skipped: its empty iterations still stepped a pointer per channel block, which cost
-        // 16 channels at 112 × 112 more than their products)
-        let first = if WIDE { c16 } else { 0 };
+        // the channels past the last whole vector on one masked vector where they are not
+        // exactly one 8-lane vector (pruned layers of 12 or 20 channels spent most of their
+        // time in the scalar loop; a lone 8-lane rest runs faster on 256-bit vectors, which
+        // cost half a 512-bit one on some cores)
+        let masked = WIDE && !c.is_multiple_of(8);
+        if masked {
+            let mask = ((1u32 << (c - c16)) - 1) as u16;
+            let taps = |ox: usize| xp.add(iy0 * row + (ox * sx - pl) * c + c16);
+            let (wc, bc) = (wp.add(c16), bp.add(c16));
+            let (lo, hi) = (_mm512_set1_ps(clamp_lo), _mm512_set1_ps(clamp_hi));
+            macro_rules! pixels {
+                ($p:literal, $ox:expr) => {{
+                    let ox = $ox;
+                    let acc =
+                        masked_taps512::<$p>(taps(ox), sx * c, wc, bc, (c, row), kernel, mask);
+                    for (p, a) in acc.iter().enumerate() {
+                        let v = _mm512_min_ps(_mm512_max_ps(*a, lo), hi);
+                        _mm512_mask_storeu_ps(yp.add((ox + p) * c + c16), mask, v);
+                    }
+                }};
+            }
+            let mut ox = cols.start;
+            while ox + 4 <= cols.end {
+                pixels!(4, ox);
+                ox += 4;
+            }
+            for ox in ox..cols.end {
+                pixels!(1, ox);
+            }
+        }
+        // (AVX-512 did the whole 16-channel vectors above, and a masked rest; with nothing
+        // left the loop is skipped: its empty iterations still stepped a pointer per channel
+        // block, which cost 16 channels at 112 × 112 more than their products)
+        let first = match (WIDE, masked) {
+            (true, true) => c,
+            (true, false) => c16,
+            _ => 0,
+        };
         let rest = if first < c8 { cols } else { 0..0 };
         for ox in rest {
             let p0 = xp.add(iy0 * row + (ox * sx - pl) * c);
@@ -889,7 +959,9 @@ fn apply_tail(tail: &Tail, acc: &[f32], residual: Option<&[f32]>, out: &mut [f32
     }
 }
 
-/// Max or average pooling of one sample `[h][w][c]` into `[ho][wo][c]`.
+/// Max or average pooling of one sample `[h][w][c]` into `[ho][wo][c]`; each row's pixels
+/// whose window lies inside the row run on `nhwc_maxpool512` for max pooling on AVX-512, the
+/// rest (`done`: the columns already computed) on the generic row below.
 #[allow(clippy::too_many_arguments)]
 pub fn pool(
     isa: Isa,
@@ -907,7 +979,32 @@ pub fn pool(
 ) {
     let row = wo * c;
     crate::team::parallel_chunks(threads, &mut y[..ho * row], row, |oy, yr| {
-        pool_row(isa, x, c, h, w, geo, max, include_pad, oy, wo, yr)
+        // max pooling on AVX-512: the pixels whose window lies inside the row on 16-channel
+        // vectors, the others below
+        #[cfg(target_arch = "x86_64")]
+        let inside = if max && isa == Isa::Avx512 {
+            let (sy, pt, dh) = (geo.strides[0], geo.pads[0], geo.dilations[0]);
+            let (ky0, ky1) = taps(oy, sy, pt, dh, geo.kernel[0], h);
+            let cols = super::nhwc_maxpool512::inside_columns(geo, w, wo);
+            if ky0 < ky1 && !cols.is_empty() {
+                let iy = oy * sy + ky0 * dh - pt;
+                // SAFETY: AVX-512F was detected (the only way to obtain `Isa::Avx512`); the
+                // rows `ky0 .. ky1` of the window exist from `iy` on, and the columns `cols`
+                // have their windows inside the row.
+                unsafe {
+                    let (wc, rows) = ((w, c), ky0..ky1);
+                    super::nhwc_maxpool512::max_row(x, wc, geo, rows, iy, cols.clone(), yr);
+                }
+                cols
+            } else {
+                0..0
+            }
+        } else {
+            0..0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let inside = 0..0;
+        pool_row(isa, x, c, h, w, geo, max, include_pad, oy, wo, inside, yr)
     });
 }
 
@@ -923,6 +1020,7 @@ dispatch!(
         include_pad: bool,
         oy: usize,
         wo: usize,
+        done: std::ops::Range<usize>,
         y: &mut [f32],
     ) => pool_row_body
 );
@@ -939,12 +1037,13 @@ fn pool_row_body<const FMA: bool>(
     include_pad: bool,
     oy: usize,
     wo: usize,
+    done: std::ops::Range<usize>,
     y: &mut [f32],
 ) {
     let [kh, kw] = geo.kernel;
     let (ky0, ky1) = taps(oy, geo.strides[0], geo.pads[0], geo.dilations[0], kh, h);
     let iy0 = (oy * geo.strides[0]) as isize - geo.pads[0] as isize;
-    for ox in 0..wo {
+    for ox in (0..wo).filter(|ox| !done.contains(ox)) {
         let (kx0, kx1) = taps(ox, geo.strides[1], geo.pads[1], geo.dilations[1], kw, w);
         let ix0 = (ox * geo.strides[1]) as isize - geo.pads[1] as isize;
         let out = &mut y[ox * c..(ox + 1) * c];
