@@ -7,10 +7,11 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum DataError {
-    #[error("cannot read '{path}': {source}")]
+    /// (`cause` is part of the message, not a `source`, which would repeat it.)
+    #[error("cannot read '{path}': {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("'{path}': {message}")]
     Format { path: PathBuf, message: String },

@@ -7,9 +7,9 @@ use std::path::Path;
 
 /// Reads a file, decompressing it when it is gzipped.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Read {
+    let raw = std::fs::read(path).map_err(|cause| DataError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     gunzip_if_needed(&raw, path)
 }

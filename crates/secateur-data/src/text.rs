@@ -61,9 +61,9 @@ pub fn is_text_path(arg: &str) -> bool {
 impl TextSet {
     /// Reads a `.txt` (one sentence per line, blank lines skipped) or `.jsonl` file.
     pub fn load(path: &Path) -> Result<TextSet> {
-        let raw = std::fs::read(path).map_err(|source| DataError::Read {
+        let raw = std::fs::read(path).map_err(|cause| DataError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let text =
             String::from_utf8(raw).map_err(|e| format_err(path, format!("not UTF-8 text: {e}")))?;

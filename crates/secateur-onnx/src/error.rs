@@ -8,15 +8,17 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum OnnxError {
-    #[error("cannot read '{path}': {source}")]
+    // (the causes are part of the messages and not `source`s: printed with their causes, as
+    // the command line does, they came out twice)
+    #[error("cannot read '{path}': {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot write '{path}': {source}")]
+    #[error("cannot write '{path}': {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "'{path}' is not a valid ONNX model (protobuf decoding failed: {message}); is the file truncated or not an .onnx file?"
@@ -53,10 +55,10 @@ pub enum OnnxError {
     #[error(transparent)]
     Graph(#[from] GraphError),
     /// Any of the above met while importing a file, with the file's path.
-    #[error("'{}': {source}", path.display())]
+    #[error("'{}': {cause}", path.display())]
     InFile {
         path: PathBuf,
-        source: Box<OnnxError>,
+        cause: Box<OnnxError>,
     },
 }
 
@@ -64,7 +66,7 @@ impl OnnxError {
     /// The error without the file it was met in.
     pub fn root(&self) -> &OnnxError {
         match self {
-            OnnxError::InFile { source, .. } => source.root(),
+            OnnxError::InFile { cause, .. } => cause.root(),
             other => other,
         }
     }
@@ -95,3 +97,33 @@ impl std::fmt::Display for UnsupportedOpType {
 }
 
 pub type Result<T, E = OnnxError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message followed by its `source` chain, as the command line prints an error.
+    fn with_causes(e: &dyn std::error::Error) -> String {
+        let mut shown = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            shown = format!("{shown}: {c}");
+            cause = c.source();
+        }
+        shown
+    }
+
+    #[test]
+    fn a_missing_file_and_an_error_in_a_file_are_said_once() {
+        let missing = crate::load_model("/nonexistent/model.onnx").unwrap_err();
+        let shown = with_causes(&missing);
+        assert!(shown.starts_with("cannot read '/nonexistent/model.onnx': "), "{shown}");
+        assert_eq!(shown.matches(':').count(), 1, "{shown}");
+        let inner = OnnxError::Model("a size is needed".into());
+        let in_file = OnnxError::InFile {
+            path: "m.onnx".into(),
+            cause: Box::new(inner),
+        };
+        assert_eq!(with_causes(&in_file), "'m.onnx': a size is needed");
+    }
+}

@@ -278,8 +278,8 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
 
 /// Writes bytes to `path` atomically (temporary file in the same directory, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    secateur_graph::io::write_atomic(path, bytes).map_err(|source| OnnxError::Write {
+    secateur_graph::io::write_atomic(path, bytes).map_err(|cause| OnnxError::Write {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }

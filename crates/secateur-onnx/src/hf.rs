@@ -23,9 +23,9 @@ fn model_err(path: &Path, message: impl std::fmt::Display) -> OnnxError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| OnnxError::Read {
+    std::fs::read(path).map_err(|cause| OnnxError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

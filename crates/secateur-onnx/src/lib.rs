@@ -49,7 +49,7 @@ pub fn import_bytes_with(bytes: &[u8], origin: &Path, opts: &ImportOptions) -> R
         }
         other => OnnxError::InFile {
             path: origin.to_path_buf(),
-            source: Box::new(other),
+            cause: Box::new(other),
         },
     })
 }
@@ -62,9 +62,9 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Graph> {
 /// [`load_model`] with sizes for the file's open dimensions.
 pub fn load_model_with(path: impl AsRef<Path>, opts: &ImportOptions) -> Result<Graph> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Read {
+    let bytes = std::fs::read(path).map_err(|cause| OnnxError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     import_bytes_with(&bytes, path, opts)
 }

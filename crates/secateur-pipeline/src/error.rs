@@ -28,20 +28,35 @@ pub enum PipelineError {
     Model(#[from] crate::model_ref::ModelRefError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// (The message includes the parser's; it is not also a `source`, which the command
+    /// line's `{:#}` would print a second time.)
     #[error("JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("TOML: {0}")]
-    TomlWrite(#[from] toml::ser::Error),
+    TomlWrite(toml::ser::Error),
     /// Settings, inputs or a state that cannot work; the message names what and why.
     #[error("{0}")]
     Invalid(String),
-    /// `source`, raised while doing `context`.
-    #[error("{context}: {source}")]
+    /// `inner`, raised while doing `context`. The message reads outside in; `inner` is not a
+    /// `source` (its message is already here: printed with its causes, as the command line and
+    /// the Python package do, it came out twice).
+    #[error("{context}: {inner}")]
     Context {
         context: String,
-        #[source]
-        source: Box<PipelineError>,
+        inner: Box<PipelineError>,
     },
+}
+
+impl From<serde_json::Error> for PipelineError {
+    fn from(e: serde_json::Error) -> Self {
+        PipelineError::Json(e)
+    }
+}
+
+impl From<toml::ser::Error> for PipelineError {
+    fn from(e: toml::ser::Error) -> Self {
+        PipelineError::TomlWrite(e)
+    }
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
@@ -51,14 +66,14 @@ impl PipelineError {
     pub fn context(self, context: impl Display) -> PipelineError {
         PipelineError::Context {
             context: context.to_string(),
-            source: Box::new(self),
+            inner: Box::new(self),
         }
     }
 
     /// The innermost error of a context chain.
     pub fn root(&self) -> &PipelineError {
         match self {
-            PipelineError::Context { source, .. } => source.root(),
+            PipelineError::Context { inner, .. } => inner.root(),
             e => e,
         }
     }
@@ -115,5 +130,27 @@ mod tests {
         assert!(matches!(e.root(), PipelineError::Invalid(m) if m.contains("got 7")));
         let none: Option<u8> = None;
         assert!(none.context("no value").is_err());
+    }
+
+    /// The message followed by its `source` chain, as `anyhow`'s `{:#}` prints it.
+    fn with_causes(e: &dyn std::error::Error) -> String {
+        let mut shown = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            shown = format!("{shown}: {c}");
+            cause = c.source();
+        }
+        shown
+    }
+
+    #[test]
+    fn messages_with_their_causes_say_each_part_once() {
+        let e = Err::<(), _>(invalid!("a size is needed"))
+            .context("'model.onnx'")
+            .unwrap_err();
+        assert_eq!(with_causes(&e), "'model.onnx': a size is needed");
+        let json = PipelineError::from(serde_json::from_str::<u8>("{").unwrap_err());
+        let shown = with_causes(&json.context("reading 'plan.json'"));
+        assert_eq!(shown.matches("expected u8").count(), 1, "{shown}");
     }
 }
