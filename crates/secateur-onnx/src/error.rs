@@ -117,7 +117,10 @@ mod tests {
     fn a_missing_file_and_an_error_in_a_file_are_said_once() {
         let missing = crate::load_model("/nonexistent/model.onnx").unwrap_err();
         let shown = with_causes(&missing);
-        assert!(shown.starts_with("cannot read '/nonexistent/model.onnx': "), "{shown}");
+        assert!(
+            shown.starts_with("cannot read '/nonexistent/model.onnx': "),
+            "{shown}"
+        );
         assert_eq!(shown.matches(':').count(), 1, "{shown}");
         let inner = OnnxError::Model("a size is needed".into());
         let in_file = OnnxError::InFile {

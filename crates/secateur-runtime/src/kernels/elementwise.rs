@@ -233,13 +233,19 @@ fn channel_affine_body<const RELU: bool, const FMA: bool>(
     }
 }
 
-/// `y = f(y)` element-wise, in place (through a small stack block for the vector paths).
+/// `y = f(y)` element-wise, in place.
 pub fn pointwise_in_place(isa: Isa, f: Pointwise, y: &mut [f32]) {
-    let mut block = [0.0f32; 256];
-    for chunk in y.chunks_mut(256) {
-        let b = &mut block[..chunk.len()];
-        b.copy_from_slice(chunk);
-        pointwise(isa, f, b, chunk);
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: the instruction set was detected on this CPU (`Isa::detect`).
+        Isa::Avx512 => return unsafe { vmath::map_in_place(f, y) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { vmath::v256::map_in_place(f, y) },
+        Isa::Portable => {}
+    }
+    let _ = isa;
+    for v in y.iter_mut() {
+        *v = f.apply(*v);
     }
 }
 
