@@ -101,17 +101,7 @@ pub type Result<T, E = OnnxError> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The message followed by its `source` chain, as the command line prints an error.
-    fn with_causes(e: &dyn std::error::Error) -> String {
-        let mut shown = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            shown = format!("{shown}: {c}");
-            cause = c.source();
-        }
-        shown
-    }
+    use secateur_testkit::with_causes;
 
     #[test]
     fn a_missing_file_and_an_error_in_a_file_are_said_once() {

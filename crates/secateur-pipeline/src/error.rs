@@ -118,6 +118,7 @@ macro_rules! bail {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secateur_testkit::with_causes;
 
     #[test]
     fn context_chains_read_outside_in_and_keep_the_root() {
@@ -130,17 +131,6 @@ mod tests {
         assert!(matches!(e.root(), PipelineError::Invalid(m) if m.contains("got 7")));
         let none: Option<u8> = None;
         assert!(none.context("no value").is_err());
-    }
-
-    /// The message followed by its `source` chain, as `anyhow`'s `{:#}` prints it.
-    fn with_causes(e: &dyn std::error::Error) -> String {
-        let mut shown = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            shown = format!("{shown}: {c}");
-            cause = c.source();
-        }
-        shown
     }
 
     #[test]

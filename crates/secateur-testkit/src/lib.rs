@@ -246,3 +246,15 @@ pub fn require_minilm() -> Option<PathBuf> {
         minilm_dir(),
     )
 }
+
+/// An error's message followed by its `source` chain, each joined by ": ", as the command line
+/// (`anyhow`'s `{:#}`) and the Python package print it.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut shown = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        shown = format!("{shown}: {c}");
+        cause = c.source();
+    }
+    shown
+}

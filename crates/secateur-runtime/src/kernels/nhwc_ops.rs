@@ -570,31 +570,25 @@ unsafe fn interior_body<const WIDE: bool>(
             // level with the blocks at stride 1 and up to 1.4× slower at stride 2)
             let window = kernel[1] == 5 && sx <= 2;
             let (x_row, dims) = (xp.add(iy0 * row), (c, w, row));
-            let rows = kernel[0];
-            match (window, kernel[1], sx) {
-                (false, ..) => {}
-                (_, 5, 1) => window_row512::<5, 1, 16>(
-                    x_row,
-                    wp,
-                    bp,
-                    dims,
-                    rows,
-                    cols.clone(),
-                    pl,
-                    yp,
-                    (lo, hi),
-                ),
-                _ => window_row512::<5, 2, 8>(
-                    x_row,
-                    wp,
-                    bp,
-                    dims,
-                    rows,
-                    cols.clone(),
-                    pl,
-                    yp,
-                    (lo, hi),
-                ),
+            macro_rules! window {
+                ($s:literal, $big:literal) => {
+                    window_row512::<5, $s, $big>(
+                        x_row,
+                        wp,
+                        bp,
+                        dims,
+                        kernel[0],
+                        cols.clone(),
+                        pl,
+                        yp,
+                        (lo, hi),
+                    )
+                };
+            }
+            match (window, sx) {
+                (false, _) => {}
+                (true, 1) => window!(1, 16),
+                (true, _) => window!(2, 8),
             }
             let mut ox = if window { cols.end } else { cols.start };
             while ox + 4 <= cols.end && sx == 1 {
