@@ -1,7 +1,8 @@
 //! Helpers shared by the test suites of secateur's crates: locating the project's Python
 //! environment (with `onnx` and `onnxruntime`), running an exported model in ONNX Runtime after
-//! `onnx.checker`'s full check, random tensors, and the CI rule that a test whose validator or
-//! data is missing fails under `CI=true` and is skipped (loudly) elsewhere.
+//! `onnx.checker`'s full check, random tensors, an error printed with its causes, and the CI
+//! rule that a test whose validator or data is missing fails under `CI=true` and is skipped
+//! (loudly) elsewhere.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
