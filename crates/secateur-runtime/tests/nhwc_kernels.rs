@@ -237,6 +237,50 @@ fn int8_convolutions_of_real_layer_shapes() {
 }
 
 #[test]
+fn max_pools_with_windows_beyond_eight_by_eight_match_the_reference() {
+    // more taps than the AVX-512 row path holds: the generic path takes them, no panic
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let (c, h, w) = (20, 14, 13);
+    for (k, pad) in [(9, 4), (11, 0), (8, 3)] {
+        let geometry = PoolGeometry {
+            kernel: [k, k],
+            strides: [1, 2],
+            pads: [pad; 4],
+            dilations: [1, 1],
+            ceil_mode: false,
+        };
+        let x = random(c * h * w, &mut rng);
+        let xt = Tensor::new(vec![1, c, h, w], x.clone()).unwrap();
+        let y = MaxPool {
+            geometry: geometry.clone(),
+        }
+        .eval(&[&xt])
+        .unwrap()
+        .remove(0);
+        let (ho, wo) = (y.shape()[2], y.shape()[3]);
+        let want = nhwc(y.data(), c, ho * wo);
+        for isa in Isa::available() {
+            let mut out = vec![f32::NAN; c * ho * wo];
+            nhwc_ops::pool(
+                isa,
+                &nhwc(&x, c, h * w),
+                c,
+                h,
+                w,
+                &geometry,
+                true,
+                false,
+                ho,
+                wo,
+                &mut out,
+                1,
+            );
+            assert_close(&out, &want, &format!("{k}x{k} max pool {isa}"));
+        }
+    }
+}
+
+#[test]
 fn long_reductions_accumulate_chunk_by_chunk() {
     // K = 3·3·70 = 630 and 1·1·600 (several chunks of 256), grouped 2·(3·3·40)
     let tail = Tail {

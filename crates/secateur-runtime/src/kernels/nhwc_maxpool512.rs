@@ -10,8 +10,11 @@
 use secateur_graph::PoolGeometry;
 use std::arch::x86_64::*;
 
-/// The output pixels of row `oy` whose window lies inside the input along the row:
-/// `lo .. hi` (empty when there are none).
+/// Taps a window may have on this path (larger windows take the generic one).
+pub(super) const MAX_TAPS: usize = 64;
+
+/// The output pixels of a row whose window lies inside the input along the row: `lo .. hi`
+/// (empty when there are none).
 pub(super) fn inside_columns(geo: &PoolGeometry, w: usize, wo: usize) -> std::ops::Range<usize> {
     let (sx, pl) = (geo.strides[1], geo.pads[1]);
     let span = (geo.kernel[1] - 1) * geo.dilations[1] + 1;
@@ -28,8 +31,8 @@ pub(super) fn inside_columns(geo: &PoolGeometry, w: usize, wo: usize) -> std::op
 /// and `iy` the input row of the first.
 ///
 /// # Safety
-/// AVX-512F must be available; `x` is one sample `[h][w][c]`, the input rows `iy ..` of the
-/// valid kernel rows exist, every pixel of `cols` has its window inside the row, and `y` is the
+/// AVX-512F must be available; `rows.len() · kw ≤ MAX_TAPS`; `x` is one sample `[h][w][c]`,
+/// the input rows `iy ..` of the valid kernel rows exist, every pixel of `cols` has its window inside the row, and `y` is the
 /// output row (`wo · c` values).
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -43,18 +46,15 @@ pub(super) unsafe fn max_row(
     y: &mut [f32],
 ) {
     let (kw, [dh, dw]) = (geo.kernel[1], geo.dilations);
-    // the taps relative to the window's first (a window of at most 8 × 8 without allocating)
-    let mut taps = [0usize; 64];
+    // the taps relative to the window's first (at most MAX_TAPS, the caller's check)
+    let mut taps = [0usize; MAX_TAPS];
     let mut n = 0;
     for r in 0..rows.len() {
         for kx in 0..kw {
-            if n < taps.len() {
-                taps[n] = (r * dh * w + kx * dw) * c;
-            }
+            taps[n] = (r * dh * w + kx * dw) * c;
             n += 1;
         }
     }
-    assert!(n <= taps.len(), "max pool window of {n} taps");
     let (sx, pl) = (geo.strides[1], geo.pads[1]);
     for ox in cols {
         let first = (iy * w + ox * sx - pl) * c;

@@ -980,11 +980,12 @@ pub fn pool(
             let (sy, pt, dh) = (geo.strides[0], geo.pads[0], geo.dilations[0]);
             let (ky0, ky1) = taps(oy, sy, pt, dh, geo.kernel[0], h);
             let cols = super::nhwc_maxpool512::inside_columns(geo, w, wo);
-            if ky0 < ky1 && !cols.is_empty() {
+            let taps = (ky1 - ky0) * geo.kernel[1];
+            if ky0 < ky1 && taps <= super::nhwc_maxpool512::MAX_TAPS && !cols.is_empty() {
                 let iy = oy * sy + ky0 * dh - pt;
                 // SAFETY: AVX-512F was detected (the only way to obtain `Isa::Avx512`); the
-                // rows `ky0 .. ky1` of the window exist from `iy` on, and the columns `cols`
-                // have their windows inside the row.
+                // window has at most MAX_TAPS taps, its rows `ky0 .. ky1` exist from `iy` on,
+                // and the columns `cols` have their windows inside the row.
                 unsafe {
                     let (wc, rows) = ((w, c), ky0..ky1);
                     super::nhwc_maxpool512::max_row(x, wc, geo, rows, iy, cols.clone(), yr);
