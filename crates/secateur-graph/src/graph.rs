@@ -264,7 +264,18 @@ impl Graph {
         let limit = max_elements();
         let too_large = |s: &Shape| s.elements_per_sample().is_none_or(|n| n > limit);
         let advice = "per sample, the limit on one tensor (SECATEUR_MAX_TENSOR_MB raises it)";
-        if let Some((i, s)) = inputs.iter().enumerate().find(|(_, s)| too_large(s)) {
+        // a weight's data is already in memory (VGG's first classifier layer holds 103 M
+        // values): only shapes that would be allocated from a declaration are limited
+        let declared = |i: usize| {
+            node.inputs
+                .get(i)
+                .is_none_or(|n| !self.initializers.contains_key(n))
+        };
+        let oversized = inputs
+            .iter()
+            .enumerate()
+            .find(|(i, s)| declared(*i) && too_large(s));
+        if let Some((i, s)) = oversized {
             return Err(op_err(format!(
                 "input {i} has shape {s}: more than {limit} elements {advice}"
             )));

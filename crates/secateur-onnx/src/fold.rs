@@ -312,9 +312,70 @@ pub fn transpose(a: &SymConst, perm: Option<&[i64]>) -> Option<SymConst> {
     }
 }
 
+/// `Concat` of integer tensors along `axis` (negative counts from the end); `None` if the
+/// ranks differ or the other axes do not match. Rank-0 parts (scalars written by older
+/// exporters) join as one-element vectors.
+pub fn concat(parts: &[&SymConst], axis: i64) -> Option<SymConst> {
+    let dims_of = |p: &SymConst| {
+        if p.dims.is_empty() {
+            vec![1]
+        } else {
+            p.dims.clone()
+        }
+    };
+    let first = dims_of(parts.first()?);
+    let rank = first.len() as i64;
+    let ax = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&ax) {
+        return None;
+    }
+    let ax = ax as usize;
+    let outer: usize = first[..ax].iter().product();
+    let mut dims = first.clone();
+    dims[ax] = 0;
+    let mut rows: Vec<(usize, &[SymInt])> = Vec::with_capacity(parts.len());
+    for p in parts {
+        let d = dims_of(p);
+        if d.len() != first.len() || d.iter().enumerate().any(|(i, &n)| i != ax && n != first[i]) {
+            return None;
+        }
+        dims[ax] += d[ax];
+        // each part contributes a run of d[ax]·inner values per outer index
+        rows.push((d[ax..].iter().product(), &p.values));
+    }
+    let mut values = Vec::with_capacity(rows.iter().map(|(r, _)| r * outer).sum());
+    for o in 0..outer {
+        for (run, v) in &rows {
+            values.extend_from_slice(v.get(o * run..(o + 1) * run)?);
+        }
+    }
+    Some(SymConst { dims, values })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concat_joins_along_any_axis() {
+        let m = |dims: Vec<usize>, v: &[i64]| SymConst {
+            dims,
+            values: v.iter().map(|&x| SymInt::Known(x)).collect(),
+        };
+        let a = m(vec![2, 2, 1], &[1, 2, 3, 4]);
+        let b = m(vec![2, 2, 1], &[5, 6, 7, 8]);
+        let c = concat(&[&a, &b], -1).unwrap();
+        assert_eq!(c, m(vec![2, 2, 2], &[1, 5, 2, 6, 3, 7, 4, 8]));
+        let c = concat(&[&a, &b], 0).unwrap();
+        assert_eq!(c, m(vec![4, 2, 1], &[1, 2, 3, 4, 5, 6, 7, 8]));
+        let c = concat(&[&a, &b], 1).unwrap();
+        assert_eq!(c, m(vec![2, 4, 1], &[1, 2, 5, 6, 3, 4, 7, 8]));
+        // scalars and vectors, as shape arithmetic writes them
+        let c = concat(&[&m(vec![], &[3]), &m(vec![2], &[4, 5])], 0).unwrap();
+        assert_eq!(c, m(vec![3], &[3, 4, 5]));
+        assert!(concat(&[&a, &m(vec![2, 1, 1], &[1, 2])], -1).is_none());
+        assert!(concat(&[&a, &b], 3).is_none());
+    }
 
     fn k(v: &[i64]) -> SymConst {
         SymConst {

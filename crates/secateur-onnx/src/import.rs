@@ -17,6 +17,8 @@ use secateur_graph::{
 use std::collections::{HashMap, HashSet};
 
 mod batch_index;
+mod einsum;
+mod scatter;
 
 /// Supported range of default-domain opset versions.
 pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
@@ -228,6 +230,25 @@ impl Importer {
         self.graph.add_initializer(name, t);
     }
 
+    /// Records a constant the import computed from `inputs`: an integer constant (never
+    /// trained, not counted as a parameter) when it and every input hold integers (Swin's
+    /// attention masks, built from shape arithmetic, zeros and a scatter), else an ordinary
+    /// one (a transposed or scaled weight: trained values are not all integers).
+    fn add_folded_const(&mut self, name: &str, t: Tensor, inputs: &[String]) {
+        let from_constants = inputs.iter().all(|i| {
+            self.graph.integer_constants.contains(i)
+                || self
+                    .float_consts
+                    .get(i)
+                    .is_some_and(|c| c.len() <= 1 || c.data().iter().all(|v| v.fract() == 0.0))
+        });
+        if from_constants && t.data().iter().all(|v| v.fract() == 0.0) {
+            self.add_integer_const(name, t);
+        } else {
+            self.add_float_const(name, t);
+        }
+    }
+
     fn unique_name(&mut self, node: &NodeProto, index: usize) -> String {
         let base = if node.name.is_empty() {
             format!("{}_{index}", node.op_type)
@@ -351,7 +372,7 @@ impl Importer {
                         data.dims.clone(),
                         values.iter().map(|&v| v as f32).collect(),
                     )?;
-                    self.add_float_const(&out, t);
+                    self.add_integer_const(&out, t);
                     return Ok(true);
                 }
                 data.clone()
@@ -399,14 +420,14 @@ impl Importer {
                     }
                     Some(Constant::Float(t)) => {
                         let v = t.data().first().copied().unwrap_or(0.0);
-                        self.add_float_const(&out, Tensor::full(dims, v));
+                        self.add_folded_const(&out, Tensor::full(dims, v), &[]);
                         return Ok(true);
                     }
                     Some(Constant::Byte { .. }) => {
                         return Err(node_err(node, "8-bit fill values are not supported"));
                     }
                     None => {
-                        self.add_float_const(&out, Tensor::zeros(dims));
+                        self.add_integer_const(&out, Tensor::zeros(dims));
                         return Ok(true);
                     }
                 }
@@ -515,14 +536,14 @@ impl Importer {
             "Concat" => {
                 let parts: Option<Vec<&SymConst>> = (0..inputs.len()).map(int_in).collect();
                 let Some(parts) = parts else { return Ok(false) };
-                let values: Vec<SymInt> = parts
-                    .iter()
-                    .flat_map(|p| p.values.iter().copied())
-                    .collect();
-                SymConst {
-                    dims: vec![values.len()],
-                    values,
-                }
+                let axis = a.int("axis", 0).map_err(|m| node_err(node, m))?;
+                fold::concat(&parts, axis).ok_or_else(|| {
+                    let dims: Vec<_> = parts.iter().map(|p| p.dims.clone()).collect();
+                    node_err(
+                        node,
+                        format!("integer parts of dims {dims:?} do not join along axis {axis}"),
+                    )
+                })?
             }
             _ => return Ok(false),
         };
@@ -767,6 +788,12 @@ impl Importer {
             self.aliases.insert(out0, inputs[0].clone());
             return Ok(());
         }
+        if node.op_type == "Einsum" {
+            return self.import_einsum(node, &inputs, index);
+        }
+        if node.op_type == "ScatterND" {
+            return self.import_scatter_nd(node, &inputs);
+        }
         if self.expand_node(node, &inputs, index)? {
             return Ok(());
         }
@@ -927,7 +954,7 @@ impl Importer {
             return Ok(false);
         }
         let t = y.remove(0);
-        self.add_float_const(out, t);
+        self.add_folded_const(out, t, inputs);
         Ok(true)
     }
 
@@ -1085,9 +1112,9 @@ impl Importer {
     }
 }
 
-/// Op types the importer handles itself (folded away or turned into annotations) rather than
-/// through a converter.
-const FOLDED_OPS: &[&str] = &[
+/// Op types the importer handles itself (folded away, turned into annotations, or lowered to
+/// several IR ops) rather than through a converter.
+pub(crate) const FOLDED_OPS: &[&str] = &[
     "Constant",
     "QuantizeLinear",
     "DequantizeLinear",
@@ -1114,6 +1141,8 @@ const FOLDED_OPS: &[&str] = &[
     "Min",
     "And",
     "Or",
+    "Einsum",
+    "ScatterND",
 ];
 
 /// Fails with one error naming every unsupported op type (count and first node) when the

@@ -77,9 +77,14 @@ pub fn decode_sparse(sp: &SparseTensorProto) -> Result<(String, Tensor, Vec<bool
         .map(|&d| usize::try_from(d).ok())
         .collect::<Option<_>>()
         .ok_or_else(|| err(format!("negative dimension in {:?}", sp.dims)))?;
+    let limit = secateur_graph::max_elements();
     let len = secateur_graph::checked_product(dims.iter().copied())
-        .filter(|&n| n <= secateur_graph::max_elements())
-        .ok_or_else(|| err(format!("dims {dims:?} are too large")))?;
+        .filter(|&n| n <= limit)
+        .ok_or_else(|| {
+            err(format!(
+                "dims {dims:?} hold more than {limit} elements, the limit on one tensor (SECATEUR_MAX_TENSOR_MB raises it)"
+            ))
+        })?;
     let Constant::Float(vals) = decode(values)? else {
         return Err(err("sparse values must be FLOAT".into()));
     };

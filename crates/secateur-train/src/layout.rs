@@ -27,6 +27,7 @@ pub fn transpose(op: &Transpose, x: Value) -> LowerResult {
         Value::R3(t) => Value::R3(permute_t(t, &perm)?),
         Value::R4(t) => Value::R4(permute_t(t, &perm)?),
         Value::R5(t) => Value::R5(permute_t(t, &perm)?),
+        Value::R6(t) => Value::R6(permute_t(t, &perm)?),
     })
 }
 
@@ -170,6 +171,7 @@ pub fn batch_matmul(a: Value, b: Value) -> LowerResult {
         (Value::R3(x), Value::R3(y)) => Value::R3(x.matmul(y)),
         (Value::R4(x), Value::R4(y)) => Value::R4(x.matmul(y)),
         (Value::R5(x), Value::R5(y)) => Value::R5(x.matmul(y)),
+        (Value::R6(x), Value::R6(y)) => Value::R6(x.matmul(y)),
         _ => return Err("MatMul operands of unsupported ranks".into()),
     })
 }
@@ -190,6 +192,7 @@ pub fn expand(x: Value, out_dims: &[usize]) -> LowerResult {
         Value::R3(t) => Value::R3(expand_t(t, out_dims)?),
         Value::R4(t) => Value::R4(expand_t(t, out_dims)?),
         Value::R5(t) => Value::R5(expand_t(t, out_dims)?),
+        Value::R6(t) => Value::R6(expand_t(t, out_dims)?),
     })
 }
 
@@ -213,6 +216,7 @@ pub fn concat(parts: Vec<Value>, axis: usize) -> LowerResult {
         Some(3) => cat_rank!(R3),
         Some(4) => cat_rank!(R4),
         Some(5) => cat_rank!(R5),
+        Some(6) => cat_rank!(R6),
         _ => return Err("Concat of no inputs".into()),
     })
 }
@@ -277,5 +281,5 @@ pub fn select(cond: Value, x: Value, y: Value, out_dims: &[usize]) -> LowerResul
             }
         };
     }
-    Ok(pick!(R1, R2, R3, R4, R5))
+    Ok(pick!(R1, R2, R3, R4, R5, R6))
 }

@@ -1,14 +1,15 @@
 //! Activations of dynamic rank flowing through the burn interpreter. burn tensors carry their
 //! rank in the type; graph values do not, so a value is one of the ranks training supports
-//! (1 to 5), with helpers to reshape, broadcast and read back.
+//! (1 to 6: MaxViT's window partition is rank 6), with helpers to reshape, broadcast and read
+//! back.
 
 use burn::tensor::Tensor;
 use secateur_graph::BinaryFn;
 
 /// The highest rank training supports.
-pub const MAX_RANK: usize = 5;
+pub const MAX_RANK: usize = 6;
 
-/// A float activation of rank 1–5.
+/// A float activation of rank 1–6.
 #[derive(Clone, Debug)]
 pub enum Value {
     R1(Tensor<1>),
@@ -16,6 +17,7 @@ pub enum Value {
     R3(Tensor<3>),
     R4(Tensor<4>),
     R5(Tensor<5>),
+    R6(Tensor<6>),
 }
 
 macro_rules! on_value {
@@ -26,6 +28,7 @@ macro_rules! on_value {
             Value::R3($t) => Value::R3($body),
             Value::R4($t) => Value::R4($body),
             Value::R5($t) => Value::R5($body),
+            Value::R6($t) => Value::R6($body),
         }
     };
 }
@@ -39,6 +42,7 @@ impl Value {
             Value::R3(t) => t.dims().to_vec(),
             Value::R4(t) => t.dims().to_vec(),
             Value::R5(t) => t.dims().to_vec(),
+            Value::R6(t) => t.dims().to_vec(),
         }
     }
 
@@ -49,6 +53,7 @@ impl Value {
             Value::R3(_) => 3,
             Value::R4(_) => 4,
             Value::R5(_) => 5,
+            Value::R6(_) => 6,
         }
     }
 
@@ -60,6 +65,7 @@ impl Value {
             Value::R3(t) => t.flatten(0, 2),
             Value::R4(t) => t.flatten(0, 3),
             Value::R5(t) => t.flatten(0, 4),
+            Value::R6(t) => t.flatten(0, 5),
         };
         Some(match dims.len() {
             1 => Value::R1(flat.reshape([dims[0]])),
@@ -67,6 +73,7 @@ impl Value {
             3 => Value::R3(flat.reshape([dims[0], dims[1], dims[2]])),
             4 => Value::R4(flat.reshape([dims[0], dims[1], dims[2], dims[3]])),
             5 => Value::R5(flat.reshape([dims[0], dims[1], dims[2], dims[3], dims[4]])),
+            6 => Value::R6(flat.reshape([dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]])),
             _ => return None,
         })
     }
@@ -108,6 +115,7 @@ impl Value {
             Value::R3(t) => t.try_to_vec_as::<f32>(),
             Value::R4(t) => t.try_to_vec_as::<f32>(),
             Value::R5(t) => t.try_to_vec_as::<f32>(),
+            Value::R6(t) => t.try_to_vec_as::<f32>(),
         }
         .unwrap_or_default()
     }
@@ -123,6 +131,7 @@ pub fn broadcast_binary(a: Value, b: Value, f: BinaryFn) -> Option<Value> {
         (Value::R3(x), Value::R3(y)) => Value::R3(apply_binary(f, x, y)),
         (Value::R4(x), Value::R4(y)) => Value::R4(apply_binary(f, x, y)),
         (Value::R5(x), Value::R5(y)) => Value::R5(apply_binary(f, x, y)),
+        (Value::R6(x), Value::R6(y)) => Value::R6(apply_binary(f, x, y)),
         _ => return None,
     })
 }

@@ -426,6 +426,38 @@ fn new_ops_have_correct_gradients() {
             4,
         ),
     ));
+    // MaxViT's window partition: [N, C, H, W] → [N, C, H/p, p, W/p, p] → windows first
+    cases.push((
+        "window-partition-rank6",
+        around(
+            |b, c| {
+                let r = |shape: Vec<i64>| {
+                    Op::Reshape(Reshape {
+                        shape,
+                        allowzero: false,
+                    })
+                };
+                let six = b
+                    .node("part", r(vec![0, 4, 3, 2, 3, 2]), &[c], vec![])
+                    .unwrap();
+                let t = b
+                    .node(
+                        "windows",
+                        Op::Transpose(Transpose {
+                            perm: vec![0, 2, 4, 3, 5, 1],
+                        }),
+                        &[&six],
+                        vec![],
+                    )
+                    .unwrap();
+                let s = b
+                    .node("square", Op::Binary(Binary::MUL), &[&t, &t], vec![])
+                    .unwrap();
+                b.node("merge", r(vec![0, 4, 6, 6]), &[&s], vec![]).unwrap()
+            },
+            4,
+        ),
+    ));
     cases.push((
         "expand",
         around(

@@ -201,9 +201,15 @@ pub fn registry() -> &'static HashMap<&'static str, &'static dyn Converter> {
     })
 }
 
-/// Sorted list of supported op types, for error messages and `--help`.
+/// Sorted list of supported op types (converters and the ops the importer folds or lowers
+/// itself), for error messages and `--help`.
 pub fn supported_ops() -> Vec<&'static str> {
-    let mut v: Vec<_> = registry().keys().copied().collect();
+    let mut v: Vec<_> = registry()
+        .keys()
+        .copied()
+        .chain(crate::import::FOLDED_OPS.iter().copied())
+        .collect();
     v.sort();
+    v.dedup();
     v
 }

@@ -41,6 +41,7 @@ impl TrainOp for MatMul {
             Value::R3(a) => Value::R3(a.matmul(w.unsqueeze::<3>())),
             Value::R4(a) => Value::R4(a.matmul(w.unsqueeze::<4>())),
             Value::R5(a) => Value::R5(a.matmul(w.unsqueeze::<5>())),
+            Value::R6(a) => Value::R6(a.matmul(w.unsqueeze::<6>())),
             other => {
                 return Err(call.err(format!("MatMul of a rank-{} input", other.rank())));
             }

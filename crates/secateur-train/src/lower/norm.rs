@@ -89,6 +89,11 @@ fn batch_moments(x: Value, reduce: &[usize]) -> Option<(Value, Value)> {
             let v = (t - m.clone()).square().mean_dims(reduce);
             (Value::R5(m), Value::R5(v))
         }
+        Value::R6(t) => {
+            let m = t.clone().mean_dims(reduce);
+            let v = (t - m.clone()).square().mean_dims(reduce);
+            (Value::R6(m), Value::R6(v))
+        }
         Value::R1(_) => return None,
     })
 }
