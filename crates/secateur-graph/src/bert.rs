@@ -44,6 +44,10 @@ pub struct BertConfig {
     pub type_vocab_size: usize,
     pub layer_norm_eps: f32,
     pub hidden_act: HiddenAct,
+    /// Row of the position table read by the first token: 0 for BERT, `pad_token_id + 1` for
+    /// RoBERTa (its positions count from after the padding index; right padding assumed, the
+    /// padded rows being masked out of attention and pooling).
+    pub position_offset: usize,
 }
 
 impl BertConfig {
@@ -182,10 +186,13 @@ pub fn build_bert(
     w: &mut dyn WeightSource,
 ) -> Result<Graph> {
     cfg.validate().map_err(GraphError::Invalid)?;
-    if seq_len == 0 || seq_len > cfg.max_position_embeddings {
+    let positions = cfg
+        .max_position_embeddings
+        .saturating_sub(cfg.position_offset);
+    if seq_len == 0 || seq_len > positions {
         return Err(GraphError::Invalid(format!(
-            "sequence length {seq_len} must be in 1..={} (max_position_embeddings)",
-            cfg.max_position_embeddings
+            "sequence length {seq_len} must be in 1..={positions} (max_position_embeddings {} less the position offset {})",
+            cfg.max_position_embeddings, cfg.position_offset
         )));
     }
     let (h, heads, dh) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim());
@@ -212,7 +219,10 @@ pub fn build_bert(
         &[cfg.type_vocab_size, h],
     )?;
     let word = b.constant("embeddings.word_embeddings.weight", word);
-    let pos_type = Tensor::from_fn(vec![seq_len, h], |i| pos.data()[i] + types.data()[i % h]);
+    let first = cfg.position_offset * h;
+    let pos_type = Tensor::from_fn(vec![seq_len, h], |i| {
+        pos.data()[first + i] + types.data()[i % h]
+    });
     let pos_type = b.constant("embeddings.position_and_type", pos_type);
     let x = b.node(
         "embeddings/word_embeddings/Gather",
@@ -437,6 +447,7 @@ mod tests {
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
             hidden_act: HiddenAct::Gelu,
+            position_offset: 0,
         }
     }
 

@@ -303,6 +303,7 @@ mod tests {
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
             hidden_act: HiddenAct::Gelu,
+            position_offset: 0,
         };
         let g = random_bert(&cfg, 4, Pooling::Mean, 1).unwrap();
         let chains = g.fused_chains().unwrap();

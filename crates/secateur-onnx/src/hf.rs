@@ -1,9 +1,11 @@
 //! Hugging Face checkpoints as a second door in: a directory with `config.json` and
-//! `model.safetensors` of a BERT-family encoder (`model_type` `bert`, the sentence-transformers
-//! models such as all-MiniLM-L6-v2) becomes an IR graph through
+//! `model.safetensors` of a BERT-family encoder (`model_type` `bert`, as the
+//! sentence-transformers models such as all-MiniLM-L6-v2; `roberta`, `xlm-roberta`,
+//! `camembert`; `distilbert`, its weight names mapped to BERT's) becomes an IR graph through
 //! [`secateur_graph::bert::build_bert`], with the pooling of the directory's
 //! sentence-transformers `1_Pooling/config.json` (mean over the masked tokens when absent).
-//! Weights may be f32, f16 or bf16 and may carry a `bert.` prefix.
+//! Weights may be f32, f16 or bf16 and may carry their family's prefix (`bert.`, `roberta.`,
+//! `distilbert.`).
 
 use crate::error::{OnnxError, Result};
 use safetensors::SafeTensors;
@@ -33,24 +35,66 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_slice(&read(path)?).map_err(|e| model_err(path, format!("not JSON: {e}")))
 }
 
-/// Parses the encoder geometry of a `config.json`.
-pub fn bert_config(path: &Path, json: &Value) -> Result<BertConfig> {
+/// The checkpoint families read: BERT's layout, RoBERTa's (positions after the padding
+/// index, one token type) and DistilBERT's (its own weight names, no token types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Bert,
+    Roberta,
+    DistilBert,
+}
+
+impl Family {
+    fn of(model_type: &str) -> Option<Family> {
+        match model_type {
+            "bert" => Some(Family::Bert),
+            "roberta" | "xlm-roberta" | "camembert" => Some(Family::Roberta),
+            "distilbert" => Some(Family::DistilBert),
+            _ => None,
+        }
+    }
+
+    /// Prefixes a base-model checkpoint may carry before its weight names.
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert.",
+            Family::Roberta => "roberta.",
+            Family::DistilBert => "distilbert.",
+        }
+    }
+}
+
+/// Parses the encoder geometry of a `config.json` (and its family).
+pub fn bert_config(path: &Path, json: &Value) -> Result<(Family, BertConfig)> {
     let model_type = json["model_type"].as_str().unwrap_or("");
-    if model_type != "bert" {
+    let Some(family) = Family::of(model_type) else {
         return Err(model_err(
             path,
-            format!("model_type '{model_type}' is not supported (BERT-family encoders: 'bert')"),
+            format!(
+                "model_type '{model_type}' is not supported (BERT-family encoders: bert, roberta, xlm-roberta, camembert, distilbert)"
+            ),
         ));
-    }
-    let size = |key: &str| -> Result<usize> {
-        json[key].as_u64().map(|v| v as usize).ok_or_else(|| {
-            model_err(
-                path,
-                format!("'{key}' is missing or not a positive integer"),
-            )
-        })
     };
-    let hidden_act = match json["hidden_act"].as_str().unwrap_or("gelu") {
+    // DistilBERT names the same sizes differently
+    let key = |bert: &'static str| -> &'static str {
+        match (family, bert) {
+            (Family::DistilBert, "hidden_size") => "dim",
+            (Family::DistilBert, "num_hidden_layers") => "n_layers",
+            (Family::DistilBert, "num_attention_heads") => "n_heads",
+            (Family::DistilBert, "intermediate_size") => "hidden_dim",
+            (Family::DistilBert, "hidden_act") => "activation",
+            _ => bert,
+        }
+    };
+    let size = |bert: &'static str| -> Result<usize> {
+        let k = key(bert);
+        json[k]
+            .as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| model_err(path, format!("'{k}' is missing or not a positive integer")))
+    };
+    let act_key = key("hidden_act");
+    let hidden_act = match json[act_key].as_str().unwrap_or("gelu") {
         "gelu" => HiddenAct::Gelu,
         "gelu_new" | "gelu_pytorch_tanh" => HiddenAct::GeluTanh,
         "relu" => HiddenAct::Relu,
@@ -58,7 +102,7 @@ pub fn bert_config(path: &Path, json: &Value) -> Result<BertConfig> {
             return Err(model_err(
                 path,
                 format!(
-                    "hidden_act '{other}' is not one of gelu, gelu_new, gelu_pytorch_tanh, relu"
+                    "{act_key} '{other}' is not one of gelu, gelu_new, gelu_pytorch_tanh, relu"
                 ),
             ));
         }
@@ -71,6 +115,17 @@ pub fn bert_config(path: &Path, json: &Value) -> Result<BertConfig> {
             format!("position_embedding_type '{p}' is not supported (absolute only)"),
         ));
     }
+    let (type_vocab_size, layer_norm_eps, position_offset) = match family {
+        Family::DistilBert => (1, 1e-12, 0),
+        Family::Bert | Family::Roberta => (
+            json["type_vocab_size"].as_u64().unwrap_or(2) as usize,
+            json["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32,
+            match family {
+                Family::Roberta => json["pad_token_id"].as_u64().unwrap_or(1) as usize + 1,
+                _ => 0,
+            },
+        ),
+    };
     let cfg = BertConfig {
         vocab_size: size("vocab_size")?,
         hidden_size: size("hidden_size")?,
@@ -78,12 +133,40 @@ pub fn bert_config(path: &Path, json: &Value) -> Result<BertConfig> {
         num_attention_heads: size("num_attention_heads")?,
         intermediate_size: size("intermediate_size")?,
         max_position_embeddings: size("max_position_embeddings")?,
-        type_vocab_size: json["type_vocab_size"].as_u64().unwrap_or(2) as usize,
-        layer_norm_eps: json["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32,
+        type_vocab_size,
+        layer_norm_eps,
         hidden_act,
+        position_offset,
     };
     cfg.validate().map_err(|m| model_err(path, m))?;
-    Ok(cfg)
+    Ok((family, cfg))
+}
+
+/// DistilBERT's name for a weight BERT's layout calls `name`; `None` for the token-type table
+/// it does not have.
+fn distilbert_name(name: &str) -> Option<String> {
+    if name.starts_with("embeddings.token_type_embeddings") {
+        return None;
+    }
+    let Some(rest) = name.strip_prefix("encoder.layer.") else {
+        return Some(name.to_string());
+    };
+    let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
+    let renames = [
+        ("attention.self.query.", "attention.q_lin."),
+        ("attention.self.key.", "attention.k_lin."),
+        ("attention.self.value.", "attention.v_lin."),
+        ("attention.output.dense.", "attention.out_lin."),
+        ("attention.output.LayerNorm.", "sa_layer_norm."),
+        ("intermediate.dense.", "ffn.lin1."),
+        ("output.dense.", "ffn.lin2."),
+        ("output.LayerNorm.", "output_layer_norm."),
+    ];
+    let part = renames
+        .iter()
+        .find_map(|(from, to)| part.strip_prefix(from).map(|tail| format!("{to}{tail}")))
+        .unwrap_or_else(|| part.to_string());
+    Some(format!("transformer.layer.{layer}.{part}"))
 }
 
 /// The pooling of a sentence-transformers directory.
@@ -108,11 +191,20 @@ struct SafetensorWeights<'a> {
     file: PathBuf,
     tensors: SafeTensors<'a>,
     prefix: &'static str,
+    family: Family,
 }
 
 impl WeightSource for SafetensorWeights<'_> {
     fn weight(&mut self, name: &str, shape: &[usize]) -> secateur_graph::Result<Tensor> {
-        let full = format!("{}{name}", self.prefix);
+        let own = match self.family {
+            Family::DistilBert => distilbert_name(name),
+            Family::Bert | Family::Roberta => Some(name.to_string()),
+        };
+        let Some(own) = own else {
+            // a table the family does not have adds nothing
+            return Ok(Tensor::zeros(shape.to_vec()));
+        };
+        let full = format!("{}{own}", self.prefix);
         let bad = |m: String| {
             GraphError::Invalid(format!("{}: tensor '{full}': {m}", self.file.display()))
         };
@@ -173,7 +265,7 @@ fn f16_to_f32(h: u16) -> f32 {
 /// Loads a checkpoint directory as a graph for sequences of `seq_len` tokens.
 pub fn load_checkpoint(dir: &Path, seq_len: usize) -> Result<Graph> {
     let config_path = dir.join("config.json");
-    let cfg = bert_config(&config_path, &read_json(&config_path)?)?;
+    let (family, cfg) = bert_config(&config_path, &read_json(&config_path)?)?;
     let weights_path = dir.join("model.safetensors");
     if !weights_path.is_file() {
         return Err(model_err(
@@ -185,10 +277,13 @@ pub fn load_checkpoint(dir: &Path, seq_len: usize) -> Result<Graph> {
     let tensors = SafeTensors::deserialize(&bytes)
         .map_err(|e| model_err(&weights_path, format!("not a safetensors file: {e}")))?;
     let prefix = if tensors
-        .tensor("bert.embeddings.word_embeddings.weight")
+        .tensor(&format!(
+            "{}embeddings.word_embeddings.weight",
+            family.prefix()
+        ))
         .is_ok()
     {
-        "bert."
+        family.prefix()
     } else {
         ""
     };
@@ -196,6 +291,7 @@ pub fn load_checkpoint(dir: &Path, seq_len: usize) -> Result<Graph> {
         file: weights_path,
         tensors,
         prefix,
+        family,
     };
     let mut g = build_bert(&cfg, seq_len, pooling(dir)?, &mut source)?;
     g.name = dir
@@ -211,6 +307,69 @@ pub fn load_checkpoint(dir: &Path, seq_len: usize) -> Result<Graph> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn families_are_read_from_their_own_config_keys() {
+        let path = Path::new("config.json");
+        let distil = serde_json::json!({"model_type": "distilbert", "vocab_size": 30, "dim": 8,
+            "n_layers": 2, "n_heads": 2, "hidden_dim": 16, "max_position_embeddings": 10});
+        let (family, cfg) = bert_config(path, &distil).unwrap();
+        assert_eq!(family, Family::DistilBert);
+        assert_eq!(
+            (cfg.hidden_size, cfg.intermediate_size, cfg.type_vocab_size),
+            (8, 16, 1)
+        );
+        let roberta = serde_json::json!({"model_type": "xlm-roberta", "vocab_size": 30,
+            "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 16, "max_position_embeddings": 514, "pad_token_id": 1});
+        let (family, cfg) = bert_config(path, &roberta).unwrap();
+        assert_eq!((family, cfg.position_offset), (Family::Roberta, 2));
+        let e = bert_config(path, &serde_json::json!({"model_type": "gpt2"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'gpt2'") && e.contains("distilbert"), "{e}");
+        let e = bert_config(
+            path,
+            &serde_json::json!({"model_type": "distilbert", "dim": 8}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'vocab_size'"), "{e}");
+    }
+
+    #[test]
+    fn distilbert_weights_map_to_bert_names() {
+        let cases = [
+            (
+                "encoder.layer.3.attention.self.query.weight",
+                Some("transformer.layer.3.attention.q_lin.weight"),
+            ),
+            (
+                "encoder.layer.0.attention.output.LayerNorm.bias",
+                Some("transformer.layer.0.sa_layer_norm.bias"),
+            ),
+            (
+                "encoder.layer.1.intermediate.dense.weight",
+                Some("transformer.layer.1.ffn.lin1.weight"),
+            ),
+            (
+                "encoder.layer.1.output.dense.bias",
+                Some("transformer.layer.1.ffn.lin2.bias"),
+            ),
+            (
+                "encoder.layer.1.output.LayerNorm.weight",
+                Some("transformer.layer.1.output_layer_norm.weight"),
+            ),
+            (
+                "embeddings.LayerNorm.weight",
+                Some("embeddings.LayerNorm.weight"),
+            ),
+            ("embeddings.token_type_embeddings.weight", None),
+        ];
+        for (bert, distil) in cases {
+            assert_eq!(distilbert_name(bert).as_deref(), distil, "{bert}");
+        }
+    }
 
     #[test]
     fn half_precision_converts_exactly() {

@@ -22,6 +22,7 @@ fn tiny_bert() -> Graph {
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
         hidden_act: HiddenAct::Gelu,
+        position_offset: 0,
     };
     random_bert(&cfg, 8, Pooling::Mean, 3).unwrap()
 }

@@ -22,6 +22,7 @@ fn tiny() -> BertConfig {
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
         hidden_act: HiddenAct::Gelu,
+        position_offset: 0,
     }
 }
 

@@ -86,6 +86,63 @@ fn minilm_checkpoint_equals_pytorch_and_onnx_runtime() {
     assert!(e <= 1e-4, "reference evaluation vs ONNX Runtime: {e}");
 }
 
+/// Reads a golden row-major integer matrix as float values.
+fn golden_matrix(v: &serde_json::Value) -> (Vec<usize>, Vec<f32>) {
+    let rows = v.as_array().unwrap();
+    let data: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect();
+    (vec![rows.len(), data.len() / rows.len()], data)
+}
+
+/// RoBERTa (positions after the padding index) and DistilBERT (its own weight names, no token
+/// types) checkpoints equal PyTorch's mean-pooled embeddings on right-padded batches
+/// (`fixtures/encoders/make_encoders.py`), in the reference evaluator, the runtime and ONNX
+/// Runtime on the export.
+#[test]
+fn roberta_and_distilbert_checkpoints_equal_pytorch() {
+    for name in ["tiny_roberta", "tiny_distilbert"] {
+        let dir = fixture("encoders").join(name);
+        let golden: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
+        let (dims, ids) = golden_matrix(&golden["input_ids"]);
+        let (_, mask) = golden_matrix(&golden["attention_mask"]);
+        let (_, want) = golden_matrix(&golden["embeddings"]);
+        let g = secateur_onnx::hf::load_checkpoint(&dir, dims[1]).unwrap();
+        let feeds = [
+            ("input_ids", Tensor::new(dims.clone(), ids).unwrap()),
+            ("attention_mask", Tensor::new(dims.clone(), mask).unwrap()),
+        ];
+        let reference = evaluate(&g, &feeds).unwrap().remove(0);
+        let e = relative_error(reference.data(), &want);
+        assert!(e <= 1e-4, "{name}: reference evaluation vs PyTorch {e}");
+        let mut plan =
+            secateur_runtime::ExecPlan::compile(&g, secateur_runtime::PlanConfig::new(dims[0], 1))
+                .unwrap();
+        let run = plan
+            .run_inputs(&[feeds[0].1.data(), feeds[1].1.data()])
+            .unwrap()
+            .to_vec();
+        let e = relative_error(&run, &want);
+        assert!(e <= 1e-4, "{name}: runtime vs PyTorch {e}");
+        let Some(py) = require_python() else { continue };
+        let bytes = secateur_onnx::to_bytes(&g).unwrap();
+        let named: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (*n, t)).collect();
+        let ort = ort_run_inputs(&py, &bytes, &named).unwrap().remove(0);
+        let e = relative_error(ort.data(), &want);
+        assert!(
+            e <= 1e-4,
+            "{name}: ONNX Runtime on the export vs PyTorch {e}"
+        );
+    }
+}
+
 #[test]
 fn the_bundled_text_set_scores_minilm() {
     let Some(dir) = require_minilm() else { return };

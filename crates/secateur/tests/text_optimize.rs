@@ -24,6 +24,7 @@ fn encoder(dir: &Path, tokenizer_dir: &Path) -> PathBuf {
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
         hidden_act: HiddenAct::Gelu,
+        position_offset: 0,
     };
     let g = random_bert(&cfg, SEQ, Pooling::Mean, 11).unwrap();
     let model = dir.join("model.onnx");
