@@ -411,6 +411,7 @@ fn transformer_layers_are_sized_by_features_not_tokens() {
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
         hidden_act: HiddenAct::Gelu,
+        position_offset: 0,
     };
     let g = random_bert(&cfg, 12, Pooling::Mean, 1).unwrap();
     let deps = DependencyGraph::build(&g).unwrap();

@@ -368,7 +368,9 @@ impl Graph {
             return Err(GraphError::Invalid("the graph has no outputs".into()));
         }
         for (name, t) in &self.initializers {
-            if let Some((index, value)) = t.first_non_finite() {
+            // a lone ±infinity is a fill value (attention masks), never a weight
+            let fill = t.len() == 1 && t.data()[0].is_infinite();
+            if let Some((index, value)) = t.first_non_finite().filter(|_| !fill) {
                 return Err(GraphError::NonFinite {
                     name: name.clone(),
                     index,

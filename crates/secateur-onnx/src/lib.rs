@@ -7,6 +7,7 @@
 pub mod attrs;
 pub mod error;
 pub mod export;
+pub mod external;
 pub mod fold;
 pub mod grid;
 pub mod hf;
@@ -43,15 +44,7 @@ pub fn import_bytes(bytes: &[u8], origin: &Path) -> Result<Graph> {
 /// [`import_bytes`] with sizes for the file's open dimensions.
 pub fn import_bytes_with(bytes: &[u8], origin: &Path, opts: &ImportOptions) -> Result<Graph> {
     let model = decode_model(bytes, origin)?;
-    import_model_with(&model, opts).map_err(|e| match e {
-        named @ (OnnxError::Read { .. } | OnnxError::Decode { .. } | OnnxError::InFile { .. }) => {
-            named
-        }
-        other => OnnxError::InFile {
-            path: origin.to_path_buf(),
-            cause: Box::new(other),
-        },
-    })
+    import_model_with(&model, opts).map_err(|e| in_file(origin, e))
 }
 
 /// Reads and imports an ONNX file.
@@ -59,14 +52,31 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Graph> {
     load_model_with(path, &ImportOptions::default())
 }
 
-/// [`load_model`] with sizes for the file's open dimensions.
+/// [`load_model`] with sizes for the file's open dimensions. Tensors stored as external data
+/// are read from their files next to `path`.
 pub fn load_model_with(path: impl AsRef<Path>, opts: &ImportOptions) -> Result<Graph> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|cause| OnnxError::Read {
         path: path.to_path_buf(),
         cause,
     })?;
-    import_bytes_with(&bytes, path, opts)
+    let mut model = decode_model(&bytes, path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    external::embed_external_data(&mut model, dir).map_err(|e| in_file(path, e))?;
+    import_model_with(&model, opts).map_err(|e| in_file(path, e))
+}
+
+/// An import error with the file it came from, unless it already names one.
+fn in_file(path: &Path, e: OnnxError) -> OnnxError {
+    match e {
+        named @ (OnnxError::Read { .. } | OnnxError::Decode { .. } | OnnxError::InFile { .. }) => {
+            named
+        }
+        other => OnnxError::InFile {
+            path: path.to_path_buf(),
+            cause: Box::new(other),
+        },
+    }
 }
 
 /// Serialises a graph to ONNX bytes.

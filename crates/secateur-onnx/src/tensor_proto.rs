@@ -70,10 +70,10 @@ fn raw_chunks<const N: usize>(t: &TensorProto, n: usize) -> Result<Vec<[u8; N]>>
 
 /// Decodes a tensor; integer types become [`Constant::Int`].
 pub fn decode(t: &TensorProto) -> Result<Constant> {
-    if t.data_location == 1 || !t.external_data.is_empty() {
+    if crate::external::is_external(t) {
         return Err(OnnxError::Tensor {
             name: t.name.clone(),
-            message: "stores its data in an external file, which is not supported; re-export the model with weights embedded (save_as_external_data=False)".into(),
+            message: "stores its data in an external file, read only when the model is loaded from its path (with the data file next to it)".into(),
         });
     }
     let dims = dims_of(t)?;

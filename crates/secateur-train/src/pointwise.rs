@@ -33,6 +33,8 @@ pub fn apply_pointwise<const D: usize>(f: Pointwise, t: Tensor<D>) -> Tensor<D> 
         Pointwise::Abs => t.abs(),
         Pointwise::NonZero => t.not_equal_elem(0.0).float(),
         Pointwise::Not => t.equal_elem(0.0).float(),
+        // NaN is the one value unequal to itself
+        Pointwise::IsNaN => t.clone().not_equal(t).float(),
         // floor for non-negative values, ceil for negative ones (rounding has no gradient)
         Pointwise::Trunc => {
             let positive = t.clone().greater_equal_elem(0.0).float();

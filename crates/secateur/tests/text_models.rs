@@ -102,9 +102,10 @@ fn golden_matrix(v: &serde_json::Value) -> (Vec<usize>, Vec<f32>) {
 }
 
 /// RoBERTa (positions after the padding index) and DistilBERT (its own weight names, no token
-/// types) checkpoints equal PyTorch's mean-pooled embeddings on right-padded batches
-/// (`fixtures/encoders/make_encoders.py`), in the reference evaluator, the runtime and ONNX
-/// Runtime on the export.
+/// types) checkpoints, and DistilBERT's TorchScript ONNX export (IsNaN, a -inf fill), equal
+/// PyTorch's mean-pooled embeddings on right-padded batches
+/// (`fixtures/encoders/make_encoders.py`) in the reference evaluator, the runtime, the
+/// training forward and ONNX Runtime on the export.
 #[test]
 fn roberta_and_distilbert_checkpoints_equal_pytorch() {
     for name in ["tiny_roberta", "tiny_distilbert"] {
@@ -114,33 +115,54 @@ fn roberta_and_distilbert_checkpoints_equal_pytorch() {
         let (dims, ids) = golden_matrix(&golden["input_ids"]);
         let (_, mask) = golden_matrix(&golden["attention_mask"]);
         let (_, want) = golden_matrix(&golden["embeddings"]);
-        let g = secateur_onnx::hf::load_checkpoint(&dir, dims[1]).unwrap();
         let feeds = [
             ("input_ids", Tensor::new(dims.clone(), ids).unwrap()),
             ("attention_mask", Tensor::new(dims.clone(), mask).unwrap()),
         ];
-        let reference = evaluate(&g, &feeds).unwrap().remove(0);
-        let e = relative_error(reference.data(), &want);
-        assert!(e <= 1e-4, "{name}: reference evaluation vs PyTorch {e}");
-        let mut plan =
-            secateur_runtime::ExecPlan::compile(&g, secateur_runtime::PlanConfig::new(dims[0], 1))
-                .unwrap();
-        let run = plan
-            .run_inputs(&[feeds[0].1.data(), feeds[1].1.data()])
-            .unwrap()
-            .to_vec();
-        let e = relative_error(&run, &want);
-        assert!(e <= 1e-4, "{name}: runtime vs PyTorch {e}");
-        let Some(py) = require_python() else { continue };
-        let bytes = secateur_onnx::to_bytes(&g).unwrap();
-        let named: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (*n, t)).collect();
-        let ort = ort_run_inputs(&py, &bytes, &named).unwrap().remove(0);
-        let e = relative_error(ort.data(), &want);
-        assert!(
-            e <= 1e-4,
-            "{name}: ONNX Runtime on the export vs PyTorch {e}"
-        );
+        let mut graphs = vec![(
+            "checkpoint",
+            secateur_onnx::hf::load_checkpoint(&dir, dims[1]).unwrap(),
+        )];
+        let onnx = dir.join("model.ts17.onnx");
+        if onnx.is_file() {
+            graphs.push(("ONNX export", secateur_onnx::load_model(&onnx).unwrap()));
+        }
+        for (source, g) in &graphs {
+            check_encoder(&format!("{name} {source}"), g, &feeds, &want);
+        }
     }
+}
+
+/// The reference evaluator, the runtime, the training forward and ORT on the export of `g`
+/// against PyTorch's embeddings `want`.
+fn check_encoder(name: &str, g: &secateur_graph::Graph, feeds: &[(&str, Tensor); 2], want: &[f32]) {
+    let reference = evaluate(g, feeds).unwrap().remove(0);
+    let e = relative_error(reference.data(), want);
+    assert!(e <= 1e-4, "{name}: reference evaluation vs PyTorch {e}");
+    let batch = feeds[0].1.shape()[0];
+    let mut plan =
+        secateur_runtime::ExecPlan::compile(g, secateur_runtime::PlanConfig::new(batch, 1))
+            .unwrap();
+    let run = plan
+        .run_inputs(&[feeds[0].1.data(), feeds[1].1.data()])
+        .unwrap()
+        .to_vec();
+    let e = relative_error(&run, want);
+    assert!(e <= 1e-4, "{name}: runtime vs PyTorch {e}");
+    let tensors: Vec<Tensor> = feeds.iter().map(|(_, t)| t.clone()).collect();
+    let trained =
+        secateur_train::evaluate::forward_inputs(g, &tensors, &secateur_train::cpu()).unwrap();
+    let e = relative_error(trained.data(), want);
+    assert!(e <= 1e-4, "{name}: training forward vs PyTorch {e}");
+    let Some(py) = require_python() else { return };
+    let bytes = secateur_onnx::to_bytes(g).unwrap();
+    let named: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (*n, t)).collect();
+    let ort = ort_run_inputs(&py, &bytes, &named).unwrap().remove(0);
+    let e = relative_error(ort.data(), want);
+    assert!(
+        e <= 1e-4,
+        "{name}: ONNX Runtime on the export vs PyTorch {e}"
+    );
 }
 
 #[test]

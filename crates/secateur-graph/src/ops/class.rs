@@ -49,6 +49,9 @@ pub enum Pointwise {
     Trunc,
     /// 1 where the value is zero, else 0 (logical `Not` of a 0/1 value).
     Not,
+    /// 1 where the value is NaN, else 0 (`IsNaN`: exported attention zeroes the softmax of a
+    /// fully masked row with it).
+    IsNaN,
 }
 
 impl Pointwise {
@@ -87,6 +90,7 @@ impl Pointwise {
             Pointwise::NonZero => (x != 0.0) as u8 as f32,
             Pointwise::Trunc => x.trunc(),
             Pointwise::Not => (x == 0.0) as u8 as f32,
+            Pointwise::IsNaN => x.is_nan() as u8 as f32,
         }
     }
 
@@ -111,6 +115,7 @@ impl Pointwise {
             Pointwise::Abs => "Abs",
             Pointwise::NonZero | Pointwise::Trunc => "Cast",
             Pointwise::Not => "Not",
+            Pointwise::IsNaN => "IsNaN",
         }
     }
 

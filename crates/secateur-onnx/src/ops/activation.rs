@@ -43,6 +43,7 @@ pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     plain!("Neg", Pointwise::Neg),
     plain!("Abs", Pointwise::Abs),
     plain!("Not", Pointwise::Not),
+    plain!("IsNaN", Pointwise::IsNaN),
     &UnaryConverter {
         op_type: "Clip",
         read: read_clip,
@@ -148,6 +149,15 @@ impl Converter for UnaryConverter {
                     op_type: "Cast",
                     attributes: vec![attrs::int("to", dt::FLOAT as i64)],
                     inputs: vec![not],
+                });
+            }
+            Pointwise::IsNaN => {
+                // ONNX's IsNaN is boolean; values are 0/1 floats
+                let b = ctx.helper("IsNaN", vec![x], format!("{}__isnan", node.name));
+                return Ok(ExportedNode {
+                    op_type: "Cast",
+                    attributes: vec![attrs::int("to", crate::proto::data_type::FLOAT as i64)],
+                    inputs: vec![b],
                 });
             }
             Pointwise::NonZero | Pointwise::Trunc => {
