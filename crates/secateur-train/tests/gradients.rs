@@ -278,6 +278,14 @@ fn unary(name: &'static str, f: Pointwise) -> (&'static str, Graph) {
     (name, g)
 }
 
+/// A `Reshape` to an ONNX-style target (`0` copies the input dimension).
+fn reshape_to(shape: Vec<i64>) -> Op {
+    Op::Reshape(Reshape {
+        shape,
+        allowzero: false,
+    })
+}
+
 fn on_conv(name: &'static str, op: Op) -> (&'static str, Graph) {
     (
         name,
@@ -402,14 +410,8 @@ fn new_ops_have_correct_gradients() {
         "channel-shuffle",
         around(
             |b, c| {
-                let r = |shape: Vec<i64>| {
-                    Op::Reshape(Reshape {
-                        shape,
-                        allowzero: false,
-                    })
-                };
                 let five = b
-                    .node("split", r(vec![0, 2, 2, 6, 6]), &[c], vec![])
+                    .node("split", reshape_to(vec![0, 2, 2, 6, 6]), &[c], vec![])
                     .unwrap();
                 let t = b
                     .node(
@@ -421,7 +423,8 @@ fn new_ops_have_correct_gradients() {
                         vec![],
                     )
                     .unwrap();
-                b.node("merge", r(vec![0, 4, 6, 6]), &[&t], vec![]).unwrap()
+                b.node("merge", reshape_to(vec![0, 4, 6, 6]), &[&t], vec![])
+                    .unwrap()
             },
             4,
         ),
@@ -431,14 +434,8 @@ fn new_ops_have_correct_gradients() {
         "window-partition-rank6",
         around(
             |b, c| {
-                let r = |shape: Vec<i64>| {
-                    Op::Reshape(Reshape {
-                        shape,
-                        allowzero: false,
-                    })
-                };
                 let six = b
-                    .node("part", r(vec![0, 4, 3, 2, 3, 2]), &[c], vec![])
+                    .node("part", reshape_to(vec![0, 4, 3, 2, 3, 2]), &[c], vec![])
                     .unwrap();
                 let t = b
                     .node(
@@ -453,7 +450,8 @@ fn new_ops_have_correct_gradients() {
                 let s = b
                     .node("square", Op::Binary(Binary::MUL), &[&t, &t], vec![])
                     .unwrap();
-                b.node("merge", r(vec![0, 4, 6, 6]), &[&s], vec![]).unwrap()
+                b.node("merge", reshape_to(vec![0, 4, 6, 6]), &[&s], vec![])
+                    .unwrap()
             },
             4,
         ),
