@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 mod batch_index;
 mod einsum;
+mod gather_nd;
 mod scatter;
 
 /// Supported range of default-domain opset versions.
@@ -793,6 +794,9 @@ impl Importer {
         }
         if node.op_type == "ScatterND" {
             return self.import_scatter_nd(node, &inputs);
+        }
+        if node.op_type == "GatherND" && self.gather_nd_constant(node, &inputs, index)? {
+            return Ok(());
         }
         if self.expand_node(node, &inputs, index)? {
             return Ok(());

@@ -102,7 +102,8 @@ fn golden_matrix(v: &serde_json::Value) -> (Vec<usize>, Vec<f32>) {
 }
 
 /// RoBERTa (positions after the padding index) and DistilBERT (its own weight names, no token
-/// types) checkpoints, and DistilBERT's TorchScript ONNX export (IsNaN, a -inf fill), equal
+/// types) checkpoints, and DistilBERT's ONNX exports (TorchScript: IsNaN, a -inf fill; dynamo:
+/// external data, a constant-index GatherND), equal
 /// PyTorch's mean-pooled embeddings on right-padded batches
 /// (`fixtures/encoders/make_encoders.py`) in the reference evaluator, the runtime, the
 /// training forward and ONNX Runtime on the export.
@@ -123,9 +124,16 @@ fn roberta_and_distilbert_checkpoints_equal_pytorch() {
             "checkpoint",
             secateur_onnx::hf::load_checkpoint(&dir, dims[1]).unwrap(),
         )];
-        let onnx = dir.join("model.ts17.onnx");
-        if onnx.is_file() {
-            graphs.push(("ONNX export", secateur_onnx::load_model(&onnx).unwrap()));
+        for (source, file) in [
+            ("TorchScript export", "model.ts17.onnx"),
+            ("dynamo export", "model.dynamo.onnx"),
+        ] {
+            let onnx = dir.join(file);
+            if onnx.is_file() {
+                let g = secateur_onnx::load_model(&onnx)
+                    .unwrap_or_else(|e| panic!("{name} {source}: {e}"));
+                graphs.push((source, g));
+            }
         }
         for (source, g) in &graphs {
             check_encoder(&format!("{name} {source}"), g, &feeds, &want);
