@@ -121,7 +121,9 @@ pub fn bert_config(path: &Path, json: &Value) -> Result<(Family, BertConfig)> {
             json["type_vocab_size"].as_u64().unwrap_or(2) as usize,
             json["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32,
             match family {
-                Family::Roberta => json["pad_token_id"].as_u64().unwrap_or(1) as usize + 1,
+                Family::Roberta => {
+                    (json["pad_token_id"].as_u64().unwrap_or(1) as usize).saturating_add(1)
+                }
                 _ => 0,
             },
         ),
@@ -324,6 +326,13 @@ mod tests {
             "intermediate_size": 16, "max_position_embeddings": 514, "pad_token_id": 1});
         let (family, cfg) = bert_config(path, &roberta).unwrap();
         assert_eq!((family, cfg.position_offset), (Family::Roberta, 2));
+        // a hostile padding index saturates (the sequence-length check refuses it later)
+        let mut hostile = roberta.clone();
+        hostile["pad_token_id"] = serde_json::json!(u64::MAX);
+        assert_eq!(
+            bert_config(path, &hostile).unwrap().1.position_offset,
+            usize::MAX
+        );
         let e = bert_config(path, &serde_json::json!({"model_type": "gpt2"}))
             .unwrap_err()
             .to_string();

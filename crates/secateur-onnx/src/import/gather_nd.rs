@@ -72,11 +72,19 @@ impl Importer {
                 ),
             ));
         };
+        let rows: usize = lead.iter().product();
+        if rows > 1 << 24 {
+            // positions are held as f32 values, exact up to 2^24
+            return Err(node_err(
+                node,
+                format!("{rows} indexed rows: more than 2^24 positions are not exact"),
+            ));
+        }
         let positions =
             linear_positions(&lead, &index_dims, &values).map_err(|m| node_err(node, m))?;
         let out = node.output.first().cloned().unwrap_or_default();
         let base = self.unique_name(node, index);
-        let mut target = vec![lead.iter().product::<usize>() as i64];
+        let mut target = vec![rows as i64];
         target.extend(
             shape.0[k..]
                 .iter()
