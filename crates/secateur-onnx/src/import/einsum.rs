@@ -332,7 +332,8 @@ impl Plan {
     }
 }
 
-/// Whether an operand is a constant (a weight, when it is a matrix on the right).
+/// The ops computing `eq` for operands of `shapes`, contracted left to right; `constant` marks
+/// the operands that are constants (moved to the right, where a matrix is a weighted layer).
 fn plan_equation(eq: &Equation, shapes: &[Shape], constant: &[bool]) -> PlanResult<Plan> {
     let mut plan = Plan::default();
     let mut operands = eq
