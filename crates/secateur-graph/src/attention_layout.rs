@@ -14,6 +14,10 @@
 //!   through the merged axis) becomes `Transpose (0, 1, 3, 2)`;
 //! - `Reshape [L·N, E] → Gemm → Reshape [L, N, E']` becomes `Reshape [L, N, E] → MatMul →
 //!   Add bias`.
+//!
+//! The batch `N` is symbolic, or a fixed size where the exporter fixed it (PyTorch's dynamo
+//! exporter by default); the keys' rewrite also serves its decomposition of
+//! `scaled_dot_product_attention`, which transposes the keys through `[N·H, A, B]` too.
 
 use crate::error::Result;
 use crate::graph::{Graph, Node};
@@ -55,6 +59,15 @@ impl Graph {
 
     fn dims<'a>(shapes: &'a Shapes, value: &str) -> Option<&'a [Dim]> {
         shapes.get(value).map(Shape::dims)
+    }
+
+    /// The size of a batch axis `n` (symbolic or fixed) with `k` other indices merged into it.
+    fn merged_with(n: Dim, k: usize) -> Option<Dim> {
+        match n {
+            Dim::Batch => Some(Dim::batch_times(k)),
+            Dim::Known(b) => b.checked_mul(k).map(Dim::Known),
+            Dim::BatchTimes(_) => None,
+        }
     }
 
     /// Splits one packed Q/K/V projection; returns whether one was split.
@@ -233,12 +246,13 @@ impl Graph {
             };
             let xd = Self::dims(shapes, &self.nodes[ra].inputs[0])?;
             let md = Self::dims(shapes, &self.nodes[ra].outputs[0])?;
-            let [l, Dim::Batch, e] = *xd else { return None };
-            let [l2, Dim::BatchTimes(h), d] = *md else {
+            let [l, n, e] = *xd else { return None };
+            let [l2, nh, d] = *md else {
                 return None;
             };
             let (e, d) = (e.known()?, d.known()?);
-            if l2 != l || l.known().is_none() || h * d != e {
+            let h = e.checked_div(d).filter(|h| h * d == e && *h >= 2)?;
+            if l2 != l || l.known().is_none() || Some(nh) != Self::merged_with(n, h) {
                 return None;
             }
             let t = self.only_reader(
@@ -248,7 +262,7 @@ impl Graph {
             let rb =
                 self.only_reader(&self.nodes[t].outputs[0], |op| matches!(op, Op::Reshape(_)))?;
             let od = Self::dims(shapes, &self.nodes[rb].outputs[0])?;
-            (od == [Dim::Batch, Dim::Known(h), l, Dim::Known(d)]).then_some((ra, t, rb, h, d))
+            (od == [n, Dim::Known(h), l, Dim::Known(d)]).then_some((ra, t, rb, h, d))
         });
         let Some((ra, t, rb, h, d)) = found else {
             return false;
@@ -275,11 +289,12 @@ impl Graph {
             };
             let xd = Self::dims(shapes, &self.nodes[ra].inputs[0])?;
             let md = Self::dims(shapes, &self.nodes[ra].outputs[0])?;
-            let [Dim::Batch, h, a, b] = *xd else {
+            let [n, h, a, b] = *xd else {
                 return None;
             };
             let h = h.known()?;
-            if *md != [Dim::batch_times(h), a, b] || a.known().is_none() || b.known().is_none() {
+            let merged = Self::merged_with(n, h)?;
+            if *md != [merged, a, b] || a.known().is_none() || b.known().is_none() {
                 return None;
             }
             let t = self.only_reader(
@@ -289,7 +304,7 @@ impl Graph {
             let rb =
                 self.only_reader(&self.nodes[t].outputs[0], |op| matches!(op, Op::Reshape(_)))?;
             let od = Self::dims(shapes, &self.nodes[rb].outputs[0])?;
-            (*od == [Dim::Batch, Dim::Known(h), b, a]).then_some((ra, t, rb))
+            (*od == [n, Dim::Known(h), b, a]).then_some((ra, t, rb))
         });
         let Some((ra, t, rb)) = found else {
             return false;
@@ -317,11 +332,9 @@ impl Graph {
             let md = Self::dims(shapes, &self.nodes[r].outputs[0])?;
             let (&l, rest) = xd.split_first()?;
             let l = l.known()?;
-            let (&Dim::Batch, feats) = rest.split_first()? else {
-                return None;
-            };
+            let (&n, feats) = rest.split_first()?;
             let e: usize = feats.iter().map(|d| d.known()).product::<Option<usize>>()?;
-            if *md != [Dim::batch_times(l), Dim::Known(e)] || l < 2 {
+            if *md != [Self::merged_with(n, l)?, Dim::Known(e)] || l < 2 {
                 return None;
             }
             let g = self.only_reader(
@@ -341,7 +354,7 @@ impl Graph {
                 self.only_reader(&self.nodes[g].outputs[0], |op| matches!(op, Op::Reshape(_)))?;
             let gd = Self::dims(shapes, &self.nodes[g].outputs[0])?;
             let od = Self::dims(shapes, &self.nodes[r2].outputs[0])?;
-            (*od == [Dim::Known(l), Dim::Batch, *gd.get(1)?]).then_some((r, g, r2, e))
+            (*od == [Dim::Known(l), n, *gd.get(1)?]).then_some((r, g, r2, e))
         });
         let Some((r, g, r2, e)) = found else {
             return Ok(false);

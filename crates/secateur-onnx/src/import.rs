@@ -810,7 +810,14 @@ impl Importer {
                     domain: node.domain.clone(),
                     supported: supported_ops().join(", "),
                 })?;
-        let shapes = inputs.iter().map(|n| self.shapes.get(n).cloned()).collect();
+        // integer constants have the shape they will have as values (`integers_as_values`)
+        let shapes = inputs
+            .iter()
+            .map(|n| {
+                let int_shape = || self.int_consts.get(n).map(|c| Shape::known(&c.dims));
+                self.shapes.get(n).cloned().or_else(int_shape)
+            })
+            .collect();
         let mut ctx = ImportCtx {
             node,
             attrs: Attrs::new(node),

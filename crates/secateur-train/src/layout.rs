@@ -1,12 +1,15 @@
 //! Training lowerings of the data-movement, normalisation and attention ops to burn, for values
 //! of any supported rank: `Transpose` (permute), `Slice` and `Pad` (index selection and
 //! concatenation, both differentiable, any step and every pad mode), `LayerNormalization`,
-//! the product of two activations, `Expand`, reductions and `Gather` (embedding lookups).
+//! the product of two activations, `Expand`, reductions, `Gather` (embedding lookups) and
+//! `GatherElements` (element-wise picking at computed positions).
 //! Each takes and returns [`Value`]s.
 
 use crate::value::{Value, on_value};
 use burn::tensor::{Int, Tensor, TensorData};
-use secateur_graph::{Gather, LayerNorm, Pad, PadMode, Reduce, ReduceKind, Slice, Transpose};
+use secateur_graph::{
+    Gather, GatherElements, LayerNorm, Pad, PadMode, Reduce, ReduceKind, Slice, Transpose,
+};
 
 /// Why a lowering could not run (the caller names the node).
 pub type LowerResult = Result<Value, String>;
@@ -262,6 +265,44 @@ pub fn gather(op: &Gather, data: Value, indices: Value, out_dims: &[usize]) -> L
     picked
         .reshape(out_dims)
         .ok_or_else(|| format!("cannot reshape the gathered rows to {out_dims:?}"))
+}
+
+/// `GatherElements`: the data is first cut to the indices' size along the other axes (the
+/// indices may be shorter there), then picked along the axis; gradients flow to the data.
+pub fn gather_elements(op: &GatherElements, data: Value, indices: Value) -> LowerResult {
+    let idx_dims = indices.dims();
+    let data_dims = data.dims();
+    let axis_len = data_dims[op.axis] as f32;
+    let n_idx: usize = idx_dims.iter().product();
+    let Some(Value::R1(flat)) = indices.clone().reshape(&[n_idx]) else {
+        return Err("cannot flatten the indices".into());
+    };
+    let host = flat.try_to_vec_as::<f32>().unwrap_or_default();
+    if let Some(bad) = host
+        .iter()
+        .find(|&&v| v.fract() != 0.0 || v >= axis_len || v < -axis_len)
+    {
+        return Err(format!(
+            "index {bad} is out of range for an axis of {axis_len}"
+        ));
+    }
+    macro_rules! pick {
+        ($($v:ident),*) => {
+            match (data, indices) {
+                $((Value::$v(mut d), Value::$v(i)) => {
+                    for (ax, (&have, &want)) in data_dims.iter().zip(&idx_dims).enumerate() {
+                        if ax != op.axis && want < have {
+                            d = d.narrow(ax, 0, want);
+                        }
+                    }
+                    let wrapped = i.clone().lower_elem(0.0).float() * axis_len + i;
+                    Value::$v(d.gather(op.axis, wrapped.int()))
+                })*
+                _ => return Err("data and indices of different ranks".into()),
+            }
+        };
+    }
+    Ok(pick!(R1, R2, R3, R4, R5, R6))
 }
 
 /// `Where(cond, x, y)`: all three broadcast to the output dims, `x` where `cond` is non-zero.

@@ -1,5 +1,6 @@
 //! Gradients of every op match central finite differences: each op is placed after a
-//! parameterised layer so that the gradient of that layer's weights flows through it.
+//! parameterised layer so that the gradient of that layer's weights flows through it. Outside
+//! training mode the forward pass is also checked against the reference evaluator.
 
 use burn::tensor::Tensor;
 use secateur_graph::Tensor as Tensor1;
@@ -98,6 +99,21 @@ fn gradcheck(name: &str, graph: &Graph, input_shape: &[usize], train: bool) {
         }
     }
     assert!(checked > 0, "{name}: nothing checked");
+    if !train {
+        // the forward pass the gradients belong to is the op's: equal to the reference
+        let trained =
+            secateur_train::evaluate::forward_inputs(graph, std::slice::from_ref(&x), &dev)
+                .unwrap();
+        let feeds = [(graph.inputs[0].name.as_str(), x)];
+        let reference = evaluate(graph, &feeds).unwrap().remove(0);
+        let scale = reference.data().iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        for (a, b) in trained.data().iter().zip(reference.data()) {
+            assert!(
+                (a - b).abs() <= 1e-4 * scale,
+                "{name}: training forward {a} vs reference {b}"
+            );
+        }
+    }
 }
 
 /// conv → op → linear head: the op sits between two parameterised layers.
@@ -291,6 +307,45 @@ fn on_conv(name: &'static str, op: Op) -> (&'static str, Graph) {
         name,
         around(move |b, c| b.node(name, op, &[c], vec![]).unwrap(), 4),
     )
+}
+
+/// conv → GatherElements at positions computed from the graph input (fixed while the weights
+/// move, so finite differences never cross a step) → linear head.
+fn gather_elements_case(name: &'static str, axis: usize, shift_by: f32) -> (&'static str, Graph) {
+    let (mut b, x) = GraphBuilder::new("g", &[2, 6, 6], 3);
+    let c = b.conv("conv", &x, 4, 3, 1, 1, 1, true).unwrap();
+    let greater = Op::Binary(Binary {
+        f: BinaryFn::Greater,
+    });
+    let t0 = Tensor1::scalar(0.0);
+    let a = b
+        .node("gt0", greater.clone(), &[&x], vec![("t0", t0)])
+        .unwrap();
+    let t1 = Tensor1::scalar(0.5);
+    let m = b.node("gt1", greater, &[&x], vec![("t1", t1)]).unwrap();
+    let sum = b
+        .node("sum", Op::Binary(Binary::ADD), &[&a, &m], vec![])
+        .unwrap();
+    let shift = Tensor1::scalar(shift_by);
+    let idx = b
+        .node(
+            "shift",
+            Op::Binary(Binary::ADD),
+            &[&sum],
+            vec![("s", shift)],
+        )
+        .unwrap();
+    let op = Op::GatherElements(GatherElements { axis });
+    let y = b.node(name, op, &[&c, &idx], vec![]).unwrap();
+    let f = b.flatten("flat", &y).unwrap();
+    let o = b.linear("fc", &f, 3).unwrap();
+    let mut g = b.finish(&o).unwrap();
+    randomize_weights(&mut g, 5);
+    // the thresholds and the shift are constants of the positions, not weights
+    for (k, v) in [("gt0.t0", 0.0), ("gt1.t1", 0.5), ("shift.s", shift_by)] {
+        g.initializers.insert(k.into(), Tensor1::scalar(v));
+    }
+    (name, g)
 }
 
 #[test]
@@ -527,6 +582,22 @@ fn new_ops_have_correct_gradients() {
             4,
         ),
     ));
+    // running sums in every direction; positions gathered along the channels (data and
+    // indices of the same size there) and along the width from the first two channels only,
+    // with negative positions
+    for (name, exclusive, reverse) in [
+        ("cumsum", false, false),
+        ("cumsum-exclusive-reverse", true, true),
+    ] {
+        let op = Op::CumSum(CumSum {
+            axis: 3,
+            exclusive,
+            reverse,
+        });
+        cases.push(on_conv(name, op));
+    }
+    cases.push(gather_elements_case("gather-elements-channels", 1, 0.0));
+    cases.push(gather_elements_case("gather-elements-width", 3, -3.0));
     for (name, g) in cases {
         gradcheck(name, &g, &[3, 2, 6, 6], false);
     }

@@ -102,14 +102,18 @@ fn golden_matrix(v: &serde_json::Value) -> (Vec<usize>, Vec<f32>) {
 }
 
 /// RoBERTa (positions after the padding index) and DistilBERT (its own weight names, no token
-/// types) checkpoints, and DistilBERT's ONNX exports (TorchScript: IsNaN, a -inf fill; dynamo:
-/// external data, a constant-index GatherND), equal
+/// types) checkpoints, and the ONNX exports of both and of MPNet by the two PyTorch exporters
+/// (DistilBERT: IsNaN, a -inf fill, external data, a constant-index GatherND; RoBERTa and
+/// MPNet: positions counted by CumSum, token types read by GatherElements at them), equal
 /// PyTorch's mean-pooled embeddings on right-padded batches
 /// (`fixtures/encoders/make_encoders.py`) in the reference evaluator, the runtime, the
-/// training forward and ONNX Runtime on the export.
+/// training forward and ONNX Runtime on the export. In every export the heads and the FFN
+/// neurons of both layers are found as groups, and removing half of each equals zeroing them.
+/// MPNet's TorchScript export computes its relative-position bias once and adds it in every
+/// layer, which ties head `h` of all layers into one group; dynamo writes one bias per layer.
 #[test]
-fn roberta_and_distilbert_checkpoints_equal_pytorch() {
-    for name in ["tiny_roberta", "tiny_distilbert"] {
+fn encoder_checkpoints_and_exports_equal_pytorch() {
+    for name in ["tiny_roberta", "tiny_distilbert", "tiny_mpnet"] {
         let dir = fixture("encoders").join(name);
         let golden: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
@@ -120,10 +124,11 @@ fn roberta_and_distilbert_checkpoints_equal_pytorch() {
             ("input_ids", Tensor::new(dims.clone(), ids).unwrap()),
             ("attention_mask", Tensor::new(dims.clone(), mask).unwrap()),
         ];
-        let mut graphs = vec![(
-            "checkpoint",
-            secateur_onnx::hf::load_checkpoint(&dir, dims[1]).unwrap(),
-        )];
+        let mut graphs = Vec::new();
+        if dir.join("model.safetensors").is_file() {
+            let g = secateur_onnx::hf::load_checkpoint(&dir, dims[1]).unwrap();
+            graphs.push(("checkpoint", g));
+        }
         for (source, file) in [
             ("TorchScript export", "model.ts17.onnx"),
             ("dynamo export", "model.dynamo.onnx"),
@@ -135,8 +140,14 @@ fn roberta_and_distilbert_checkpoints_equal_pytorch() {
                 graphs.push((source, g));
             }
         }
+        assert!(graphs.len() >= 2, "{name}: fixtures missing");
         for (source, g) in &graphs {
             check_encoder(&format!("{name} {source}"), g, &feeds, &want);
+            if *source != "checkpoint" {
+                let shared_bias = name == "tiny_mpnet" && *source == "TorchScript export";
+                let head_groups = if shared_bias { 1 } else { 2 };
+                check_heads_and_neurons(&format!("{name} {source}"), g, &feeds, head_groups);
+            }
         }
     }
 }
@@ -170,6 +181,61 @@ fn check_encoder(name: &str, g: &secateur_graph::Graph, feeds: &[(&str, Tensor);
     assert!(
         e <= 1e-4,
         "{name}: ONNX Runtime on the export vs PyTorch {e}"
+    );
+}
+
+/// `head_groups` head groups and two neuron groups (one per layer); half of each removed
+/// equals half of each zeroed, differs from the dense model, and runs in ONNX Runtime with the
+/// same outputs.
+fn check_heads_and_neurons(
+    name: &str,
+    g: &secateur_graph::Graph,
+    feeds: &[(&str, Tensor); 2],
+    head_groups: usize,
+) {
+    use secateur_prune::structured::*;
+    let deps = DependencyGraph::build(g).unwrap();
+    let count = |k: GroupKind| deps.groups.iter().filter(|g| g.kind == k).count();
+    assert_eq!(
+        (count(GroupKind::Heads), count(GroupKind::Neurons)),
+        (head_groups, 2),
+        "{name}: head and neuron groups"
+    );
+    let cfg = ChannelPruneConfig {
+        target: StructuredTarget::Ratio(0.5),
+        kinds: vec![GroupKind::Heads, GroupKind::Neurons],
+        ..Default::default()
+    };
+    let plan = plan_channels(g, &deps, &cfg, &std::collections::HashMap::new()).unwrap();
+    let pruned = apply_plan(g, &deps, &plan).unwrap();
+    let mut zeroed = g.clone();
+    for e in &plan.entries {
+        let group = deps.group(&e.group).unwrap();
+        let removed: Vec<usize> = (0..group.channels())
+            .filter(|c| !e.keep.contains(c))
+            .collect();
+        zero_channels(&mut zeroed, group, &removed).unwrap();
+    }
+    let dense = evaluate(g, feeds).unwrap().remove(0);
+    let a = evaluate(&pruned, feeds).unwrap().remove(0);
+    let b = evaluate(&zeroed, feeds).unwrap().remove(0);
+    assert!(
+        a.max_abs_diff(&b) <= 1e-5,
+        "{name}: pruned vs zeroed {}",
+        a.max_abs_diff(&b)
+    );
+    assert!(
+        a.max_abs_diff(&dense) > 1e-4,
+        "{name}: pruning changed nothing"
+    );
+    let Some(py) = require_python() else { return };
+    let bytes = secateur_onnx::to_bytes(&pruned).unwrap();
+    let named: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (*n, t)).collect();
+    let ort = ort_run_inputs(&py, &bytes, &named).unwrap().remove(0);
+    assert!(
+        ort.max_abs_diff(&a) <= 1e-5,
+        "{name}: ONNX Runtime on the pruned export {}",
+        ort.max_abs_diff(&a)
     );
 }
 

@@ -11,8 +11,10 @@ mod broadcast;
 mod class;
 mod concat;
 mod conv;
+mod cumsum;
 mod expand;
 mod gather;
+mod gather_elements;
 mod gemm;
 mod layernorm;
 mod matmul;
@@ -30,8 +32,10 @@ pub use broadcast::{Binary, broadcast_shapes};
 pub use class::{BinaryFn, OpClass, Pointwise, erf};
 pub use concat::{Concat, normalize_axis};
 pub use conv::Conv;
+pub use cumsum::CumSum;
 pub use expand::Expand;
 pub use gather::Gather;
+pub use gather_elements::GatherElements;
 pub use gemm::{Gemm, MatMul};
 pub use layernorm::LayerNorm;
 pub use matmul::{BatchMatMul, MatrixProducts};
@@ -280,6 +284,8 @@ pub enum Op {
     Reduce(Reduce),
     Gather(Gather),
     Where(Where),
+    CumSum(CumSum),
+    GatherElements(GatherElements),
 }
 
 impl Op {
@@ -309,6 +315,8 @@ impl Op {
             Op::Reduce(o) => o,
             Op::Gather(o) => o,
             Op::Where(o) => o,
+            Op::CumSum(o) => o,
+            Op::GatherElements(o) => o,
         }
     }
 
@@ -338,6 +346,8 @@ impl Op {
             Op::Reduce(o) => o,
             Op::Gather(o) => o,
             Op::Where(o) => o,
+            Op::CumSum(o) => o,
+            Op::GatherElements(o) => o,
         }
     }
 

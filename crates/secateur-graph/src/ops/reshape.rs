@@ -3,7 +3,9 @@
 //! axis on both sides is an identity link, several input axes merged into one output axis link
 //! the first input axis to the output with a block map (a channel becomes `H·W` features of a
 //! following linear layer), one axis split into several links the other way. Anything else is
-//! pinned. Literal sizes in a `Reshape` target follow when linked axes shrink.
+//! pinned. An axis of size 1 on one side only (an unsqueeze, `[H, S, S] → [1, H, S, S]`)
+//! starts no group of its own, so the axes around it still link. Literal sizes in a `Reshape`
+//! target follow when linked axes shrink.
 
 use super::{AxisLink, IndexMap, OpClass, OpSemantics, Port};
 use crate::error::OpError;
@@ -45,6 +47,16 @@ fn decompose(input: &Shape, output: &Shape) -> Option<Vec<AxisGroup>> {
                 outputs: j..j + 1,
             });
             i += 1;
+            j += 1;
+            continue;
+        }
+        // a size-1 axis facing a larger one is an inserted or dropped unit axis
+        let unit = |d: Option<&Dim>| d == Some(&Dim::Known(1));
+        if unit(a.get(i)) && !unit(b.get(j)) {
+            i += 1;
+            continue;
+        }
+        if unit(b.get(j)) && !unit(a.get(i)) {
             j += 1;
             continue;
         }
@@ -354,6 +366,32 @@ mod tests {
                 .iter()
                 .any(|l| l.a == (Port::Input(0), 1) && l.map == IndexMap::IDENTITY)
         );
+    }
+
+    #[test]
+    fn inserted_unit_axes_keep_the_others_linked() {
+        // [H, S, S] -> [1, H, S, S] (an unsqueeze of a per-head bias) and back
+        let (x, y) = (Shape::known(&[2, 8, 8]), Shape::known(&[1, 2, 8, 8]));
+        let links = reshape_links(&x, &y);
+        for ax in 0..3 {
+            assert!(
+                links.iter().any(|l| l.a == (Port::Input(0), ax)
+                    && l.b == (Port::Output(0), ax + 1)
+                    && l.map == IndexMap::IDENTITY),
+                "axis {ax}: {links:?}"
+            );
+        }
+        let back = reshape_links(&y, &x);
+        assert!(
+            back.iter()
+                .any(|l| l.a == (Port::Input(0), 1) && l.b == (Port::Output(0), 0))
+        );
+        let mut r = Reshape {
+            shape: vec![1, 2, 8, 8],
+            allowzero: false,
+        };
+        r.refit(&[x], &[Shape::known(&[1, 8, 8])]).unwrap();
+        assert_eq!(r.shape, vec![1, 1, 8, 8]);
     }
 
     #[test]

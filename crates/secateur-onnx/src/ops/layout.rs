@@ -1,6 +1,7 @@
 //! Converters of data-movement ops: `Transpose`, `Slice` (bounds as attributes before opset 10,
 //! constant inputs after), `Pad` (likewise before and after opset 11), `Expand` (target shape
-//! possibly holding the batch, taken from the graph input), and `Squeeze` / `Unsqueeze` of
+//! possibly holding the batch, taken from the graph input), `Gather` and `GatherElements` at
+//! computed indices, `Where`, and `Squeeze` / `Unsqueeze` of
 //! activations, which become a `Reshape` to the shape known at import.
 
 use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
@@ -8,7 +9,7 @@ use crate::attrs;
 use crate::import::SymInt;
 use crate::tensor_proto::encode_i64;
 use secateur_graph::{
-    Dim, Expand, Gather, Node, Op, Pad, PadMode, Reshape, Shape, Slice, Transpose,
+    Dim, Expand, Gather, GatherElements, Node, Op, Pad, PadMode, Reshape, Shape, Slice, Transpose,
 };
 
 struct TransposeConverter;
@@ -17,6 +18,7 @@ struct PadConverter;
 struct ExpandConverter;
 struct SqueezeConverter(&'static str);
 struct GatherConverter;
+struct GatherElementsConverter;
 struct WhereConverter;
 
 pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
@@ -27,6 +29,7 @@ pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     &SqueezeConverter("Squeeze"),
     &SqueezeConverter("Unsqueeze"),
     &GatherConverter,
+    &GatherElementsConverter,
     &WhereConverter,
 ];
 
@@ -83,6 +86,36 @@ impl Converter for GatherConverter {
         );
         Ok(ExportedNode {
             op_type: "Gather",
+            attributes: vec![attrs::int("axis", g.axis as i64)],
+            inputs: vec![node.inputs[0].clone(), idx],
+        })
+    }
+}
+
+impl Converter for GatherElementsConverter {
+    fn op_type(&self) -> &'static str {
+        "GatherElements"
+    }
+
+    /// Indices computed by the graph (position ids); constant ones were folded by the importer.
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        let rank = input_shape(ctx, 0)?.rank();
+        let a = axis(ctx.attrs.int("axis", 0)?, rank)?;
+        Ok(Op::GatherElements(GatherElements { axis: a }))
+    }
+
+    fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        let Op::GatherElements(g) = &node.op else {
+            return Err("not a GatherElements".into());
+        };
+        let idx = ctx.helper_with(
+            "Cast",
+            vec![node.inputs[1].clone()],
+            format!("{}__indices", node.name),
+            vec![attrs::int("to", crate::proto::data_type::INT64 as i64)],
+        );
+        Ok(ExportedNode {
+            op_type: "GatherElements",
             attributes: vec![attrs::int("axis", g.axis as i64)],
             inputs: vec![node.inputs[0].clone(), idx],
         })

@@ -1,20 +1,23 @@
 //! Converters of `ReduceSum`, `ReduceMean`, `ReduceMax` and `ReduceMin` (axes as an attribute,
 //! or as an input from opset 13 for `ReduceSum` and 18 for the others). A mean over the spatial
 //! axes of an `[N, C, H, W]` input (what `x.mean([2, 3])` exports to) imports as a global
-//! average pool, which the runtime runs as one fused step.
+//! average pool, which the runtime runs as one fused step. `CumSum` (running sums along an axis
+//! given as a constant input) lives here too.
 
 use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
 use crate::attrs;
 use crate::tensor_proto::encode_i64;
-use secateur_graph::{GlobalAveragePool, Node, Op, Reduce, ReduceKind};
+use secateur_graph::{CumSum, GlobalAveragePool, Node, Op, Reduce, ReduceKind};
 
 struct ReduceConverter(ReduceKind);
+struct CumSumConverter;
 
 pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     &ReduceConverter(ReduceKind::Sum),
     &ReduceConverter(ReduceKind::Mean),
     &ReduceConverter(ReduceKind::Max),
     &ReduceConverter(ReduceKind::Min),
+    &CumSumConverter,
 ];
 
 impl ReduceConverter {
@@ -100,6 +103,41 @@ impl Converter for ReduceConverter {
             op_type: r.kind.op_type(),
             attributes,
             inputs,
+        })
+    }
+}
+
+impl Converter for CumSumConverter {
+    fn op_type(&self) -> &'static str {
+        "CumSum"
+    }
+
+    fn import(&self, ctx: &mut ImportCtx) -> Result<Op, String> {
+        let axis = match ctx.int_input(1)?.known_values().as_deref() {
+            Some([a]) => *a,
+            _ => return Err("the axis must be a constant scalar".into()),
+        };
+        ctx.inputs.truncate(1);
+        Ok(Op::CumSum(CumSum {
+            axis,
+            exclusive: ctx.attrs.int("exclusive", 0)? != 0,
+            reverse: ctx.attrs.int("reverse", 0)? != 0,
+        }))
+    }
+
+    fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+        let Op::CumSum(c) = &node.op else {
+            return Err("not a CumSum".into());
+        };
+        let name = ctx.fresh(format!("{}__axis", node.name));
+        ctx.initializers.push(encode_i64(&name, &[], &[c.axis]));
+        Ok(ExportedNode {
+            op_type: "CumSum",
+            attributes: vec![
+                attrs::int("exclusive", c.exclusive as i64),
+                attrs::int("reverse", c.reverse as i64),
+            ],
+            inputs: vec![node.inputs[0].clone(), name],
         })
     }
 }

@@ -1,5 +1,5 @@
 //! Element-wise ops: pointwise functions (`pointwise.rs` holds their burn definitions),
-//! broadcasting binaries, `Where`, `Softmax` on any axis, and the identity.
+//! broadcasting binaries, `Where`, `Softmax` on any axis, running sums, and the identity.
 
 use super::{OpCall, TrainOp, pop};
 use crate::error::TrainError;
@@ -7,7 +7,7 @@ use crate::layout;
 use crate::pointwise::apply_pointwise;
 use crate::value::{Value, broadcast_binary, on_value};
 use burn::tensor::activation::softmax;
-use secateur_graph::{Binary, Identity, Softmax, Unary, Where, normalize_axis};
+use secateur_graph::{Binary, CumSum, Identity, Softmax, Unary, Where, normalize_axis};
 
 impl TrainOp for Unary {
     fn forward(&self, call: &mut OpCall, mut args: Vec<Value>) -> Result<Value, TrainError> {
@@ -38,6 +38,20 @@ impl TrainOp for Where {
         let x = pop(call, &mut args, "x")?;
         let c = pop(call, &mut args, "cond")?;
         layout::select(c, x, y, call.out_dims).map_err(|m| call.err(m))
+    }
+}
+
+impl TrainOp for CumSum {
+    fn forward(&self, call: &mut OpCall, mut args: Vec<Value>) -> Result<Value, TrainError> {
+        let x = pop(call, &mut args, "x")?;
+        let axis = normalize_axis(self.axis, x.rank()).map_err(|e| call.err(e.0))?;
+        let (exclusive, reverse) = (self.exclusive, self.reverse);
+        Ok(on_value!(x, |t| {
+            let t = if reverse { t.flip([axis]) } else { t };
+            let sums = t.clone().cumsum(axis);
+            let sums = if exclusive { sums - t } else { sums };
+            if reverse { sums.flip([axis]) } else { sums }
+        }))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Data movement: concatenation, transposes, slices, padding, reductions, gathers, expansion
+//! Data movement: concatenation, transposes, slices, padding, reductions, gathers (by slice and
+//! by element), expansion
 //! and views (`Flatten`, `Reshape`), on the burn helpers of `crate::layout`.
 
 use super::{OpCall, TrainOp, pop};
@@ -6,7 +7,8 @@ use crate::error::TrainError;
 use crate::layout;
 use crate::value::Value;
 use secateur_graph::{
-    Concat, Expand, Flatten, Gather, Pad, Reduce, Reshape, Slice, Transpose, normalize_axis,
+    Concat, Expand, Flatten, Gather, GatherElements, Pad, Reduce, Reshape, Slice, Transpose,
+    normalize_axis,
 };
 
 impl TrainOp for Concat {
@@ -47,6 +49,14 @@ impl TrainOp for Gather {
         let idx = pop(call, &mut args, "indices")?;
         let data = pop(call, &mut args, "data")?;
         layout::gather(self, data, idx, call.out_dims).map_err(|m| call.err(m))
+    }
+}
+
+impl TrainOp for GatherElements {
+    fn forward(&self, call: &mut OpCall, mut args: Vec<Value>) -> Result<Value, TrainError> {
+        let idx = pop(call, &mut args, "indices")?;
+        let data = pop(call, &mut args, "data")?;
+        layout::gather_elements(self, data, idx).map_err(|m| call.err(m))
     }
 }
 

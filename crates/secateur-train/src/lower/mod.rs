@@ -104,6 +104,8 @@ pub fn lowering(op: &Op) -> &dyn TrainOp {
         Op::Reduce(o) => o,
         Op::Gather(o) => o,
         Op::Where(o) => o,
+        Op::CumSum(o) => o,
+        Op::GatherElements(o) => o,
     }
 }
 

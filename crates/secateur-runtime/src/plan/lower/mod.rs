@@ -179,6 +179,8 @@ pub(crate) fn lowering(op: &Op) -> &dyn RuntimeOp {
         Op::Reduce(o) => o,
         Op::Gather(o) => o,
         Op::Where(o) => o,
+        Op::CumSum(o) => o,
+        Op::GatherElements(o) => o,
     }
 }
 
@@ -189,3 +191,5 @@ impl RuntimeOp for secateur_graph::Identity {}
 impl RuntimeOp for secateur_graph::Expand {}
 impl RuntimeOp for secateur_graph::Reduce {}
 impl RuntimeOp for secateur_graph::Where {}
+impl RuntimeOp for secateur_graph::CumSum {}
+impl RuntimeOp for secateur_graph::GatherElements {}
