@@ -33,6 +33,7 @@ mod nhwc_span512;
 pub mod nm;
 pub mod padding;
 pub mod quantize;
+pub mod select;
 pub mod softmax;
 pub mod sparse_conv;
 pub mod vmath;

@@ -194,6 +194,12 @@ pub(super) enum StepKind {
         outer: usize,
         chunks: Vec<usize>,
     },
+    /// `Where(cond, x, y)`, each operand broadcast.
+    Select {
+        sel: crate::kernels::select::Select,
+        /// Elements of each operand.
+        lens: [usize; 3],
+    },
     Softmax {
         outer: usize,
         red: usize,
@@ -470,6 +476,12 @@ pub(super) fn run_step(
             let (a, b) = (&x[..*na], &b[..*nb]);
             for_row_pieces(&mut out[..bc.len()], bc.row(), |first, ys| {
                 elementwise::binary_rows(isa, *f, bc, a, b, ys, first)
+            });
+        }
+        StepKind::Select { sel, lens } => {
+            let [c, a, b] = [0, 1, 2].map(|k| &input_of(inputs, consts, buffers, k)[..lens[k]]);
+            for_row_pieces(&mut out[..sel.len()], sel.row(), |first, ys| {
+                sel.rows(c, a, b, ys, first)
             });
         }
         StepKind::Concat { outer, chunks } => {

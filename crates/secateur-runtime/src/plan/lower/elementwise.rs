@@ -1,14 +1,16 @@
 //! Element-wise ops on the generic vector steps: pointwise functions, broadcasting binaries,
-//! batch norms that no layer absorbs (a per-channel affine step with the function after it),
-//! and softmax along any axis (or over all trailing axes for the legacy form).
+//! `Where` (a broadcast selection), batch norms that no layer absorbs (a per-channel affine
+//! step with the function after it), and softmax along any axis (or over all trailing axes
+//! for the legacy form).
 
 use super::{ChannelsLast, LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
 use crate::fold::batch_norm_affine;
 use crate::kernels::elementwise::Broadcast;
+use crate::kernels::select::Select;
 use crate::plan::err;
 use crate::plan::step::StepKind;
-use secateur_graph::{BatchNorm, Binary, Softmax, Unary, normalize_axis};
+use secateur_graph::{BatchNorm, Binary, Softmax, Unary, Where, normalize_axis};
 
 impl RuntimeOp for Unary {
     fn channels_last(&self, _cx: &LowerCx) -> ChannelsLast {
@@ -52,6 +54,15 @@ impl RuntimeOp for Binary {
             nb: sb.iter().product(),
         };
         Ok(Lowered::plain(cx, kind))
+    }
+}
+
+impl RuntimeOp for Where {
+    fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let shapes = [cx.in_shape(0), cx.in_shape(1), cx.in_shape(2)];
+        let sel = Select::new(&shapes[0], &shapes[1], &shapes[2], &cx.out_shape());
+        let lens = shapes.map(|s| s.iter().product());
+        Ok(Lowered::plain(cx, StepKind::Select { sel, lens }))
     }
 }
 

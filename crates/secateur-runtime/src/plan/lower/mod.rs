@@ -190,6 +190,5 @@ impl RuntimeOp for secateur_graph::Reshape {}
 impl RuntimeOp for secateur_graph::Identity {}
 impl RuntimeOp for secateur_graph::Expand {}
 impl RuntimeOp for secateur_graph::Reduce {}
-impl RuntimeOp for secateur_graph::Where {}
 impl RuntimeOp for secateur_graph::CumSum {}
 impl RuntimeOp for secateur_graph::GatherElements {}
