@@ -157,6 +157,7 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
     graph.check()?;
     let shapes = graph.infer_shapes()?;
     let mut ctx = ExportCtx::for_graph(graph);
+    ctx.shapes = shapes.clone();
     let mut nodes = Vec::with_capacity(graph.nodes.len());
     let quant = graph.quantization.as_ref();
     if let Some(q) = quant {

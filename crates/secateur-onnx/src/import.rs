@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 mod batch_index;
 mod einsum;
 mod gather_nd;
+mod instance_norm;
 mod scatter;
 
 /// Supported range of default-domain opset versions.
@@ -362,7 +363,7 @@ impl Importer {
             }
             "Cast" => {
                 let Some(data) = int_in(0) else {
-                    return Ok(false);
+                    return self.fold_float_to_int(node, inputs);
                 };
                 let to = a.int("to", 0).map_err(|m| node_err(node, m))? as i32;
                 if to == data_type::FLOAT || to == data_type::DOUBLE || to == 10 || to == 16 {
@@ -792,10 +793,18 @@ impl Importer {
         if node.op_type == "Einsum" {
             return self.import_einsum(node, &inputs, index);
         }
+        if node.op_type == "InstanceNormalization" {
+            return self.import_instance_norm(node, &inputs, index);
+        }
         if node.op_type == "ScatterND" {
             return self.import_scatter_nd(node, &inputs);
         }
         if node.op_type == "GatherND" && self.gather_nd_constant(node, &inputs, index)? {
+            return Ok(());
+        }
+        if node.op_type == "ConstantOfShape"
+            && self.constant_of_batched_shape(node, &inputs, index)?
+        {
             return Ok(());
         }
         if self.expand_node(node, &inputs, index)? {
@@ -862,6 +871,85 @@ impl Importer {
             self.quant.activations.insert(name.clone(), aq);
         }
         self.push_node(name, op, kept_inputs, outputs)
+    }
+
+    /// `ConstantOfShape` of a shape whose first entry is the batch size and the others known
+    /// (DETR-style position encodings start from `zeros(N, H, W)`): the fill value expanded
+    /// over the batch of the graph input. `Ok(false)` when it is not one.
+    fn constant_of_batched_shape(
+        &mut self,
+        node: &NodeProto,
+        inputs: &[String],
+        index: usize,
+    ) -> Result<bool> {
+        let Some(shape) = inputs.first().and_then(|n| self.int_consts.get(n)) else {
+            return Ok(false);
+        };
+        let Some((SymInt::Batch, rest)) = shape.values.split_first() else {
+            return Ok(false);
+        };
+        let mut dims = vec![Dim::Batch];
+        for v in rest {
+            match v {
+                SymInt::Known(n) if *n >= 0 => dims.push(Dim::Known(*n as usize)),
+                _ => return Err(node_err(node, "only the first size may be the batch's")),
+            }
+        }
+        let batch = self
+            .batch_source()
+            .ok_or_else(|| node_err(node, "no graph input carries the batch size"))?;
+        let value = node.attribute.iter().find(|x| x.name == "value");
+        let (fill, integer) = match value.and_then(|v| v.t.as_ref()).map(decode).transpose()? {
+            Some(Constant::Int { values, .. }) => {
+                (values.first().copied().unwrap_or(0) as f32, true)
+            }
+            Some(Constant::Float(t)) => (t.data().first().copied().unwrap_or(0.0), false),
+            Some(Constant::Byte { .. }) => {
+                return Err(node_err(node, "8-bit fill values are not supported"));
+            }
+            None => (0.0, true),
+        };
+        let base = self.unique_name(node, index);
+        let fill_name = format!("{base}.value");
+        let unit = Tensor::full(vec![1; dims.len()], fill);
+        if integer {
+            self.add_integer_const(&fill_name, unit);
+        } else {
+            self.add_float_const(&fill_name, unit);
+        }
+        let expand = secateur_graph::Op::Expand(secateur_graph::Expand { shape: Shape(dims) });
+        let out = node.output.first().cloned().unwrap_or_default();
+        self.push_node(base, expand, vec![fill_name, batch], vec![out])?;
+        Ok(true)
+    }
+
+    /// A `Cast` of a float constant to an integer type (pads computed in float from a shape,
+    /// as TensorFlow-style "same" padding exports): an integer constant, truncated toward
+    /// zero as ONNX casts. `Ok(false)` when it is not one.
+    fn fold_float_to_int(&mut self, node: &NodeProto, inputs: &[String]) -> Result<bool> {
+        use crate::proto::data_type as dt;
+        let to = Attrs::new(node)
+            .int("to", 0)
+            .map_err(|m| node_err(node, m))? as i32;
+        // INT16, UINT16, UINT32 and UINT64 besides the named ones
+        let integer = [dt::INT64, dt::INT32, dt::INT8, dt::UINT8, 5, 4, 12, 13];
+        let (Some(t), true) = (
+            inputs.first().and_then(|n| self.float_consts.get(n)),
+            integer.contains(&to),
+        ) else {
+            return Ok(false);
+        };
+        if t.data().iter().any(|v| !v.is_finite() || v.abs() >= 9.0e15) {
+            return Err(node_err(
+                node,
+                "casting a non-finite or huge float to an integer",
+            ));
+        }
+        let values: Vec<i64> = t.data().iter().map(|&v| v.trunc() as i64).collect();
+        let out = node.output.first().cloned().unwrap_or_default();
+        self.int_consts
+            .insert(out, SymConst::known(t.shape().to_vec(), &values));
+        Ok(true)
     }
 
     /// Integer constants an op reads as values (a boolean mask combined with an activation)
@@ -1154,6 +1242,7 @@ pub(crate) const FOLDED_OPS: &[&str] = &[
     "Or",
     "Einsum",
     "ScatterND",
+    "InstanceNormalization",
 ];
 
 /// Fails with one error naming every unsupported op type (count and first node) when the

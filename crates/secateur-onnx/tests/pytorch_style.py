@@ -6,7 +6,8 @@ usage: pytorch_style.py OUT_DIR   (prints a JSON manifest)
 Each model exercises something exporters produce: Constant nodes, Identity aliases of
 initializers, initializers also listed as graph inputs, the Shape/Gather/Unsqueeze/Concat
 chain in front of Reshape, Clip with min/max as inputs, unfused BatchNormalization, dim_param
-batch names, and opsets 11 to 17.
+batch names, Resize in nearest and linear modes, GroupNorm and InstanceNormalization, and
+opsets 11 to 17.
 """
 import json
 import sys
@@ -142,9 +143,61 @@ def resnet_concat(opset):
     return g, [3, 9, 9]
 
 
+def resize_chain(opset):
+    """nn.Upsample / F.interpolate as exporters write them: nearest doubling by scales
+    (asymmetric, floor), bilinear to sizes with half-pixel centres, align_corners, a downscale
+    with round_prefer_ceil and pytorch_half_pixel."""
+    f32 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.float32), name)
+    nodes = [helper.make_node("Conv", ["input", "a.weight", "a.bias"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    inits = [w("a.weight", 4, 3, 3, 3), w("a.bias", 4, scale=0.1), f32("up2", [1, 1, 2, 2]),
+             f32("roi", [])]
+    inits += [numpy_helper.from_array(np.array([2, 4, 7, 9], dtype=np.int64), "s79"),
+              numpy_helper.from_array(np.array([2, 4, 13, 5], dtype=np.int64), "s135"),
+              f32("down", [1, 1, 0.5, 0.75]), f32("noscale", [])]
+    nodes += [
+        helper.make_node("Resize", ["a", "roi", "up2"], ["r1"], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Resize", ["r1", "roi", "noscale", "s79"], ["r2"], mode="linear", coordinate_transformation_mode="half_pixel"),
+        helper.make_node("Resize", ["r2", "roi", "noscale", "s135"], ["r3"], mode="linear", coordinate_transformation_mode="align_corners"),
+        helper.make_node("Resize", ["r3", "roi", "down"], ["r4"], mode="nearest", nearest_mode="round_prefer_ceil"),
+        helper.make_node("Resize", ["r4", "roi", "up2"], ["out"], mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+    ]
+    return _resize_graph(nodes, inits, [3, 5, 6], [4, 12, 6])
+
+
+def _resize_graph(nodes, inits, shape, out):
+    g = helper.make_graph(nodes, "resize_chain", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch"] + shape)],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch"] + out)], inits)
+    return g, shape
+
+
+def group_norm(opset):
+    """GroupNorm(2, 4) as torch exports it (InstanceNormalization of x.reshape(N, 2, -1) with
+    unit scale and zero shift, the affine map after reshaping back), then an
+    InstanceNormalization with its own scale and shift."""
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)
+    f32 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.float32), name)
+    nodes = [
+        helper.make_node("Conv", ["input", "a.weight", "a.bias"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["a", "groups"], ["g"]),
+        helper.make_node("InstanceNormalization", ["g", "ones", "zeros"], ["gn"], epsilon=1e-5),
+        helper.make_node("Reshape", ["gn", "back"], ["b"]),
+        helper.make_node("Mul", ["b", "gamma"], ["bs"]),
+        helper.make_node("Add", ["bs", "beta"], ["ba"]),
+        helper.make_node("InstanceNormalization", ["ba", "in.scale", "in.bias"], ["out"], epsilon=1e-3),
+    ]
+    inits = [w("a.weight", 4, 3, 3, 3), w("a.bias", 4, scale=0.1), i64("groups", [0, 2, -1]),
+             i64("back", [0, 4, 5, 6]), f32("ones", [1, 1]), f32("zeros", [0, 0]),
+             w("gamma", 4, 1, 1, scale=1.5), w("beta", 4, 1, 1, scale=0.5),
+             w("in.scale", 4, scale=2.0), w("in.bias", 4, scale=0.5)]
+    g = helper.make_graph(nodes, "group_norm", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 5, 6])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4, 5, 6])], inits)
+    return g, [3, 5, 6]
+
+
 manifest = []
 cases = [(lenet_view_reshape, 11), (lenet_view_reshape, 13), (mobilenet_block, 12), (mobilenet_block, 17),
-         (mlp_old_style, 11), (resnet_concat, 14), (resnet_concat, 17)]
+         (mlp_old_style, 11), (resnet_concat, 14), (resnet_concat, 17), (resize_chain, 11),
+         (resize_chain, 13), (resize_chain, 17), (group_norm, 13), (group_norm, 17)]
 for i, (make, opset) in enumerate(cases):
     graph, shape = make(opset)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="pytorch")

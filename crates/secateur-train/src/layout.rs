@@ -2,13 +2,15 @@
 //! of any supported rank: `Transpose` (permute), `Slice` and `Pad` (index selection and
 //! concatenation, both differentiable, any step and every pad mode), `LayerNormalization`,
 //! the product of two activations, `Expand`, reductions, `Gather` (embedding lookups) and
-//! `GatherElements` (element-wise picking at computed positions).
+//! `GatherElements` (element-wise picking at computed positions) and `Resize` (index selection
+//! and weighted sums of the picked rows).
 //! Each takes and returns [`Value`]s.
 
 use crate::value::{Value, on_value};
 use burn::tensor::{Int, Tensor, TensorData};
 use secateur_graph::{
-    Gather, GatherElements, LayerNorm, Pad, PadMode, Reduce, ReduceKind, Slice, Transpose,
+    Gather, GatherElements, LayerNorm, Pad, PadMode, Reduce, ReduceKind, Resize, ResizeMode, Slice,
+    Tap, Transpose,
 };
 
 /// Why a lowering could not run (the caller names the node).
@@ -131,7 +133,12 @@ pub fn pad(op: &Pad, x: Value) -> LowerResult {
 }
 
 /// `LayerNormalization` over the axes from `op.axis` on, scaled and shifted.
-pub fn layer_norm(op: &LayerNorm, x: Value, scale: Value, bias: Option<Value>) -> LowerResult {
+pub fn layer_norm(
+    op: &LayerNorm,
+    x: Value,
+    scale: Option<Value>,
+    bias: Option<Value>,
+) -> LowerResult {
     let dims = x.dims();
     let first = op.first_axis(dims.len()).map_err(|e| e.to_string())?;
     // rows of the normalised elements: [outer, inner]
@@ -150,7 +157,10 @@ pub fn layer_norm(op: &LayerNorm, x: Value, scale: Value, bias: Option<Value>) -
             .and_then(Value::into_r2)
             .ok_or("the scale and bias must match the normalised axes")
     };
-    let mut y = normed * flat(scale)?;
+    let mut y = match scale {
+        Some(s) => normed * flat(s)?,
+        None => normed,
+    };
     if let Some(b) = bias {
         y = y + flat(b)?;
     }
@@ -225,15 +235,19 @@ pub fn concat(parts: Vec<Value>, axis: usize) -> LowerResult {
 }
 
 fn reduce_t<const D: usize>(t: Tensor<D>, kind: ReduceKind, axes: &[usize]) -> Tensor<D> {
-    axes.iter().fold(t, |t, &a| match kind {
-        ReduceKind::Sum => t.sum_dim(a),
-        ReduceKind::Mean => t.mean_dim(a),
-        ReduceKind::Max => t.max_dim(a),
-        ReduceKind::Min => t.min_dim(a),
-    })
+    let sum = |t: Tensor<D>| axes.iter().fold(t, |t, &a| t.sum_dim(a));
+    match kind {
+        ReduceKind::Sum => sum(t),
+        ReduceKind::Mean => axes.iter().fold(t, |t, &a| t.mean_dim(a)),
+        ReduceKind::Max => axes.iter().fold(t, |t, &a| t.max_dim(a)),
+        ReduceKind::Min => axes.iter().fold(t, |t, &a| t.min_dim(a)),
+        ReduceKind::L1 => sum(t.abs()),
+        ReduceKind::L2 => sum(t.clone() * t).sqrt(),
+        ReduceKind::SumSquare => sum(t.clone() * t),
+    }
 }
 
-/// `ReduceSum` / `ReduceMean` / `ReduceMax` / `ReduceMin` (axes kept, then dropped by a
+/// `ReduceSum` / `ReduceMean` / `ReduceMax` / `ReduceMin` and the norms (axes kept, then dropped by a
 /// reshape to the output dims when the op drops them).
 pub fn reduce(op: &Reduce, x: Value, out_dims: &[usize]) -> LowerResult {
     let kept = on_value!(x, |t| reduce_t(t, op.kind, &op.axes));
@@ -303,6 +317,43 @@ pub fn gather_elements(op: &GatherElements, data: Value, indices: Value) -> Lowe
         };
     }
     Ok(pick!(R1, R2, R3, R4, R5, R6))
+}
+
+/// `Resize`: along each resized axis, the rows each output position reads, picked by index
+/// and (linear mode) blended by their weights; differentiable with respect to the input.
+pub fn resize(op: &Resize, x: Value) -> LowerResult {
+    fn along<const D: usize>(op: &Resize, t: Tensor<D>, k: usize) -> Tensor<D> {
+        let ax = 2 + k;
+        let taps = op.taps(k, t.dims()[ax]);
+        let n_out = taps.len();
+        let device = t.device();
+        let index = |pick: fn(&Tap) -> usize| {
+            let v: Vec<i64> = taps.iter().map(|tp| pick(tp) as i64).collect();
+            Tensor::<1, Int>::from_data(TensorData::new(v, [n_out]), &device)
+        };
+        let lo = t.clone().select(ax, index(|tp| tp.lo));
+        if op.mode != ResizeMode::Linear {
+            return lo;
+        }
+        let hi = t.select(ax, index(|tp| tp.hi));
+        let mut shape = [1usize; D];
+        shape[ax] = n_out;
+        let w: Vec<f32> = taps.iter().map(|tp| tp.w).collect();
+        let w = Tensor::<1>::from_data(TensorData::new(w, [n_out]), &device).reshape(shape);
+        lo.clone() + (hi - lo) * w
+    }
+    fn all<const D: usize>(op: &Resize, t: Tensor<D>) -> Tensor<D> {
+        (0..op.sizes.len()).fold(t, |t, k| along(op, t, k))
+    }
+    match x {
+        Value::R3(t) if op.sizes.len() == 1 => Ok(Value::R3(all(op, t))),
+        Value::R4(t) if op.sizes.len() == 2 => Ok(Value::R4(all(op, t))),
+        other => Err(format!(
+            "resizing a rank-{} value to {:?} is not supported",
+            other.rank(),
+            op.sizes
+        )),
+    }
 }
 
 /// `Where(cond, x, y)`: all three broadcast to the output dims, `x` where `cond` is non-zero.

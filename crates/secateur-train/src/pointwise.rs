@@ -35,6 +35,13 @@ pub fn apply_pointwise<const D: usize>(f: Pointwise, t: Tensor<D>) -> Tensor<D> 
         Pointwise::Not => t.equal_elem(0.0).float(),
         // NaN is the one value unequal to itself
         Pointwise::IsNaN => t.clone().not_equal(t).float(),
+        // piecewise constant: no gradient flows through them
+        Pointwise::Ceil => t.ceil(),
+        Pointwise::Floor => t.floor(),
+        Pointwise::Round => t.round(),
+        Pointwise::Sign => t.sign(),
+        Pointwise::Sin => t.sin(),
+        Pointwise::Cos => t.cos(),
         // floor for non-negative values, ceil for negative ones (rounding has no gradient)
         Pointwise::Trunc => {
             let positive = t.clone().greater_equal_elem(0.0).float();

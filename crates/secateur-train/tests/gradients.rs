@@ -100,19 +100,42 @@ fn gradcheck(name: &str, graph: &Graph, input_shape: &[usize], train: bool) {
     }
     assert!(checked > 0, "{name}: nothing checked");
     if !train {
-        // the forward pass the gradients belong to is the op's: equal to the reference
-        let trained =
-            secateur_train::evaluate::forward_inputs(graph, std::slice::from_ref(&x), &dev)
-                .unwrap();
-        let feeds = [(graph.inputs[0].name.as_str(), x)];
-        let reference = evaluate(graph, &feeds).unwrap().remove(0);
-        let scale = reference.data().iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        for (a, b) in trained.data().iter().zip(reference.data()) {
-            assert!(
-                (a - b).abs() <= 1e-4 * scale,
-                "{name}: training forward {a} vs reference {b}"
-            );
-        }
+        // the forward pass the gradients belong to is the op's
+        forward_matches_reference(name, graph, x);
+    }
+}
+
+/// The training forward pass equals the reference evaluator on `x`.
+fn forward_matches_reference(name: &str, graph: &Graph, x: secateur_graph::Tensor) {
+    let dev = secateur_train::cpu();
+    let trained =
+        secateur_train::evaluate::forward_inputs(graph, std::slice::from_ref(&x), &dev).unwrap();
+    let feeds = [(graph.inputs[0].name.as_str(), x)];
+    let reference = evaluate(graph, &feeds).unwrap().remove(0);
+    let scale = reference.data().iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    for (a, b) in trained.data().iter().zip(reference.data()) {
+        assert!(
+            (a - b).abs() <= 1e-4 * scale,
+            "{name}: training forward {a} vs reference {b}"
+        );
+    }
+}
+
+/// Rounding and the sign are piecewise constant: finite differences jump where a weight's
+/// step crosses a step of the function, so only their forward pass is compared (on inputs
+/// scaled up, so that the conv before them spans many integers).
+#[test]
+fn piecewise_constant_functions_equal_the_reference() {
+    for f in [
+        Pointwise::Ceil,
+        Pointwise::Floor,
+        Pointwise::Round,
+        Pointwise::Sign,
+    ] {
+        let (name, g) = unary(f.op_type(), f);
+        let mut x = random_tensor(&[3, 2, 6, 6], 1);
+        x.data_mut().iter_mut().for_each(|v| *v *= 8.0);
+        forward_matches_reference(name, &g, x);
     }
 }
 
@@ -371,6 +394,8 @@ fn new_ops_have_correct_gradients() {
         unary("reciprocal", Pointwise::Reciprocal),
         unary("neg", Pointwise::Neg),
         unary("abs", Pointwise::Abs),
+        unary("sin", Pointwise::Sin),
+        unary("cos", Pointwise::Cos),
         on_conv(
             "transpose",
             Op::Transpose(Transpose {
@@ -531,7 +556,15 @@ fn new_ops_have_correct_gradients() {
             4,
         ),
     ));
-    for kind in [ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max] {
+    // the norms over six conv outputs stay away from zero, where L1 and L2 have kinks
+    for kind in [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::L1,
+        ReduceKind::L2,
+        ReduceKind::SumSquare,
+    ] {
         cases.push(on_conv(
             "reduce",
             Op::Reduce(Reduce {
@@ -593,6 +626,39 @@ fn new_ops_have_correct_gradients() {
             axis: 3,
             exclusive,
             reverse,
+        });
+        cases.push(on_conv(name, op));
+    }
+    // upsampling and downsampling, nearest and bilinear
+    for (name, mode, coordinates, sizes, scales) in [
+        (
+            "resize-nearest",
+            ResizeMode::Nearest(NearestRounding::Floor),
+            ResizeCoordinates::Asymmetric,
+            vec![12, 12],
+            vec![2.0, 2.0],
+        ),
+        (
+            "resize-linear",
+            ResizeMode::Linear,
+            ResizeCoordinates::HalfPixel,
+            vec![9, 4],
+            vec![1.5, 4.0 / 6.0],
+        ),
+        (
+            "resize-corners",
+            ResizeMode::Linear,
+            ResizeCoordinates::AlignCorners,
+            vec![7, 11],
+            vec![7.0 / 6.0, 11.0 / 6.0],
+        ),
+    ] {
+        let op = Op::Resize(Resize {
+            mode,
+            coordinates,
+            sizes,
+            scales,
+            from_sizes: true,
         });
         cases.push(on_conv(name, op));
     }

@@ -52,6 +52,16 @@ pub enum Pointwise {
     /// 1 where the value is NaN, else 0 (`IsNaN`: exported attention zeroes the softmax of a
     /// fully masked row with it).
     IsNaN,
+    /// Rounding up, down, and to the nearest integer with ties to even (ONNX `Round`), and
+    /// the sign (-1, 0 or 1): TensorFlow-style "same" padding and relative-position buckets
+    /// compute with them.
+    Ceil,
+    Floor,
+    Round,
+    Sign,
+    /// Sine and cosine (sinusoidal position encodings).
+    Sin,
+    Cos,
 }
 
 impl Pointwise {
@@ -91,6 +101,13 @@ impl Pointwise {
             Pointwise::Trunc => x.trunc(),
             Pointwise::Not => (x == 0.0) as u8 as f32,
             Pointwise::IsNaN => x.is_nan() as u8 as f32,
+            Pointwise::Ceil => x.ceil(),
+            Pointwise::Floor => x.floor(),
+            Pointwise::Round => x.round_ties_even(),
+            Pointwise::Sign if x == 0.0 || x.is_nan() => x,
+            Pointwise::Sign => x.signum(),
+            Pointwise::Sin => x.sin(),
+            Pointwise::Cos => x.cos(),
         }
     }
 
@@ -116,6 +133,12 @@ impl Pointwise {
             Pointwise::NonZero | Pointwise::Trunc => "Cast",
             Pointwise::Not => "Not",
             Pointwise::IsNaN => "IsNaN",
+            Pointwise::Ceil => "Ceil",
+            Pointwise::Floor => "Floor",
+            Pointwise::Round => "Round",
+            Pointwise::Sign => "Sign",
+            Pointwise::Sin => "Sin",
+            Pointwise::Cos => "Cos",
         }
     }
 

@@ -1,5 +1,7 @@
 //! `LayerNormalization`: each sample is normalised over the trailing axes from `axis` on, then
-//! scaled and shifted by parameters of those axes' shape. The leading axes are linked to the
+//! scaled and shifted by parameters of those axes' shape (both optional: an instance or group
+//! normalisation imports as a layer normalisation without them, its per-channel affine map
+//! following as a multiplication and an addition). The leading axes are linked to the
 //! output; the normalised axes are pinned, since removing a channel there changes every other
 //! channel's statistics (pruning through it would not equal zeroing).
 
@@ -43,11 +45,14 @@ impl OpSemantics for LayerNorm {
     }
 
     fn input_count(&self) -> RangeInclusive<usize> {
-        2..=3
+        1..=3
     }
 
     fn input_roles(&self, n: usize) -> Vec<InputRole> {
-        let mut r = vec![InputRole::Data, InputRole::BnScale];
+        let mut r = vec![InputRole::Data];
+        if n >= 2 {
+            r.push(InputRole::BnScale);
+        }
         if n == 3 {
             r.push(InputRole::BnShift);
         }
@@ -89,7 +94,7 @@ impl OpSemantics for LayerNorm {
         let x = inputs[0];
         let a = self.first_axis(x.rank())?;
         let inner: usize = x.shape()[a..].iter().product();
-        let scale = inputs[1].data();
+        let scale = inputs.get(1).map(|s| s.data());
         let bias = inputs.get(2).map(|b| b.data());
         let mut out = x.clone();
         for row in out.data_mut().chunks_mut(inner.max(1)) {
@@ -98,7 +103,7 @@ impl OpSemantics for LayerNorm {
             let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
             let inv = 1.0 / (var + self.epsilon as f64).sqrt();
             for (j, v) in row.iter_mut().enumerate() {
-                let y = (*v as f64 - mean) * inv * scale[j] as f64;
+                let y = (*v as f64 - mean) * inv * scale.map_or(1.0, |s| s[j] as f64);
                 *v = (y + bias.map_or(0.0, |b| b[j] as f64)) as f32;
             }
         }

@@ -21,6 +21,7 @@ mod matmul;
 mod pool;
 mod reduce;
 mod reshape;
+mod resize;
 mod select;
 mod slice;
 mod softmax;
@@ -42,6 +43,7 @@ pub use matmul::{BatchMatMul, MatrixProducts};
 pub use pool::{AveragePool, GlobalAveragePool, MaxPool, PoolGeometry};
 pub use reduce::{Reduce, ReduceKind};
 pub use reshape::{Flatten, Reshape};
+pub use resize::{NearestRounding, Resize, ResizeCoordinates, ResizeMode, Tap};
 pub use select::Where;
 pub use slice::{Pad, PadMode, Slice};
 pub use softmax::Softmax;
@@ -286,6 +288,7 @@ pub enum Op {
     Where(Where),
     CumSum(CumSum),
     GatherElements(GatherElements),
+    Resize(Resize),
 }
 
 impl Op {
@@ -317,6 +320,7 @@ impl Op {
             Op::Where(o) => o,
             Op::CumSum(o) => o,
             Op::GatherElements(o) => o,
+            Op::Resize(o) => o,
         }
     }
 
@@ -348,6 +352,7 @@ impl Op {
             Op::Where(o) => o,
             Op::CumSum(o) => o,
             Op::GatherElements(o) => o,
+            Op::Resize(o) => o,
         }
     }
 

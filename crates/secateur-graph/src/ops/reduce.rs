@@ -1,4 +1,5 @@
-//! `ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin` over any axes but the batch, keeping
+//! `ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`, and the norms `ReduceL1`, `ReduceL2`
+//! and `ReduceSumSquare` (`F.normalize` exports as an L2 norm) over any axes but the batch, keeping
 //! them as size 1 or dropping them. Axes kept whole are linked to the output; reduced axes are
 //! pinned (a spatial mean over `[N, C, H, W]` is imported as [`super::GlobalAveragePool`],
 //! which the runtime runs faster).
@@ -17,6 +18,11 @@ pub enum ReduceKind {
     Mean,
     Max,
     Min,
+    /// Sum of absolute values.
+    L1,
+    /// Square root of the sum of squares.
+    L2,
+    SumSquare,
 }
 
 impl ReduceKind {
@@ -27,6 +33,9 @@ impl ReduceKind {
             ReduceKind::Mean => "ReduceMean",
             ReduceKind::Max => "ReduceMax",
             ReduceKind::Min => "ReduceMin",
+            ReduceKind::L1 => "ReduceL1",
+            ReduceKind::L2 => "ReduceL2",
+            ReduceKind::SumSquare => "ReduceSumSquare",
         }
     }
 }
@@ -131,6 +140,8 @@ impl OpSemantics for Reduce {
                 ReduceKind::Sum | ReduceKind::Mean => acc[o] + v,
                 ReduceKind::Max => acc[o].max(v),
                 ReduceKind::Min => acc[o].min(v),
+                ReduceKind::L1 => acc[o] + v.abs(),
+                ReduceKind::L2 | ReduceKind::SumSquare => acc[o] + v * v,
             };
             for ax in (0..s.len()).rev() {
                 idx[ax] += 1;
@@ -149,6 +160,9 @@ impl OpSemantics for Reduce {
         if self.kind == ReduceKind::Mean {
             let count: usize = self.axes.iter().map(|&a| s[a]).product();
             acc.iter_mut().for_each(|v| *v /= count.max(1) as f32);
+        }
+        if self.kind == ReduceKind::L2 {
+            acc.iter_mut().for_each(|v| *v = v.sqrt());
         }
         Ok(vec![
             Tensor::new(out_shape, acc).map_err(|e| OpError::new(e.to_string()))?,

@@ -44,6 +44,12 @@ pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     plain!("Abs", Pointwise::Abs),
     plain!("Not", Pointwise::Not),
     plain!("IsNaN", Pointwise::IsNaN),
+    plain!("Ceil", Pointwise::Ceil),
+    plain!("Floor", Pointwise::Floor),
+    plain!("Round", Pointwise::Round),
+    plain!("Sign", Pointwise::Sign),
+    plain!("Sin", Pointwise::Sin),
+    plain!("Cos", Pointwise::Cos),
     &UnaryConverter {
         op_type: "Clip",
         read: read_clip,

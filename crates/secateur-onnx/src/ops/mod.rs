@@ -10,6 +10,7 @@ mod layout;
 mod norm;
 mod pool;
 mod reduce;
+mod resize;
 mod shape;
 
 use crate::attrs::Attrs;
@@ -77,6 +78,9 @@ pub struct ExportCtx {
     /// Names the graph and the helpers already use: a helper's name that is taken (a graph
     /// imported from an earlier export holds that export's helpers) gets a numeric suffix.
     pub used: std::collections::HashSet<String>,
+    /// The shapes of the graph's values (for an op whose ONNX form needs a constant of its
+    /// input's shape).
+    pub shapes: HashMap<String, Shape>,
 }
 
 impl ExportCtx {
@@ -94,6 +98,7 @@ impl ExportCtx {
             initializers: Vec::new(),
             nodes: Vec::new(),
             used,
+            shapes: HashMap::new(),
         }
     }
 
@@ -187,6 +192,7 @@ fn all_converters() -> Vec<&'static dyn Converter> {
     v.extend(elementwise::CONVERTERS);
     v.extend(shape::CONVERTERS);
     v.extend(layout::CONVERTERS);
+    v.extend(resize::CONVERTERS);
     v
 }
 

@@ -1,4 +1,6 @@
-//! `BatchNormalization` (inference mode only) and `LayerNormalization` converters.
+//! `BatchNormalization` (inference mode only) and `LayerNormalization` converters. A layer
+//! normalisation without a scale (what an `InstanceNormalization` imports as) exports with a
+//! scale of ones, which ONNX requires.
 
 use super::{Converter, ExportCtx, ExportedNode, ImportCtx};
 use crate::attrs;
@@ -30,18 +32,35 @@ impl Converter for LayerNormConverter {
         }))
     }
 
-    fn export(&self, node: &Node, _ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
+    fn export(&self, node: &Node, ctx: &mut ExportCtx) -> Result<ExportedNode, String> {
         let Op::LayerNorm(ln) = &node.op else {
             return Err("not a LayerNormalization".into());
         };
-        Ok(ExportedNode::plain(
+        let mut exported = ExportedNode::plain(
             "LayerNormalization",
             node,
             vec![
                 attrs::int("axis", ln.axis),
                 attrs::float("epsilon", ln.epsilon),
             ],
-        ))
+        );
+        if node.inputs.len() == 1 {
+            let x = ctx
+                .shapes
+                .get(&node.inputs[0])
+                .ok_or("the input shape is unknown")?;
+            let first = ln.first_axis(x.rank()).map_err(|e| e.0)?;
+            let dims: Vec<usize> = x.0[first..]
+                .iter()
+                .map(|d| d.known().ok_or("the normalised axes must have known sizes"))
+                .collect::<Result<_, _>>()?;
+            let name = ctx.fresh(format!("{}__scale", node.name));
+            let ones = secateur_graph::Tensor::full(dims, 1.0);
+            ctx.initializers
+                .push(crate::tensor_proto::encode_f32(&name, &ones));
+            exported.inputs.push(name);
+        }
+        Ok(exported)
     }
 }
 

@@ -1,5 +1,6 @@
-//! Converters of `ReduceSum`, `ReduceMean`, `ReduceMax` and `ReduceMin` (axes as an attribute,
-//! or as an input from opset 13 for `ReduceSum` and 18 for the others). A mean over the spatial
+//! Converters of `ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceL1`, `ReduceL2` and
+//! `ReduceSumSquare` (axes as an attribute, or as an input from opset 13 for `ReduceSum` and 18
+//! for the others). A mean over the spatial
 //! axes of an `[N, C, H, W]` input (what `x.mean([2, 3])` exports to) imports as a global
 //! average pool, which the runtime runs as one fused step. `CumSum` (running sums along an axis
 //! given as a constant input) lives here too.
@@ -17,6 +18,9 @@ pub(super) const CONVERTERS: &[&dyn super::Converter] = &[
     &ReduceConverter(ReduceKind::Mean),
     &ReduceConverter(ReduceKind::Max),
     &ReduceConverter(ReduceKind::Min),
+    &ReduceConverter(ReduceKind::L1),
+    &ReduceConverter(ReduceKind::L2),
+    &ReduceConverter(ReduceKind::SumSquare),
     &CumSumConverter,
 ];
 

@@ -66,6 +66,9 @@ impl Converter for ReshapeConverter {
             });
         }
         if shape.iter().filter(|d| **d == -1).count() > 1 {
+            resolve_literal_inferred(&mut shape, &target.values, input.as_ref());
+        }
+        if shape.iter().filter(|d| **d == -1).count() > 1 {
             return Err(format!(
                 "target shape {:?} would need more than one inferred dimension",
                 target.values
@@ -91,6 +94,47 @@ impl Converter for ReshapeConverter {
             attributes,
             inputs: vec![node.inputs[0].clone(), name],
         })
+    }
+}
+
+/// A target with a literal -1 besides a size computed from the batch (MobileViT's
+/// `[N·patches, C, -1]`): the literal one is computed at import from the input's size per
+/// sample, so that only the batch-dependent size is left to infer. Leaves `shape` alone when
+/// the input shape is not known well enough or the sizes do not divide.
+fn resolve_literal_inferred(
+    shape: &mut [i64],
+    target: &[SymInt],
+    input: Option<&secateur_graph::Shape>,
+) {
+    let Some(input) = input else { return };
+    let Some(literal) = target.iter().position(|v| *v == SymInt::Known(-1)) else {
+        return;
+    };
+    let batched: Vec<usize> = (0..target.len())
+        .filter(|&i| target[i].batch_factor().is_some() && shape[i] == -1)
+        .collect();
+    let ([b], Some(in_factor)) = (batched.as_slice(), input.batch_factor()) else {
+        return;
+    };
+    let per_sample: Option<u64> = input
+        .0
+        .iter()
+        .filter_map(|d| d.known())
+        .try_fold(in_factor as u64, |acc, d| acc.checked_mul(d as u64));
+    let out_factor = target[*b].batch_factor().unwrap_or(1) as u64;
+    let others: Option<u64> = (0..target.len())
+        .filter(|&i| i != literal && i != *b)
+        .map(|i| match (target[i], shape[i]) {
+            (SymInt::Known(n), _) if n > 0 => Some(n as u64),
+            (_, 0) => input.0.get(i).and_then(|d| d.known()).map(|d| d as u64),
+            _ => None,
+        })
+        .try_fold(out_factor, |acc, d| acc.checked_mul(d?));
+    if let (Some(have), Some(per)) = (per_sample, others)
+        && per > 0
+        && have % per == 0
+    {
+        shape[literal] = (have / per) as i64;
     }
 }
 

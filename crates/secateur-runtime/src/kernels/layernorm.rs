@@ -1,14 +1,15 @@
 //! Layer normalisation of rows: mean and variance in f32 with eight independent partial sums
 //! (vectorisable, and accurate to well below the 1e-5 of the f64 reference over rows of up to
-//! a few thousand features), then `(x − mean)·rstd·γ + β` in one pass.
+//! a few thousand features), then `(x − mean)·rstd·γ + β` in one pass (γ and β optional).
 
-/// `y[r] = (x[r] − mean) / √(var + eps) · scale + bias` for each row of `n` values.
+/// `y[r] = (x[r] − mean) / √(var + eps) · scale + bias` for each row of `n` values; a missing
+/// scale is 1 and a missing bias 0.
 pub fn layer_norm(
     x: &[f32],
     rows: usize,
     n: usize,
     eps: f32,
-    scale: &[f32],
+    scale: Option<&[f32]>,
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
@@ -30,15 +31,20 @@ pub fn layer_norm(
         let var = partial(row, &|v| (v - mean) * (v - mean)) / n as f32;
         let rstd = 1.0 / (var + eps).sqrt();
         let out = &mut y[r * n..(r + 1) * n];
-        match bias {
-            Some(b) => {
-                for (((o, &v), &g), &bb) in out.iter_mut().zip(row).zip(scale).zip(b) {
+        match (scale, bias) {
+            (Some(g), Some(b)) => {
+                for (((o, &v), &g), &bb) in out.iter_mut().zip(row).zip(g).zip(b) {
                     *o = (v - mean) * rstd * g + bb;
                 }
             }
-            None => {
-                for ((o, &v), &g) in out.iter_mut().zip(row).zip(scale) {
+            (Some(g), None) => {
+                for ((o, &v), &g) in out.iter_mut().zip(row).zip(g) {
                     *o = (v - mean) * rstd * g;
+                }
+            }
+            (None, _) => {
+                for (j, (o, &v)) in out.iter_mut().zip(row).enumerate() {
+                    *o = (v - mean) * rstd + bias.map_or(0.0, |b| b[j]);
                 }
             }
         }
@@ -68,8 +74,14 @@ mod tests {
                 &Tensor::new(vec![n], b.clone()).unwrap(),
             ]).unwrap().remove(0);
             let mut got = vec![0.0; rows * n];
-            layer_norm(&x, rows, n, 1e-12, &g, Some(&b), &mut got);
+            layer_norm(&x, rows, n, 1e-12, Some(&g), Some(&b), &mut got);
             for (a, w) in got.iter().zip(want.data()) {
+                prop_assert!((a - w).abs() <= 2e-4 * (1.0 + w.abs()), "{a} vs {w}");
+            }
+            // without scale and bias (an instance normalisation)
+            let plain = op.eval(&[&Tensor::new(vec![rows, n], x.clone()).unwrap()]).unwrap().remove(0);
+            layer_norm(&x, rows, n, 1e-12, None, None, &mut got);
+            for (a, w) in got.iter().zip(plain.data()) {
                 prop_assert!((a - w).abs() <= 2e-4 * (1.0 + w.abs()), "{a} vs {w}");
             }
         }

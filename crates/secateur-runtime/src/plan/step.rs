@@ -137,6 +137,8 @@ pub(super) enum StepKind {
         rows: usize,
         n: usize,
         eps: f32,
+        /// Whether inputs 1 (scale) and 2 (bias) are present.
+        scale: bool,
         bias: bool,
     },
     /// Products of activation matrices (attention scores and their product with values).
@@ -557,8 +559,14 @@ pub(super) fn run_step(
             let indices = &input_of(inputs, consts, buffers, 1)[..*count];
             layout::gather_indexed(x, *outer, *n, *inner, indices, out)?;
         }
-        StepKind::LayerNorm { rows, n, eps, bias } => {
-            let scale = input_of(inputs, consts, buffers, 1);
+        StepKind::LayerNorm {
+            rows,
+            n,
+            eps,
+            scale,
+            bias,
+        } => {
+            let scale = scale.then(|| input_of(inputs, consts, buffers, 1));
             let b = bias.then(|| input_of(inputs, consts, buffers, 2));
             for_row_pieces(&mut out[..*rows * *n], *n, |first, ys| {
                 let xs = &x[first * *n..first * *n + ys.len()];

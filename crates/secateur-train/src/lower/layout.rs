@@ -7,8 +7,8 @@ use crate::error::TrainError;
 use crate::layout;
 use crate::value::Value;
 use secateur_graph::{
-    Concat, Expand, Flatten, Gather, GatherElements, Pad, Reduce, Reshape, Slice, Transpose,
-    normalize_axis,
+    Concat, Expand, Flatten, Gather, GatherElements, Pad, Reduce, Reshape, Resize, Slice,
+    Transpose, normalize_axis,
 };
 
 impl TrainOp for Concat {
@@ -57,6 +57,13 @@ impl TrainOp for GatherElements {
         let idx = pop(call, &mut args, "indices")?;
         let data = pop(call, &mut args, "data")?;
         layout::gather_elements(self, data, idx).map_err(|m| call.err(m))
+    }
+}
+
+impl TrainOp for Resize {
+    fn forward(&self, call: &mut OpCall, mut args: Vec<Value>) -> Result<Value, TrainError> {
+        let x = pop(call, &mut args, "x")?;
+        layout::resize(self, x).map_err(|m| call.err(m))
     }
 }
 

@@ -106,6 +106,7 @@ pub fn lowering(op: &Op) -> &dyn TrainOp {
         Op::Where(o) => o,
         Op::CumSum(o) => o,
         Op::GatherElements(o) => o,
+        Op::Resize(o) => o,
     }
 }
 

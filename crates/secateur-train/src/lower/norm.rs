@@ -60,7 +60,7 @@ impl TrainOp for BatchNorm {
 impl TrainOp for LayerNorm {
     fn forward(&self, call: &mut OpCall, mut args: Vec<Value>) -> Result<Value, TrainError> {
         let bias = if args.len() == 3 { args.pop() } else { None };
-        let scale = pop(call, &mut args, "scale")?;
+        let scale = if args.len() == 2 { args.pop() } else { None };
         let x = pop(call, &mut args, "x")?;
         layout::layer_norm(self, x, scale, bias).map_err(|m| call.err(m))
     }

@@ -131,13 +131,14 @@ impl RuntimeOp for secateur_graph::LayerNorm {
                 .map(|_| cx.in_shape(k).iter().product::<usize>() == n)
         };
         // scale and bias of the whole normalised shape; anything broadcast runs by reference
-        if full(1) != Some(true) || full(2) == Some(false) {
+        if full(1) == Some(false) || full(2) == Some(false) {
             return cx.reference();
         }
         let kind = StepKind::LayerNorm {
             rows: dims[..a].iter().product(),
             n,
             eps: self.epsilon,
+            scale: cx.node().inputs.len() > 1,
             bias: cx.node().inputs.len() > 2,
         };
         Ok(Lowered::plain(cx, kind))

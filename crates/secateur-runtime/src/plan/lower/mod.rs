@@ -181,6 +181,7 @@ pub(crate) fn lowering(op: &Op) -> &dyn RuntimeOp {
         Op::Where(o) => o,
         Op::CumSum(o) => o,
         Op::GatherElements(o) => o,
+        Op::Resize(o) => o,
     }
 }
 
@@ -192,3 +193,4 @@ impl RuntimeOp for secateur_graph::Expand {}
 impl RuntimeOp for secateur_graph::Reduce {}
 impl RuntimeOp for secateur_graph::CumSum {}
 impl RuntimeOp for secateur_graph::GatherElements {}
+impl RuntimeOp for secateur_graph::Resize {}
