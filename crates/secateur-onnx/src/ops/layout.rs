@@ -77,18 +77,28 @@ impl Converter for GatherConverter {
         let Op::Gather(g) = &node.op else {
             return Err("not a Gather".into());
         };
-        // float values holding integers in the graph; ONNX wants integer indices
-        let idx = ctx.helper_with(
-            "Cast",
-            vec![node.inputs[1].clone()],
-            format!("{}__indices", node.name),
-            vec![attrs::int("to", crate::proto::data_type::INT64 as i64)],
-        );
-        Ok(ExportedNode {
-            op_type: "Gather",
-            attributes: vec![attrs::int("axis", g.axis as i64)],
-            inputs: vec![node.inputs[0].clone(), idx],
-        })
+        Ok(export_gather("Gather", g.axis, node, ctx))
+    }
+}
+
+/// A gather at indices held as float values in the graph: ONNX wants them as integers, so a
+/// `Cast` to INT64 comes first.
+fn export_gather(
+    op_type: &'static str,
+    axis: usize,
+    node: &Node,
+    ctx: &mut ExportCtx,
+) -> ExportedNode {
+    let idx = ctx.helper_with(
+        "Cast",
+        vec![node.inputs[1].clone()],
+        format!("{}__indices", node.name),
+        vec![attrs::int("to", crate::proto::data_type::INT64 as i64)],
+    );
+    ExportedNode {
+        op_type,
+        attributes: vec![attrs::int("axis", axis as i64)],
+        inputs: vec![node.inputs[0].clone(), idx],
     }
 }
 
@@ -108,17 +118,7 @@ impl Converter for GatherElementsConverter {
         let Op::GatherElements(g) = &node.op else {
             return Err("not a GatherElements".into());
         };
-        let idx = ctx.helper_with(
-            "Cast",
-            vec![node.inputs[1].clone()],
-            format!("{}__indices", node.name),
-            vec![attrs::int("to", crate::proto::data_type::INT64 as i64)],
-        );
-        Ok(ExportedNode {
-            op_type: "GatherElements",
-            attributes: vec![attrs::int("axis", g.axis as i64)],
-            inputs: vec![node.inputs[0].clone(), idx],
-        })
+        Ok(export_gather("GatherElements", g.axis, node, ctx))
     }
 }
 
