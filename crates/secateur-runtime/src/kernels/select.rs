@@ -155,7 +155,7 @@ mod tests {
             let t = |s: &[usize], k: u64| {
                 Tensor::from_fn(s.to_vec(), |i| {
                     let h = (i as u64 + 1) * 2654435761 + seed * 97 + k * 13;
-                    if k == 0 { (h % 3 == 0) as u8 as f32 } else { (h % 1000) as f32 - 500.0 }
+                    if k == 0 { h.is_multiple_of(3) as u8 as f32 } else { (h % 1000) as f32 - 500.0 }
                 })
             };
             let (c, x, y) = (t(&ops[0], 0), t(&ops[1], 1), t(&ops[2], 2));
