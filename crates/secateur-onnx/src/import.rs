@@ -21,6 +21,7 @@ mod einsum;
 mod gather_nd;
 mod instance_norm;
 mod scatter;
+mod tile;
 
 /// Supported range of default-domain opset versions.
 pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
@@ -386,6 +387,32 @@ impl Importer {
                 let zero = SymConst::known(vec![], &[0]);
                 fold::binary(fold::IntBinary::Equal, data, &zero)
                     .ok_or_else(|| node_err(node, "Not of the batch size"))?
+            }
+            "Clip" if self.opset >= 11 => {
+                let Some(data) = int_in(0) else {
+                    return Ok(false);
+                };
+                let bound = |i: usize| -> Result<Option<i64>> {
+                    match inputs.get(i).filter(|n| !n.is_empty()) {
+                        None => Ok(None),
+                        Some(n) => match self.int_consts.get(n).and_then(|c| c.known_values()) {
+                            Some(v) if v.len() == 1 => Ok(Some(v[0])),
+                            _ => Err(node_err(
+                                node,
+                                "integer Clip bounds must be constant scalars",
+                            )),
+                        },
+                    }
+                };
+                let (lo, hi) = (bound(1)?, bound(2)?);
+                let values = data
+                    .known_values()
+                    .ok_or_else(|| node_err(node, "clipping the batch size"))?;
+                let clipped: Vec<i64> = values
+                    .iter()
+                    .map(|&v| v.max(lo.unwrap_or(i64::MIN)).min(hi.unwrap_or(i64::MAX)))
+                    .collect();
+                SymConst::known(data.dims.clone(), &clipped)
             }
             "Where" => {
                 let (Some(c), Some(x), Some(y)) = (int_in(0), int_in(1), int_in(2)) else {
@@ -792,6 +819,9 @@ impl Importer {
         }
         if node.op_type == "Einsum" {
             return self.import_einsum(node, &inputs, index);
+        }
+        if node.op_type == "Tile" {
+            return self.import_tile(node, &inputs, index);
         }
         if node.op_type == "InstanceNormalization" {
             return self.import_instance_norm(node, &inputs, index);
@@ -1243,6 +1273,7 @@ pub(crate) const FOLDED_OPS: &[&str] = &[
     "Einsum",
     "ScatterND",
     "InstanceNormalization",
+    "Tile",
 ];
 
 /// Fails with one error naming every unsupported op type (count and first node) when the

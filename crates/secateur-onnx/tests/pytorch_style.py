@@ -6,8 +6,8 @@ usage: pytorch_style.py OUT_DIR   (prints a JSON manifest)
 Each model exercises something exporters produce: Constant nodes, Identity aliases of
 initializers, initializers also listed as graph inputs, the Shape/Gather/Unsqueeze/Concat
 chain in front of Reshape, Clip with min/max as inputs, unfused BatchNormalization, dim_param
-batch names, Resize in nearest and linear modes, GroupNorm and InstanceNormalization, and
-opsets 11 to 17.
+batch names, Resize in nearest and linear modes, GroupNorm and InstanceNormalization, Tile,
+and opsets 11 to 17.
 """
 import json
 import sys
@@ -194,10 +194,24 @@ def group_norm(opset):
     return g, [3, 5, 6]
 
 
+def tile(opset):
+    """Tile of an activation by constant repeats (channels twice, width three times)."""
+    nodes = [
+        helper.make_node("Conv", ["input", "a.weight", "a.bias"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Tile", ["a", "reps"], ["out"]),
+    ]
+    inits = [w("a.weight", 4, 3, 3, 3), w("a.bias", 4, scale=0.1),
+             numpy_helper.from_array(np.array([1, 2, 1, 3], dtype=np.int64), "reps")]
+    g = helper.make_graph(nodes, "tile", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 5, 6])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 8, 5, 18])], inits)
+    return g, [3, 5, 6]
+
+
 manifest = []
 cases = [(lenet_view_reshape, 11), (lenet_view_reshape, 13), (mobilenet_block, 12), (mobilenet_block, 17),
          (mlp_old_style, 11), (resnet_concat, 14), (resnet_concat, 17), (resize_chain, 11),
-         (resize_chain, 13), (resize_chain, 17), (group_norm, 13), (group_norm, 17)]
+         (resize_chain, 13), (resize_chain, 17), (group_norm, 13), (group_norm, 17),
+         (tile, 17)]
 for i, (make, opset) in enumerate(cases):
     graph, shape = make(opset)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="pytorch")

@@ -34,7 +34,7 @@ fn pytorch_style_models_import_and_match_onnx_runtime() {
         String::from_utf8_lossy(&out.stderr)
     );
     let manifest: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(manifest.len(), 12);
+    assert_eq!(manifest.len(), 13);
     for case in manifest {
         let path = case["path"].as_str().unwrap();
         let shape = |k: &str| {

@@ -1,6 +1,7 @@
 //! `Expand`: broadcasts its input to a shape (ViT's class token repeated over the batch). When
-//! that shape contains the symbolic batch, a second input supplies it: any value whose axis 0
-//! is the batch (the graph input, at import), read for its size only. Axes that keep their size
+//! that shape contains the symbolic batch or a multiple of it (`[N·heads, S, S]` in DeBERTa), a
+//! second input supplies it: any value whose axis 0 is the batch (the graph input, at import),
+//! read for its size only. Axes that keep their size
 //! are linked to the output; expanded axes are pinned.
 
 use super::broadcast::broadcast_shapes;
@@ -21,7 +22,7 @@ pub struct Expand {
 impl Expand {
     /// Whether the target needs the batch size from a second input.
     pub fn needs_batch(&self) -> bool {
-        self.shape.0.contains(&Dim::Batch)
+        self.shape.batch_factor().is_some()
     }
 
     /// The target with the batch taken from axis 0 of the second input (symbolic in shape
@@ -36,13 +37,23 @@ impl Expand {
                 self.shape
             );
         };
-        Ok(Shape(
-            self.shape
-                .0
-                .iter()
-                .map(|d| if *d == Dim::Batch { batch } else { *d })
-                .collect(),
-        ))
+        let times = |k: usize| -> Result<Dim, OpError> {
+            Ok(match batch {
+                Dim::Known(b) => Dim::Known(b * k),
+                Dim::Batch => Dim::batch_times(k),
+                Dim::BatchTimes(_) => op_bail!("the batch source's axis 0 must be the batch"),
+            })
+        };
+        let dims = self
+            .shape
+            .0
+            .iter()
+            .map(|d| match d.batch_factor() {
+                Some(k) => times(k),
+                None => Ok(*d),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Shape(dims))
     }
 }
 
@@ -106,6 +117,23 @@ impl OpSemantics for Expand {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expands_to_a_multiple_of_the_batch() {
+        // a relative-position index [1, 1, 2] repeated for 2 heads of every sample: [2N, 1, 2]
+        let idx = Tensor::new(vec![1, 1, 2], vec![4., 5.]).unwrap();
+        let e = Expand {
+            shape: Shape(vec![Dim::BatchTimes(2), Dim::Known(1), Dim::Known(2)]),
+        };
+        assert!(e.needs_batch());
+        let batch = Tensor::zeros(vec![3, 5]);
+        let y = e.eval(&[&idx, &batch]).unwrap().remove(0);
+        assert_eq!(y.shape(), &[6, 1, 2]);
+        let out = e
+            .infer(&[Shape::known(&[1, 1, 2]), Shape::batched(&[5])])
+            .unwrap();
+        assert_eq!(out[0].0[0], Dim::BatchTimes(2));
+    }
 
     #[test]
     fn expands_over_the_batch_of_the_second_input() {

@@ -360,22 +360,33 @@ impl Converter for ExpandConverter {
             .iter()
             .map(|d| d.known().map_or(1, |n| n as i64))
             .collect();
-        let shape = if e.needs_batch() {
-            // the batch size of the second input, spliced into the constant sizes
+        let batch_at = e.shape.0.iter().position(|d| d.batch_factor().is_some());
+        let shape = if let (Some(at), true) = (batch_at, node.inputs.len() == 2) {
+            // the batch size of the second input (times the multiple), spliced into the
+            // constant sizes
             let n = |s: &str| format!("{}__{s}", node.name);
-            let rest = int_initializer(ctx, node, "rest", &known[1..]);
-            let (zero, one) = (
-                int_initializer(ctx, node, "zero", &[0]),
-                int_initializer(ctx, node, "one", &[1]),
+            let source = ctx.helper_with(
+                "Shape",
+                vec![node.inputs[1].clone()],
+                n("batch"),
+                vec![attrs::int("start", 0), attrs::int("end", 1)],
             );
-            let full = ctx.helper("Shape", vec![node.inputs[1].clone()], n("source_shape"));
-            let batch = ctx.helper("Slice", vec![full, zero, one], n("batch"));
-            ctx.helper_with(
-                "Concat",
-                vec![batch, rest],
-                n("shape"),
-                vec![attrs::int("axis", 0)],
-            )
+            let factor = e.shape.0[at].batch_factor().unwrap_or(1);
+            let batch = if factor > 1 {
+                let k = int_initializer(ctx, node, "multiple", &[factor as i64]);
+                ctx.helper("Mul", vec![source, k], n("batch_times"))
+            } else {
+                source
+            };
+            let mut pieces = Vec::new();
+            if at > 0 {
+                pieces.push(int_initializer(ctx, node, "before", &known[..at]));
+            }
+            pieces.push(batch);
+            if at + 1 < known.len() {
+                pieces.push(int_initializer(ctx, node, "after", &known[at + 1..]));
+            }
+            ctx.helper_with("Concat", pieces, n("shape"), vec![attrs::int("axis", 0)])
         } else {
             int_initializer(ctx, node, "shape", &known)
         };

@@ -39,11 +39,18 @@ pub struct ImportCtx<'a> {
 }
 
 impl ImportCtx<'_> {
-    /// The float scalar in input `i`, if that input is present and constant.
+    /// The float scalar in input `i`, if that input is present and constant (an integer
+    /// constant counts: an integer Clip's bounds).
     pub fn float_scalar_input(&self, i: usize) -> Result<Option<f32>, String> {
         match self.inputs.get(i) {
             None => Ok(None),
             Some(n) if n.is_empty() => Ok(None),
+            Some(n) if self.int_consts.contains_key(n) => {
+                match self.int_consts[n].known_values().as_deref() {
+                    Some([v]) => Ok(Some(*v as f32)),
+                    _ => Err(format!("input '{n}' must be a constant scalar")),
+                }
+            }
             Some(n) => match self.float_consts.get(n) {
                 Some(t) if t.len() == 1 => Ok(Some(t.data()[0])),
                 Some(t) => Err(format!(
