@@ -915,8 +915,17 @@ impl Importer {
         let Some(shape) = inputs.first().and_then(|n| self.int_consts.get(n)) else {
             return Ok(false);
         };
-        let Some((SymInt::Batch, rest)) = shape.values.split_first() else {
+        if shape.known_values().is_some() {
             return Ok(false);
+        }
+        let Some((SymInt::Batch, rest)) = shape.values.split_first() else {
+            return Err(node_err(
+                node,
+                format!(
+                    "a constant of shape {:?}: only the first size may depend on the batch, and be the batch size",
+                    shape.values
+                ),
+            ));
         };
         let mut dims = vec![Dim::Batch];
         for v in rest {

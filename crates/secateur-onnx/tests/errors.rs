@@ -282,3 +282,35 @@ fn zero_points_must_match_the_scales() {
     let e = import_model(&m).unwrap_err().to_string();
     assert!(e.contains("3 zero points for 1 scales"), "{e}");
 }
+
+#[test]
+fn a_constant_shaped_by_the_batch_off_the_first_axis_is_named() {
+    // x: [N, 4]; Shape(x) gathered in reverse is [4, N]
+    let order = TensorProto {
+        name: "order".into(),
+        dims: vec![2],
+        data_type: data_type::INT64,
+        int64_data: vec![1, 0],
+        ..Default::default()
+    };
+    let mut shape = node("Shape", "shape", &["x"]);
+    shape.output = vec!["s".into()];
+    let mut swap = node("Gather", "swap", &["s", "order"]);
+    swap.output = vec!["t".into()];
+    let mut fill = node("ConstantOfShape", "fill", &["t"]);
+    fill.output = vec!["zeros".into()];
+    let nodes = vec![shape, swap, fill, node("Add", "add", &["x", "zeros"])];
+    let mut m = model(nodes, vec![order], 13);
+    let graph = m.graph.as_mut().unwrap();
+    for vi in graph.input.iter_mut().chain(graph.output.iter_mut()) {
+        let dims = &mut vi.r#type.as_mut().unwrap().tensor_type.as_mut().unwrap();
+        let first = &mut dims.shape.as_mut().unwrap().dim[0];
+        first.dim_value = None;
+        first.dim_param = Some("N".into());
+    }
+    let e = import_model(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("fill") && e.contains("only the first size may depend on the batch"),
+        "{e}"
+    );
+}
