@@ -1,11 +1,13 @@
 //! Times the NHWC implicit-GEMM convolution on one layer, the Winograd kernel where it
-//! applies (3×3) and the int8 kernel (ungrouped, quantizing its input in the timed call), and
-//! prints GFLOP/s (GOP/s for int8) of the direct sum's operations:
+//! applies (3×3), the int8 kernel (ungrouped, quantizing its input in the timed call) and the
+//! bf16 kernel (ungrouped, rounding its input in the timed call), and prints GFLOP/s (GOP/s for
+//! int8) of the direct sum's operations:
 //! `nhwc_speed C_IN C_OUT HW K [PAD]` (`SILU=1` fuses a SiLU, `THREADS=N` splits one sample,
 //! `STRIDE=S` strides the convolution, `CONV_GROUPS=G` groups it, `ISA=avx2` skips AVX-512).
 use secateur_graph::Conv;
 use secateur_runtime::harness::{Budget, measure, probe};
 use secateur_runtime::kernels::epilogue::Tail;
+use secateur_runtime::kernels::nhwc_bf16::NhwcBf16Conv;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
 use secateur_runtime::kernels::nhwc_int8::NhwcInt8Conv;
 use secateur_runtime::kernels::winograd::NhwcWinograd;
@@ -82,5 +84,12 @@ fn main() {
             team.enter(|| int8.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
         });
         report("int8", ms);
+    }
+    if let Some(bf16) = NhwcBf16Conv::new(isa, &conv, ci, co, &w, &bias, tail) {
+        let mut scratch = vec![0u16; bf16.scratch_len(hw, hw)];
+        let ms = time(&mut || {
+            team.enter(|| bf16.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
+        });
+        report("bf16", ms);
     }
 }

@@ -16,4 +16,5 @@ pub use error::{Result, RuntimeError};
 pub use harness::{Budget, Stats};
 pub use plan::{
     BatchMode, ExecPlan, FormatPolicy, LayerChoice, LayoutPolicy, MemoryReport, PlanConfig,
+    Precision,
 };

@@ -5,7 +5,8 @@
 //! Winograd F(4×4, 3×3) convolution wherever it applies (channel counts across the 8-lane and
 //! 16-channel panel edges, outputs not a multiple of the 4×4 tile, reductions longer than one
 //! chunk), the int8 convolution (VNNI and portable) against the reference on the quantized
-//! values it stands for, the depthwise convolution, max and average pooling, and global
+//! values it stands for, the bf16 convolution (AVX-512 BF16 and portable) against the reference
+//! on the bf16-rounded input and weights, the depthwise convolution, max and average pooling, and global
 //! average pooling.
 
 use proptest::prelude::*;
@@ -15,7 +16,9 @@ use secateur_graph::{
     ActQuant, AveragePool, Conv, MaxPool, OpSemantics, Pointwise, PoolGeometry, Tensor,
 };
 use secateur_runtime::kernels::Isa;
+use secateur_runtime::kernels::bf16::round_bf16;
 use secateur_runtime::kernels::epilogue::Tail;
+use secateur_runtime::kernels::nhwc_bf16::NhwcBf16Conv;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
 use secateur_runtime::kernels::nhwc_int8::NhwcInt8Conv;
 use secateur_runtime::kernels::nhwc_ops::{self, NhwcDepthwise};
@@ -236,6 +239,87 @@ fn int8_convolutions_of_real_layer_shapes() {
     check_int8(&conv(1, 2), 130, 48, 7, 7, relu, Tail::default(), 1, 3);
 }
 
+/// The bf16 kernel against the reference convolution of the bf16-rounded input and weights
+/// (the products are exact in f32, so only the order of the f32 sums differs), on every
+/// instruction set.
+#[allow(clippy::too_many_arguments)]
+fn check_bf16(
+    conv: &Conv,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    tail: Tail,
+    threads: usize,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let [k0, k1] = conv.kernel;
+    let x = random(c_in * h * w, &mut rng);
+    let wt = random(c_out * c_in * k0 * k1, &mut rng);
+    let bias = random(c_out, &mut rng);
+    let rounded = |v: &[f32]| v.iter().map(|&v| round_bf16(v)).collect::<Vec<f32>>();
+    let y = conv
+        .eval(&[
+            &Tensor::new(vec![1, c_in, h, w], rounded(&x)).unwrap(),
+            &Tensor::new(vec![c_out, c_in, k0, k1], rounded(&wt)).unwrap(),
+            &Tensor::new(vec![c_out], bias.clone()).unwrap(),
+        ])
+        .unwrap()
+        .remove(0);
+    let (ho, wo) = (y.shape()[2], y.shape()[3]);
+    let r = random(c_out * ho * wo, &mut rng);
+    let want = nhwc(&finish(y.data(), &tail, &r), c_out, ho * wo);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let (xn, rn) = (nhwc(&x, c_in, h * w), nhwc(&r, c_out, ho * wo));
+    for isa in Isa::available() {
+        let k = NhwcBf16Conv::new(isa, conv, c_in, c_out, &wt, &bias, tail)
+            .expect("an ungrouped convolution");
+        let mut out = vec![f32::NAN; c_out * ho * wo];
+        let mut scratch = vec![0u16; k.scratch_len(h, w)];
+        pool.install(|| {
+            let res = Some(rn.as_slice());
+            k.run(&xn, h, w, ho, wo, &mut out, res, &mut scratch, threads)
+        });
+        assert_close(
+            &out,
+            &want,
+            &format!("bf16 conv {isa} {conv:?} {c_in}->{c_out}"),
+        );
+        // the f32 kernel on rounded values (CPUs without AVX-512 BF16) computes the same
+        let k = NhwcConv::rounded_to_bf16(isa, conv, c_in, c_out, &wt, &bias, tail);
+        let mut scratch = vec![0.0f32; k.scratch_len(h, w)];
+        pool.install(|| {
+            let res = Some(rn.as_slice());
+            k.run(&xn, h, w, ho, wo, &mut out, res, &mut scratch, threads)
+        });
+        let what = format!("bf16 in f32 arithmetic {isa} {conv:?} {c_in}->{c_out}");
+        assert_close(&out, &want, &what);
+    }
+}
+
+#[test]
+fn bf16_convolutions_of_real_layer_shapes() {
+    let conv = |k: usize, s: usize| Conv {
+        kernel: [k, k],
+        strides: [s, s],
+        pads: [k / 2; 4],
+        dilations: [1, 1],
+        groups: 1,
+    };
+    let tail = Tail {
+        act: Some(Pointwise::Relu),
+        residual: true,
+        post: Some(Pointwise::Relu),
+    };
+    check_bf16(&conv(7, 2), 3, 64, 23, 21, Tail::default(), 1, 1);
+    check_bf16(&conv(3, 1), 96, 80, 9, 8, tail, 2, 2);
+    check_bf16(&conv(1, 2), 131, 48, 7, 7, Tail::default(), 1, 3);
+}
+
 #[test]
 fn max_pools_with_windows_beyond_eight_by_eight_match_the_reference() {
     // more taps than the AVX-512 row path holds: the generic path takes them, no panic
@@ -411,6 +495,18 @@ proptest! {
         let conv = Conv { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], groups: 1 };
         let quant = ActQuant::from_range(lo, lo + 2.5);
         check_int8(&conv, c_in, c_out, h, w, quant, tail_of(t), threads, seed);
+    }
+
+    #[test]
+    fn bf16_convolution_matches_the_reference(
+        c_in in 1usize..20, c_out in 1usize..70, k in 1usize..4, h in 2usize..12,
+        w in 2usize..20, pads in proptest::array::uniform4(0usize..2), stride in 1usize..3,
+        dil in 1usize..3, t in 0u8..32, threads in 1usize..3, seed in 0u64..1000,
+    ) {
+        let span = (k - 1) * dil + 1;
+        prop_assume!(h + pads[0] + pads[2] >= span && w + pads[1] + pads[3] >= span);
+        let conv = Conv { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], groups: 1 };
+        check_bf16(&conv, c_in, c_out, h, w, tail_of(t), threads, seed);
     }
 
     #[test]

@@ -516,3 +516,70 @@ fn standalone_batch_norms_match_the_reference_in_both_layouts() {
         check("dense_block", &g, FormatPolicy::Dense, batch, threads);
     }
 }
+
+/// The largest absolute difference between two outputs.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn bf16_plans_stay_within_bf16_error_and_agree_across_instruction_sets() {
+    use secateur_runtime::Precision;
+    use secateur_runtime::kernels::Isa;
+    use secateur_runtime::kernels::bf16::bf16_runs_fast;
+    for (name, g) in models() {
+        let batch = 2;
+        let mut shape = vec![batch];
+        shape.extend(g.inputs[0].shape.resolve(1)[1..].iter());
+        let x = random_tensor(&shape, 5);
+        let expect = evaluate(&g, &[("input", x.clone())]).unwrap().remove(0);
+        let scale = expect.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let mut outputs = Vec::new();
+        for isa in Isa::available() {
+            let config = PlanConfig {
+                policy: FormatPolicy::Dense,
+                layout: LayoutPolicy::ChannelsLast,
+                precision: Precision::Bf16,
+                isa,
+                ..PlanConfig::new(batch, 2)
+            };
+            let mut plan = ExecPlan::compile(&g, config).unwrap();
+            let y = plan.run(x.data()).unwrap().to_vec();
+            // every operand rounded to 8 significant bits: errors of a few 2⁻⁹ per layer
+            // (3–5e-3 of the output's scale on these models)
+            let diff = max_diff(&y, expect.data());
+            assert!(diff <= 2e-2 * scale, "{name} {isa}: {diff} (scale {scale})");
+            // not the f32 values: the layers really ran in bf16
+            assert!(diff > 1e-6 * scale, "{name} {isa}: {diff} (scale {scale})");
+            let wanted = if bf16_runs_fast(isa) {
+                "nhwc-bf16"
+            } else {
+                "nhwc-bf16-in-f32"
+            };
+            let formats: Vec<&str> = plan.layers.iter().map(|c| c.format.as_str()).collect();
+            for l in &plan.layers {
+                let grouped = l.op.contains("depthwise") || l.format == "nhwc-depthwise";
+                let f32_winograd = !bf16_runs_fast(isa) && l.format == "nhwc-winograd";
+                assert!(
+                    grouped || f32_winograd || l.format == wanted,
+                    "{name} {isa}: {} runs {} ({formats:?})",
+                    l.node,
+                    l.format
+                );
+            }
+            let winograd = formats.contains(&"nhwc-winograd");
+            outputs.push((isa, y, winograd));
+        }
+        // the AVX-512 BF16 kernels and the f32 kernels on rounded operands compute the same
+        // products; only the order of the f32 sums differs, which can move a later layer's
+        // input across a bf16 rounding boundary (up to 1.2e-3 of the scale seen here)
+        let (first, rest) = outputs.split_first().unwrap();
+        for (isa, y, _) in rest.iter().filter(|o| !o.2 && !first.2) {
+            let diff = max_diff(y, &first.1);
+            assert!(diff <= 3e-3 * scale, "{name}: {isa} vs {}: {diff}", first.0);
+        }
+    }
+}

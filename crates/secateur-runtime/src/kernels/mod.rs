@@ -12,6 +12,7 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+pub mod bf16;
 pub mod block;
 pub mod csr;
 pub mod dense;
@@ -21,6 +22,9 @@ pub mod epilogue;
 pub mod isa;
 pub mod layernorm;
 pub mod layout;
+pub mod nhwc_bf16;
+#[cfg(target_arch = "x86_64")]
+mod nhwc_bf16_avx512;
 pub mod nhwc_conv;
 pub mod nhwc_int8;
 #[cfg(target_arch = "x86_64")]
@@ -31,6 +35,7 @@ pub mod nhwc_ops;
 #[cfg(target_arch = "x86_64")]
 mod nhwc_span512;
 pub mod nm;
+mod packed_conv;
 pub mod padding;
 pub mod quantize;
 pub mod select;

@@ -10,7 +10,9 @@
 //! group's channel range. Work splits over (panel, pixel range) for several threads on one
 //! sample. The vector kernel is AVX2 + FMA; with AVX-512 a block of pixels runs through all
 //! of a group's panels in one call with tiles of up to four panels (`nhwc_span512`);
-//! elsewhere a portable loop computes the same.
+//! elsewhere a portable loop computes the same. [`NhwcConv::rounded_to_bf16`] makes the same
+//! kernel compute a bf16 convolution's values (weights and input rounded to bf16, products
+//! exact in f32, sums in f32) on CPUs without AVX-512 BF16.
 
 use super::epilogue::Tail;
 use super::isa::Isa;
@@ -66,9 +68,31 @@ pub struct NhwcConv {
     bias: Vec<f32>,
     pub tail: Tail,
     isa: Isa,
+    /// Whether each call rounds its input to bf16 (the weights were rounded when packed).
+    bf16_input: bool,
 }
 
 impl NhwcConv {
+    /// The kernel computing a bf16 convolution's values (`nhwc_bf16`) in f32 arithmetic: the
+    /// weights rounded to bf16 here, the input rounded on every call. Each product of two
+    /// bf16 values is exact in f32, so only the order of the f32 sums differs from the
+    /// AVX-512 BF16 kernel.
+    pub fn rounded_to_bf16(
+        isa: Isa,
+        conv: &Conv,
+        c_in: usize,
+        c_out: usize,
+        w: &[f32],
+        bias: &[f32],
+        tail: Tail,
+    ) -> Self {
+        let rounded: Vec<f32> = w.iter().map(|&v| super::bf16::round_bf16(v)).collect();
+        NhwcConv {
+            bf16_input: true,
+            ..NhwcConv::new(isa, conv, c_in, c_out, &rounded, bias, tail)
+        }
+    }
+
     /// From the row-major `[c_out × (c_in/groups)·kh·kw]` weight matrix (ONNX order: input
     /// channel, then kernel row and column), one bias per output channel and the tail, for
     /// kernels of `isa`.
@@ -136,6 +160,7 @@ impl NhwcConv {
             bias: padded_bias,
             tail,
             isa,
+            bf16_input: false,
         }
     }
 
@@ -149,9 +174,10 @@ impl NhwcConv {
         (h + p[0] + p[2], w + p[1] + p[3])
     }
 
-    /// Scratch for the zero-bordered input copy (0 without padding).
+    /// Scratch for the zero-bordered (or bf16-rounded) input copy (0 without padding or
+    /// rounding).
     pub fn scratch_len(&self, h: usize, w: usize) -> usize {
-        if self.pads.iter().all(|&p| p == 0) {
+        if self.pads.iter().all(|&p| p == 0) && !self.bf16_input {
             return 0;
         }
         let (hp, wp) = self.padded_dims(h, w);
@@ -200,6 +226,11 @@ impl NhwcConv {
         } else {
             let padded = &mut scratch[..hp * wp * self.c_in];
             pad_nhwc(x, h, w, self.c_in, self.pads, padded);
+            if self.bf16_input {
+                padded
+                    .iter_mut()
+                    .for_each(|v| *v = super::bf16::round_bf16(*v));
+            }
             padded
         };
         let (pieces, chunks) = self.pieces(wp);

@@ -16,18 +16,12 @@
 
 use super::epilogue::Tail;
 use super::isa::Isa;
-use super::nhwc_conv::{SendPtr, for_each_unit};
+use super::nhwc_conv::SendPtr;
+use super::packed_conv::{Block, NR, PackedGeometry, TileOut};
 use super::quantize::quantize;
 use secateur_graph::{ActQuant, Conv};
 
-/// Output channels per panel: one vector of 16 `i32` sums.
-const NR: usize = 16;
-/// Panels per block: the tile computes two panels (32 channels) at once.
-const NB: usize = 2;
-/// Output pixels per tile: 12 × 2 panels = 24 of the 32 vector registers hold sums.
-pub const MR: usize = 12;
-/// Bytes of packed weights a set of blocks may hold (a quarter of a 2 MiB L2 cache).
-const L2_WEIGHT_BYTES: usize = 512 * 1024;
+pub use super::packed_conv::MR;
 
 /// Whether this CPU runs the int8 kernel faster than the f32 simulation (AVX-512 VNNI).
 pub fn int8_runs_fast(isa: Isa) -> bool {
@@ -40,30 +34,12 @@ pub fn int8_runs_fast(isa: Isa) -> bool {
     false
 }
 
-/// One block of packed weights: output channels `first .. first + valid` in `panels` panels.
-#[derive(Clone, Debug, PartialEq)]
-struct Block {
-    first: usize,
-    panels: usize,
-    valid: usize,
-    /// Byte offset of the block's `[K/4][panels·16][4]` weights in `packed`.
-    offset: usize,
-}
-
 /// A quantized convolution's weights packed for the int8 kernel, with its requantization.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NhwcInt8Conv {
-    pub kernel: [usize; 2],
-    pub strides: [usize; 2],
-    pub dilations: [usize; 2],
-    /// Top, left, bottom, right.
-    pub pads: [usize; 4],
+    geo: PackedGeometry,
     pub c_in: usize,
     pub c_out: usize,
-    /// Input channels rounded up to 4 (the byte copy's pixel stride).
-    cp: usize,
-    /// Reduction bytes per output channel: `kh · kw · cp`.
-    k: usize,
     quant: ActQuant,
     blocks: Vec<Block>,
     packed: Vec<i8>,
@@ -97,39 +73,10 @@ impl NhwcInt8Conv {
         if conv.groups > 1 {
             return None;
         }
-        let [kh, kw] = conv.kernel;
-        let cp = c_in.div_ceil(4) * 4;
-        let k = kh * kw * cp;
-        let row_len = c_in * kh * kw;
-        let padded_out = c_out.div_ceil(NR * NB) * NR * NB;
-        let mut packed = vec![0i8; padded_out * k + 64];
-        let align = (packed.as_ptr() as usize).wrapping_neg() % 64;
-        let mut blocks = Vec::new();
-        let mut offset = align;
-        for first in (0..c_out).step_by(NR * NB) {
-            let valid = (NR * NB).min(c_out - first);
-            let panels = valid.div_ceil(NR);
-            let width = panels * NR;
-            for j in 0..valid {
-                let row = &q[(first + j) * row_len..(first + j + 1) * row_len];
-                for ci in 0..c_in {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let kk = (ky * kw + kx) * cp + ci;
-                            let at = offset + (kk / 4) * width * 4 + j * 4 + kk % 4;
-                            packed[at] = row[(ci * kh + ky) * kw + kx];
-                        }
-                    }
-                }
-            }
-            blocks.push(Block {
-                first,
-                panels,
-                valid,
-                offset,
-            });
-            offset += k * width;
-        }
+        let geo = PackedGeometry::new(conv, c_in, c_out, 4);
+        let (blocks, packed) = geo.pack(q);
+        let padded_out = geo.padded_out();
+        let row_len = c_in * conv.kernel[0] * conv.kernel[1];
         let zp = quant.zero_point as i32;
         let mut start = vec![0i32; padded_out];
         let mut unit = vec![0.0f32; padded_out];
@@ -141,14 +88,9 @@ impl NhwcInt8Conv {
             padded_bias[o] = bias[o];
         }
         Some(NhwcInt8Conv {
-            kernel: conv.kernel,
-            strides: conv.strides,
-            dilations: conv.dilations,
-            pads: conv.pads,
+            geo,
             c_in,
             c_out,
-            cp,
-            k,
             quant,
             blocks,
             packed,
@@ -166,110 +108,16 @@ impl NhwcInt8Conv {
         self.packed.len() + self.start.len() * 12
     }
 
-    /// Whether the byte copy holds only the pixels a strided 1×1 convolution reads (then the
-    /// kernel runs on it at stride 1).
-    fn subsampled(&self) -> bool {
-        self.kernel == [1, 1] && self.pads == [0; 4] && self.strides != [1, 1]
-    }
-
-    /// Rows and columns of the byte copy of an `h × w` input.
-    fn copy_dims(&self, h: usize, w: usize) -> (usize, usize) {
-        let [sh, sw] = self.strides;
-        if self.subsampled() {
-            return ((h - 1) / sh + 1, (w - 1) / sw + 1);
-        }
-        let p = self.pads;
-        (h + p[0] + p[2], w + p[1] + p[3])
-    }
-
-    /// The strides the tile walks the byte copy with.
-    fn copy_strides(&self) -> [usize; 2] {
-        if self.subsampled() {
-            [1, 1]
-        } else {
-            self.strides
-        }
-    }
-
     /// Bytes of scratch a call needs: the quantized input copy.
     pub fn scratch_bytes(&self, h: usize, w: usize) -> usize {
-        let (hp, wp) = self.copy_dims(h, w);
-        hp * wp * self.cp
-    }
-
-    /// The input pieces one output pixel reads, as (byte offset from its first tap, length)
-    /// in packed order: a filter row of `kw · cp` contiguous bytes when undilated, else one
-    /// tap's `cp` bytes. Every length is a multiple of 4.
-    fn pieces(&self, wp: usize) -> Vec<(usize, usize)> {
-        let [kh, kw] = self.kernel;
-        let [dh, dw] = self.dilations;
-        let row = wp * self.cp;
-        if dw == 1 {
-            (0..kh).map(|ky| (ky * dh * row, kw * self.cp)).collect()
-        } else {
-            (0..kh)
-                .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
-                .map(|(ky, kx)| (ky * dh * row + kx * dw * self.cp, self.cp))
-                .collect()
-        }
-    }
-
-    /// Quantizes `x` (`[h][w][c_in]`) into the byte copy `xq` (padded, or subsampled), exactly
-    /// as ONNX `QuantizeLinear` does (round half to even, saturation); borders and the extra
-    /// channels hold the zero point. Rows in parallel when `threads > 1`.
-    fn quantize_input(&self, x: &[f32], h: usize, w: usize, xq: &mut [u8], threads: usize) {
-        let (_, wp) = self.copy_dims(h, w);
-        let (cp, c) = (self.cp, self.c_in);
-        let sub = self.subsampled();
-        let [sh, sw] = self.strides;
-        let (top, left) = (self.pads[0], self.pads[1]);
-        let (zp, scale, isa) = (self.quant.zero_point, self.quant.scale, self.isa);
-        let row = |r: usize, out: &mut [u8]| {
-            let src_row = if sub {
-                Some(r * sh)
-            } else {
-                r.checked_sub(top).filter(|&y| y < h)
-            };
-            let Some(yy) = src_row else {
-                out.fill(zp);
-                return;
-            };
-            // few channels (a first layer's 3): the whole row at once, then spread out
-            let mut narrow = vec![0u8; if c < 16 && !sub { w * c } else { 0 }];
-            if !narrow.is_empty() {
-                quantize(
-                    isa,
-                    &x[yy * w * c..(yy + 1) * w * c],
-                    scale,
-                    zp,
-                    &mut narrow,
-                );
-            }
-            for (j, px) in out.chunks_exact_mut(cp).enumerate() {
-                let src_col = if sub {
-                    Some(j * sw)
-                } else {
-                    j.checked_sub(left).filter(|&v| v < w)
-                };
-                let Some(xx) = src_col else {
-                    px.fill(zp);
-                    continue;
-                };
-                if narrow.is_empty() {
-                    let at = (yy * w + xx) * c;
-                    quantize(isa, &x[at..at + c], scale, zp, &mut px[..c]);
-                } else {
-                    px[..c].copy_from_slice(&narrow[xx * c..(xx + 1) * c]);
-                }
-                px[c..].fill(zp);
-            }
-        };
-        crate::team::parallel_chunks(threads, xq, wp * cp, row);
+        self.geo.copy_len(h, w)
     }
 
     /// One sample: `x` is `[h][w][c_in]`, `y` is `[ho][wo][c_out]`, `residual` (when the tail
     /// adds one) is laid out like `y`; `scratch` holds [`NhwcInt8Conv::scratch_bytes`] bytes.
-    /// `threads > 1` splits the work over the running team (`crate::team`).
+    /// The input is quantized into the copy exactly as ONNX `QuantizeLinear` does (round half
+    /// to even, saturation; borders and extra channels hold the zero point, so padding means
+    /// 0.0 as in f32). `threads > 1` splits the work over the running team (`crate::team`).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -283,106 +131,42 @@ impl NhwcInt8Conv {
         scratch: &mut [u8],
         threads: usize,
     ) {
-        let (_, wp) = self.copy_dims(h, w);
         let xq = &mut scratch[..self.scratch_bytes(h, w)];
-        self.quantize_input(x, h, w, xq, threads);
-        let xq: &[u8] = xq;
-        let pieces = self.pieces(wp);
-        let pixels = ho * wo;
-        let [sh, sw] = self.copy_strides();
-        let job = Job {
-            conv: self,
-            xq,
-            row_step: sh * wp * self.cp,
-            col_step: sw * self.cp,
-            wo,
-            pieces: &pieces,
-            y: SendPtr(y.as_mut_ptr()),
-            res: residual
-                .filter(|_| self.tail.residual)
-                .map(|r| SendPtr(r.as_ptr() as *mut f32)),
-        };
-        // units of work: (block set, pixel range); a set's weights stay in the L2 cache while
-        // every pixel tile of the range runs through its blocks
-        let per_block = self.k * NR * NB;
-        let set = (L2_WEIGHT_BYTES / per_block).clamp(1, self.blocks.len().max(1));
-        for_each_unit(
-            self.blocks.len(),
-            set,
-            pixels,
-            MR,
-            threads,
-            |blocks, pixels| {
-                // SAFETY: every unit writes its own blocks' channels of its own pixels of `y`,
-                // inside the `[ho][wo][c_out]` the caller's shapes give.
-                unsafe { job.range(&self.blocks[blocks], pixels) }
-            },
-        );
-    }
-}
-
-/// What every tile of one layer call shares.
-struct Job<'a> {
-    conv: &'a NhwcInt8Conv,
-    xq: &'a [u8],
-    row_step: usize,
-    col_step: usize,
-    wo: usize,
-    pieces: &'a [(usize, usize)],
-    y: SendPtr,
-    res: Option<SendPtr>,
-}
-
-impl Job<'_> {
-    /// Output pixels `pixels` (flat over rows) of `blocks`, `MR` pixels at a time, each tile
-    /// through every block.
-    unsafe fn range(&self, blocks: &[Block], pixels: std::ops::Range<usize>) {
-        let c = self.conv;
-        let (mut oy, mut ox) = (pixels.start / self.wo, pixels.start % self.wo);
-        let base = self.xq.as_ptr();
-        let mut q = pixels.start;
-        while q < pixels.end {
-            let m = MR.min(pixels.end - q);
-            let mut a = [base; MR];
-            for i in 0..MR {
-                if i < m {
-                    // SAFETY: the pixel's first tap lies in the padded input.
-                    a[i] = unsafe { base.add(oy * self.row_step + ox * self.col_step) };
-                    ox += 1;
-                    if ox == self.wo {
-                        (ox, oy) = (0, oy + 1);
-                    }
-                } else {
-                    // pixels past the end repeat the last one; their results are not stored
-                    a[i] = a[m - 1];
-                }
-            }
-            for b in blocks {
-                let out = q * c.c_out + b.first;
-                // SAFETY: forwarded from the caller; the block's weights and per-channel
-                // vectors are padded to whole panels.
-                let tile = unsafe {
-                    Tile {
+        let (zp, scale, isa) = (self.quant.zero_point, self.quant.scale, self.isa);
+        let convert = |src: &[f32], dst: &mut [u8]| quantize(isa, src, scale, zp, dst);
+        self.geo.fill_copy(x, [h, w], xq, zp, convert, threads);
+        let y = SendPtr(y.as_mut_ptr());
+        let res = residual
+            .filter(|_| self.tail.residual)
+            .map(|r| SendPtr(r.as_ptr() as *mut f32));
+        let dims = [h, w, ho, wo];
+        self.geo
+            .for_each_tile(xq, dims, &self.blocks, threads, |a, m, pieces, b, out| {
+                // SAFETY: every tile writes its own block's channels of its own pixels of
+                // `y`, inside the `[ho][wo][c_out]` the caller's shapes give; the block's
+                // weights and per-channel vectors are padded to whole panels.
+                unsafe {
+                    let unit = Some(self.unit.as_ptr().add(b.first));
+                    let bias = self.bias.as_ptr().add(b.first);
+                    let tile = Tile {
                         a,
-                        m,
-                        pieces: self.pieces,
-                        b: c.packed.as_ptr().add(b.offset),
+                        pieces,
+                        b: self.packed.as_ptr().add(b.offset),
                         panels: b.panels,
-                        valid: b.valid,
-                        start: c.start.as_ptr().add(b.first),
-                        unit: c.unit.as_ptr().add(b.first),
-                        bias: c.bias.as_ptr().add(b.first),
-                        y: self.y.0.add(out),
-                        res: self.res.map(|p| p.0.add(out) as *const f32),
-                        y_pix: c.c_out,
-                        tail: &c.tail,
-                    }
-                };
-                // SAFETY: as above.
-                unsafe { tile.run(c.vnni) };
-            }
-            q += m;
-        }
+                        start: self.start.as_ptr().add(b.first),
+                        out: TileOut::at(
+                            m,
+                            b.valid,
+                            (unit, bias),
+                            (y, res),
+                            out,
+                            self.c_out,
+                            &self.tail,
+                        ),
+                    };
+                    tile.run(self.vnni)
+                }
+            });
     }
 }
 
@@ -390,21 +174,13 @@ impl Job<'_> {
 pub(super) struct Tile<'a> {
     /// Each pixel's first input byte (its first tap).
     pub(super) a: [*const u8; MR],
-    pub(super) m: usize,
     /// (offset, length) of the input pieces, lengths multiples of 4.
     pub(super) pieces: &'a [(usize, usize)],
     /// The block's packed weights `[K/4][panels·16][4]`.
     pub(super) b: *const i8,
     pub(super) panels: usize,
-    /// Output channels of the block that are real.
-    pub(super) valid: usize,
     pub(super) start: *const i32,
-    pub(super) unit: *const f32,
-    pub(super) bias: *const f32,
-    pub(super) y: *mut f32,
-    pub(super) res: Option<*const f32>,
-    pub(super) y_pix: usize,
-    pub(super) tail: &'a Tail,
+    pub(super) out: TileOut<'a>,
 }
 
 impl Tile<'_> {
@@ -428,7 +204,7 @@ impl Tile<'_> {
     unsafe fn portable(&self) {
         unsafe {
             let width = self.panels * NR;
-            let mut acc = [[0i32; NR * NB]; MR];
+            let mut acc = [[0i32; 2 * NR]; MR];
             for row in acc.iter_mut() {
                 for (j, v) in row.iter_mut().enumerate().take(width) {
                     *v = *self.start.add(j);
@@ -448,19 +224,9 @@ impl Tile<'_> {
                     bp = bp.add(width * 4);
                 }
             }
-            for (p, row) in acc.iter().enumerate().take(self.m) {
-                for (j, &s) in row.iter().enumerate().take(self.valid) {
-                    let mut v = s as f32 * *self.unit.add(j) + *self.bias.add(j);
-                    if let Some(f) = self.tail.act {
-                        v = f.apply(v);
-                    }
-                    if let Some(r) = self.res {
-                        v += *r.add(p * self.y_pix + j);
-                    }
-                    if let Some(f) = self.tail.post {
-                        v = f.apply(v);
-                    }
-                    *self.y.add(p * self.y_pix + j) = v;
+            for (p, row) in acc.iter().enumerate().take(self.out.m) {
+                for (j, &s) in row.iter().enumerate().take(self.out.valid) {
+                    self.out.finish(p, j, s as f32);
                 }
             }
         }

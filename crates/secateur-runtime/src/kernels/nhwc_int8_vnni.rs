@@ -9,17 +9,16 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::nhwc_int8::{MR, Tile};
-use super::vmath;
 use std::arch::x86_64::*;
 
-/// The tile's products and epilogue for `NP` panels and its `t.m` pixels: a tile of 4, 8 or 12
+/// The tile's products and epilogue for `NP` panels and its `m` pixels: a tile of 4, 8 or 12
 /// pixel rows, the fewest that hold them (a 7 × 7 layer's 49 pixels end in a tile of one).
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI must be available; every pointer of `t` reaches what its fields describe.
 pub(super) unsafe fn tile<const NP: usize>(t: &Tile) {
     unsafe {
-        match t.m {
+        match t.out.m {
             0..=4 => rows::<NP, 4>(t),
             5..=8 => rows::<NP, 8>(t),
             _ => rows::<NP, MR>(t),
@@ -60,47 +59,11 @@ unsafe fn rows<const NP: usize, const MP: usize>(t: &Tile) {
             }
         }
         for j in 0..NP {
-            let lanes = t.valid.saturating_sub(16 * j).min(16);
-            if lanes == 0 {
-                break;
-            }
             let mut v = [_mm512_setzero_ps(); MP];
             for (p, v) in v.iter_mut().enumerate() {
                 *v = _mm512_cvtepi32_ps(acc[p][j]);
             }
-            store(t, j, lanes, &mut v);
-        }
-    }
-}
-
-/// Converts, finishes and stores panel `j` of the tile: `lanes` real channels.
-#[inline(always)]
-unsafe fn store<const MP: usize>(t: &Tile, j: usize, lanes: usize, v: &mut [__m512; MP]) {
-    unsafe {
-        let mask: __mmask16 = if lanes == 16 {
-            0xffff
-        } else {
-            (1u16 << lanes) - 1
-        };
-        let unit = _mm512_loadu_ps(t.unit.add(16 * j));
-        let bias = _mm512_loadu_ps(t.bias.add(16 * j));
-        for x in v.iter_mut() {
-            *x = _mm512_fmadd_ps(*x, unit, bias);
-        }
-        if let Some(f) = t.tail.act {
-            vmath::apply_all(f, v);
-        }
-        if let Some(r) = t.res {
-            for (p, x) in v.iter_mut().enumerate().take(t.m) {
-                let r = _mm512_maskz_loadu_ps(mask, r.add(p * t.y_pix + 16 * j));
-                *x = _mm512_add_ps(*x, r);
-            }
-        }
-        if let Some(f) = t.tail.post {
-            vmath::apply_all(f, v);
-        }
-        for (p, x) in v.iter().enumerate().take(t.m) {
-            _mm512_mask_storeu_ps(t.y.add(p * t.y_pix + 16 * j), mask, *x);
+            t.out.store512(j, &mut v);
         }
     }
 }

@@ -46,6 +46,34 @@ pub struct PlanConfig {
     /// How a batch goes through the plan.
     #[serde(default)]
     pub batch_mode: BatchMode,
+    /// The arithmetic of ungrouped convolutions and dense linear layers.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// The arithmetic precision a plan runs its multiply-heavy layers in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    F32,
+    /// bf16 execution, as OpenVINO's `INFERENCE_PRECISION_HINT=bf16`: the ungrouped
+    /// convolutions and dense linear layers of channels-last plans round their weights and
+    /// input to bfloat16 and sum the products in f32 (`kernels::nhwc_bf16`; on CPUs without
+    /// AVX-512 BF16 the f32 kernels compute the same values from rounded operands). Where a
+    /// measured plan finds the f32 Winograd kernel faster it keeps it (more precise, not
+    /// less). Every other step, and int8 layers, run as in f32 plans.
+    Bf16,
+}
+
+impl Precision {
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 /// How a plan runs a batch.
@@ -87,6 +115,7 @@ impl PlanConfig {
             policy: FormatPolicy::Measure,
             layout: LayoutPolicy::Auto,
             batch_mode: BatchMode::Auto,
+            precision: Precision::F32,
         }
     }
 }

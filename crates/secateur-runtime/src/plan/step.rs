@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::kernels::direct_conv::DirectConv;
 use crate::kernels::elementwise::{self, Broadcast};
 use crate::kernels::layout;
+use crate::kernels::nhwc_bf16::NhwcBf16Conv;
 use crate::kernels::nhwc_conv::NhwcConv;
 use crate::kernels::nhwc_int8::NhwcInt8Conv;
 use crate::kernels::nhwc_ops::{self, NhwcDepthwise};
@@ -81,6 +82,8 @@ pub(super) enum NhwcKernel {
     Depthwise(NhwcDepthwise),
     /// Reads the f32 input and quantizes it itself (no simulation step before it).
     Int8(NhwcInt8Conv),
+    /// Rounds its f32 input to bf16 itself.
+    Bf16(NhwcBf16Conv),
 }
 
 #[derive(Clone)]
@@ -691,6 +694,7 @@ impl NhwcKernel {
             NhwcKernel::Winograd(k) => &k.tail,
             NhwcKernel::Depthwise(k) => &k.tail,
             NhwcKernel::Int8(k) => &k.tail,
+            NhwcKernel::Bf16(k) => &k.tail,
         }
     }
 }
@@ -742,6 +746,13 @@ fn run_nhwc_conv(
                     std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast(), scratch.len() * 4)
                 };
                 k.run(xs, h, w, ho, wo, y, rs, bytes, threads)
+            }
+            NhwcKernel::Bf16(k) => {
+                // SAFETY: any bits are valid `u16`s, and the view covers the floats' memory.
+                let halves = unsafe {
+                    std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast(), scratch.len() * 2)
+                };
+                k.run(xs, h, w, ho, wo, y, rs, halves, threads)
             }
         }
     };

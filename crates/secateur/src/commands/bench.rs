@@ -9,7 +9,7 @@ use secateur_graph::Graph;
 use secateur_graph::zoo::ZooConfig;
 use secateur_runtime::harness::{Stats, probe};
 use secateur_runtime::kernels::Format;
-use secateur_runtime::{ExecPlan, FormatPolicy, LayerChoice, LayoutPolicy, PlanConfig};
+use secateur_runtime::{ExecPlan, FormatPolicy, LayerChoice, LayoutPolicy, PlanConfig, Precision};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// Memory order of image layers: auto (default), nchw, nhwc, mixed (NHWC with pruned convolutions on the sparse NCHW kernels).
     #[arg(long, default_value = "auto")]
     pub layout: String,
+    /// Arithmetic of convolutions and linear layers: f32 (default) or bf16 (weights and layer
+    /// inputs rounded to bfloat16, products summed in f32; AVX-512 BF16 where the CPU has it).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Milliseconds of timed runs per model and setting.
     #[arg(long, default_value_t = 1500.0)]
     pub budget_ms: f64,
@@ -47,6 +51,7 @@ pub struct BenchResult {
     pub model: String,
     pub batch: usize,
     pub threads: usize,
+    pub precision: &'static str,
     pub latency: Stats,
     pub images_per_sec: f64,
     pub ort: Option<Stats>,
@@ -78,6 +83,15 @@ fn layout(s: &str) -> Result<LayoutPolicy> {
         "nhwc" => LayoutPolicy::ChannelsLast,
         "mixed" => LayoutPolicy::Mixed,
         o => bail!("--layout '{o}' is not one of auto, nchw, nhwc, mixed"),
+    })
+}
+
+/// The `--precision` of a command.
+pub fn precision(s: &str) -> Result<Precision> {
+    Ok(match s {
+        "f32" => Precision::F32,
+        "bf16" => Precision::Bf16,
+        o => bail!("--precision '{o}' is not one of f32, bf16"),
     })
 }
 
@@ -160,7 +174,7 @@ pub fn bench_graph(
     onnx: Option<&Path>,
     batch: usize,
     threads: usize,
-    (policy, layout): (FormatPolicy, LayoutPolicy),
+    (policy, layout, precision): (FormatPolicy, LayoutPolicy, Precision),
     budget_ms: f64,
     python: Option<&Path>,
 ) -> Result<BenchResult> {
@@ -169,6 +183,7 @@ pub fn bench_graph(
         PlanConfig {
             policy,
             layout,
+            precision,
             ..PlanConfig::new(batch, threads)
         },
     )?;
@@ -228,6 +243,7 @@ pub fn bench_graph(
         model: name.to_string(),
         batch,
         threads,
+        precision: precision.name(),
         images_per_sec: batch as f64 / (latency.median_ms / 1e3),
         speedup_vs_ort: ort_stats.as_ref().map(|o| o.median_ms / latency.median_ms),
         latency,
@@ -242,6 +258,7 @@ pub fn bench_graph(
 pub fn run(args: &BenchArgs) -> Result<()> {
     let policy = policy(&args.formats)?;
     let layout = layout(&args.layout)?;
+    let precision = precision(&args.precision)?;
     let python = if args.compare_ort {
         Some(python().context("--compare-ort needs Python with onnxruntime (python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt, or set SECATEUR_PYTHON)")?)
     } else {
@@ -268,7 +285,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     Some(&onnx),
                     b,
                     t,
-                    (policy, layout),
+                    (policy, layout, precision),
                     args.budget_ms,
                     python.as_deref(),
                 )?;
@@ -297,8 +314,8 @@ fn measured_ms(ms: f64) -> String {
 fn print_result(r: &BenchResult) {
     let l = &r.latency;
     print!(
-        "{}  batch {}  threads {}: median {:.3} ms (p10 {:.3}, p90 {:.3}), {:.0} images/s",
-        r.model, r.batch, r.threads, l.median_ms, l.p10_ms, l.p90_ms, r.images_per_sec
+        "{}  batch {}  threads {}  {}: median {:.3} ms (p10 {:.3}, p90 {:.3}), {:.0} images/s",
+        r.model, r.batch, r.threads, r.precision, l.median_ms, l.p10_ms, l.p90_ms, r.images_per_sec
     );
     if let (Some(o), Some(s)) = (&r.ort, r.speedup_vs_ort) {
         print!("; ONNX Runtime {:.3} ms -> {s:.2}x", o.median_ms);

@@ -3,26 +3,39 @@
 //! kernel, a quantized ungrouped convolution to the int8 kernel where the CPU has VNNI and
 //! (in measured plans) it times faster than the f32 kernel (it then quantizes its own input), every other convolution (grouped ones included) to the
 //! implicit-GEMM kernel, each with the whole fused tail (element-wise function, residual
-//! addition, function after it) in its epilogue. Weights run dense here: a convolution pruned far enough to gain
+//! addition, function after it) in its epilogue. In a bf16 plan an ungrouped convolution runs
+//! on the bf16 kernel (or, without AVX-512 BF16, on the f32 kernel with bf16-rounded
+//! operands), unless a measured plan times the f32 Winograd kernel faster. Weights run dense here: a convolution pruned far enough to gain
 //! from sparse kernels is lowered on NCHW instead (`conv.rs`) in a mixed-layout plan.
 
 use super::weights::Prepared;
 use crate::harness::{Budget, measure_interleaved, probe};
+use crate::kernels::bf16::bf16_runs_fast;
+use crate::kernels::epilogue::Tail;
+use crate::kernels::isa::Isa;
+use crate::kernels::nhwc_bf16::NhwcBf16Conv;
 use crate::kernels::nhwc_conv::NhwcConv;
 use crate::kernels::nhwc_int8::{NhwcInt8Conv, int8_runs_fast};
 use crate::kernels::nhwc_ops::NhwcDepthwise;
 use crate::kernels::winograd::NhwcWinograd;
 use crate::plan::step::{NhwcConvStep, NhwcKernel, StepKind};
-use crate::plan::{FormatPolicy, LayerChoice};
+use crate::plan::{FormatPolicy, LayerChoice, PlanConfig, Precision};
 use secateur_graph::Conv;
 
 /// Multiply-adds per sample below which one sample's layer runs on one thread: splitting it
 /// costs more in waking and joining threads (several microseconds) than it saves.
 const SPLIT_MIN_MACS: usize = 400_000;
 
+/// Whether `a` runs faster than `b` (interleaved, a budget of ten runs of `b`).
+fn faster(a: &mut dyn FnMut(), b: &mut dyn FnMut()) -> bool {
+    let one = probe(&mut *b);
+    let t = measure_interleaved(&mut [a, b], Budget::for_duration(one, 10.0));
+    t[0].median_ms < t[1].median_ms
+}
+
 /// Whether the int8 kernel runs layer `k8` faster than the f32 kernel runs it (one sample of
-/// zeros, interleaved; the f32 simulation also quantizes its input, left out in its favour):
-/// a first layer of one or three channels, padded to four, and few output channels can lose.
+/// zeros; the f32 simulation also quantizes its input, left out in its favour): a first
+/// layer of one or three channels, padded to four, and few output channels can lose.
 fn int8_pays(k8: &NhwcInt8Conv, f32k: &NhwcConv, [h, w, ho, wo]: [usize; 4]) -> bool {
     let x = vec![0.0f32; h * w * k8.c_in];
     let out_len = ho * wo * k8.c_out;
@@ -31,14 +44,91 @@ fn int8_pays(k8: &NhwcInt8Conv, f32k: &NhwcConv, [h, w, ho, wo]: [usize; 4]) -> 
     let mut s32 = vec![0.0f32; f32k.scratch_len(h, w)];
     let residual = k8.tail.residual.then(|| vec![0.0f32; out_len]);
     let r = residual.as_deref();
-    let mut run8 = || k8.run(&x, h, w, ho, wo, &mut y8, r, &mut s8, 1);
-    let mut run32 = || f32k.run(&x, h, w, ho, wo, &mut y32, r, &mut s32, 1);
-    let one = probe(&mut run32);
-    let t = measure_interleaved(
-        &mut [&mut run8, &mut run32],
-        Budget::for_duration(one, 10.0),
-    );
-    t[0].median_ms < t[1].median_ms
+    faster(
+        &mut || k8.run(&x, h, w, ho, wo, &mut y8, r, &mut s8, 1),
+        &mut || f32k.run(&x, h, w, ho, wo, &mut y32, r, &mut s32, 1),
+    )
+}
+
+/// Whether the f32 kernel `f32k` (implicit GEMM or Winograd, with `scratch` floats) runs a
+/// layer faster than the bf16 kernel (as above).
+fn f32_beats_bf16(
+    f32k: &NhwcKernel,
+    scratch: usize,
+    kb: &NhwcBf16Conv,
+    [h, w, ho, wo]: [usize; 4],
+) -> bool {
+    let x = vec![0.0f32; h * w * kb.c_in];
+    let out_len = ho * wo * kb.c_out;
+    let (mut yf, mut yb) = (vec![0.0f32; out_len], vec![0.0f32; out_len]);
+    let mut sf = vec![0.0f32; scratch];
+    let mut sb = vec![0u16; kb.scratch_len(h, w)];
+    let residual = kb.tail.residual.then(|| vec![0.0f32; out_len]);
+    let r = residual.as_deref();
+    faster(
+        &mut || match f32k {
+            NhwcKernel::Winograd(k) => k.run(&x, h, w, ho, wo, &mut yf, r, &mut sf, 1),
+            NhwcKernel::Gemm(k) => k.run(&x, h, w, ho, wo, &mut yf, r, &mut sf, 1),
+            _ => {}
+        },
+        &mut || kb.run(&x, h, w, ho, wo, &mut yb, r, &mut sb, 1),
+    )
+}
+
+/// The f32 kernel of an ungrouped convolution: Winograd where it pays, else the implicit
+/// GEMM; with its format name and scratch (in floats).
+fn f32_kernel(
+    isa: Isa,
+    c: &Conv,
+    [c_in, c_out]: [usize; 2],
+    (weight, bias, tail): (&[f32], &[f32], Tail),
+    [h, w, ho, wo]: [usize; 4],
+) -> (NhwcKernel, &'static str, usize) {
+    if let Some(k) = NhwcWinograd::pays(isa, c, c_in, c_out, ho, wo)
+        .then(|| NhwcWinograd::new(isa, c, c_in, c_out, weight, bias, tail))
+        .flatten()
+    {
+        let scratch = k.scratch_len(h, w);
+        return (NhwcKernel::Winograd(k), "nhwc-winograd", scratch);
+    }
+    let k = NhwcConv::new(isa, c, c_in, c_out, weight, bias, tail);
+    let scratch = k.scratch_len(h, w);
+    (NhwcKernel::Gemm(k), "nhwc-gemm", scratch)
+}
+
+/// The kernel of an ungrouped convolution in a bf16 plan, its format name and scratch (in
+/// floats): the AVX-512 BF16 kernel, or the f32 kernel where a measured plan times it faster
+/// (Winograd, or a first layer of three channels); without AVX-512 BF16 the Winograd kernel
+/// where it pays, else the f32 implicit GEMM on bf16-rounded operands.
+fn bf16_kernel(
+    config: &PlanConfig,
+    c: &Conv,
+    channels @ [c_in, c_out]: [usize; 2],
+    params @ (weight, bias, tail): (&[f32], &[f32], Tail),
+    dims @ [h, w, _, _]: [usize; 4],
+) -> Option<(NhwcKernel, &'static str, usize)> {
+    if config.precision != Precision::Bf16 || c.groups > 1 {
+        return None;
+    }
+    let isa = config.isa;
+    if !bf16_runs_fast(isa) {
+        let chosen = f32_kernel(isa, c, channels, params, dims);
+        if matches!(chosen.0, NhwcKernel::Winograd(_)) {
+            return Some(chosen);
+        }
+        let k = NhwcConv::rounded_to_bf16(isa, c, c_in, c_out, weight, bias, tail);
+        let scratch = k.scratch_len(h, w);
+        return Some((NhwcKernel::Gemm(k), "nhwc-bf16-in-f32", scratch));
+    }
+    let kb = NhwcBf16Conv::new(isa, c, c_in, c_out, weight, bias, tail)?;
+    if config.policy == FormatPolicy::Measure {
+        let alt = f32_kernel(isa, c, channels, params, dims);
+        if f32_beats_bf16(&alt.0, alt.2, &kb, dims) {
+            return Some(alt);
+        }
+    }
+    let scratch = kb.scratch_len(h, w).div_ceil(2);
+    Some((NhwcKernel::Bf16(kb), "nhwc-bf16", scratch))
 }
 
 /// The channels-last step of convolution `c` and its reported choice.
@@ -82,33 +172,29 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
     } else if depthwise {
         let k = NhwcDepthwise::new(c, c_in, fused.weight.data(), &fused.bias, fused.tail);
         (NhwcKernel::Depthwise(k), "nhwc-depthwise", 0)
-    } else if let Some(k) = NhwcWinograd::pays(config.isa, c, c_in, c_out, ho, wo)
-        .then(|| {
-            let (w, b) = (fused.weight.data(), &fused.bias);
-            NhwcWinograd::new(config.isa, c, c_in, c_out, w, b, fused.tail)
-        })
-        .flatten()
-    {
-        let scratch = k.scratch_len(h, w);
-        (NhwcKernel::Winograd(k), "nhwc-winograd", scratch)
+    } else if let Some(chosen) = bf16_kernel(
+        &config,
+        c,
+        [c_in, c_out],
+        (fused.weight.data(), &fused.bias, fused.tail),
+        [h, w, ho, wo],
+    ) {
+        chosen
     } else {
-        let k = NhwcConv::new(
+        f32_kernel(
             config.isa,
             c,
-            c_in,
-            c_out,
-            fused.weight.data(),
-            &fused.bias,
-            fused.tail,
-        );
-        let scratch = k.scratch_len(h, w);
-        (NhwcKernel::Gemm(k), "nhwc-gemm", scratch)
+            [c_in, c_out],
+            (fused.weight.data(), &fused.bias, fused.tail),
+            [h, w, ho, wo],
+        )
     };
     let weight_bytes = match &kernel {
         NhwcKernel::Gemm(k) => k.bytes(),
         NhwcKernel::Winograd(k) => k.bytes(),
         NhwcKernel::Depthwise(k) => k.bytes(),
         NhwcKernel::Int8(k) => k.bytes(),
+        NhwcKernel::Bf16(k) => k.bytes(),
     };
     // samples run in parallel when the batch fills the threads; else one sample is split,
     // unless the layer is too small to pay for waking the other threads

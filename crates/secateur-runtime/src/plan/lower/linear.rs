@@ -5,17 +5,20 @@
 //! tail (bias, GELU, residual addition) in its register epilogue: 1–8 % faster than the gemm
 //! crate on MiniLM's and ViT's shapes (`examples/linear_speed`), and no pass over the output
 //! for the tail. A quantized layer runs on the int8 kernel the same way where the CPU has
-//! VNNI.
+//! VNNI, and in a bf16 plan a dense layer on the bf16 kernel (or, without AVX-512 BF16, on the
+//! f32 kernel with bf16-rounded operands), whatever its rows.
 
 use super::weights::{Choice, Prepared, candidates, choose, prepare};
 use super::{LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
+use crate::kernels::bf16::bf16_runs_fast;
 use crate::kernels::dense::FullyConnected;
+use crate::kernels::nhwc_bf16::NhwcBf16Conv;
 use crate::kernels::nhwc_conv::NhwcConv;
 use crate::kernels::nhwc_int8::{NhwcInt8Conv, int8_runs_fast};
 use crate::kernels::{Format, WeightKernel};
 use crate::plan::step::{Linear, NhwcConvStep, NhwcKernel, StepKind};
-use crate::plan::{FormatPolicy, LayerChoice, err};
+use crate::plan::{FormatPolicy, LayerChoice, Precision, err};
 use secateur_graph::{BatchMatMul, Conv, Gemm, MatMul};
 
 impl RuntimeOp for Gemm {
@@ -137,14 +140,25 @@ fn lower_linear(op_type: &str, prep: Prepared) -> Result<(StepKind, LayerChoice)
         executed_macs: (kernel.macs_per_column() * n_rows) as u64,
         weight_bytes: kernel.bytes(),
     };
+    let bf16 = config.precision == Precision::Bf16;
     if kernel.format() == Format::Dense
         && n_rows.is_multiple_of(batch)
-        && n_rows / batch >= TOKEN_ROWS
+        && (n_rows / batch >= TOKEN_ROWS || bf16)
     {
         let conv = Conv::new([1, 1], 0);
-        let (w, b) = (fused.weight.data(), &fused.bias);
-        let gemm = NhwcConv::new(config.isa, &conv, k, rows, w, b, fused.tail);
-        let rows_kernel = RowsKernel::F32(gemm);
+        let (w, b, isa) = (fused.weight.data(), &fused.bias, config.isa);
+        let rows_kernel = if !bf16 {
+            RowsKernel::F32(NhwcConv::new(isa, &conv, k, rows, w, b, fused.tail))
+        } else if !bf16_runs_fast(isa) {
+            let gemm = NhwcConv::rounded_to_bf16(isa, &conv, k, rows, w, b, fused.tail);
+            let scratch = gemm.scratch_len(n_rows / batch, 1);
+            RowsKernel::Bf16InF32(gemm, scratch)
+        } else {
+            let kb = NhwcBf16Conv::new(isa, &conv, k, rows, w, b, fused.tail)
+                .ok_or_else(|| err(&name, "a 1×1 convolution is ungrouped"))?;
+            let scratch = kb.scratch_len(n_rows / batch, 1).div_ceil(2);
+            RowsKernel::Bf16(kb, scratch)
+        };
         return Ok(token_rows(
             &config,
             choice,
@@ -202,6 +216,10 @@ enum RowsKernel {
     F32(NhwcConv),
     /// With the scratch (in floats) for its quantized input.
     Int8(NhwcInt8Conv, usize),
+    /// With the scratch (in floats) for its rounded input.
+    Bf16(NhwcBf16Conv, usize),
+    /// The f32 kernel on bf16-rounded operands, with the scratch for its rounded input.
+    Bf16InF32(NhwcConv, usize),
 }
 
 /// A dense linear layer over `per_sample` rows of each sample as a 1×1 convolution of the
@@ -231,6 +249,16 @@ fn token_rows(
             (NhwcKernel::Gemm(k), 0)
         }
         RowsKernel::Int8(k, scratch) => (NhwcKernel::Int8(k), scratch),
+        RowsKernel::Bf16(k, scratch) => {
+            choice.format = "nhwc-bf16".into();
+            choice.weight_bytes = k.bytes();
+            (NhwcKernel::Bf16(k), scratch)
+        }
+        RowsKernel::Bf16InF32(k, scratch) => {
+            choice.format = "nhwc-bf16-in-f32".into();
+            choice.weight_bytes = k.bytes();
+            (NhwcKernel::Gemm(k), scratch)
+        }
     };
     let kind = StepKind::NhwcConv(Box::new(NhwcConvStep {
         kernel,
