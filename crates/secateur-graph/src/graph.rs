@@ -66,6 +66,9 @@ pub struct Graph {
     /// as f32 like every value, never trained.
     #[serde(default)]
     pub integer_constants: BTreeSet<String>,
+    /// The arithmetic the model is meant to run in (bf16 when a search chose it).
+    #[serde(default)]
+    pub precision: crate::precision::Precision,
 }
 
 /// Shapes of a node's inputs and outputs.

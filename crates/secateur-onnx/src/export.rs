@@ -18,6 +18,10 @@ pub const EXPORT_OPSET: i64 = 17;
 /// untrained after export and import.
 pub const INTEGER_CONSTANTS_KEY: &str = "secateur.integer_constants";
 
+/// Metadata key of the graph's execution precision (present only when it is not f32), so that
+/// a model chosen for bf16 runs in bf16 wherever secateur loads it.
+pub const PRECISION_KEY: &str = "secateur.precision";
+
 pub(crate) fn value_info(name: &str, shape: &Shape) -> ValueInfoProto {
     let dim = shape
         .dims()
@@ -221,6 +225,12 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
             value: v.clone(),
         })
         .collect();
+    if graph.precision != secateur_graph::Precision::F32 {
+        metadata_props.push(StringStringEntryProto {
+            key: PRECISION_KEY.into(),
+            value: graph.precision.name().into(),
+        });
+    }
     if !graph.integer_constants.is_empty() {
         metadata_props.push(StringStringEntryProto {
             key: INTEGER_CONSTANTS_KEY.into(),

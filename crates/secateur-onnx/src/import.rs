@@ -1436,7 +1436,14 @@ pub fn import_model_with(model: &ModelProto, opts: &ImportOptions) -> Result<Gra
         imp.graph.metadata.insert("secateur.import.note".into(), format!("{} quantize/dequantize pairs on inputs other than the first were folded away (their rounding is not simulated)", imp.dropped_qdq));
     }
     for prop in &model.metadata_props {
-        if prop.key == crate::export::INTEGER_CONSTANTS_KEY {
+        if prop.key == crate::export::PRECISION_KEY {
+            imp.graph.precision = prop.value.parse().map_err(|_| {
+                OnnxError::Model(format!(
+                    "metadata '{}' is '{}', expected one of f32, bf16",
+                    prop.key, prop.value
+                ))
+            })?;
+        } else if prop.key == crate::export::INTEGER_CONSTANTS_KEY {
             let names = prop.value.lines().map(str::to_string);
             imp.graph.integer_constants.extend(names);
         } else if let Some(weight) = prop.key.strip_prefix(mask_codec::PREFIX) {

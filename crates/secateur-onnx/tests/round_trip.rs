@@ -1,4 +1,5 @@
-//! Export → import preserves the graph exactly (nodes, weights, masks, metadata), and the
+//! Export → import preserves the graph exactly (nodes, weights, masks, metadata, execution
+//! precision), and the
 //! exported models run in ONNX Runtime with the reference evaluator's outputs.
 
 mod common;
@@ -10,7 +11,10 @@ use std::path::Path;
 
 #[test]
 fn import_of_export_is_the_same_graph() {
-    for (name, mut g, _) in common::test_models() {
+    for (i, (name, mut g, _)) in common::test_models().into_iter().enumerate() {
+        if i % 2 == 1 {
+            g.precision = secateur_graph::Precision::Bf16;
+        }
         // a mask travels too
         let w = g.weights_in_role(secateur_graph::InputRole::Weight)[0].clone();
         let len = g.initializers[&w].len();
@@ -30,6 +34,22 @@ fn import_of_export_is_the_same_graph() {
         // and a second trip is byte-identical
         assert_eq!(to_bytes(&back).unwrap(), bytes, "{name}");
     }
+}
+
+#[test]
+fn an_unknown_precision_in_the_metadata_is_a_named_error() {
+    let (name, mut g, _) = common::test_models().remove(0);
+    g.precision = secateur_graph::Precision::Bf16;
+    let mut bytes = to_bytes(&g).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"bf16").unwrap();
+    bytes[at..at + 4].copy_from_slice(b"fp16");
+    let e = import_bytes(&bytes, Path::new(&name))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("secateur.precision") && e.contains("'fp16'") && e.contains("f32, bf16"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod progress;
 pub mod prune;
 pub mod recipe;
 pub mod recipe_structured;
+pub mod runtime_eval;
 pub mod text;
 
 pub use error::{Context, PipelineError, Result};

@@ -195,10 +195,22 @@ impl Embedder {
     /// Compiles `g` for batches of `batch` texts on `threads` threads, the fastest of the
     /// runtime's plans (measured).
     pub fn new(g: &Graph, batch: usize, threads: usize) -> Result<Embedder> {
+        Self::with_precision(g, batch, threads, secateur_graph::Precision::F32)
+    }
+
+    /// As [`Embedder::new`], the linear layers in `precision` (bf16 also when the graph asks
+    /// for it).
+    pub fn with_precision(
+        g: &Graph,
+        batch: usize,
+        threads: usize,
+        precision: secateur_graph::Precision,
+    ) -> Result<Embedder> {
         Self::with_config(
             g,
             PlanConfig {
                 policy: FormatPolicy::Measure,
+                precision,
                 ..PlanConfig::new(batch, threads)
             },
         )

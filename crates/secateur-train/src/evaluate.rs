@@ -69,11 +69,7 @@ pub fn evaluate(
         _ => None,
     };
     let quant = quant.or(from_graph.as_ref());
-    let classes = data.classes();
-    let mut correct = vec![0usize; classes];
-    let mut seen = vec![0usize; classes];
-    let mut loss_sum = 0.0f64;
-    let mut predictions = Vec::with_capacity(data.len());
+    let mut tally = Tally::new(data);
     let order: Vec<usize> = (0..data.len()).collect();
     for chunk in order.chunks(batch.max(1)) {
         let (x, y) = data.batch(chunk, norm);
@@ -96,29 +92,63 @@ pub fn evaluate(
         })?;
         let loss =
             cross_entropy(logits.clone(), labels_tensor(&y, device)).into_scalar::<f32>() as f64;
-        loss_sum += loss * chunk.len() as f64;
+        tally.loss_sum += loss * chunk.len() as f64;
         let pred = logits.argmax(1).try_to_vec_as::<i64>().unwrap_or_default();
         for (p, &l) in pred.iter().zip(&y) {
-            seen[l as usize] += 1;
-            if *p as u32 == l {
-                correct[l as usize] += 1;
-            }
-            predictions.push(*p as u32);
+            tally.add(*p as u32, l);
         }
     }
-    let total_correct: usize = correct.iter().sum();
-    Ok(EvalReport {
-        samples: data.len(),
-        accuracy: total_correct as f64 / data.len() as f64,
-        loss: loss_sum / data.len() as f64,
-        per_class_accuracy: correct
-            .iter()
-            .zip(&seen)
-            .map(|(&c, &s)| if s == 0 { 0.0 } else { c as f64 / s as f64 })
-            .collect(),
-        class_names: data.class_names.clone(),
-        predictions,
-    })
+    Ok(tally.report())
+}
+
+/// An evaluation in progress: correct predictions per class, the summed loss and every
+/// prediction (shared by the training engine's evaluation and the runtime's).
+pub struct Tally<'a> {
+    data: &'a Dataset,
+    correct: Vec<usize>,
+    seen: Vec<usize>,
+    /// Cross-entropy summed over the samples seen.
+    pub loss_sum: f64,
+    predictions: Vec<u32>,
+}
+
+impl<'a> Tally<'a> {
+    pub fn new(data: &'a Dataset) -> Self {
+        Tally {
+            data,
+            correct: vec![0; data.classes()],
+            seen: vec![0; data.classes()],
+            loss_sum: 0.0,
+            predictions: Vec::with_capacity(data.len()),
+        }
+    }
+
+    /// Records one sample's top-1 prediction.
+    pub fn add(&mut self, predicted: u32, label: u32) {
+        self.seen[label as usize] += 1;
+        if predicted == label {
+            self.correct[label as usize] += 1;
+        }
+        self.predictions.push(predicted);
+    }
+
+    pub fn report(self) -> EvalReport {
+        let n = self.data.len();
+        let total_correct: usize = self.correct.iter().sum();
+        EvalReport {
+            samples: n,
+            accuracy: total_correct as f64 / n as f64,
+            loss: self.loss_sum / n as f64,
+            per_class_accuracy: self
+                .correct
+                .iter()
+                .zip(&self.seen)
+                .map(|(&c, &s)| if s == 0 { 0.0 } else { c as f64 / s as f64 })
+                .collect(),
+            class_names: self.data.class_names.clone(),
+            predictions: self.predictions,
+        }
+    }
 }
 
 /// Logits of every sample of `data` (row-major `[N, classes]`), in evaluation mode.

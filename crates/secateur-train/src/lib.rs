@@ -28,7 +28,7 @@ pub mod value;
 pub use burn::tensor::Device;
 pub use embedding::EmbeddingSet;
 pub use error::{Result, TrainError};
-pub use evaluate::{EvalReport, evaluate};
+pub use evaluate::{EvalReport, Tally, evaluate};
 pub use loss::DistillConfig;
 pub use optim::{OptimizerConfig, OptimizerKind};
 pub use quant::{ActQuant, FakeQuant, RangeObserver};

@@ -12,7 +12,7 @@ pub use secateur_pipeline::{model_ref, progress, recipe, recipe_structured};
 
 /// The pipelines of `secateur_pipeline`, under the paths the subcommands use.
 pub mod pipeline {
-    pub use secateur_pipeline::{finetune, hooks, optimize, prune, text};
+    pub use secateur_pipeline::{finetune, hooks, optimize, prune, runtime_eval, text};
 }
 
 use anyhow::{Result, bail};

@@ -51,30 +51,14 @@ pub struct PlanConfig {
     pub precision: Precision,
 }
 
-/// The arithmetic precision a plan runs its multiply-heavy layers in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Precision {
-    /// f32 throughout.
-    #[default]
-    F32,
-    /// bf16 execution, as OpenVINO's `INFERENCE_PRECISION_HINT=bf16`: the ungrouped
-    /// convolutions and dense linear layers of channels-last plans round their weights and
-    /// input to bfloat16 and sum the products in f32 (`kernels::nhwc_bf16`; on CPUs without
-    /// AVX-512 BF16 the f32 kernels compute the same values from rounded operands). Where a
-    /// measured plan finds the f32 Winograd kernel faster it keeps it (more precise, not
-    /// less). Every other step, and int8 layers, run as in f32 plans.
-    Bf16,
-}
-
-impl Precision {
-    /// Its name on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-        }
-    }
-}
+/// The arithmetic precision a plan runs its multiply-heavy layers in. In a bf16 plan the
+/// ungrouped convolutions and dense linear layers of channels-last plans round their weights
+/// and input to bfloat16 and sum the products in f32 (`kernels::nhwc_bf16`; on CPUs without
+/// AVX-512 BF16 the f32 kernels compute the same values from rounded operands). Where a
+/// measured plan finds an f32 kernel faster (Winograd, a three-channel first layer) it keeps it
+/// (more precise, not less). Every other step, and int8 layers, run as in f32 plans. A plan
+/// runs in bf16 when its configuration or its graph asks for it.
+pub use secateur_graph::Precision;
 
 /// How a plan runs a batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,8 +245,16 @@ fn err(node: &str, message: impl Into<String>) -> RuntimeError {
 
 impl ExecPlan {
     /// Compiles `graph` for `config`: every concrete way of running it that `config` leaves
-    /// open ([`Self::candidate_configs`]) is compiled, and the fastest kept.
+    /// open ([`Self::candidate_configs`]) is compiled, and the fastest kept. The plan runs in
+    /// bf16 when `config` or the graph asks for it.
     pub fn compile(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
+        let config = PlanConfig {
+            precision: match graph.precision {
+                Precision::Bf16 => Precision::Bf16,
+                Precision::F32 => config.precision,
+            },
+            ..config
+        };
         let plans = Self::candidate_configs(graph, config)
             .into_iter()
             .map(|c| match c.batch_mode {

@@ -86,15 +86,6 @@ fn layout(s: &str) -> Result<LayoutPolicy> {
     })
 }
 
-/// The `--precision` of a command.
-pub fn precision(s: &str) -> Result<Precision> {
-    Ok(match s {
-        "f32" => Precision::F32,
-        "bf16" => Precision::Bf16,
-        o => bail!("--precision '{o}' is not one of f32, bf16"),
-    })
-}
-
 pub use crate::python::find as python;
 
 /// A running ONNX Runtime latency server.
@@ -258,7 +249,10 @@ pub fn bench_graph(
 pub fn run(args: &BenchArgs) -> Result<()> {
     let policy = policy(&args.formats)?;
     let layout = layout(&args.layout)?;
-    let precision = precision(&args.precision)?;
+    let precision: Precision = args
+        .precision
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--precision: {e}"))?;
     let python = if args.compare_ort {
         Some(python().context("--compare-ort needs Python with onnxruntime (python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt, or set SECATEUR_PYTHON)")?)
     } else {
