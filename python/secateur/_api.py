@@ -15,7 +15,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 Progress = Callable[[str, int, int, str], None]
 
 # settings whose command-line flag is phrased as the opposite
-_NEGATED_FLAGS = {"int8": "no-int8", "baseline": "no-baseline"}
+_NEGATED_FLAGS = {"int8": "no-int8", "bf16": "no-bf16", "baseline": "no-baseline"}
 
 
 def _flags(options: Dict[str, Any]) -> List[str]:
@@ -173,7 +173,7 @@ def optimize(
     ``objectives=["accuracy", "latency"]``, ``constraints=["latency<=2ms"]``, ``hardware``,
     ``energy_hardware``, ``batch``, ``budget``, ``population``, ``generations``, ``seed``,
     ``search_samples``, ``search_epochs``, ``val_samples``, ``val_from``, ``final_epochs``,
-    ``dense_epochs``, ``lr``, ``distill``, ``int8``, ``remove_blocks``, ``ensemble_size``,
+    ``dense_epochs``, ``lr``, ``distill``, ``int8``, ``bf16``, ``remove_blocks``, ``ensemble_size``,
     ``ensemble_pool``, ``baseline``, ``max_final``, ``round_to``, ``sensitivity_drop``,
     ``max_accuracy_drop``, ``screen_pool``, ``threads``, ``text_score``; ``config`` is a TOML file they
     override. ``executor="ray"`` evaluates the candidates as Ray tasks on the cluster

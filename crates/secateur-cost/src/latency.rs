@@ -13,7 +13,7 @@
 
 use crate::error::{CostError, Result};
 use crate::profile::HardwareProfile;
-use secateur_graph::{Graph, OpClass, summarize};
+use secateur_graph::{Graph, OpClass, Precision, summarize};
 use secateur_runtime::{ExecPlan, PlanConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -38,6 +38,10 @@ pub struct LayerSig {
     /// VNNI it runs on other kernels, so int8 layers are only compared with int8 entries.
     #[serde(default)]
     pub int8: bool,
+    /// The execution precision of a weighted layer that is not int8 (its graph's): bf16
+    /// layers run on other kernels, so they are only compared with bf16 entries.
+    #[serde(default)]
+    pub precision: Precision,
     /// Dense MACs per sample (for the roofline fallback).
     pub macs: u64,
 }
@@ -99,6 +103,11 @@ pub fn signatures(graph: &Graph) -> secateur_graph::Result<Vec<LayerSig>> {
             q.activations.contains_key(&n.name)
                 && n.inputs.get(1).is_some_and(|w| q.weights.contains_key(w))
         });
+        let precision = if graph.is_weighted_layer(i) && !int8 {
+            graph.precision
+        } else {
+            Precision::F32
+        };
         let macs = summary.layers[i].macs;
         let work = if macs > 0 {
             if density < 0.7 {
@@ -120,6 +129,7 @@ pub fn signatures(graph: &Graph) -> secateur_graph::Result<Vec<LayerSig>> {
             work,
             macs,
             int8,
+            precision,
         });
     }
     Ok(sigs)
@@ -154,6 +164,7 @@ impl LatencyTable {
                     work: steps,
                     macs: 0,
                     int8: false,
+                    precision: Precision::F32,
                 },
                 batch,
                 threads,
@@ -192,6 +203,7 @@ impl LatencyTable {
                 && e.sig.kind == s.kind
                 && e.sig.geometry == s.geometry
                 && e.sig.int8 == s.int8
+                && e.sig.precision == s.precision
                 && (e.sig.pattern == s.pattern || e.sig.pattern.is_empty())
         })
     }
@@ -207,11 +219,12 @@ impl LatencyTable {
         profile: &HardwareProfile,
     ) -> (f64, &'static str) {
         let fam: Vec<&Entry> = self.same_family(s, batch, threads).collect();
-        if fam.is_empty() && s.int8 {
-            // no int8 layer of this kind measured: its f32 time (what the layer costs
-            // where it runs as a simulation)
+        if fam.is_empty() && (s.int8 || s.precision != Precision::F32) {
+            // no int8 (bf16) layer of this kind measured: its f32 time (what the layer
+            // costs where it runs as a simulation, an upper bound for bf16)
             let f32_sig = LayerSig {
                 int8: false,
+                precision: Precision::F32,
                 ..s.clone()
             };
             return self.predict_layer(&f32_sig, batch, threads, profile);

@@ -341,7 +341,6 @@ fn latency_table_predicts_recorded_and_interpolates() {
 
 #[test]
 fn int8_layers_are_predicted_from_int8_entries() {
-    let host = HardwareProfile::load("host").unwrap();
     let g = lenet();
     let mut q = secateur_graph::Quantization::default();
     for w in secateur_prune::weights::prunable_weights(&g).unwrap() {
@@ -351,12 +350,30 @@ fn int8_layers_are_predicted_from_int8_entries() {
     }
     let mut quantized = g.clone();
     quantized.quantization = Some(q);
-    let sigs = signatures(&quantized).unwrap();
+    check_reduced_layers(&g, &quantized, |s| s.int8);
+}
+
+#[test]
+fn bf16_layers_are_predicted_from_bf16_entries() {
+    let g = lenet();
+    let mut bf16 = g.clone();
+    bf16.precision = secateur_graph::Precision::Bf16;
+    check_reduced_layers(&g, &bf16, |s| {
+        !s.int8 && s.precision == secateur_graph::Precision::Bf16
+    });
+}
+
+/// In `reduced` (`g` in int8 or bf16, as `is_reduced` tells a signature) exactly the weighted
+/// layers are reduced; they are predicted at their f32 time until the reduced plan is
+/// recorded, then from their own entries, and the f32 layers keep theirs.
+fn check_reduced_layers(g: &Graph, reduced: &Graph, is_reduced: fn(&LayerSig) -> bool) {
+    let host = HardwareProfile::load("host").unwrap();
+    let sigs = signatures(reduced).unwrap();
     for s in &sigs {
         assert_eq!(
-            s.int8,
+            is_reduced(s),
             s.macs > 0,
-            "{}: only weighted layers are int8",
+            "{}: only weighted layers are reduced",
             s.node
         );
     }
@@ -365,26 +382,26 @@ fn int8_layers_are_predicted_from_int8_entries() {
         machine: "test".into(),
         entries: vec![],
     };
-    table.record_model(&g, 4, 1, 5).unwrap();
-    // no int8 entry yet: the layer is predicted at its f32 time
-    let f32_sig = signatures(&g).unwrap().remove(2);
+    table.record_model(g, 4, 1, 5).unwrap();
+    // no reduced entry yet: the layer is predicted at its f32 time
+    let f32_sig = signatures(g).unwrap().remove(2);
     assert_eq!(f32_sig.node, "conv2");
     assert_eq!(
         table.predict_layer(conv2, 4, 1, &host),
         table.predict_layer(&f32_sig, 4, 1, &host)
     );
-    // with the int8 plan recorded, its own entry
-    table.record_model(&quantized, 4, 1, 5).unwrap();
+    // with the reduced plan recorded, its own entry
+    table.record_model(reduced, 4, 1, 5).unwrap();
     let entry = table
         .entries
         .iter()
-        .find(|e| e.sig.node == "conv2" && e.sig.int8)
-        .expect("an int8 entry for conv2");
+        .find(|e| e.sig.node == "conv2" && is_reduced(&e.sig))
+        .expect("a reduced entry for conv2");
     assert_eq!(table.predict_layer(conv2, 4, 1, &host), (entry.ms, "table"));
     let f32_entry = table
         .entries
         .iter()
-        .find(|e| e.sig.node == "conv2" && !e.sig.int8)
+        .find(|e| e.sig.node == "conv2" && !is_reduced(&e.sig))
         .unwrap();
     assert_eq!(
         table.predict_layer(&f32_sig, 4, 1, &host),

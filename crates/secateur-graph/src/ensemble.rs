@@ -2,7 +2,8 @@
 //! averaged. Each member's node, value, weight, mask and quantization names get a `mK/`
 //! prefix; the average is taken by scaling each member's final `Gemm` by `1/n` (its `alpha`
 //! and `beta`) and summing with `Add` nodes, so the combined model is plain ONNX that any
-//! runtime can execute, and its cost is the sum of its members' costs.
+//! runtime can execute, and its cost is the sum of its members' costs. The ensemble runs in
+//! bf16 when any member does (precision is a property of the whole graph).
 
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, Node};
@@ -132,6 +133,12 @@ pub fn ensemble(name: &str, members: &[&Graph]) -> Result<Graph> {
     }
     g.outputs = vec![acc];
     g.quantization = quant;
+    if members
+        .iter()
+        .any(|m| m.precision == crate::Precision::Bf16)
+    {
+        g.precision = crate::Precision::Bf16;
+    }
     g.check()?;
     Ok(g)
 }

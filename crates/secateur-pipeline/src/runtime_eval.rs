@@ -1,28 +1,15 @@
 //! Evaluating a classifier in secateur's runtime, in the precision it is meant to ship in.
 //! bf16 execution has no simulation in the training engine, so a bf16 model's accuracy is
 //! measured by running it: every sample of a split through an execution plan (channels-last
-//! for bf16, so that its convolutions really run in bf16), giving the same report as the
+//! in bf16, where its kernels are), giving the same report as the
 //! training engine's evaluation (accuracy, mean cross-entropy, per-class accuracy, top-1
 //! predictions for agreement with another model).
 
 use crate::{Result, bail};
 use secateur_data::{Dataset, Normalization};
 use secateur_graph::{Graph, Precision};
-use secateur_runtime::{ExecPlan, LayoutPolicy, PlanConfig};
+use secateur_runtime::{ExecPlan, PlanConfig};
 use secateur_train::{EvalReport, Tally};
-
-/// The plan configuration that runs `graph` in `precision` for batches of `batch` samples on
-/// `threads` threads: bf16 on channels-last activations (where its kernels are).
-pub fn plan_config(precision: Precision, batch: usize, threads: usize) -> PlanConfig {
-    PlanConfig {
-        precision,
-        layout: match precision {
-            Precision::Bf16 => LayoutPolicy::ChannelsLast,
-            Precision::F32 => LayoutPolicy::Auto,
-        },
-        ..PlanConfig::new(batch, threads)
-    }
-}
 
 /// Evaluates `graph` on `data` in secateur's runtime at `precision` (bf16 also when the graph
 /// itself asks for it), `batch` samples per run.
@@ -43,7 +30,11 @@ pub fn evaluate_in_runtime(
         Precision::F32 => precision,
     };
     let threads = rayon::current_num_threads();
-    let mut plan = ExecPlan::compile(graph, plan_config(precision, batch, threads))?;
+    let config = PlanConfig {
+        precision,
+        ..PlanConfig::new(batch, threads)
+    };
+    let mut plan = ExecPlan::compile(graph, config)?;
     let classes: usize = plan.output_shape.iter().skip(1).product();
     if plan.output_shape.len() != 2 || classes < data.classes() {
         bail!(

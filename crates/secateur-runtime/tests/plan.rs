@@ -573,6 +573,22 @@ fn bf16_plans_stay_within_bf16_error_and_agree_across_instruction_sets() {
             let winograd = formats.contains(&"nhwc-winograd");
             outputs.push((isa, y, winograd));
         }
+        // a graph that asks for bf16 gets it from a default configuration, channels-last
+        let mut marked = g.clone();
+        marked.precision = Precision::Bf16;
+        let configs = ExecPlan::candidate_configs(&marked, PlanConfig::new(batch, 1));
+        assert!(
+            configs
+                .iter()
+                .all(|c| c.precision == Precision::Bf16 && c.layout == LayoutPolicy::ChannelsLast)
+        );
+        let plan = ExecPlan::compile(&marked, PlanConfig::new(batch, 1)).unwrap();
+        assert!(
+            plan.layers
+                .iter()
+                .any(|l| l.format.starts_with("nhwc-bf16")),
+            "{name}: no bf16 layer"
+        );
         // the AVX-512 BF16 kernels and the f32 kernels on rounded operands compute the same
         // products; only the order of the f32 sums differs, which can move a later layer's
         // input across a bf16 rounding boundary (up to 1.2e-3 of the scale seen here)

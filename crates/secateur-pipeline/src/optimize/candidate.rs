@@ -9,7 +9,7 @@
 use super::config::OptimizeConfig;
 use super::costing::Costing;
 use super::objectives::ObjectiveKind;
-use super::space::{Decoded, Ratios, SearchSpace, key_of};
+use super::space::{Arithmetic, Decoded, Ratios, SearchSpace, key_of};
 use super::store::{Evaluation, RanOn};
 use super::task::{Part, TaskData};
 use crate::finetune::Finetune;
@@ -40,7 +40,7 @@ impl EvalContext<'_> {
             device: self.device,
             recipe: &self.config.finetune,
             teacher: self.config.finetune.distill.then_some(self.base),
-            quantize: d.int8.then_some(CALIBRATION_BATCHES),
+            quantize: d.int8().then_some(CALIBRATION_BATCHES),
             seed: self.config.seed,
             label,
             quiet: true,
@@ -71,9 +71,9 @@ impl EvalContext<'_> {
         let started = std::time::Instant::now();
         let d = self.decode(genome)?;
         let key = key_of(&d.description);
-        let mut values = self.costing.cheap(&d.graph, d.int8)?;
+        let mut values = self.costing.cheap(&d.graph, d.int8())?;
         let epochs = self.task.search_epochs(self.config);
-        let finetuned = !self.breaks_cost_constraint(&values) && (epochs > 0 || d.int8);
+        let finetuned = !self.breaks_cost_constraint(&values) && (epochs > 0 || d.int8());
         let graph = if finetuned {
             self.finetune(&d, Part::Search, epochs, "candidate")
                 .with_context(|| format!("fine-tuning candidate {key}"))?
@@ -81,7 +81,7 @@ impl EvalContext<'_> {
             d.graph.clone()
         };
         let mut scores = self.scores(&graph, Part::Search)?;
-        if finetuned && !d.int8 {
+        if finetuned && !d.int8() {
             // a short fine-tune on a subset can lower the accuracy of a lightly pruned model,
             // which starts near the dense optimum: keep the better weights, as checkpoint
             // selection on the validation split does (int8 needs its calibrating fine-tune)
@@ -97,7 +97,8 @@ impl EvalContext<'_> {
             values,
             description: d.description,
             layer_keep: d.layer_keep,
-            int8: d.int8,
+            int8: d.arithmetic == Arithmetic::Int8,
+            bf16: d.arithmetic == Arithmetic::Bf16,
             finetuned,
             ran: Some(RanOn::here(started.elapsed().as_secs_f64())),
         })
@@ -115,12 +116,12 @@ impl EvalContext<'_> {
     /// on the test data; latency still predicted, measured later on a quiet machine).
     pub fn final_train(&self, genome: &[f64]) -> Result<(Graph, BTreeMap<String, f64>)> {
         let d = self.decode(genome)?;
-        let graph = if self.config.final_epochs > 0 || d.int8 {
+        let graph = if self.config.final_epochs > 0 || d.int8() {
             let tuned = self.finetune(&d, Part::Final, self.config.final_epochs, "final")?;
             // checkpoint selection on the validation data (never on the test data the figures
             // come from): a float model keeps its pruned-only weights if fine-tuning did not
             // improve them
-            if !d.int8
+            if !d.int8()
                 && self.scores(&d.graph, Part::Search)?["accuracy"]
                     > self.scores(&tuned, Part::Search)?["accuracy"]
             {
@@ -131,7 +132,7 @@ impl EvalContext<'_> {
         } else {
             d.graph.clone()
         };
-        let mut values = self.costing.cheap(&graph, d.int8)?;
+        let mut values = self.costing.cheap(&graph, d.int8())?;
         values.extend(self.scores(&graph, Part::Final)?);
         Ok((graph, values))
     }

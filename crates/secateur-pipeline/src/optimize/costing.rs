@@ -2,9 +2,12 @@
 //! deployable storage: sparse formats where they are smaller, int8 when quantized), energy per
 //! inference (the energy model of a profile), latency (on the host, predicted from a lookup
 //! table measured on this machine at the start of the run; elsewhere, the profile's roofline),
-//! peak activation memory (liveness-planned buffers of the runtime), MACs and parameters. Also
-//! latency measurement on the host, used for the final front.
+//! peak activation memory (liveness-planned buffers of the runtime), MACs and parameters. A
+//! bf16 model's latency comes from the table's bf16 entries; its bytes and energy are those of
+//! its f32 weights (the exported file stores f32, and the energy model has no bf16
+//! arithmetic). Also latency measurement on the host, used for the final front.
 
+use super::space::{Arithmetic, SpaceShape};
 use super::task::GroupRanking;
 use crate::{Context, Result};
 use secateur_cost::{HardwareProfile, LatencyTable, layer_counts, model, totals};
@@ -93,12 +96,13 @@ fn table_variant(
 }
 
 /// Measures the lookup table for `base` on this machine: widths × (dense, unstructured and
-/// 4×1-block sparsities, 2:4), every layer timed in its plan. `progress(done, total)`.
+/// 4×1-block sparsities, 2:4), and the int8 and bf16 variants the space has, every layer timed
+/// in its plan. `progress(done, total)`.
 pub fn build_latency_table(
     base: &Graph,
     batch: usize,
     threads: usize,
-    int8: bool,
+    shape: SpaceShape,
     ranking: &GroupRanking,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LatencyTable> {
@@ -116,18 +120,36 @@ pub fn build_latency_table(
         grans.push(Some((Granularity::NM { n: 2, m: 4 }, 0.5)));
     }
     let keeps = [1.0, 0.7, 0.45, 0.2];
-    // int8 variants at each width, dense and unstructured (the int8 kernels run dense; a space
-    // without weight sparsity needs the dense ones only)
-    let int8_grans = [None, Some((Granularity::Unstructured, 0.8))];
-    let int8_grans = &int8_grans[..if ranking.weights { 2 } else { 1 }];
-    let total = keeps.len() * (grans.len() + if int8 { int8_grans.len() } else { 0 });
+    // int8 and bf16 variants at each width, dense and unstructured (their kernels run dense; a
+    // space without weight sparsity needs the dense ones only)
+    let reduced_grans = [None, Some((Granularity::Unstructured, 0.8))];
+    let reduced_grans = &reduced_grans[..if ranking.weights { 2 } else { 1 }];
+    let reduced: Vec<Arithmetic> = [
+        (shape.int8, Arithmetic::Int8),
+        (shape.bf16, Arithmetic::Bf16),
+    ]
+    .into_iter()
+    .filter_map(|(on, a)| on.then_some(a))
+    .collect();
+    let total = keeps.len() * (grans.len() + reduced.len() * reduced_grans.len());
     let mut done = 0;
     for &keep in &keeps {
-        let quantized = int8_grans.iter().filter(|_| int8).map(|g| (g, true));
-        for (gran, int8) in grans.iter().map(|g| (g, false)).chain(quantized) {
+        let others = reduced
+            .iter()
+            .flat_map(|&a| reduced_grans.iter().map(move |g| (g, a)));
+        for (gran, arithmetic) in grans.iter().map(|g| (g, Arithmetic::F32)).chain(others) {
             // a granularity that does not fit the model's shapes is skipped
-            let variant = table_variant(base, keep, *gran, &ranking.kinds)
-                .and_then(|v| if int8 { provisional_int8(&v) } else { Ok(v) });
+            let variant =
+                table_variant(base, keep, *gran, &ranking.kinds).and_then(
+                    |mut v| match arithmetic {
+                        Arithmetic::F32 => Ok(v),
+                        Arithmetic::Int8 => provisional_int8(&v),
+                        Arithmetic::Bf16 => {
+                            v.precision = secateur_graph::Precision::Bf16;
+                            Ok(v)
+                        }
+                    },
+                );
             if let Ok(v) = variant {
                 table
                     .record_model(&v, batch, threads, 12)

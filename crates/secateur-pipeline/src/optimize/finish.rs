@@ -283,7 +283,7 @@ impl Search {
             };
             let checked = verify::Checked {
                 id: r.id.clone(),
-                verification: verification(r, acc, remeasured, verifier.engine()),
+                verification: verification(r, acc, remeasured, verifier.engine(&g)),
             };
             dir.append("verifications.jsonl", &checked)?;
             verifications.insert(checked.id, checked.verification);

@@ -251,7 +251,7 @@ fn check_reachable(
             let method = seeding::Method {
                 channels: true,
                 granularity: Some(gran),
-                int8: m.int8,
+                arithmetic: m.arithmetic,
             };
             let mut g = seeding::uniform_ratio(space, 1.0, method);
             for b in &space.blocks {
@@ -260,7 +260,7 @@ fn check_reachable(
                 }
             }
             let d = space.decode(base, &g)?;
-            let v = costing.cheap(&d.graph, d.int8)?;
+            let v = costing.cheap(&d.graph, d.int8())?;
             for c in &costly {
                 let x = v.get(c.kind.key()).copied().unwrap_or(f64::INFINITY);
                 let e = best.entry(c.kind).or_insert(f64::INFINITY);

@@ -39,8 +39,8 @@ pub fn label(
             s += &format!(", {word} {kept}");
         }
     }
-    if description.get("precision").is_some_and(|p| p == "int8") {
-        s += ", int8";
+    if let Some(p @ ("int8" | "bf16")) = description.get("precision").map(String::as_str) {
+        s += &format!(", {p}");
     }
     let removed: Vec<&str> = description
         .iter()
@@ -181,6 +181,16 @@ pub fn settings(cfg: &OptimizeConfig, workers: usize) -> Vec<(String, String)> {
             ),
         ),
         ("int8 in the space".into(), cfg.int8.to_string()),
+        (
+            "bf16 in the space".into(),
+            if cfg.space_shape().bf16 {
+                "true".into()
+            } else if cfg.bf16 {
+                "false (latency not measured here, or no AVX-512 BF16 on this CPU)".into()
+            } else {
+                "false".into()
+            },
+        ),
         (
             "ensembles".into(),
             if cfg.ensemble_size >= 2 {

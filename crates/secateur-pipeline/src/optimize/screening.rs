@@ -13,7 +13,7 @@
 
 use super::candidate::EvalContext;
 use super::scoring::{HvFrame, REFERENCE, Scoring};
-use super::space::GRANULARITIES;
+use super::space::{Arithmetic, GRANULARITIES};
 use super::store::Evaluation;
 use crate::Result;
 use secateur_search::pareto::{dominates, hypervolume};
@@ -23,11 +23,11 @@ use std::collections::BTreeMap;
 const NEIGHBOURS: usize = 5;
 
 /// What the surrogate sees of a model: the fraction kept of every group's channels and every
-/// layer's weights, the granularity (one-hot), int8, and each removed block.
+/// layer's weights, the granularity (one-hot), int8, bf16, and each removed block.
 pub fn features(
     layer_keep: &[(String, f64)],
     description: &BTreeMap<String, String>,
-    int8: bool,
+    arithmetic: Arithmetic,
 ) -> Vec<f64> {
     let mut f: Vec<f64> = layer_keep.iter().map(|(_, k)| *k).collect();
     let granularity = description.get("granularity").map(String::as_str);
@@ -36,7 +36,9 @@ pub fn features(
             .iter()
             .map(|g| if granularity == Some(*g) { 1.0 } else { 0.0 }),
     );
-    f.push(if int8 { 1.0 } else { 0.0 });
+    for a in [Arithmetic::Int8, Arithmetic::Bf16] {
+        f.push(if arithmetic == a { 1.0 } else { 0.0 });
+    }
     f.extend(
         description
             .iter()
@@ -59,7 +61,7 @@ impl Surrogate {
                 .filter_map(|e| {
                     let acc = *e.values.get("accuracy")?;
                     acc.is_finite()
-                        .then(|| (features(&e.layer_keep, &e.description, e.int8), acc))
+                        .then(|| (features(&e.layer_keep, &e.description, e.arithmetic()), acc))
                 })
                 .collect(),
         }
@@ -186,8 +188,8 @@ pub fn choose(
     let mut predicted = Vec::with_capacity(pool.len());
     for genome in pool {
         let d = ctx.space.decode(ctx.base, genome)?;
-        let mut values = ctx.costing.cheap(&d.graph, d.int8)?;
-        let x = features(&d.layer_keep, &d.description, d.int8);
+        let mut values = ctx.costing.cheap(&d.graph, d.int8())?;
+        let x = features(&d.layer_keep, &d.description, d.arithmetic);
         if let Some((acc, spread)) = surrogate.predict(&x) {
             values.insert("accuracy".into(), (acc + spread).min(1.0));
         }
@@ -224,6 +226,7 @@ mod tests {
             description: BTreeMap::new(),
             layer_keep: vec![("a".into(), keep), ("b".into(), keep)],
             int8: false,
+            bf16: false,
             finetuned: true,
             ran: None,
         }
@@ -234,12 +237,12 @@ mod tests {
         let e = [eval(0.2, 0.70), eval(0.4, 0.80), eval(0.8, 0.90)];
         let refs: Vec<&Evaluation> = e.iter().collect();
         let s = Surrogate::fit(&refs);
-        let x = features(&e[1].layer_keep, &e[1].description, false);
+        let x = features(&e[1].layer_keep, &e[1].description, Arithmetic::F32);
         assert_eq!(s.predict(&x), Some((0.80, 0.0)), "an evaluated model");
         let mid = features(
             &[("a".into(), 0.3), ("b".into(), 0.3)],
             &BTreeMap::new(),
-            false,
+            Arithmetic::F32,
         );
         let (acc, spread) = s.predict(&mid).unwrap();
         assert!(acc > 0.75 && acc < 0.82, "{acc}");

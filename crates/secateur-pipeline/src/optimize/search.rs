@@ -361,7 +361,7 @@ fn costing(
                     base,
                     cfg.batch,
                     cfg.threads,
-                    cfg.int8,
+                    cfg.space_shape(),
                     ranking,
                     &mut |d, n| bar.update(d as u64, n as u64, "timing layers", false),
                 )?;

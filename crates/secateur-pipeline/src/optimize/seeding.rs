@@ -3,7 +3,7 @@
 //! compared with — the same pruning methods with one global ratio swept, as a user without a
 //! search would do.
 
-use super::space::SearchSpace;
+use super::space::{Arithmetic, SearchSpace};
 use secateur_search::Gene;
 use std::collections::HashMap;
 
@@ -13,7 +13,7 @@ pub struct Method {
     pub channels: bool,
     /// Index into [`super::space::GRANULARITIES`], or `None` for no weight pruning.
     pub granularity: Option<usize>,
-    pub int8: bool,
+    pub arithmetic: Arithmetic,
 }
 
 /// The genome that applies one global level `t` ∈ [0, 1] of the space's range with `method`:
@@ -35,12 +35,17 @@ pub fn uniform_ratio(space: &SearchSpace, t: f64, method: Method) -> Vec<f64> {
         g[k] = gr as f64;
     }
     if let Some(k) = space.index("precision") {
-        g[k] = if method.int8 { 1.0 } else { 0.0 };
+        let options = space.arithmetics();
+        g[k] = options
+            .iter()
+            .position(|&a| a == method.arithmetic)
+            .unwrap_or(0) as f64;
     }
     g
 }
 
-/// The methods of the baseline (int8 variants only when the space has int8), without those
+/// The methods of the baseline (int8 and bf16 variants only when the space has them), without
+/// those
 /// the space cannot express (weight sparsity in a space of channels only, and the reverse).
 pub fn baseline_methods(space: &SearchSpace) -> Vec<Method> {
     let (channels, weights) = (
@@ -50,11 +55,18 @@ pub fn baseline_methods(space: &SearchSpace) -> Vec<Method> {
     let mut m = all_methods(space);
     m.retain(|x| (channels || !x.channels) && (weights || x.granularity.is_none()));
     if m.is_empty() {
-        m.push(Method {
+        // a space of the arithmetic alone: its other arithmetics (f32 when it has none)
+        let options = space.arithmetics();
+        let others = if options.len() > 1 {
+            &options[1..]
+        } else {
+            &options[..]
+        };
+        m.extend(others.iter().map(|&arithmetic| Method {
             channels: false,
             granularity: None,
-            int8: space.int8,
-        });
+            arithmetic,
+        }));
     }
     m
 }
@@ -64,34 +76,34 @@ fn all_methods(space: &SearchSpace) -> Vec<Method> {
         Method {
             channels: true,
             granularity: None,
-            int8: false,
+            arithmetic: Arithmetic::F32,
         },
         Method {
             channels: false,
             granularity: Some(0),
-            int8: false,
+            arithmetic: Arithmetic::F32,
         },
         Method {
             channels: false,
             granularity: Some(1),
-            int8: false,
+            arithmetic: Arithmetic::F32,
         },
         Method {
             channels: true,
             granularity: Some(0),
-            int8: false,
+            arithmetic: Arithmetic::F32,
         },
     ];
-    if space.int8 {
+    for a in space.arithmetics().into_iter().skip(1) {
         m.push(Method {
             channels: true,
             granularity: None,
-            int8: true,
+            arithmetic: a,
         });
         m.push(Method {
             channels: false,
             granularity: Some(0),
-            int8: true,
+            arithmetic: a,
         });
     }
     m
@@ -197,6 +209,7 @@ mod tests {
         };
         let shape = SpaceShape {
             int8: false,
+            bf16: false,
             blocks: false,
             round_to: 1,
         };
@@ -234,6 +247,54 @@ mod tests {
         assert_eq!(s[0], space.dense_genome());
         assert_eq!(&s[1..4], &[genome.clone(), genome.clone(), genome.clone()]);
         assert_ne!(s[4], genome);
+    }
+
+    #[test]
+    fn every_arithmetic_of_the_space_decodes_and_has_its_baseline_methods() {
+        let g = build(ZooModel::Lenet5Bn, &ZooConfig::default()).unwrap();
+        let ranking = GroupRanking {
+            criterion: GroupCriterion::L2,
+            data: None,
+            kinds: Vec::new(),
+            weights: true,
+            scale_range: (0.4, 1.6),
+        };
+        let none = HashMap::new();
+        for (int8, bf16) in [(false, false), (true, false), (false, true), (true, true)] {
+            let shape = SpaceShape {
+                int8,
+                bf16,
+                blocks: false,
+                round_to: 1,
+            };
+            let space = SearchSpace::derive(&g, &shape, &ranking, &none, &none).unwrap();
+            let options = space.arithmetics();
+            // int8 keeps its option index of the spaces before bf16
+            assert_eq!(options.len(), 1 + int8 as usize + bf16 as usize);
+            assert_eq!(space.index("precision").is_some(), int8 || bf16);
+            if int8 {
+                assert_eq!(options[1], Arithmetic::Int8);
+            }
+            for &arithmetic in &options {
+                let method = Method {
+                    channels: true,
+                    granularity: None,
+                    arithmetic,
+                };
+                let d = space
+                    .decode(&g, &uniform_ratio(&space, 0.5, method))
+                    .unwrap();
+                assert_eq!(d.arithmetic, arithmetic);
+                assert_eq!(d.description["precision"], arithmetic.name());
+                let bf16_graph = d.graph.precision == secateur_graph::Precision::Bf16;
+                assert_eq!(bf16_graph, arithmetic == Arithmetic::Bf16);
+            }
+            // the baseline sweeps every arithmetic of the space
+            let methods = baseline_methods(&space);
+            for a in &options {
+                assert!(methods.iter().any(|m| m.arithmetic == *a), "{a:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The search space `optimize` derives from a model. A genome holds a global level of channel
 //! pruning and one of weight sparsity, a scale per channel group and per prunable weight that
 //! moves that layer's ratio away from the global level, a granularity (unstructured, 4×1
-//! blocks, 2:4), optionally int8, and optionally the removal of each residual block. A layer's
+//! blocks, 2:4), optionally the arithmetic (f32, int8, bf16 execution), and optionally the
+//! removal of each residual block. A layer's
 //! ratio is `min(level · scale, bound)`, with the bound from the sensitivity analysis: with
 //! every scale at 1 a genome is exactly a uniform-ratio model, so the search space contains the
 //! baseline and the search learns how to deviate from it. Decoding prunes channels in the
@@ -33,12 +34,37 @@ pub const SCALE_RANGE: (f64, f64) = (0.4, 1.6);
 const DEFAULT_MAX_REMOVED: f64 = 0.9;
 const DEFAULT_MAX_SPARSITY: f64 = 0.95;
 
-/// What a space may use besides channels: int8, block removal, the rounding of channel counts.
+/// What a space may use besides channels: int8, bf16, block removal, the rounding of channel
+/// counts.
 #[derive(Clone, Copy, Debug)]
 pub struct SpaceShape {
     pub int8: bool,
+    pub bf16: bool,
     pub blocks: bool,
     pub round_to: usize,
+}
+
+/// The arithmetic a decoded model runs in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Arithmetic {
+    #[default]
+    F32,
+    /// Quantized: int8 weights and layer inputs, fine-tuned quantization-aware.
+    Int8,
+    /// bf16 execution ([`secateur_graph::Precision::Bf16`]): f32 weights rounded by the
+    /// runtime, no fine-tuning of its own.
+    Bf16,
+}
+
+impl Arithmetic {
+    /// Its name in genomes, descriptions and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arithmetic::F32 => "f32",
+            Arithmetic::Int8 => "int8",
+            Arithmetic::Bf16 => "bf16",
+        }
+    }
 }
 
 /// A channel group of the model.
@@ -72,7 +98,7 @@ pub struct Ratios {
     pub sparsity: HashMap<String, f64>,
     /// Index into [`GRANULARITIES`].
     pub granularity: usize,
-    pub int8: bool,
+    pub arithmetic: Arithmetic,
     /// Names of residual blocks to remove.
     pub remove_blocks: Vec<String>,
 }
@@ -93,6 +119,8 @@ pub struct SearchSpace {
     pub layers: Vec<LayerInfo>,
     pub blocks: Vec<BlockCandidate>,
     pub int8: bool,
+    #[serde(default)]
+    pub bf16: bool,
     pub space: Space,
     /// Channel counts are rounded up to multiples of this.
     pub round_to: usize,
@@ -103,9 +131,16 @@ pub struct Decoded {
     pub graph: Graph,
     /// Fraction kept per group and per layer (for reports).
     pub layer_keep: Vec<(String, f64)>,
-    pub int8: bool,
+    pub arithmetic: Arithmetic,
     /// Human-readable genome.
     pub description: BTreeMap<String, String>,
+}
+
+impl Decoded {
+    /// Whether the model is quantized to int8 (fine-tuned quantization-aware).
+    pub fn int8(&self) -> bool {
+        self.arithmetic == Arithmetic::Int8
+    }
 }
 
 impl SearchSpace {
@@ -200,10 +235,11 @@ impl SearchSpace {
                 options: GRANULARITIES.iter().map(|s| s.to_string()).collect(),
             });
         }
-        if shape.int8 {
+        let arithmetics = arithmetics(shape.int8, shape.bf16);
+        if arithmetics.len() > 1 {
             genes.push(Gene::Choice {
                 name: "precision".into(),
-                options: vec!["f32".into(), "int8".into()],
+                options: arithmetics.iter().map(|a| a.name().to_string()).collect(),
             });
         }
         for b in &blocks {
@@ -217,9 +253,15 @@ impl SearchSpace {
             layers,
             blocks,
             int8: shape.int8,
+            bf16: shape.bf16,
             space: Space { genes },
             round_to: shape.round_to.max(1),
         })
+    }
+
+    /// The arithmetics of the `precision` gene, in its option order (f32 first).
+    pub fn arithmetics(&self) -> Vec<Arithmetic> {
+        arithmetics(self.int8, self.bf16)
     }
 
     /// Index of the gene called `name`.
@@ -249,7 +291,11 @@ impl SearchSpace {
         let level_w = self.gene(g, "weights").unwrap_or(0.0);
         let mut r = Ratios {
             granularity: self.gene(g, "granularity").unwrap_or(0.0) as usize % GRANULARITIES.len(),
-            int8: self.int8 && self.gene(g, "precision").unwrap_or(0.0) >= 0.5,
+            arithmetic: self
+                .arithmetics()
+                .get(self.gene(g, "precision").unwrap_or(0.0).round().max(0.0) as usize)
+                .copied()
+                .unwrap_or_default(),
             ..Default::default()
         };
         for gr in &self.groups {
@@ -411,15 +457,28 @@ impl SearchSpace {
             let masks = compute_masks(&graph, &cfg, &CriterionData::default())?;
             apply_masks(&mut graph, masks)?;
         }
-        description.insert(
-            "precision".into(),
-            if r.int8 { "int8".into() } else { "f32".into() },
-        );
+        description.insert("precision".into(), r.arithmetic.name().into());
+        if r.arithmetic == Arithmetic::Bf16 {
+            graph.precision = secateur_graph::Precision::Bf16;
+        }
         Ok(Decoded {
             graph,
             layer_keep,
-            int8: r.int8,
+            arithmetic: r.arithmetic,
             description,
         })
     }
+}
+
+/// The arithmetics a space with (or without) int8 and bf16 chooses from, f32 first (int8
+/// second, as in spaces before bf16, so their genomes keep their meaning).
+fn arithmetics(int8: bool, bf16: bool) -> Vec<Arithmetic> {
+    let mut v = vec![Arithmetic::F32];
+    if int8 {
+        v.push(Arithmetic::Int8);
+    }
+    if bf16 {
+        v.push(Arithmetic::Bf16);
+    }
+    v
 }

@@ -27,11 +27,26 @@ pub struct Evaluation {
     pub description: BTreeMap<String, String>,
     pub layer_keep: Vec<(String, f64)>,
     pub int8: bool,
+    /// Whether it runs in bf16 (never together with `int8`).
+    #[serde(default)]
+    pub bf16: bool,
     /// False when cheap objectives already broke a constraint and fine-tuning was skipped.
     pub finetuned: bool,
     /// Where and how long it ran (the executor's record; not part of the result).
     #[serde(default)]
     pub ran: Option<RanOn>,
+}
+
+impl Evaluation {
+    /// The arithmetic the evaluated model runs in.
+    pub fn arithmetic(&self) -> super::space::Arithmetic {
+        use super::space::Arithmetic;
+        match (self.int8, self.bf16) {
+            (true, _) => Arithmetic::Int8,
+            (false, true) => Arithmetic::Bf16,
+            (false, false) => Arithmetic::F32,
+        }
+    }
 }
 
 /// The host and process that ran an evaluation, and its wall time.

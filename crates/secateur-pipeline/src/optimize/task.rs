@@ -10,13 +10,14 @@
 use super::config::{OptimizeConfig, TextScore};
 use super::space::SCALE_RANGE;
 use crate::finetune::TrainData;
+use crate::runtime_eval::evaluate_in_runtime;
 use crate::text::{
     DISTILL_EXTRA_VIEWS, Embedder, SetEmbeddings, TEXT_CALIBRATION_BATCHES, TextData, TextGraph,
     embed_set, score,
 };
 use crate::{Context, Result};
 use secateur_data::{Normalization, Split, TextSet, TextTask as SetTask};
-use secateur_graph::Graph;
+use secateur_graph::{Graph, Precision};
 use secateur_prune::structured::{
     Allocation, ChannelPruneConfig, DependencyGraph, GroupCriterion, GroupKind, Normalizer,
     StructuredTarget, activation_importance, plan_channels,
@@ -86,7 +87,13 @@ impl TaskData {
                     Part::Search => &t.search.test,
                     Part::Final => &t.full()?.test,
                 };
-                let acc = evaluate(g, data, &t.norm, 256, device, None)?.accuracy;
+                // bf16 has no simulation in the training engine: run it in the runtime
+                let acc = match g.precision {
+                    Precision::F32 => evaluate(g, data, &t.norm, 256, device, None)?.accuracy,
+                    Precision::Bf16 => {
+                        evaluate_in_runtime(g, data, &t.norm, 256, Precision::Bf16)?.accuracy
+                    }
+                };
                 Ok(BTreeMap::from([("accuracy".into(), acc)]))
             }
             TaskData::Text(t) => t.scores(g, part),

@@ -2,8 +2,9 @@
 //! the test data in ONNX Runtime (when a Python with onnxruntime is available), otherwise in
 //! secateur's own runtime (a different engine from the training one): top-1 on the test split
 //! for a classifier; for a sentence encoder the embeddings of the test texts, scored against
-//! the dense model's as the search scores them. The figure is compared with the accuracy the
-//! front reports.
+//! the dense model's as the search scores them. A bf16 member is checked in secateur's runtime
+//! in bf16 (ONNX Runtime would run its file in f32). The figure is compared with the accuracy
+//! the front reports.
 
 use super::task::{Part, TaskData, TextTask};
 use crate::text::{CALIBRATION_BATCH, Embedder, SetEmbeddings, TextGraph, embed_set};
@@ -11,6 +12,7 @@ use crate::{Context, Result, bail};
 use secateur_data::npy::{NpyData, encode};
 use secateur_data::{Dataset, Normalization};
 use secateur_graph::Graph;
+use secateur_graph::Precision;
 use secateur_runtime::{ExecPlan, PlanConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,8 +38,11 @@ impl<'a> Verifier<'a> {
         })
     }
 
-    /// The engine that checks accuracy.
-    pub fn engine(&self) -> &'static str {
+    /// The engine that checks the accuracy of `graph`.
+    pub fn engine(&self, graph: &Graph) -> &'static str {
+        if graph.precision == Precision::Bf16 {
+            return "secateur runtime in bf16 (ONNX Runtime runs the file in f32)";
+        }
         let python = match self {
             Verifier::Images(v) => v.python.is_some(),
             Verifier::Text(v) => v.python.is_some(),
@@ -49,7 +54,8 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    /// Accuracy of the exported `model` (or of `graph` in secateur's runtime without Python).
+    /// Accuracy of the exported `model` (or of `graph` in secateur's runtime without Python,
+    /// or in bf16).
     pub fn accuracy(&self, model: &Path, graph: &Graph) -> Result<f64> {
         match self {
             Verifier::Images(v) => v.accuracy(model, graph),
@@ -101,7 +107,7 @@ impl ImageVerifier {
 
     fn accuracy(&self, model: &Path, graph: &Graph) -> Result<f64> {
         match &self.python {
-            Some(py) => {
+            Some(py) if graph.precision == Precision::F32 => {
                 let mut cmd = Command::new(py);
                 cmd.arg(self.dir.path().join("ort_accuracy.py"))
                     .arg(model)
@@ -113,7 +119,7 @@ impl ImageVerifier {
                     .as_f64()
                     .context("ONNX Runtime printed no accuracy")
             }
-            None => self.runtime_accuracy(graph),
+            _ => self.runtime_accuracy(graph),
         }
     }
 
@@ -181,8 +187,10 @@ impl<'a> TextVerifier<'a> {
     fn accuracy(&self, model: &Path, graph: &Graph) -> Result<f64> {
         let (set, reference) = self.task.part(Part::Final);
         let e = match &self.python {
-            Some(py) => self.ort_embeddings(py, model, graph)?,
-            None => {
+            Some(py) if graph.precision == Precision::F32 => {
+                self.ort_embeddings(py, model, graph)?
+            }
+            _ => {
                 let mut m = Embedder::new(graph, CALIBRATION_BATCH, rayon::current_num_threads())?;
                 embed_set(&mut m, &self.task.data.encoder, set)?
             }

@@ -248,13 +248,6 @@ impl ExecPlan {
     /// open ([`Self::candidate_configs`]) is compiled, and the fastest kept. The plan runs in
     /// bf16 when `config` or the graph asks for it.
     pub fn compile(graph: &Graph, config: PlanConfig) -> Result<ExecPlan> {
-        let config = PlanConfig {
-            precision: match graph.precision {
-                Precision::Bf16 => Precision::Bf16,
-                Precision::F32 => config.precision,
-            },
-            ..config
-        };
         let plans = Self::candidate_configs(graph, config)
             .into_iter()
             .map(|c| match c.batch_mode {
@@ -265,12 +258,24 @@ impl ExecPlan {
         Ok(fastest(plans))
     }
 
-    /// The concrete configurations (layout and batch mode fixed) `compile` chooses among:
+    /// The concrete configurations (layout, batch mode and precision fixed: bf16 when `config`
+    /// or the graph asks) `compile` chooses among:
     /// with `Auto` layout, NHWC for large dense models, NCHW when a weight format is forced,
-    /// both for small or mostly-pruned ones ([`LayoutPolicy::Auto`]); with `Auto` batch mode,
-    /// both ways for a batch of independent samples.
+    /// both for small or mostly-pruned ones ([`LayoutPolicy::Auto`]), NHWC alone in bf16 (where
+    /// its kernels are, so that a bf16 model runs in bf16); with `Auto` batch mode, both ways
+    /// for a batch of independent samples.
     pub fn candidate_configs(graph: &Graph, config: PlanConfig) -> Vec<PlanConfig> {
+        let config = PlanConfig {
+            precision: match graph.precision {
+                Precision::Bf16 => Precision::Bf16,
+                Precision::F32 => config.precision,
+            },
+            ..config
+        };
         let layouts = match config.layout {
+            LayoutPolicy::Auto if config.precision == Precision::Bf16 => {
+                vec![LayoutPolicy::ChannelsLast]
+            }
             LayoutPolicy::Auto => match (config.policy, both_layouts(graph)) {
                 (FormatPolicy::Force(_), _) => vec![LayoutPolicy::ChannelsFirst],
                 (FormatPolicy::Measure, true) => vec![

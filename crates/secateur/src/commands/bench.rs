@@ -234,7 +234,11 @@ pub fn bench_graph(
         model: name.to_string(),
         batch,
         threads,
-        precision: precision.name(),
+        precision: if g.precision == Precision::Bf16 {
+            Precision::Bf16.name()
+        } else {
+            precision.name()
+        },
         images_per_sec: batch as f64 / (latency.median_ms / 1e3),
         speedup_vs_ort: ort_stats.as_ref().map(|o| o.median_ms / latency.median_ms),
         latency,

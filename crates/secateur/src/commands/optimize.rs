@@ -1,4 +1,4 @@
-//! `secateur optimize [MODEL]`: the main job. Searches pruned / int8 / ensembled variants of a
+//! `secateur optimize [MODEL]`: the main job. Searches pruned / int8 / bf16 / ensembled variants of a
 //! model for the best trade-offs between accuracy, latency, energy, size and memory, and writes
 //! a report directory (front.json, report.html, every front member as ONNX). With no
 //! arguments it trains the built-in `lenet5-bn` on the embedded `fashion-mnist-mini` and
@@ -83,6 +83,10 @@ pub struct OptimizeArgs {
     /// Leave int8 out of the search space.
     #[arg(long)]
     pub no_int8: bool,
+    /// Leave bf16 execution out of the search space (it is in only where latency is measured
+    /// on this machine and the CPU has AVX-512 BF16).
+    #[arg(long)]
+    pub no_bf16: bool,
     /// Largest ensemble (2 or 3; 0 disables ensembles).
     #[arg(long)]
     pub ensemble_size: Option<usize>,
@@ -158,6 +162,7 @@ pub fn request(args: &OptimizeArgs) -> OptimizeRequest {
             lr: args.lr,
             distill: args.distill.then_some(true),
             int8: args.no_int8.then_some(false),
+            bf16: args.no_bf16.then_some(false),
             ensemble_size: args.ensemble_size,
             baseline: args.no_baseline.then_some(false),
             max_final: args.max_final,
