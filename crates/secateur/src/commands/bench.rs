@@ -28,9 +28,14 @@ pub struct BenchArgs {
     /// Weight formats: measure (default), dense, csr, block4x1, block8x1, nm2:4.
     #[arg(long, default_value = "measure")]
     pub formats: String,
-    /// Also run ONNX Runtime on the same files (needs Python with onnxruntime).
+    /// Also run ONNX Runtime on the same files (needs Python with onnxruntime); the same as
+    /// `--compare ort`.
     #[arg(long)]
     pub compare_ort: bool,
+    /// Also run a peer runtime on the same files, interleaved: ort, openvino (f32) or
+    /// openvino-bf16 (OpenVINO's bf16 execution); needs Python with that runtime.
+    #[arg(long, value_enum)]
+    pub compare: Option<Peer>,
     /// Memory order of image layers: auto (default), nchw, nhwc, mixed (NHWC with pruned convolutions on the sparse NCHW kernels).
     #[arg(long, default_value = "auto")]
     pub layout: String,
@@ -54,14 +59,46 @@ pub struct BenchResult {
     pub precision: &'static str,
     pub latency: Stats,
     pub images_per_sec: f64,
+    /// The peer runtime's latency (ONNX Runtime unless `peer` says otherwise).
     pub ort: Option<Stats>,
-    /// ONNX Runtime median latency / secateur median latency.
+    /// The peer's median latency / secateur median latency.
     pub speedup_vs_ort: Option<f64>,
+    /// The peer runtime compared with.
+    pub peer: Option<&'static str>,
     pub layers: Vec<LayerChoice>,
     /// Per step: name and share of the run time.
     pub time_share: Vec<(String, f64)>,
     pub activation_bytes: usize,
     pub weight_bytes: usize,
+}
+
+/// A runtime `bench` can time next to secateur's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// ONNX Runtime (CPU execution provider).
+    Ort,
+    /// OpenVINO at f32 (`INFERENCE_PRECISION_HINT=f32`).
+    Openvino,
+    /// OpenVINO's bf16 execution (`INFERENCE_PRECISION_HINT=bf16`).
+    OpenvinoBf16,
+}
+
+impl Peer {
+    /// Its name in reports and on the latency server's command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Ort => "ort",
+            Peer::Openvino => "openvino",
+            Peer::OpenvinoBf16 => "openvino-bf16",
+        }
+    }
+
+    fn module(self) -> &'static str {
+        match self {
+            Peer::Ort => "onnxruntime",
+            Peer::Openvino | Peer::OpenvinoBf16 => "openvino",
+        }
+    }
 }
 
 fn policy(s: &str) -> Result<FormatPolicy> {
@@ -100,9 +137,10 @@ pub struct OrtServer {
 pub use secateur_graph::{InputKind, synthetic_inputs};
 
 impl OrtServer {
-    /// Starts ONNX Runtime on `model` with inputs of these shapes and kinds (graph order).
+    /// Starts `peer` on `model` with inputs of these shapes and kinds (graph order).
     pub fn start(
         python: &Path,
+        peer: Peer,
         model: &Path,
         inputs: &[(Vec<usize>, InputKind)],
         threads: usize,
@@ -115,11 +153,12 @@ impl OrtServer {
             .arg(model)
             .arg(serde_json::to_string(inputs)?)
             .arg(threads.to_string())
+            .arg(peer.name())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .context("starting ONNX Runtime")?;
+            .with_context(|| format!("starting {}", peer.name()))?;
         let stdin = child.stdin.take().context("ORT stdin")?;
         let mut stdout = BufReader::new(child.stdout.take().context("ORT stdout")?);
         let mut line = String::new();
@@ -130,7 +169,11 @@ impl OrtServer {
                 use std::io::Read;
                 let _ = e.read_to_string(&mut err);
             }
-            bail!("ONNX Runtime could not load '{}': {err}", model.display());
+            bail!(
+                "{} could not load '{}': {err}",
+                peer.name(),
+                model.display()
+            );
         }
         Ok(OrtServer {
             child,
@@ -167,7 +210,7 @@ pub fn bench_graph(
     threads: usize,
     (policy, layout, precision): (FormatPolicy, LayoutPolicy, Precision),
     budget_ms: f64,
-    python: Option<&Path>,
+    peer: Option<(&Path, Peer)>,
 ) -> Result<BenchResult> {
     let mut plan = ExecPlan::compile(
         g,
@@ -185,15 +228,15 @@ pub fn bench_graph(
         plan.run_inputs(&input).expect("input sizes checked");
     });
     let runs_per_round = ((budget_ms / 7.0) / one.max(1e-3)).clamp(3.0, 500.0) as usize;
-    let mut ort = match (onnx, python) {
-        (Some(p), Some(py)) => {
+    let mut ort = match (onnx, peer) {
+        (Some(p), Some((py, peer))) => {
             let described: Vec<(Vec<usize>, InputKind)> = plan
                 .input_shapes
                 .iter()
                 .cloned()
                 .zip(synthetic.iter().map(|(k, _)| *k))
                 .collect();
-            let mut s = OrtServer::start(py, p, &described, threads)?;
+            let mut s = OrtServer::start(py, peer, p, &described, threads)?;
             s.run(runs_per_round.min(20))?;
             Some(s)
         }
@@ -241,6 +284,7 @@ pub fn bench_graph(
         },
         images_per_sec: batch as f64 / (latency.median_ms / 1e3),
         speedup_vs_ort: ort_stats.as_ref().map(|o| o.median_ms / latency.median_ms),
+        peer: peer.filter(|_| ort_stats.is_some()).map(|(_, p)| p.name()),
         latency,
         ort: ort_stats,
         layers: plan.layers.clone(),
@@ -257,10 +301,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .precision
         .parse()
         .map_err(|e| anyhow::anyhow!("--precision: {e}"))?;
-    let python = if args.compare_ort {
-        Some(python().context("--compare-ort needs Python with onnxruntime (python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt, or set SECATEUR_PYTHON)")?)
-    } else {
-        None
+    let peer = match (args.compare, args.compare_ort) {
+        (Some(p), _) => Some(p),
+        (None, true) => Some(Peer::Ort),
+        (None, false) => None,
+    };
+    let python = match peer {
+        Some(p) => Some((python().with_context(|| format!("--compare {} needs Python with {} (python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt, or set SECATEUR_PYTHON)", p.name(), p.module()))?, p)),
+        None => None,
     };
     let tmp = tempfile::tempdir()?;
     let mut results = Vec::new();
@@ -285,7 +333,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     t,
                     (policy, layout, precision),
                     args.budget_ms,
-                    python.as_deref(),
+                    python.as_ref().map(|(py, p)| (py.as_path(), *p)),
                 )?;
                 if !args.json {
                     print_result(&r);
@@ -316,7 +364,11 @@ fn print_result(r: &BenchResult) {
         r.model, r.batch, r.threads, r.precision, l.median_ms, l.p10_ms, l.p90_ms, r.images_per_sec
     );
     if let (Some(o), Some(s)) = (&r.ort, r.speedup_vs_ort) {
-        print!("; ONNX Runtime {:.3} ms -> {s:.2}x", o.median_ms);
+        let peer = match r.peer {
+            Some("ort") | None => "ONNX Runtime",
+            Some(p) => p,
+        };
+        print!("; {peer} {:.3} ms -> {s:.2}x", o.median_ms);
     }
     println!();
     println!(

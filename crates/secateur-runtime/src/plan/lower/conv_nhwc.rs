@@ -4,8 +4,8 @@
 //! (in measured plans) it times faster than the f32 kernel (it then quantizes its own input), every other convolution (grouped ones included) to the
 //! implicit-GEMM kernel, each with the whole fused tail (element-wise function, residual
 //! addition, function after it) in its epilogue. In a bf16 plan an ungrouped convolution runs
-//! on the bf16 kernel (or, without AVX-512 BF16, on the f32 kernel with bf16-rounded
-//! operands), unless a measured plan times the f32 Winograd kernel faster. Weights run dense here: a convolution pruned far enough to gain
+//! on the bf16 kernel, unless a measured plan times an f32 kernel faster, or, without AVX-512
+//! BF16, on the f32 kernel with bf16-rounded operands (the same values). Weights run dense here: a convolution pruned far enough to gain
 //! from sparse kernels is lowered on NCHW instead (`conv.rs`) in a mixed-layout plan.
 
 use super::weights::Prepared;
@@ -98,8 +98,9 @@ fn f32_kernel(
 
 /// The kernel of an ungrouped convolution in a bf16 plan, its format name and scratch (in
 /// floats): the AVX-512 BF16 kernel, or the f32 kernel where a measured plan times it faster
-/// (Winograd, or a first layer of three channels); without AVX-512 BF16 the Winograd kernel
-/// where it pays, else the f32 implicit GEMM on bf16-rounded operands.
+/// (Winograd, or a first layer of three channels); without AVX-512 BF16 the f32 implicit GEMM
+/// on bf16-rounded operands, which computes the bf16 kernel's values (slower than f32: it
+/// exists to give bf16's results, e.g. its accuracy, on any CPU).
 fn bf16_kernel(
     config: &PlanConfig,
     c: &Conv,
@@ -112,10 +113,6 @@ fn bf16_kernel(
     }
     let isa = config.isa;
     if !bf16_runs_fast(isa) {
-        let chosen = f32_kernel(isa, c, channels, params, dims);
-        if matches!(chosen.0, NhwcKernel::Winograd(_)) {
-            return Some(chosen);
-        }
         let k = NhwcConv::rounded_to_bf16(isa, c, c_in, c_out, weight, bias, tail);
         let scratch = k.scratch_len(h, w);
         return Some((NhwcKernel::Gemm(k), "nhwc-bf16-in-f32", scratch));
