@@ -213,6 +213,7 @@ fn check_model(py: &Path, path: &Path, batches: &[usize]) {
         assert!(e <= 1e-4, "{name} b{batch}: reference evaluator vs ORT {e}");
         let e = relative_error(&runtime_output(&g, &inputs), &expected);
         assert!(e <= 1e-4, "{name} b{batch}: runtime vs ORT {e}");
+        check_bf16(name, &g, &inputs, &expected);
         let dev = secateur_train::cpu();
         let tensors: Vec<Tensor> = inputs.iter().map(|(_, t)| t.clone()).collect();
         let trained = secateur_train::evaluate::forward_inputs(&g, &tensors, &dev)
@@ -232,6 +233,33 @@ fn check_model(py: &Path, path: &Path, batches: &[usize]) {
     check_channel_pruning(py, path, &g);
     check_unstructured(py, path, &g);
     check_int8(py, path, &g);
+}
+
+/// The model run in bf16 (every ungrouped convolution and dense linear layer on bf16 operands)
+/// stays within bf16's error of ONNX Runtime's f32 output, and really runs in bf16.
+fn check_bf16(name: &str, g: &Graph, inputs: &[(String, Tensor)], expected: &Tensor) {
+    let batch = inputs[0].1.shape()[0];
+    let config = PlanConfig {
+        precision: secateur_runtime::Precision::Bf16,
+        policy: secateur_runtime::FormatPolicy::Dense,
+        ..PlanConfig::new(batch, 1)
+    };
+    let mut plan = ExecPlan::compile(g, config).unwrap();
+    assert!(
+        plan.layers
+            .iter()
+            .any(|l| l.format.starts_with("nhwc-bf16")),
+        "{name}: no layer runs in bf16"
+    );
+    let slices: Vec<&[f32]> = inputs.iter().map(|(_, t)| t.data()).collect();
+    let y = plan.run_inputs(&slices).unwrap().to_vec();
+    let y = Tensor::new(plan.output_shape.clone(), y).unwrap();
+    let e = relative_error(&y, expected);
+    eprintln!("{name}: bf16 vs f32 {e:.5}");
+    // operands of 8 significant bits: errors of a few 2⁻⁹ per layer, which deep models
+    // accumulate (the fixtures: up to 0.011 of the largest output, squeezenet)
+    assert!(e <= 3e-2, "{name}: bf16 runtime vs ORT in f32: {e}");
+    assert!(e > 1e-6, "{name}: the bf16 plan computed f32 values");
 }
 
 /// Every convolution's and linear layer's weight (per output channel) and input (ranges of
