@@ -194,27 +194,35 @@ mod tests {
     use super::*;
     use crate::optimize::space::SpaceShape;
     use crate::optimize::task::GroupRanking;
+    use secateur_graph::Graph;
     use secateur_graph::zoo::{ZooConfig, ZooModel, build};
     use secateur_prune::structured::GroupCriterion;
 
-    #[test]
-    fn an_allocation_becomes_a_genome_that_decodes_to_it() {
+    /// LeNet's space by L2 ranking, with weights, scales within `scale_range`, with or
+    /// without int8 and bf16.
+    fn lenet_space(scale_range: (f64, f64), int8: bool, bf16: bool) -> (Graph, SearchSpace) {
         let g = build(ZooModel::Lenet5Bn, &ZooConfig::default()).unwrap();
         let ranking = GroupRanking {
             criterion: GroupCriterion::L2,
             data: None,
             kinds: Vec::new(),
             weights: true,
-            scale_range: (0.0, 2.5),
+            scale_range,
         };
         let shape = SpaceShape {
-            int8: false,
-            bf16: false,
+            int8,
+            bf16,
             blocks: false,
             round_to: 1,
         };
         let none = HashMap::new();
         let space = SearchSpace::derive(&g, &shape, &ranking, &none, &none).unwrap();
+        (g, space)
+    }
+
+    #[test]
+    fn an_allocation_becomes_a_genome_that_decodes_to_it() {
+        let (_, space) = lenet_space((0.0, 2.5), false, false);
         assert!(space.groups.len() >= 2);
         let wanted: HashMap<String, f64> = space
             .groups
@@ -251,23 +259,8 @@ mod tests {
 
     #[test]
     fn every_arithmetic_of_the_space_decodes_and_has_its_baseline_methods() {
-        let g = build(ZooModel::Lenet5Bn, &ZooConfig::default()).unwrap();
-        let ranking = GroupRanking {
-            criterion: GroupCriterion::L2,
-            data: None,
-            kinds: Vec::new(),
-            weights: true,
-            scale_range: (0.4, 1.6),
-        };
-        let none = HashMap::new();
         for (int8, bf16) in [(false, false), (true, false), (false, true), (true, true)] {
-            let shape = SpaceShape {
-                int8,
-                bf16,
-                blocks: false,
-                round_to: 1,
-            };
-            let space = SearchSpace::derive(&g, &shape, &ranking, &none, &none).unwrap();
+            let (g, space) = lenet_space((0.4, 1.6), int8, bf16);
             let options = space.arithmetics();
             // int8 keeps its option index of the spaces before bf16
             assert_eq!(options.len(), 1 + int8 as usize + bf16 as usize);
