@@ -57,6 +57,30 @@ fn convert_round_trips_and_inspect_reads_the_file() {
         text.contains("layer1.0.add") && text.contains("total"),
         "{text}"
     );
+    // marked bf16: secateur's runtime runs it in bf16 (bench says so), back to f32 on request
+    let c = dir.path().join("c.onnx");
+    let (a_s, c_s) = (a.to_str().unwrap(), c.to_str().unwrap());
+    let out = secateur(&["convert", a_s, c_s, "--precision", "bf16"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("runs in bf16"));
+    let bench = ["bench", c_s, "--batch", "1", "--budget-ms", "50", "--json"];
+    let out = secateur(&bench);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["precision"], "bf16");
+    let out = secateur(&["convert", c_s, b.to_str().unwrap(), "--precision", "f32"]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let out = secateur(&["convert", a_s, c_s, "--precision", "fp16"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--precision") && err.contains("f32, bf16"),
+        "{err}"
+    );
 }
 
 #[test]
