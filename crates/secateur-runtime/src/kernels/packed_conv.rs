@@ -170,8 +170,9 @@ impl PackedGeometry {
     }
 
     /// The input pieces one output pixel reads, as (element offset from its first tap,
-    /// length) in packed order: a filter row of `kw · cp` contiguous elements when undilated,
-    /// else one tap's `cp`. Every length is a multiple of the group.
+    /// length) in packed order: its `kh` windows in a copy of windows, else a filter row of
+    /// `kw · cp` contiguous elements when undilated, or one tap's `cp`. Every length is a
+    /// multiple of the group.
     fn pieces(&self, wp: usize) -> Vec<(usize, usize)> {
         let [kh, kw] = self.kernel;
         let [dh, dw] = self.dilations;
@@ -188,7 +189,7 @@ impl PackedGeometry {
         }
     }
 
-    /// Converts `x` (`[h][w][c_in]`) into the copy `out` (padded, or subsampled) with
+    /// Converts `x` (`[h][w][c_in]`) into the copy `out` (padded, subsampled, or windows) with
     /// `convert` (source values to as many elements); borders and the extra channels hold
     /// `pad`. Rows in parallel when `threads > 1`.
     pub(super) fn fill_copy<T: Copy + Send + Sync>(
