@@ -12,7 +12,7 @@ use secateur_runtime::{ExecPlan, PlanConfig};
 use secateur_train::{EvalReport, Tally};
 
 /// Evaluates `graph` on `data` in secateur's runtime at `precision` (bf16 also when the graph
-/// itself asks for it), `batch` samples per run.
+/// itself asks for it: plans take it from the graph), `batch` samples per run.
 pub fn evaluate_in_runtime(
     graph: &Graph,
     data: &Dataset,
@@ -25,10 +25,6 @@ pub fn evaluate_in_runtime(
         bail!("data set '{}' is empty", data.name);
     }
     let batch = batch.clamp(1, data.len());
-    let precision = match graph.precision {
-        Precision::Bf16 => Precision::Bf16,
-        Precision::F32 => precision,
-    };
     let threads = rayon::current_num_threads();
     let config = PlanConfig {
         precision,
