@@ -150,6 +150,51 @@ fn check_conv(
 
 /// The int8 kernel against the reference convolution of the values it represents: the input
 /// quantized and dequantized by `quant`, the weights `q · scale` per output channel.
+/// A reference convolution of the values a reduced-precision kernel stands for, with a random
+/// residual: the expected channels-last output of the whole tail.
+struct Case {
+    ho: usize,
+    wo: usize,
+    want: Vec<f32>,
+    /// The residual, channels-last.
+    residual: Vec<f32>,
+}
+
+impl Case {
+    fn new(
+        conv: &Conv,
+        [c_in, c_out, h, w]: [usize; 4],
+        (x, wt, bias): (Vec<f32>, Vec<f32>, &[f32]),
+        tail: Tail,
+        rng: &mut ChaCha8Rng,
+    ) -> Self {
+        let [k0, k1] = conv.kernel;
+        let y = conv
+            .eval(&[
+                &Tensor::new(vec![1, c_in, h, w], x).unwrap(),
+                &Tensor::new(vec![c_out, c_in, k0, k1], wt).unwrap(),
+                &Tensor::new(vec![c_out], bias.to_vec()).unwrap(),
+            ])
+            .unwrap()
+            .remove(0);
+        let (ho, wo) = (y.shape()[2], y.shape()[3]);
+        let r = random(c_out * ho * wo, rng);
+        Case {
+            ho,
+            wo,
+            want: nhwc(&finish(y.data(), &tail, &r), c_out, ho * wo),
+            residual: nhwc(&r, c_out, ho * wo),
+        }
+    }
+}
+
+fn pool_of(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check_int8(
     conv: &Conv,
@@ -176,22 +221,14 @@ fn check_int8(
         .collect();
     let bias = random(c_out, &mut rng);
     let xq: Vec<f32> = x.iter().map(|&v| quant.fake(v)).collect();
-    let y = conv
-        .eval(&[
-            &Tensor::new(vec![1, c_in, h, w], xq).unwrap(),
-            &Tensor::new(vec![c_out, c_in, k0, k1], wt).unwrap(),
-            &Tensor::new(vec![c_out], bias.clone()).unwrap(),
-        ])
-        .unwrap()
-        .remove(0);
-    let (ho, wo) = (y.shape()[2], y.shape()[3]);
-    let r = random(c_out * ho * wo, &mut rng);
-    let want = nhwc(&finish(y.data(), &tail, &r), c_out, ho * wo);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    let (xn, rn) = (nhwc(&x, c_in, h * w), nhwc(&r, c_out, ho * wo));
+    let Case {
+        ho,
+        wo,
+        want,
+        residual: rn,
+    } = Case::new(conv, [c_in, c_out, h, w], (xq, wt, &bias), tail, &mut rng);
+    let pool = pool_of(threads);
+    let xn = nhwc(&x, c_in, h * w);
     for isa in Isa::available() {
         let k = NhwcInt8Conv::new(isa, conv, c_in, c_out, &q, &scales, &bias, quant, tail)
             .expect("an ungrouped convolution");
@@ -259,22 +296,15 @@ fn check_bf16(
     let wt = random(c_out * c_in * k0 * k1, &mut rng);
     let bias = random(c_out, &mut rng);
     let rounded = |v: &[f32]| v.iter().map(|&v| round_bf16(v)).collect::<Vec<f32>>();
-    let y = conv
-        .eval(&[
-            &Tensor::new(vec![1, c_in, h, w], rounded(&x)).unwrap(),
-            &Tensor::new(vec![c_out, c_in, k0, k1], rounded(&wt)).unwrap(),
-            &Tensor::new(vec![c_out], bias.clone()).unwrap(),
-        ])
-        .unwrap()
-        .remove(0);
-    let (ho, wo) = (y.shape()[2], y.shape()[3]);
-    let r = random(c_out * ho * wo, &mut rng);
-    let want = nhwc(&finish(y.data(), &tail, &r), c_out, ho * wo);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    let (xn, rn) = (nhwc(&x, c_in, h * w), nhwc(&r, c_out, ho * wo));
+    let (xr, wr) = (rounded(&x), rounded(&wt));
+    let Case {
+        ho,
+        wo,
+        want,
+        residual: rn,
+    } = Case::new(conv, [c_in, c_out, h, w], (xr, wr, &bias), tail, &mut rng);
+    let pool = pool_of(threads);
+    let xn = nhwc(&x, c_in, h * w);
     for isa in Isa::available() {
         let k = NhwcBf16Conv::new(isa, conv, c_in, c_out, &wt, &bias, tail)
             .expect("an ungrouped convolution");

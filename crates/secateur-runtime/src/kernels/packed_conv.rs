@@ -220,7 +220,7 @@ impl PackedGeometry {
                 return;
             };
             // few channels (a first layer's 3): the whole row at once, then spread out
-            if c <= 4 && !sub {
+            if c < 16 && !sub {
                 let mut narrow = vec![pad; w * c];
                 convert(&x[yy * w * c..(yy + 1) * w * c], &mut narrow);
                 let (before, rest) = out.split_at_mut(left * cp);
@@ -229,10 +229,6 @@ impl PackedGeometry {
                 after.fill(pad);
                 spread(&narrow, row, c, cp, pad);
                 return;
-            }
-            let mut narrow = vec![pad; if c < 16 && !sub { w * c } else { 0 }];
-            if !narrow.is_empty() {
-                convert(&x[yy * w * c..(yy + 1) * w * c], &mut narrow);
             }
             for (j, px) in out.chunks_exact_mut(cp).enumerate() {
                 let src_col = if sub {
@@ -244,12 +240,8 @@ impl PackedGeometry {
                     px.fill(pad);
                     continue;
                 };
-                if narrow.is_empty() {
-                    let at = (yy * w + xx) * c;
-                    convert(&x[at..at + c], &mut px[..c]);
-                } else {
-                    px[..c].copy_from_slice(&narrow[xx * c..(xx + 1) * c]);
-                }
+                let at = (yy * w + xx) * c;
+                convert(&x[at..at + c], &mut px[..c]);
                 px[c..].fill(pad);
             }
         };
@@ -353,9 +345,9 @@ impl PackedGeometry {
     }
 }
 
-/// Pixels of `c ≤ 4` values in `src` to pixels of `cp` in `dst`, the extra values `pad`: fixed-
-/// size moves per pixel (a library copy and fill per pixel of three values cost more than
-/// the values).
+/// Pixels of `c` values in `src` to pixels of `cp` in `dst`, the extra values `pad`: fixed-size
+/// moves per pixel for up to four channels (a library copy and fill per pixel of three values
+/// cost more than the values).
 fn spread<T: Copy>(src: &[T], dst: &mut [T], c: usize, cp: usize, pad: T) {
     fn pixels<T: Copy, const C: usize, const CP: usize>(src: &[T], dst: &mut [T], pad: T) {
         for (s, d) in src.chunks_exact(C).zip(dst.chunks_exact_mut(CP)) {
