@@ -1,15 +1,17 @@
 //! Times the NHWC implicit-GEMM convolution on one layer, the Winograd kernel where it
 //! applies (3×3), the int8 kernel (ungrouped, quantizing its input in the timed call) and the
-//! bf16 kernel (ungrouped, rounding its input in the timed call), and prints GFLOP/s (GOP/s for
+//! bf16 kernel (ungrouped, rounding its input in the timed call), the stem kernel (few input
+//! channels, reading NCHW or NHWC), and prints GFLOP/s (GOP/s for
 //! int8) of the direct sum's operations:
 //! `nhwc_speed C_IN C_OUT HW K [PAD]` (`SILU=1` fuses a SiLU, `THREADS=N` splits one sample,
-//! `STRIDE=S` strides the convolution, `CONV_GROUPS=G` groups it, `ISA=avx2` skips AVX-512).
+//! `STRIDE=S` strides the convolution, `CONV_GROUPS=G` groups it, `ISA=avx2` skips AVX-512, `ONLY=NAME` times one kernel).
 use secateur_graph::Conv;
 use secateur_runtime::harness::{Budget, measure, probe};
 use secateur_runtime::kernels::epilogue::Tail;
 use secateur_runtime::kernels::nhwc_bf16::NhwcBf16Conv;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
 use secateur_runtime::kernels::nhwc_int8::NhwcInt8Conv;
+use secateur_runtime::kernels::nhwc_stem::{NhwcStemConv, StemInput};
 use secateur_runtime::kernels::winograd::NhwcWinograd;
 
 fn main() {
@@ -64,28 +66,51 @@ fn main() {
         let one = probe(&mut *f);
         measure(&mut *f, Budget::for_duration(one, 500.0)).median_ms
     };
-    let ms = time(&mut || {
-        team.enter(|| packed.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
-    });
-    report("gemm", ms);
-    if let Some(wino) = NhwcWinograd::new(isa, &conv, ci, co, &w, &bias, tail) {
+    let wanted = |name: &str| std::env::var("ONLY").map_or(true, |only| only == name);
+    if wanted("gemm") {
+        let ms = time(&mut || {
+            team.enter(|| packed.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
+        });
+        report("gemm", ms);
+    }
+    if let Some(wino) =
+        NhwcWinograd::new(isa, &conv, ci, co, &w, &bias, tail).filter(|_| wanted("winograd"))
+    {
         let mut scratch = vec![0.0; wino.scratch_len(hw, hw)];
         let ms = time(&mut || {
             team.enter(|| wino.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
         });
         report("winograd", ms);
     }
+    for (name, input) in [
+        ("stem-nchw", StemInput::Nchw),
+        ("stem-nhwc", StemInput::Nhwc),
+    ] {
+        if let Some(stem) =
+            NhwcStemConv::new(isa, &conv, ci, co, &w, &bias, tail, input).filter(|_| wanted(name))
+        {
+            let mut scratch = vec![0.0; stem.scratch_len(hw, hw)];
+            let ms = time(&mut || {
+                team.enter(|| stem.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
+            });
+            report(name, ms);
+        }
+    }
     let q: Vec<i8> = (0..w.len()).map(|i| ((i * 7) % 255) as i8).collect();
     let scales = vec![0.01; co];
     let quant = secateur_graph::ActQuant::from_range(0.0, 0.2);
-    if let Some(int8) = NhwcInt8Conv::new(isa, &conv, ci, co, &q, &scales, &bias, quant, tail) {
+    if let Some(int8) = NhwcInt8Conv::new(isa, &conv, ci, co, &q, &scales, &bias, quant, tail)
+        .filter(|_| wanted("int8"))
+    {
         let mut scratch = vec![0u8; int8.scratch_bytes(hw, hw)];
         let ms = time(&mut || {
             team.enter(|| int8.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
         });
         report("int8", ms);
     }
-    if let Some(bf16) = NhwcBf16Conv::new(isa, &conv, ci, co, &w, &bias, tail) {
+    if let Some(bf16) =
+        NhwcBf16Conv::new(isa, &conv, ci, co, &w, &bias, tail).filter(|_| wanted("bf16"))
+    {
         let mut scratch = vec![0u16; bf16.scratch_len(hw, hw)];
         let ms = time(&mut || {
             team.enter(|| bf16.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))

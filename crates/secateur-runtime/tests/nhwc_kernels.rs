@@ -22,6 +22,7 @@ use secateur_runtime::kernels::nhwc_bf16::NhwcBf16Conv;
 use secateur_runtime::kernels::nhwc_conv::NhwcConv;
 use secateur_runtime::kernels::nhwc_int8::NhwcInt8Conv;
 use secateur_runtime::kernels::nhwc_ops::{self, NhwcDepthwise};
+use secateur_runtime::kernels::nhwc_stem::{NhwcStemConv, StemInput};
 use secateur_runtime::kernels::winograd::NhwcWinograd;
 use secateur_runtime::ops;
 
@@ -185,6 +186,67 @@ impl Case {
             want: nhwc(&finish(y.data(), &tail, &r), c_out, ho * wo),
             residual: nhwc(&r, c_out, ho * wo),
         }
+    }
+}
+
+/// The stem kernel (few input channels, vectorised over output pixels) against the reference
+/// convolution, reading NCHW and NHWC input; it must apply wherever its limits say it does.
+#[allow(clippy::too_many_arguments)]
+fn check_stem(
+    conv: &Conv,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    tail: Tail,
+    threads: usize,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let [k0, k1] = conv.kernel;
+    let x = random(c_in * h * w, &mut rng);
+    let wt = random(c_out * c_in * k0 * k1, &mut rng);
+    let bias = random(c_out, &mut rng);
+    let case = Case::new(
+        conv,
+        [c_in, c_out, h, w],
+        (x.clone(), wt.clone(), &bias),
+        tail,
+        &mut rng,
+    );
+    let pool = pool_of(threads);
+    for (input, data) in [
+        (StemInput::Nchw, x.clone()),
+        (StemInput::Nhwc, nhwc(&x, c_in, h * w)),
+    ] {
+        let stem = NhwcStemConv::new(Isa::detect(), conv, c_in, c_out, &wt, &bias, tail, input);
+        let Some(stem) = stem else {
+            assert!(
+                Isa::detect() != Isa::Avx512,
+                "the stem kernel refused {conv:?} {c_in}->{c_out}"
+            );
+            return;
+        };
+        let mut out = vec![f32::NAN; c_out * case.ho * case.wo];
+        let mut scratch = vec![f32::NAN; stem.scratch_len(h, w)];
+        pool.install(|| {
+            stem.run(
+                &data,
+                h,
+                w,
+                case.ho,
+                case.wo,
+                &mut out,
+                Some(&case.residual),
+                &mut scratch,
+                threads,
+            )
+        });
+        assert_close(
+            &out,
+            &case.want,
+            &format!("stem {input:?} {conv:?} {c_in}->{c_out}"),
+        );
     }
 }
 
@@ -511,6 +573,18 @@ proptest! {
         prop_assume!(h + pads[0] + pads[2] >= span && w + pads[1] + pads[3] >= span);
         let conv = Conv { kernel: [k, k], strides: [stride, stride], pads, dilations: [dil, dil], groups };
         check_conv(&conv, groups * cin_g, groups * cout_g, h, w, tail_of(t), threads, seed);
+    }
+
+    #[test]
+    fn stem_convolution_matches_the_reference(
+        c_in in 1usize..5, c_out in 1usize..40, kh in 1usize..6, kw in 1usize..6,
+        h in 1usize..40, w in 1usize..40, pads in proptest::array::uniform4(0usize..3),
+        sh in 1usize..4, sw in 1usize..4, t in 0u8..32, threads in 1usize..3, seed in 0u64..1000,
+    ) {
+        prop_assume!(c_in * kh * kw <= 75);
+        prop_assume!(h + pads[0] + pads[2] >= kh && w + pads[1] + pads[3] >= kw);
+        let conv = Conv { kernel: [kh, kw], strides: [sh, sw], pads, dilations: [1, 1], groups: 1 };
+        check_stem(&conv, c_in, c_out, h, w, tail_of(t), threads, seed);
     }
 
     #[test]

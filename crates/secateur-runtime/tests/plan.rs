@@ -432,6 +432,46 @@ fn constant_padding_and_winograd_layers_match_the_reference_in_both_layouts() {
     assert!(formats.contains(&"nhwc-winograd"), "{formats:?}");
 }
 
+/// A first layer of few input channels runs on the stem kernel reading the graph's NCHW
+/// input (no conversion step before it); one reading another layer's channels-last output
+/// reads NHWC. Both equal the reference.
+#[test]
+fn stem_convolutions_read_either_layout_and_match_the_reference() {
+    use secateur_graph::GraphBuilder;
+    use secateur_runtime::kernels::Isa;
+    let (mut b, x) = GraphBuilder::new("stem", &[3, 23, 30], 5);
+    let a = b.conv("a", &x, 12, 3, 2, 1, 1, true).unwrap();
+    let c = b.conv("c", &a, 3, 1, 1, 0, 1, true).unwrap();
+    let d = b.conv("d", &c, 20, 5, 1, 2, 1, true).unwrap();
+    let g = b.finish(&d).unwrap();
+    for (batch, threads) in [(1, 1), (1, 2), (3, 2)] {
+        check("stem", &g, FormatPolicy::Dense, batch, threads);
+        check("stem", &g, FormatPolicy::Measure, batch, threads);
+    }
+    if Isa::detect() != Isa::Avx512 {
+        return;
+    }
+    let mut plan = ExecPlan::compile(
+        &g,
+        PlanConfig {
+            policy: FormatPolicy::Dense,
+            layout: LayoutPolicy::ChannelsLast,
+            ..PlanConfig::new(1, 1)
+        },
+    )
+    .unwrap();
+    let formats: Vec<&str> = plan.layers.iter().map(|c| c.format.as_str()).collect();
+    assert_eq!(formats, ["nhwc-stem", "nhwc-gemm", "nhwc-stem"]);
+    let input = vec![0.5f32; 3 * 23 * 30];
+    let steps: Vec<String> = plan
+        .run_profiled(&[&input])
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!steps.iter().any(|s| s.contains("to_nhwc")), "{steps:?}");
+}
+
 #[test]
 fn one_sample_plans_with_a_batched_classifier_match_the_reference() {
     use secateur_graph::GraphBuilder;

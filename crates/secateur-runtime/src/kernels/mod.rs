@@ -34,6 +34,7 @@ mod nhwc_maxpool512;
 pub mod nhwc_ops;
 #[cfg(target_arch = "x86_64")]
 mod nhwc_span512;
+pub mod nhwc_stem;
 pub mod nm;
 mod packed_conv;
 pub mod padding;

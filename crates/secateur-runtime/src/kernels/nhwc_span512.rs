@@ -53,14 +53,14 @@ pub(super) struct Span<'a> {
 
 /// What the epilogue does with one element-wise function.
 #[derive(Clone, Copy)]
-enum Step {
+pub(super) enum Step {
     Nothing,
     Clamp(f32, f32),
     Other(Pointwise),
 }
 
 impl Step {
-    fn of(f: Option<Pointwise>) -> Step {
+    pub(super) fn of(f: Option<Pointwise>) -> Step {
         match f {
             None => Step::Nothing,
             Some(f) => f
@@ -255,7 +255,10 @@ unsafe fn store<const M: usize, const NP: usize>(
 /// else out of line (inlined, the long functions made the compiler spill the product loop's
 /// accumulators).
 #[inline(always)]
-unsafe fn apply<const M: usize, const NP: usize>(step: Step, acc: &mut [[__m512; NP]; M]) {
+pub(super) unsafe fn apply<const M: usize, const NP: usize>(
+    step: Step,
+    acc: &mut [[__m512; NP]; M],
+) {
     unsafe {
         match step {
             Step::Nothing => {}

@@ -130,6 +130,9 @@ impl<'a> Builder<'a> {
             node: ni,
             config: self.config,
             nhwc: false,
+            data_nchw: node.inputs.first().is_some_and(|v| {
+                self.layout.get(v).is_none_or(|&l| l == Layout::Nchw) || !self.layout_matters(v)
+            }),
         };
         let op = lower::lowering(&node.op);
         let view = node.op.class() == OpClass::View;
@@ -148,11 +151,31 @@ impl<'a> Builder<'a> {
             };
         cx.nhwc = nhwc;
         let want = if nhwc { Layout::Nhwc } else { Layout::Nchw };
+        if let Some(v) = node
+            .inputs
+            .iter()
+            .find(|v| !self.value_buf.contains_key(*v) && !self.graph.initializers.contains_key(*v))
+        {
+            return Err(err(&name, format!("input '{v}' is not available")));
+        }
+        // views of activations alias their input's buffer: no data movement
+        let aliased = view
+            && node
+                .inputs
+                .first()
+                .is_some_and(|v| self.value_buf.contains_key(v));
+        let lowered = if aliased { None } else { Some(op.lower(&cx)?) };
+        let reads_nchw = lowered.as_ref().is_some_and(|l| l.reads_nchw);
         let mut in_bufs = Vec::new();
         let mut consts = Vec::new();
         for (k, v) in node.inputs.iter().enumerate() {
             if self.value_buf.contains_key(v) {
-                in_bufs.push(self.buffer_in(v, want)?);
+                let layout = if k == 0 && reads_nchw {
+                    Layout::Nchw
+                } else {
+                    want
+                };
+                in_bufs.push(self.buffer_in(v, layout)?);
             } else if let Some(t) = self.graph.initializers.get(v) {
                 in_bufs.push(usize::MAX);
                 consts.push((k, t.data().to_vec()));
@@ -160,9 +183,6 @@ impl<'a> Builder<'a> {
                 return Err(err(&name, format!("input '{v}' is not available")));
             }
         }
-        // views of activations alias their input's buffer: no data movement
-        let aliased = view && in_bufs[0] != usize::MAX;
-        let lowered = if aliased { None } else { Some(op.lower(&cx)?) };
         // a quantized activation entering this node, unless its kernel quantizes it
         if let Some(q) = self.quantization_of(&name)
             && in_bufs[0] != usize::MAX

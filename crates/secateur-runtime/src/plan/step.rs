@@ -13,6 +13,7 @@ use crate::kernels::nhwc_bf16::NhwcBf16Conv;
 use crate::kernels::nhwc_conv::NhwcConv;
 use crate::kernels::nhwc_int8::NhwcInt8Conv;
 use crate::kernels::nhwc_ops::{self, NhwcDepthwise};
+use crate::kernels::nhwc_stem::{NhwcStemConv, StemInput};
 use crate::kernels::sparse_conv::SparseConv;
 use crate::kernels::winograd::NhwcWinograd;
 use crate::kernels::{Activation, Epilogue, Isa, Tail, WeightKernel, dense};
@@ -84,6 +85,8 @@ pub(super) enum NhwcKernel {
     Int8(NhwcInt8Conv),
     /// Rounds its f32 input to bf16 itself.
     Bf16(NhwcBf16Conv),
+    /// Few input channels, vectorised over output pixels; reads NCHW or NHWC.
+    Stem(NhwcStemConv),
 }
 
 #[derive(Clone)]
@@ -685,6 +688,12 @@ impl StepKind {
     pub(super) fn quantizes_input(&self) -> bool {
         matches!(self, StepKind::NhwcConv(s) if matches!(s.kernel, NhwcKernel::Int8(_)))
     }
+
+    /// Whether the step reads its data input channels-first (a stem convolution on NCHW).
+    pub(super) fn reads_nchw(&self) -> bool {
+        matches!(self, StepKind::NhwcConv(s)
+            if matches!(&s.kernel, NhwcKernel::Stem(k) if k.input == StemInput::Nchw))
+    }
 }
 
 impl NhwcKernel {
@@ -695,6 +704,7 @@ impl NhwcKernel {
             NhwcKernel::Depthwise(k) => &k.tail,
             NhwcKernel::Int8(k) => &k.tail,
             NhwcKernel::Bf16(k) => &k.tail,
+            NhwcKernel::Stem(k) => &k.tail,
         }
     }
 }
@@ -740,6 +750,7 @@ fn run_nhwc_conv(
             NhwcKernel::Gemm(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
             NhwcKernel::Winograd(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
             NhwcKernel::Depthwise(k) => k.run(isa, xs, h, w, ho, wo, y, rs, threads),
+            NhwcKernel::Stem(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
             NhwcKernel::Int8(k) => {
                 // SAFETY: any bytes are valid `u8`s, and the view covers the floats' memory.
                 let bytes = unsafe {

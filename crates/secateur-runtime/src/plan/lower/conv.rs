@@ -29,7 +29,7 @@ impl RuntimeOp for Conv {
         let depthwise = self.is_depthwise(prep.xs[1]);
         let shell = Lowered::layer_shell(&prep);
         let (kind, choice) = if cx.nhwc {
-            super::conv_nhwc::lower(self, prep)
+            super::conv_nhwc::lower(self, prep, cx.data_nchw)
         } else if depthwise {
             lower_depthwise(self, prep)
         } else {

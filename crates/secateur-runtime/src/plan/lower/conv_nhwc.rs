@@ -12,11 +12,11 @@ use super::weights::Prepared;
 use crate::harness::{Budget, measure_interleaved, probe};
 use crate::kernels::bf16::bf16_runs_fast;
 use crate::kernels::epilogue::Tail;
-use crate::kernels::isa::Isa;
 use crate::kernels::nhwc_bf16::NhwcBf16Conv;
 use crate::kernels::nhwc_conv::NhwcConv;
 use crate::kernels::nhwc_int8::{NhwcInt8Conv, int8_runs_fast};
 use crate::kernels::nhwc_ops::NhwcDepthwise;
+use crate::kernels::nhwc_stem::{NhwcStemConv, StemInput};
 use crate::kernels::winograd::NhwcWinograd;
 use crate::plan::step::{NhwcConvStep, NhwcKernel, StepKind};
 use crate::plan::{FormatPolicy, LayerChoice, PlanConfig, Precision};
@@ -69,21 +69,65 @@ fn f32_beats_bf16(
         &mut || match f32k {
             NhwcKernel::Winograd(k) => k.run(&x, h, w, ho, wo, &mut yf, r, &mut sf, 1),
             NhwcKernel::Gemm(k) => k.run(&x, h, w, ho, wo, &mut yf, r, &mut sf, 1),
-            _ => {}
+            NhwcKernel::Stem(k) => k.run(&x, h, w, ho, wo, &mut yf, r, &mut sf, 1),
+            NhwcKernel::Depthwise(_) | NhwcKernel::Int8(_) | NhwcKernel::Bf16(_) => {
+                unreachable!("f32_kernel returns Winograd, stem or implicit-GEMM kernels")
+            }
         },
         &mut || kb.run(&x, h, w, ho, wo, &mut yb, r, &mut sb, 1),
     )
 }
 
-/// The f32 kernel of an ungrouped convolution: Winograd where it pays, else the implicit
-/// GEMM; with its format name and scratch (in floats).
+/// Output channels up to which an unmeasured plan runs a convolution the stem kernel takes
+/// on it. On 3×3 stride-2 first layers at 224 × 224 (`nhwc_speed`, one thread) the stem kernel
+/// ran 8, 12 and 24 channels 1.3–1.5× faster than the implicit GEMM, whose 16-channel panels
+/// they leave part empty, and 16 and 32 channels level; reading the input channels-first also
+/// saves the layout conversion before the layer (about 0.03 ms there), so then it runs up to
+/// 32 channels.
+const STEM_CHANNELS: [usize; 2] = [24, 32];
+
+/// Whether an unmeasured plan runs the layer on the stem kernel.
+fn stem_by_rule(stem: &NhwcStemConv) -> bool {
+    match stem.input {
+        StemInput::Nchw => stem.c_out <= STEM_CHANNELS[1],
+        StemInput::Nhwc => stem.c_out <= STEM_CHANNELS[0] && !stem.c_out.is_multiple_of(16),
+    }
+}
+
+/// Whether the stem kernel runs a layer faster than the implicit GEMM (as [`faster`]),
+/// counting the layout conversion the GEMM needs when the stem reads channels-first input.
+fn stem_pays(stem: &NhwcStemConv, gemm: &NhwcConv, [h, w, ho, wo]: [usize; 4]) -> bool {
+    let x = vec![0.0f32; h * w * stem.c_in];
+    let mut xt = x.clone();
+    let out_len = ho * wo * stem.c_out;
+    let (mut ys, mut yg) = (vec![0.0f32; out_len], vec![0.0f32; out_len]);
+    let mut ss = vec![0.0f32; stem.scratch_len(h, w)];
+    let mut sg = vec![0.0f32; gemm.scratch_len(h, w)];
+    let residual = stem.tail.residual.then(|| vec![0.0f32; out_len]);
+    let r = residual.as_deref();
+    faster(
+        &mut || stem.run(&x, h, w, ho, wo, &mut ys, r, &mut ss, 1),
+        &mut || {
+            if stem.input == StemInput::Nchw {
+                crate::kernels::nhwc_ops::to_nhwc(&x, stem.c_in, h * w, &mut xt);
+            }
+            gemm.run(&xt, h, w, ho, wo, &mut yg, r, &mut sg, 1)
+        },
+    )
+}
+
+/// The f32 kernel of an ungrouped convolution: Winograd where it pays, the stem kernel for
+/// few input channels (reading the input channels-first when it is so in memory) where it
+/// pays, else the implicit GEMM; with its format name and scratch (in floats).
 fn f32_kernel(
-    isa: Isa,
+    config: &PlanConfig,
     c: &Conv,
     [c_in, c_out]: [usize; 2],
     (weight, bias, tail): (&[f32], &[f32], Tail),
-    [h, w, ho, wo]: [usize; 4],
+    dims @ [h, w, ho, wo]: [usize; 4],
+    input: StemInput,
 ) -> (NhwcKernel, &'static str, usize) {
+    let isa = config.isa;
     if let Some(k) = NhwcWinograd::pays(isa, c, c_in, c_out, ho, wo)
         .then(|| NhwcWinograd::new(isa, c, c_in, c_out, weight, bias, tail))
         .flatten()
@@ -92,6 +136,16 @@ fn f32_kernel(
         return (NhwcKernel::Winograd(k), "nhwc-winograd", scratch);
     }
     let k = NhwcConv::new(isa, c, c_in, c_out, weight, bias, tail);
+    if let Some(stem) = NhwcStemConv::new(isa, c, c_in, c_out, weight, bias, tail, input)
+        && if config.policy == FormatPolicy::Measure {
+            stem_pays(&stem, &k, dims)
+        } else {
+            stem_by_rule(&stem)
+        }
+    {
+        let scratch = stem.scratch_len(h, w);
+        return (NhwcKernel::Stem(stem), "nhwc-stem", scratch);
+    }
     let scratch = k.scratch_len(h, w);
     (NhwcKernel::Gemm(k), "nhwc-gemm", scratch)
 }
@@ -107,6 +161,7 @@ fn bf16_kernel(
     channels @ [c_in, c_out]: [usize; 2],
     params @ (weight, bias, tail): (&[f32], &[f32], Tail),
     dims @ [h, w, _, _]: [usize; 4],
+    input: StemInput,
 ) -> Option<(NhwcKernel, &'static str, usize)> {
     if config.precision != Precision::Bf16 || c.groups > 1 {
         return None;
@@ -119,7 +174,7 @@ fn bf16_kernel(
     }
     let kb = NhwcBf16Conv::new(isa, c, c_in, c_out, weight, bias, tail)?;
     if config.policy == FormatPolicy::Measure {
-        let alt = f32_kernel(isa, c, channels, params, dims);
+        let alt = f32_kernel(config, c, channels, params, dims, input);
         if f32_beats_bf16(&alt.0, alt.2, &kb, dims) {
             return Some(alt);
         }
@@ -128,8 +183,9 @@ fn bf16_kernel(
     Some((NhwcKernel::Bf16(kb), "nhwc-bf16", scratch))
 }
 
-/// The channels-last step of convolution `c` and its reported choice.
-pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
+/// The channels-last step of convolution `c` and its reported choice; `data_nchw` says
+/// whether its input is channels-first in memory (a stem kernel may then read it as it is).
+pub(super) fn lower(c: &Conv, prep: Prepared, data_nchw: bool) -> (StepKind, LayerChoice) {
     let Prepared {
         name,
         config,
@@ -147,6 +203,11 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
     let (c_in, h, w) = (xs[1], xs[2], xs[3]);
     let (c_out, ho, wo) = (out_shape[1], out_shape[2], out_shape[3]);
     let depthwise = c.is_depthwise(c_in) && c_out == c_in;
+    let input = if data_nchw {
+        StemInput::Nchw
+    } else {
+        StemInput::Nhwc
+    };
     let int8 = int8
         .filter(|_| int8_runs_fast(config.isa) && !depthwise)
         .and_then(|f| {
@@ -175,15 +236,17 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
         [c_in, c_out],
         (fused.weight.data(), &fused.bias, fused.tail),
         [h, w, ho, wo],
+        input,
     ) {
         chosen
     } else {
         f32_kernel(
-            config.isa,
+            &config,
             c,
             [c_in, c_out],
             (fused.weight.data(), &fused.bias, fused.tail),
             [h, w, ho, wo],
+            input,
         )
     };
     let weight_bytes = match &kernel {
@@ -192,6 +255,7 @@ pub(super) fn lower(c: &Conv, prep: Prepared) -> (StepKind, LayerChoice) {
         NhwcKernel::Depthwise(k) => k.bytes(),
         NhwcKernel::Int8(k) => k.bytes(),
         NhwcKernel::Bf16(k) => k.bytes(),
+        NhwcKernel::Stem(k) => k.bytes(),
     };
     // samples run in parallel when the batch fills the threads; else one sample is split,
     // unless the layer is too small to pay for waking the other threads

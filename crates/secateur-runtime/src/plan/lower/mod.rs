@@ -28,6 +28,9 @@ pub(crate) struct LowerCx<'a> {
     pub config: PlanConfig,
     /// Whether the node's rank-4 activations (inputs and output) are channels-last.
     pub nhwc: bool,
+    /// Whether the data input (the first) is channels-first in memory where it is now (the
+    /// graph's input, or the output of a channels-first step), before any conversion.
+    pub data_nchw: bool,
 }
 
 /// Whether an op runs on channels-last activations.
@@ -98,6 +101,9 @@ pub(crate) struct Lowered {
     /// Whether the step quantizes its data input itself (an int8 kernel), so the graph's
     /// quantization of that input needs no simulation step before it.
     pub quantizes_input: bool,
+    /// Whether the step reads its data input channels-first although it runs channels-last
+    /// (a stem convolution reading the graph's input), so no conversion precedes it.
+    pub reads_nchw: bool,
 }
 
 impl Lowered {
@@ -113,6 +119,7 @@ impl Lowered {
             data_only: false,
             residual: None,
             quantizes_input: false,
+            reads_nchw: false,
         }
     }
 
@@ -128,12 +135,14 @@ impl Lowered {
             data_only: true,
             residual: prep.fused.residual.clone(),
             quantizes_input: false,
+            reads_nchw: false,
         }
     }
 
     /// The shell with its step and kernel choice.
     fn with(mut self, kind: StepKind, choice: LayerChoice) -> Self {
         self.quantizes_input = kind.quantizes_input();
+        self.reads_nchw = kind.reads_nchw();
         self.kind = kind;
         self.choice = Some(choice);
         self
