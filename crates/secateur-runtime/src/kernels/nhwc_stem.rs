@@ -375,25 +375,33 @@ mod avx512 {
                     }
                     wt = wt.add(LANES);
                 }
-                // the bias and the first function on the pixel vectors, whose lanes are all
-                // real outputs
-                for c in 0..CB {
-                    let b = _mm512_set1_ps(*job.bias.add(c));
-                    for block in acc.iter_mut() {
-                        block[c] = _mm512_add_ps(block[c], b);
-                    }
-                }
-                apply(Step::of(job.tail.act), &mut acc);
-                let mut pixels = [[_mm512_setzero_ps(); 1]; LANES];
-                for g in 0..G {
-                    for c in 0..CB {
-                        pixels[g * CB + c][0] = acc[g][c];
-                    }
-                }
-                transpose(&mut pixels);
-                store::<CB, G>(job, j0, &pixels);
+                finish::<CB, G>(job, j0, &acc);
                 j0 += G * LANES;
             }
+        }
+    }
+
+    /// Bias and first function on the tile's pixel vectors (whose lanes are all real
+    /// outputs), the transposition and [`store`]. The functions run on a copy of the
+    /// accumulators: taking the accumulators' own address made the compiler keep them in
+    /// memory through the product loop (2× slower).
+    #[inline(always)]
+    unsafe fn finish<const CB: usize, const G: usize>(
+        job: &Job,
+        j0: usize,
+        acc: &[[__m512; CB]; G],
+    ) {
+        unsafe {
+            let mut pixels = [[_mm512_setzero_ps(); 1]; LANES];
+            for c in 0..CB {
+                let b = _mm512_set1_ps(*job.bias.add(c));
+                for g in 0..G {
+                    pixels[g * CB + c][0] = _mm512_add_ps(acc[g][c], b);
+                }
+            }
+            apply(Step::of(job.tail.act), &mut pixels);
+            transpose(&mut pixels);
+            store::<CB, G>(job, j0, &pixels);
         }
     }
 

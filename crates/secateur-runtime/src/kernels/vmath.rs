@@ -255,6 +255,22 @@ pub unsafe fn apply_all<const N: usize>(f: Pointwise, xs: &mut [__m512; N]) {
                     *v = _mm512_mul_ps(*v, sigmoid(*v));
                 }
             }
+            // the gates of MobileNetV3 (after most of its convolutions): constants hoisted
+            Pointwise::HardSigmoid { alpha, beta } => {
+                let (a, b) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+                let (zero, one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0));
+                for v in xs.iter_mut() {
+                    *v = _mm512_min_ps(_mm512_max_ps(_mm512_fmadd_ps(*v, a, b), zero), one);
+                }
+            }
+            Pointwise::HardSwish => {
+                let (a, b) = (_mm512_set1_ps(1.0 / 6.0), _mm512_set1_ps(0.5));
+                let (zero, one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0));
+                for v in xs.iter_mut() {
+                    let gate = _mm512_min_ps(_mm512_max_ps(_mm512_fmadd_ps(*v, a, b), zero), one);
+                    *v = _mm512_mul_ps(*v, gate);
+                }
+            }
             other => {
                 for v in xs.iter_mut() {
                     *v = apply(other, *v);
@@ -585,6 +601,22 @@ pub mod v256 {
                 Pointwise::Tanh => {
                     for x in xs.iter_mut() {
                         *x = tanh(*x);
+                    }
+                }
+                Pointwise::HardSigmoid { alpha, beta } => {
+                    let (a, b) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
+                    let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
+                    for x in xs.iter_mut() {
+                        *x = _mm256_min_ps(_mm256_max_ps(_mm256_fmadd_ps(*x, a, b), zero), one);
+                    }
+                }
+                Pointwise::HardSwish => {
+                    let (a, b) = (_mm256_set1_ps(1.0 / 6.0), _mm256_set1_ps(0.5));
+                    let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
+                    for x in xs.iter_mut() {
+                        let gate =
+                            _mm256_min_ps(_mm256_max_ps(_mm256_fmadd_ps(*x, a, b), zero), one);
+                        *x = _mm256_mul_ps(*x, gate);
                     }
                 }
                 other => {
