@@ -577,11 +577,11 @@ proptest! {
 
     #[test]
     fn stem_convolution_matches_the_reference(
-        c_in in 1usize..5, c_out in 1usize..40, kh in 1usize..6, kw in 1usize..6,
+        c_in in 1usize..5, c_out in 1usize..40, kh in 1usize..8, kw in 1usize..8,
         h in 1usize..40, w in 1usize..40, pads in proptest::array::uniform4(0usize..3),
         sh in 1usize..4, sw in 1usize..4, t in 0u8..32, threads in 1usize..3, seed in 0u64..1000,
     ) {
-        prop_assume!(c_in * kh * kw <= 75);
+        prop_assume!(c_in * kh * kw <= secateur_runtime::kernels::nhwc_stem::MAX_REDUCTION);
         prop_assume!(h + pads[0] + pads[2] >= kh && w + pads[1] + pads[3] >= kw);
         let conv = Conv { kernel: [kh, kw], strides: [sh, sw], pads, dilations: [1, 1], groups: 1 };
         check_stem(&conv, c_in, c_out, h, w, tail_of(t), threads, seed);

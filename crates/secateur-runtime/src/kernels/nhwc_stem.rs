@@ -28,9 +28,9 @@ pub enum StemInput {
 /// Most input channels a stem convolution takes: with more, the implicit GEMM's channel
 /// vectors are full and its reduction long.
 pub const MAX_INPUT_CHANNELS: usize = 4;
-/// Most values one output channel reduces (`c_in · kh · kw`, 3 × 5 × 5): the packed weights
-/// of a 16-channel panel stay in the L1 cache and the tap offsets on the stack.
-pub const MAX_REDUCTION: usize = 75;
+/// Most values one output channel reduces (`c_in · kh · kw`, 3 × 7 × 7 for ResNet's first
+/// layer): the packed weights of a 16-channel panel (9 KiB) stay in the L1 cache.
+pub const MAX_REDUCTION: usize = 147;
 
 /// Output pixels (lanes) and channels per vector tile.
 const LANES: usize = 16;
