@@ -254,6 +254,11 @@ pub fn run(
                         other => bail!("{} prunes unstructured or N:M, not {other}", cfg.criterion),
                     },
                     exclude: cfg.exclude.clone(),
+                    targets: match &cfg.scope {
+                        secateur_prune::weights::Scope::Targets(t) => t.clone(),
+                        _ => Default::default(),
+                    },
+                    bias_correction: w.bias_correction,
                 };
                 let layers = prune_sequentially(&mut g, &feeds, rows.as_deref(), &oc)?;
                 log(&format!(

@@ -77,6 +77,10 @@ pub struct WeightsRecipe {
     /// Batches used by data-dependent criteria (Taylor, Wanda).
     #[serde(default = "default_calibration")]
     pub calibration_batches: usize,
+    /// Wanda and SparseGPT: each pruned layer's bias absorbs the shift of its mean output on
+    /// the calibration inputs.
+    #[serde(default = "default_bias_correction")]
+    pub bias_correction: bool,
 }
 
 fn default_granularity() -> String {
@@ -96,6 +100,9 @@ fn default_alpha() -> f64 {
 }
 fn default_calibration() -> usize {
     8
+}
+fn default_bias_correction() -> bool {
+    true
 }
 
 /// Fine-tuning after (or during) pruning.

@@ -210,6 +210,8 @@ fn sparsegpt_and_wanda_beat_magnitude_on_a_tiny_bert() {
             sparsity: 0.5,
             nm: None,
             exclude: Vec::new(),
+            targets: Default::default(),
+            bias_correction: true,
         };
         let pruned = prune_sequentially(&mut g, &calib, None, &cfg).unwrap();
         assert_eq!(pruned.len(), linear(&dense), "{method:?}");

@@ -11,12 +11,14 @@ use rayon::prelude::*;
 use secateur_graph::{Graph, MatrixView, Tensor, evaluate_all};
 use std::collections::HashMap;
 
-/// `Σ x xᵀ` over the rows seen, in f64.
+/// `Σ x xᵀ` and `Σ x` over the rows seen, in f64.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gram {
     pub dim: usize,
     /// Row-major `dim × dim` (only the upper triangle is accumulated until [`Gram::full`]).
     pub h: Vec<f64>,
+    /// The sum of the rows.
+    pub sum: Vec<f64>,
     pub rows: usize,
 }
 
@@ -25,6 +27,7 @@ impl Gram {
         Gram {
             dim,
             h: vec![0.0; dim * dim],
+            sum: vec![0.0; dim],
             rows: 0,
         }
     }
@@ -37,6 +40,7 @@ impl Gram {
                 continue;
             }
             let xi = xi as f64;
+            self.sum[i] += xi;
             let row = &mut self.h[i * d + i..(i + 1) * d];
             for (h, &xj) in row.iter_mut().zip(&x[i..d]) {
                 *h += xi * xj as f64;
@@ -55,6 +59,12 @@ impl Gram {
             }
         }
         h
+    }
+
+    /// The mean row (zeros before any row).
+    pub fn mean(&self) -> Vec<f64> {
+        let n = self.rows.max(1) as f64;
+        self.sum.iter().map(|s| s / n).collect()
     }
 
     /// `‖x_j‖₂` over the rows, per feature.
@@ -180,5 +190,6 @@ mod tests {
         assert_eq!(g.full(), vec![1.0, 2.0, 0.0, 2.0, 5.0, 3.0, 0.0, 3.0, 9.0]);
         assert_eq!(g.norms(), vec![1.0, 5f32.sqrt(), 3.0]);
         assert_eq!(g.rows, 2);
+        assert_eq!(g.mean(), vec![0.5, 1.5, 1.5]);
     }
 }

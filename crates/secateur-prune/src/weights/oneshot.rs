@@ -5,13 +5,18 @@
 //! weights, or N of every M; SparseGPT: OBS-style reconstruction). Each later layer thus
 //! corrects for the error of the earlier ones, at the cost of a single evaluation of the
 //! calibration set. Layers reading the same value (Q, K and V) share one Gram matrix.
+//! With bias correction, a pruned layer's bias absorbs the shift of its mean output,
+//! `(W − Ŵ)·E[x]` (the least-squares intercept for the pruned weights; neither Wanda's masks
+//! nor SparseGPT's updates, which see `XXᵀ` without a constant input, account for it).
 
 use super::allocate::prunable_weights;
 use super::calibration::{Gram, last_readers};
 use super::sparsegpt::{SparseGptConfig, sparsegpt_matrix};
 use crate::error::{PruneError, Result};
-use secateur_graph::{Graph, Mask, MaskPattern, MatrixView, Tensor, evaluate_node, feed_values};
-use std::collections::{HashMap, HashSet};
+use secateur_graph::{
+    Graph, Mask, MaskPattern, MatrixView, Shape, Tensor, evaluate_node, feed_values,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// How each linear layer is pruned.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -31,6 +36,12 @@ pub struct OneShotConfig {
     pub nm: Option<(usize, usize)>,
     /// Layers (node or weight names) left dense.
     pub exclude: Vec<String>,
+    /// Explicit sparsity per layer (node or weight name): when not empty, only these layers
+    /// are pruned, each to its own fraction (ignored with `nm`).
+    pub targets: BTreeMap<String, f64>,
+    /// Whether each pruned layer's bias (its Gemm bias or the constant added to its output)
+    /// absorbs the shift of its mean output on the calibration inputs.
+    pub bias_correction: bool,
 }
 
 /// Wanda's mask of a `rows × cols` matrix: per output row, the lowest-scoring weights.
@@ -59,14 +70,15 @@ fn wanda_keep(
     keep
 }
 
-/// Prunes one weight in place from its Gram matrix and records its mask.
+/// Prunes one weight in place from its Gram matrix and records its mask; returns the shift
+/// of each output's mean on the calibration inputs, `(W − Ŵ)·E[x]`.
 fn prune_weight(
     graph: &mut Graph,
     weight: &str,
     out_axis: usize,
     gram: &Gram,
     cfg: &OneShotConfig,
-) -> Result<()> {
+) -> Result<Vec<f64>> {
     let t = graph
         .initializers
         .get_mut(weight)
@@ -86,6 +98,7 @@ fn prune_weight(
             m[r * cols + c] = t.data()[view.index(r, c)];
         }
     }
+    let before = m.clone();
     let keep_rc = match cfg.method {
         OneShotMethod::Wanda => {
             let keep = wanda_keep(&m, rows, cols, &gram.norms(), cfg);
@@ -103,6 +116,20 @@ fn prune_weight(
             sparsegpt_matrix(&mut m, rows, cols, gram, &sg)?
         }
     };
+    let mean = gram.mean();
+    let shift: Vec<f64> = (0..rows)
+        .map(|r| {
+            let (b, a) = (
+                &before[r * cols..(r + 1) * cols],
+                &m[r * cols..(r + 1) * cols],
+            );
+            b.iter()
+                .zip(a)
+                .zip(&mean)
+                .map(|((&b, &a), &mu)| (b - a) as f64 * mu)
+                .sum()
+        })
+        .collect();
     let mut keep = vec![true; rows * cols];
     for r in 0..rows {
         for c in 0..cols {
@@ -122,7 +149,37 @@ fn prune_weight(
             out_axis,
         },
     );
-    Ok(())
+    Ok(shift)
+}
+
+/// The constant bias of layer `ni` with one value per output: a Gemm's third input, else
+/// the constant its fused chain adds to its output.
+fn bias_of(
+    graph: &Graph,
+    ni: usize,
+    shapes: &HashMap<String, Shape>,
+    rows: usize,
+) -> Option<String> {
+    let node = &graph.nodes[ni];
+    let own = node
+        .inputs
+        .get(2)
+        .filter(|_| matches!(node.op, secateur_graph::Op::Gemm(_)));
+    own.cloned()
+        .or_else(|| graph.fused_chain(ni, shapes).bias.map(|(_, b)| b))
+        .filter(|b| graph.initializers.get(b).is_some_and(|t| t.len() == rows))
+}
+
+/// Adds `shift` to layer `ni`'s bias, where it has one.
+fn correct_bias(graph: &mut Graph, ni: usize, shapes: &HashMap<String, Shape>, shift: &[f64]) {
+    if let Some(b) = bias_of(graph, ni, shapes, shift.len())
+        && let Some(t) = graph.initializers.get_mut(&b)
+    {
+        t.data_mut()
+            .iter_mut()
+            .zip(shift)
+            .for_each(|(v, s)| *v += *s as f32);
+    }
 }
 
 /// A linear layer the pass prunes: its weight, the value it reads and the weight's layout.
@@ -179,7 +236,13 @@ pub fn prune_sequentially(
     {
         return Err(PruneError::Invalid(format!("{n}:{m} needs 0 < n < m")));
     }
+    if let Some((layer, s)) = cfg.targets.iter().find(|(_, s)| !(**s > 0.0 && **s < 1.0)) {
+        return Err(PruneError::Invalid(format!(
+            "target sparsity of '{layer}' must be in (0, 1), got {s}"
+        )));
+    }
     let targets = targets(graph, &cfg.exclude)?;
+    let shapes = graph.infer_shapes()?;
     // the last node reading each value, so that values are dropped once consumed
     let last_use = last_readers(graph);
     let outputs: HashSet<String> = graph.outputs.iter().cloned().collect();
@@ -202,12 +265,24 @@ pub fn prune_sequentially(
             if gram.rows == 0 || gram.dim != t.features {
                 continue;
             }
-            prune_weight(graph, &t.weight, t.out_axis, gram, cfg).map_err(|e| {
-                PruneError::Layer {
-                    layer: name.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+            let layer_cfg = match cfg.targets.get(&name).or(cfg.targets.get(&t.weight)) {
+                _ if cfg.targets.is_empty() || cfg.nm.is_some() => cfg.clone(),
+                Some(&sparsity) => OneShotConfig {
+                    sparsity,
+                    ..cfg.clone()
+                },
+                None => continue,
+            };
+            let shift =
+                prune_weight(graph, &t.weight, t.out_axis, gram, &layer_cfg).map_err(|e| {
+                    PruneError::Layer {
+                        layer: name.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+            if cfg.bias_correction {
+                correct_bias(graph, i, &shapes, &shift);
+            }
             pruned.push(t.weight.clone());
         }
         let node = graph.nodes[i].clone();
@@ -254,6 +329,82 @@ fn gram_of(
 mod tests {
     use super::*;
 
+    /// With bias correction the pruned layer's mean output on the calibration rows is the
+    /// dense layer's; without it, it is not (the inputs have a non-zero mean).
+    #[test]
+    fn bias_correction_keeps_each_output_mean() {
+        use secateur_graph::{GraphBuilder, evaluate};
+        let (mut b, x) = GraphBuilder::new("linear", &[12], 3);
+        let y = b.linear("fc", &x, 5).unwrap();
+        let dense = b.finish(&y).unwrap();
+        let rows = Tensor::from_fn(vec![40, 12], |i| 0.5 + ((i * 37) % 23) as f32 / 23.0);
+        let feeds = vec![vec![("input", rows.clone())]];
+        let mean_out = |g: &Graph| {
+            let out = evaluate(g, &[("input", rows.clone())]).unwrap().remove(0);
+            (0..5)
+                .map(|o| (0..40).map(|r| out.data()[r * 5 + o]).sum::<f32>() / 40.0)
+                .collect::<Vec<f32>>()
+        };
+        let want = mean_out(&dense);
+        for method in [OneShotMethod::Wanda, OneShotMethod::SparseGpt] {
+            for bias_correction in [true, false] {
+                let mut g = dense.clone();
+                let cfg = OneShotConfig {
+                    method,
+                    sparsity: 0.5,
+                    nm: None,
+                    exclude: Vec::new(),
+                    targets: BTreeMap::new(),
+                    bias_correction,
+                };
+                prune_sequentially(&mut g, &feeds, None, &cfg).unwrap();
+                let worst = mean_out(&g)
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert_eq!(worst <= 1e-4, bias_correction, "{method:?}: {worst}");
+            }
+        }
+    }
+
+    /// Explicit per-layer targets prune the layers named, each to its own fraction, and leave
+    /// the others dense; a target outside (0, 1) is an error naming the layer.
+    #[test]
+    fn per_layer_targets_prune_only_the_layers_named() {
+        use secateur_graph::GraphBuilder;
+        let (mut b, x) = GraphBuilder::new("two", &[12], 5);
+        let h = b.linear("fc1", &x, 8).unwrap();
+        let y = b.linear("fc2", &h, 5).unwrap();
+        let dense = b.finish(&y).unwrap();
+        let rows = Tensor::from_fn(vec![30, 12], |i| ((i * 29) % 17) as f32 / 17.0 - 0.3);
+        let feeds = vec![vec![("input", rows)]];
+        for method in [OneShotMethod::Wanda, OneShotMethod::SparseGpt] {
+            let mut g = dense.clone();
+            let cfg = OneShotConfig {
+                method,
+                sparsity: 0.5,
+                nm: None,
+                exclude: Vec::new(),
+                targets: BTreeMap::from([("fc1".to_string(), 0.25)]),
+                bias_correction: true,
+            };
+            let pruned = prune_sequentially(&mut g, &feeds, None, &cfg).unwrap();
+            assert_eq!(pruned, ["fc1.weight"], "{method:?}");
+            assert_eq!(g.initializers["fc1.weight"].count_zeros(), 24, "{method:?}");
+            assert_eq!(
+                g.initializers["fc2.weight"],
+                dense.initializers["fc2.weight"]
+            );
+            let bad = OneShotConfig {
+                targets: BTreeMap::from([("fc2".to_string(), 1.0)]),
+                ..cfg
+            };
+            let err = prune_sequentially(&mut dense.clone(), &feeds, None, &bad).unwrap_err();
+            assert!(err.to_string().contains("'fc2'"), "{err}");
+        }
+    }
+
     #[test]
     fn wanda_prunes_each_output_by_score() {
         // 2 outputs x 4 inputs; input norms favour inputs 0 and 3
@@ -264,6 +415,8 @@ mod tests {
             sparsity: 0.5,
             nm: None,
             exclude: Vec::new(),
+            targets: BTreeMap::new(),
+            bias_correction: false,
         };
         // row 0 scores 4, 1, 1, 1: two of the 1s go (lowest indices first among ties)
         // row 1 scores 0.8, 2, 0.1, 10: inputs 2 and 0 go

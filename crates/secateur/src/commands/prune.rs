@@ -78,6 +78,10 @@ pub struct PruneArgs {
     /// Batches for data-dependent criteria and calibration.
     #[arg(long)]
     pub calibration_batches: Option<usize>,
+    /// Wanda / SparseGPT: leave each pruned layer's bias as it is (by default it absorbs the
+    /// shift of the layer's mean output on the calibration set).
+    #[arg(long)]
+    pub no_bias_correction: bool,
 
     /// Structured pruning: channels (every group), heads, neurons (both: heads,neurons) or layers.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -237,6 +241,7 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
             frequency: 50,
             rigl_alpha: 0.3,
             calibration_batches: 8,
+            bias_correction: true,
         });
     }
     if let Some(w) = &mut r.weights {
@@ -262,6 +267,9 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
         set!(w.frequency, a.frequency);
         set!(w.rigl_alpha, a.rigl_alpha);
         set!(w.calibration_batches, a.calibration_batches);
+        if a.no_bias_correction {
+            w.bias_correction = false;
+        }
     }
     if !a.structured.is_empty() {
         let s = r.structured.get_or_insert_with(StructuredRecipe::channels);
