@@ -13,8 +13,8 @@ use secateur_data::{Normalization, Split};
 use secateur_graph::{Graph, summarize};
 use secateur_prune::structured::{
     Allocation, ChannelPruneConfig, DependencyGraph, GroupCriterion, Plan, StructuredTarget,
-    activation_importance, apply_plan, fisher_importance, plan_channels, prunable_groups,
-    reconstruct_consumers, reconstruct_sequential, remove_blocks,
+    activation_importance, apply_plan, fisher_gradients, fisher_importance, plan_channels,
+    prunable_groups, rearrange_plan, reconstruct_consumers, reconstruct_sequential, remove_blocks,
 };
 use secateur_prune::weights::{
     Agp, Criterion, CriterionData, Granularity, LayerSparsity, OneShotConfig, OneShotMethod,
@@ -529,6 +529,7 @@ fn structured_channels(
         }
         None => {
             let mut cfg = s.channel_config(seed)?;
+            let mut mask_gradients = HashMap::new();
             let data = match cfg.criterion {
                 GroupCriterion::Activation if grams.is_empty() => {
                     bail!("the activation criterion needs a text set (--data FILE.txt|.jsonl)")
@@ -541,6 +542,9 @@ fn structured_channels(
                         "structured: Fisher information of channel masks from {} calibration samples",
                         samples.len()
                     ));
+                    if s.rearrange {
+                        mask_gradients = fisher_gradients(&deps, &sens, samples.len(), &cfg.kinds);
+                    }
                     fisher_importance(g, &deps, &sens, samples.len(), &cfg.kinds)?
                 }
                 c if c.needs_data() => {
@@ -560,7 +564,19 @@ fn structured_channels(
                 cfg.drop_curves =
                     damage_curves(g, &deps, &cfg, &data, ctx, s.calibration_batches, log)?;
             }
-            plan_channels(g, &deps, &cfg, &data)?
+            let mut plan = plan_channels(g, &deps, &cfg, &data)?;
+            let moved = rearrange_plan(&mut plan, &mask_gradients);
+            if !moved.is_empty() {
+                let (before, after) = moved
+                    .iter()
+                    .fold((0.0, 0.0), |(b, a), r| (b + r.before, a + r.after));
+                log(&format!(
+                    "structured: masks rearranged by each group's Fisher block (Kwon et al.): {} swaps in {} groups, estimated loss {before:.4e} -> {after:.4e}",
+                    moved.iter().map(|r| r.swaps).sum::<usize>(),
+                    moved.len()
+                ));
+            }
+            plan
         }
     };
     let mut pruned = apply_plan(g, &deps, &plan)?;

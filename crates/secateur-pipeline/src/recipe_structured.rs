@@ -97,6 +97,14 @@ pub struct StructuredRecipe {
     /// The least-squares refit of the layers reading pruned channels (with a text set).
     #[serde(default)]
     pub reconstruction: Reconstruction,
+    /// With the Fisher criterion: Kwon et al.'s mask rearrangement within each group (the
+    /// group's Fisher block instead of its diagonal decides which channels go).
+    #[serde(default = "default_rearrange")]
+    pub rearrange: bool,
+}
+
+fn default_rearrange() -> bool {
+    true
 }
 
 fn default_criterion() -> String {
@@ -137,6 +145,7 @@ impl StructuredRecipe {
             block_criterion: BlockCriterion::OutputChange,
             calibration_batches: default_calibration(),
             reconstruction: Reconstruction::default(),
+            rearrange: true,
         }
     }
 

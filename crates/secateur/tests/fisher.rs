@@ -93,4 +93,37 @@ fn fisher_scores_a_dead_head_zero_and_plans_remove_it_first() {
         .keep;
     assert_eq!(kept.len(), 3);
     assert!(!kept.contains(&2), "{kept:?}");
+    // the per-sample mask gradients behind the scores: the dead head's are zero, and each
+    // head's squares sum to its score up to one factor shared by the group
+    let grads = fisher_gradients(&deps, &sens, s.len(), &[GroupKind::Heads]);
+    let hg = &grads[&heads.name];
+    assert!(hg.column(2).all(|v| v == 0.0));
+    let diag: Vec<f64> = (0..4).map(|k| hg.column(k).map(|v| v * v).sum()).collect();
+    let factor = scores[0] as f64 / diag[0];
+    for k in [1, 3] {
+        let rel = (scores[k] as f64 - factor * diag[k]).abs() / (scores[k] as f64);
+        assert!(
+            rel < 1e-4,
+            "head {k}: {} vs {}",
+            scores[k],
+            factor * diag[k]
+        );
+    }
+    // rearranging never raises a group's estimated loss, and cannot beat removing a dead
+    // head alone (cost zero): that group's plan stays
+    let mut rearranged = plan.clone();
+    let report = rearrange_plan(&mut rearranged, &grads);
+    assert_eq!(
+        report.len(),
+        2,
+        "both layers' head groups are partly pruned"
+    );
+    assert!(
+        report.iter().all(|r| r.after <= r.before + 1e-12),
+        "{report:?}"
+    );
+    let dead = report.iter().find(|r| r.group == heads.name).unwrap();
+    assert!(dead.before.abs() < 1e-12 && dead.swaps == 0, "{dead:?}");
+    let entry = |p: &Plan| p.entries.iter().find(|e| e.group == heads.name).cloned();
+    assert_eq!(entry(&rearranged), entry(&plan));
 }

@@ -9,10 +9,91 @@
 //! score spread evenly over its consumer slices), read by [`super::GroupCriterion::Fisher`]
 //! like the activation criterion: the sum over a channel's consumer slices.
 
-use super::groups::{DependencyGraph, GroupKind};
+use super::groups::{DependencyGraph, Group, GroupKind};
 use crate::error::Result;
 use secateur_graph::{AxisRole, Graph, InputRole};
 use std::collections::HashMap;
+
+/// The consumer members of group `g` (layers reading its channels as input features) whose
+/// weights have slice sensitivities.
+fn consumers(g: &Group, sens: &HashMap<String, Vec<Vec<f32>>>) -> Vec<usize> {
+    g.members
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| {
+            m.param
+                .as_ref()
+                .is_some_and(|p| p.input == InputRole::Weight && p.axis == AxisRole::InChannels)
+                && sens.contains_key(&m.at.value)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Per-sample gradients of one group's channel masks: `g[s · channels + k] = ∂(v_s·y_s)/∂m_k`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskGradients {
+    pub samples: usize,
+    pub channels: usize,
+    pub g: Vec<f64>,
+}
+
+impl MaskGradients {
+    /// Channel `k`'s gradient over the samples.
+    pub fn column(&self, k: usize) -> impl Iterator<Item = f64> + '_ {
+        (0..self.samples).map(move |s| self.g[s * self.channels + k])
+    }
+}
+
+/// The mask gradients of group `g` through its `consumers`.
+fn group_gradients(
+    g: &Group,
+    consumers: &[usize],
+    sens: &HashMap<String, Vec<Vec<f32>>>,
+    samples: usize,
+) -> MaskGradients {
+    let channels = g.indices.len();
+    let mut out = vec![0.0f64; samples * channels];
+    for (k, channel) in g.indices.iter().enumerate() {
+        for s in 0..samples {
+            let mut grad = 0.0f64;
+            for &m in consumers {
+                let at = &g.members[m].at;
+                let axis = &sens[&at.value][at.axis];
+                let dim = axis.len() / samples.max(1);
+                grad += channel[m]
+                    .iter()
+                    .map(|&i| axis[s * dim + i] as f64)
+                    .sum::<f64>();
+            }
+            out[s * channels + k] = grad;
+        }
+    }
+    MaskGradients {
+        samples,
+        channels,
+        g: out,
+    }
+}
+
+/// The mask gradients of every group of `kinds` (all when empty) that has consumers with
+/// sensitivities, by group name, from `sens[weight][axis]` = `samples × dim` per-sample slice
+/// sensitivities.
+pub fn fisher_gradients(
+    deps: &DependencyGraph,
+    sens: &HashMap<String, Vec<Vec<f32>>>,
+    samples: usize,
+    kinds: &[GroupKind],
+) -> HashMap<String, MaskGradients> {
+    deps.groups
+        .iter()
+        .filter(|g| kinds.is_empty() || kinds.contains(&g.kind))
+        .filter_map(|g| {
+            let c = consumers(g, sens);
+            (!c.is_empty()).then(|| (g.name.clone(), group_gradients(g, &c, sens, samples)))
+        })
+        .collect()
+}
 
 /// Per-element Fisher data for the consumer weights of the groups of `kinds` (all when
 /// empty), from `sens[weight][axis]` = `samples × dim` per-sample slice sensitivities.
@@ -29,35 +110,13 @@ pub fn fisher_importance(
         .iter()
         .filter(|g| kinds.is_empty() || kinds.contains(&g.kind))
     {
-        let consumers: Vec<usize> =
-            g.members
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| {
-                    m.param.as_ref().is_some_and(|p| {
-                        p.input == InputRole::Weight && p.axis == AxisRole::InChannels
-                    }) && sens.contains_key(&m.at.value)
-                })
-                .map(|(i, _)| i)
-                .collect();
+        let consumers = consumers(g, sens);
         if consumers.is_empty() {
             continue;
         }
-        for channel in &g.indices {
-            let mut fisher = 0.0f64;
-            for s in 0..samples {
-                let mut grad = 0.0f64;
-                for &m in &consumers {
-                    let at = &g.members[m].at;
-                    let axis = &sens[&at.value][at.axis];
-                    let dim = axis.len() / samples.max(1);
-                    grad += channel[m]
-                        .iter()
-                        .map(|&i| axis[s * dim + i] as f64)
-                        .sum::<f64>();
-                }
-                fisher += grad * grad;
-            }
+        let grads = group_gradients(g, &consumers, sens, samples);
+        for (k, channel) in g.indices.iter().enumerate() {
+            let fisher: f64 = grads.column(k).map(|v| v * v).sum();
             let share = fisher / consumers.len() as f64;
             for &m in &consumers {
                 let at = &g.members[m].at;

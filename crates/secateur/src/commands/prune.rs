@@ -129,6 +129,10 @@ pub struct PruneArgs {
     /// dense model's input statistics; off).
     #[arg(long, value_enum)]
     pub reconstruction: Option<Reconstruction>,
+    /// With `--criterion fisher`: keep the channels the Fisher diagonal ranks, without Kwon et
+    /// al.'s rearrangement within each layer by its Fisher block.
+    #[arg(long)]
+    pub no_rearrange: bool,
 
     /// Fine-tuning epochs after (or during) pruning (with a text set: distillation from the
     /// dense model's embeddings of the calibration texts).
@@ -305,6 +309,9 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
         set!(s.block_criterion, a.block_criterion);
         set!(s.calibration_batches, a.calibration_batches);
         set!(s.reconstruction, a.reconstruction);
+        if a.no_rearrange {
+            s.rearrange = false;
+        }
         if !a.exclude.is_empty() && r.weights.is_none() {
             s.exclude = a.exclude.clone();
         }
