@@ -47,6 +47,21 @@ fn tail_of(i: u8) -> Tail {
     }
 }
 
+/// A seeded generator and the random input, weights (`c_out × c_in/groups × kh × kw`) and
+/// bias of a convolution test, drawn in that order.
+fn operands(
+    conv: &Conv,
+    [c_in, c_out, h, w]: [usize; 4],
+    seed: u64,
+) -> (ChaCha8Rng, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let [k0, k1] = conv.kernel;
+    let x = random(c_in * h * w, &mut rng);
+    let wt = random(c_out * c_in / conv.groups * k0 * k1, &mut rng);
+    let bias = random(c_out, &mut rng);
+    (rng, x, wt, bias)
+}
+
 /// `post(act(y) + r)` of a reference output.
 fn finish(y: &[f32], tail: &Tail, r: &[f32]) -> Vec<f32> {
     y.iter()
@@ -89,12 +104,9 @@ fn check_conv(
     threads: usize,
     seed: u64,
 ) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let [k0, k1] = conv.kernel;
     let cin_g = c_in / conv.groups;
-    let x = random(c_in * h * w, &mut rng);
-    let wt = random(c_out * cin_g * k0 * k1, &mut rng);
-    let bias = random(c_out, &mut rng);
+    let (mut rng, x, wt, bias) = operands(conv, [c_in, c_out, h, w], seed);
     let y = conv
         .eval(&[
             &Tensor::new(vec![1, c_in, h, w], x.clone()).unwrap(),
@@ -202,11 +214,7 @@ fn check_stem(
     threads: usize,
     seed: u64,
 ) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let [k0, k1] = conv.kernel;
-    let x = random(c_in * h * w, &mut rng);
-    let wt = random(c_out * c_in * k0 * k1, &mut rng);
-    let bias = random(c_out, &mut rng);
+    let (mut rng, x, wt, bias) = operands(conv, [c_in, c_out, h, w], seed);
     let case = Case::new(
         conv,
         [c_in, c_out, h, w],
@@ -352,11 +360,7 @@ fn check_bf16(
     threads: usize,
     seed: u64,
 ) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let [k0, k1] = conv.kernel;
-    let x = random(c_in * h * w, &mut rng);
-    let wt = random(c_out * c_in * k0 * k1, &mut rng);
-    let bias = random(c_out, &mut rng);
+    let (mut rng, x, wt, bias) = operands(conv, [c_in, c_out, h, w], seed);
     let rounded = |v: &[f32]| v.iter().map(|&v| round_bf16(v)).collect::<Vec<f32>>();
     let (xr, wr) = (rounded(&x), rounded(&wt));
     let Case {

@@ -254,49 +254,36 @@ impl NhwcStemConv {
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("stem convolutions are built only with AVX-512");
         #[cfg(target_arch = "x86_64")]
-        self.output_row_avx512(planes_data, planes, taps, oy, wo, y, residual);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::too_many_arguments)]
-    fn output_row_avx512(
-        &self,
-        planes_data: &[f32],
-        planes: Planes,
-        taps: &[usize],
-        oy: usize,
-        wo: usize,
-        y: &mut [f32],
-        residual: Option<&[f32]>,
-    ) {
-        let base = oy * self.strides[0] * planes.sw * planes.wq;
-        debug_assert!(
-            taps.iter()
-                .all(|&t| base + t + wo.next_multiple_of(LANES) <= planes_data.len())
-        );
-        for p in 0..self.c_out.div_ceil(LANES) {
-            let valid = LANES.min(self.c_out - p * LANES);
-            let job = avx512::Job {
-                x: planes_data[base..].as_ptr(),
-                taps,
-                weights: self.packed[p * self.k * LANES..].as_ptr(),
-                bias: self.bias[p * LANES..].as_ptr(),
-                valid,
-                wo,
-                y: y[p * LANES..].as_mut_ptr(),
-                res: residual.map(|r| r[p * LANES..].as_ptr()),
-                pix: self.c_out,
-                tail: &self.tail,
-            };
-            // SAFETY: `new` returns a kernel only where AVX-512 is present; every tap's 16
-            // pixels of every tile lie in the planes (they end with a vector of slack), and
-            // the tile stores only the row's `wo` pixels' `valid` channels.
-            unsafe {
-                match valid {
-                    1..=4 => avx512::row::<4, 4>(&job),
-                    5..=8 => avx512::row::<8, 2>(&job),
-                    9..=12 => avx512::row::<12, 1>(&job),
-                    _ => avx512::row::<16, 1>(&job),
+        {
+            let base = oy * self.strides[0] * planes.sw * planes.wq;
+            debug_assert!(
+                taps.iter()
+                    .all(|&t| base + t + wo.next_multiple_of(4 * LANES) <= planes_data.len())
+            );
+            for p in 0..self.c_out.div_ceil(LANES) {
+                let valid = LANES.min(self.c_out - p * LANES);
+                let job = avx512::Job {
+                    x: planes_data[base..].as_ptr(),
+                    taps,
+                    weights: self.packed[p * self.k * LANES..].as_ptr(),
+                    bias: self.bias[p * LANES..].as_ptr(),
+                    valid,
+                    wo,
+                    y: y[p * LANES..].as_mut_ptr(),
+                    res: residual.map(|r| r[p * LANES..].as_ptr()),
+                    pix: self.c_out,
+                    tail: &self.tail,
+                };
+                // SAFETY: `new` returns a kernel only where AVX-512 is present; every tap's
+                // pixels of every tile lie in the planes (they end with slack for four blocks
+                // of pixels), and the tile stores only the row's `wo` pixels' `valid` channels.
+                unsafe {
+                    match valid {
+                        1..=4 => avx512::row::<4, 4>(&job),
+                        5..=8 => avx512::row::<8, 2>(&job),
+                        9..=12 => avx512::row::<12, 1>(&job),
+                        _ => avx512::row::<16, 1>(&job),
+                    }
                 }
             }
         }
