@@ -432,7 +432,7 @@ pub fn random_bert(cfg: &BertConfig, seq_len: usize, pooling: Pooling, seed: u64
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::eval::evaluate;
 

@@ -58,12 +58,12 @@ impl Graph {
     }
 
     /// The single reader of `value`, when there is exactly one and `value` is not an output.
-    fn sole_reader(&self, value: &str) -> Option<usize> {
+    pub(crate) fn sole_reader(&self, value: &str) -> Option<usize> {
         let c = self.consumers(value);
         (c.len() == 1 && !self.outputs.iter().any(|o| o == value)).then(|| c[0])
     }
 
-    fn input_quantized(&self, ni: usize) -> bool {
+    pub(crate) fn input_quantized(&self, ni: usize) -> bool {
         self.quantization
             .as_ref()
             .is_some_and(|q| q.activations.contains_key(&self.nodes[ni].name))

@@ -637,3 +637,65 @@ fn bf16_plans_stay_within_bf16_error_and_agree_across_instruction_sets() {
         }
     }
 }
+
+/// A BERT encoder's attention (scores scaled by 1/√d, masked by the padding mask, softmax) runs
+/// as one step per layer, and the plan equals the reference with padded positions, at batch 1
+/// and 2, on 1 and 2 threads.
+#[test]
+fn bert_attention_runs_its_scaled_masked_softmax_as_one_step() {
+    use secateur_graph::bert::{BertConfig, HiddenAct, Pooling, random_bert};
+    let cfg = BertConfig {
+        vocab_size: 60,
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 24,
+        max_position_embeddings: 16,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        hidden_act: HiddenAct::Gelu,
+        position_offset: 0,
+    };
+    let seq = 7;
+    let g = random_bert(&cfg, seq, Pooling::Mean, 5).unwrap();
+    for (batch, threads) in [(1, 1), (2, 1), (2, 2)] {
+        let ids = Tensor::from_fn(vec![batch, seq], |i| ((i * 11 + 5) % 60) as f32);
+        // the second sample's last three tokens are padding
+        let mask = Tensor::from_fn(vec![batch, seq], |i| {
+            if i / seq == 1 && i % seq >= seq - 3 {
+                0.0
+            } else {
+                1.0
+            }
+        });
+        let feeds = [("input_ids", ids.clone()), ("attention_mask", mask.clone())];
+        let expect = evaluate(&g, &feeds).unwrap().remove(0);
+        let inputs: Vec<&[f32]> = g
+            .inputs
+            .iter()
+            .map(|v| {
+                if v.name == "input_ids" {
+                    ids.data()
+                } else {
+                    mask.data()
+                }
+            })
+            .collect();
+        let mut plan = ExecPlan::compile(&g, PlanConfig::new(batch, threads)).unwrap();
+        let y = plan.run_inputs(&inputs).unwrap().to_vec();
+        let d = max_diff(&y, expect.data());
+        assert!(
+            d <= 1e-5,
+            "batch {batch}, {threads} threads: differs by {d}"
+        );
+        let steps: Vec<String> = plan
+            .time_steps(&inputs, 1)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
+        let named = |suffix: &str| steps.iter().filter(|n| n.ends_with(suffix)).count();
+        assert_eq!(named("scores/Mul"), 2, "{steps:?}");
+        assert_eq!(named("scores/Add") + named("Softmax"), 0, "{steps:?}");
+    }
+}

@@ -117,8 +117,20 @@ fn binary_body<const FMA: bool>(
         BinaryFn::Div => walk(bc, a, b, y, first, |p, q| p / q),
         BinaryFn::Max => walk(bc, a, b, y, first, |p, q| p.max(q)),
         BinaryFn::Min => walk(bc, a, b, y, first, |p, q| p.min(q)),
+        // masks: comparisons and logic on 0/1 values, each its own loop so it vectorises
+        BinaryFn::Equal => walk(bc, a, b, y, first, |p, q| truth(p == q)),
+        BinaryFn::Less => walk(bc, a, b, y, first, |p, q| truth(p < q)),
+        BinaryFn::Greater => walk(bc, a, b, y, first, |p, q| truth(p > q)),
+        BinaryFn::And => walk(bc, a, b, y, first, |p, q| truth(p != 0.0 && q != 0.0)),
+        BinaryFn::Or => walk(bc, a, b, y, first, |p, q| truth(p != 0.0 || q != 0.0)),
         other => walk(bc, a, b, y, first, |p, q| other.apply(p, q)),
     }
+}
+
+/// 1 for true, 0 for false.
+#[inline(always)]
+fn truth(c: bool) -> f32 {
+    if c { 1.0 } else { 0.0 }
 }
 
 /// The output's rows from `first` (as many as `y` holds), the last axis as an inner loop of
@@ -186,6 +198,12 @@ fn walk(
             idx[ax] = 0;
         }
     }
+}
+
+/// Rows `first_row..` of `a` broadcast to the output of `bc` (built with `a`'s dims for
+/// both operands), as many rows as `y` holds whole: `Expand`.
+pub fn broadcast_rows(bc: &Broadcast, a: &[f32], y: &mut [f32], first_row: usize) {
+    walk(bc, a, a, y, first_row, |p, _| p)
 }
 
 dispatch!(
@@ -333,6 +351,54 @@ mod tests {
                         binary_rows(isa, BinaryFn::Add, &bc, &a10, &b, ys, i * rows);
                     }
                     assert_eq!(pieces, want, "{sa:?} {sb:?} {so:?} {isa} by {rows} rows");
+                }
+            }
+            // `Expand`: `a` alone broadcast to the output, in pieces of rows
+            let copy = Broadcast::new(sa, sa, so);
+            let want = reference(&a, sa, &[0.0], &[1], so);
+            let a10: Vec<f32> = a.iter().map(|v| v * 10.0).collect();
+            let mut got = vec![f32::NAN; copy.len()];
+            for (i, ys) in got.chunks_mut(copy.row()).enumerate() {
+                broadcast_rows(&copy, &a10, ys, i);
+            }
+            assert_eq!(got, want, "expand {sa:?} to {so:?}");
+        }
+    }
+
+    /// Every operator's loop equals its scalar definition on values that include 0/1 masks,
+    /// equal pairs, signed zeros and NaN.
+    #[test]
+    fn every_operator_matches_its_definition() {
+        let vals = [0.0, -0.0, 1.0, 2.0, -3.5, f32::NAN, 1.0, 0.0];
+        let a: Vec<f32> = (0..64).map(|i| vals[i % 8]).collect();
+        let b: Vec<f32> = (0..64).map(|i| vals[(i / 8) % 8]).collect();
+        let bc = Broadcast::new(&[64], &[64], &[64]);
+        use BinaryFn::*;
+        let all = [
+            Add,
+            Sub,
+            Mul,
+            Div,
+            Pow,
+            Max,
+            Min,
+            Equal,
+            Less,
+            LessOrEqual,
+            Greater,
+            GreaterOrEqual,
+            And,
+            Or,
+            Xor,
+        ];
+        for f in all {
+            for isa in Isa::available() {
+                let mut y = vec![0.0; 64];
+                binary(isa, f, &bc, &a, &b, &mut y);
+                for ((&p, &q), &v) in a.iter().zip(&b).zip(&y) {
+                    let want = f.apply(p, q);
+                    let same = v.to_bits() == want.to_bits() || (v.is_nan() && want.is_nan());
+                    assert!(same, "{f:?}({p}, {q}) = {v}, want {want} ({isa})");
                 }
             }
         }

@@ -39,6 +39,7 @@ pub mod nm;
 mod packed_conv;
 pub mod padding;
 pub mod quantize;
+pub mod reduce;
 pub mod select;
 pub mod softmax;
 pub mod sparse_conv;

@@ -210,6 +210,22 @@ pub unsafe fn apply(f: Pointwise, x: __m512) -> __m512 {
             Pointwise::Abs => _mm512_abs_ps(x),
             Pointwise::Sqrt => _mm512_sqrt_ps(x),
             Pointwise::Reciprocal => _mm512_div_ps(_mm512_set1_ps(1.0), x),
+            // the mask computations of exported attention: casts to BOOL and integers, logic
+            Pointwise::NonZero => ones_where(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(x, zero)),
+            Pointwise::Not => ones_where(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, zero)),
+            Pointwise::IsNaN => ones_where(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x)),
+            Pointwise::Trunc => {
+                _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x)
+            }
+            Pointwise::Floor => {
+                _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(x)
+            }
+            Pointwise::Ceil => {
+                _mm512_roundscale_ps::<{ _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC }>(x)
+            }
+            Pointwise::Round => {
+                _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
+            }
             other => {
                 let mut lanes = [0.0f32; 16];
                 _mm512_storeu_ps(lanes.as_mut_ptr(), x);
@@ -220,6 +236,14 @@ pub unsafe fn apply(f: Pointwise, x: __m512) -> __m512 {
             }
         }
     }
+}
+
+/// 1 in the lanes of `m`, 0 elsewhere.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn ones_where(m: __mmask16) -> __m512 {
+    _mm512_maskz_mov_ps(m, _mm512_set1_ps(1.0))
 }
 
 /// `f` on every vector of `xs`: the function is chosen once and the vectors are independent,
@@ -565,6 +589,21 @@ pub mod v256 {
                 Pointwise::Abs => _mm256_andnot_ps(_mm256_set1_ps(-0.0), x),
                 Pointwise::Sqrt => _mm256_sqrt_ps(x),
                 Pointwise::Reciprocal => _mm256_div_ps(_mm256_set1_ps(1.0), x),
+                Pointwise::NonZero => ones_where(_mm256_cmp_ps::<_CMP_NEQ_UQ>(x, zero)),
+                Pointwise::Not => ones_where(_mm256_cmp_ps::<_CMP_EQ_OQ>(x, zero)),
+                Pointwise::IsNaN => ones_where(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)),
+                Pointwise::Trunc => {
+                    _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x)
+                }
+                Pointwise::Floor => {
+                    _mm256_round_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(x)
+                }
+                Pointwise::Ceil => {
+                    _mm256_round_ps::<{ _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC }>(x)
+                }
+                Pointwise::Round => {
+                    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
+                }
                 other => {
                     let mut lanes = [0.0f32; 8];
                     _mm256_storeu_ps(lanes.as_mut_ptr(), x);
@@ -575,6 +614,13 @@ pub mod v256 {
                 }
             }
         }
+    }
+
+    /// 1 in the lanes set in the comparison result `m` (all bits), 0 elsewhere.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn ones_where(m: __m256) -> __m256 {
+        unsafe { _mm256_and_ps(m, _mm256_set1_ps(1.0)) }
     }
 
     /// `f` on every vector of `xs`: the function is chosen once and the vectors are
@@ -750,6 +796,57 @@ mod tests {
                     v2 == want || (v2 - want).abs() <= tol,
                     "avx2 {f:?}({x}) = {v2}, want {want}"
                 );
+            }
+        }
+    }
+
+    /// The casts, logic and rounding of exported mask computations: exact, NaN, signed zeros
+    /// and rounding ties included.
+    #[test]
+    fn mask_and_rounding_functions_are_exact() {
+        let avx512 = std::is_x86_feature_detected!("avx512f");
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let mut xs: Vec<f32> = (0..801).map(|i| -10.0 + i as f32 * 0.025).collect();
+        xs.extend([
+            f32::NAN,
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            1e9,
+            -1e9,
+            f32::INFINITY,
+        ]);
+        let fs = [
+            Pointwise::NonZero,
+            Pointwise::Not,
+            Pointwise::IsNaN,
+            Pointwise::Trunc,
+            Pointwise::Floor,
+            Pointwise::Ceil,
+            Pointwise::Round,
+        ];
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        for f in fs {
+            let (mut y, mut y256) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+            // SAFETY: AVX2 and FMA detected above, AVX-512F where it is used.
+            unsafe {
+                if avx512 {
+                    map(f, &xs, &mut y);
+                } else {
+                    y = xs.iter().map(|&x| f.apply(x)).collect();
+                }
+                v256::map(f, &xs, &mut y256);
+            }
+            for ((&x, &v), &v2) in xs.iter().zip(&y).zip(&y256) {
+                let want = f.apply(x);
+                assert!(same(v, want), "{f:?}({x}) = {v}, want {want}");
+                assert!(same(v2, want), "avx2 {f:?}({x}) = {v2}, want {want}");
             }
         }
     }

@@ -202,16 +202,34 @@ pub(super) enum StepKind {
         outer: usize,
         chunks: Vec<usize>,
     },
+    /// Input 0 broadcast to the output (`Expand`): `bc` built with its dims for both
+    /// operands; `n` elements of input 0.
+    Expand {
+        bc: Broadcast,
+        n: usize,
+    },
+    /// A reduction over one run of adjacent axes of `[outer, red, inner]`.
+    Reduce {
+        kind: secateur_graph::ReduceKind,
+        outer: usize,
+        red: usize,
+        inner: usize,
+    },
     /// `Where(cond, x, y)`, each operand broadcast.
     Select {
         sel: crate::kernels::select::Select,
         /// Elements of each operand.
         lens: [usize; 3],
     },
+    /// `softmax(scale·x + mask)` over the middle axis of `[outer, red, inner]`; a scaled or
+    /// masked softmax (the graph's scaled-softmax rule) runs along the last axis (`inner` 1),
+    /// the mask at input 1.
     Softmax {
         outer: usize,
         red: usize,
         inner: usize,
+        scale: f32,
+        mask: Option<crate::kernels::softmax::MaskRows>,
     },
     Pointwise(Pointwise),
     /// `x·scale[c] + shift[c]` over the first `n` values (channel `c` of value `i` is
@@ -486,6 +504,21 @@ pub(super) fn run_step(
                 elementwise::binary_rows(isa, *f, bc, a, b, ys, first)
             });
         }
+        StepKind::Expand { bc, n } => {
+            let a = &x[..*n];
+            for_row_pieces(&mut out[..bc.len()], bc.row(), |first, ys| {
+                elementwise::broadcast_rows(bc, a, ys, first)
+            });
+        }
+        StepKind::Reduce {
+            kind,
+            outer,
+            red,
+            inner,
+        } => {
+            let dims = (*outer, *red, *inner);
+            crate::kernels::reduce::reduce(*kind, x, dims, &mut out[..*outer * *inner]);
+        }
         StepKind::Select { sel, lens } => {
             let [c, a, b] = [0, 1, 2].map(|k| &input_of(inputs, consts, buffers, k)[..lens[k]]);
             for_row_pieces(&mut out[..sel.len()], sel.row(), |first, ys| {
@@ -607,12 +640,27 @@ pub(super) fn run_step(
                 }
             }
         }
-        StepKind::Softmax { outer, red, inner } => {
+        StepKind::Softmax {
+            outer,
+            red,
+            inner,
+            scale,
+            mask,
+        } => {
             let slice = *red * *inner;
+            let mask = mask
+                .as_ref()
+                .map(|rows| (input_of(inputs, consts, buffers, 1), rows));
+            let plain = *scale == 1.0 && mask.is_none();
             for_row_pieces(&mut out[..*outer * slice], slice, |first, ys| {
                 let xs = &x[first * slice..first * slice + ys.len()];
                 let (outer, red, inner) = (ys.len() / slice, *red, *inner);
-                crate::kernels::softmax::softmax(isa, xs, outer, red, inner, ys)
+                if plain {
+                    crate::kernels::softmax::softmax(isa, xs, outer, red, inner, ys)
+                } else {
+                    let f = crate::kernels::softmax::scaled_softmax_rows;
+                    f(isa, xs, red, *scale, mask, first, ys)
+                }
             });
         }
         StepKind::Pointwise(f) => {

@@ -1,16 +1,19 @@
 //! Element-wise ops on the generic vector steps: pointwise functions, broadcasting binaries,
-//! `Where` (a broadcast selection), batch norms that no layer absorbs (a per-channel affine
+//! `Expand` (a broadcast copy), `Where` (a broadcast selection), batch norms that no layer absorbs (a per-channel affine
 //! step with the function after it), and softmax along any axis (or over all trailing axes
-//! for the legacy form).
+//! for the legacy form), with the scaling and masking of attention scores before it fused in.
 
 use super::{ChannelsLast, LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
 use crate::fold::batch_norm_affine;
 use crate::kernels::elementwise::Broadcast;
 use crate::kernels::select::Select;
+use crate::kernels::softmax::MaskRows;
 use crate::plan::err;
 use crate::plan::step::StepKind;
-use secateur_graph::{BatchNorm, Binary, Softmax, Unary, Where, normalize_axis};
+use secateur_graph::{
+    BatchNorm, Binary, Expand, ScaledSoftmax, Softmax, Unary, Where, normalize_axis,
+};
 
 impl RuntimeOp for Unary {
     fn channels_last(&self, _cx: &LowerCx) -> ChannelsLast {
@@ -41,6 +44,11 @@ impl RuntimeOp for Binary {
     }
 
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        if let Some(chain) = cx.graph.scaled_softmax(cx.node, cx.shapes)
+            && let Some(lowered) = scaled_softmax(cx, &chain)
+        {
+            return Ok(lowered);
+        }
         let rank = cx.out_shape().len();
         let (sa, sb) = (cx.in_shape(0), cx.in_shape(1));
         let kind = StepKind::Binary {
@@ -52,6 +60,46 @@ impl RuntimeOp for Binary {
             ),
             na: sa.iter().product(),
             nb: sb.iter().product(),
+        };
+        Ok(Lowered::plain(cx, kind))
+    }
+}
+
+/// A scaling and masking of attention scores with the softmax after them as one step (the
+/// graph's scaled-softmax rule), unless the scores are channels-last here or the mask does not
+/// broadcast to them.
+fn scaled_softmax(cx: &LowerCx, chain: &ScaledSoftmax) -> Option<Lowered> {
+    let dims = cx.value_shape(&chain.scores);
+    let n = *dims.last()?;
+    let mask = match &chain.mask {
+        Some((_, v)) => Some(MaskRows::new(&cx.value_shape(v), &dims)?),
+        None => None,
+    };
+    if cx.nhwc || n == 0 {
+        return None;
+    }
+    let kind = StepKind::Softmax {
+        outer: dims.iter().product::<usize>() / n,
+        red: n,
+        inner: 1,
+        scale: chain.factor(),
+        mask,
+    };
+    let mut lowered = Lowered::plain(cx, kind);
+    lowered.absorbed = chain.absorbed();
+    lowered.output = chain.output.clone();
+    lowered.out_len = dims.iter().product();
+    lowered.data_only = true;
+    lowered.residual = chain.mask.as_ref().map(|m| m.1.clone());
+    Some(lowered)
+}
+
+impl RuntimeOp for Expand {
+    fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let (dims, out) = (cx.in_shape(0), cx.out_shape());
+        let kind = StepKind::Expand {
+            bc: Broadcast::new(&dims, &dims, &out),
+            n: dims.iter().product(),
         };
         Ok(Lowered::plain(cx, kind))
     }
@@ -155,6 +203,8 @@ impl RuntimeOp for Softmax {
             outer: out[..a].iter().product(),
             red: out[a..hi].iter().product(),
             inner: out[hi..].iter().product(),
+            scale: 1.0,
+            mask: None,
         };
         Ok(Lowered::plain(cx, kind))
     }

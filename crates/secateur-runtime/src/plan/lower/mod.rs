@@ -1,8 +1,8 @@
 //! Per-op lowering to execution steps, registered like the ONNX converters and the training
 //! lowerings: each IR op implements [`RuntimeOp`] in the file of its family (`conv.rs` and
 //! `linear.rs`: weighted layers with fusion and a measured kernel choice, sharing
-//! `weights.rs`; `pool.rs`; `elementwise.rs`: pointwise functions, broadcasting binaries and
-//! softmax; `layout.rs`: concatenation), and [`lowering`] is the one place that maps an
+//! `weights.rs`; `pool.rs`; `reduce.rs`; `elementwise.rs`: pointwise functions, broadcasting binaries,
+//! `Expand` and softmax; `layout.rs`: concatenation), and [`lowering`] is the one place that maps an
 //! [`Op`] to its implementation. An op without a kernel keeps the default: its reference
 //! evaluation, checked on zeros of its input shapes when the plan compiles.
 
@@ -12,6 +12,7 @@ mod elementwise;
 mod layout;
 mod linear;
 mod pool;
+mod reduce;
 mod weights;
 
 use super::step::{StepKind, reference_step};
@@ -198,8 +199,6 @@ pub(crate) fn lowering(op: &Op) -> &dyn RuntimeOp {
 impl RuntimeOp for secateur_graph::Flatten {}
 impl RuntimeOp for secateur_graph::Reshape {}
 impl RuntimeOp for secateur_graph::Identity {}
-impl RuntimeOp for secateur_graph::Expand {}
-impl RuntimeOp for secateur_graph::Reduce {}
 impl RuntimeOp for secateur_graph::CumSum {}
 impl RuntimeOp for secateur_graph::GatherElements {}
 impl RuntimeOp for secateur_graph::Resize {}
