@@ -699,3 +699,56 @@ fn bert_attention_runs_its_scaled_masked_softmax_as_one_step() {
         assert_eq!(named("scores/Add") + named("Softmax"), 0, "{steps:?}");
     }
 }
+
+/// A position encoding computed from constants alone (a constant expanded to the batch, its
+/// sine, a 1×1 projection) is evaluated when the plan compiles: no step runs it, and the plan
+/// still equals the reference at batch 1 and 3, in both layouts.
+#[test]
+fn values_computed_from_constants_are_precomputed() {
+    use secateur_graph::{Binary, Conv, Expand, GraphBuilder, Pointwise, Shape, Unary};
+    let (mut b, x) = GraphBuilder::new("pe", &[4, 6, 6], 1);
+    let y = b.conv("conv", &x, 4, 3, 1, 1, 1, true).unwrap();
+    let mut g = b.finish(&y).unwrap();
+    g.add_initializer(
+        "pe.base",
+        Tensor::from_fn(vec![1, 4, 6, 6], |i| i as f32 * 0.05),
+    );
+    g.add_initializer(
+        "pe.w",
+        Tensor::from_fn(vec![4, 4, 1, 1], |i| 0.3 - i as f32 * 0.04),
+    );
+    let expand = Op::Expand(Expand {
+        shape: Shape::batched(&[4, 6, 6]),
+    });
+    g.add_node("pe/Expand", expand, &["pe.base", "input"], &["pe.batch"]);
+    let sin = Op::Unary(Unary { f: Pointwise::Sin });
+    g.add_node("pe/Sin", sin, &["pe.batch"], &["pe.sin"]);
+    let proj = Op::Conv(Conv::new([1, 1], 0));
+    g.add_node("pe/proj", proj, &["pe.sin", "pe.w"], &["pe.proj"]);
+    let _ = y; // `finish` renamed the convolution's output
+    g.add_node(
+        "sum",
+        Op::Binary(Binary::ADD),
+        &["logits", "pe.proj"],
+        &["out"],
+    );
+    g.outputs = vec!["out".into()];
+    for batch in [1, 3] {
+        let xin = random_tensor(&[batch, 4, 6, 6], 4);
+        let expect = evaluate(&g, &[("input", xin.clone())]).unwrap().remove(0);
+        for layout in [LayoutPolicy::ChannelsFirst, LayoutPolicy::ChannelsLast] {
+            let config = PlanConfig {
+                layout,
+                ..PlanConfig::new(batch, 1)
+            };
+            let mut plan = ExecPlan::compile(&g, config).unwrap();
+            let d = max_diff(plan.run(xin.data()).unwrap(), expect.data());
+            assert!(d <= 1e-5, "batch {batch} {layout:?}: differs by {d}");
+            let steps = plan.time_steps(&[xin.data()], 1).unwrap();
+            assert!(
+                steps.iter().all(|(n, _)| !n.starts_with("pe/")),
+                "{steps:?}"
+            );
+        }
+    }
+}

@@ -70,6 +70,10 @@ impl OpSemantics for Expand {
         Ok(vec![broadcast_shapes(&inputs[0], &self.target(inputs)?)?])
     }
 
+    fn shape_only_inputs(&self) -> Vec<usize> {
+        vec![1]
+    }
+
     fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink> {
         let (x, out) = (&inputs[0], &outputs[0]);
         let off = out.rank() - x.rank();

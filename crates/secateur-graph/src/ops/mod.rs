@@ -213,6 +213,13 @@ pub trait OpSemantics {
     /// no link mentions is *pinned*: its size must not change.
     fn axis_links(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<AxisLink>;
 
+    /// Inputs the operator reads for their shape only, never their values (the batch source of
+    /// an `Expand` to a batch-sized shape): a node whose other inputs are constants computes a
+    /// constant.
+    fn shape_only_inputs(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
     /// Whether an output value at one batch index may depend on inputs at another (a softmax
     /// or reduction over the batch axis). Ops that move the batch axis change their output
     /// shapes, which [`crate::Graph::samples_independent`] checks on its own.

@@ -10,6 +10,14 @@ use super::Isa;
 /// `y = softmax(x)` over the middle axis of `[outer, red, inner]`.
 pub fn softmax(isa: Isa, x: &[f32], outer: usize, red: usize, inner: usize, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if inner == 1 && isa == Isa::Avx512 {
+        let n = outer * red;
+        // SAFETY: AVX-512F was detected; the rows' slices hold `outer · red` values each
+        // (indexing panics otherwise).
+        unsafe { scaled_rows_avx512(&x[..n], red, 1.0, None, 0, &mut y[..n]) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if inner == 1 && isa != Isa::Portable {
         // SAFETY: AVX2 and FMA are part of every non-portable instruction set detected here.
         unsafe { rows_avx2(x, outer, red, y) };
@@ -259,10 +267,12 @@ mod tests {
                 .collect();
             let mut want = vec![0.0; n];
             crate::ops::softmax(&x, outer, red, inner, &mut want);
-            let mut got = vec![0.0; n];
-            softmax(Isa::detect(), &x, outer, red, inner, &mut got);
-            for (g, w) in got.iter().zip(&want) {
-                prop_assert!((g - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{g} vs {w}");
+            for isa in Isa::available() {
+                let mut got = vec![0.0; n];
+                softmax(isa, &x, outer, red, inner, &mut got);
+                for (g, w) in got.iter().zip(&want) {
+                    prop_assert!((g - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{isa}: {g} vs {w}");
+                }
             }
         }
 
@@ -300,11 +310,11 @@ mod tests {
             crate::ops::softmax(&masked, len / n, n, 1, &mut want);
             let rows = len / n;
             let first = first_row.min(rows - 1);
-            for isa in [Isa::Portable, Isa::detect()] {
+            for isa in Isa::available() {
                 let mut got = vec![0.0; (rows - first) * n];
                 scaled_softmax_rows(isa, &x[first * n..], n, scale, Some((&mask, &at)), first, &mut got);
                 for (g, w) in got.iter().zip(&want[first * n..]) {
-                    prop_assert!((g - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{isa:?}: {g} vs {w}");
+                    prop_assert!((g - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{isa}: {g} vs {w}");
                 }
             }
         }

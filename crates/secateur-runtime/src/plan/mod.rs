@@ -1,5 +1,6 @@
-//! Compiling a graph into an execution plan and running it. `ExecPlan::compile` walks the
-//! nodes once: views become buffer aliases, every other node is lowered by its op's
+//! Compiling a graph into an execution plan and running it. Values computed from constants
+//! alone are evaluated once at compile time (`precompute.rs`); `ExecPlan::compile` then walks
+//! the nodes once: views become buffer aliases, every other node is lowered by its op's
 //! [`lower::RuntimeOp`] (weighted layers fused with what the graph's fusion rule absorbs, with a
 //! measured kernel choice; ops without a kernel through their reference evaluation); then
 //! buffers are assigned by liveness (`buffers.rs`). Steps and how they run are
@@ -10,6 +11,7 @@
 mod buffers;
 mod build;
 mod lower;
+mod precompute;
 mod step;
 mod tail;
 
@@ -462,7 +464,13 @@ impl ExecPlan {
         }
         let b = config.batch;
         let shapes = graph.infer_shapes()?;
-        let mut builder = build::Builder::new(graph, &shapes, config);
+        // values computed from constants alone become weights of this batch size
+        let folded = precompute::precompute(graph, &shapes, b);
+        let (graph, shapes) = match &folded {
+            Some((g, s)) => (g, s),
+            None => (graph, &shapes),
+        };
+        let mut builder = build::Builder::new(graph, shapes, config);
         builder.run()?;
         let output = builder.output()?;
         let out_name = &graph.outputs[0];
