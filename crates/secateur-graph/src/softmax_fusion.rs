@@ -4,8 +4,8 @@
 //! pass over each row computes the scaled, masked value, so neither the scaled nor the masked
 //! scores reach memory. The chain starts at the scaling (a multiplication by, or a division by,
 //! a one-element constant, the scores being the first operand) or, without one, at the
-//! addition (the scores first, of the output's full shape); the added value may be broadcast
-//! along any axis but must not be a constant. As in [`crate::fusion`], each absorbed node is
+//! addition (the scores first, of the output's full shape); the added value (a padding mask, a
+//! constant attention bias) may be broadcast along any axis. As in [`crate::fusion`], each absorbed node is
 //! the sole reader of the value before it, that value is no graph output, and no absorbed
 //! node's input is quantized.
 
@@ -78,7 +78,7 @@ impl Graph {
                 let out = self.nodes[next].outputs.first()?;
                 let keeps_shape =
                     shapes.get(out) == Some(full) && other != value && other != scores;
-                if !keeps_shape || self.initializers.contains_key(&other) {
+                if !keeps_shape {
                     return None;
                 }
                 value = out.clone();
@@ -190,10 +190,16 @@ mod tests {
     #[test]
     fn what_breaks_the_rule_keeps_the_nodes() {
         let none = |g: &Graph| g.scaled_softmax(0, &g.infer_shapes().unwrap()).is_none();
-        // not the last axis; a constant mask; no scaling or mask; a subtraction
+        // not the last axis; no scaling or mask; a subtraction
         assert!(none(&scores(&[("mul", BinaryFn::Mul, "c")], 1)));
-        assert!(none(&scores(&[("add", BinaryFn::Add, "v")], -1)));
         assert!(none(&scores(&[("sub", BinaryFn::Sub, "c")], -1)));
+        // a constant bias is a mask too
+        let g = scores(
+            &[("mul", BinaryFn::Mul, "c"), ("add", BinaryFn::Add, "v")],
+            -1,
+        );
+        let s = g.scaled_softmax(0, &g.infer_shapes().unwrap()).unwrap();
+        assert_eq!(s.mask, Some((1, "v".to_string())));
         // the scaled scores read twice
         let mut g = scores(
             &[("mul", BinaryFn::Mul, "c"), ("add", BinaryFn::Add, "m")],

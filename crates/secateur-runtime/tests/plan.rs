@@ -752,3 +752,34 @@ fn values_computed_from_constants_are_precomputed() {
         }
     }
 }
+
+/// Scores scaled and biased by a constant table before their softmax (LeViT's attention biases)
+/// run as one step, equal to the reference at batch 1 and 2.
+#[test]
+fn a_constant_attention_bias_fuses_into_the_softmax() {
+    use secateur_graph::{Binary, Shape};
+    let mut g = Graph::new("biased");
+    g.add_input("input", Shape::batched(&[2, 3, 5]));
+    g.add_initializer("scale", Tensor::scalar(0.7));
+    g.add_initializer(
+        "bias",
+        Tensor::from_fn(vec![2, 3, 5], |i| (i % 7) as f32 - 3.0),
+    );
+    g.add_node("Mul", Op::Binary(Binary::MUL), &["input", "scale"], &["s"]);
+    g.add_node("Add", Op::Binary(Binary::ADD), &["s", "bias"], &["b"]);
+    let softmax = Op::Softmax(Softmax {
+        axis: -1,
+        legacy: false,
+    });
+    g.add_node("Softmax", softmax, &["b"], &["p"]);
+    g.outputs = vec!["p".into()];
+    for batch in [1, 2] {
+        let x = random_tensor(&[batch, 2, 3, 5], 8);
+        let expect = evaluate(&g, &[("input", x.clone())]).unwrap().remove(0);
+        let mut plan = ExecPlan::compile(&g, PlanConfig::new(batch, 1)).unwrap();
+        let d = max_diff(plan.run(x.data()).unwrap(), expect.data());
+        assert!(d <= 1e-6, "batch {batch}: differs by {d}");
+        let steps = plan.time_steps(&[x.data()], 1).unwrap();
+        assert_eq!(steps.len(), 1, "{steps:?}");
+    }
+}

@@ -89,6 +89,14 @@ pub(super) enum NhwcKernel {
     Stem(NhwcStemConv),
 }
 
+/// Where a masked softmax step finds its mask: at its input 1 (an activation, such as a
+/// padding mask), or in the step (a constant attention bias).
+#[derive(Clone)]
+pub(super) enum MaskValues {
+    Input,
+    Constant(Vec<f32>),
+}
+
 #[derive(Clone)]
 pub(super) enum StepKind {
     Conv(Box<ConvStep>),
@@ -222,14 +230,13 @@ pub(super) enum StepKind {
         lens: [usize; 3],
     },
     /// `softmax(scale·x + mask)` over the middle axis of `[outer, red, inner]`; a scaled or
-    /// masked softmax (the graph's scaled-softmax rule) runs along the last axis (`inner` 1),
-    /// the mask at input 1.
+    /// masked softmax (the graph's scaled-softmax rule) runs along the last axis (`inner` 1).
     Softmax {
         outer: usize,
         red: usize,
         inner: usize,
         scale: f32,
-        mask: Option<crate::kernels::softmax::MaskRows>,
+        mask: Option<(crate::kernels::softmax::MaskRows, MaskValues)>,
     },
     Pointwise(Pointwise),
     /// `x·scale[c] + shift[c]` over the first `n` values (channel `c` of value `i` is
@@ -648,9 +655,10 @@ pub(super) fn run_step(
             mask,
         } => {
             let slice = *red * *inner;
-            let mask = mask
-                .as_ref()
-                .map(|rows| (input_of(inputs, consts, buffers, 1), rows));
+            let mask = mask.as_ref().map(|(rows, values)| match values {
+                MaskValues::Input => (input_of(inputs, consts, buffers, 1), rows),
+                MaskValues::Constant(v) => (v.as_slice(), rows),
+            });
             let plain = *scale == 1.0 && mask.is_none();
             for_row_pieces(&mut out[..*outer * slice], slice, |first, ys| {
                 let xs = &x[first * slice..first * slice + ys.len()];

@@ -10,7 +10,7 @@ use crate::kernels::elementwise::Broadcast;
 use crate::kernels::select::Select;
 use crate::kernels::softmax::MaskRows;
 use crate::plan::err;
-use crate::plan::step::StepKind;
+use crate::plan::step::{MaskValues, StepKind};
 use secateur_graph::{
     BatchNorm, Binary, Expand, ScaledSoftmax, Softmax, Unary, Where, normalize_axis,
 };
@@ -72,7 +72,14 @@ fn scaled_softmax(cx: &LowerCx, chain: &ScaledSoftmax) -> Option<Lowered> {
     let dims = cx.value_shape(&chain.scores);
     let n = *dims.last()?;
     let mask = match &chain.mask {
-        Some((_, v)) => Some(MaskRows::new(&cx.value_shape(v), &dims)?),
+        Some((_, v)) => {
+            let rows = MaskRows::new(&cx.value_shape(v), &dims)?;
+            let values = match cx.graph.initializers.get(v) {
+                Some(t) => MaskValues::Constant(t.data().to_vec()),
+                None => MaskValues::Input,
+            };
+            Some((rows, values))
+        }
         None => None,
     };
     if cx.nhwc || n == 0 {
@@ -90,7 +97,11 @@ fn scaled_softmax(cx: &LowerCx, chain: &ScaledSoftmax) -> Option<Lowered> {
     lowered.output = chain.output.clone();
     lowered.out_len = dims.iter().product();
     lowered.data_only = true;
-    lowered.residual = chain.mask.as_ref().map(|m| m.1.clone());
+    lowered.residual = chain
+        .mask
+        .as_ref()
+        .filter(|m| !cx.graph.initializers.contains_key(&m.1))
+        .map(|m| m.1.clone());
     Some(lowered)
 }
 
