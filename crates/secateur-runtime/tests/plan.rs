@@ -783,3 +783,70 @@ fn a_constant_attention_bias_fuses_into_the_softmax() {
         assert_eq!(steps.len(), 1, "{steps:?}");
     }
 }
+
+/// ConvNeXt's block order: a convolution, a permute to channels-last, a LayerNorm over the
+/// channels, a permute back, a 1×1 convolution. A channels-last plan moves no data for either
+/// permute (no transpose and no layout conversion runs between the convolutions); every
+/// layout equals the reference at batch 1 and 2.
+#[test]
+fn permutes_around_a_channels_last_layer_norm_move_no_data() {
+    use secateur_graph::{Conv, GraphBuilder, LayerNorm, Transpose};
+    let (mut b, x) = GraphBuilder::new("block", &[8, 5, 6], 2);
+    let y = b.conv("dw", &x, 8, 3, 1, 1, 8, true).unwrap();
+    let mut g = b.finish(&y).unwrap();
+    let _ = y; // `finish` renamed the convolution's output
+    let to_last = Op::Transpose(Transpose {
+        perm: vec![0, 2, 3, 1],
+    });
+    g.add_node("norm/Transpose", to_last, &["logits"], &["t"]);
+    g.add_initializer("ln.w", Tensor::from_fn(vec![8], |i| 1.0 + i as f32 * 0.1));
+    g.add_initializer("ln.b", Tensor::from_fn(vec![8], |i| i as f32 * 0.05));
+    let ln = Op::LayerNorm(LayerNorm {
+        axis: -1,
+        epsilon: 1e-6,
+    });
+    g.add_node("norm/LayerNorm", ln, &["t", "ln.w", "ln.b"], &["n"]);
+    let to_first = Op::Transpose(Transpose {
+        perm: vec![0, 3, 1, 2],
+    });
+    g.add_node("norm/Transpose_1", to_first, &["n"], &["f"]);
+    g.add_initializer(
+        "fc.w",
+        Tensor::from_fn(vec![16, 8, 1, 1], |i| ((i * 7) % 11) as f32 * 0.05 - 0.25),
+    );
+    g.add_node(
+        "fc",
+        Op::Conv(Conv::new([1, 1], 0)),
+        &["f", "fc.w"],
+        &["out"],
+    );
+    g.outputs = vec!["out".into()];
+    for batch in [1, 2] {
+        let xin = random_tensor(&[batch, 8, 5, 6], 6);
+        let expect = evaluate(&g, &[("input", xin.clone())]).unwrap().remove(0);
+        for layout in [LayoutPolicy::ChannelsFirst, LayoutPolicy::ChannelsLast] {
+            let config = PlanConfig {
+                layout,
+                ..PlanConfig::new(batch, 1)
+            };
+            let mut plan = ExecPlan::compile(&g, config).unwrap();
+            let d = max_diff(plan.run(xin.data()).unwrap(), expect.data());
+            assert!(d <= 1e-5, "batch {batch} {layout:?}: differs by {d}");
+            let steps: Vec<String> = plan
+                .time_steps(&[xin.data()], 1)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.0)
+                .collect();
+            if layout == LayoutPolicy::ChannelsLast {
+                let moved = steps
+                    .iter()
+                    .filter(|n| n.contains("Transpose") || n.contains(".to_"))
+                    .count();
+                // only the graph input's conversion and the output's
+                assert!(moved <= 2, "{steps:?}");
+                assert!(steps.iter().all(|n| !n.contains("Transpose")), "{steps:?}");
+            }
+        }
+    }
+}

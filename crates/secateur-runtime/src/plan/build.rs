@@ -165,6 +165,14 @@ impl<'a> Builder<'a> {
                 .first()
                 .is_some_and(|v| self.value_buf.contains_key(v));
         let lowered = if aliased { None } else { Some(op.lower(&cx)?) };
+        // a node that only relabels its input's memory in another layout
+        if let Some(layout) = lowered.as_ref().and_then(|l| l.relabels)
+            && let Some(&buf) = node.inputs.first().and_then(|v| self.value_buf.get(v))
+        {
+            self.value_buf.insert(node.outputs[0].clone(), buf);
+            self.layout.insert(node.outputs[0].clone(), layout);
+            return Ok(());
+        }
         let reads_nchw = lowered.as_ref().is_some_and(|l| l.reads_nchw);
         let mut in_bufs = Vec::new();
         let mut consts = Vec::new();

@@ -1,12 +1,14 @@
 //! Data movement with dedicated steps: concatenation along any axis, strided slices, constant
 //! padding, gathers at constant positions (a channel shuffle, an index select) and transposes.
 //! Concatenation, slices, padding and channel gathers follow their input's layout, with axes
-//! mapped to memory order. Edge and reflect padding run by their reference evaluation.
+//! mapped to memory order. Edge and reflect padding run by their reference evaluation. A
+//! transpose that only changes which layout a channels-last plan reads moves no data.
 
 use super::{ChannelsLast, LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;
-use crate::plan::err;
+use crate::plan::build::Layout;
 use crate::plan::step::StepKind;
+use crate::plan::{LayoutPolicy, err};
 use secateur_graph::{Concat, Gather, Pad, PadMode, Slice, Transpose, normalize_axis};
 
 /// The memory axis of logical axis `axis` of a rank-4 value under channels-last.
@@ -126,12 +128,30 @@ impl RuntimeOp for Gather {
 }
 
 impl RuntimeOp for Transpose {
+    /// A rank-4 transpose between the channels-first and channels-last axis orders moves no
+    /// data in a channels-last plan when its input is already stored in the target order
+    /// (ConvNeXt's permutes around its LayerNorm): `[0, 2, 3, 1]` of a value stored
+    /// channels-last is that memory read as a plain array, and `[0, 3, 1, 2]` of a plain array
+    /// is that memory read channels-last.
     fn lower(&self, cx: &LowerCx) -> Result<Lowered> {
+        let dims = cx.in_shape(0);
         let kind = StepKind::Transpose {
-            dims: cx.in_shape(0),
+            dims: dims.clone(),
             perm: self.perm.clone(),
         };
-        Ok(Lowered::plain(cx, kind))
+        let mut lowered = Lowered::plain(cx, kind);
+        let channels_last_plan = matches!(
+            cx.config.layout,
+            LayoutPolicy::ChannelsLast | LayoutPolicy::Mixed
+        );
+        if dims.len() == 4 && channels_last_plan {
+            lowered.relabels = match (self.perm.as_slice(), cx.data_nchw) {
+                ([0, 2, 3, 1], false) => Some(Layout::Nchw),
+                ([0, 3, 1, 2], true) => Some(Layout::Nhwc),
+                _ => None,
+            };
+        }
+        Ok(lowered)
     }
 }
 

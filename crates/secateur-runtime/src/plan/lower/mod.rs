@@ -105,6 +105,10 @@ pub(crate) struct Lowered {
     /// Whether the step reads its data input channels-first although it runs channels-last
     /// (a stem convolution reading the graph's input), so no conversion precedes it.
     pub reads_nchw: bool,
+    /// Set when the node moves no data in this plan: its output is its data input's memory as
+    /// it is now, read in this layout (a transpose between channels-first and channels-last
+    /// axis orders of a value already stored in the target order).
+    pub relabels: Option<super::build::Layout>,
 }
 
 impl Lowered {
@@ -121,6 +125,7 @@ impl Lowered {
             residual: None,
             quantizes_input: false,
             reads_nchw: false,
+            relabels: None,
         }
     }
 
@@ -137,6 +142,7 @@ impl Lowered {
             residual: prep.fused.residual.clone(),
             quantizes_input: false,
             reads_nchw: false,
+            relabels: None,
         }
     }
 
