@@ -5,7 +5,7 @@
 //! input is a weight, a value precomputed before it, or read for its shape only
 //! ([`secateur_graph::OpSemantics::shape_only_inputs`]); when none of its outputs is a graph
 //! output; when no quantization applies to it; and when its inputs and outputs are small enough
-//! to hold ([`MAX_VALUES`]). A plan is compiled for one batch size, so values of batch-sized
+//! to hold ([`MAX_VALUES`] each, [`MAX_TOTAL`] together). A plan is compiled for one batch size, so values of batch-sized
 //! shapes are computed at that size. The plan then compiles a copy of the graph without those
 //! nodes, in which the values they computed and later nodes read are weights.
 
@@ -14,6 +14,8 @@ use std::collections::{HashMap, HashSet};
 
 /// The largest value (in elements) computed at compile time: a larger one stays a step.
 const MAX_VALUES: usize = 1 << 22;
+/// Elements all precomputed values may hold together (256 MiB): past it, nodes stay steps.
+const MAX_TOTAL: usize = 1 << 26;
 
 /// The graph without the nodes computable from constants and the shapes of its values, or
 /// `None` when no node is.
@@ -25,6 +27,7 @@ pub(super) fn precompute(
     let outputs: HashSet<&str> = graph.outputs.iter().map(String::as_str).collect();
     let mut values: HashMap<String, Tensor> = HashMap::new();
     let mut computed = vec![false; graph.nodes.len()];
+    let mut held = 0usize;
     for (ni, node) in graph.nodes.iter().enumerate() {
         let size_only = node.op.sem().shape_only_inputs();
         let constant = node.inputs.iter().enumerate().all(|(k, v)| {
@@ -35,7 +38,14 @@ pub(super) fn precompute(
                 .get(v)
                 .is_some_and(|s| s.resolve(batch).iter().product::<usize>() <= MAX_VALUES)
         };
+        let out_len: usize = node
+            .outputs
+            .iter()
+            .filter_map(|o| shapes.get(o))
+            .map(|s| s.resolve(batch).iter().product::<usize>())
+            .sum();
         if !constant
+            || held + out_len > MAX_TOTAL
             || quantized(graph, ni)
             || node
                 .outputs
@@ -63,6 +73,7 @@ pub(super) fn precompute(
         }
         // an op that cannot evaluate here (bad data) stays a step and reports when it runs
         if let Ok(outs) = result {
+            held += out_len;
             values.extend(node.outputs.iter().cloned().zip(outs));
             computed[ni] = true;
         }
