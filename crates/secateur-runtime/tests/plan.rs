@@ -850,3 +850,45 @@ fn permutes_around_a_channels_last_layer_norm_move_no_data() {
         }
     }
 }
+
+/// A layer whose data input is a weight and whose output is the graph's (so not precomputed)
+/// reads it from a buffer filled by a copy step, in either layout.
+#[test]
+fn a_constant_data_input_runs_from_a_buffer() {
+    use secateur_graph::{Binary, Conv, Shape};
+    let mut g = Graph::new("constant-data");
+    g.add_input("input", Shape::batched(&[4, 3, 3]));
+    g.add_initializer(
+        "w",
+        Tensor::from_fn(vec![4, 4, 1, 1], |i| (i % 5) as f32 * 0.2 - 0.4),
+    );
+    g.add_initializer(
+        "plane",
+        Tensor::from_fn(vec![1, 4, 3, 3], |i| (i % 7) as f32 * 0.3),
+    );
+    g.add_node(
+        "conv",
+        Op::Conv(Conv::new([1, 1], 0)),
+        &["plane", "w"],
+        &["c"],
+    );
+    g.add_node("add", Op::Binary(Binary::ADD), &["input", "c"], &["out"]);
+    g.outputs = vec!["out".into()];
+    // the convolution alone is the output: it cannot be precomputed
+    let mut alone = g.clone();
+    alone.nodes.pop();
+    alone.outputs = vec!["c".into()];
+    for (graph, batch) in [(&g, 2), (&alone, 1)] {
+        let x = random_tensor(&[batch, 4, 3, 3], 3);
+        let expect = evaluate(graph, &[("input", x.clone())]).unwrap().remove(0);
+        for layout in [LayoutPolicy::ChannelsFirst, LayoutPolicy::ChannelsLast] {
+            let config = PlanConfig {
+                layout,
+                ..PlanConfig::new(batch, 1)
+            };
+            let mut plan = ExecPlan::compile(graph, config).unwrap();
+            let d = max_diff(plan.run(x.data()).unwrap(), expect.data());
+            assert!(d <= 1e-5, "{} {layout:?}: differs by {d}", graph.outputs[0]);
+        }
+    }
+}

@@ -10,6 +10,7 @@ use super::lower::{self, ChannelsLast, LowerCx, Lowered};
 use super::step::{Step, StepKind};
 use super::{LayerChoice, PlanConfig, err};
 use crate::error::Result;
+use crate::kernels::elementwise::Broadcast;
 use secateur_graph::{Graph, OpClass, Shape};
 use std::collections::HashMap;
 
@@ -177,6 +178,11 @@ impl<'a> Builder<'a> {
         let mut in_bufs = Vec::new();
         let mut consts = Vec::new();
         for (k, v) in node.inputs.iter().enumerate() {
+            // a step that reads only its data input, which is a constant: a buffer holds it
+            let data_only = lowered.as_ref().is_some_and(|l| l.data_only);
+            if k == 0 && data_only && !self.value_buf.contains_key(v) {
+                self.constant_buffer(v);
+            }
             if self.value_buf.contains_key(v) {
                 let layout = if k == 0 && reads_nchw {
                     Layout::Nchw
@@ -212,6 +218,28 @@ impl<'a> Builder<'a> {
             return Ok(());
         };
         self.push_lowered(name, lowered, in_bufs, consts, want)
+    }
+
+    /// Makes constant `v` (a weight read as a layer's data input) an activation: a copy step
+    /// fills its buffer on every run, in its logical (channels-first) order.
+    fn constant_buffer(&mut self, v: &str) {
+        let Some(t) = self.graph.initializers.get(v) else {
+            return;
+        };
+        let dims = self.dims(v);
+        let out = self.new_buf(t.len());
+        self.steps.push(Step {
+            name: format!("{v}.constant"),
+            kind: StepKind::Expand {
+                bc: Broadcast::new(&dims, &dims, &dims),
+                n: t.len(),
+            },
+            inputs: vec![usize::MAX],
+            output: out,
+            consts: vec![(0, t.data().to_vec())],
+        });
+        self.value_buf.insert(v.to_string(), out);
+        self.layout.insert(v.to_string(), Layout::Nchw);
     }
 
     /// The quantization of the activation entering node `name`, if the graph has one.

@@ -4,8 +4,9 @@
 //! with constant indices, a transposed or reshaped weight. A node is precomputed when every
 //! input is a weight, a value precomputed before it, or read for its shape only
 //! ([`secateur_graph::OpSemantics::shape_only_inputs`]); when none of its outputs is a graph
-//! output; when no quantization applies to it; and when its inputs and outputs are small enough
-//! to hold ([`MAX_VALUES`] each, [`MAX_TOTAL`] together). A plan is compiled for one batch size, so values of batch-sized
+//! output; and when its inputs and outputs are small enough to hold ([`MAX_VALUES`] each,
+//! [`MAX_TOTAL`] together). A quantized node is evaluated with its quantization simulated, as
+//! the reference defines it. A plan is compiled for one batch size, so values of batch-sized
 //! shapes are computed at that size. The plan then compiles a copy of the graph without those
 //! nodes, in which the values they computed and later nodes read are weights.
 
@@ -46,7 +47,6 @@ pub(super) fn precompute(
             .sum();
         if !constant
             || held + out_len > MAX_TOTAL
-            || quantized(graph, ni)
             || node
                 .outputs
                 .iter()
@@ -102,14 +102,4 @@ pub(super) fn precompute(
         }
     }
     Some((g, shapes))
-}
-
-/// Whether a quantization (of its input activation, or of a weight it reads) applies to node
-/// `ni`: such nodes keep their simulation step.
-fn quantized(graph: &Graph, ni: usize) -> bool {
-    let node = &graph.nodes[ni];
-    graph.quantization.as_ref().is_some_and(|q| {
-        q.activations.contains_key(&node.name)
-            || node.inputs.iter().any(|v| q.weights.contains_key(v))
-    })
 }
