@@ -558,6 +558,25 @@ fn standalone_batch_norms_match_the_reference_in_both_layouts() {
 }
 
 /// The largest absolute difference between two outputs.
+/// The plan of `g` for `x`'s batch in `layout` on one thread, checked against the reference
+/// output `expect`, and the names of its steps.
+fn checked_steps(g: &Graph, x: &Tensor, expect: &Tensor, layout: LayoutPolicy) -> Vec<String> {
+    let batch = x.shape()[0];
+    let config = PlanConfig {
+        layout,
+        ..PlanConfig::new(batch, 1)
+    };
+    let mut plan = ExecPlan::compile(g, config).unwrap();
+    let d = max_diff(plan.run(x.data()).unwrap(), expect.data());
+    assert!(
+        d <= 1e-5,
+        "{} batch {batch} {layout:?}: differs by {d}",
+        g.name
+    );
+    let steps = plan.time_steps(&[x.data()], 1).unwrap();
+    steps.into_iter().map(|s| s.0).collect()
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
@@ -737,18 +756,8 @@ fn values_computed_from_constants_are_precomputed() {
         let xin = random_tensor(&[batch, 4, 6, 6], 4);
         let expect = evaluate(&g, &[("input", xin.clone())]).unwrap().remove(0);
         for layout in [LayoutPolicy::ChannelsFirst, LayoutPolicy::ChannelsLast] {
-            let config = PlanConfig {
-                layout,
-                ..PlanConfig::new(batch, 1)
-            };
-            let mut plan = ExecPlan::compile(&g, config).unwrap();
-            let d = max_diff(plan.run(xin.data()).unwrap(), expect.data());
-            assert!(d <= 1e-5, "batch {batch} {layout:?}: differs by {d}");
-            let steps = plan.time_steps(&[xin.data()], 1).unwrap();
-            assert!(
-                steps.iter().all(|(n, _)| !n.starts_with("pe/")),
-                "{steps:?}"
-            );
+            let steps = checked_steps(&g, &xin, &expect, layout);
+            assert!(steps.iter().all(|n| !n.starts_with("pe/")), "{steps:?}");
         }
     }
 }
@@ -825,19 +834,7 @@ fn permutes_around_a_channels_last_layer_norm_move_no_data() {
         let xin = random_tensor(&[batch, 8, 5, 6], 6);
         let expect = evaluate(&g, &[("input", xin.clone())]).unwrap().remove(0);
         for layout in [LayoutPolicy::ChannelsFirst, LayoutPolicy::ChannelsLast] {
-            let config = PlanConfig {
-                layout,
-                ..PlanConfig::new(batch, 1)
-            };
-            let mut plan = ExecPlan::compile(&g, config).unwrap();
-            let d = max_diff(plan.run(xin.data()).unwrap(), expect.data());
-            assert!(d <= 1e-5, "batch {batch} {layout:?}: differs by {d}");
-            let steps: Vec<String> = plan
-                .time_steps(&[xin.data()], 1)
-                .unwrap()
-                .into_iter()
-                .map(|s| s.0)
-                .collect();
+            let steps = checked_steps(&g, &xin, &expect, layout);
             if layout == LayoutPolicy::ChannelsLast {
                 let moved = steps
                     .iter()
@@ -882,13 +879,7 @@ fn a_constant_data_input_runs_from_a_buffer() {
         let x = random_tensor(&[batch, 4, 3, 3], 3);
         let expect = evaluate(graph, &[("input", x.clone())]).unwrap().remove(0);
         for layout in [LayoutPolicy::ChannelsFirst, LayoutPolicy::ChannelsLast] {
-            let config = PlanConfig {
-                layout,
-                ..PlanConfig::new(batch, 1)
-            };
-            let mut plan = ExecPlan::compile(graph, config).unwrap();
-            let d = max_diff(plan.run(x.data()).unwrap(), expect.data());
-            assert!(d <= 1e-5, "{} {layout:?}: differs by {d}", graph.outputs[0]);
+            checked_steps(graph, &x, &expect, layout);
         }
     }
 }

@@ -181,6 +181,25 @@ pub enum BinaryFn {
 }
 
 impl BinaryFn {
+    /// Every operator.
+    pub const ALL: [BinaryFn; 15] = [
+        BinaryFn::Add,
+        BinaryFn::Sub,
+        BinaryFn::Mul,
+        BinaryFn::Div,
+        BinaryFn::Pow,
+        BinaryFn::Max,
+        BinaryFn::Min,
+        BinaryFn::Equal,
+        BinaryFn::Less,
+        BinaryFn::LessOrEqual,
+        BinaryFn::Greater,
+        BinaryFn::GreaterOrEqual,
+        BinaryFn::And,
+        BinaryFn::Or,
+        BinaryFn::Xor,
+    ];
+
     /// The operator's value (the reference definition).
     pub fn apply(self, a: f32, b: f32) -> f32 {
         let truth = |c: bool| if c { 1.0 } else { 0.0 };

@@ -373,25 +373,7 @@ mod tests {
         let a: Vec<f32> = (0..64).map(|i| vals[i % 8]).collect();
         let b: Vec<f32> = (0..64).map(|i| vals[(i / 8) % 8]).collect();
         let bc = Broadcast::new(&[64], &[64], &[64]);
-        use BinaryFn::*;
-        let all = [
-            Add,
-            Sub,
-            Mul,
-            Div,
-            Pow,
-            Max,
-            Min,
-            Equal,
-            Less,
-            LessOrEqual,
-            Greater,
-            GreaterOrEqual,
-            And,
-            Or,
-            Xor,
-        ];
-        for f in all {
+        for f in BinaryFn::ALL {
             for isa in Isa::available() {
                 let mut y = vec![0.0; 64];
                 binary(isa, f, &bc, &a, &b, &mut y);
