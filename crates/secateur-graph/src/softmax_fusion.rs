@@ -5,9 +5,9 @@
 //! scores reach memory. The chain starts at the scaling (a multiplication by, or a division by,
 //! a one-element constant, the scores being the first operand) or, without one, at the
 //! addition (the scores first, of the output's full shape); the added value (a padding mask, a
-//! constant attention bias) may be broadcast along any axis. As in [`crate::fusion`], each absorbed node is
-//! the sole reader of the value before it, that value is no graph output, and no absorbed
-//! node's input is quantized.
+//! constant attention bias) may be broadcast along any axis. As in [`crate::fusion`], each
+//! absorbed node is the sole reader of the value before it, that value is no graph output,
+//! and no absorbed node's input is quantized.
 
 use crate::graph::Graph;
 use crate::ops::{Binary, BinaryFn, Op};

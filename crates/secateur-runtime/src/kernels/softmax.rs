@@ -290,7 +290,8 @@ mod tests {
         ) {
             let mut dims = lead.clone();
             dims.push(n);
-            let mask_dims: Vec<usize> = dims.iter().zip(&keep).map(|(&d, &k)| if k { d } else { 1 }).collect();
+            let mask_dims: Vec<usize> =
+                dims.iter().zip(&keep).map(|(&d, &k)| if k { d } else { 1 }).collect();
             let at = MaskRows::new(&mask_dims, &dims).expect("broadcasts");
             let value = |i: usize, salt: u64| {
                 let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15 ^ seed ^ salt) >> 40;
@@ -305,14 +306,16 @@ mod tests {
             let bc = crate::kernels::elementwise::Broadcast::new(&dims, &mask_dims, &dims);
             let scaled: Vec<f32> = x.iter().map(|v| v * scale).collect();
             let mut masked = vec![0.0; len];
-            crate::kernels::elementwise::binary(Isa::Portable, secateur_graph::BinaryFn::Add, &bc, &scaled, &mask, &mut masked);
+            let add = secateur_graph::BinaryFn::Add;
+            crate::kernels::elementwise::binary(Isa::Portable, add, &bc, &scaled, &mask, &mut masked);
             let mut want = vec![0.0; len];
             crate::ops::softmax(&masked, len / n, n, 1, &mut want);
             let rows = len / n;
             let first = first_row.min(rows - 1);
             for isa in Isa::available() {
                 let mut got = vec![0.0; (rows - first) * n];
-                scaled_softmax_rows(isa, &x[first * n..], n, scale, Some((&mask, &at)), first, &mut got);
+                let xs = &x[first * n..];
+                scaled_softmax_rows(isa, xs, n, scale, Some((&mask, &at)), first, &mut got);
                 for (g, w) in got.iter().zip(&want[first * n..]) {
                     prop_assert!((g - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{isa}: {g} vs {w}");
                 }

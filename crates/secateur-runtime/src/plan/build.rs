@@ -168,6 +168,7 @@ impl<'a> Builder<'a> {
         let lowered = if aliased { None } else { Some(op.lower(&cx)?) };
         // a node that only relabels its input's memory in another layout
         if let Some(layout) = lowered.as_ref().and_then(|l| l.relabels)
+            && self.quantization_of(&name).is_none()
             && let Some(&buf) = node.inputs.first().and_then(|v| self.value_buf.get(v))
         {
             self.value_buf.insert(node.outputs[0].clone(), buf);

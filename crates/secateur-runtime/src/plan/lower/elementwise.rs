@@ -1,7 +1,8 @@
 //! Element-wise ops on the generic vector steps: pointwise functions, broadcasting binaries,
-//! `Expand` (a broadcast copy), `Where` (a broadcast selection), batch norms that no layer absorbs (a per-channel affine
-//! step with the function after it), and softmax along any axis (or over all trailing axes
-//! for the legacy form), with the scaling and masking of attention scores before it fused in.
+//! `Expand` (a broadcast copy), `Where` (a broadcast selection), batch norms that no layer
+//! absorbs (a per-channel affine step with the function after it), and softmax along any axis
+//! (or over all trailing axes for the legacy form), with the scaling and masking of attention
+//! scores before it fused in.
 
 use super::{ChannelsLast, LowerCx, Lowered, RuntimeOp};
 use crate::error::Result;

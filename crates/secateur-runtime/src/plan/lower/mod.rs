@@ -1,10 +1,11 @@
 //! Per-op lowering to execution steps, registered like the ONNX converters and the training
 //! lowerings: each IR op implements [`RuntimeOp`] in the file of its family (`conv.rs` and
 //! `linear.rs`: weighted layers with fusion and a measured kernel choice, sharing
-//! `weights.rs`; `pool.rs`; `reduce.rs`; `elementwise.rs`: pointwise functions, broadcasting binaries,
-//! `Expand` and softmax; `layout.rs`: concatenation), and [`lowering`] is the one place that maps an
-//! [`Op`] to its implementation. An op without a kernel keeps the default: its reference
-//! evaluation, checked on zeros of its input shapes when the plan compiles.
+//! `weights.rs`; `pool.rs`; `reduce.rs`; `elementwise.rs`: pointwise functions, broadcasting
+//! binaries, `Expand` and softmax; `layout.rs`: concatenation and transposes), and
+//! [`lowering`] is the one place that maps an [`Op`] to its implementation. An op without a
+//! kernel keeps the default: its reference evaluation, checked on zeros of its input shapes
+//! when the plan compiles.
 
 mod conv;
 mod conv_nhwc;
