@@ -73,6 +73,19 @@ fn main() {
         });
         report("gemm", ms);
     }
+    let copies: usize = std::env::var("COLD_COPIES").map_or(0, |t| t.parse().expect("a number"));
+    if copies > 0 {
+        // as in a plan: every call reads weights that are not in the caches
+        let many: Vec<NhwcConv> = (0..copies)
+            .map(|_| NhwcConv::new(isa, &conv, ci, co, &w, &bias, tail))
+            .collect();
+        let mut next = 0;
+        let ms = time(&mut || {
+            next = (next + 1) % copies;
+            team.enter(|| many[next].run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
+        });
+        report("gemm-cold", ms);
+    }
     if let Some(wino) =
         NhwcWinograd::new(isa, &conv, ci, co, &w, &bias, tail).filter(|_| wanted("winograd"))
     {
