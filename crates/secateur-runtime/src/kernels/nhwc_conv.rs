@@ -424,18 +424,18 @@ impl Job<'_> {
     /// each group's panels of the set in one call (`nhwc_span512`).
     #[cfg(target_arch = "x86_64")]
     unsafe fn spans(&self, panels: &[Panel], pixels: std::ops::Range<usize>) {
-        use super::nhwc_span512::{BLOCK_PIXELS, Span, run};
+        use super::nhwc_span512::{BLOCK_PIXELS, BLOCK_SLACK, Span, block_len, run};
         let c = self.conv;
         let cin_g = c.c_in / c.groups;
         let (row_step, col_step) = (c.strides[0] * self.wp * c.c_in, c.strides[1] * c.c_in);
-        let mut offsets = [0usize; BLOCK_PIXELS];
+        let mut offsets = [0usize; BLOCK_PIXELS + BLOCK_SLACK];
         let mut k0 = 0;
         for (ci, chunk) in self.chunks.iter().enumerate() {
             let pieces = &self.pieces[chunk.clone()];
             let (mut oy, mut ox) = (pixels.start / self.wo, pixels.start % self.wo);
             let mut q = pixels.start;
             while q < pixels.end {
-                let n = BLOCK_PIXELS.min(pixels.end - q);
+                let n = block_len(pixels.end - q);
                 for o in offsets[..n].iter_mut() {
                     *o = oy * row_step + ox * col_step;
                     ox += 1;
