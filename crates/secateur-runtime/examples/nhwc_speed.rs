@@ -67,14 +67,14 @@ fn main() {
         measure(&mut *f, Budget::for_duration(one, 500.0)).median_ms
     };
     let wanted = |name: &str| std::env::var("ONLY").map_or(true, |only| only == name);
+    let copies: usize = std::env::var("COLD_COPIES").map_or(0, |t| t.parse().expect("a number"));
     if wanted("gemm") {
         let ms = time(&mut || {
             team.enter(|| packed.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
         });
         report("gemm", ms);
     }
-    let copies: usize = std::env::var("COLD_COPIES").map_or(0, |t| t.parse().expect("a number"));
-    if copies > 0 {
+    if copies > 0 && wanted("gemm") {
         // as in a plan: every call reads weights that are not in the caches
         let many: Vec<NhwcConv> = (0..copies)
             .map(|_| NhwcConv::new(isa, &conv, ci, co, &w, &bias, tail))
@@ -94,6 +94,20 @@ fn main() {
             team.enter(|| wino.run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads))
         });
         report("winograd", ms);
+        if copies > 0 {
+            // as in a plan: every call reads transformed weights that are not in the caches
+            let many: Vec<NhwcWinograd> = (0..copies)
+                .filter_map(|_| NhwcWinograd::new(isa, &conv, ci, co, &w, &bias, tail))
+                .collect();
+            let mut next = 0;
+            let ms = time(&mut || {
+                next = (next + 1) % copies;
+                team.enter(|| {
+                    many[next].run(&x, hw, hw, ho, ho, &mut y, None, &mut scratch, threads)
+                })
+            });
+            report("wino-cold", ms);
+        }
     }
     for (name, input) in [
         ("stem-nchw", StemInput::Nchw),

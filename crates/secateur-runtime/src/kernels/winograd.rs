@@ -66,20 +66,25 @@ impl NhwcWinograd {
 
     /// Whether it is expected to beat the implicit GEMM on this layer: enough channels for the
     /// products to dominate the transforms, and enough tiles for the 4× larger transformed
-    /// weights to be reused (measured with `examples/nhwc_speed` and whole models, see
-    /// BENCHMARKS.md). The AVX-512 implicit GEMM is twice as fast as the AVX2 one, so there
-    /// Winograd pays only from 28×28 outputs and 48 input channels on: at 14×14 and 7×7 it
-    /// still wins alone (its 9× larger transformed weights cached) but loses inside resnet18,
-    /// where those weights come from memory on every inference; with 32 channels its
-    /// transforms cost more than the GEMM saves (32→32 at 56×56: 0.50–0.76 vs 0.46–0.61 ms).
+    /// weights to be reused. On AVX-512 (measured with `examples/nhwc_speed`, `COLD_COPIES`
+    /// keeping the weights out of the caches as inside a model, and whole models, see
+    /// BENCHMARKS.md): from 28 × 28 outputs on, 24 input channels, or 16 with 64 outputs (32→32
+    /// at 56 × 56: 0.39 against 0.53 ms; 16→16: 0.16 against 0.13); at 9–27 pixels a side, 64
+    /// input channels, or 32 with 128 outputs (256→256 at 14 × 14: 1.58 against 2.18 ms; 48→48:
+    /// level); at 7 × 7 its transformed weights cost more than it saves. Elsewhere the AVX2
+    /// implicit GEMM, half as fast, lets it pay from 24 input channels and 9 tiles.
     pub fn pays(isa: Isa, conv: &Conv, c_in: usize, c_out: usize, ho: usize, wo: usize) -> bool {
         let tiles = ho.div_ceil(M) * wo.div_ceil(M);
-        let (min_tiles, min_c_in) = if isa == Isa::Avx512 {
-            (17, 48)
+        let enough = if isa != Isa::Avx512 {
+            c_in >= 24 && tiles >= 9
+        } else if tiles >= 49 {
+            c_in >= 24 || (c_in >= 16 && c_out >= 64)
+        } else if tiles >= 9 {
+            c_in >= 64 || (c_in >= 32 && c_out >= 128)
         } else {
-            (9, 24)
+            false
         };
-        Self::applies(conv) && c_in >= min_c_in && c_out >= 16 && tiles >= min_tiles
+        Self::applies(conv) && c_out >= 16 && enough
     }
 
     /// From the row-major `[c_out × c_in·3·3]` weights (ONNX order), one bias per output
