@@ -483,6 +483,38 @@ fn long_reductions_accumulate_chunk_by_chunk() {
 }
 
 #[test]
+fn large_padded_inputs_copied_band_by_band_match_the_reference() {
+    // padded inputs of 0.6–0.8 MB on one thread: the zero-bordered copy is made a band of
+    // rows at a time (symmetric, asymmetric and bottom-heavy padding, strides, dilation,
+    // groups, the tail with a residual)
+    let tail = Tail {
+        act: Some(Pointwise::Relu),
+        residual: true,
+        post: Some(Pointwise::Silu),
+    };
+    let conv = |k: usize, stride: usize, pads: [usize; 4], dil: usize, groups: usize| Conv {
+        kernel: [k, k],
+        strides: [stride, stride],
+        pads,
+        dilations: [dil, dil],
+        groups,
+    };
+    check_conv(&conv(3, 1, [1; 4], 1, 1), 32, 20, 70, 72, tail, 1, 11);
+    check_conv(&conv(3, 2, [1, 0, 1, 1], 1, 2), 32, 32, 75, 71, tail, 1, 12);
+    check_conv(
+        &conv(5, 1, [4; 4], 2, 1),
+        40,
+        17,
+        60,
+        58,
+        Tail::default(),
+        1,
+        13,
+    );
+    check_conv(&conv(3, 3, [0, 1, 2, 1], 1, 1), 36, 40, 71, 70, tail, 1, 14);
+}
+
+#[test]
 fn winograd_reductions_longer_than_a_chunk_accumulate() {
     // K = C_in = 600: two chunks of the product kernel; 2 threads split panels of one block
     let conv = Conv {

@@ -221,6 +221,9 @@ impl NhwcConv {
         threads: usize,
     ) {
         let (hp, wp) = self.padded_dims(h, w);
+        if let Some(rows) = self.band_rows(h, w, ho, threads) {
+            return self.run_banded(x, [h, w, ho, wo], rows, y, residual, scratch);
+        }
         let xp: &[f32] = if self.scratch_len(h, w) == 0 {
             x
         } else {
@@ -246,6 +249,7 @@ impl NhwcConv {
             res: residual
                 .filter(|_| self.tail.residual)
                 .map(|r| SendPtr(r.as_ptr() as *mut f32)),
+            row0: 0,
         };
         // units of work: (panel set, pixel range), several per thread. Each tile of pixels runs
         // through every panel of a set while its inputs are in the L1 cache; a set holds the
@@ -268,6 +272,109 @@ impl NhwcConv {
                 unsafe { job.block(&self.panels[panels], pixels) }
             },
         );
+    }
+}
+
+/// Padded inputs larger than this are copied band by band (about half the L2 cache).
+const BANDED_ABOVE_BYTES: usize = 512 * 1024;
+/// Bytes of padded input rows per band (in the L2 cache while the band's outputs are made).
+const BAND_BYTES: usize = 96 * 1024;
+
+impl NhwcConv {
+    /// Output rows per band when the zero-bordered copy is made band by band: on one thread,
+    /// in f32, when the whole copy would not stay in the L2 cache. A whole copy of a large
+    /// early layer's input (32 channels at 112 × 112: 1.7 MB) is written to memory and read
+    /// back; a band's copy is read by the products while it is still cached.
+    fn band_rows(&self, h: usize, w: usize, ho: usize, threads: usize) -> Option<usize> {
+        let (hp, wp) = self.padded_dims(h, w);
+        let row_bytes = wp * self.c_in * 4;
+        let whole = hp * row_bytes;
+        if self.scratch_len(h, w) == 0 || self.bf16_input || threads > 1 {
+            return None;
+        }
+        if whole <= BANDED_ABOVE_BYTES || self.packed.len() * 4 > L2_WEIGHT_BYTES {
+            return None;
+        }
+        let (sh, span) = (
+            self.strides[0],
+            (self.kernel[0] - 1) * self.dilations[0] + 1,
+        );
+        let in_rows = (BAND_BYTES / row_bytes).max(span);
+        let rows = ((in_rows - span) / sh + 1).clamp(1, ho);
+        (rows < ho).then_some(rows)
+    }
+
+    /// [`NhwcConv::run`] on one thread, `rows` output rows at a time, each band's padded input
+    /// rows copied into the front of `scratch` just before its products.
+    fn run_banded(
+        &self,
+        x: &[f32],
+        [h, w, ho, wo]: [usize; 4],
+        rows: usize,
+        y: &mut [f32],
+        residual: Option<&[f32]>,
+        scratch: &mut [f32],
+    ) {
+        let (_, wp) = self.padded_dims(h, w);
+        let (sh, span) = (
+            self.strides[0],
+            (self.kernel[0] - 1) * self.dilations[0] + 1,
+        );
+        let (pieces, chunks) = self.pieces(wp);
+        let per_panel = self.k * NR * 4;
+        let mut set = (L2_WEIGHT_BYTES / per_panel).clamp(1, self.panels.len());
+        if self.isa == Isa::Avx512 && set < self.panels.len() {
+            set = set.next_multiple_of(4);
+        }
+        let y = SendPtr(y.as_mut_ptr());
+        let res = residual
+            .filter(|_| self.tail.residual)
+            .map(|r| SendPtr(r.as_ptr() as *mut f32));
+        for first in (0..ho).step_by(rows) {
+            let count = rows.min(ho - first);
+            let in_rows = (count - 1) * sh + span;
+            let band = &mut scratch[..in_rows * wp * self.c_in];
+            pad_nhwc_rows(x, [h, w, self.c_in], self.pads, first * sh, band);
+            let job = Job {
+                conv: self,
+                xp: band,
+                wp,
+                wo,
+                pieces: &pieces,
+                chunks: &chunks,
+                y,
+                res,
+                row0: first,
+            };
+            for panels in self.panels.chunks(set) {
+                // SAFETY: the band holds every tap of its output rows (its first row is padded
+                // row `first · stride`); the pixels' outputs lie in `y`.
+                unsafe { job.block(panels, first * wo..(first + count) * wo) };
+            }
+        }
+    }
+}
+
+/// Rows `first .. first + out.len() / (wp · c)` of `x` (`[h][w][c]`) zero-bordered by `pads`,
+/// row indices counted in the padded image, into `out`.
+fn pad_nhwc_rows(
+    x: &[f32],
+    [h, w, c]: [usize; 3],
+    pads: [usize; 4],
+    first: usize,
+    out: &mut [f32],
+) {
+    let row = (w + pads[1] + pads[3]) * c;
+    for (r, dst) in out.chunks_exact_mut(row).enumerate() {
+        let source = (first + r).checked_sub(pads[0]).filter(|&i| i < h);
+        match source {
+            Some(i) => {
+                dst[..pads[1] * c].fill(0.0);
+                dst[(pads[1] + w) * c..].fill(0.0);
+                dst[pads[1] * c..(pads[1] + w) * c].copy_from_slice(&x[i * w * c..(i + 1) * w * c]);
+            }
+            None => dst.fill(0.0),
+        }
     }
 }
 
@@ -352,6 +459,8 @@ struct Job<'a> {
     chunks: &'a [std::ops::Range<usize>],
     y: SendPtr,
     res: Option<SendPtr>,
+    /// The output row whose first tap is the first row of `xp` (a band's first row, or 0).
+    row0: usize,
 }
 
 impl Job<'_> {
@@ -372,7 +481,7 @@ impl Job<'_> {
             let pieces = &self.pieces[chunk.clone()];
             let (first, last) = (ci == 0, ci + 1 == self.chunks.len());
             // the input offset of each output pixel, stepping along rows without divisions
-            let (mut oy, mut ox) = (pixels.start / self.wo, pixels.start % self.wo);
+            let (mut oy, mut ox) = (pixels.start / self.wo - self.row0, pixels.start % self.wo);
             let mut next = || {
                 let at = oy * row_step + ox * col_step;
                 ox += 1;
@@ -432,7 +541,7 @@ impl Job<'_> {
         let mut k0 = 0;
         for (ci, chunk) in self.chunks.iter().enumerate() {
             let pieces = &self.pieces[chunk.clone()];
-            let (mut oy, mut ox) = (pixels.start / self.wo, pixels.start % self.wo);
+            let (mut oy, mut ox) = (pixels.start / self.wo - self.row0, pixels.start % self.wo);
             let mut q = pixels.start;
             while q < pixels.end {
                 let n = block_len(pixels.end - q);
@@ -842,7 +951,46 @@ pub fn pad_nhwc(x: &[f32], h: usize, w: usize, c: usize, pads: [usize; 4], out: 
 
 #[cfg(test)]
 mod tests {
-    use super::balanced_chunks;
+    use super::{NhwcConv, balanced_chunks};
+    use crate::kernels::{Isa, epilogue::Tail};
+    use secateur_graph::Conv;
+
+    /// Large padded inputs on one thread are copied band by band (the shapes of the banded
+    /// reference test in `tests/nhwc_kernels.rs`); small ones, several threads and layers
+    /// without padding keep one copy or none.
+    #[test]
+    fn bands_where_the_padded_input_leaves_the_l2_cache() {
+        let conv = |stride: usize, pads: [usize; 4], groups: usize| Conv {
+            kernel: [3, 3],
+            strides: [stride, stride],
+            pads,
+            dilations: [1, 1],
+            groups,
+        };
+        let kernel = |c: &Conv, c_in: usize, c_out: usize| {
+            let w = vec![0.5; c_out * c_in / c.groups * 9];
+            NhwcConv::new(
+                Isa::detect(),
+                c,
+                c_in,
+                c_out,
+                &w,
+                &vec![0.0; c_out],
+                Tail::default(),
+            )
+        };
+        let k = kernel(&conv(1, [1; 4], 1), 32, 20);
+        let rows = k.band_rows(70, 72, 70, 1).expect("banded");
+        assert!((1..70).contains(&rows), "{rows}");
+        assert_eq!(k.band_rows(70, 72, 70, 2), None);
+        assert_eq!(k.band_rows(20, 20, 20, 1), None);
+        let k = kernel(&conv(2, [1, 0, 1, 1], 2), 32, 32);
+        assert!(k.band_rows(75, 71, 38, 1).is_some());
+        assert_eq!(
+            kernel(&conv(1, [0; 4], 1), 32, 20).band_rows(70, 72, 68, 1),
+            None
+        );
+    }
 
     /// The chunks cover the pieces in order without gaps or overlaps, each piece cut only
     /// where a chunk ends, with as few chunks as the slack allows and equal lengths but the last.

@@ -200,6 +200,9 @@ impl Drop for OrtServer {
     }
 }
 
+/// Profiled runs behind the per-step time shares.
+const PROFILED_RUNS: usize = 15;
+
 /// Benchmarks one graph; `onnx` is its file for ONNX Runtime.
 #[allow(clippy::too_many_arguments)]
 pub fn bench_graph(
@@ -258,16 +261,21 @@ pub fn bench_graph(
             theirs.extend(s.run(runs_per_round)?);
         }
     }
-    // time share per step, averaged over a few profiled runs
-    let mut shares: Vec<(String, f64)> = Vec::new();
-    for _ in 0..5 {
+    // time share per step: each step's median over profiled runs (a sum over five runs had
+    // let one slow run of a shared machine decide a layer's share)
+    let mut step_times: Vec<(String, Vec<f64>)> = Vec::new();
+    for _ in 0..PROFILED_RUNS {
         for (i, (name, ms)) in plan.run_profiled(&input)?.into_iter().enumerate() {
-            if shares.len() <= i {
-                shares.push((name, 0.0));
+            if step_times.len() <= i {
+                step_times.push((name, Vec::new()));
             }
-            shares[i].1 += ms;
+            step_times[i].1.push(ms);
         }
     }
+    let mut shares: Vec<(String, f64)> = step_times
+        .into_iter()
+        .map(|(name, times)| (name, Stats::from_samples(times).median_ms))
+        .collect();
     let total: f64 = shares.iter().map(|s| s.1).sum::<f64>().max(1e-12);
     shares.iter_mut().for_each(|s| s.1 /= total);
     let latency = Stats::from_samples(ours);
