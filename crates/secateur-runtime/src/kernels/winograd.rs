@@ -69,9 +69,11 @@ impl NhwcWinograd {
     /// weights to be reused. On AVX-512 (measured with `examples/nhwc_speed`, `COLD_COPIES`
     /// keeping the weights out of the caches as inside a model, and whole models, see
     /// BENCHMARKS.md): from 28 × 28 outputs on, 24 input channels, or 16 with 64 outputs (32→32
-    /// at 56 × 56: 0.39 against 0.53 ms; 16→16: 0.16 against 0.13); at 9–27 pixels a side, 64
-    /// input channels, or 32 with 128 outputs (256→256 at 14 × 14: 1.58 against 2.18 ms; 48→48:
-    /// level); at 7 × 7 its transformed weights cost more than it saves. Elsewhere the AVX2
+    /// at 56 × 56: 0.39 against 0.53 ms; 16→16: 0.16 against 0.13); at 21–24 pixels a side, 48
+    /// input channels, or 24 with 96 outputs (48→48 at 21 × 21: 0.139 against 0.168 ms; 32→32:
+    /// level); at 9–20 pixels a side, 64 input channels, or 32 with 128 outputs (256→256 at
+    /// 14 × 14: 1.58 against 2.18 ms; 48→48: level); at 7 × 7 its transformed weights cost
+    /// more than it saves. Elsewhere the AVX2
     /// implicit GEMM, half as fast, lets it pay from 24 input channels and 9 tiles.
     pub fn pays(isa: Isa, conv: &Conv, c_in: usize, c_out: usize, ho: usize, wo: usize) -> bool {
         let tiles = ho.div_ceil(M) * wo.div_ceil(M);
@@ -79,6 +81,8 @@ impl NhwcWinograd {
             c_in >= 24 && tiles >= 9
         } else if tiles >= 49 {
             c_in >= 24 || (c_in >= 16 && c_out >= 64)
+        } else if tiles >= 36 {
+            c_in >= 48 || (c_in >= 24 && c_out >= 96)
         } else if tiles >= 9 {
             c_in >= 64 || (c_in >= 32 && c_out >= 128)
         } else {
