@@ -254,12 +254,7 @@ impl NhwcConv {
         // units of work: (panel set, pixel range), several per thread. Each tile of pixels runs
         // through every panel of a set while its inputs are in the L1 cache; a set holds the
         // panels whose weights fit in the L2 cache together, so the input is read once per set.
-        let per_panel = self.k * NR * 4;
-        let mut set = (L2_WEIGHT_BYTES / per_panel).clamp(1, self.panels.len());
-        if self.isa == Isa::Avx512 && set < self.panels.len() {
-            // the AVX-512 tiles take panels four (or two) at a time
-            set = set.next_multiple_of(4);
-        }
+        let set = self.panel_set_len();
         for_each_unit(
             self.panels.len(),
             set,
@@ -281,6 +276,24 @@ const BANDED_ABOVE_BYTES: usize = 512 * 1024;
 const BAND_BYTES: usize = 96 * 1024;
 
 impl NhwcConv {
+    /// Panels whose weights stay in the L2 cache together (a multiple of four on AVX-512,
+    /// whose tiles take panels four or two at a time).
+    fn panel_set_len(&self) -> usize {
+        let per_panel = self.k * NR * 4;
+        let set = (L2_WEIGHT_BYTES / per_panel).clamp(1, self.panels.len());
+        if self.isa == Isa::Avx512 && set < self.panels.len() {
+            set.next_multiple_of(4)
+        } else {
+            set
+        }
+    }
+
+    /// The vertical stride and the input rows one output row reads.
+    fn row_window(&self) -> (usize, usize) {
+        let span = (self.kernel[0] - 1) * self.dilations[0] + 1;
+        (self.strides[0], span)
+    }
+
     /// Output rows per band when the zero-bordered copy is made band by band: on one thread,
     /// in f32, when the whole copy would not stay in the L2 cache. A whole copy of a large
     /// early layer's input (32 channels at 112 × 112: 1.7 MB) is written to memory and read
@@ -289,16 +302,13 @@ impl NhwcConv {
         let (hp, wp) = self.padded_dims(h, w);
         let row_bytes = wp * self.c_in * 4;
         let whole = hp * row_bytes;
-        if self.scratch_len(h, w) == 0 || self.bf16_input || threads > 1 {
+        if self.scratch_len(h, w) == 0 || self.bf16_input || threads > 1 || ho == 0 {
             return None;
         }
         if whole <= BANDED_ABOVE_BYTES || self.packed.len() * 4 > L2_WEIGHT_BYTES {
             return None;
         }
-        let (sh, span) = (
-            self.strides[0],
-            (self.kernel[0] - 1) * self.dilations[0] + 1,
-        );
+        let (sh, span) = self.row_window();
         let in_rows = (BAND_BYTES / row_bytes).max(span);
         let rows = ((in_rows - span) / sh + 1).clamp(1, ho);
         (rows < ho).then_some(rows)
@@ -316,16 +326,9 @@ impl NhwcConv {
         scratch: &mut [f32],
     ) {
         let (_, wp) = self.padded_dims(h, w);
-        let (sh, span) = (
-            self.strides[0],
-            (self.kernel[0] - 1) * self.dilations[0] + 1,
-        );
+        let (sh, span) = self.row_window();
         let (pieces, chunks) = self.pieces(wp);
-        let per_panel = self.k * NR * 4;
-        let mut set = (L2_WEIGHT_BYTES / per_panel).clamp(1, self.panels.len());
-        if self.isa == Isa::Avx512 && set < self.panels.len() {
-            set = set.next_multiple_of(4);
-        }
+        let set = self.panel_set_len();
         let y = SendPtr(y.as_mut_ptr());
         let res = residual
             .filter(|_| self.tail.residual)

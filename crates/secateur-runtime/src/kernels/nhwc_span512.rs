@@ -1,9 +1,10 @@
 //! The AVX-512 register tiles of the NHWC implicit GEMM and of the Winograd products: a block
 //! of output pixels (or Winograd tiles) runs through all of one group's panels inside one
 //! call, each tile up to four 16-channel panels × 6–12 pixels (24 accumulators), chunk by
-//! chunk of the reduction (partial sums wait in the output), with the bias, a clamp (ReLU,
-//! ReLU6, Clip) and the residual addition applied in registers before a masked store after the
-//! last chunk. Building a tile description and calling an out-of-line epilogue per 6 × 32 tile
+//! chunk of the reduction (partial sums wait in the output), the accumulators starting from
+//! the bias, a clamp (ReLU, ReLU6, Clip) and the residual addition applied in registers before
+//! a masked store after the last chunk; the first tiles of a panel set fetch the next set's
+//! weights ahead. Building a tile description and calling an out-of-line epilogue per 6 × 32 tile
 //! had cost as much as the products of a short reduction (16 → 64 channels at 55 × 55 ran at
 //! 40–65 GFLOP/s against 140–180 for a bare loop) and 10–20 % on long ones; here only the
 //! pixels' input offsets are computed per tile. Other element-wise functions run out of line
@@ -52,8 +53,8 @@ pub(super) struct Span<'a> {
     pub panels: usize,
     /// Real channels of the last panel (16 unless the layer's channels are not a multiple).
     pub last_valid: usize,
-    /// The first chunk of the reduction starts from zero, later ones from the partial sums in
-    /// `y`; only the last applies bias and tail.
+    /// The first chunk of the reduction starts from the bias, later ones from the partial sums
+    /// in `y`; only the last applies the tail.
     pub first: bool,
     pub last: bool,
     /// The output of the block's first pixel at the first panel's first channel, and the

@@ -1,6 +1,7 @@
 //! Element-wise functions on AVX-512 vectors of 16 floats, for kernel epilogues and the
 //! vectorised element-wise steps: `exp` (Cephes' range reduction and degree-6 polynomial,
-//! about 1 ulp, scaled by `vscalefps`), and from it sigmoid, SiLU, tanh, and GELU (erf by
+//! about 1 ulp, scaled by `vscalefps`), sigmoid and SiLU from a shorter `e^−x` (a degree-5 fit
+//! of `2^f`, about 1e-6), tanh and GELU from `exp` (erf by
 //! Abramowitz–Stegun 7.1.26, absolute error below 1.5e-7), their reciprocals by the hardware
 //! estimate and one Newton step instead of a division; clamps, hard sigmoid / swish and
 //! leaky ReLU are exact. [`apply`] evaluates any [`Pointwise`] on a vector, falling back to
