@@ -259,6 +259,7 @@ pub fn run(
                         _ => Default::default(),
                     },
                     bias_correction: w.bias_correction,
+                    refit: w.refit,
                 };
                 let layers = prune_sequentially(&mut g, &feeds, rows.as_deref(), &oc)?;
                 log(&format!(

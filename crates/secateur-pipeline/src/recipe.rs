@@ -81,6 +81,10 @@ pub struct WeightsRecipe {
     /// the calibration inputs.
     #[serde(default = "default_bias_correction")]
     pub bias_correction: bool,
+    /// Wanda and SparseGPT: the kept weights of each pruned layer are refitted by least
+    /// squares to the layer's dense outputs on the calibration inputs.
+    #[serde(default = "default_refit")]
+    pub refit: bool,
 }
 
 fn default_granularity() -> String {
@@ -102,6 +106,9 @@ fn default_calibration() -> usize {
     8
 }
 fn default_bias_correction() -> bool {
+    true
+}
+fn default_refit() -> bool {
     true
 }
 

@@ -212,6 +212,7 @@ fn sparsegpt_and_wanda_beat_magnitude_on_a_tiny_bert() {
             exclude: Vec::new(),
             targets: Default::default(),
             bias_correction: true,
+            refit: true,
         };
         let pruned = prune_sequentially(&mut g, &calib, None, &cfg).unwrap();
         assert_eq!(pruned.len(), linear(&dense), "{method:?}");

@@ -1,13 +1,15 @@
 //! Weight pruning: masks of a granularity (unstructured, N:M, blocks) chosen by a criterion
 //! (magnitude, threshold, random, Taylor, LAMP, Wanda) under a scope (global, per layer,
 //! per-layer targets), and the schedules that drive them during training; SparseGPT's
-//! reconstructing one-shot pruning from calibration Gram matrices.
+//! reconstructing one-shot pruning from calibration Gram matrices, and the least-squares
+//! refit of a one-shot mask's kept weights.
 
 pub mod allocate;
 pub mod calibration;
 pub mod criteria;
 pub mod granularity;
 pub mod oneshot;
+pub mod refit;
 pub mod schedule;
 pub mod sparsegpt;
 
@@ -19,5 +21,6 @@ pub use calibration::{Gram, collect_grams};
 pub use criteria::{Criterion, CriterionData};
 pub use granularity::Granularity;
 pub use oneshot::{OneShotConfig, OneShotMethod, prune_sequentially};
+pub use refit::RefitSystem;
 pub use schedule::{Agp, iterative_target, rigl_fraction, rigl_update};
 pub use sparsegpt::{SparseGptConfig, sparsegpt_matrix};

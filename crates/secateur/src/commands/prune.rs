@@ -83,6 +83,11 @@ pub struct PruneArgs {
     #[arg(long)]
     pub no_bias_correction: bool,
 
+    /// Wanda / SparseGPT: keep the method's own weights (by default each pruned layer's kept
+    /// weights are refitted by least squares to its dense outputs on the calibration set).
+    #[arg(long)]
+    pub no_refit: bool,
+
     /// Structured pruning: channels (every group), heads, neurons (both: heads,neurons) or layers.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub structured: Vec<StructuredKind>,
@@ -246,6 +251,7 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
             rigl_alpha: 0.3,
             calibration_batches: 8,
             bias_correction: true,
+            refit: true,
         });
     }
     if let Some(w) = &mut r.weights {
@@ -273,6 +279,9 @@ pub fn effective_recipe(a: &PruneArgs) -> Result<Recipe> {
         set!(w.calibration_batches, a.calibration_batches);
         if a.no_bias_correction {
             w.bias_correction = false;
+        }
+        if a.no_refit {
+            w.refit = false;
         }
     }
     if !a.structured.is_empty() {
