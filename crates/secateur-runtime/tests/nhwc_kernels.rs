@@ -484,7 +484,7 @@ fn long_reductions_accumulate_chunk_by_chunk() {
 
 #[test]
 fn large_padded_inputs_copied_band_by_band_match_the_reference() {
-    // padded inputs of 0.6–0.8 MB on one thread: the zero-bordered copy is made a band of
+    // padded inputs of 0.6–0.8 MB: the zero-bordered copy is made a band of
     // rows at a time (symmetric, asymmetric and bottom-heavy padding, strides, dilation,
     // groups, the tail with a residual)
     let tail = Tail {
@@ -512,6 +512,10 @@ fn large_padded_inputs_copied_band_by_band_match_the_reference() {
         13,
     );
     check_conv(&conv(3, 3, [0, 1, 2, 1], 1, 1), 36, 40, 71, 70, tail, 1, 14);
+    // several threads: each copies and computes the bands of its own share of the rows
+    check_conv(&conv(3, 1, [1; 4], 1, 1), 32, 20, 70, 72, tail, 2, 15);
+    check_conv(&conv(3, 2, [1, 0, 1, 1], 1, 2), 32, 32, 75, 71, tail, 3, 16);
+    check_conv(&conv(3, 3, [0, 1, 2, 1], 1, 1), 36, 40, 71, 70, tail, 2, 17);
 }
 
 #[test]

@@ -222,7 +222,7 @@ impl NhwcConv {
     ) {
         let (hp, wp) = self.padded_dims(h, w);
         if let Some(rows) = self.band_rows(h, w, ho, threads) {
-            return self.run_banded(x, [h, w, ho, wo], rows, y, residual, scratch);
+            return self.run_banded(x, [h, w, ho, wo], rows, y, residual, scratch, threads);
         }
         let xp: &[f32] = if self.scratch_len(h, w) == 0 {
             x
@@ -294,15 +294,17 @@ impl NhwcConv {
         (self.strides[0], span)
     }
 
-    /// Output rows per band when the zero-bordered copy is made band by band: on one thread,
-    /// in f32, when the whole copy would not stay in the L2 cache. A whole copy of a large
-    /// early layer's input (32 channels at 112 × 112: 1.7 MB) is written to memory and read
-    /// back; a band's copy is read by the products while it is still cached.
+    /// Output rows per band when the zero-bordered copy is made band by band: in f32, when the
+    /// whole copy would not stay in the L2 cache. A whole copy of a large early layer's input
+    /// (32 channels at 112 × 112: 1.7 MB) is written to memory and read back; a band's copy is
+    /// read by the products while it is still cached. On several threads each thread copies
+    /// and computes the bands of its own share of the rows (its core's L2 cache, and the copy
+    /// itself split), which needs a band's copy per thread inside the scratch.
     fn band_rows(&self, h: usize, w: usize, ho: usize, threads: usize) -> Option<usize> {
         let (hp, wp) = self.padded_dims(h, w);
         let row_bytes = wp * self.c_in * 4;
         let whole = hp * row_bytes;
-        if self.scratch_len(h, w) == 0 || self.bf16_input || threads > 1 || ho == 0 {
+        if self.scratch_len(h, w) == 0 || self.bf16_input || ho == 0 {
             return None;
         }
         if whole <= BANDED_ABOVE_BYTES || self.packed.len() * 4 > L2_WEIGHT_BYTES {
@@ -310,12 +312,17 @@ impl NhwcConv {
         }
         let (sh, span) = self.row_window();
         let in_rows = (BAND_BYTES / row_bytes).max(span);
-        let rows = ((in_rows - span) / sh + 1).clamp(1, ho);
-        (rows < ho).then_some(rows)
+        let share = ho.div_ceil(threads.max(1));
+        let rows = ((in_rows - span) / sh + 1).clamp(1, share);
+        let slot_rows = (rows - 1) * sh + span;
+        let fits = threads.max(1) * slot_rows <= hp;
+        (fits && (rows < ho || threads > 1)).then_some(rows)
     }
 
-    /// [`NhwcConv::run`] on one thread, `rows` output rows at a time, each band's padded input
-    /// rows copied into the front of `scratch` just before its products.
+    /// [`NhwcConv::run`] band by band: `rows` output rows at a time, each band's padded input
+    /// rows copied into a slot of `scratch` just before its products. With `threads > 1`, the
+    /// output rows are split in as many contiguous shares, each with its own slot.
+    #[allow(clippy::too_many_arguments)]
     fn run_banded(
         &self,
         x: &[f32],
@@ -324,34 +331,74 @@ impl NhwcConv {
         y: &mut [f32],
         residual: Option<&[f32]>,
         scratch: &mut [f32],
+        threads: usize,
     ) {
         let (_, wp) = self.padded_dims(h, w);
         let (sh, span) = self.row_window();
         let (pieces, chunks) = self.pieces(wp);
-        let set = self.panel_set_len();
-        let y = SendPtr(y.as_mut_ptr());
-        let res = residual
-            .filter(|_| self.tail.residual)
-            .map(|r| SendPtr(r.as_ptr() as *mut f32));
-        for first in (0..ho).step_by(rows) {
-            let count = rows.min(ho - first);
+        let bands = Bands {
+            conv: self,
+            x,
+            dims: [h, w, wo],
+            rows,
+            pieces: &pieces,
+            chunks: &chunks,
+            y: SendPtr(y.as_mut_ptr()),
+            res: residual
+                .filter(|_| self.tail.residual)
+                .map(|r| SendPtr(r.as_ptr() as *mut f32)),
+        };
+        let threads = threads.max(1);
+        let share = ho.div_ceil(threads);
+        let slot = ((rows - 1) * sh + span) * wp * self.c_in;
+        crate::team::parallel_chunks(threads, &mut scratch[..threads * slot], slot, |t, band| {
+            bands.run(t * share..((t + 1) * share).min(ho), band)
+        });
+    }
+}
+
+/// What the bands of one banded layer call share.
+struct Bands<'a> {
+    conv: &'a NhwcConv,
+    x: &'a [f32],
+    /// Input height and width, output width.
+    dims: [usize; 3],
+    /// Output rows per band.
+    rows: usize,
+    pieces: &'a [(usize, usize)],
+    chunks: &'a [std::ops::Range<usize>],
+    y: SendPtr,
+    res: Option<SendPtr>,
+}
+
+impl Bands<'_> {
+    /// The bands of output rows `share`, one after the other, each copied into `slot`.
+    fn run(&self, share: std::ops::Range<usize>, slot: &mut [f32]) {
+        let conv = self.conv;
+        let [h, w, wo] = self.dims;
+        let (_, wp) = conv.padded_dims(h, w);
+        let (sh, span) = conv.row_window();
+        let set = conv.panel_set_len();
+        for first in share.clone().step_by(self.rows) {
+            let count = self.rows.min(share.end - first);
             let in_rows = (count - 1) * sh + span;
-            let band = &mut scratch[..in_rows * wp * self.c_in];
-            pad_nhwc_rows(x, [h, w, self.c_in], self.pads, first * sh, band);
+            let band = &mut slot[..in_rows * wp * conv.c_in];
+            pad_nhwc_rows(self.x, [h, w, conv.c_in], conv.pads, first * sh, band);
             let job = Job {
-                conv: self,
+                conv,
                 xp: band,
                 wp,
                 wo,
-                pieces: &pieces,
-                chunks: &chunks,
-                y,
-                res,
+                pieces: self.pieces,
+                chunks: self.chunks,
+                y: self.y,
+                res: self.res,
                 row0: first,
             };
-            for panels in self.panels.chunks(set) {
+            for panels in conv.panels.chunks(set) {
                 // SAFETY: the band holds every tap of its output rows (its first row is padded
-                // row `first · stride`); the pixels' outputs lie in `y`.
+                // row `first · stride`); the pixels' outputs lie in `y`, and no other band or
+                // share writes them.
                 unsafe { job.block(panels, first * wo..(first + count) * wo) };
             }
         }
@@ -958,9 +1005,9 @@ mod tests {
     use crate::kernels::{Isa, epilogue::Tail};
     use secateur_graph::Conv;
 
-    /// Large padded inputs on one thread are copied band by band (the shapes of the banded
-    /// reference test in `tests/nhwc_kernels.rs`); small ones, several threads and layers
-    /// without padding keep one copy or none.
+    /// Large padded inputs are copied band by band (the shapes of the banded reference test in
+    /// `tests/nhwc_kernels.rs`); small ones, more threads than the scratch has room for bands
+    /// and layers without padding keep one copy or none.
     #[test]
     fn bands_where_the_padded_input_leaves_the_l2_cache() {
         let conv = |stride: usize, pads: [usize; 4], groups: usize| Conv {
@@ -985,7 +1032,10 @@ mod tests {
         let k = kernel(&conv(1, [1; 4], 1), 32, 20);
         let rows = k.band_rows(70, 72, 70, 1).expect("banded");
         assert!((1..70).contains(&rows), "{rows}");
-        assert_eq!(k.band_rows(70, 72, 70, 2), None);
+        // two threads: bands of at most half the rows, a copy of each thread's band in scratch
+        let two = k.band_rows(70, 72, 70, 2).expect("banded on two threads");
+        assert!((1..=35).contains(&two), "{two}");
+        assert_eq!(k.band_rows(70, 72, 70, 40), None);
         assert_eq!(k.band_rows(20, 20, 20, 1), None);
         let k = kernel(&conv(2, [1, 0, 1, 1], 2), 32, 32);
         assert!(k.band_rows(75, 71, 38, 1).is_some());

@@ -470,8 +470,14 @@ impl ExecPlan {
             Some((g, s)) => (g, s),
             None => (graph, &shapes),
         };
+        let team = Self::team(config.threads, &[])?;
         let mut builder = build::Builder::new(graph, shapes, config);
-        builder.run()?;
+        // kernels timed on several threads while the plan is built run on the team that will
+        // run them (a rayon pool's wake-ups would cost each loop tens of microseconds)
+        match &team {
+            Some(t) => t.enter(|| builder.run())?,
+            None => builder.run()?,
+        }
         let output = builder.output()?;
         let out_name = &graph.outputs[0];
         let build::Builder {
@@ -497,7 +503,7 @@ impl ExecPlan {
             output_shape,
             layers,
             pool: None,
-            team: Self::team(config.threads, &[])?,
+            team,
             samples: Vec::new(),
             tail: None,
         })
