@@ -326,7 +326,8 @@ fn gram_of(
         let x = vals.get(input).ok_or_else(|| {
             PruneError::Invalid(format!("calibration: value '{input}' is not available"))
         })?;
-        if x.shape().last() != Some(&features) {
+        // a layer without input features has nothing to calibrate (and no rows to cut)
+        if features == 0 || x.shape().last() != Some(&features) {
             return Ok(Gram::new(0));
         }
         let rows = x.len() / features;

@@ -246,9 +246,7 @@ impl NhwcConv {
             pieces: &pieces,
             chunks: &chunks,
             y: SendPtr(y.as_mut_ptr()),
-            res: residual
-                .filter(|_| self.tail.residual)
-                .map(|r| SendPtr(r.as_ptr() as *mut f32)),
+            res: self.residual_ptr(residual),
             row0: 0,
         };
         // units of work: (panel set, pixel range), several per thread. Each tile of pixels runs
@@ -286,6 +284,13 @@ impl NhwcConv {
         } else {
             set
         }
+    }
+
+    /// The residual the tail adds, shared by the units of one call (read only).
+    fn residual_ptr(&self, residual: Option<&[f32]>) -> Option<SendPtr> {
+        residual
+            .filter(|_| self.tail.residual)
+            .map(|r| SendPtr(r.as_ptr() as *mut f32))
     }
 
     /// The vertical stride and the input rows one output row reads.
@@ -344,9 +349,7 @@ impl NhwcConv {
             pieces: &pieces,
             chunks: &chunks,
             y: SendPtr(y.as_mut_ptr()),
-            res: residual
-                .filter(|_| self.tail.residual)
-                .map(|r| SendPtr(r.as_ptr() as *mut f32)),
+            res: self.residual_ptr(residual),
         };
         let threads = threads.max(1);
         let share = ho.div_ceil(threads);
