@@ -205,15 +205,7 @@ fn sparsegpt_and_wanda_beat_magnitude_on_a_tiny_bert() {
     let mut errors = Vec::new();
     for method in [OneShotMethod::SparseGpt, OneShotMethod::Wanda] {
         let mut g = dense.clone();
-        let cfg = OneShotConfig {
-            method,
-            sparsity: 0.5,
-            nm: None,
-            exclude: Vec::new(),
-            targets: Default::default(),
-            bias_correction: true,
-            refit: true,
-        };
+        let cfg = OneShotConfig::new(method, 0.5);
         let pruned = prune_sequentially(&mut g, &calib, None, &cfg).unwrap();
         assert_eq!(pruned.len(), linear(&dense), "{method:?}");
         for w in &pruned {

@@ -13,6 +13,15 @@ pub mod refit;
 pub mod schedule;
 pub mod sparsegpt;
 
+/// A deterministic generator of values in [−0.5, 0.5) for the unit tests of this module.
+#[cfg(test)]
+pub(crate) fn test_lcg(seed: &mut u64) -> f32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+}
+
 pub use allocate::{
     DEFAULT_MIN_DENSITY, LayerSparsity, PrunableWeight, Scope, WeightPruneConfig, apply_masks,
     compute_masks, prunable_weights, sparsity_report,

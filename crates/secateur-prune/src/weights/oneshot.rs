@@ -51,6 +51,22 @@ pub struct OneShotConfig {
     pub refit: bool,
 }
 
+impl OneShotConfig {
+    /// Every layer pruned to `sparsity` by `method`, unstructured, with bias correction and
+    /// the least-squares refit (the command line's defaults).
+    pub fn new(method: OneShotMethod, sparsity: f64) -> OneShotConfig {
+        OneShotConfig {
+            method,
+            sparsity,
+            nm: None,
+            exclude: Vec::new(),
+            targets: BTreeMap::new(),
+            bias_correction: true,
+            refit: true,
+        }
+    }
+}
+
 /// Wanda's mask of a `rows × cols` matrix: per output row, the lowest-scoring weights.
 fn wanda_keep(
     w: &[f32],
@@ -373,13 +389,8 @@ mod tests {
             let run = |refit: bool| {
                 let mut g = dense.clone();
                 let cfg = OneShotConfig {
-                    method,
-                    sparsity: 0.5,
-                    nm: None,
-                    exclude: Vec::new(),
-                    targets: BTreeMap::new(),
-                    bias_correction: true,
                     refit,
+                    ..OneShotConfig::new(method, 0.5)
                 };
                 prune_sequentially(&mut g, &feeds, None, &cfg).unwrap();
                 g
@@ -421,13 +432,9 @@ mod tests {
             for bias_correction in [true, false] {
                 let mut g = dense.clone();
                 let cfg = OneShotConfig {
-                    method,
-                    sparsity: 0.5,
-                    nm: None,
-                    exclude: Vec::new(),
-                    targets: BTreeMap::new(),
                     bias_correction,
                     refit: bias_correction,
+                    ..OneShotConfig::new(method, 0.5)
                 };
                 prune_sequentially(&mut g, &feeds, None, &cfg).unwrap();
                 let worst = mean_out(&g)
@@ -454,13 +461,8 @@ mod tests {
         for method in [OneShotMethod::Wanda, OneShotMethod::SparseGpt] {
             let mut g = dense.clone();
             let cfg = OneShotConfig {
-                method,
-                sparsity: 0.5,
-                nm: None,
-                exclude: Vec::new(),
                 targets: BTreeMap::from([("fc1".to_string(), 0.25)]),
-                bias_correction: true,
-                refit: true,
+                ..OneShotConfig::new(method, 0.5)
             };
             let pruned = prune_sequentially(&mut g, &feeds, None, &cfg).unwrap();
             assert_eq!(pruned, ["fc1.weight"], "{method:?}");
@@ -483,15 +485,7 @@ mod tests {
         // 2 outputs x 4 inputs; input norms favour inputs 0 and 3
         let w = [1.0, 1.0, 1.0, 0.1, 0.2, 2.0, 0.1, 1.0];
         let norms = [4.0, 1.0, 1.0, 10.0];
-        let cfg = OneShotConfig {
-            method: OneShotMethod::Wanda,
-            sparsity: 0.5,
-            nm: None,
-            exclude: Vec::new(),
-            targets: BTreeMap::new(),
-            bias_correction: false,
-            refit: false,
-        };
+        let cfg = OneShotConfig::new(OneShotMethod::Wanda, 0.5);
         // row 0 scores 4, 1, 1, 1: two of the 1s go (lowest indices first among ties)
         // row 1 scores 0.8, 2, 0.1, 10: inputs 2 and 0 go
         let keep = wanda_keep(&w, 2, 4, &norms, &cfg);

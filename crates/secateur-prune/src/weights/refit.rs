@@ -113,12 +113,7 @@ impl RefitSystem {
 mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
+    use crate::weights::test_lcg as lcg;
 
     /// Correlated inputs with a non-zero mean, a random layer, a random half kept per row.
     fn case(rows: usize, cols: usize, n: usize) -> (Vec<f32>, Gram, Vec<bool>, Vec<Vec<f32>>) {

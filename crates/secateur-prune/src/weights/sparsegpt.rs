@@ -230,12 +230,7 @@ pub fn sparsegpt_matrix(
 mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
+    use crate::weights::test_lcg as lcg;
 
     /// Correlated inputs (a low-rank mix plus noise), a random layer.
     fn layer(rows: usize, cols: usize, samples: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
