@@ -416,8 +416,10 @@ fn constant_padding_and_winograd_layers_match_the_reference_in_both_layouts() {
     let c = b.conv("c", &p, 32, 3, 1, 1, 1, true).unwrap();
     let d = b.conv("d", &c, 24, 1, 1, 0, 1, true).unwrap();
     let g = b.finish(&d).unwrap();
-    for (batch, threads) in [(1, 1), (3, 2)] {
+    // measured: Winograd and the implicit GEMM are timed on the threads the layer runs on
+    for (batch, threads) in [(1, 1), (1, 2), (3, 2)] {
         check("padded", &g, FormatPolicy::Dense, batch, threads);
+        check("padded", &g, FormatPolicy::Measure, batch, threads);
     }
     let plan = ExecPlan::compile(
         &g,

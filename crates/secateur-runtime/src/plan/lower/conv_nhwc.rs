@@ -78,6 +78,30 @@ fn f32_beats_bf16(
     )
 }
 
+/// Whether the Winograd kernel runs a layer faster than the implicit GEMM (as [`faster`]) on
+/// the `threads` the layer will run on (inside the plan's team). Its rule
+/// ([`NhwcWinograd::pays`]) was fitted on one Zen 4 core; on a core with two 512-bit FMA units,
+/// and on two threads (the GEMM splits more evenly), the GEMM gains on the transforms, so a
+/// measured plan times both.
+fn winograd_pays(
+    wk: &NhwcWinograd,
+    gemm: &NhwcConv,
+    [h, w, ho, wo]: [usize; 4],
+    threads: usize,
+) -> bool {
+    let x = vec![0.0f32; h * w * gemm.c_in];
+    let out_len = ho * wo * gemm.c_out;
+    let (mut yw, mut yg) = (vec![0.0f32; out_len], vec![0.0f32; out_len]);
+    let mut sw = vec![0.0f32; wk.scratch_len(h, w)];
+    let mut sg = vec![0.0f32; gemm.scratch_len(h, w)];
+    let residual = gemm.tail.residual.then(|| vec![0.0f32; out_len]);
+    let r = residual.as_deref();
+    faster(
+        &mut || wk.run(&x, h, w, ho, wo, &mut yw, r, &mut sw, threads),
+        &mut || gemm.run(&x, h, w, ho, wo, &mut yg, r, &mut sg, threads),
+    )
+}
+
 /// Output channels up to which an unmeasured plan runs a convolution the stem kernel takes
 /// on it. On 3×3 stride-2 first layers at 224 × 224 (`nhwc_speed`, one thread) the stem kernel
 /// ran 8, 12 and 24 channels 1.41×, 1.28× and 1.14× faster than the implicit GEMM, whose
@@ -118,24 +142,26 @@ fn stem_pays(stem: &NhwcStemConv, gemm: &NhwcConv, [h, w, ho, wo]: [usize; 4]) -
 
 /// The f32 kernel of an ungrouped convolution: Winograd where it pays, the stem kernel for
 /// few input channels (reading the input channels-first when it is so in memory) where it
-/// pays, else the implicit GEMM; with its format name and scratch (in floats).
+/// pays, else the implicit GEMM; with its format name and scratch (in floats). One sample runs
+/// on `threads`.
 fn f32_kernel(
     config: &PlanConfig,
     c: &Conv,
     [c_in, c_out]: [usize; 2],
     (weight, bias, tail): (&[f32], &[f32], Tail),
-    dims @ [h, w, ho, wo]: [usize; 4],
+    (dims @ [h, w, ho, wo], threads): ([usize; 4], usize),
     input: StemInput,
 ) -> (NhwcKernel, &'static str, usize) {
     let isa = config.isa;
-    if let Some(k) = NhwcWinograd::pays(isa, c, c_in, c_out, ho, wo)
+    let k = NhwcConv::new(isa, c, c_in, c_out, weight, bias, tail);
+    if let Some(wk) = NhwcWinograd::pays(isa, c, c_in, c_out, ho, wo)
         .then(|| NhwcWinograd::new(isa, c, c_in, c_out, weight, bias, tail))
         .flatten()
+        .filter(|wk| config.policy != FormatPolicy::Measure || winograd_pays(wk, &k, dims, threads))
     {
-        let scratch = k.scratch_len(h, w);
-        return (NhwcKernel::Winograd(k), "nhwc-winograd", scratch);
+        let scratch = wk.scratch_len(h, w);
+        return (NhwcKernel::Winograd(wk), "nhwc-winograd", scratch);
     }
-    let k = NhwcConv::new(isa, c, c_in, c_out, weight, bias, tail);
     if let Some(stem) = NhwcStemConv::new(isa, c, c_in, c_out, weight, bias, tail, input)
         && if config.policy == FormatPolicy::Measure {
             stem_pays(&stem, &k, dims)
@@ -160,7 +186,7 @@ fn bf16_kernel(
     c: &Conv,
     channels @ [c_in, c_out]: [usize; 2],
     params @ (weight, bias, tail): (&[f32], &[f32], Tail),
-    dims @ [h, w, _, _]: [usize; 4],
+    (dims @ [h, w, _, _], threads): ([usize; 4], usize),
     input: StemInput,
 ) -> Option<(NhwcKernel, &'static str, usize)> {
     if config.precision != Precision::Bf16 || c.groups > 1 {
@@ -174,7 +200,7 @@ fn bf16_kernel(
     }
     let kb = NhwcBf16Conv::new(isa, c, c_in, c_out, weight, bias, tail)?;
     if config.policy == FormatPolicy::Measure {
-        let alt = f32_kernel(config, c, channels, params, dims, input);
+        let alt = f32_kernel(config, c, channels, params, (dims, threads), input);
         if f32_beats_bf16(&alt.0, alt.2, &kb, dims) {
             return Some(alt);
         }
@@ -208,6 +234,16 @@ pub(super) fn lower(c: &Conv, prep: Prepared, data_nchw: bool) -> (StepKind, Lay
     } else {
         StemInput::Nhwc
     };
+    // samples run in parallel when the batch fills the threads; else one sample is split,
+    // unless the layer is too small to pay for waking the other threads
+    let per_sample = rows * cols * ho * wo;
+    let (workers, threads) = if b >= config.threads {
+        (config.threads, 1)
+    } else if per_sample < SPLIT_MIN_MACS {
+        (1, 1)
+    } else {
+        (1, config.threads)
+    };
     let int8 = int8
         .filter(|_| int8_runs_fast(config.isa) && !depthwise)
         .and_then(|f| {
@@ -235,7 +271,7 @@ pub(super) fn lower(c: &Conv, prep: Prepared, data_nchw: bool) -> (StepKind, Lay
         c,
         [c_in, c_out],
         (fused.weight.data(), &fused.bias, fused.tail),
-        [h, w, ho, wo],
+        ([h, w, ho, wo], threads),
         input,
     ) {
         chosen
@@ -245,7 +281,7 @@ pub(super) fn lower(c: &Conv, prep: Prepared, data_nchw: bool) -> (StepKind, Lay
             c,
             [c_in, c_out],
             (fused.weight.data(), &fused.bias, fused.tail),
-            [h, w, ho, wo],
+            ([h, w, ho, wo], threads),
             input,
         )
     };
@@ -256,16 +292,6 @@ pub(super) fn lower(c: &Conv, prep: Prepared, data_nchw: bool) -> (StepKind, Lay
         NhwcKernel::Int8(k) => k.bytes(),
         NhwcKernel::Bf16(k) => k.bytes(),
         NhwcKernel::Stem(k) => k.bytes(),
-    };
-    // samples run in parallel when the batch fills the threads; else one sample is split,
-    // unless the layer is too small to pay for waking the other threads
-    let per_sample = rows * cols * ho * wo;
-    let (workers, threads) = if b >= config.threads {
-        (config.threads, 1)
-    } else if per_sample < SPLIT_MIN_MACS {
-        (1, 1)
-    } else {
-        (1, config.threads)
     };
     let macs = (per_sample * b) as u64;
     let op = if depthwise {
