@@ -434,6 +434,58 @@ fn constant_padding_and_winograd_layers_match_the_reference_in_both_layouts() {
     assert!(formats.contains(&"nhwc-winograd"), "{formats:?}");
 }
 
+/// Convolutions whose output only a channel concatenation reads write into the concatenated
+/// buffer in place (SqueezeNet's fire modules: a 1×1 and a 3×3 expand, the 3×3 on Winograd
+/// where the rule picks it, with ReLU); a concatenation input something else also reads, or
+/// that is not a convolution's output, is still copied. All equal the reference.
+#[test]
+fn concatenated_convolutions_write_in_place_and_match_the_reference() {
+    use secateur_graph::GraphBuilder;
+    let (mut b, x) = GraphBuilder::new("fire", &[8, 14, 15], 9);
+    let s = b.conv("squeeze", &x, 40, 1, 1, 0, 1, true).unwrap();
+    let s = b.relu("squeeze_relu", &s).unwrap();
+    let e1 = b.conv("expand1", &s, 24, 1, 1, 0, 1, true).unwrap();
+    let e1 = b.relu("expand1_relu", &e1).unwrap();
+    let e3 = b.conv("expand3", &s, 136, 3, 1, 1, 1, true).unwrap();
+    let e3 = b.relu("expand3_relu", &e3).unwrap();
+    let fire = b.concat("fire_cat", &[&e1, &e3]).unwrap();
+    // a second concatenation: a convolution (in place), the pooled fire output (copied) and
+    // a convolution whose output a later layer also reads (copied)
+    let a = b.conv("a", &fire, 20, 1, 1, 0, 1, true).unwrap();
+    let c = b.conv("c", &fire, 12, 3, 1, 1, 1, false).unwrap();
+    let p = b.max_pool("pool", &fire, 1).unwrap();
+    let mixed = b.concat("mixed_cat", &[&a, &p, &c]).unwrap();
+    let d = b.conv("d", &mixed, 12, 1, 1, 0, 1, true).unwrap();
+    let sum = b.add("sum", &d, &c).unwrap();
+    let g = b.finish(&sum).unwrap();
+    for (batch, threads) in [(1, 1), (1, 2), (3, 2)] {
+        check("fire", &g, FormatPolicy::Dense, batch, threads);
+        check("fire", &g, FormatPolicy::Measure, batch, threads);
+    }
+    let mut plan = ExecPlan::compile(
+        &g,
+        PlanConfig {
+            policy: FormatPolicy::Dense,
+            layout: LayoutPolicy::ChannelsLast,
+            ..PlanConfig::new(1, 1)
+        },
+    )
+    .unwrap();
+    let input = vec![0.5f32; 8 * 14 * 15];
+    let steps: Vec<String> = plan
+        .run_profiled(&[&input])
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let formats: Vec<&str> = plan.layers.iter().map(|c| c.format.as_str()).collect();
+    if secateur_runtime::kernels::Isa::detect() != secateur_runtime::kernels::Isa::Portable {
+        assert!(formats.contains(&"nhwc-winograd"), "{formats:?}");
+    }
+    assert!(!steps.iter().any(|s| s == "fire_cat"), "{steps:?}");
+    assert!(steps.iter().any(|s| s == "mixed_cat"), "{steps:?}");
+}
+
 /// A first layer of few input channels runs on the stem kernel reading the graph's NCHW
 /// input (no conversion step before it); one reading another layer's channels-last output
 /// reads NHWC. Both equal the reference.

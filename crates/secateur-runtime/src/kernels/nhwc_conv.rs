@@ -220,9 +220,38 @@ impl NhwcConv {
         scratch: &mut [f32],
         threads: usize,
     ) {
+        let dims = [h, w, ho, wo];
+        self.run_strided(x, dims, y, self.c_out, residual, scratch, threads)
+    }
+
+    /// [`NhwcConv::run`] writing output pixel `p` at `y[p · y_pix ..]` (`y_pix ≥ c_out`: the
+    /// layer's channels inside a wider channels-last buffer, such as its part of a
+    /// concatenation). A tail adding a residual needs `y_pix = c_out` (the residual is read
+    /// with the output's stride).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_strided(
+        &self,
+        x: &[f32],
+        [h, w, ho, wo]: [usize; 4],
+        y: &mut [f32],
+        y_pix: usize,
+        residual: Option<&[f32]>,
+        scratch: &mut [f32],
+        threads: usize,
+    ) {
+        assert!(
+            y_pix >= self.c_out && (y_pix == self.c_out || residual.is_none()),
+            "output pixel stride {y_pix} for {} channels",
+            self.c_out
+        );
+        assert!(
+            ho * wo == 0 || y.len() >= (ho * wo - 1) * y_pix + self.c_out,
+            "output too short"
+        );
         let (hp, wp) = self.padded_dims(h, w);
         if let Some(rows) = self.band_rows(h, w, ho, threads) {
-            return self.run_banded(x, [h, w, ho, wo], rows, y, residual, scratch, threads);
+            let out = (y, y_pix);
+            return self.run_banded(x, [h, w, ho, wo], rows, out, residual, scratch, threads);
         }
         let xp: &[f32] = if self.scratch_len(h, w) == 0 {
             x
@@ -246,6 +275,7 @@ impl NhwcConv {
             pieces: &pieces,
             chunks: &chunks,
             y: SendPtr(y.as_mut_ptr()),
+            y_pix,
             res: self.residual_ptr(residual),
             row0: 0,
         };
@@ -333,7 +363,7 @@ impl NhwcConv {
         x: &[f32],
         [h, w, ho, wo]: [usize; 4],
         rows: usize,
-        y: &mut [f32],
+        (y, y_pix): (&mut [f32], usize),
         residual: Option<&[f32]>,
         scratch: &mut [f32],
         threads: usize,
@@ -349,6 +379,7 @@ impl NhwcConv {
             pieces: &pieces,
             chunks: &chunks,
             y: SendPtr(y.as_mut_ptr()),
+            y_pix,
             res: self.residual_ptr(residual),
         };
         let threads = threads.max(1);
@@ -371,6 +402,8 @@ struct Bands<'a> {
     pieces: &'a [(usize, usize)],
     chunks: &'a [std::ops::Range<usize>],
     y: SendPtr,
+    /// Values from one output pixel to the next in `y`.
+    y_pix: usize,
     res: Option<SendPtr>,
 }
 
@@ -395,6 +428,7 @@ impl Bands<'_> {
                 pieces: self.pieces,
                 chunks: self.chunks,
                 y: self.y,
+                y_pix: self.y_pix,
                 res: self.res,
                 row0: first,
             };
@@ -511,6 +545,8 @@ struct Job<'a> {
     pieces: &'a [(usize, usize)],
     chunks: &'a [std::ops::Range<usize>],
     y: SendPtr,
+    /// Values from one output pixel to the next in `y`.
+    y_pix: usize,
     res: Option<SendPtr>,
     /// The output row whose first tap is the first row of `xp` (a band's first row, or 0).
     row0: usize,
@@ -553,7 +589,7 @@ impl Job<'_> {
                     at[i] = if i < m { next() } else { at[m - 1] };
                 }
                 for panel in panels {
-                    let out = q * c.c_out + panel.first;
+                    let out = q * self.y_pix + panel.first;
                     // SAFETY: forwarded from the caller: every pixel's taps lie in the padded
                     // input, its outputs in `y`, the chunk's weights in the panel.
                     unsafe {
@@ -566,7 +602,7 @@ impl Job<'_> {
                             last,
                             y: self.y.0.add(out),
                             res: self.res.map(|p| p.0.add(out) as *const f32),
-                            y_pix: c.c_out,
+                            y_pix: self.y_pix,
                             valid: panel.valid,
                             bias: c.bias.as_ptr().add(panel.bias_offset),
                             tail: &c.tail,
@@ -608,7 +644,7 @@ impl Job<'_> {
                 }
                 for run_of in panels.chunk_by(|a, b| a.group == b.group) {
                     let (head, last) = (&run_of[0], &run_of[run_of.len() - 1]);
-                    let out = q * c.c_out + head.first;
+                    let out = q * self.y_pix + head.first;
                     // SAFETY: the caller's contract: the pixels' taps lie in the padded
                     // input, their outputs (and residuals) in `y`; a group's panels are
                     // consecutive in `packed` and in the padded bias.
@@ -626,7 +662,7 @@ impl Job<'_> {
                             last: ci + 1 == self.chunks.len(),
                             y: self.y.0.add(out),
                             res: self.res.map(|p| p.0.add(out) as *const f32),
-                            y_pix: c.c_out,
+                            y_pix: self.y_pix,
                             y_panel: NR,
                             tail: &c.tail,
                         })

@@ -174,6 +174,38 @@ impl NhwcWinograd {
         scratch: &mut [f32],
         threads: usize,
     ) {
+        let dims = [h, w, ho, wo];
+        self.run_strided(x, dims, y, self.c_out, residual, scratch, threads)
+    }
+
+    /// Whether [`NhwcWinograd::run_strided`] takes an output pixel stride above `c_out`: its
+    /// tail is applied as the outputs are stored (no pass over the whole output after).
+    pub fn writes_strided(&self) -> bool {
+        self.in_store_clamp().is_some()
+    }
+
+    /// [`NhwcWinograd::run`] writing output pixel `p` at `y[p · y_pix ..]`; `y_pix > c_out`
+    /// only where [`NhwcWinograd::writes_strided`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_strided(
+        &self,
+        x: &[f32],
+        [h, w, ho, wo]: [usize; 4],
+        y: &mut [f32],
+        y_pix: usize,
+        residual: Option<&[f32]>,
+        scratch: &mut [f32],
+        threads: usize,
+    ) {
+        assert!(
+            y_pix == self.c_out || (y_pix > self.c_out && self.writes_strided()),
+            "output pixel stride {y_pix} for {} channels",
+            self.c_out
+        );
+        assert!(
+            ho * wo == 0 || y.len() >= (ho * wo - 1) * y_pix + self.c_out,
+            "output too short"
+        );
         let g = self.geometry(h, w);
         debug_assert_eq!((g.ho, g.wo), (ho, wo));
         let xp = &mut scratch[..g.hp * g.wp * self.c_in];
@@ -200,7 +232,7 @@ impl NhwcWinograd {
             .flat_map(|b| (0..self.panels).step_by(per_split).map(move |p| (b, p)))
             .collect();
         let clamp = self.in_store_clamp();
-        let out = OutPtr(y.as_mut_ptr());
+        let out = OutPtr(y.as_mut_ptr(), y_pix);
         let run = |&(b, p0): &(usize, usize)| {
             let tiles = b * block..((b + 1) * block).min(g.tiles);
             let panels = p0..(p0 + per_split).min(self.panels);
@@ -504,7 +536,7 @@ impl NhwcWinograd {
                         for l in 0..LANES {
                             v[l] = (lanes[l] + bias[l]).max(lo).min(hi);
                         }
-                        let at = ((oy + r) * g.wo + ox + c) * self.c_out + first;
+                        let at = ((oy + r) * g.wo + ox + c) * y.1 + first;
                         // SAFETY: pixel (oy + r, ox + c) is inside the output and channels
                         // `first .. first + n` below c_out.
                         unsafe {
@@ -539,9 +571,10 @@ struct Geometry {
     wp: usize,
 }
 
-/// The output shared by the units of one call, each writing disjoint elements.
+/// The output shared by the units of one call, each writing disjoint elements, and the
+/// values from one output pixel to the next.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+struct OutPtr(*mut f32, usize);
 // SAFETY: the units of a call write disjoint elements (see `NhwcWinograd::run`).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.

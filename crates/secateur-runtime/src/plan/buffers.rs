@@ -1,7 +1,8 @@
 //! Liveness-based buffer assignment: every logical buffer (one per value a step writes) is
 //! mapped to a physical one, reusing a buffer once the last step reading its value has run.
 //! The input buffers (physical buffers `0..inputs.len()`, in order) and the output buffer
-//! are never reused.
+//! are never reused. A buffer several steps write (a concatenation its producers fill in
+//! place) is allocated at its first writer.
 
 use super::step::Step;
 
@@ -31,6 +32,10 @@ pub(super) fn assign(
         phys.push(sizes[b]);
     }
     for (si, s) in steps.iter().enumerate() {
+        if phys_of[s.output] != usize::MAX {
+            release_inputs(steps, si, &last_use, &phys_of, &mut free);
+            continue;
+        }
         let need = sizes[s.output];
         // the most recently freed buffer that is large enough (its lines are the likeliest
         // to be still cached), else the most recently freed one, grown
@@ -50,20 +55,7 @@ pub(super) fn assign(
             }
         };
         phys_of[s.output] = p;
-        for &i in &s.inputs {
-            if i != usize::MAX && last_use[i] == si && i != s.output {
-                let pi = phys_of[i];
-                if !free.contains(&pi)
-                    && !steps[si + 1..].iter().any(|t| {
-                        t.inputs
-                            .iter()
-                            .any(|&j| j != usize::MAX && phys_of[j] == pi && last_use[j] > si)
-                    })
-                {
-                    free.push(pi);
-                }
-            }
-        }
+        release_inputs(steps, si, &last_use, &phys_of, &mut free);
     }
     for s in steps.iter_mut() {
         s.output = phys_of[s.output];
@@ -74,4 +66,28 @@ pub(super) fn assign(
         }
     }
     (phys, phys_of)
+}
+
+/// Frees the physical buffers of step `si`'s inputs that no later step reads.
+fn release_inputs(
+    steps: &[Step],
+    si: usize,
+    last_use: &[usize],
+    phys_of: &[usize],
+    free: &mut Vec<usize>,
+) {
+    let s = &steps[si];
+    for &i in &s.inputs {
+        if i != usize::MAX && last_use[i] == si && i != s.output {
+            let pi = phys_of[i];
+            let read_later = steps[si + 1..].iter().any(|t| {
+                t.inputs
+                    .iter()
+                    .any(|&j| j != usize::MAX && phys_of[j] == pi && last_use[j] > si)
+            });
+            if !free.contains(&pi) && !read_later {
+                free.push(pi);
+            }
+        }
+    }
 }

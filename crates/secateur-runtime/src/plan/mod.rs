@@ -10,6 +10,7 @@
 
 mod buffers;
 mod build;
+mod concat_elision;
 mod lower;
 mod precompute;
 mod step;
@@ -487,6 +488,7 @@ impl ExecPlan {
             input_bufs,
             ..
         } = builder;
+        concat_elision::elide(&mut steps, &input_bufs, output, b);
         let (phys, phys_of) = buffers::assign(&mut steps, &sizes, &input_bufs, output);
         check_activation_memory(&phys, b, &graph.name)?;
         let buffers = phys.iter().map(|&n| vec![0.0f32; n]).collect();

@@ -74,6 +74,29 @@ pub(super) struct NhwcConvStep {
     pub(super) threads: usize,
     /// Padded-input scratch per worker.
     pub(super) scratch: Vec<Vec<f32>>,
+    /// Where the output goes when the layer writes its channels straight into a wider
+    /// channels-last buffer (its part of a concatenation); `None`: a buffer of its own.
+    pub(super) placement: Option<Placement>,
+}
+
+/// A layer's channels inside a wider channels-last output: each output pixel has `pixel`
+/// values, of which the layer writes `offset .. offset + c_out`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Placement {
+    pub(super) offset: usize,
+    pub(super) pixel: usize,
+}
+
+impl NhwcConvStep {
+    /// Whether the kernel can write into a wider buffer (see [`Placement`]): the f32 implicit
+    /// GEMM without a residual, or Winograd whose tail is applied as it stores.
+    pub(super) fn can_be_placed(&self) -> bool {
+        match &self.kernel {
+            NhwcKernel::Gemm(k) => !k.tail.residual,
+            NhwcKernel::Winograd(k) => k.writes_strided(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -206,9 +229,12 @@ pub(super) enum StepKind {
         na: usize,
         nb: usize,
     },
+    /// Rows of `total` values, input `k` copied into each row's `parts[k]` = (offset, length)
+    /// (after elision, only the parts no producer writes in place; see `concat_elision`).
     Concat {
         outer: usize,
-        chunks: Vec<usize>,
+        total: usize,
+        parts: Vec<(usize, usize)>,
     },
     /// Input 0 broadcast to the output (`Expand`): `bc` built with its dims for both
     /// operands; `n` elements of input 0.
@@ -532,18 +558,20 @@ pub(super) fn run_step(
                 sel.rows(c, a, b, ys, first)
             });
         }
-        StepKind::Concat { outer, chunks } => {
-            let total: usize = chunks.iter().sum();
-            let srcs: Vec<&[f32]> = (0..chunks.len())
+        StepKind::Concat {
+            outer,
+            total,
+            parts,
+        } => {
+            let total = *total;
+            let srcs: Vec<&[f32]> = (0..parts.len())
                 .map(|k| input_of(inputs, consts, buffers, k))
                 .collect();
             for_row_pieces(&mut out[..*outer * total], total, |first, ys| {
                 for (r, y) in ys.chunks_mut(total).enumerate() {
                     let o = first + r;
-                    let mut offset = 0;
-                    for (src, &ch) in srcs.iter().zip(chunks.iter()) {
+                    for (src, &(offset, ch)) in srcs.iter().zip(parts.iter()) {
                         y[offset..offset + ch].copy_from_slice(&src[o * ch..(o + 1) * ch]);
-                        offset += ch;
                     }
                 }
             });
@@ -797,14 +825,25 @@ fn run_nhwc_conv(
     out: &mut [f32],
     batch: usize,
 ) {
-    let (per_in, per_out) = (c.c_in * c.h * c.w, c.c_out * c.ho * c.wo);
+    let place = c.placement.unwrap_or(Placement {
+        offset: 0,
+        pixel: c.c_out,
+    });
+    let (per_in, per_out) = (c.c_in * c.h * c.w, place.pixel * c.ho * c.wo);
     let (kernel, h, w, ho, wo, threads) = (&c.kernel, c.h, c.w, c.ho, c.wo, c.threads);
     let sample = |s: usize, y: &mut [f32], scratch: &mut Vec<f32>, threads: usize| {
         let xs = &x[s * per_in..(s + 1) * per_in];
         let rs = residual.map(|r| &r[s * per_out..(s + 1) * per_out]);
+        let dims = [h, w, ho, wo];
+        // only the GEMM and Winograd kernels are given a placement (`can_be_placed`)
+        let (offset, pixel) = (place.offset, place.pixel);
         match kernel {
-            NhwcKernel::Gemm(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
-            NhwcKernel::Winograd(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
+            NhwcKernel::Gemm(k) => {
+                k.run_strided(xs, dims, &mut y[offset..], pixel, rs, scratch, threads)
+            }
+            NhwcKernel::Winograd(k) => {
+                k.run_strided(xs, dims, &mut y[offset..], pixel, rs, scratch, threads)
+            }
             NhwcKernel::Depthwise(k) => k.run(isa, xs, h, w, ho, wo, y, rs, threads),
             NhwcKernel::Stem(k) => k.run(xs, h, w, ho, wo, y, rs, scratch, threads),
             NhwcKernel::Int8(k) => {

@@ -319,6 +319,7 @@ pub(super) fn lower(c: &Conv, prep: Prepared, data_nchw: bool) -> (StepKind, Lay
         wo,
         threads,
         scratch: vec![vec![0.0; scratch_len]; workers],
+        placement: None,
     }));
     (kind, choice)
 }

@@ -181,16 +181,24 @@ impl RuntimeOp for Concat {
         };
         let out = cx.memory_order(&logical, rank);
         let outer: usize = out[..axis].iter().product();
-        let chunks = cx
+        let mut total = 0;
+        let parts = cx
             .node()
             .inputs
             .iter()
             .map(|v| {
-                cx.memory_order(&cx.value_shape(v), rank)[axis..]
+                let len: usize = cx.memory_order(&cx.value_shape(v), rank)[axis..]
                     .iter()
-                    .product()
+                    .product();
+                total += len;
+                (total - len, len)
             })
             .collect();
-        Ok(Lowered::plain(cx, StepKind::Concat { outer, chunks }))
+        let kind = StepKind::Concat {
+            outer,
+            total,
+            parts,
+        };
+        Ok(Lowered::plain(cx, kind))
     }
 }

@@ -270,6 +270,7 @@ fn token_rows(
         wo: 1,
         threads,
         scratch: vec![vec![0.0; scratch_len]; workers],
+        placement: None,
     }));
     (kind, choice)
 }
