@@ -81,8 +81,13 @@ struct Shared {
     epoch: AtomicU64,
     /// The current job (a `Job` on the stack of the thread in `Team::run`).
     job: AtomicPtr<()>,
-    /// The next unit of the current job to take.
-    next: AtomicUsize,
+    /// Per member (0 the calling thread, then the helpers): the next unit of its share of the
+    /// current job, each on its own cache line. Member `m` owns units `m·n/T .. (m+1)·n/T`
+    /// and takes them in order, then takes what is left of the others' shares: consecutive
+    /// units (neighbouring rows, pixels) stay on one core, whose cache holds their inputs and
+    /// keeps their outputs for the next layer, while a slow core's share is still finished
+    /// by the others.
+    next: Vec<Slot>,
     /// Helpers that have not finished the current job.
     active: AtomicUsize,
     /// Whether an inference is in progress (helpers spin) or not (helpers sleep).
@@ -113,7 +118,7 @@ impl Team {
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
-            next: AtomicUsize::new(0),
+            next: (0..threads.max(1)).map(|_| Slot::default()).collect(),
             active: AtomicUsize::new(0),
             busy: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -126,7 +131,7 @@ impl Team {
             let s = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
                 .name(format!("secateur-team-{i}"))
-                .spawn(move || helper(&s));
+                .spawn(move || helper(&s, i));
             match handle {
                 Ok(h) => helpers.push(h),
                 Err(e) => {
@@ -173,13 +178,16 @@ impl Team {
         let s = &*self.shared;
         s.job
             .store((&job as *const Job).cast_mut().cast(), Ordering::Relaxed);
-        s.next.store(0, Ordering::Relaxed);
+        let members = s.next.len();
+        for (m, slot) in s.next.iter().enumerate() {
+            slot.0.store(units * m / members, Ordering::Relaxed);
+        }
         s.active.store(self.helpers.len(), Ordering::Relaxed);
         s.epoch.fetch_add(1, Ordering::SeqCst);
         if !s.busy.load(Ordering::Relaxed) {
             self.notify();
         }
-        let mine = catch_unwind(AssertUnwindSafe(|| take_units(s, &job)));
+        let mine = catch_unwind(AssertUnwindSafe(|| take_units(s, &job, 0)));
         // the job lives on this stack: no helper may still hold it when this returns
         while s.active.load(Ordering::Acquire) != 0 {
             std::hint::spin_loop();
@@ -204,8 +212,8 @@ impl Drop for Team {
     }
 }
 
-/// Takes units of `job` until none are left.
-fn take_units(s: &Shared, job: &Job) {
+/// Takes units of `job` until none are left: member `me`'s share first, then the others'.
+fn take_units(s: &Shared, job: &Job, me: usize) {
     // restores the flag even when a unit panics
     struct Restore(bool);
     impl Drop for Restore {
@@ -214,18 +222,28 @@ fn take_units(s: &Shared, job: &Job) {
         }
     }
     let _restore = Restore(IN_JOB.with(|f| f.replace(true)));
-    loop {
-        let i = s.next.fetch_add(1, Ordering::Relaxed);
-        if i >= job.units {
-            break;
+    let members = s.next.len();
+    for m in (0..members).map(|k| (me + k) % members) {
+        let end = job.units * (m + 1) / members;
+        loop {
+            let i = s.next[m].0.fetch_add(1, Ordering::Relaxed);
+            if i >= end {
+                break;
+            }
+            (job.work)(i);
         }
-        (job.work)(i);
     }
 }
 
+/// An atomic counter alone on its cache line (two members' counters on one line would make
+/// every take a cross-core transfer).
+#[derive(Default)]
+#[repr(align(128))]
+struct Slot(AtomicUsize);
+
 /// A helper's life: wait for a job (spinning while the team is busy, asleep otherwise), take
 /// its units, report done.
-fn helper(s: &Shared) {
+fn helper(s: &Shared, me: usize) {
     let _flush = FlushDenormals::new();
     let mut seen = 0u64;
     let mut spins = 0u32;
@@ -261,7 +279,7 @@ fn helper(s: &Shared) {
         // SAFETY: the job's owner stored it before bumping the epoch and waits for `active`
         // to reach zero, which this helper's decrement below is part of, before dropping it.
         let job = unsafe { &*s.job.load(Ordering::Relaxed).cast::<Job>() };
-        if catch_unwind(AssertUnwindSafe(|| take_units(s, job))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| take_units(s, job, me))).is_err() {
             s.panicked.store(true, Ordering::SeqCst);
         }
         s.active.fetch_sub(1, Ordering::Release);
@@ -385,6 +403,33 @@ mod tests {
                 names.lock().unwrap().insert(n);
             });
             assert!(names.lock().unwrap().len() >= 2, "only one thread worked");
+        });
+    }
+
+    /// A member stuck in a unit has the rest of its share taken by the others: the caller's
+    /// first unit (its share is units 0..3 of 6) waits until all five other units are done,
+    /// which only the helper can do.
+    #[test]
+    fn a_stuck_members_share_is_taken_by_the_others() {
+        let team = Team::new(2).unwrap();
+        team.enter(|| {
+            let done = AtomicU32::new(0);
+            let helper_took = Mutex::new(Vec::new());
+            parallel_for(2, 6, |i| {
+                if i == 0 {
+                    let start = std::time::Instant::now();
+                    while done.load(Ordering::Acquire) < 5 {
+                        assert!(start.elapsed().as_secs() < 10, "units 1..6 were not taken");
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    helper_took.lock().unwrap().push(i);
+                    done.fetch_add(1, Ordering::Release);
+                }
+            });
+            let mut took = helper_took.into_inner().unwrap();
+            took.sort();
+            assert_eq!(took, [1, 2, 3, 4, 5]);
         });
     }
 

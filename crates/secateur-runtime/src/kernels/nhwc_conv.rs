@@ -516,8 +516,12 @@ pub(super) fn for_each_unit(
         1
     };
     let step = pixels.div_ceil(parts).div_ceil(mr).max(1) * mr;
-    let units: Vec<(usize, usize)> = (0..sets)
-        .flat_map(|s| (0..pixels).step_by(step).map(move |q| (s, q)))
+    // pixel-major: a thread's share of the units (see `crate::team`) is a contiguous range
+    // of pixels through every set, whose inputs stay in its core's cache and whose outputs
+    // the next layer's share on that core reads
+    let units: Vec<(usize, usize)> = (0..pixels)
+        .step_by(step)
+        .flat_map(|q| (0..sets).map(move |s| (s, q)))
         .collect();
     let run = |&(s, q): &(usize, usize)| {
         unit(

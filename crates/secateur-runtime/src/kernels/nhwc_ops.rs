@@ -81,7 +81,15 @@ impl NhwcDepthwise {
                 .map(|r| &r[oy * row..(oy + 1) * row]);
             depthwise_row(isa, self, x, h, w, oy, wo, yr, res);
         };
-        crate::team::parallel_chunks(threads, &mut y[..ho * row], row, body);
+        // one contiguous band of rows per thread: interleaved rows made both cores read every
+        // input row (each output row reads `kh` of them) and left the next layer reading
+        // rows from the other core's cache
+        let band = ho.div_ceil(threads.max(1)).max(1);
+        crate::team::parallel_chunks(threads, &mut y[..ho * row], band * row, |i, ys| {
+            for (r, yr) in ys.chunks_mut(row).enumerate() {
+                body(i * band + r, yr)
+            }
+        });
     }
 }
 
