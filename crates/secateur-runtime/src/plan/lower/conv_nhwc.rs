@@ -28,10 +28,25 @@ const SPLIT_MIN_MACS: usize = 400_000;
 
 /// Whether `a` runs faster than `b` (interleaved, a budget of ten runs of `b`).
 fn faster(a: &mut dyn FnMut(), b: &mut dyn FnMut()) -> bool {
+    let (ta, tb) = median_times(a, b);
+    ta < tb
+}
+
+/// The median times in ms of `a` and `b` (interleaved, a budget of ten runs of `b`).
+fn median_times(a: &mut dyn FnMut(), b: &mut dyn FnMut()) -> (f64, f64) {
     let one = probe(&mut *b);
     let t = measure_interleaved(&mut [a, b], Budget::for_duration(one, 10.0));
-    t[0].median_ms < t[1].median_ms
+    (t[0].median_ms, t[1].median_ms)
 }
+
+/// Bytes per millisecond at which a layer's weights come from memory inside a model (16 GB/s,
+/// what one core of the machines in BENCHMARKS.md streams from DRAM). Timed alone, a kernel
+/// runs with its weights in the caches; inside a model whose weights exceed them it reads
+/// them from memory on every inference, so a kernel with larger weights is charged the
+/// difference. Winograd's transformed weights are 4× the GEMM's: resnet18's 14 × 14 layers
+/// (9.4 MB against 2.4 MB) ran 0.76 ms on Winograd and 0.95 ms on the GEMM alone on two
+/// threads, but 1.25 and 0.89 ms inside the model.
+const WEIGHT_BYTES_PER_MS: f64 = 16e6;
 
 /// Whether the int8 kernel runs layer `k8` faster than the f32 kernel runs it (one sample of
 /// zeros; the f32 simulation also quantizes its input, left out in its favour): a first
@@ -79,10 +94,10 @@ fn f32_beats_bf16(
 }
 
 /// Whether the Winograd kernel runs a layer faster than the implicit GEMM (as [`faster`]) on
-/// the `threads` the layer will run on (inside the plan's team). Its rule
-/// ([`NhwcWinograd::pays`]) was fitted on one Zen 4 core; on a core with two 512-bit FMA units,
-/// and on two threads (the GEMM splits more evenly), the GEMM gains on the transforms, so a
-/// measured plan times both.
+/// the `threads` the layer will run on (inside the plan's team), its larger weights charged at
+/// [`WEIGHT_BYTES_PER_MS`]. Its rule ([`NhwcWinograd::pays`]) was fitted on one Zen 4 core; on
+/// a core with two 512-bit FMA units, and on two threads (the GEMM splits more evenly), the
+/// GEMM gains on the transforms, so a measured plan times both.
 fn winograd_pays(
     wk: &NhwcWinograd,
     gemm: &NhwcConv,
@@ -96,10 +111,12 @@ fn winograd_pays(
     let mut sg = vec![0.0f32; gemm.scratch_len(h, w)];
     let residual = gemm.tail.residual.then(|| vec![0.0f32; out_len]);
     let r = residual.as_deref();
-    faster(
+    let (tw, tg) = median_times(
         &mut || wk.run(&x, h, w, ho, wo, &mut yw, r, &mut sw, threads),
         &mut || gemm.run(&x, h, w, ho, wo, &mut yg, r, &mut sg, threads),
-    )
+    );
+    let extra = wk.bytes().saturating_sub(gemm.bytes()) as f64 / WEIGHT_BYTES_PER_MS;
+    tw + extra < tg
 }
 
 /// Output channels up to which an unmeasured plan runs a convolution the stem kernel takes
