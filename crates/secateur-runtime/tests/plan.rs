@@ -42,6 +42,22 @@ fn check(name: &str, g: &Graph, policy: FormatPolicy, batch: usize, threads: usi
     }
 }
 
+/// An unmeasured channels-last plan of `g` for one sample on one thread (kernels by rule).
+fn dense_channels_last_plan(g: &Graph) -> ExecPlan {
+    let config = PlanConfig {
+        policy: FormatPolicy::Dense,
+        layout: LayoutPolicy::ChannelsLast,
+        ..PlanConfig::new(1, 1)
+    };
+    ExecPlan::compile(g, config).unwrap()
+}
+
+/// The names of the steps of one profiled run of `plan` on `input`, in order.
+fn step_names(plan: &mut ExecPlan, input: &[f32]) -> Vec<String> {
+    let profile = plan.run_profiled(&[input]).unwrap();
+    profile.into_iter().map(|(name, _)| name).collect()
+}
+
 fn check_layout(
     name: &str,
     g: &Graph,
@@ -421,15 +437,7 @@ fn constant_padding_and_winograd_layers_match_the_reference_in_both_layouts() {
         check("padded", &g, FormatPolicy::Dense, batch, threads);
         check("padded", &g, FormatPolicy::Measure, batch, threads);
     }
-    let plan = ExecPlan::compile(
-        &g,
-        PlanConfig {
-            policy: FormatPolicy::Dense,
-            layout: LayoutPolicy::ChannelsLast,
-            ..PlanConfig::new(1, 1)
-        },
-    )
-    .unwrap();
+    let plan = dense_channels_last_plan(&g);
     let formats: Vec<&str> = plan.layers.iter().map(|c| c.format.as_str()).collect();
     assert!(formats.contains(&"nhwc-winograd"), "{formats:?}");
 }
@@ -462,22 +470,9 @@ fn concatenated_convolutions_write_in_place_and_match_the_reference() {
         check("fire", &g, FormatPolicy::Dense, batch, threads);
         check("fire", &g, FormatPolicy::Measure, batch, threads);
     }
-    let mut plan = ExecPlan::compile(
-        &g,
-        PlanConfig {
-            policy: FormatPolicy::Dense,
-            layout: LayoutPolicy::ChannelsLast,
-            ..PlanConfig::new(1, 1)
-        },
-    )
-    .unwrap();
+    let mut plan = dense_channels_last_plan(&g);
     let input = vec![0.5f32; 8 * 14 * 15];
-    let steps: Vec<String> = plan
-        .run_profiled(&[&input])
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
+    let steps = step_names(&mut plan, &input);
     let formats: Vec<&str> = plan.layers.iter().map(|c| c.format.as_str()).collect();
     if secateur_runtime::kernels::Isa::detect() != secateur_runtime::kernels::Isa::Portable {
         assert!(formats.contains(&"nhwc-winograd"), "{formats:?}");
@@ -505,24 +500,11 @@ fn stem_convolutions_read_either_layout_and_match_the_reference() {
     if Isa::detect() != Isa::Avx512 {
         return;
     }
-    let mut plan = ExecPlan::compile(
-        &g,
-        PlanConfig {
-            policy: FormatPolicy::Dense,
-            layout: LayoutPolicy::ChannelsLast,
-            ..PlanConfig::new(1, 1)
-        },
-    )
-    .unwrap();
+    let mut plan = dense_channels_last_plan(&g);
     let formats: Vec<&str> = plan.layers.iter().map(|c| c.format.as_str()).collect();
     assert_eq!(formats, ["nhwc-stem", "nhwc-gemm", "nhwc-stem"]);
     let input = vec![0.5f32; 3 * 23 * 30];
-    let steps: Vec<String> = plan
-        .run_profiled(&[&input])
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
+    let steps = step_names(&mut plan, &input);
     assert!(!steps.iter().any(|s| s.contains("to_nhwc")), "{steps:?}");
 }
 

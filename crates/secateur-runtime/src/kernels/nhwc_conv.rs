@@ -239,15 +239,8 @@ impl NhwcConv {
         scratch: &mut [f32],
         threads: usize,
     ) {
-        assert!(
-            y_pix >= self.c_out && (y_pix == self.c_out || residual.is_none()),
-            "output pixel stride {y_pix} for {} channels",
-            self.c_out
-        );
-        assert!(
-            ho * wo == 0 || y.len() >= (ho * wo - 1) * y_pix + self.c_out,
-            "output too short"
-        );
+        let strided_ok = y_pix == self.c_out || residual.is_none();
+        check_strided_output(y.len(), ho * wo, y_pix, self.c_out, strided_ok);
         let (hp, wp) = self.padded_dims(h, w);
         if let Some(rows) = self.band_rows(h, w, ho, threads) {
             let out = (y, y_pix);
@@ -296,6 +289,26 @@ impl NhwcConv {
             },
         );
     }
+}
+
+/// The plan's invariant for a layer writing `pixels` output pixels of `c_out` channels
+/// `y_pix` values apart into `len` values: the stride holds the channels, the output fits, and
+/// `strided_ok` (what the kernel needs for a stride above `c_out`) holds.
+pub(super) fn check_strided_output(
+    len: usize,
+    pixels: usize,
+    y_pix: usize,
+    c_out: usize,
+    strided_ok: bool,
+) {
+    assert!(
+        y_pix >= c_out && (y_pix == c_out || strided_ok),
+        "output pixel stride {y_pix} for {c_out} channels"
+    );
+    assert!(
+        pixels == 0 || len >= (pixels - 1) * y_pix + c_out,
+        "output of {len} values too short for {pixels} pixels {y_pix} apart"
+    );
 }
 
 /// Padded inputs larger than this are copied band by band (about half the L2 cache).

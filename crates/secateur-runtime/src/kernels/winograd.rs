@@ -15,7 +15,7 @@
 use super::elementwise::pointwise_in_place;
 use super::epilogue::Tail;
 use super::isa::Isa;
-use super::nhwc_conv::{MR, NR, Tile, chunk_len, pad_nhwc};
+use super::nhwc_conv::{MR, NR, Tile, check_strided_output, chunk_len, pad_nhwc};
 use secateur_graph::Conv;
 use std::cell::RefCell;
 
@@ -197,15 +197,8 @@ impl NhwcWinograd {
         scratch: &mut [f32],
         threads: usize,
     ) {
-        assert!(
-            y_pix == self.c_out || (y_pix > self.c_out && self.writes_strided()),
-            "output pixel stride {y_pix} for {} channels",
-            self.c_out
-        );
-        assert!(
-            ho * wo == 0 || y.len() >= (ho * wo - 1) * y_pix + self.c_out,
-            "output too short"
-        );
+        let strided_ok = self.writes_strided();
+        check_strided_output(y.len(), ho * wo, y_pix, self.c_out, strided_ok);
         let g = self.geometry(h, w);
         debug_assert_eq!((g.ho, g.wo), (ho, wo));
         let xp = &mut scratch[..g.hp * g.wp * self.c_in];
