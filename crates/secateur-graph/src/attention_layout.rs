@@ -13,7 +13,9 @@
 //! - `Reshape [N·H, A, B] → Transpose (0, 2, 1) → Reshape [N, H, B, A]` (the keys transposed
 //!   through the merged axis) becomes `Transpose (0, 1, 3, 2)`;
 //! - `Reshape [L·N, E] → Gemm → Reshape [L, N, E']` becomes `Reshape [L, N, E] → MatMul →
-//!   Add bias`.
+//!   Add bias`; the same rewrite applies to `[N, S, E]` flattened to `[N·S, E]` around a
+//!   `Gemm`, as GPT-2's `Conv1D` layers (its Q/K/V, output and MLP projections) are exported,
+//!   so that their features link to the heads and to the MLP's neurons.
 //!
 //! The batch `N` is symbolic, or a fixed size where the exporter fixed it (PyTorch's dynamo
 //! exporter by default); the keys' rewrite also serves its decomposition of
@@ -72,7 +74,10 @@ impl Graph {
 
     /// Splits one packed Q/K/V projection; returns whether one was split.
     fn unpack_projection(&mut self, shapes: &Shapes) -> Result<bool> {
-        let Some(m) = (0..self.nodes.len()).find_map(|i| self.match_packed(i, shapes)) else {
+        let Some(m) = (0..self.nodes.len()).find_map(|i| {
+            self.match_packed(i, shapes)
+                .or_else(|| self.match_sliced(i, shapes))
+        }) else {
             return Ok(false);
         };
         let (x, weight) = (
@@ -83,10 +88,13 @@ impl Graph {
         let b = m.bias.as_ref().map(|(_, v)| self.initializers[v].clone());
         let mut replacement = Vec::new();
         for (part, (_, output)) in m.parts.iter().enumerate() {
-            let cols: Vec<usize> = (part * m.width..(part + 1) * m.width).collect();
-            let name = format!("{}.{}", self.nodes[m.matmul].name, ["q", "k", "v"][part]);
-            let w_name = self
-                .fresh_initializer_name(&format!("{weight}.{}", "qkv".as_bytes()[part] as char));
+            let cols: Vec<usize> = m.columns[part].clone().collect();
+            let label = match m.parts.len() {
+                3 => ["q", "k", "v"][part].to_string(),
+                _ => format!("part{part}"),
+            };
+            let name = format!("{}.{label}", self.nodes[m.matmul].name);
+            let w_name = self.fresh_initializer_name(&format!("{weight}.{label}"));
             self.add_initializer(w_name.clone(), w.select_axis(1, &cols)?);
             match &b {
                 Some(bias) => {
@@ -231,10 +239,77 @@ impl Graph {
         Some(Packed {
             matmul,
             bias,
-            width,
+            columns: (0..3).map(|i| i * width..(i + 1) * width).collect(),
             parts,
             chain,
         })
+    }
+
+    /// A projection (`MatMul` by a constant `[K, P]` weight, maybe then `Add` of a constant
+    /// `[P]` bias) read only by slices of its last axis that cut it into contiguous ranges
+    /// covering all `P` columns, from the `MatMul` node: GPT-2's `c_attn` split into Q, K and
+    /// V (an ONNX `Split` imports as slices), or a gate and an up projection packed in one.
+    fn match_sliced(&self, matmul: usize, shapes: &Shapes) -> Option<Packed> {
+        if !matches!(self.nodes[matmul].op, Op::MatMul(_)) {
+            return None;
+        }
+        let &[_, p] = self
+            .initializers
+            .get(self.nodes[matmul].inputs.get(1)?)?
+            .shape()
+        else {
+            return None;
+        };
+        let mut out = self.nodes[matmul].outputs[0].clone();
+        let mut chain = vec![matmul];
+        let bias = self.constant_bias_of(&out, p);
+        if let Some((add, _)) = &bias {
+            out = self.nodes[*add].outputs[0].clone();
+            chain.push(*add);
+        }
+        let last = Self::dims(shapes, &out)?.len().checked_sub(1)?;
+        let mut cuts = Vec::new();
+        for s in self.consumers(&out) {
+            let Op::Slice(sl) = &self.nodes[s].op else {
+                return None;
+            };
+            let whole: Vec<usize> = (0..last).map(|_| 1).chain([p]).collect();
+            let (start, step, len) = *sl.resolved(&whole).ok()?.get(last)?;
+            if sl.axes != [last] || step != 1 || len == 0 {
+                return None;
+            }
+            let start = start as usize;
+            cuts.push((start..start + len, s, self.nodes[s].outputs[0].clone()));
+        }
+        cuts.sort_by_key(|(r, _, _)| r.start);
+        let contiguous = cuts.windows(2).all(|w| w[0].0.end == w[1].0.start);
+        if cuts.len() < 2
+            || !contiguous
+            || cuts.first()?.0.start != 0
+            || cuts.last()?.0.end != p
+            || self.outputs.contains(&out)
+        {
+            return None;
+        }
+        chain.extend(cuts.iter().map(|(_, s, _)| *s));
+        Some(Packed {
+            matmul,
+            bias,
+            columns: cuts.iter().map(|(r, _, _)| r.clone()).collect(),
+            parts: cuts.into_iter().map(|(_, s, o)| (s, o)).collect(),
+            chain,
+        })
+    }
+
+    /// The `Add` that is the only reader of `value` (not a graph output) and adds a constant
+    /// vector of `width` values to it, with that constant's name.
+    fn constant_bias_of(&self, value: &str, width: usize) -> Option<(usize, String)> {
+        let add = self.only_reader(value, |op| matches!(op, Op::Binary(b) if *b == Binary::ADD))?;
+        let other = self.nodes[add].inputs.iter().find(|v| *v != value)?;
+        self.initializers
+            .get(other)
+            .is_some_and(|t| t.shape() == [width])
+            .then(|| (add, other.clone()))
     }
 
     /// `Reshape [L, N·H, d] → Transpose (1, 0, 2) → Reshape [N, H, L, d]` from an input
@@ -321,8 +396,9 @@ impl Graph {
         true
     }
 
-    /// `Reshape [L·N, E] → Gemm (constant weight) → Reshape [L, N, E']` from an input
-    /// `[L, N, ..]`; returns whether one was rewritten.
+    /// `Reshape [A·B, E] → Gemm (constant weight) → Reshape [A, B, E']` from an input
+    /// `[A, B, ..]` (one of `A`, `B` the batch or both known: `[L, N, ..]` in torchvision's ViT,
+    /// `[N, S, ..]` in GPT-2's `Conv1D` layers); returns whether one was rewritten.
     fn unmerge_output_projection(&mut self, shapes: &Shapes) -> Result<bool> {
         let found = (0..self.nodes.len()).find_map(|r| {
             let Op::Reshape(_) = &self.nodes[r].op else {
@@ -330,11 +406,16 @@ impl Graph {
             };
             let xd = Self::dims(shapes, &self.nodes[r].inputs[0])?;
             let md = Self::dims(shapes, &self.nodes[r].outputs[0])?;
-            let (&l, rest) = xd.split_first()?;
-            let l = l.known()?;
-            let (&n, feats) = rest.split_first()?;
+            let [a, b, feats @ ..] = xd else {
+                return None;
+            };
+            let merged = match (a.known(), b.known()) {
+                (Some(a), _) if a >= 2 => Self::merged_with(*b, a)?,
+                (None, Some(b)) if b >= 2 => Self::merged_with(*a, b)?,
+                _ => return None,
+            };
             let e: usize = feats.iter().map(|d| d.known()).product::<Option<usize>>()?;
-            if *md != [Self::merged_with(n, l)?, Dim::Known(e)] || l < 2 {
+            if *md != [merged, Dim::Known(e)] {
                 return None;
             }
             let g = self.only_reader(
@@ -354,7 +435,7 @@ impl Graph {
                 self.only_reader(&self.nodes[g].outputs[0], |op| matches!(op, Op::Reshape(_)))?;
             let gd = Self::dims(shapes, &self.nodes[g].outputs[0])?;
             let od = Self::dims(shapes, &self.nodes[r2].outputs[0])?;
-            (*od == [Dim::Known(l), n, *gd.get(1)?]).then_some((r, g, r2, e))
+            (*od == [*a, *b, *gd.get(1)?]).then_some((r, g, r2, e))
         });
         let Some((r, g, r2, e)) = found else {
             return Ok(false);
@@ -407,10 +488,10 @@ struct Packed {
     matmul: usize,
     /// The bias node and initializer.
     bias: Option<(usize, String)>,
-    /// E: the width of each of Q, K and V.
-    width: usize,
-    /// Per part (Q, K, V): the final squeeze node and its output value (which the part's
-    /// projection produces after the rewrite).
+    /// The weight's columns each part takes (Q, K and V: `E` each).
+    columns: Vec<std::ops::Range<usize>>,
+    /// Per part (Q, K, V): the node that ends its pattern and its output value (which the
+    /// part's projection produces after the rewrite).
     parts: Vec<(usize, String)>,
     /// Every node of the pattern (removed when it is rewritten).
     chain: Vec<usize>,

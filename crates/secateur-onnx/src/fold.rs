@@ -58,6 +58,16 @@ impl IntBinary {
                 return SymInt::batch_times(fa? / k);
             }
             (IntBinary::Add | IntBinary::Sub, _, Known(0)) if fa.is_some() => return Some(a),
+            // two multiples of the batch: `k·N / m·N = k / m` (a sequence length recovered
+            // from a flattened `[N·S]`), sums and differences stay multiples
+            (IntBinary::Div, _, _) if fa.is_some() && fb.is_some() => fa? / fb?,
+            (IntBinary::Add, _, _) if fa.is_some() && fb.is_some() => {
+                return SymInt::batch_times(fa? + fb?);
+            }
+            (IntBinary::Sub, _, _) if fa.is_some() && fa == fb => 0,
+            (IntBinary::Sub, _, _) if fa.is_some() && fb.is_some() => {
+                return SymInt::batch_times(fa? - fb?);
+            }
             (IntBinary::Equal, _, _) if fa.is_some() && fb.is_some() => (fa == fb) as i64,
             // a batch size is at least 1: it equals no smaller constant (the -1 markers of
             // `Expand` shapes)
@@ -405,6 +415,22 @@ mod tests {
         assert!(
             binary(IntBinary::Add, &shape, &k(&[1])).is_none(),
             "N + 1 is not a SymInt"
+        );
+        // GPT-2's dynamo export recovers the sequence length as (N·S) / N
+        let of = |v: SymInt| SymConst {
+            dims: vec![],
+            values: vec![v],
+        };
+        let flat = of(SymInt::BatchTimes(16));
+        let seq = binary(IntBinary::Div, &flat, &of(SymInt::Batch)).unwrap();
+        assert_eq!(seq.values, vec![SymInt::Known(16)]);
+        let sum = binary(IntBinary::Add, &flat, &of(SymInt::Batch)).unwrap();
+        assert_eq!(sum.values, vec![SymInt::BatchTimes(17)]);
+        let none = binary(IntBinary::Sub, &flat, &flat).unwrap();
+        assert_eq!(none.values, vec![SymInt::Known(0)]);
+        assert!(
+            binary(IntBinary::Sub, &of(SymInt::Batch), &flat).is_none(),
+            "N - 16·N is not a SymInt"
         );
         assert_eq!(
             binary(IntBinary::Div, &k(&[-7]), &k(&[2])).unwrap().values,

@@ -1096,7 +1096,8 @@ impl Importer {
         Ok(true)
     }
 
-    /// Ops that become several IR nodes: `Split` (one `Slice` per output) and `Gather` of an
+    /// Ops that become several IR nodes: `Split` (one `Slice` per output, or constants when it
+    /// cuts a constant) and `Gather` of an
     /// activation at constant indices (a `Slice`, then a `Reshape` dropping the axis for a
     /// scalar index). `Ok(false)` if `node` is not one of them.
     fn expand_node(&mut self, node: &NodeProto, inputs: &[String], index: usize) -> Result<bool> {
@@ -1118,7 +1119,7 @@ impl Importer {
             Ok(ax as usize)
         };
         match node.op_type.as_str() {
-            "Split" if !constant_data => {
+            "Split" => {
                 let ax = axis_of(a.int("axis", 0).map_err(|m| node_err(node, m))?)?;
                 let dim = shape
                     .dim(ax)
@@ -1158,6 +1159,16 @@ impl Importer {
                     });
                     start += size;
                     if out.is_empty() {
+                        continue;
+                    }
+                    if constant_data {
+                        // a constant table cut in parts (GPT-J's rotary sines and cosines)
+                        let y = op
+                            .sem()
+                            .eval(&[&self.float_consts[&x]])
+                            .map_err(|e| node_err(node, e.to_string()))?
+                            .remove(0);
+                        self.add_float_const(out, y);
                         continue;
                     }
                     self.push_node(

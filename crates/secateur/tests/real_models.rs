@@ -53,8 +53,16 @@ const IMAGE_MODELS: &[&str] = &[
     "convnext.dynamo",
 ];
 
-/// Text fixtures (token ids and attention mask in, pooled embedding out).
-const TEXT_MODELS: &[&str] = &["bert.ts17", "bert.dynamo"];
+/// Text fixtures: token ids and attention mask in; a pooled embedding (BERT) or the logits
+/// at every position (the causal language models GPT-2 and Llama) out.
+const TEXT_MODELS: &[&str] = &[
+    "bert.ts17",
+    "bert.dynamo",
+    "gpt2.ts17",
+    "gpt2.dynamo",
+    "llama.ts17",
+    "llama.dynamo",
+];
 
 /// The sequence length text fixtures are tested at (their `seq` dimension is symbolic).
 const SEQ: usize = 16;
@@ -466,6 +474,10 @@ fixture_tests! {
     convnext_dynamo => "convnext.dynamo",
     bert_ts17 => "bert.ts17",
     bert_dynamo => "bert.dynamo",
+    gpt2_ts17 => "gpt2.ts17",
+    gpt2_dynamo => "gpt2.dynamo",
+    llama_ts17 => "llama.ts17",
+    llama_dynamo => "llama.dynamo",
 }
 
 #[test]
@@ -474,7 +486,48 @@ fn every_listed_image_fixture_has_a_test() {
     for name in IMAGE_MODELS.iter().chain(TEXT_MODELS) {
         assert!(fixture(name).is_file(), "{name}");
     }
-    assert_eq!(IMAGE_MODELS.len() + TEXT_MODELS.len(), 24);
+    assert_eq!(IMAGE_MODELS.len() + TEXT_MODELS.len(), 28);
+}
+
+/// The heads of causal language models, in both exports. GPT-2 packs Q, K and V in one
+/// `Conv1D` (a `Gemm` over flattened rows whose output is split in three): the import unpacks
+/// it, so each layer has one group of 4 heads over the three projections. Llama's
+/// grouped-query attention repeats each of its 2 key/value heads for 2 query heads: a
+/// channel of its group is one key/value head with its query heads (4 query columns of 8
+/// features, against 8 key columns). Pruning both is checked against zero-masking and ONNX
+/// Runtime by `check_model`.
+#[test]
+fn causal_language_model_heads_are_found_in_both_exports() {
+    for (model, channels, q_features_per_channel) in [("gpt2", 4, 8), ("llama", 2, 16)] {
+        for exporter in ["ts17", "dynamo"] {
+            let name = format!("{model}.{exporter}");
+            let g = load(&fixture(&name));
+            let deps = DependencyGraph::build(&g).unwrap();
+            let heads: Vec<_> = deps
+                .groups
+                .iter()
+                .filter(|gr| gr.kind == GroupKind::Heads)
+                .collect();
+            assert_eq!(heads.len(), 2, "{name}: one heads group per layer");
+            for h in heads {
+                assert_eq!(h.channels(), channels, "{name}: channels of {}", h.name);
+                assert_eq!(h.producers().count(), 3, "{name}: Q, K and V in {}", h.name);
+                let widths: Vec<usize> = h.indices[0].iter().map(Vec::len).collect();
+                assert!(
+                    widths.contains(&q_features_per_channel),
+                    "{name}: {} has no member with {q_features_per_channel} features per \
+                     channel ({widths:?})",
+                    h.name
+                );
+            }
+            let neurons = deps
+                .groups
+                .iter()
+                .filter(|gr| gr.kind == GroupKind::Neurons)
+                .count();
+            assert_eq!(neurons, 2, "{name}: MLP neurons");
+        }
+    }
 }
 
 /// Full-size models that this suite does not carry: every `*.onnx` with a `manifest.json`

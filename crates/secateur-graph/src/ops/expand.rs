@@ -90,6 +90,21 @@ impl OpSemantics for Expand {
         links
     }
 
+    /// A kept axis (linked: the input's size equals the target's) follows its input when
+    /// pruning resizes it: the key/value heads a grouped-query attention repeats for its query
+    /// heads (`[N, kv, 1, S, d] → [N, kv, r, S, d]`).
+    fn refit(&mut self, old: &[Shape], new: &[Shape]) -> Result<(), OpError> {
+        let (x_old, x_new) = (&old[0], &new[0]);
+        let off = self.shape.rank().saturating_sub(x_old.rank());
+        for ax in 0..x_old.rank().min(self.shape.rank()) {
+            let target = &mut self.shape.0[ax + off];
+            if *target == x_old.0[ax] && x_old.0[ax] != Dim::Known(1) {
+                *target = x_new.0[ax];
+            }
+        }
+        Ok(())
+    }
+
     fn elementwise_ops(&self, _inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> u64 {
         0
     }
@@ -137,6 +152,27 @@ mod tests {
             .infer(&[Shape::known(&[1, 1, 2]), Shape::batched(&[5])])
             .unwrap();
         assert_eq!(out[0].0[0], Dim::BatchTimes(2));
+    }
+
+    #[test]
+    fn refit_follows_a_pruned_kept_axis_and_keeps_the_repeats() {
+        // grouped-query attention: 2 key/value heads, each repeated for 2 query heads
+        let dims = |kv: usize| {
+            Shape(vec![
+                Dim::Batch,
+                Dim::Known(kv),
+                Dim::Known(2),
+                Dim::Known(5),
+                Dim::Known(8),
+            ])
+        };
+        let mut e = Expand { shape: dims(2) };
+        e.refit(
+            &[Shape::batched(&[2, 1, 5, 8])],
+            &[Shape::batched(&[1, 1, 5, 8])],
+        )
+        .unwrap();
+        assert_eq!(e.shape, dims(1));
     }
 
     #[test]
