@@ -17,6 +17,7 @@ use secateur_graph::{
 use std::collections::{HashMap, HashSet};
 
 mod batch_index;
+mod conv1d;
 mod einsum;
 mod gather_nd;
 mod instance_norm;
@@ -822,6 +823,9 @@ impl Importer {
         }
         if node.op_type == "Tile" {
             return self.import_tile(node, &inputs, index);
+        }
+        if node.op_type == "Conv" && self.import_conv1d(node, &inputs, index)? {
+            return Ok(());
         }
         if node.op_type == "InstanceNormalization" {
             return self.import_instance_norm(node, &inputs, index);

@@ -320,10 +320,14 @@ pub fn gather_elements(op: &GatherElements, data: Value, indices: Value) -> Lowe
 }
 
 /// `Resize`: along each resized axis, the rows each output position reads, picked by index
-/// and (linear mode) blended by their weights; differentiable with respect to the input.
+/// and (linear and cubic modes) blended by their weights; differentiable with respect to the
+/// input.
 pub fn resize(op: &Resize, x: Value) -> LowerResult {
     fn along<const D: usize>(op: &Resize, t: Tensor<D>, k: usize) -> Tensor<D> {
         let ax = 2 + k;
+        if matches!(op.mode, ResizeMode::Cubic { .. }) {
+            return cubic_along(op, t, k);
+        }
         let taps = op.taps(k, t.dims()[ax]);
         let n_out = taps.len();
         let device = t.device();
@@ -341,6 +345,23 @@ pub fn resize(op: &Resize, x: Value) -> LowerResult {
         let w: Vec<f32> = taps.iter().map(|tp| tp.w).collect();
         let w = Tensor::<1>::from_data(TensorData::new(w, [n_out]), &device).reshape(shape);
         lo.clone() + (hi - lo) * w
+    }
+    /// Four rows per output position, each scaled by its weight.
+    fn cubic_along<const D: usize>(op: &Resize, t: Tensor<D>, k: usize) -> Tensor<D> {
+        let ax = 2 + k;
+        let taps = op.cubic_taps(k, t.dims()[ax]);
+        let n_out = taps.len();
+        let device = t.device();
+        let mut shape = [1usize; D];
+        shape[ax] = n_out;
+        let term = |j: usize| {
+            let idx: Vec<i64> = taps.iter().map(|tp| tp[j].0 as i64).collect();
+            let w: Vec<f32> = taps.iter().map(|tp| tp[j].1).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n_out]), &device);
+            let w = Tensor::<1>::from_data(TensorData::new(w, [n_out]), &device).reshape(shape);
+            t.clone().select(ax, idx) * w
+        };
+        (1..4).fold(term(0), |acc, j| acc + term(j))
     }
     fn all<const D: usize>(op: &Resize, t: Tensor<D>) -> Tensor<D> {
         (0..op.sizes.len()).fold(t, |t, k| along(op, t, k))

@@ -273,6 +273,19 @@ fn every_op_has_correct_gradients() {
             ),
             false,
         ),
+        (
+            // Swin's pooler: the average over a sequence [N, C, L]
+            "global-average-pool-rank-3",
+            around(
+                |b, c| {
+                    let seq = b.node("seq", reshape_to(vec![0, 0, -1]), &[c], vec![]);
+                    let gap = Op::GlobalAveragePool(GlobalAveragePool::KEEP);
+                    b.node("gap", gap, &[&seq.unwrap()], vec![]).unwrap()
+                },
+                4,
+            ),
+            false,
+        ),
     ];
     for (name, g, train) in cases {
         gradcheck(name, &g, &[3, 2, 6, 6], train);
@@ -629,7 +642,7 @@ fn new_ops_have_correct_gradients() {
         });
         cases.push(on_conv(name, op));
     }
-    // upsampling and downsampling, nearest and bilinear
+    // upsampling and downsampling, nearest, bilinear and bicubic
     for (name, mode, coordinates, sizes, scales) in [
         (
             "resize-nearest",
@@ -651,6 +664,26 @@ fn new_ops_have_correct_gradients() {
             ResizeCoordinates::AlignCorners,
             vec![7, 11],
             vec![7.0 / 6.0, 11.0 / 6.0],
+        ),
+        (
+            "resize-cubic",
+            ResizeMode::Cubic {
+                a: -0.75,
+                exclude_outside: false,
+            },
+            ResizeCoordinates::HalfPixel,
+            vec![9, 4],
+            vec![1.5, 4.0 / 6.0],
+        ),
+        (
+            "resize-cubic-inside",
+            ResizeMode::Cubic {
+                a: -0.5,
+                exclude_outside: true,
+            },
+            ResizeCoordinates::PytorchHalfPixel,
+            vec![5, 13],
+            vec![5.0 / 6.0, 13.0 / 6.0],
         ),
     ] {
         let op = Op::Resize(Resize {

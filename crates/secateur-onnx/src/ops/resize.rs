@@ -1,6 +1,6 @@
 //! The `Resize` converter (opsets 11–19): output sizes from the `sizes` input or from the
-//! `scales` (floor of size × scale), fixed at import since spatial sizes are; nearest and
-//! linear modes with every coordinate transformation but `tf_crop_and_resize`. Export writes
+//! `scales` (floor of size × scale), fixed at import since spatial sizes are; nearest, linear
+//! and cubic modes with every coordinate transformation but `tf_crop_and_resize`. Export writes
 //! the sizes as `[N, C]` of the input (read by `Shape`) followed by the resized sizes, so a
 //! symbolic batch stays symbolic; or the scales, where they are not output / input size.
 
@@ -157,7 +157,15 @@ impl Converter for ResizeConverter {
                 &ctx.attrs.string("nearest_mode", "round_prefer_floor")?,
             )?),
             "linear" => ResizeMode::Linear,
-            other => return Err(format!("mode '{other}' is not supported (nearest, linear)")),
+            "cubic" => ResizeMode::Cubic {
+                a: ctx.attrs.float("cubic_coeff_a", -0.75)?,
+                exclude_outside: ctx.attrs.int("exclude_outside", 0)? != 0,
+            },
+            other => {
+                return Err(format!(
+                    "mode '{other}' is not supported (nearest, linear, cubic)"
+                ));
+            }
         };
         let (sizes, scales, from_sizes) = output_sizes(ctx, &spatial)?;
         ctx.inputs.truncate(1);
@@ -216,6 +224,11 @@ impl Converter for ResizeConverter {
                 attributes.push(attrs::string("nearest_mode", rounding_name(n)));
             }
             ResizeMode::Linear => attributes.push(attrs::string("mode", "linear")),
+            ResizeMode::Cubic { a, exclude_outside } => {
+                attributes.push(attrs::string("mode", "cubic"));
+                attributes.push(attrs::float("cubic_coeff_a", a));
+                attributes.push(attrs::int("exclude_outside", exclude_outside as i64));
+            }
         }
         Ok(ExportedNode {
             op_type: "Resize",

@@ -58,7 +58,14 @@ impl TrainOp for AveragePool {
 
 impl TrainOp for GlobalAveragePool {
     fn forward(&self, call: &mut OpCall, mut args: Vec<Value>) -> Result<Value, TrainError> {
-        let x = call.r4(pop(call, &mut args, "x")?)?;
+        // any number of spatial axes (Swin's pooler reads [N, C, L]): averaged as one
+        let x = pop(call, &mut args, "x")?;
+        let d = x.dims();
+        if d.len() < 3 {
+            return Err(call.err(format!("expected [N, C, spatial..], got {d:?}")));
+        }
+        let flat = call.reshape(x, &[d[0], d[1], d[2..].iter().product(), 1])?;
+        let x = call.r4(flat)?;
         call.reshape(Value::R4(x.mean_dims(&[2, 3])), call.out_dims)
     }
 }
