@@ -62,6 +62,8 @@ const TEXT_MODELS: &[&str] = &[
     "gpt2.dynamo",
     "llama.ts17",
     "llama.dynamo",
+    "gemma.ts17",
+    "gemma.dynamo",
 ];
 
 /// The sequence length text fixtures are tested at (their `seq` dimension is symbolic).
@@ -478,6 +480,8 @@ fixture_tests! {
     gpt2_dynamo => "gpt2.dynamo",
     llama_ts17 => "llama.ts17",
     llama_dynamo => "llama.dynamo",
+    gemma_ts17 => "gemma.ts17",
+    gemma_dynamo => "gemma.dynamo",
 }
 
 #[test]
@@ -486,7 +490,7 @@ fn every_listed_image_fixture_has_a_test() {
     for name in IMAGE_MODELS.iter().chain(TEXT_MODELS) {
         assert!(fixture(name).is_file(), "{name}");
     }
-    assert_eq!(IMAGE_MODELS.len() + TEXT_MODELS.len(), 28);
+    assert_eq!(IMAGE_MODELS.len() + TEXT_MODELS.len(), 30);
 }
 
 /// The heads of causal language models, in both exports. GPT-2 packs Q, K and V in one
@@ -494,11 +498,15 @@ fn every_listed_image_fixture_has_a_test() {
 /// it, so each layer has one group of 4 heads over the three projections. Llama's
 /// grouped-query attention repeats each of its 2 key/value heads for 2 query heads: a
 /// channel of its group is one key/value head with its query heads (4 query columns of 8
-/// features, against 8 key columns). Pruning both is checked against zero-masking and ONNX
-/// Runtime by `check_model`.
+/// features, against 8 key columns). Gemma's multi-query attention broadcasts its one
+/// key/value head to the 4 query heads (an `Expand` from size 1): its groups are the query
+/// heads with the output projection's columns, the shared key and value staying whole.
+/// Pruning all three is checked against zero-masking and ONNX Runtime by `check_model`.
 #[test]
 fn causal_language_model_heads_are_found_in_both_exports() {
-    for (model, channels, q_features_per_channel) in [("gpt2", 4, 8), ("llama", 2, 16)] {
+    for (model, channels, producers, q_features_per_channel) in
+        [("gpt2", 4, 3, 8), ("llama", 2, 3, 16), ("gemma", 4, 1, 8)]
+    {
         for exporter in ["ts17", "dynamo"] {
             let name = format!("{model}.{exporter}");
             let g = load(&fixture(&name));
@@ -511,7 +519,12 @@ fn causal_language_model_heads_are_found_in_both_exports() {
             assert_eq!(heads.len(), 2, "{name}: one heads group per layer");
             for h in heads {
                 assert_eq!(h.channels(), channels, "{name}: channels of {}", h.name);
-                assert_eq!(h.producers().count(), 3, "{name}: Q, K and V in {}", h.name);
+                assert_eq!(
+                    h.producers().count(),
+                    producers,
+                    "{name}: producers of {}",
+                    h.name
+                );
                 let widths: Vec<usize> = h.indices[0].iter().map(Vec::len).collect();
                 assert!(
                     widths.contains(&q_features_per_channel),

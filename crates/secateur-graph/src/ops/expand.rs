@@ -2,7 +2,8 @@
 //! that shape contains the symbolic batch or a multiple of it (`[N·heads, S, S]` in DeBERTa), a
 //! second input supplies it: any value whose axis 0 is the batch (the graph input, at import),
 //! read for its size only. Axes that keep their size
-//! are linked to the output; expanded axes are pinned.
+//! are linked to the output; axes broadcast from size 1 are free: pruning may keep any of
+//! their indices (the query heads sharing one key/value head), and the target follows.
 
 use super::broadcast::broadcast_shapes;
 use super::{AxisLink, OpSemantics, Port};
@@ -105,6 +106,35 @@ impl OpSemantics for Expand {
         Ok(())
     }
 
+    /// Axes broadcast from size 1 to a known size: each index is a copy of the same values,
+    /// so pruning may keep any of them.
+    fn free_axes(&self, inputs: &[Shape], outputs: &[Shape]) -> Vec<(Port, usize)> {
+        let (x, out) = (&inputs[0], &outputs[0]);
+        let off = out.rank().saturating_sub(x.rank());
+        (0..out.rank())
+            .filter(|&ax| {
+                let from = if ax < off {
+                    Dim::Known(1)
+                } else {
+                    x.0[ax - off]
+                };
+                from == Dim::Known(1) && matches!(out.0[ax], Dim::Known(n) if n > 1)
+            })
+            .map(|ax| (Port::Output(0), ax))
+            .collect()
+    }
+
+    fn refit_outputs(&mut self, new: &[Shape]) -> Result<(), OpError> {
+        let out = &new[0];
+        let off = out.rank().saturating_sub(self.shape.rank());
+        for (ax, target) in self.shape.0.iter_mut().enumerate() {
+            if let (Dim::Known(_), Some(Dim::Known(n))) = (*target, out.0.get(ax + off)) {
+                *target = Dim::Known(*n);
+            }
+        }
+        Ok(())
+    }
+
     fn elementwise_ops(&self, _inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> u64 {
         0
     }
@@ -173,6 +203,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.shape, dims(1));
+    }
+
+    #[test]
+    fn an_axis_broadcast_from_one_is_free_and_its_target_follows_the_pruning() {
+        // multi-query attention: one key/value head repeated for 4 query heads
+        let e = Expand {
+            shape: Shape(vec![
+                Dim::Batch,
+                Dim::Known(1),
+                Dim::Known(4),
+                Dim::Known(5),
+                Dim::Known(8),
+            ]),
+        };
+        let ins = [Shape::batched(&[1, 1, 5, 8]), Shape::batched(&[5])];
+        let out = e.infer(&ins).unwrap().remove(0);
+        assert_eq!(e.free_axes(&ins, &[out]), vec![(Port::Output(0), 2)]);
+        let mut pruned = e.clone();
+        pruned
+            .refit_outputs(&[Shape::batched(&[1, 2, 5, 8])])
+            .unwrap();
+        assert_eq!(pruned.shape.0[2], Dim::Known(2));
+        assert_eq!(pruned.shape.0[0], Dim::Batch);
+        // the class token repeated over the batch has no free axis
+        let token = Expand {
+            shape: Shape(vec![Dim::Batch, Dim::Known(1), Dim::Known(8)]),
+        };
+        let ins = [Shape::known(&[1, 1, 8]), Shape::batched(&[3])];
+        let out = token.infer(&ins).unwrap().remove(0);
+        assert!(token.free_axes(&ins, &[out]).is_empty());
     }
 
     #[test]

@@ -249,6 +249,21 @@ pub trait OpSemantics {
         Ok(())
     }
 
+    /// Axes that no link relates but that pruning may still resize, as `(port, axis)`: each
+    /// index along them is independent and the op sizes them from an attribute, which
+    /// [`OpSemantics::refit_outputs`] updates (the axis an `Expand` broadcasts a size-1 axis
+    /// along: the query heads one shared key/value head is repeated for). Every other unlinked
+    /// axis pins the channels it meets.
+    fn free_axes(&self, _inputs: &[Shape], _outputs: &[Shape]) -> Vec<(Port, usize)> {
+        Vec::new()
+    }
+
+    /// Updates attributes after pruning resized free output axes ([`OpSemantics::free_axes`])
+    /// to the `new` output shapes.
+    fn refit_outputs(&mut self, _new: &[Shape]) -> Result<(), OpError> {
+        Ok(())
+    }
+
     /// Multiply-accumulate operations for concrete input and output shapes (dense execution).
     fn macs(&self, _inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> u64 {
         0

@@ -316,7 +316,9 @@ impl DependencyGraph {
                 product_axes.insert((node.inputs[i].clone(), ax));
             }
             let links = sem.axis_links(&ins, &outs);
-            let mut linked: BTreeSet<(Port, usize)> = BTreeSet::new();
+            // free axes are neither linked nor pinned: their indices stay independent
+            let mut linked: BTreeSet<(Port, usize)> =
+                sem.free_axes(&ins, &outs).into_iter().collect();
             for l in &links {
                 linked.insert(l.a);
                 linked.insert(l.b);

@@ -170,6 +170,32 @@ pub fn apply_plan(graph: &Graph, deps: &DependencyGraph, plan: &Plan) -> Result<
                     message: e.0,
                 })?;
         }
+        let expected: Vec<Shape> = g.nodes[ni]
+            .outputs
+            .iter()
+            .map(|o| {
+                let dims = old_shapes[o].dims().iter().enumerate();
+                Shape(
+                    dims.map(|(ax, d)| {
+                        keep.get(&(o.clone(), ax))
+                            .map_or(*d, |k| Dim::Known(k.len()))
+                    })
+                    .collect(),
+                )
+            })
+            .collect();
+        let old_out: Vec<&Shape> = g.nodes[ni].outputs.iter().map(|o| &old_shapes[o]).collect();
+        if expected.iter().zip(&old_out).any(|(e, o)| e != *o) {
+            g.nodes[ni]
+                .op
+                .sem_mut()
+                .refit_outputs(&expected)
+                .map_err(|e| secateur_graph::GraphError::Op {
+                    node: name.clone(),
+                    op: op_type,
+                    message: e.0,
+                })?;
+        }
         let outs = g.infer_node(&g.nodes[ni], &new_in)?;
         for (o, s) in g.nodes[ni].outputs.clone().into_iter().zip(outs) {
             // the new shape must be the old one minus exactly the removed indices
