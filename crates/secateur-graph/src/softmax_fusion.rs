@@ -5,7 +5,8 @@
 //! scores reach memory. The chain starts at the scaling (a multiplication by, or a division by,
 //! a one-element constant, the scores being the first operand) or, without one, at the
 //! addition (the scores first, of the output's full shape); the added value (a padding mask, a
-//! constant attention bias) may be broadcast along any axis. As in [`crate::fusion`], each
+//! constant attention bias) may be broadcast along any axis, and must be computed before the
+//! chain starts. As in [`crate::fusion`], each
 //! absorbed node is the sole reader of the value before it, that value is no graph output,
 //! and no absorbed node's input is quantized.
 
@@ -78,7 +79,10 @@ impl Graph {
                 let out = self.nodes[next].outputs.first()?;
                 let keeps_shape =
                     shapes.get(out) == Some(full) && other != value && other != scores;
-                if !keeps_shape {
+                // the step runs where the chain starts: the mask must be computed by then
+                // (BoTNet adds relative-position logits computed after its scaling)
+                let mask_later = self.producer(&other).is_some_and(|p| p > ni);
+                if !keeps_shape || mask_later {
                     return None;
                 }
                 value = out.clone();
@@ -207,6 +211,16 @@ mod tests {
         );
         g.add_node("peek", Op::Binary(Binary::ADD), &["t0", "t0"], &["p"]);
         g.outputs.push("p".into());
+        assert!(none(&g));
+        // a mask computed after the scaling (BoTNet's relative-position logits): the step
+        // would run before it
+        let mut g = scores(
+            &[("mul", BinaryFn::Mul, "c"), ("add", BinaryFn::Add, "late")],
+            -1,
+        );
+        g.add_node("bias", Op::Binary(Binary::ADD), &["m", "m"], &["late"]);
+        let bias = g.nodes.pop().expect("just added");
+        g.nodes.insert(1, bias);
         assert!(none(&g));
         // a mask that enlarges the scores
         let mut g = scores(&[("add", BinaryFn::Add, "m")], -1);

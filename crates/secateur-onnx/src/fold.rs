@@ -196,6 +196,44 @@ pub fn expand(a: &SymConst, target: &[usize]) -> Option<SymConst> {
     Some(SymConst { dims, values })
 }
 
+/// `OneHot(indices, depth, [off, on])` with the new axis at `axis` (negative counts from the
+/// end of the output): `on` where the position along it equals the index (negative indices
+/// count from `depth`), `off` elsewhere. Exporters use it in shape arithmetic (GCViT's
+/// `repeat` by a computed count).
+pub fn one_hot(
+    indices: &SymConst,
+    depth: i64,
+    off: SymInt,
+    on: SymInt,
+    axis: i64,
+) -> Option<SymConst> {
+    let rank = indices.dims.len() as i64 + 1;
+    let axis = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&axis) || depth < 1 {
+        return None;
+    }
+    let axis = axis as usize;
+    let mut dims = indices.dims.clone();
+    dims.insert(axis, depth as usize);
+    let n = element_count(&dims)?;
+    let inner: usize = dims[axis + 1..].iter().product();
+    let values = (0..n)
+        .map(|f| {
+            let (outer, at, rest) = (
+                f / (inner * depth as usize),
+                (f / inner) % depth as usize,
+                f % inner,
+            );
+            let SymInt::Known(i) = indices.values[outer * inner + rest] else {
+                return None;
+            };
+            let i = if i < 0 { i + depth } else { i };
+            Some(if i == at as i64 { on } else { off })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(SymConst { dims, values })
+}
+
 /// `Range(start, limit, delta)`.
 pub fn range(start: i64, limit: i64, delta: i64) -> Option<SymConst> {
     if delta == 0 {
@@ -437,6 +475,13 @@ mod tests {
             vec![SymInt::Known(-3)],
             "integer division truncates toward zero"
         );
+        let hot = one_hot(&k(&[2, -1]), 3, SymInt::Known(0), SymInt::Batch, -1).unwrap();
+        assert_eq!(hot.dims, vec![2, 3]);
+        let b = SymInt::Batch;
+        let z = SymInt::Known(0);
+        assert_eq!(hot.values, vec![z, z, b, z, z, b]);
+        let columns = one_hot(&k(&[0, 1]), 2, z, SymInt::Known(7), 0).unwrap();
+        assert_eq!(columns.values, k(&[7, 0, 0, 7]).values);
         let picked = select(&k(&[1, 0]), &k(&[5, 6]), &k(&[-1])).unwrap();
         assert_eq!(picked.values, k(&[5, -1]).values);
         assert_eq!(range(0, 5, 2).unwrap().values, k(&[0, 2, 4]).values);

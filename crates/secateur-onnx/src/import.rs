@@ -17,6 +17,7 @@ use secateur_graph::{
 use std::collections::{HashMap, HashSet};
 
 mod batch_index;
+mod batch_statistics;
 mod conv1d;
 mod einsum;
 mod gather_nd;
@@ -422,6 +423,26 @@ impl Importer {
                 fold::select(c, x, y)
                     .ok_or_else(|| node_err(node, "the condition depends on the batch size"))?
             }
+            "OneHot" => {
+                let (Some(idx), Some(depth), Some(values)) = (int_in(0), int_in(1), int_in(2))
+                else {
+                    return Ok(false);
+                };
+                let depth = match depth.values.as_slice() {
+                    [SymInt::Known(d)] => *d,
+                    _ => return Err(node_err(node, "depth must be one known integer")),
+                };
+                let [off, on] = values.values.as_slice() else {
+                    return Err(node_err(node, "values must be [off, on]"));
+                };
+                let axis = a.int("axis", -1).map_err(|m| node_err(node, m))?;
+                fold::one_hot(idx, depth, *off, *on, axis).ok_or_else(|| {
+                    node_err(
+                        node,
+                        format!("indices of dims {:?} do not take a one-hot axis {axis} of depth {depth}", idx.dims),
+                    )
+                })?
+            }
             "Range" => {
                 let scalar = |i: usize| {
                     int_in(i)
@@ -823,6 +844,9 @@ impl Importer {
         }
         if node.op_type == "Tile" {
             return self.import_tile(node, &inputs, index);
+        }
+        if node.op_type == "BatchNormalization" && self.fold_batch_statistics(node, &inputs)? {
+            return Ok(());
         }
         if node.op_type == "Conv" && self.import_conv1d(node, &inputs, index)? {
             return Ok(());
@@ -1298,6 +1322,7 @@ pub(crate) const FOLDED_OPS: &[&str] = &[
     "ScatterND",
     "InstanceNormalization",
     "Tile",
+    "OneHot",
 ];
 
 /// Fails with one error naming every unsupported op type (count and first node) when the
