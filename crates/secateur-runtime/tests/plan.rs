@@ -481,6 +481,30 @@ fn concatenated_convolutions_write_in_place_and_match_the_reference() {
     assert!(steps.iter().any(|s| s == "mixed_cat"), "{steps:?}");
 }
 
+/// Convolutions, pools and layout conversions over images whose leading axis is a multiple
+/// of the batch (TNT's pixel patches: `[N, 4·C, H, W] → [4N, C, H, W]`) run every image, not
+/// one per sample, in both layouts, and equal the reference.
+#[test]
+fn images_several_per_sample_all_run_and_match_the_reference() {
+    use secateur_graph::{GraphBuilder, Reshape};
+    let (mut b, x) = GraphBuilder::new("patches", &[12, 10, 10], 7);
+    let split = Op::Reshape(Reshape {
+        shape: vec![-1, 3, 10, 10],
+        allowzero: false,
+    });
+    let patches = b.node("split", split, &[&x], vec![]).unwrap();
+    let a = b.conv("a", &patches, 8, 3, 2, 1, 1, true).unwrap();
+    let a = b.relu("a_relu", &a).unwrap();
+    let d = b.conv("dw", &a, 8, 3, 1, 1, 8, true).unwrap();
+    let p = b.max_pool("pool", &d, 2).unwrap();
+    let c = b.conv("c", &p, 16, 1, 1, 0, 1, true).unwrap();
+    let g = b.finish(&c).unwrap();
+    for (batch, threads) in [(1, 1), (2, 1), (3, 2)] {
+        check("patches", &g, FormatPolicy::Dense, batch, threads);
+        check("patches", &g, FormatPolicy::Measure, batch, threads);
+    }
+}
+
 /// A first layer of few input channels runs on the stem kernel reading the graph's NCHW
 /// input (no conversion step before it); one reading another layer's channels-last output
 /// reads NHWC. Both equal the reference.

@@ -69,6 +69,22 @@ impl<'a> Builder<'a> {
         self.shapes[v].resolve(self.config.batch)
     }
 
+    /// Images per sample a step of `kind` producing `v` loops over: the batch factor of `v`'s
+    /// leading axis where the step's image is one index of it, else 1.
+    fn images(&self, v: &str, kind: &StepKind) -> usize {
+        let factor = self
+            .shapes
+            .get(v)
+            .and_then(|s| s.0.first())
+            .and_then(|d| d.batch_factor())
+            .unwrap_or(1);
+        let per_image = self.len_of(v) / (self.config.batch * factor).max(1);
+        match kind.per_image_output() {
+            Some(n) if factor > 1 && n == per_image => factor,
+            _ => 1,
+        }
+    }
+
     fn len_of(&self, v: &str) -> usize {
         self.dims(v).iter().product()
     }
@@ -94,16 +110,18 @@ impl<'a> Builder<'a> {
         }
         let d = self.dims(v);
         let out = self.new_buf(self.len_of(v));
+        let kind = StepKind::Relayout {
+            to_nhwc: want == Layout::Nhwc,
+            c: d[1],
+            p: d[2] * d[3],
+        };
         self.steps.push(Step {
             name: format!(
                 "{v}.to_{}",
                 if want == Layout::Nhwc { "nhwc" } else { "nchw" }
             ),
-            kind: StepKind::Relayout {
-                to_nhwc: want == Layout::Nhwc,
-                c: d[1],
-                p: d[2] * d[3],
-            },
+            images: self.images(v, &kind),
+            kind,
             inputs: vec![buf],
             output: out,
             consts: vec![],
@@ -211,6 +229,7 @@ impl<'a> Builder<'a> {
                 inputs: vec![in_bufs[0]],
                 output: qb,
                 consts: vec![],
+                images: 1,
             });
             in_bufs[0] = qb;
         }
@@ -238,6 +257,7 @@ impl<'a> Builder<'a> {
             inputs: vec![usize::MAX],
             output: out,
             consts: vec![(0, t.data().to_vec())],
+            images: 1,
         });
         self.value_buf.insert(v.to_string(), out);
         self.layout.insert(v.to_string(), Layout::Nchw);
@@ -282,6 +302,7 @@ impl<'a> Builder<'a> {
         let ob = self.new_buf(lowered.out_len);
         self.steps.push(Step {
             name,
+            images: self.images(&lowered.output, &lowered.kind),
             kind: lowered.kind,
             inputs,
             output: ob,

@@ -632,7 +632,8 @@ impl ExecPlan {
                 let t = Instant::now();
                 let out_idx = self.steps[si].output;
                 let mut out = std::mem::take(&mut self.buffers[out_idx]);
-                let ran = run_step(&mut self.steps[si], &self.buffers, &mut out, isa, batch);
+                let images = batch * self.steps[si].images;
+                let ran = run_step(&mut self.steps[si], &self.buffers, &mut out, isa, images);
                 self.buffers[out_idx] = out;
                 ran.map_err(|m| RuntimeError::Input(format!("{}: {m}", self.steps[si].name)))?;
                 if let Some(tv) = times.as_deref_mut() {

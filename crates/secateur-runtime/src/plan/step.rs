@@ -296,6 +296,11 @@ pub(super) struct Step {
     pub(super) output: usize,
     /// Constant inputs (weights read by element-wise ops), by input position.
     pub(super) consts: Vec<(usize, Vec<f32>)>,
+    /// Images per sample of the batch that the step's per-image loops cover
+    /// ([`StepKind::per_image_output`]): the factor of its output's leading axis when that is
+    /// a multiple of the batch and the step's image is what follows it (TNT's pixel patches
+    /// `[196·N, 3, 16, 16]` through a convolution), else 1.
+    pub(super) images: usize,
 }
 
 /// A step running `op` by its reference evaluation, checked once on zeros of the input shapes
@@ -768,6 +773,20 @@ pub(super) fn run_step(
 }
 
 impl StepKind {
+    /// Output values per image of the steps that loop over the images of the batch
+    /// (convolutions, pools, layout conversions); `None` for steps that take the whole batch.
+    pub(super) fn per_image_output(&self) -> Option<usize> {
+        Some(match self {
+            StepKind::Conv(c) => c.c_out * c.ho * c.wo,
+            StepKind::Depthwise { c_out, ho, wo, .. } => c_out * ho * wo,
+            StepKind::NhwcConv(c) => c.c_out * c.ho * c.wo,
+            StepKind::NhwcPool { c, ho, wo, .. } => c * ho * wo,
+            StepKind::NhwcGap { c, .. } => *c,
+            StepKind::Relayout { c, p, .. } => c * p,
+            _ => return None,
+        })
+    }
+
     /// Whether the step quantizes its data input itself (an int8 kernel).
     pub(super) fn quantizes_input(&self) -> bool {
         matches!(self, StepKind::NhwcConv(s) if matches!(s.kernel, NhwcKernel::Int8(_)))
