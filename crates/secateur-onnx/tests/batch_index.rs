@@ -4,6 +4,9 @@
 //! ONNX Runtime; a value that is not affine in the batch coordinate is refused with the node
 //! named when anything but `Shape` reads it.
 
+mod common;
+
+use common::{float_value, opset17_model};
 use prost::Message;
 use secateur_graph::{Tensor, evaluate};
 use secateur_onnx::import_model;
@@ -31,27 +34,7 @@ fn ints(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
 }
 
 fn value(name: &str) -> ValueInfoProto {
-    let dims = vec![
-        DimensionProto {
-            dim_param: Some("batch".into()),
-            ..Default::default()
-        },
-        DimensionProto {
-            dim_value: Some(4),
-            ..Default::default()
-        },
-    ];
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto { dim: dims }),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    float_value(name, &[None, Some(4)])
 }
 
 /// `arange(N)` from the batch size of `x` (`Shape → Squeeze → Range`).
@@ -74,22 +57,14 @@ fn model(mut nodes: Vec<NodeProto>, mut inits: Vec<TensorProto>) -> ModelProto {
     let mut all = arange_nodes();
     all.append(&mut nodes);
     inits.extend([ints("zero", &[], &[0]), ints("one", &[], &[1])]);
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(GraphProto {
-            node: all,
-            input: vec![value("x")],
-            output: vec![value("y")],
-            initializer: inits,
-            name: "batch_index".into(),
-            ..Default::default()
-        }),
+    opset17_model(GraphProto {
+        node: all,
+        input: vec![value("x")],
+        output: vec![value("y")],
+        initializer: inits,
+        name: "batch_index".into(),
         ..Default::default()
-    }
+    })
 }
 
 /// `y = x.flatten()[arange(N)·4 + [3, 2, 1, 0]]`: each row reversed.

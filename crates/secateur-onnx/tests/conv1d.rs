@@ -3,47 +3,14 @@
 //! dilations, explicit and `SAME` padding and groups, the imported graph equals a direct 1-D
 //! convolution, ONNX Runtime on the original file and ONNX Runtime on secateur's export.
 
+mod common;
+
+use common::{float_initializer, float_value, opset17_model};
 use prost::Message;
 use secateur_graph::{Op, Tensor, evaluate};
 use secateur_onnx::import_model;
 use secateur_onnx::proto::*;
 use secateur_testkit::{ort_run_inputs, require_python};
-
-fn value(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
-    let dim = |d: &Option<i64>| match d {
-        Some(v) => DimensionProto {
-            dim_value: Some(*v),
-            ..Default::default()
-        },
-        None => DimensionProto {
-            dim_param: Some("batch".into()),
-            ..Default::default()
-        },
-    };
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto {
-                    dim: dims.iter().map(dim).collect(),
-                }),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn floats(name: &str, t: &Tensor) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: t.shape().iter().map(|&d| d as i64).collect(),
-        data_type: data_type::FLOAT,
-        float_data: t.data().to_vec(),
-        ..Default::default()
-    }
-}
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -159,22 +126,14 @@ impl Case {
             ..Default::default()
         };
         let (c_in, c_out, l) = (self.c_in as i64, self.c_out as i64, self.length as i64);
-        ModelProto {
-            ir_version: 8,
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: 17,
-            }],
-            graph: Some(GraphProto {
-                node: vec![node],
-                input: vec![value("x", &[None, Some(c_in), Some(l)])],
-                output: vec![value("y", &[None, Some(c_out), None])],
-                initializer: vec![floats("w", w), floats("b", b)],
-                name: "conv1d".into(),
-                ..Default::default()
-            }),
+        opset17_model(GraphProto {
+            node: vec![node],
+            input: vec![float_value("x", &[None, Some(c_in), Some(l)])],
+            output: vec![float_value("y", &[None, Some(c_out), None])],
+            initializer: vec![float_initializer("w", w), float_initializer("b", b)],
+            name: "conv1d".into(),
             ..Default::default()
-        }
+        })
     }
 
     /// Padding at the start and end (`SAME_UPPER`: output `ceil(L / stride)`).
@@ -273,7 +232,9 @@ fn a_one_dimensional_weight_that_is_not_a_constant_is_refused_with_its_name() {
     let mut m = case.model(&w, &b);
     let graph = m.graph.as_mut().unwrap();
     graph.initializer.retain(|t| t.name != "w");
-    graph.input.push(value("w", &[Some(8), Some(1), Some(10)]));
+    graph
+        .input
+        .push(float_value("w", &[Some(8), Some(1), Some(10)]));
     let err = import_model(&m).unwrap_err().to_string();
     assert!(err.contains("conv1d"), "{err}");
 }

@@ -4,6 +4,9 @@
 //! subscript assignment, ONNX Runtime on the original file and ONNX Runtime on secateur's
 //! export; a constant right-hand matrix becomes a prunable weighted `MatMul`.
 
+mod common;
+
+use common::{float_initializer, float_value, opset17_model};
 use prost::Message;
 use secateur_graph::{Op, Tensor, evaluate};
 use secateur_onnx::import_model;
@@ -11,44 +14,10 @@ use secateur_onnx::proto::*;
 use secateur_testkit::{ort_run_inputs, require_python};
 use std::collections::HashMap;
 
-fn dim(d: i64) -> DimensionProto {
-    if d < 0 {
-        DimensionProto {
-            dim_param: Some("batch".into()),
-            ..Default::default()
-        }
-    } else {
-        DimensionProto {
-            dim_value: Some(d),
-            ..Default::default()
-        }
-    }
-}
-
+/// A float value whose negative dims are the symbolic batch.
 fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto {
-                    dim: dims.iter().map(|&d| dim(d)).collect(),
-                }),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn floats(name: &str, t: &Tensor) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: t.shape().iter().map(|&d| d as i64).collect(),
-        data_type: data_type::FLOAT,
-        float_data: t.data().to_vec(),
-        ..Default::default()
-    }
+    let dims: Vec<Option<i64>> = dims.iter().map(|&d| (d >= 0).then_some(d)).collect();
+    float_value(name, &dims)
 }
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
@@ -76,7 +45,7 @@ fn einsum_model(
     let mut inits = Vec::new();
     for (k, ((t, constant), name)) in operands.iter().zip(&names).enumerate() {
         if *constant {
-            inits.push(floats(name, t));
+            inits.push(float_initializer(name, t));
         } else {
             let dims: Vec<i64> = t
                 .shape()
@@ -115,22 +84,14 @@ fn einsum_model(
             };
         }
     }
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(GraphProto {
-            node: vec![node],
-            input: inputs,
-            output: vec![out],
-            initializer: inits,
-            name: "einsum".into(),
-            ..Default::default()
-        }),
+    opset17_model(GraphProto {
+        node: vec![node],
+        input: inputs,
+        output: vec![out],
+        initializer: inits,
+        name: "einsum".into(),
         ..Default::default()
-    }
+    })
 }
 
 /// The subscripts of each term of an explicit equation (no ellipsis).

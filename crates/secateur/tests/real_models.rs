@@ -12,8 +12,8 @@
 
 use secateur_graph::{ActQuant, Graph, Op, Quantization, Tensor, evaluate, evaluate_all};
 use secateur_prune::structured::{
-    ChannelPruneConfig, DependencyGraph, GroupKind, StructuredTarget, apply_plan, plan_channels,
-    zero_channels,
+    ChannelPruneConfig, DependencyGraph, Group, GroupKind, StructuredTarget, apply_plan,
+    plan_channels, zero_channels,
 };
 use secateur_prune::weights::{
     Criterion, CriterionData, Granularity, Scope, WeightPruneConfig, apply_masks, compute_masks,
@@ -493,6 +493,11 @@ fn every_listed_image_fixture_has_a_test() {
     assert_eq!(IMAGE_MODELS.len() + TEXT_MODELS.len(), 30);
 }
 
+/// The dependency groups of one kind.
+fn groups_of(deps: &DependencyGraph, kind: GroupKind) -> Vec<&Group> {
+    deps.groups.iter().filter(|g| g.kind == kind).collect()
+}
+
 /// The heads of causal language models, in both exports. GPT-2 packs Q, K and V in one
 /// `Conv1D` (a `Gemm` over flattened rows whose output is split in three): the import unpacks
 /// it, so each layer has one group of 4 heads over the three projections. Llama's
@@ -511,11 +516,7 @@ fn causal_language_model_heads_are_found_in_both_exports() {
             let name = format!("{model}.{exporter}");
             let g = load(&fixture(&name));
             let deps = DependencyGraph::build(&g).unwrap();
-            let heads: Vec<_> = deps
-                .groups
-                .iter()
-                .filter(|gr| gr.kind == GroupKind::Heads)
-                .collect();
+            let heads = groups_of(&deps, GroupKind::Heads);
             assert_eq!(heads.len(), 2, "{name}: one heads group per layer");
             for h in heads {
                 assert_eq!(h.channels(), channels, "{name}: channels of {}", h.name);
@@ -533,11 +534,7 @@ fn causal_language_model_heads_are_found_in_both_exports() {
                     h.name
                 );
             }
-            let neurons = deps
-                .groups
-                .iter()
-                .filter(|gr| gr.kind == GroupKind::Neurons)
-                .count();
+            let neurons = groups_of(&deps, GroupKind::Neurons).len();
             assert_eq!(neurons, 2, "{name}: MLP neurons");
         }
     }
@@ -576,21 +573,13 @@ fn vit_attention_heads_are_found_in_both_exports() {
     for name in ["vit.ts17", "vit.dynamo"] {
         let g = secateur_onnx::load_model(fixture(name)).unwrap();
         let deps = DependencyGraph::build(&g).unwrap();
-        let heads: Vec<_> = deps
-            .groups
-            .iter()
-            .filter(|gr| gr.kind == GroupKind::Heads)
-            .collect();
+        let heads = groups_of(&deps, GroupKind::Heads);
         assert_eq!(heads.len(), 2, "{name}: one heads group per encoder layer");
         for h in heads {
             assert_eq!(h.channels(), 2, "{name}: {} heads", h.name);
             assert_eq!(h.producers().count(), 3, "{name}: Q, K and V in {}", h.name);
         }
-        let neurons = deps
-            .groups
-            .iter()
-            .filter(|gr| gr.kind == GroupKind::Neurons)
-            .count();
+        let neurons = groups_of(&deps, GroupKind::Neurons).len();
         assert!(neurons >= 2, "{name}: MLP neurons");
     }
 }

@@ -1,8 +1,60 @@
-//! Graphs shared by the ONNX integration tests.
+//! Graphs and ONNX protobuf pieces shared by the ONNX integration tests.
 #![allow(dead_code)]
 
 use secateur_graph::zoo::{self, ZooConfig, ZooModel};
-use secateur_graph::{Activation, Graph, GraphBuilder};
+use secateur_graph::{Activation, Graph, GraphBuilder, Tensor};
+use secateur_onnx::proto::*;
+
+/// A float graph value of `dims`, each a size, or `None` for the symbolic batch.
+pub fn float_value(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+    let dim = |d: &Option<i64>| match d {
+        Some(v) => DimensionProto {
+            dim_value: Some(*v),
+            ..Default::default()
+        },
+        None => DimensionProto {
+            dim_param: Some("batch".into()),
+            ..Default::default()
+        },
+    };
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: dims.iter().map(dim).collect(),
+                }),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A model of IR version 8 and ONNX opset 17 around `graph`.
+pub fn opset17_model(graph: GraphProto) -> ModelProto {
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+/// A float initializer holding `t`.
+pub fn float_initializer(name: &str, t: &Tensor) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: t.shape().iter().map(|&d| d as i64).collect(),
+        data_type: data_type::FLOAT,
+        float_data: t.data().to_vec(),
+        ..Default::default()
+    }
+}
 
 /// An inception-style graph: two branches concatenated, then a linear head.
 pub fn concat_net() -> Graph {
