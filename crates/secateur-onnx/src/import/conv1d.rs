@@ -128,7 +128,7 @@ fn window(node: &NodeProto, from_weight: usize, length: usize) -> Result<Window1
         mode @ ("SAME_UPPER" | "SAME_LOWER") => {
             let out = length.div_ceil(stride);
             let span = (kernel - 1) * dilation + 1;
-            let total = ((out - 1) * stride + span).saturating_sub(length);
+            let total = (out.saturating_sub(1) * stride + span).saturating_sub(length);
             let small = total / 2;
             if mode == "SAME_UPPER" {
                 [small, total - small]

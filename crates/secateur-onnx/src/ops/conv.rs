@@ -19,7 +19,7 @@ fn same_pads(
 ) -> (usize, usize) {
     let out = input.div_ceil(stride);
     let span = (kernel - 1) * dilation + 1;
-    let total = ((out - 1) * stride + span).saturating_sub(input);
+    let total = (out.saturating_sub(1) * stride + span).saturating_sub(input);
     let small = total / 2;
     if upper {
         (small, total - small)
